@@ -1,0 +1,29 @@
+PY := .venv/bin/python
+CLUSTER_BIN := $(or $(GODRUN_CACHE),$(HOME)/.cache/godrun)/cluster-bin
+
+.PHONY: setup test test-unit lint bench cluster-bin demo crd
+
+setup:
+	bash scripts/setup_env.sh
+
+lint: setup
+	$(PY) -m ruff check godrun tests bench scripts
+	$(PY) -m ruff format --check godrun tests bench scripts
+
+cluster-bin:
+	bash tests/cluster/build.sh
+
+test: setup cluster-bin
+	$(PY) -m pytest -q
+
+test-unit: setup
+	$(PY) -m pytest -q -m "not k8s"
+
+bench: setup
+	for f in bench/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+
+demo: setup
+	.venv/bin/godrun demo
+
+crd: setup
+	.venv/bin/godrun crd > manifests/crd/godruns.godrun.io.yaml

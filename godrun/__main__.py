@@ -1,0 +1,5 @@
+import sys
+
+from godrun.cli import main
+
+sys.exit(main())

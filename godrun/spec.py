@@ -1,0 +1,426 @@
+"""The GodRun resource: spec and status models (pydantic v2), the single source of truth.
+
+The CRD schema (`godrun crd`), the trainer's and evaluator's CLI flags and the reference docs
+are generated from these models. Training recipe fields are named exactly like the seed's
+flags (`lr_min`, `dip_w_area`, ...) so that `spec.training.<flag>` maps 1:1 onto
+`python -m godrun.trainer --<flag>`; every other field uses Kubernetes-style camelCase.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+API_GROUP = "godrun.io"
+API_VERSION = "v1alpha1"
+KIND = "GodRun"
+PLURAL = "godruns"
+SINGULAR = "godrun"
+SHORT_NAME = "gr"
+
+FILM_FEATURES: tuple[str, ...] = (
+    "cos_theta",
+    "UVA_total",
+    "UVB_total",
+    "UVA_over_UVB",
+    "P_UVA_mW_cm2",
+    "P_UVB_mW_cm2",
+    "UVA_norm",
+    "UVB_norm",
+)
+FilmFeature = Literal[
+    "cos_theta",
+    "UVA_total",
+    "UVB_total",
+    "UVA_over_UVB",
+    "P_UVA_mW_cm2",
+    "P_UVB_mW_cm2",
+    "UVA_norm",
+    "UVB_norm",
+]
+
+PHASES: tuple[str, ...] = ("Pending", "Training", "Evaluating", "Shipped", "Failed-ActB", "Error")
+Phase = Literal["Pending", "Training", "Evaluating", "Shipped", "Failed-ActB", "Error"]
+TERMINAL_PHASES = frozenset({"Shipped", "Failed-ActB", "Error"})
+CONDITION_TYPES: tuple[str, ...] = ("DataVerified", "Trained", "Evaluated", "GatesPassed")
+GATE_NAMES: tuple[str, ...] = ("aggregate", "tail", "roi", "downstream")
+
+NonNegInt = Annotated[int, Field(ge=0)]
+PosInt = Annotated[int, Field(ge=1)]
+Ratio = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class _Camel(BaseModel):
+    """Kubernetes-style models: camelCase in YAML/JSON, snake_case in Python; unknown keys refused."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+# --------------------------------------------------------------------------- training recipe
+
+
+class Recipe(BaseModel):
+    """The seed's training recipe: one field per `python -m godrun.trainer` flag, the seed's values as defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: Literal["mamba_tiny_uv"] = Field("mamba_tiny_uv", description="Model architecture to train.")
+    train_dir: str = Field("data/spectra_for_fold", description="Folder the training manifest's paths are relative to.")
+    train_manifest: str = Field(
+        "data/spectra_for_fold/manifest_train.csv", description="CSV listing every training spectrum (panel excluded)."
+    )
+    val_manifest: str = Field("data/validation_panel.csv", description="The fixed validation panel evaluated every epoch.")
+    sequence_length: PosInt = Field(601, description="Points per spectrum; must match the wavelength grid.")
+    epochs: PosInt = Field(400, description="Maximum number of epochs.")
+    early_stop_patience: NonNegInt = Field(
+        30, description="Stop after this many epochs without a better panel score (0 disables early stopping)."
+    )
+    bs: PosInt = Field(600, description="Batch size (spectra per optimiser step, per process).")
+    lr: float = Field(3e-4, gt=0, description="Peak learning rate of the cosine schedule (AdamW).")
+    lr_min: float = Field(3e-5, ge=0, description="Final learning rate of the cosine schedule; must not exceed lr.")
+    weight_decay: float = Field(1e-4, ge=0, description="AdamW decoupled weight decay.")
+    noise2noise: bool = Field(True, description="Train on noisy targets (Noise2Noise) instead of clean references.")
+    noise2noise_pairwise: bool = Field(
+        True, description="Pair two noisy replicates of one clean spectrum as input and target."
+    )
+    val_noise2noise: bool = Field(False, description="Use noisy replicates as panel targets (off: panel uses clean references).")
+    tta_reverse: bool = Field(False, description="Reverse-time test-time augmentation on the panel (off in the seed).")
+    geometry_film: bool = Field(True, description="Condition every block on dose/geometry features through FiLM.")
+    film_hidden_dim: PosInt = Field(64, description="Hidden width of the FiLM conditioning MLP.")
+    film_features: list[FilmFeature] = Field(
+        default_factory=lambda: list(FILM_FEATURES),
+        min_length=1,
+        description="Dose features (columns of dose_features_csv) fed to FiLM.",
+    )
+    dose_features_csv: str = Field("data/metadata/dose_features.csv", description="Per-group dose features.")
+    dose_sampling_weights_csv: str = Field(
+        "data/metadata/dose_sampling_weights.csv", description="Per-group sampling weights for the training sampler."
+    )
+    dose_stats_json: str = Field("data/metadata/dose_stats.json", description="Feature means/stds used to standardise FiLM inputs.")
+    lambda_weights: str = Field(
+        "data/spectra_for_fold/lambda_stats.npz", description="Per-wavelength statistics; its `weights` array weights the loss."
+    )
+    dip_loss: bool = Field(True, description="Add the ROI dip loss (area, equivalent width, centroid, depth).")
+    dip_weight: float = Field(1.0, ge=0, description="Weight of the dip loss in the total loss.")
+    dip_m: PosInt = Field(6, description="Maximum number of dips per spectrum the dip loss tracks.")
+    dip_window_half_nm: float = Field(7.0, gt=0, description="Half-width (nm) of the window measured around each dip.")
+    dip_min_area: float = Field(5e-4, ge=0, description="Minimum dip area (baseline-relative, nm units) for a dip to count.")
+    dip_w_area: float = Field(2.5, ge=0, description="Dip loss weight of the area term.")
+    dip_w_equivalent_width: float = Field(1.5, ge=0, description="Dip loss weight of the equivalent-width term.")
+    dip_w_centroid: float = Field(2.0, ge=0, description="Dip loss weight of the centroid term.")
+    dip_w_depth: float = Field(0.3, ge=0, description="Dip loss weight of the depth term.")
+    dip_underfill_factor: float = Field(
+        2.0, ge=1.0, description="Extra penalty factor when a predicted dip is shallower/smaller than the target's."
+    )
+    dip_detect_sigma_nm: float = Field(1.0, gt=0, description="Gaussian smoothing (nm) before dip detection.")
+    baseline: Literal["local", "none"] = Field("local", description="Baseline model for dip measurement.")
+    baseline_guard_nm: float = Field(10.0, ge=0, description="Guard band (nm) around a dip excluded from the local baseline fit.")
+    derivative_weight: float = Field(0.3, ge=0, description="Weight of the first-derivative loss over the whole grid.")
+    deriv_weight_roi: float = Field(0.6, ge=0, description="Extra first-derivative loss weight inside the ROI.")
+    deriv_roi_min: float = Field(320.0, description="ROI lower bound (nm).")
+    deriv_roi_max: float = Field(500.0, description="ROI upper bound (nm); must exceed deriv_roi_min.")
+    curvature_weight_roi: float = Field(0.3, ge=0, description="Weight of the second-derivative (curvature) loss inside the ROI.")
+    d_model: PosInt = Field(384, description="Mamba model width.")
+    n_layers: PosInt = Field(8, description="Number of Mamba blocks.")
+    d_state: PosInt = Field(16, description="SSM state size per channel.")
+    amp: bool = Field(True, description="Mixed precision autocast (CUDA and CPU).")
+    amp_dtype: Literal["bf16", "fp16"] = Field("bf16", description="Autocast dtype when amp is on.")
+    ema: bool = Field(True, description="Keep an exponential moving average of the weights (used for panel and export).")
+    ema_decay: float = Field(0.999, gt=0, lt=1, description="EMA decay per optimiser step.")
+    cudnn_benchmark: bool = Field(True, description="Let cuDNN pick the fastest kernels (CUDA only).")
+    init_checkpoint: str | None = Field(
+        "checkpoints/prod/Track_H_fold_02/mamba_tiny_uv_best.pt",
+        description="Warm-start checkpoint (shape-checked). Empty/null trains from scratch.",
+    )
+    log_dir: str = Field("logs/god_run", description="Where train.log and metrics.csv go.")
+    checkpoint_dir: str = Field("checkpoints/god_run", description="Where best/last checkpoints go.")
+    audit_log: str = Field("logs/god_run/auditing_manifest.log", description="Audit log of manifest, config and code hashes.")
+    # Options beyond the seed's command line (defaults keep the seed's behaviour).
+    jitter_nm: float = Field(1.0, ge=0, description="Train-only random wavelength shift (nm, uniform ±); 0 disables.")
+    cutout_prob: float = Field(0.25, ge=0, le=1, description="Train-only probability of zeroing one short window.")
+    cutout_nm: float = Field(8.0, ge=0, description="Width (nm) of the train-only cutout window.")
+    seed: NonNegInt = Field(0, description="Random seed for sampling, augmentation and initialisation.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Device to train on.")
+    num_workers: NonNegInt = Field(0, description="Data-loader worker processes.")
+    metrics_port: NonNegInt | None = Field(None, description="Serve Prometheus metrics on this port while training.")
+    steps_per_epoch: NonNegInt = Field(
+        0, description="Optimiser steps per epoch; 0 = one pass over the training manifest."
+    )
+    calibrator_head: bool = Field(False, description="Act B: add a per-wavelength calibrator head on top of the backbone.")
+    freeze_backbone: bool = Field(False, description="Act B: train only the calibrator head and FiLM.")
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> Recipe:
+        if self.lr_min > self.lr:
+            raise ValueError(f"lr_min ({self.lr_min:g}) must be <= lr ({self.lr:g})")
+        if self.deriv_roi_max <= self.deriv_roi_min:
+            raise ValueError(f"deriv_roi_max ({self.deriv_roi_max:g}) must be > deriv_roi_min ({self.deriv_roi_min:g})")
+        if self.noise2noise_pairwise and not self.noise2noise:
+            raise ValueError("noise2noise_pairwise requires noise2noise")
+        if len(set(self.film_features)) != len(self.film_features):
+            raise ValueError("film_features lists a feature twice")
+        if self.freeze_backbone and not self.calibrator_head:
+            raise ValueError("freeze_backbone requires calibrator_head")
+        return self
+
+
+# --------------------------------------------------------------------------- cluster side
+
+
+class Toleration(_Camel):
+    """A Kubernetes toleration copied onto the Job pods."""
+
+    key: str | None = Field(None, description="Taint key to tolerate.")
+    operator: Literal["Exists", "Equal"] = Field("Equal", description="Exists or Equal.")
+    value: str | None = Field(None, description="Taint value (operator Equal).")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(None, description="Taint effect.")
+    toleration_seconds: int | None = Field(None, description="For NoExecute: how long the pod stays bound.")
+
+
+class Resources(_Camel):
+    """Compute for the training Job (the evaluation Job uses one GPU when gpus > 0)."""
+
+    gpus: NonNegInt = Field(1, description="GPUs per node (nvidia.com/gpu); >1 runs torchrun with one process per GPU.")
+    nodes: PosInt = Field(1, description="Nodes for training; >1 runs an Indexed Job with a headless Service.")
+    cpu: str = Field("8", description="CPU request per pod.")
+    memory: str = Field("64Gi", description="Memory request and limit per pod.")
+    shm_size: str = Field("16Gi", description="Size of the memory-backed /dev/shm volume.")
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Node selector for the Job pods.")
+    tolerations: list[Toleration] = Field(default_factory=list, description="Tolerations for the Job pods.")
+    queue_name: str | None = Field(None, description="Kueue LocalQueue; sets the kueue.x-k8s.io/queue-name label.")
+
+
+class DataSpec(_Camel):
+    """Where the run's files live: one volume holding data/, checkpoints/, logs/ and outputs."""
+
+    claim_name: str | None = Field(None, description="PersistentVolumeClaim mounted at mountPath (none: emptyDir, for tests).")
+    mount_path: str = Field("/workspace", description="Mount point; the stages run with it as working directory.")
+    verify: bool = Field(True, description="Run the leakage/hash checks on the manifests before training.")
+
+
+class PanelSpec(_Camel):
+    """The fixed validation panel and the evaluator's inputs (the seed's QA command)."""
+
+    manifest: str = Field("data/validation_panel.csv", description="Panel manifest (750 spectra in the seed).")
+    expected_hash: str | None = Field(
+        None, pattern=r"^[0-9a-f]{64}$", description="sha256 of the panel manifest; evaluation refuses a changed panel."
+    )
+    root_dir: str = Field("data/spectra_for_fold", description="Folder the panel's spectrum paths are relative to.")
+    baseline_dir: str = Field("data/spectra_for_fold", description="Folder of the reference spectra for the downstream proxy.")
+    metadata: str = Field("data/metadata/dose_features.csv", description="Dose features per group.")
+    wavelength_grid: str = Field("data/spectra_for_fold/wavelength_grid.npy", description="The 601-point grid (nm).")
+    output_dir: str = Field("final_analytics/panel_eval", description="Where the evaluator writes its outputs.")
+    downstream_script: str | None = Field(
+        "scripts/downstream_proxy_eval.py", description="Downstream proxy entry point (gate 4)."
+    )
+
+
+class Gates(_Camel):
+    """Readiness gate thresholds (DESIGN.md §6); the defaults are the seed's."""
+
+    psnr_mean_min: float = Field(18.0, ge=0, le=100, description="Gate 1: minimum mean PSNR (dB).")
+    psnr_std_max: float = Field(4.0, ge=0, le=100, description="Gate 1: maximum population std of PSNR (dB).")
+    sam_mean_max: float = Field(9.0, ge=0, le=180, description="Gate 1: maximum mean SAM (degrees).")
+    tail_psnr_min: float = Field(14.0, ge=0, le=100, description="Gate 2: per-spectrum PSNR floor (dB).")
+    tail_sam_max: float = Field(12.0, ge=0, le=180, description="Gate 2: per-spectrum SAM ceiling (degrees).")
+    tail_fraction_min: Ratio = Field(0.95, description="Gate 2: minimum fraction of spectra inside both tail bounds.")
+    roi_tolerance: Ratio = Field(0.10, description="Gate 3: allowed relative error of dip area and depth.")
+    roi_pass_fraction_min: Ratio = Field(0.90, description="Gate 3: minimum fraction of spectra whose dips all pass.")
+    spurious_peaks_max: NonNegInt = Field(0, description="Gate 3: maximum total spurious dips over the panel.")
+    roi_min_nm: float = Field(320.0, ge=0, description="ROI lower bound (nm).")
+    roi_max_nm: float = Field(500.0, ge=0, description="ROI upper bound (nm); must exceed roiMinNm.")
+    dip_min_area: float = Field(5e-4, ge=0, description="Minimum area for the dip detector to report a dip.")
+    dip_guard_nm: float = Field(10.0, ge=0, description="Guard band (nm) of the dip detector's local baseline.")
+    dip_smooth_nm: float = Field(1.0, ge=0, description="Gaussian smoothing (nm) before dip detection.")
+
+    @model_validator(mode="after")
+    def _roi_order(self) -> Gates:
+        if self.roi_max_nm <= self.roi_min_nm:
+            raise ValueError(f"roiMaxNm ({self.roi_max_nm:g}) must be > roiMinNm ({self.roi_min_nm:g})")
+        return self
+
+
+class ActB(_Camel):
+    """Act B recipe changes (calibrator head + loss rebalance) applied to the child run."""
+
+    calibrator_head: bool = Field(True, description="Add the calibrator head.")
+    freeze_backbone: bool = Field(False, description="Train only the calibrator head and FiLM.")
+    dip_weight: float = Field(2.0, ge=0, description="Rebalanced dip loss weight.")
+    derivative_weight: float = Field(0.15, ge=0, description="Rebalanced global derivative weight.")
+    curvature_weight_roi: float = Field(0.6, ge=0, description="Rebalanced ROI curvature weight.")
+    epochs: PosInt | None = Field(None, description="Epoch cap for Act B (default: the parent's).")
+
+
+class Fallback(_Camel):
+    """What a failed verdict does (the seed's fallback plan)."""
+
+    archive: bool = Field(True, description="Copy the run's artefacts to <archiveDir>/god_run_failed_YYYYMMDD.")
+    archive_dir: str = Field("artifacts", description="Parent folder of failure archives.")
+    analytics_doc: str = Field(
+        "final_analytics/reviewing_the_5fold_run.md", description="Markdown file a dated failure section is appended to."
+    )
+    launch_act_b: bool = Field(False, description="Create the child GodRun <name>-actb warm-started from this run's best checkpoint.")
+    act_b: ActB = Field(default_factory=ActB, description="Act B recipe changes.")
+
+
+class JobPolicy(_Camel):
+    """Retry and lifetime settings of the training and evaluation Jobs."""
+
+    backoff_limit: NonNegInt = Field(3, description="Retries for unexpected failures (exit 2 never retries).")
+    train_deadline_seconds: PosInt = Field(7 * 24 * 3600, description="activeDeadlineSeconds of the training Job.")
+    evaluate_deadline_seconds: PosInt = Field(4 * 3600, description="activeDeadlineSeconds of the evaluation Job.")
+    ttl_seconds_after_finished: NonNegInt | None = Field(
+        7 * 24 * 3600, description="ttlSecondsAfterFinished of both Jobs (null keeps them)."
+    )
+    run_as_user: PosInt = Field(1000, description="Numeric non-root UID the containers run as.")
+
+
+class GodRunSpec(_Camel):
+    """A training run that ships only if the fixed panel passes every readiness gate."""
+
+    image: str = Field(..., min_length=1, description="Container image with godrun, torch and (optionally) mamba-ssm.")
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field("IfNotPresent", description="Image pull policy.")
+    resources: Resources = Field(default_factory=Resources, description="GPUs, memory, placement and queue.")
+    data: DataSpec = Field(default_factory=DataSpec, description="The run volume.")
+    training: Recipe = Field(default_factory=Recipe, description="The training recipe (the seed's flags).")
+    panel: PanelSpec = Field(default_factory=PanelSpec, description="The validation panel and evaluator inputs.")
+    gates: Gates = Field(default_factory=Gates, description="Readiness gate thresholds.")
+    fallback: Fallback = Field(default_factory=Fallback, description="What happens when a gate fails.")
+    jobs: JobPolicy = Field(default_factory=JobPolicy, description="Job retries, deadlines and security.")
+
+
+# --------------------------------------------------------------------------- status and verdict
+
+
+class Condition(_Camel):
+    """A Kubernetes-style condition."""
+
+    type: str = Field(..., description="DataVerified, Trained, Evaluated or GatesPassed.")
+    status: Literal["True", "False", "Unknown"] = Field(..., description="True, False or Unknown.")
+    reason: str = Field("", description="CamelCase reason.")
+    message: str = Field("", description="Human-readable detail.")
+    last_transition_time: datetime | None = Field(None, description="When status last changed.")
+
+
+class Progress(_Camel):
+    """Training progress read from the trainer's metrics endpoint."""
+
+    epoch: NonNegInt = Field(0, description="Last finished epoch.")
+    epochs: NonNegInt = Field(0, description="Epoch cap.")
+    best_epoch: NonNegInt | None = Field(None, description="Epoch of the best panel score so far.")
+    psnr_mean: float | None = Field(None, description="Latest panel mean PSNR (dB).")
+    sam_mean: float | None = Field(None, description="Latest panel mean SAM (degrees).")
+
+
+class Check(_Camel):
+    """One thresholded number inside a gate."""
+
+    metric: str = Field(..., description="Metric name, e.g. psnr_mean.")
+    value: float | None = Field(None, description="Measured value (null when not measurable).")
+    op: Literal[">=", "<="] = Field(..., description="Comparison against the threshold.")
+    threshold: float = Field(..., description="Threshold.")
+    passed: bool = Field(..., description="Whether value op threshold holds.")
+
+
+class GateResult(_Camel):
+    """One of the four readiness gates."""
+
+    name: Literal["aggregate", "tail", "roi", "downstream"] = Field(..., description="Gate name.")
+    passed: bool = Field(..., description="All checks passed.")
+    checks: list[Check] = Field(default_factory=list, description="The gate's thresholded numbers.")
+
+
+class Lineage(_Camel):
+    """Hashes tying a verdict to its inputs and outputs."""
+
+    panel_sha256: str | None = Field(None, description="sha256 of the panel manifest.")
+    manifest_sha256: str | None = Field(None, description="sha256 of the training manifest.")
+    init_checkpoint_sha256: str | None = Field(None, description="sha256 of the warm-start checkpoint.")
+    code_version: str | None = Field(None, description="sha256 of the godrun sources that evaluated.")
+    best_checkpoint: str | None = Field(None, description="Path of the top-ranked checkpoint.")
+    best_checkpoint_sha256: str | None = Field(None, description="sha256 of the top-ranked checkpoint.")
+
+
+class Verdict(_Camel):
+    """The evaluator's compact verdict (< 4 KB): its termination message and `status.panel`."""
+
+    verdict: Literal["pass", "fail"] = Field(..., description="pass only when all four gates pass.")
+    psnr_mean: float | None = Field(None, description="Panel mean PSNR (dB) of the best checkpoint.")
+    psnr_std: float | None = Field(None, description="Panel PSNR population std (dB).")
+    sam_mean: float | None = Field(None, description="Panel mean SAM (degrees).")
+    tail_ratio: float | None = Field(None, description="Fraction of spectra inside the tail bounds.")
+    roi_ratio: float | None = Field(None, description="Fraction of spectra whose dips all pass.")
+    spurious_peaks: int | None = Field(None, description="Total spurious dips on the panel.")
+    gates: list[GateResult] = Field(default_factory=list, description="The four gates.")
+    failed_gates: list[str] = Field(default_factory=list, description="Names of the gates that failed.")
+    checkpoints_evaluated: NonNegInt = Field(0, description="How many checkpoints were ranked.")
+    report: str | None = Field(None, description="Path of report.html on the run volume.")
+    lineage: Lineage = Field(default_factory=Lineage, description="Hashes of inputs and the best checkpoint.")
+
+
+class JobRefs(_Camel):
+    """Names of the Jobs (or local processes) of the current generation."""
+
+    train: str | None = Field(None, description="Training Job name.")
+    evaluate: str | None = Field(None, description="Evaluation Job name.")
+
+
+class GodRunStatus(_Camel):
+    """Observed state of a GodRun, written by the controller through the status subresource."""
+
+    phase: Phase = Field("Pending", description="Pending, Training, Evaluating, Shipped, Failed-ActB or Error.")
+    reason: str = Field("", description="Why the run is in this phase (CamelCase).")
+    message: str = Field("", description="Human-readable detail.")
+    observed_generation: NonNegInt = Field(0, description="metadata.generation the status describes.")
+    conditions: list[Condition] = Field(default_factory=list, description="DataVerified, Trained, Evaluated, GatesPassed.")
+    progress: Progress = Field(default_factory=Progress, description="Training progress.")
+    panel: Verdict | None = Field(None, description="The panel verdict with the four gates.")
+    lineage: Lineage = Field(default_factory=Lineage, description="Hashes of inputs and the best checkpoint.")
+    jobs: JobRefs = Field(default_factory=JobRefs, description="Jobs of the current generation.")
+    act_b: str | None = Field(None, description="Name of the Act B child GodRun, once created.")
+    archive: str | None = Field(None, description="Failure archive folder, once written.")
+    start_time: datetime | None = Field(None, description="When the current generation started.")
+    completion_time: datetime | None = Field(None, description="When the current generation reached a final phase.")
+
+
+class ObjectMeta(BaseModel):
+    """The parts of metadata the controller and local runner use."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(..., min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    namespace: str | None = None
+    generation: int = 1
+    uid: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class GodRun(BaseModel):
+    """A whole GodRun object as `kubectl apply` takes it."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    api_version: Literal["godrun.io/v1alpha1"] = Field("godrun.io/v1alpha1", alias="apiVersion")
+    kind: Literal["GodRun"] = "GodRun"
+    metadata: ObjectMeta
+    spec: GodRunSpec
+    status: GodRunStatus | None = None
+
+
+def load_godrun(obj: dict[str, Any]) -> GodRun:
+    """Validate a GodRun mapping (raises pydantic.ValidationError with field paths)."""
+    return GodRun.model_validate(obj)
+
+
+def format_validation_error(exc: Any, prefix: str = "") -> str:
+    """One line per error, each naming the field path (`spec.training.lr_min: ...`)."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"] if p not in ("function-after",))
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{prefix}{loc}: {msg}" if loc else f"{prefix}{msg}")
+    return "\n".join(lines)
