@@ -1,7 +1,7 @@
 PY := .venv/bin/python
 CLUSTER_BIN := $(or $(GODRUN_CACHE),$(HOME)/.cache/godrun)/cluster-bin
 
-.PHONY: setup test test-unit lint bench cluster-bin demo crd
+.PHONY: setup test test-unit lint bench cluster-bin demo crd docs sync-chart
 
 setup:
 	bash scripts/setup_env.sh
@@ -26,4 +26,12 @@ demo: setup
 	.venv/bin/godrun demo
 
 crd: setup
-	.venv/bin/godrun crd > manifests/crd/godruns.godrun.io.yaml
+	.venv/bin/godrun crd -o manifests/crd/godruns.godrun.io.yaml
+	$(PY) scripts/sync_chart.py
+
+# copy the CRD, dashboard and alert rules into helm/godrun/files and manifests/monitoring/prometheusrule.yaml
+sync-chart: setup
+	$(PY) scripts/sync_chart.py
+
+docs: setup
+	$(PY) -m godrun.docs > docs/reference.md

@@ -51,6 +51,8 @@ GATE_NAMES: tuple[str, ...] = ("aggregate", "tail", "roi", "downstream")
 NonNegInt = Annotated[int, Field(ge=0)]
 PosInt = Annotated[int, Field(ge=1)]
 Ratio = Annotated[float, Field(ge=0.0, le=1.0)]
+# A Kubernetes resource quantity ("8", "500m", "64Gi", "1e3").
+QUANTITY_PATTERN = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
 
 
 class _Camel(BaseModel):
@@ -185,9 +187,9 @@ class Resources(_Camel):
 
     gpus: NonNegInt = Field(1, description="GPUs per node (nvidia.com/gpu); >1 runs torchrun with one process per GPU.")
     nodes: PosInt = Field(1, description="Nodes for training; >1 runs an Indexed Job with a headless Service.")
-    cpu: str = Field("8", description="CPU request per pod.")
-    memory: str = Field("64Gi", description="Memory request and limit per pod.")
-    shm_size: str = Field("16Gi", description="Size of the memory-backed /dev/shm volume.")
+    cpu: str = Field("8", pattern=QUANTITY_PATTERN, description="CPU request per pod.")
+    memory: str = Field("64Gi", pattern=QUANTITY_PATTERN, description="Memory request and limit per pod.")
+    shm_size: str = Field("16Gi", pattern=QUANTITY_PATTERN, description="Size of the memory-backed /dev/shm volume.")
     node_selector: dict[str, str] = Field(default_factory=dict, description="Node selector for the Job pods.")
     tolerations: list[Toleration] = Field(default_factory=list, description="Tolerations for the Job pods.")
     queue_name: str | None = Field(None, description="Kueue LocalQueue; sets the kueue.x-k8s.io/queue-name label.")
@@ -358,6 +360,7 @@ class Verdict(_Camel):
     failed_gates: list[str] = Field(default_factory=list, description="Names of the gates that failed.")
     checkpoints_evaluated: NonNegInt = Field(0, description="How many checkpoints were ranked.")
     report: str | None = Field(None, description="Path of report.html on the run volume.")
+    archive: str | None = Field(None, description="Failure archive folder written by --archive-on-fail (fail only).")
     lineage: Lineage = Field(default_factory=Lineage, description="Hashes of inputs and the best checkpoint.")
 
 

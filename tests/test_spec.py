@@ -62,3 +62,12 @@ def test_validation_messages_name_the_field(spec: dict, needle: str) -> None:
 def test_snake_case_names_accepted_in_python() -> None:
     spec = GodRunSpec(image="i", gates={"psnr_mean_min": 20})
     assert spec.gates.psnr_mean_min == 20
+
+
+def test_committed_reference_doc_matches_the_model() -> None:
+    from pathlib import Path
+
+    from godrun.docs import render
+
+    committed = Path(__file__).resolve().parents[1] / "docs" / "reference.md"
+    assert committed.read_text() == render(), "docs/reference.md drifted: run `make docs`"

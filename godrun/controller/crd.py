@@ -1,0 +1,260 @@
+"""`godrun crd`: the GodRun CustomResourceDefinition, generated from the pydantic models in godrun.spec.
+
+The pydantic JSON schema is rewritten into a Kubernetes *structural* OpenAPI v3 schema: every $ref inlined,
+`X | None` turned into `nullable: true`, a `type` on every node, `exclusiveMinimum` in the OpenAPI 3.0 form,
+defaults (including the ones pydantic only knows as default factories) and the field descriptions that
+`kubectl explain` shows. Cross-field rules become CEL `x-kubernetes-validations` (table `CEL_RULES`, the one
+place each CEL rule lives; tests check every rule's message against the pydantic validator it mirrors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from godrun import spec as S
+
+# CEL rules, keyed by the pydantic model they sit on; each mirrors a model_validator in godrun.spec.
+# `example` is a spec patch (YAML path into GodRunSpec) that breaks the rule; tests feed it to pydantic.
+CEL_RULES: dict[str, list[dict[str, Any]]] = {
+    "Recipe": [
+        {
+            "rule": "self.lr_min <= self.lr",
+            "message": "lr_min must be <= lr",
+            "fieldPath": ".lr_min",
+            "example": {"training": {"lr": 1e-4, "lr_min": 1e-3}},
+        },
+        {
+            "rule": "self.deriv_roi_max > self.deriv_roi_min",
+            "message": "deriv_roi_max must be > deriv_roi_min",
+            "fieldPath": ".deriv_roi_max",
+            "example": {"training": {"deriv_roi_min": 500.0, "deriv_roi_max": 320.0}},
+        },
+        {
+            "rule": "!self.noise2noise_pairwise || self.noise2noise",
+            "message": "noise2noise_pairwise requires noise2noise",
+            "fieldPath": ".noise2noise_pairwise",
+            "example": {"training": {"noise2noise": False, "noise2noise_pairwise": True}},
+        },
+        {
+            "rule": "!self.freeze_backbone || self.calibrator_head",
+            "message": "freeze_backbone requires calibrator_head",
+            "fieldPath": ".freeze_backbone",
+            "example": {"training": {"freeze_backbone": True, "calibrator_head": False}},
+        },
+    ],
+    "Gates": [
+        {
+            "rule": "self.roiMaxNm > self.roiMinNm",
+            "message": "roiMaxNm must be > roiMinNm",
+            "fieldPath": ".roiMaxNm",
+            "example": {"gates": {"roiMinNm": 500.0, "roiMaxNm": 400.0}},
+        },
+    ],
+}
+
+# Kubernetes-only additions to single properties: (model, python field name) -> schema keys.
+# maxItems/maxProperties bound CEL cost and etcd size; list-type set/map makes the server refuse duplicates.
+PROPERTY_EXTRAS: dict[tuple[str, str], dict[str, Any]] = {
+    ("Recipe", "film_features"): {"maxItems": len(S.FILM_FEATURES), "x-kubernetes-list-type": "set"},
+    ("Resources", "tolerations"): {"maxItems": 32},
+    ("Resources", "node_selector"): {"maxProperties": 32},
+    ("GodRunStatus", "conditions"): {
+        "maxItems": 16,
+        "x-kubernetes-list-type": "map",
+        "x-kubernetes-list-map-keys": ["type"],
+    },
+    ("Verdict", "gates"): {"maxItems": 4},
+    ("Verdict", "failed_gates"): {"maxItems": 4},
+    ("GateResult", "checks"): {"maxItems": 16},
+}
+
+_COPY_KEYS = (
+    "type",
+    "description",
+    "enum",
+    "format",
+    "pattern",
+    "minimum",
+    "maximum",
+    "minLength",
+    "maxLength",
+    "minItems",
+    "maxItems",
+    "required",
+)
+
+
+def _model_class(name: str) -> type[BaseModel] | None:
+    cls = getattr(S, name, None)
+    return cls if isinstance(cls, type) and issubclass(cls, BaseModel) else None
+
+
+def _factory_defaults(cls: type[BaseModel]) -> dict[str, Any]:
+    """Defaults pydantic keeps as default_factory (absent from its JSON schema), keyed by alias."""
+    out: dict[str, Any] = {}
+    for fname, field in cls.model_fields.items():
+        if field.default_factory is None:
+            continue
+        value = field.default_factory()
+        key = field.alias or fname
+        out[key] = {} if isinstance(value, BaseModel) else value
+    return out
+
+
+def _alias(cls: type[BaseModel], fname: str) -> str:
+    return cls.model_fields[fname].alias or fname
+
+
+def _convert(node: dict[str, Any], defs: dict[str, Any], model: str | None = None) -> dict[str, Any]:
+    """One pydantic JSON-schema node -> one structural OpenAPI v3 node."""
+    if "$ref" in node or ("allOf" in node and len(node["allOf"]) == 1):
+        ref = node["$ref"] if "$ref" in node else node["allOf"][0]["$ref"]
+        name = ref.rsplit("/", 1)[-1]
+        out = _convert(defs[name], defs, model=name)
+        for key in ("description", "default"):
+            if key in node:
+                out[key] = node[key]
+        return _finish(out)
+    if "anyOf" in node:
+        options = [o for o in node["anyOf"] if o.get("type") != "null"]
+        if len(options) != 1:
+            raise ValueError(f"cannot express union {node} in a structural schema")
+        out = _convert(options[0], defs)
+        if len(options) < len(node["anyOf"]):
+            out["nullable"] = True
+        for key in ("description", "default"):
+            if key in node:
+                out[key] = node[key]
+        return _finish(out)
+
+    out = {k: node[k] for k in _COPY_KEYS if k in node}
+    if "default" in node:
+        out["default"] = node["default"]
+    if "const" in node:
+        out["enum"] = [node["const"]]
+    if "enum" in out and "type" not in out:
+        out["type"] = "string" if all(isinstance(v, str) for v in out["enum"]) else "number"
+    for bound, exclusive in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if bound in node:  # JSON Schema 2020 numeric form -> OpenAPI 3.0 boolean form
+            out[exclusive] = node[bound]
+            out[bound] = True
+    if "items" in node:
+        out["items"] = _convert(node["items"], defs)
+    if "properties" in node:
+        out["type"] = "object"
+        out["properties"] = {k: _convert(v, defs) for k, v in node["properties"].items()}
+        cls = _model_class(model) if model else None
+        if cls is not None:
+            _decorate_model(out, cls, model)
+    elif isinstance(node.get("additionalProperties"), dict):
+        out["additionalProperties"] = _convert(node["additionalProperties"], defs)
+    return _finish(out)
+
+
+def _decorate_model(out: dict[str, Any], cls: type[BaseModel], model: str) -> None:
+    for key, value in _factory_defaults(cls).items():
+        out["properties"][key].setdefault("default", value)
+    for (owner, fname), extra in PROPERTY_EXTRAS.items():
+        if owner == model:
+            out["properties"][_alias(cls, fname)].update(extra)
+    rules = CEL_RULES.get(model)
+    if rules:
+        out["x-kubernetes-validations"] = [{k: r[k] for k in ("rule", "message", "fieldPath")} for r in rules]
+
+
+def _finish(out: dict[str, Any]) -> dict[str, Any]:
+    if out.get("default", 0) is None:
+        del out["default"]
+    if "type" not in out:
+        raise ValueError(f"schema node without a type: {out}")
+    return out
+
+
+def openapi_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The structural OpenAPI v3 schema of one pydantic model (camelCase aliases, every $ref inlined)."""
+    raw = model.model_json_schema(by_alias=True, ref_template="#/$defs/{model}")
+    defs = raw.pop("$defs", {})
+    return _convert(raw, defs, model=model.__name__)
+
+
+def printer_columns() -> list[dict[str, Any]]:
+    return [
+        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+        {"name": "Verdict", "type": "string", "jsonPath": ".status.panel.verdict"},
+        {"name": "PSNR", "type": "number", "jsonPath": ".status.panel.psnrMean", "description": "Panel mean PSNR (dB)"},
+        {"name": "SAM", "type": "number", "jsonPath": ".status.panel.samMean", "description": "Panel mean SAM (deg)"},
+        {"name": "Epoch", "type": "integer", "jsonPath": ".status.progress.epoch"},
+        {"name": "Reason", "type": "string", "jsonPath": ".status.reason", "priority": 1},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ]
+
+
+def crd() -> dict[str, Any]:
+    """The CustomResourceDefinition object (apiextensions.k8s.io/v1)."""
+    schema = {
+        "type": "object",
+        "description": S.GodRunSpec.__doc__,
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string", "description": "godrun.io/v1alpha1"},
+            "kind": {"type": "string", "description": "GodRun"},
+            "metadata": {"type": "object"},
+            "spec": openapi_schema(S.GodRunSpec),
+            "status": openapi_schema(S.GodRunStatus),
+        },
+    }
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{S.PLURAL}.{S.API_GROUP}",
+            "labels": {"app.kubernetes.io/name": "godrun", "app.kubernetes.io/part-of": "godrun"},
+        },
+        "spec": {
+            "group": S.API_GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": S.KIND,
+                "listKind": f"{S.KIND}List",
+                "plural": S.PLURAL,
+                "singular": S.SINGULAR,
+                "shortNames": [S.SHORT_NAME],
+                "categories": ["all", "godrun"],
+            },
+            "versions": [
+                {
+                    "name": S.API_VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": printer_columns(),
+                    "schema": {"openAPIV3Schema": schema},
+                }
+            ],
+        },
+    }
+
+
+def crd_yaml() -> str:
+    header = "# Generated by `godrun crd` from godrun/spec.py; do not edit by hand.\n"
+    return header + yaml.safe_dump(crd(), sort_keys=False, width=120, allow_unicode=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="godrun crd", description="Print the GodRun CustomResourceDefinition (YAML).")
+    parser.add_argument("-o", "--output", help="write to this file instead of stdout")
+    args = parser.parse_args(argv)
+    text = crd_yaml()
+    if args.output:
+        from godrun.fsio import atomic_write_text
+
+        atomic_write_text(args.output, text)
+    else:
+        sys.stdout.write(text)
+    return 0

@@ -1,0 +1,243 @@
+"""Kubernetes Job (and headless Service) manifests for the training and evaluation stages (DESIGN.md §2, §4).
+
+Plain dicts in the API's camelCase, ready for `BatchV1Api.create_namespaced_job`. Pods follow the
+restricted Pod Security Standard: non-root numeric UID, no privilege escalation, ALL capabilities dropped,
+seccomp RuntimeDefault and a read-only root filesystem (writable: the run volume, /tmp, /dev/shm).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from godrun.controller.commands import PYTHON, TRAINER_MODULE, evaluator_argv, trainer_flags
+from godrun.controller.machine import EXIT_BAD_INPUT, GodRunView, owner_reference
+from godrun.controller.names import run_label, service_name
+from godrun.spec import GodRunSpec
+
+TRAINER_METRICS_PORT = 9090
+RENDEZVOUS_PORT = 29500
+TERMINATION_LOG = "/dev/termination-log"
+CONTAINER = {"train": "trainer", "evaluate": "evaluator"}
+GPU_RESOURCE = "nvidia.com/gpu"
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+
+
+def labels(run: str, stage: str, generation: int, spec: GodRunSpec | None = None) -> dict[str, str]:
+    """The DESIGN §2 labels (+ generation, + the Kueue queue when the spec names one)."""
+    out = {
+        "app.kubernetes.io/name": "godrun",
+        "app.kubernetes.io/managed-by": "godrun-controller",
+        "app.kubernetes.io/component": stage,
+        "godrun.io/run": run_label(run),
+        "godrun.io/stage": stage,
+        "godrun.io/generation": str(generation),
+    }
+    if spec is not None and spec.resources.queue_name:
+        out[QUEUE_LABEL] = spec.resources.queue_name
+    return out
+
+
+def run_selector(run: str) -> str:
+    return f"app.kubernetes.io/managed-by=godrun-controller,godrun.io/run={run_label(run)}"
+
+
+def pod_security_context(spec: GodRunSpec) -> dict[str, Any]:
+    uid = spec.jobs.run_as_user
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": uid,
+        "runAsGroup": uid,
+        "fsGroup": uid,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security_context(spec: GodRunSpec) -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": spec.jobs.run_as_user,
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def volumes(spec: GodRunSpec) -> list[dict[str, Any]]:
+    data: dict[str, Any] = (
+        {"persistentVolumeClaim": {"claimName": spec.data.claim_name}} if spec.data.claim_name else {"emptyDir": {}}
+    )
+    return [
+        {"name": "data", **data},
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.resources.shm_size}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+
+
+def volume_mounts(spec: GodRunSpec) -> list[dict[str, Any]]:
+    return [
+        {"name": "data", "mountPath": spec.data.mount_path},
+        {"name": "dshm", "mountPath": "/dev/shm"},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+
+
+def env(extra: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    base = [
+        {"name": "GODRUN_TERMINATION_LOG", "value": TERMINATION_LOG},
+        {"name": "HOME", "value": "/tmp"},  # read-only root: caches and configs go to /tmp
+        {"name": "MPLCONFIGDIR", "value": "/tmp/matplotlib"},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+        {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
+    ]
+    return base + (extra or [])
+
+
+def compute(spec: GodRunSpec, gpus: int) -> dict[str, Any]:
+    res = spec.resources
+    requests: dict[str, str] = {"cpu": res.cpu, "memory": res.memory}
+    limits: dict[str, str] = {"memory": res.memory}
+    if gpus > 0:
+        limits[GPU_RESOURCE] = str(gpus)
+        requests[GPU_RESOURCE] = str(gpus)
+    return {"requests": requests, "limits": limits}
+
+
+def pod_failure_policy(container: str) -> dict[str, Any]:
+    """Exit 2 (bad input) fails the Job at once; a disrupted pod does not count against backoffLimit."""
+    return {
+        "rules": [
+            {
+                "action": "FailJob",
+                "onExitCodes": {"containerName": container, "operator": "In", "values": [EXIT_BAD_INPUT]},
+            },
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+        ]
+    }
+
+
+def _pod_spec(spec: GodRunSpec, container: dict[str, Any]) -> dict[str, Any]:
+    pod: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": pod_security_context(spec),
+        "containers": [container],
+        "volumes": volumes(spec),
+    }
+    if spec.resources.node_selector:
+        pod["nodeSelector"] = dict(spec.resources.node_selector)
+    if spec.resources.tolerations:
+        pod["tolerations"] = [t.model_dump(by_alias=True, exclude_none=True) for t in spec.resources.tolerations]
+    return pod
+
+
+def _container(spec: GodRunSpec, stage: str, command: list[str], gpus: int, extra_env=None) -> dict[str, Any]:
+    return {
+        "name": CONTAINER[stage],
+        "image": spec.image,
+        "imagePullPolicy": spec.image_pull_policy,
+        "command": command,
+        "workingDir": spec.data.mount_path,
+        "env": env(extra_env),
+        "resources": compute(spec, gpus),
+        "securityContext": container_security_context(spec),
+        "volumeMounts": volume_mounts(spec),
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "File",
+    }
+
+
+def _job(run: GodRunView, stage: str, name: str, generation: int, pod: dict[str, Any], deadline: int) -> dict[str, Any]:
+    spec = run.spec
+    lab = labels(run.name, stage, generation, spec)
+    job_spec: dict[str, Any] = {
+        "backoffLimit": spec.jobs.backoff_limit,
+        "activeDeadlineSeconds": deadline,
+        "podFailurePolicy": pod_failure_policy(CONTAINER[stage]),
+        "template": {"metadata": {"labels": dict(lab)}, "spec": pod},
+    }
+    if spec.jobs.ttl_seconds_after_finished is not None:
+        job_spec["ttlSecondsAfterFinished"] = spec.jobs.ttl_seconds_after_finished
+    meta: dict[str, Any] = {"name": name, "namespace": run.namespace, "labels": lab}
+    if run.uid:
+        meta["ownerReferences"] = [owner_reference(run)]
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": job_spec}
+
+
+def train_command(spec: GodRunSpec, job: str, namespace: str) -> list[str]:
+    """One process (`python -m godrun.trainer`), torchrun on one node, or torchrun across an Indexed Job."""
+    flags = trainer_flags(spec.training, metrics_port=TRAINER_METRICS_PORT)
+    gpus, nodes = spec.resources.gpus, spec.resources.nodes
+    if nodes == 1 and gpus <= 1:
+        return [PYTHON, "-m", TRAINER_MODULE, *flags]
+    run = ["torchrun", f"--nproc_per_node={max(gpus, 1)}"]
+    if nodes > 1:
+        master = f"{job}-0.{service_name(job)}.{namespace}.svc"
+        run += [
+            f"--nnodes={nodes}",
+            "--node_rank=$(JOB_COMPLETION_INDEX)",
+            f"--master_addr={master}",
+            f"--master_port={RENDEZVOUS_PORT}",
+        ]
+    else:
+        run += ["--standalone", "--nnodes=1"]
+    return [*run, "-m", TRAINER_MODULE, *flags]
+
+
+def train_job(run: GodRunView, name: str, generation: int) -> dict[str, Any]:
+    spec = run.spec
+    nodes = spec.resources.nodes
+    index_env = None
+    if nodes > 1:  # declared explicitly so that $(JOB_COMPLETION_INDEX) in the command expands
+        ref = {"fieldRef": {"fieldPath": f"metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']"}}
+        index_env = [{"name": "JOB_COMPLETION_INDEX", "valueFrom": ref}]
+    container = _container(spec, "train", train_command(spec, name, run.namespace), spec.resources.gpus, index_env)
+    container["ports"] = [{"name": "metrics", "containerPort": TRAINER_METRICS_PORT, "protocol": "TCP"}]
+    if nodes > 1:
+        container["ports"].append({"name": "rendezvous", "containerPort": RENDEZVOUS_PORT, "protocol": "TCP"})
+    pod = _pod_spec(spec, container)
+    job = _job(run, "train", name, generation, pod, spec.jobs.train_deadline_seconds)
+    if nodes > 1:
+        pod["subdomain"] = service_name(name)
+        job["spec"] |= {"completionMode": "Indexed", "completions": nodes, "parallelism": nodes}
+    return job
+
+
+def evaluate_job(run: GodRunView, name: str, generation: int, argv: list[str] | None = None) -> dict[str, Any]:
+    spec = run.spec
+    command = list(argv) if argv is not None else evaluator_argv(spec, run.name)
+    container = _container(spec, "evaluate", command, min(spec.resources.gpus, 1))
+    return _job(run, "evaluate", name, generation, _pod_spec(spec, container), spec.jobs.evaluate_deadline_seconds)
+
+
+def headless_service(run: GodRunView, job: str, generation: int) -> dict[str, Any]:
+    """The Service giving multi-node training pods stable DNS names (`<job>-<index>.<service>`)."""
+    lab = labels(run.name, "train", generation)
+    meta: dict[str, Any] = {"name": service_name(job), "namespace": run.namespace, "labels": lab}
+    if run.uid:
+        meta["ownerReferences"] = [owner_reference(run)]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": meta,
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": {
+                "godrun.io/run": run_label(run.name),
+                "godrun.io/stage": "train",
+                "godrun.io/generation": str(generation),
+            },
+            "ports": [{"name": "rendezvous", "port": RENDEZVOUS_PORT, "targetPort": RENDEZVOUS_PORT}],
+        },
+    }
+
+
+def job_for(run: GodRunView, stage: str, name: str, generation: int, argv: list[str] | None = None) -> dict[str, Any]:
+    """The Job of a CreateJob action (the training argv is rebuilt so it can run under torchrun)."""
+    if stage == "train":
+        return train_job(run, name, generation)
+    return evaluate_job(run, name, generation, argv)

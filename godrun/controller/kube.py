@@ -1,0 +1,643 @@
+"""The Kubernetes executor and the control loop (official `kubernetes` client; never imports torch).
+
+- `KubeExecutor` implements `machine.Executor`: it observes a run's Jobs/Pods, the trainer's metrics endpoint
+  and the evaluation pod's termination message, applies actions (Jobs, headless Services, the Act B child,
+  Events) and writes the status through the status subresource with optimistic-concurrency retries.
+- `Controller` watches GodRuns and the Jobs it owns (resourceVersion bookkeeping, relist after 410 Gone,
+  periodic resync) and feeds a rate-limited work queue that worker threads drain through `reconcile()`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes import client, watch
+from kubernetes.client.rest import ApiException
+from prometheus_client.parser import text_string_to_metric_families
+from pydantic import ValidationError
+
+from godrun.controller import jobs as J
+from godrun.controller.machine import (
+    Action,
+    CreateActB,
+    CreateJob,
+    DeleteJob,
+    EmitEvent,
+    GodRunView,
+    Observed,
+    StageObs,
+    reconcile,
+)
+from godrun.controller.metrics import ControllerMetrics
+from godrun.controller.names import act_b_name, job_name, service_name
+from godrun.controller.workqueue import WorkQueue
+from godrun.spec import API_GROUP, API_VERSION, KIND, PLURAL, GodRunSpec, GodRunStatus, Progress, Verdict
+from godrun.spec import format_validation_error as fmt_error
+
+log = logging.getLogger("godrun.controller")
+COMPONENT = "godrun-controller"
+MANAGED = "app.kubernetes.io/managed-by=godrun-controller"
+Key = tuple[str, str]  # (namespace, name)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+# --------------------------------------------------------------------------- pure parsing helpers
+
+
+PROGRESS_METRICS = {
+    "godrun_train_epoch": "epoch",
+    "godrun_train_epochs": "epochs",
+    "godrun_train_best_epoch": "best_epoch",
+    "godrun_train_panel_psnr_mean_decibels": "psnr_mean",
+    "godrun_train_panel_sam_mean_degrees": "sam_mean",
+}
+
+
+def parse_progress(text: str) -> Progress | None:
+    """Progress from the trainer's Prometheus exposition (None when it carries none of the metrics)."""
+    values: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        field = PROGRESS_METRICS.get(family.name)
+        if field and family.samples:
+            values[field] = family.samples[0].value
+    if not values:
+        return None
+    ints = {k: int(v) for k, v in values.items() if k in ("epoch", "epochs", "best_epoch") and v >= 0}
+    floats = {k: v for k, v in values.items() if k in ("psnr_mean", "sam_mean") and v == v}  # drop NaN
+    return Progress(**ints, **floats)
+
+
+def parse_verdict(message: str) -> tuple[Verdict | None, str | None]:
+    """(verdict, None) from a termination message, (None, error) when it is not a Verdict, (None, None) if empty."""
+    if not message.strip():
+        return None, None
+    try:
+        return Verdict.model_validate_json(message), None
+    except ValidationError as exc:
+        return None, fmt_error(exc)[:300]
+    except ValueError as exc:  # not JSON at all
+        return None, str(exc)[:300]
+
+
+_EXIT_IN_MESSAGE = re.compile(r"exit code (\d+)")
+
+
+def job_stage_obs(job: dict[str, Any] | None, pods: Sequence[dict[str, Any]] = ()) -> StageObs:
+    """A Job (raw API dict) and its pods -> StageObs."""
+    if job is None:
+        return StageObs()
+    status, spec = job.get("status") or {}, job.get("spec") or {}
+    conds = {c["type"]: c for c in status.get("conditions") or [] if c.get("status") == "True"}
+    exit_code, term_message = _last_termination(pods)
+    disrupted = any(_pod_condition(p, "DisruptionTarget") for p in pods)
+    for failed in ("Failed", "FailureTarget"):
+        if failed in conds:
+            c = conds[failed]
+            if exit_code is None and (m := _EXIT_IN_MESSAGE.search(c.get("message") or "")):
+                exit_code = int(m.group(1))
+            message = term_message or c.get("message") or ""
+            return StageObs("failed", reason=c.get("reason") or "", exit_code=exit_code, message=message)
+    if "Complete" in conds or "SuccessCriteriaMet" in conds:
+        return StageObs("succeeded", exit_code=0, message=term_message)
+    return StageObs("active", disrupted=disrupted, suspended=bool(spec.get("suspend")) or "Suspended" in conds)
+
+
+def _pod_condition(pod: dict[str, Any], type_: str) -> bool:
+    conds = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == type_ and c.get("status") == "True" for c in conds)
+
+
+def _terminated(pod: dict[str, Any]) -> dict[str, Any] | None:
+    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+        term = (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get("terminated")
+        if term:
+            return term
+    return None
+
+
+def _pod_time(pod: dict[str, Any]) -> str:
+    term = _terminated(pod) or {}
+    return term.get("finishedAt") or (pod.get("metadata") or {}).get("creationTimestamp") or ""
+
+
+def _last_termination(pods: Sequence[dict[str, Any]]) -> tuple[int | None, str]:
+    """Exit code and termination message of the most recently finished pod."""
+    finished = [p for p in pods if _terminated(p)]
+    if not finished:
+        return None, ""
+    term = _terminated(max(finished, key=_pod_time)) or {}
+    return term.get("exitCode"), term.get("message") or ""
+
+
+def succeeded_pod_message(pods: Sequence[dict[str, Any]]) -> str:
+    """Termination message of the newest pod that exited 0 (the evaluator's verdict)."""
+    ok = [p for p in pods if (_terminated(p) or {}).get("exitCode") == 0]
+    return ((_terminated(max(ok, key=_pod_time)) or {}).get("message") or "") if ok else ""
+
+
+def view_from_object(obj: dict[str, Any]) -> GodRunView:
+    """A GodRun as the API returns it -> GodRunView (raises ValidationError on a spec pydantic refuses)."""
+    meta = obj["metadata"]
+    spec = GodRunSpec.model_validate(obj.get("spec") or {})
+    try:
+        status = GodRunStatus.model_validate(obj.get("status") or {})
+    except ValidationError:
+        status = GodRunStatus()  # unreadable status: recompute from observation (names are deterministic)
+    return GodRunView(
+        name=meta["name"],
+        namespace=meta["namespace"],
+        generation=int(meta.get("generation") or 1),
+        spec=spec,
+        status=status,
+        uid=meta.get("uid"),
+        resource_version=meta.get("resourceVersion"),
+    )
+
+
+def status_body(status: GodRunStatus) -> dict[str, Any]:
+    return status.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+# --------------------------------------------------------------------------- API access
+
+
+@dataclass
+class KubeApi:
+    core: client.CoreV1Api
+    batch: client.BatchV1Api
+    custom: client.CustomObjectsApi
+
+    @classmethod
+    def from_client(cls, api_client: client.ApiClient | None = None) -> KubeApi:
+        return cls(client.CoreV1Api(api_client), client.BatchV1Api(api_client), client.CustomObjectsApi(api_client))
+
+    def raw(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Call a typed API method but return the JSON as plain dicts (camelCase, like the manifests)."""
+        resp = fn(*args, _preload_content=False, **kwargs)
+        return json.loads(resp.data)
+
+
+def fetch_metrics_direct(pod: dict[str, Any], port: int, timeout: float = 3.0) -> str | None:
+    ip = (pod.get("status") or {}).get("podIP")
+    if not ip:
+        return None
+    host = f"[{ip}]" if ":" in ip else ip
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=timeout) as resp:
+        return resp.read().decode("utf-8", "replace")
+
+
+class KubeExecutor:
+    """`machine.Executor` on a Kubernetes cluster."""
+
+    def __init__(
+        self,
+        api: KubeApi,
+        *,
+        identity: str = COMPONENT,
+        progress: str = "direct",  # direct (pod IP) | proxy (API server pod proxy) | off
+        metrics_fetcher: Callable[[dict[str, Any], int], str | None] | None = None,
+    ) -> None:
+        self.api, self.identity, self.progress_mode = api, identity, progress
+        self.fetch = metrics_fetcher or (fetch_metrics_direct if progress == "direct" else self._fetch_via_proxy)
+
+    # ---- observe
+
+    def observe(self, run: GodRunView) -> Observed:
+        ns = run.namespace
+        listed = self.api.raw(self.api.batch.list_namespaced_job, ns, label_selector=J.run_selector(run.name))
+        by_name = {j["metadata"]["name"]: j for j in listed.get("items") or [] if _owned_by(j, run)}
+        names = {s: job_name(run.name, s, run.generation) for s in ("train", "evaluate")}
+        pods = {s: self._pods(ns, names[s]) if names[s] in by_name else [] for s in names}
+        train = job_stage_obs(by_name.get(names["train"]), pods["train"])
+        evaluate = job_stage_obs(by_name.get(names["evaluate"]), pods["evaluate"])
+        verdict, verdict_error = None, None
+        if evaluate.state == "succeeded":
+            verdict, verdict_error = parse_verdict(succeeded_pod_message(pods["evaluate"]))
+        stale = tuple(
+            n for n, j in sorted(by_name.items()) if n not in names.values() and job_stage_obs(j).state == "active"
+        )
+        return Observed(
+            train=train,
+            evaluate=evaluate,
+            progress=self._progress(pods["train"]) if train.state == "active" else None,
+            verdict=verdict,
+            verdict_error=verdict_error,
+            act_b_exists=self._exists_act_b(run) if run.spec.fallback.launch_act_b else False,
+            stale_jobs=stale,
+        )
+
+    def _pods(self, ns: str, job: str) -> list[dict[str, Any]]:
+        listed = self.api.raw(
+            self.api.core.list_namespaced_pod, ns, label_selector=f"batch.kubernetes.io/job-name={job}"
+        )
+        return listed.get("items") or []
+
+    def _progress(self, pods: Sequence[dict[str, Any]]) -> Progress | None:
+        if self.progress_mode == "off":
+            return None
+        running = [p for p in pods if (p.get("status") or {}).get("phase") == "Running"]
+        rank0 = [p for p in running if _completion_index(p) in (None, "0")]
+        for pod in rank0[:1]:
+            try:
+                text = self.fetch(pod, J.TRAINER_METRICS_PORT)
+            except Exception as exc:  # endpoint not up yet, pod restarting: keep the last progress
+                log.debug("metrics of %s not readable: %s", pod["metadata"]["name"], exc)
+                return None
+            return parse_progress(text) if text else None
+        return None
+
+    def _fetch_via_proxy(self, pod: dict[str, Any], port: int) -> str | None:
+        meta = pod["metadata"]
+        return self.api.core.connect_get_namespaced_pod_proxy_with_path(
+            f"{meta['name']}:{port}", meta["namespace"], "metrics"
+        )
+
+    def _exists_act_b(self, run: GodRunView) -> bool:
+        try:
+            self.api.custom.get_namespaced_custom_object(
+                API_GROUP, API_VERSION, run.namespace, PLURAL, act_b_name(run.name)
+            )
+            return True
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+
+    # ---- apply
+
+    def apply(self, run: GodRunView, actions: Sequence[Action]) -> None:
+        for action in actions:
+            if isinstance(action, CreateJob):
+                self._create_job(run, action)
+            elif isinstance(action, DeleteJob):
+                self._delete_job(run, action)
+            elif isinstance(action, CreateActB):
+                _ignore(
+                    409,
+                    self.api.custom.create_namespaced_custom_object,
+                    API_GROUP,
+                    API_VERSION,
+                    run.namespace,
+                    PLURAL,
+                    action.body,
+                )
+            elif isinstance(action, EmitEvent):
+                self.emit(run, action)
+
+    def _create_job(self, run: GodRunView, action: CreateJob) -> None:
+        if action.stage == "train" and run.spec.resources.nodes > 1:
+            svc = J.headless_service(run, action.name, action.generation)
+            _ignore(409, self.api.core.create_namespaced_service, run.namespace, svc)
+        body = J.job_for(run, action.stage, action.name, action.generation, list(action.argv))
+        try:
+            if _ignore(409, self.api.batch.create_namespaced_job, run.namespace, body) is None:
+                log.info("job %s/%s already exists", run.namespace, action.name)  # found, not twinned
+        except ApiException as exc:
+            if exc.status in (400, 422):  # the API refuses this Job: retrying cannot help
+                raise JobRejected(f"Job {action.name} rejected: {_api_message(exc)}") from exc
+            raise
+
+    def _delete_job(self, run: GodRunView, action: DeleteJob) -> None:
+        opts = client.V1DeleteOptions(propagation_policy="Background")
+        _ignore(404, self.api.batch.delete_namespaced_job, action.name, run.namespace, body=opts)
+        if run.spec.resources.nodes > 1:
+            _ignore(404, self.api.core.delete_namespaced_service, service_name(action.name), run.namespace)
+
+    def emit(self, run: GodRunView, ev: EmitEvent) -> None:
+        """A core/v1 Event on the GodRun; losing one is logged, never fatal."""
+        now = utcnow().isoformat().replace("+00:00", "Z")
+        body = {
+            "metadata": {"generateName": f"{run.name[:200]}.", "namespace": run.namespace},
+            "involvedObject": {
+                "apiVersion": f"{API_GROUP}/{API_VERSION}",
+                "kind": KIND,
+                "name": run.name,
+                "namespace": run.namespace,
+                "uid": run.uid,
+            },
+            "type": ev.type,
+            "reason": ev.reason,
+            "message": ev.message[:1024],
+            "source": {"component": COMPONENT},
+            "reportingComponent": f"{API_GROUP}/{COMPONENT}",
+            "reportingInstance": self.identity[:128],
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            self.api.core.create_namespaced_event(run.namespace, body)
+        except ApiException as exc:
+            log.warning("event %s on %s/%s not recorded: %s", ev.reason, run.namespace, run.name, exc.reason)
+
+    # ---- status
+
+    def write_status(self, run: GodRunView, status: GodRunStatus, attempts: int = 5) -> None:
+        """PUT the status subresource; on 409 re-read and retry while the generation is unchanged."""
+        rv = run.resource_version
+        for _ in range(attempts):
+            if rv is None:
+                rv, generation = self._current_version(run)
+                if generation != run.generation:
+                    raise ConflictError(f"{run.namespace}/{run.name} changed generation; reconcile again")
+            body = {
+                "apiVersion": f"{API_GROUP}/{API_VERSION}",
+                "kind": KIND,
+                "metadata": {"name": run.name, "namespace": run.namespace, "resourceVersion": rv},
+                "status": status_body(status),
+            }
+            try:
+                self.api.custom.replace_namespaced_custom_object_status(
+                    API_GROUP, API_VERSION, run.namespace, PLURAL, run.name, body
+                )
+                return
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+                rv = None
+        raise ConflictError(f"status of {run.namespace}/{run.name}: too many conflicts")
+
+    def _current_version(self, run: GodRunView) -> tuple[str, int]:
+        obj = self.api.custom.get_namespaced_custom_object(API_GROUP, API_VERSION, run.namespace, PLURAL, run.name)
+        return obj["metadata"]["resourceVersion"], int(obj["metadata"].get("generation") or 1)
+
+
+class ConflictError(RuntimeError):
+    """The object changed under us; the work queue retries the key."""
+
+
+class JobRejected(RuntimeError):
+    """The API server refused a Job built from this spec (invalid); the run goes to Error."""
+
+
+def _api_message(exc: ApiException) -> str:
+    try:
+        return str(json.loads(exc.body or "{}").get("message") or exc.reason)[:800]
+    except ValueError:
+        return str(exc.reason)
+
+
+def _ignore(status: int, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    try:
+        return fn(*args, **kwargs)
+    except ApiException as exc:
+        if exc.status == status:
+            return None
+        raise
+
+
+def _owned_by(obj: dict[str, Any], run: GodRunView) -> bool:
+    refs = obj["metadata"].get("ownerReferences") or []
+    if run.uid is None or not refs:
+        return not refs or any(r.get("kind") == KIND and r.get("name") == run.name for r in refs)
+    return any(r.get("uid") == run.uid for r in refs)
+
+
+def _completion_index(pod: dict[str, Any]) -> str | None:
+    return ((pod.get("metadata") or {}).get("annotations") or {}).get(J.COMPLETION_INDEX_ANNOTATION)
+
+
+def _owner_key(obj: dict[str, Any]) -> Key | None:
+    meta = obj.get("metadata") or {}
+    for ref in meta.get("ownerReferences") or []:
+        if ref.get("kind") == KIND and ref.get("apiVersion", "").startswith(f"{API_GROUP}/"):
+            return meta.get("namespace", ""), ref["name"]
+    return None
+
+
+# --------------------------------------------------------------------------- the control loop
+
+
+@dataclass
+class LoopConfig:
+    namespace: str | None = None  # None: all namespaces
+    workers: int = 2
+    resync_seconds: float = 300.0
+    watch_timeout_seconds: int = 300
+    progress_seconds: float = 30.0
+
+
+class Controller:
+    """Watches GodRuns and their Jobs and reconciles each changed run through the state machine."""
+
+    def __init__(self, api: KubeApi, executor: KubeExecutor, metrics: ControllerMetrics, cfg: LoopConfig) -> None:
+        self.api, self.executor, self.metrics, self.cfg = api, executor, metrics, cfg
+        self.queue = WorkQueue()
+        self.stop = threading.Event()
+        self.synced = {"godruns": threading.Event(), "jobs": threading.Event()}
+        self.known: set[Key] = set()
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+
+    # ---- lifecycle
+
+    def start(self) -> None:
+        targets: list[tuple[str, Callable[[], None]]] = [
+            ("watch-godruns", lambda: self._watch_loop("godruns", self._list_godruns, self._on_godrun)),
+            ("watch-jobs", lambda: self._watch_loop("jobs", self._list_jobs, self._on_job)),
+            ("resync", self._resync_loop),
+        ]
+        targets += [(f"worker-{i}", self._worker) for i in range(self.cfg.workers)]
+        for name, target in targets:
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def run(self) -> None:
+        """Start and block until stopped (the leader-election callback)."""
+        self.start()
+        self.stop.wait()
+
+    def shutdown(self) -> None:
+        self.stop.set()
+        self.queue.shutdown()
+
+    def ready(self) -> bool:
+        return all(e.is_set() for e in self.synced.values())
+
+    # ---- watches
+
+    def _list_godruns(self, **kw: Any) -> Any:
+        c, ns = self.api.custom, self.cfg.namespace
+        if ns:
+            return c.list_namespaced_custom_object(API_GROUP, API_VERSION, ns, PLURAL, **kw)
+        return c.list_cluster_custom_object(API_GROUP, API_VERSION, PLURAL, **kw)
+
+    def _list_jobs(self, **kw: Any) -> Any:
+        b, ns = self.api.batch, self.cfg.namespace
+        if ns:
+            return b.list_namespaced_job(ns, label_selector=MANAGED, **kw)
+        return b.list_job_for_all_namespaces(label_selector=MANAGED, **kw)
+
+    def _watch_loop(
+        self, kind: str, list_fn: Callable[..., Any], on_event: Callable[[str, dict[str, Any]], None]
+    ) -> None:
+        rv: str | None = None
+        backoff = 1.0
+        while not self.stop.is_set():
+            try:
+                if rv is None:  # (re)list: every object counts as changed, then watch from the list's version
+                    listed = list_fn(_preload_content=False)
+                    body = json.loads(listed.data)
+                    for item in body.get("items") or []:
+                        on_event("SYNC", item)
+                    rv = body["metadata"]["resourceVersion"]
+                    self.synced[kind].set()
+                w = watch.Watch()
+                stream = w.stream(
+                    list_fn,
+                    resource_version=rv,
+                    timeout_seconds=self.cfg.watch_timeout_seconds,
+                    allow_watch_bookmarks=True,
+                )
+                for event in stream:
+                    obj = event.get("raw_object") or {}
+                    rv = (obj.get("metadata") or {}).get("resourceVersion") or rv
+                    if event["type"] != "BOOKMARK":
+                        on_event(event["type"], obj)
+                    if self.stop.is_set():
+                        w.stop()
+                backoff = 1.0
+            except ApiException as exc:
+                if exc.status == 410:  # our resourceVersion is too old: relist
+                    log.info("%s watch expired (410 Gone); relisting", kind)
+                    rv = None
+                    continue
+                log.warning("%s watch failed: %s %s", kind, exc.status, exc.reason)
+                self.stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+            except Exception as exc:  # connection reset, API server restart, ...
+                log.warning("%s watch interrupted: %s", kind, exc)
+                self.stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+
+    def _on_godrun(self, type_: str, obj: dict[str, Any]) -> None:
+        meta = obj.get("metadata") or {}
+        key = (meta.get("namespace", ""), meta.get("name", ""))
+        if type_ == "DELETED":
+            with self._lock:
+                self.known.discard(key)
+            self.metrics.forget(*key)
+            self.queue.forget(key)
+            return
+        with self._lock:
+            self.known.add(key)
+        self.queue.add(key)
+
+    def _on_job(self, type_: str, obj: dict[str, Any]) -> None:
+        key = _owner_key(obj)
+        if key is not None:
+            self.queue.add(key)
+
+    def _resync_loop(self) -> None:
+        while not self.stop.wait(self.cfg.resync_seconds):
+            with self._lock:
+                keys = list(self.known)
+            for key in keys:
+                self.queue.add(key)
+
+    # ---- workers
+
+    def _worker(self) -> None:
+        while not self.stop.is_set():
+            key = self.queue.get(timeout=1.0)
+            if key is None:
+                continue
+            try:
+                self.process(key)
+            finally:
+                self.queue.done(key)
+
+    def process(self, key: Key) -> None:
+        """Reconcile one GodRun; failures are retried with backoff."""
+        started = time.perf_counter()
+        try:
+            delay = self.reconcile_key(key)
+            self.queue.forget(key)
+            if delay is not None:
+                self.queue.add_after(key, delay)
+        except Exception as exc:
+            self.metrics.reconcile_errors.inc()
+            delay = self.queue.add_rate_limited(key)
+            level = logging.INFO if isinstance(exc, ConflictError) else logging.WARNING
+            log.log(
+                level, "reconcile %s/%s failed (retry in %.1fs): %s", *key, delay, exc, exc_info=level > logging.INFO
+            )
+        finally:
+            self.metrics.reconcile_duration.observe(time.perf_counter() - started)
+
+    def reconcile_key(self, key: Key) -> float | None:
+        ns, name = key
+        try:
+            obj = self.api.custom.get_namespaced_custom_object(API_GROUP, API_VERSION, ns, PLURAL, name)
+        except ApiException as exc:
+            if exc.status == 404:
+                self.metrics.forget(ns, name)
+                return None
+            raise
+        if (obj.get("metadata") or {}).get("deletionTimestamp"):
+            return None
+        try:
+            run = view_from_object(obj)
+        except ValidationError as exc:
+            self._invalid_spec(obj, exc)
+            return None
+        try:
+            decision = reconcile(self.executor, run, utcnow())
+        except JobRejected as exc:
+            self._rejected(run, str(exc))
+            return None
+        self.metrics.observe(ns, name, decision.status)
+        if decision.requeue_after is None:
+            return None
+        return self.cfg.progress_seconds if decision.status.phase in ("Training", "Pending") else decision.requeue_after
+
+    def _rejected(self, run: GodRunView, message: str) -> None:
+        status = run.status.model_copy(deep=True)
+        if status.observed_generation != run.generation:
+            status = GodRunStatus(observed_generation=run.generation)
+        status.phase, status.reason, status.message = "Error", "JobRejected", message
+        status.completion_time = utcnow()
+        self.executor.emit(run, EmitEvent("Warning", "JobRejected", message))
+        self.executor.write_status(run, status)
+        self.metrics.observe(run.namespace, run.name, status)
+
+    def _invalid_spec(self, obj: dict[str, Any], exc: ValidationError) -> None:
+        """A spec the CRD let through but pydantic refuses: Error/InvalidSpec, nothing started."""
+        meta = obj["metadata"]
+        run = GodRunView(
+            meta["name"], meta["namespace"], int(meta.get("generation") or 1), GodRunSpec.model_construct()
+        )
+        run = _with_rv(run, meta)
+        status = GodRunStatus(
+            phase="Error",
+            reason="InvalidSpec",
+            message=fmt_error(exc, prefix="spec.")[:1024],
+            observed_generation=run.generation,
+            completion_time=utcnow(),
+        )
+        old = obj.get("status") or {}
+        if old.get("reason") != "InvalidSpec" or old.get("observedGeneration") != run.generation:
+            self.executor.emit(run, EmitEvent("Warning", "InvalidSpec", status.message))
+            self.executor.write_status(run, status)
+        self.metrics.observe(run.namespace, run.name, status)
+
+
+def _with_rv(run: GodRunView, meta: dict[str, Any]) -> GodRunView:
+    return replace(run, uid=meta.get("uid"), resource_version=meta.get("resourceVersion"))
+
+
+def keys_of(objs: Iterable[dict[str, Any]]) -> list[Key]:
+    return [(o["metadata"]["namespace"], o["metadata"]["name"]) for o in objs]

@@ -1,0 +1,453 @@
+"""The GodRun state machine (DESIGN.md §3): a pure function, shared by the Kubernetes and the local executor.
+
+    decide(run, observed, now) -> Decision(status, actions, requeue_after)
+
+`run` is what is declared (spec, generation) plus the status last written; `observed` is what the executor
+sees right now for THIS generation's stages. Like a controller-runtime Reconcile it is level-triggered and
+idempotent: calling it again with the same inputs gives the same status and only actions that are still
+needed (a Job that exists is observed, so it is never created twice). The only memory it trusts in the
+status is what cannot be observed any more: a stage recorded as finished (its Job may be TTL-deleted) and
+a final phase of the current generation.
+
+An executor implements `Executor` (observe / apply / write_status); `reconcile()` glues them together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+from godrun.controller.commands import evaluator_argv, trainer_argv
+from godrun.controller.names import act_b_name, job_name, run_label
+from godrun.spec import (
+    API_GROUP,
+    API_VERSION,
+    CONDITION_TYPES,
+    KIND,
+    TERMINAL_PHASES,
+    Condition,
+    GodRunSpec,
+    GodRunStatus,
+    Progress,
+    Recipe,
+    Verdict,
+)
+
+EXIT_BAD_INPUT = 2
+PROGRESS_POLL_SECONDS = 30.0
+VERDICT_POLL_SECONDS = 10.0
+
+StageState = Literal["absent", "active", "succeeded", "failed"]
+Stage = Literal["train", "evaluate"]
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class GodRunView:
+    """The declared run: identity, spec and the status as last written."""
+
+    name: str
+    namespace: str
+    generation: int
+    spec: GodRunSpec
+    status: GodRunStatus = field(default_factory=GodRunStatus)
+    uid: str | None = None
+    resource_version: str | None = None  # for optimistic-concurrency status writes (Kubernetes)
+
+
+@dataclass(frozen=True)
+class StageObs:
+    """One stage's Job (or local process) as observed now."""
+
+    state: StageState = "absent"
+    reason: str = ""  # Job failure reason: PodFailurePolicy, BackoffLimitExceeded, DeadlineExceeded, ...
+    exit_code: int | None = None  # exit code of the last terminated container, when known
+    message: str = ""  # termination message / Job condition message
+    disrupted: bool = False  # a pod was disrupted (DisruptionTarget) while the Job goes on
+    suspended: bool = False  # Job suspended (e.g. waiting for Kueue admission)
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the executor sees for the current generation of one run."""
+
+    train: StageObs = field(default_factory=StageObs)
+    evaluate: StageObs = field(default_factory=StageObs)
+    progress: Progress | None = None  # from the trainer's metrics endpoint (None: not readable now)
+    verdict: Verdict | None = None  # from the evaluation pod's termination message
+    verdict_error: str | None = None  # the termination message exists but is not a Verdict
+    act_b_exists: bool = False
+    stale_jobs: tuple[str, ...] = ()  # still-running Jobs of other generations of this run
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+@dataclass(frozen=True)
+class CreateJob:
+    """Start `stage` as `name` running `argv` (the Kubernetes executor may wrap it in torchrun)."""
+
+    stage: Stage
+    name: str
+    generation: int
+    argv: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class DeleteJob:
+    """Stop and delete a Job of a superseded generation."""
+
+    name: str
+    reason: str = "SupersededGeneration"
+
+
+@dataclass(frozen=True)
+class CreateActB:
+    """Create the Act B child GodRun (`body` is a complete GodRun manifest)."""
+
+    name: str
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class EmitEvent:
+    """A Kubernetes Event on the GodRun (the local runner logs it)."""
+
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+Action = CreateJob | DeleteJob | CreateActB | EmitEvent
+
+
+@dataclass(frozen=True)
+class Decision:
+    status: GodRunStatus
+    actions: tuple[Action, ...] = ()
+    requeue_after: float | None = None  # seconds until the run should be looked at again (polling)
+
+
+class Executor(Protocol):
+    """What decide() needs from a place that runs stages (Kubernetes Jobs or local processes)."""
+
+    def observe(self, run: GodRunView) -> Observed: ...
+
+    def apply(self, run: GodRunView, actions: Sequence[Action]) -> None: ...
+
+    def write_status(self, run: GodRunView, status: GodRunStatus) -> None: ...
+
+
+def reconcile(executor: Executor, run: GodRunView, now: datetime) -> Decision:
+    """observe -> decide -> apply actions -> write the status when it changed."""
+    decision = decide(run, executor.observe(run), now)
+    executor.apply(run, decision.actions)
+    if decision.status != run.status:
+        executor.write_status(run, decision.status)
+    return decision
+
+
+# --------------------------------------------------------------------------- the machine
+
+
+def decide(run: GodRunView, observed: Observed, now: datetime) -> Decision:
+    """The new status and the actions that bring the world closer to `run.spec` (pure; see module doc)."""
+    new_generation = run.status.observed_generation != run.generation
+    st = _fresh_status(run, now) if new_generation else run.status.model_copy(deep=True)
+    actions: list[Action] = [DeleteJob(name) for name in observed.stale_jobs]
+    if new_generation and run.status.observed_generation > 0:
+        msg = f"spec changed (generation {run.generation}): starting this generation's Jobs"
+        actions.append(EmitEvent("Normal", "NewGeneration", msg))
+
+    if st.phase not in TERMINAL_PHASES and _train(run, observed, st, actions, now):
+        _evaluate(run, observed, st, actions, now)
+    if st.phase == "Failed-ActB":
+        _ensure_act_b(run, observed, st, actions)
+    if st.phase in TERMINAL_PHASES and st.completion_time is None:
+        st.completion_time = now
+    actions += _transition_events(run.status if not new_generation else GodRunStatus(), st)
+    return Decision(st, tuple(actions), _requeue_after(st))
+
+
+def _fresh_status(run: GodRunView, now: datetime) -> GodRunStatus:
+    st = GodRunStatus(observed_generation=run.generation, start_time=now)
+    st.progress.epochs = run.spec.training.epochs
+    st.conditions = [
+        Condition(type=t, status="Unknown", reason="Pending", last_transition_time=now) for t in CONDITION_TYPES
+    ]
+    return st
+
+
+def set_condition(st: GodRunStatus, type_: str, status: str, reason: str, message: str, now: datetime) -> None:
+    """Upsert a condition; lastTransitionTime moves only when the status value changes."""
+    for i, cond in enumerate(st.conditions):
+        if cond.type == type_:
+            changed = cond.status != status
+            when = now if changed or cond.last_transition_time is None else cond.last_transition_time
+            st.conditions[i] = Condition(
+                type=type_, status=status, reason=reason, message=message, last_transition_time=when
+            )
+            return
+    st.conditions.append(Condition(type=type_, status=status, reason=reason, message=message, last_transition_time=now))
+
+
+def condition(st: GodRunStatus, type_: str) -> Condition | None:
+    return next((c for c in st.conditions if c.type == type_), None)
+
+
+def _is_true(st: GodRunStatus, type_: str) -> bool:
+    cond = condition(st, type_)
+    return cond is not None and cond.status == "True"
+
+
+def failure_reason(obs: StageObs) -> str:
+    """CamelCase reason for a failed stage (exit 2 is bad input and never retried)."""
+    if obs.exit_code == EXIT_BAD_INPUT:
+        return "BadInput"
+    if obs.reason == "BackoffLimitExceeded":
+        return "RetriesExhausted"
+    if obs.reason == "DeadlineExceeded":
+        return "DeadlineExceeded"
+    return "JobFailed"
+
+
+def _fail(st: GodRunStatus, stage: str, job: str, obs: StageObs, now: datetime) -> None:
+    reason = failure_reason(obs)
+    code = f" (exit code {obs.exit_code})" if obs.exit_code is not None else ""
+    detail = f": {obs.message.strip()[:512]}" if obs.message.strip() else ""
+    st.phase, st.reason = "Error", reason
+    st.message = f"{stage} Job {job} failed{code}, {obs.reason or 'Failed'}{detail}"
+    cond = "Trained" if stage == "training" else "Evaluated"
+    set_condition(st, cond, "False", reason, st.message, now)
+    if reason == "BadInput":
+        set_condition(st, "DataVerified", "False", "BadInput", st.message, now)
+
+
+def _train(run: GodRunView, obs: Observed, st: GodRunStatus, actions: list[Action], now: datetime) -> bool:
+    """Drive the training stage; True once it has finished successfully."""
+    name = job_name(run.name, "train", run.generation)
+    st.jobs.train = name
+    if obs.progress is not None:
+        st.progress = _with_epochs(obs.progress, run.spec.training)
+    if _is_true(st, "Trained"):
+        return True  # recorded earlier; the Job may have been deleted by its TTL since
+    t = obs.train
+    if t.state == "succeeded":
+        set_condition(st, "Trained", "True", "TrainingSucceeded", f"training Job {name} succeeded", now)
+        if not _is_true(st, "DataVerified"):
+            set_condition(
+                st, "DataVerified", "True", "TrainerAcceptedData", "the trainer loaded and checked its data", now
+            )
+        return True
+    if t.state == "failed":
+        _fail(st, "training", name, t, now)
+        return False
+    if t.state == "absent":
+        actions.append(CreateJob("train", name, run.generation, tuple(trainer_argv(run.spec))))
+        st.phase, st.reason, st.message = "Training", "TrainJobCreated", f"created training Job {name}"
+    elif t.suspended:
+        st.phase, st.reason, st.message = "Pending", "AwaitingAdmission", f"training Job {name} is suspended (queued)"
+    else:
+        st.phase, st.reason = "Training", ("PodDisrupted" if t.disrupted else "TrainJobRunning")
+        st.message = _progress_message(name, st.progress, t.disrupted)
+    set_condition(st, "Trained", "False", "Training", f"training Job {name} has not finished", now)
+    if st.progress.epoch >= 1 and not _is_true(st, "DataVerified"):
+        set_condition(
+            st, "DataVerified", "True", "TrainerAcceptedData", "the trainer finished an epoch on its data", now
+        )
+    return False
+
+
+def _with_epochs(progress: Progress, recipe: Recipe) -> Progress:
+    return progress if progress.epochs else progress.model_copy(update={"epochs": recipe.epochs})
+
+
+def _progress_message(job: str, p: Progress, disrupted: bool) -> str:
+    head = (
+        f"training Job {job}: a pod was disrupted; resuming from the last checkpoint"
+        if disrupted
+        else f"training Job {job}"
+    )
+    if p.psnr_mean is None:
+        return f"{head}, epoch {p.epoch}/{p.epochs}"
+    return f"{head}, epoch {p.epoch}/{p.epochs}, panel PSNR {p.psnr_mean:.2f} dB, SAM {p.sam_mean or 0.0:.2f} deg"
+
+
+def _evaluate(run: GodRunView, obs: Observed, st: GodRunStatus, actions: list[Action], now: datetime) -> None:
+    name = job_name(run.name, "evaluate", run.generation)
+    st.jobs.evaluate = name
+    e = obs.evaluate
+    if e.state == "failed":
+        _fail(st, "evaluation", name, e, now)
+        return
+    if e.state == "succeeded" and obs.verdict is not None:
+        _record_verdict(run, obs.verdict, st, now)
+        return
+    if e.state == "succeeded" and obs.verdict_error:
+        st.phase, st.reason = "Error", "VerdictUnreadable"
+        st.message = (
+            f"evaluation Job {name} succeeded but its termination message is not a verdict: {obs.verdict_error}"
+        )
+        set_condition(st, "Evaluated", "False", st.reason, st.message, now)
+        return
+    if e.state == "absent":
+        actions.append(CreateJob("evaluate", name, run.generation, tuple(evaluator_argv(run.spec, run.name))))
+        st.phase, st.reason, st.message = "Evaluating", "EvalJobCreated", f"created evaluation Job {name}"
+    elif e.state == "succeeded":
+        st.phase, st.reason, st.message = "Evaluating", "AwaitingVerdict", f"reading the verdict of Job {name}"
+    elif e.suspended:
+        st.phase, st.reason, st.message = (
+            "Evaluating",
+            "AwaitingAdmission",
+            f"evaluation Job {name} is suspended (queued)",
+        )
+    else:
+        st.phase, st.reason, st.message = "Evaluating", "EvalJobRunning", f"evaluation Job {name} is running"
+    set_condition(st, "Evaluated", "False", "Evaluating", f"evaluation Job {name} has not finished", now)
+
+
+def _record_verdict(run: GodRunView, verdict: Verdict, st: GodRunStatus, now: datetime) -> None:
+    st.panel = verdict
+    st.lineage = verdict.lineage
+    set_condition(
+        st, "Evaluated", "True", "PanelEvaluated", f"{verdict.checkpoints_evaluated} checkpoint(s) ranked", now
+    )
+    if not _is_true(st, "DataVerified"):
+        set_condition(st, "DataVerified", "True", "PanelVerified", "the evaluator accepted the panel", now)
+    summary = _verdict_summary(verdict)
+    if verdict.verdict == "pass":
+        st.phase, st.reason, st.message = "Shipped", "GatesPassed", f"all four gates passed: {summary}"
+        set_condition(st, "GatesPassed", "True", "AllGatesPassed", summary, now)
+        return
+    failed = ", ".join(verdict.failed_gates) or "unknown"
+    st.phase, st.reason, st.message = "Failed-ActB", "GatesFailed", f"failed gates: {failed}; {summary}"
+    set_condition(st, "GatesPassed", "False", "GatesFailed", f"failed gates: {failed}", now)
+    st.archive = verdict.archive
+
+
+def _verdict_summary(v: Verdict) -> str:
+    def num(x: float | None, unit: str) -> str:
+        return "n/a" if x is None else f"{x:.2f}{unit}"
+
+    return f"PSNR {num(v.psnr_mean, ' dB')} (std {num(v.psnr_std, ' dB')}), SAM {num(v.sam_mean, ' deg')}"
+
+
+# --------------------------------------------------------------------------- Act B
+
+
+def _ensure_act_b(run: GodRunView, obs: Observed, st: GodRunStatus, actions: list[Action]) -> None:
+    if not run.spec.fallback.launch_act_b:
+        return
+    child = act_b_name(run.name)
+    if obs.act_b_exists or st.act_b:  # never recreate a child someone deleted on purpose
+        st.act_b = st.act_b or child
+        return
+    actions.append(CreateActB(child, act_b_manifest(run, st)))
+    st.act_b = child
+
+
+def _suffix(path: str, suffix: str) -> str:
+    return path.rstrip("/") + suffix
+
+
+def act_b_spec(spec: GodRunSpec, best_checkpoint: str) -> GodRunSpec:
+    """The Act B recipe: the parent's, with spec.fallback.actB applied, warm-started from `best_checkpoint`.
+
+    The child writes to its own checkpoint/log/output folders so it never overwrites the parent's artefacts
+    (its warm start lives in the parent's checkpoint folder) and it does not launch an Act B of its own.
+    """
+    act = spec.fallback.act_b
+    log_dir = _suffix(spec.training.log_dir, "_actb")
+    recipe = spec.training.model_dump() | {
+        "calibrator_head": act.calibrator_head,
+        "freeze_backbone": act.freeze_backbone,
+        "dip_weight": act.dip_weight,
+        "derivative_weight": act.derivative_weight,
+        "curvature_weight_roi": act.curvature_weight_roi,
+        "epochs": act.epochs or spec.training.epochs,
+        "init_checkpoint": best_checkpoint,
+        "checkpoint_dir": _suffix(spec.training.checkpoint_dir, "_actb"),
+        "log_dir": log_dir,
+        "audit_log": f"{log_dir}/auditing_manifest.log",
+    }
+    body = spec.model_dump(by_alias=True)
+    body["training"] = recipe
+    body["panel"]["outputDir"] = _suffix(spec.panel.output_dir, "_actb")
+    body["fallback"]["launchActB"] = False
+    return GodRunSpec.model_validate(body)
+
+
+def act_b_manifest(run: GodRunView, st: GodRunStatus) -> dict[str, Any]:
+    """The child GodRun `<name>-actb`, owned by the parent (garbage-collected with it)."""
+    best = st.lineage.best_checkpoint or f"{run.spec.training.checkpoint_dir}/{run.spec.training.model}_best.pt"
+    meta: dict[str, Any] = {
+        "name": act_b_name(run.name),
+        "namespace": run.namespace,
+        "labels": {
+            "app.kubernetes.io/name": "godrun",
+            "app.kubernetes.io/managed-by": "godrun-controller",
+            "godrun.io/parent": run_label(run.name),
+            "godrun.io/act": "B",
+        },
+        "annotations": {"godrun.io/parent-generation": str(run.generation)},
+    }
+    if st.lineage.best_checkpoint_sha256:
+        meta["annotations"]["godrun.io/init-checkpoint-sha256"] = st.lineage.best_checkpoint_sha256
+    if run.uid:
+        meta["ownerReferences"] = [owner_reference(run)]
+    spec = act_b_spec(run.spec, best)
+    return {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": KIND, "metadata": meta, "spec": _spec_body(spec)}
+
+
+def _spec_body(spec: GodRunSpec) -> dict[str, Any]:
+    return spec.model_dump(mode="json", by_alias=True)
+
+
+def owner_reference(run: GodRunView) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{API_GROUP}/{API_VERSION}",
+        "kind": KIND,
+        "name": run.name,
+        "uid": run.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+# --------------------------------------------------------------------------- events and polling
+
+
+_PHASE_EVENTS: dict[str, tuple[Literal["Normal", "Warning"], str]] = {
+    "Pending": ("Normal", "Queued"),
+    "Training": ("Normal", "TrainingStarted"),
+    "Evaluating": ("Normal", "EvaluationStarted"),
+    "Shipped": ("Normal", "Shipped"),
+    "Failed-ActB": ("Warning", "GatesFailed"),
+}
+
+
+def _transition_events(before: GodRunStatus, after: GodRunStatus) -> list[Action]:
+    """One Event per phase transition (plus disruption, archive and Act B notices)."""
+    events: list[Action] = []
+    if after.phase != before.phase:
+        type_, reason = _PHASE_EVENTS.get(after.phase, ("Warning", after.reason or "Error"))
+        events.append(EmitEvent(type_, reason, after.message or f"phase {after.phase}"))
+    if after.reason == "PodDisrupted" and before.reason != "PodDisrupted":
+        events.append(EmitEvent("Warning", "PodDisrupted", after.message))
+    if after.archive and not before.archive:
+        events.append(EmitEvent("Normal", "Archived", f"artefacts archived under {after.archive}"))
+    if after.act_b and not before.act_b:
+        events.append(EmitEvent("Normal", "ActBLaunched", f"created Act B GodRun {after.act_b}"))
+    return events
+
+
+def _requeue_after(st: GodRunStatus) -> float | None:
+    if st.phase in ("Training", "Pending"):
+        return PROGRESS_POLL_SECONDS
+    if st.phase == "Evaluating" and st.reason == "AwaitingVerdict":
+        return VERDICT_POLL_SECONDS
+    return None

@@ -1,0 +1,99 @@
+"""The controller's Prometheus metrics (DESIGN.md §7), on their own registry.
+
+Per-run series are labelled `namespace`, `godrun`; `forget()` removes every series of a deleted GodRun so
+the exposition does not grow with history.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from godrun.spec import GATE_NAMES, PHASES, GodRunStatus
+
+RUN_LABELS = ("namespace", "godrun")
+PANEL_FIELDS = {  # metric name -> Verdict attribute
+    "godrun_panel_psnr_mean_decibels": "psnr_mean",
+    "godrun_panel_psnr_std_decibels": "psnr_std",
+    "godrun_panel_sam_mean_degrees": "sam_mean",
+    "godrun_panel_tail_pass_ratio": "tail_ratio",
+    "godrun_panel_roi_pass_ratio": "roi_ratio",
+    "godrun_panel_spurious_peaks": "spurious_peaks",
+}
+PANEL_HELP = {
+    "godrun_panel_psnr_mean_decibels": "Panel mean PSNR of the best checkpoint (dB).",
+    "godrun_panel_psnr_std_decibels": "Panel PSNR population standard deviation (dB).",
+    "godrun_panel_sam_mean_degrees": "Panel mean spectral angle (degrees).",
+    "godrun_panel_tail_pass_ratio": "Fraction of panel spectra inside both tail bounds.",
+    "godrun_panel_roi_pass_ratio": "Fraction of panel spectra whose ROI dips all pass.",
+    "godrun_panel_spurious_peaks": "Total spurious dips on the panel.",
+}
+PROGRESS_FIELDS = {
+    "godrun_run_progress_epoch": ("epoch", "Last finished training epoch."),
+    "godrun_run_progress_epochs": ("epochs", "Training epoch cap."),
+    "godrun_run_progress_psnr_mean_decibels": ("psnr_mean", "Latest per-epoch panel mean PSNR while training (dB)."),
+    "godrun_run_progress_sam_mean_degrees": ("sam_mean", "Latest per-epoch panel mean SAM while training (degrees)."),
+}
+
+
+class ControllerMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.panel = {name: Gauge(name, PANEL_HELP[name], RUN_LABELS, registry=r) for name in PANEL_FIELDS}
+        self.progress = {
+            name: Gauge(name, help_, RUN_LABELS, registry=r) for name, (_, help_) in PROGRESS_FIELDS.items()
+        }
+        self.gate_passed = Gauge(
+            "godrun_gate_passed",
+            "1 when the readiness gate passed, 0 when it failed.",
+            (*RUN_LABELS, "gate"),
+            registry=r,
+        )
+        self.run_phase = Gauge(
+            "godrun_run_phase", "1 for the run's current phase, 0 for the others.", (*RUN_LABELS, "phase"), registry=r
+        )
+        self.reconcile_duration = Histogram(
+            "godrun_reconcile_duration_seconds",
+            "Time to reconcile one GodRun.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
+        self.reconcile_errors = Counter("godrun_reconcile_errors_total", "Reconciles that raised.", registry=r)
+        self.leader = Gauge("godrun_controller_leader", "1 while this replica holds the leader lease.", registry=r)
+
+    def observe(self, namespace: str, name: str, status: GodRunStatus) -> None:
+        """Set every per-run series from the status just written."""
+        for phase in PHASES:
+            self.run_phase.labels(namespace, name, phase).set(1.0 if status.phase == phase else 0.0)
+        for metric, (attr, _) in PROGRESS_FIELDS.items():
+            value = getattr(status.progress, attr)
+            self._set_or_remove(self.progress[metric], (namespace, name), value)
+        verdict = status.panel
+        for metric, attr in PANEL_FIELDS.items():
+            self._set_or_remove(self.panel[metric], (namespace, name), getattr(verdict, attr) if verdict else None)
+        results = {g.name: g.passed for g in verdict.gates} if verdict else {}
+        for gate in GATE_NAMES:
+            self._set_or_remove(self.gate_passed, (namespace, name, gate), results.get(gate))
+
+    def forget(self, namespace: str, name: str) -> None:
+        """Drop every series of a deleted GodRun."""
+        for phase in PHASES:
+            self._remove(self.run_phase, (namespace, name, phase))
+        for gauge in (*self.panel.values(), *self.progress.values()):
+            self._remove(gauge, (namespace, name))
+        for gate in GATE_NAMES:
+            self._remove(self.gate_passed, (namespace, name, gate))
+
+    @staticmethod
+    def _set_or_remove(gauge: Gauge, labels: tuple[str, ...], value: float | bool | None) -> None:
+        if value is None:
+            ControllerMetrics._remove(gauge, labels)
+        else:
+            gauge.labels(*labels).set(float(value))
+
+    @staticmethod
+    def _remove(gauge: Gauge, labels: tuple[str, ...]) -> None:
+        with contextlib.suppress(KeyError):
+            gauge.remove(*labels)

@@ -1,0 +1,192 @@
+"""Job manifests: restricted Pod Security, failure policy, volumes, GPUs, torchrun, labels and names."""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+import pytest
+
+from godrun.controller import jobs
+from godrun.controller.machine import GodRunView
+from godrun.controller.names import MAX_LABEL, act_b_name, dns_label, job_name, run_label, service_name
+from godrun.spec import GodRunSpec
+
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def view(name: str = "god-run", **over) -> GodRunView:
+    return GodRunView(name, "lab", 3, GodRunSpec.model_validate({"image": "reg/godrun:1", **over}), uid="u-1")
+
+
+def pods(job: dict) -> dict:
+    return job["spec"]["template"]["spec"]
+
+
+def restricted_violations(pod: dict) -> list[str]:
+    """The Pod Security Standards 'restricted' profile (v1.30+) checks, written from the published table."""
+    out: list[str] = []
+    psc = pod.get("securityContext", {})
+    if pod.get("hostNetwork") or pod.get("hostPID") or pod.get("hostIPC"):
+        out.append("host namespaces")
+    for v in pod.get("volumes", []):
+        allowed = {
+            "configMap",
+            "csi",
+            "downwardAPI",
+            "emptyDir",
+            "ephemeral",
+            "persistentVolumeClaim",
+            "projected",
+            "secret",
+        }
+        kinds = set(v) - {"name"}
+        if not kinds <= allowed:
+            out.append(f"volume type {kinds}")
+    seccomp_pod_ok = psc.get("seccompProfile", {}).get("type") in ("RuntimeDefault", "Localhost")
+    for c in pod.get("initContainers", []) + pod.get("containers", []):
+        sc = c.get("securityContext", {})
+        if sc.get("privileged"):
+            out.append("privileged")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            out.append("allowPrivilegeEscalation must be false")
+        caps = sc.get("capabilities", {})
+        if "ALL" not in caps.get("drop", []):
+            out.append("capabilities must drop ALL")
+        if set(caps.get("add", [])) - {"NET_BIND_SERVICE"}:
+            out.append("capabilities add")
+        non_root = sc.get("runAsNonRoot", psc.get("runAsNonRoot"))
+        if non_root is not True:
+            out.append("runAsNonRoot must be true")
+        if sc.get("runAsUser", psc.get("runAsUser")) == 0:
+            out.append("runAsUser 0")
+        seccomp = sc.get("seccompProfile", {}).get("type")
+        if not (seccomp in ("RuntimeDefault", "Localhost") or (seccomp is None and seccomp_pod_ok)):
+            out.append("seccompProfile")
+        if any(p.get("hostPort") for p in c.get("ports", [])):
+            out.append("hostPort")
+    return out
+
+
+@pytest.mark.parametrize("over", [{}, {"resources": {"gpus": 4}}, {"resources": {"gpus": 8, "nodes": 2}}])
+def test_jobs_pass_restricted_pod_security(over):
+    v = view(**over)
+    for job in (
+        jobs.train_job(v, job_name(v.name, "train", 3), 3),
+        jobs.evaluate_job(v, job_name(v.name, "evaluate", 3), 3),
+    ):
+        pod = pods(job)
+        assert restricted_violations(pod) == []
+        c = pod["containers"][0]
+        assert c["securityContext"]["readOnlyRootFilesystem"] is True
+        assert isinstance(pod["securityContext"]["runAsUser"], int) and pod["securityContext"]["runAsUser"] > 0
+        mounts = {m["mountPath"] for m in c["volumeMounts"]}
+        assert {"/workspace", "/tmp", "/dev/shm"} <= mounts
+
+
+def test_pss_checker_catches_violations():
+    pod = pods(jobs.train_job(view(), "x", 1))
+    pod["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = True
+    pod["containers"][0]["securityContext"]["capabilities"] = {"add": ["SYS_ADMIN"]}
+    pod["securityContext"]["runAsNonRoot"] = False
+    del pod["containers"][0]["securityContext"]["runAsNonRoot"]
+    pod["volumes"].append({"name": "h", "hostPath": {"path": "/"}})
+    assert len(restricted_violations(pod)) == 5  # hostPath, escalation, no drop ALL, add, root
+
+
+def test_train_job_shape():
+    v = view(
+        resources={"gpus": 1, "nodeSelector": {"gpu": "h100"}, "tolerations": [{"key": "gpu", "operator": "Exists"}],
+                   "queueName": "team-a", "shmSize": "8Gi"},
+        data={"claimName": "godrun-data", "mountPath": "/runs"},
+        jobs={"backoffLimit": 5, "ttlSecondsAfterFinished": 60, "runAsUser": 4242},
+    )  # fmt: skip
+    name = job_name(v.name, "train", 3)
+    job = jobs.train_job(v, name, 3)
+    meta, spec, pod = job["metadata"], job["spec"], pods(job)
+    assert meta["name"] == name and meta["namespace"] == "lab"
+    assert meta["labels"]["godrun.io/run"] == "god-run" and meta["labels"]["godrun.io/stage"] == "train"
+    assert meta["labels"]["app.kubernetes.io/name"] == "godrun"
+    assert meta["labels"]["app.kubernetes.io/managed-by"] == "godrun-controller"
+    assert meta["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
+    assert job["spec"]["template"]["metadata"]["labels"]["godrun.io/stage"] == "train"
+    (owner,) = meta["ownerReferences"]
+    assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == ("GodRun", "god-run", "u-1", True)
+    assert spec["backoffLimit"] == 5 and spec["ttlSecondsAfterFinished"] == 60
+    assert spec["activeDeadlineSeconds"] == 7 * 24 * 3600
+    rules = spec["podFailurePolicy"]["rules"]
+    assert rules[0]["action"] == "FailJob" and rules[0]["onExitCodes"]["values"] == [2]
+    assert rules[0]["onExitCodes"]["containerName"] == "trainer"
+    assert rules[1]["action"] == "Ignore" and rules[1]["onPodConditions"][0]["type"] == "DisruptionTarget"
+    assert pod["restartPolicy"] == "Never" and pod["nodeSelector"] == {"gpu": "h100"}
+    assert pod["tolerations"] == [{"key": "gpu", "operator": "Exists"}]
+    assert pod["securityContext"]["runAsUser"] == 4242
+    vols = {vol["name"]: vol for vol in pod["volumes"]}
+    assert vols["data"]["persistentVolumeClaim"]["claimName"] == "godrun-data"
+    assert vols["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "8Gi"}
+    c = pod["containers"][0]
+    assert c["workingDir"] == "/runs" and c["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert c["command"][:3] == ["python", "-m", "godrun.trainer"]
+    assert c["command"][c["command"].index("--metrics_port") + 1] == str(jobs.TRAINER_METRICS_PORT)
+    assert c["ports"][0]["containerPort"] == jobs.TRAINER_METRICS_PORT and c["ports"][0]["name"] == "metrics"
+    assert {"name": "GODRUN_TERMINATION_LOG", "value": "/dev/termination-log"} in c["env"]
+    assert c["terminationMessagePolicy"] == "File"
+
+
+def test_single_node_multi_gpu_uses_torchrun():
+    v = view(resources={"gpus": 4})
+    cmd = pods(jobs.train_job(v, "j", 1))["containers"][0]["command"]
+    assert cmd[:2] == ["torchrun", "--nproc_per_node=4"] and "--nnodes=1" in cmd and "-m" in cmd
+    assert cmd[cmd.index("-m") + 1] == "godrun.trainer"
+
+
+def test_multi_node_is_indexed_job_with_headless_service():
+    v = view(resources={"gpus": 8, "nodes": 3})
+    name = job_name(v.name, "train", 3)
+    job = jobs.train_job(v, name, 3)
+    assert job["spec"]["completionMode"] == "Indexed"
+    assert job["spec"]["completions"] == job["spec"]["parallelism"] == 3
+    pod = pods(job)
+    svc = jobs.headless_service(v, name, 3)
+    assert pod["subdomain"] == svc["metadata"]["name"] and svc["spec"]["clusterIP"] == "None"
+    assert svc["spec"]["selector"].items() <= job["spec"]["template"]["metadata"]["labels"].items()
+    cmd = pod["containers"][0]["command"]
+    assert "--nnodes=3" in cmd and "--nproc_per_node=8" in cmd and "--node_rank=$(JOB_COMPLETION_INDEX)" in cmd
+    master = next(a for a in cmd if a.startswith("--master_addr="))
+    assert master == f"--master_addr={name}-0.{svc['metadata']['name']}.lab.svc"
+    assert any(e["name"] == "JOB_COMPLETION_INDEX" for e in pod["containers"][0]["env"])
+
+
+def test_evaluate_job_uses_one_gpu_and_the_evaluator_command():
+    v = view(resources={"gpus": 4}, panel={"expectedHash": "a" * 64})
+    job = jobs.evaluate_job(v, job_name(v.name, "evaluate", 3), 3)
+    c = pods(job)["containers"][0]
+    assert c["name"] == "evaluator" and c["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert shlex.join(c["command"]).startswith("python -m godrun.evaluator --checkpoint-dir checkpoints/god_run")
+    assert "--expected-hash" in c["command"] and job["spec"]["activeDeadlineSeconds"] == 4 * 3600
+    assert job["spec"]["podFailurePolicy"]["rules"][0]["onExitCodes"]["containerName"] == "evaluator"
+    cpu_only = jobs.evaluate_job(view(resources={"gpus": 0}), "e", 1)
+    assert "nvidia.com/gpu" not in pods(cpu_only)["containers"][0]["resources"]["limits"]
+    no_pvc = pods(cpu_only)["volumes"][0]
+    assert no_pvc == {"name": "data", "emptyDir": {}}
+
+
+@pytest.mark.parametrize("run", ["god-run", "a" * 63, "x.y.z-" + "b" * 200, "9lives", "A_b"])
+def test_names_are_short_valid_and_deterministic(run):
+    names = set()
+    for stage in ("train", "evaluate"):
+        for gen in (1, 2, 123456):
+            n = job_name(run, stage, gen)
+            assert n == job_name(run, stage, gen) and len(n) <= MAX_LABEL - 7 and DNS_LABEL.match(n), n
+            names.add(n)
+            svc = service_name(n)
+            assert len(svc) <= MAX_LABEL and svc[0].isalpha() and DNS_LABEL.match(svc)
+    assert len(names) == 6, "stage and generation must give distinct names"
+    assert len(run_label(run)) <= MAX_LABEL and len(act_b_name(run)) <= 253
+
+
+def test_long_names_with_a_shared_prefix_differ():
+    a, b = "p" * 70 + "-one", "p" * 70 + "-two"
+    assert job_name(a, "train", 1) != job_name(b, "train", 1)
+    assert dns_label("a.b") != dns_label("a-b")
+    assert job_name("short", "train", 2) == "short-train-g2"
