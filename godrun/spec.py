@@ -232,6 +232,13 @@ class Gates(_Camel):
     roi_tolerance: Ratio = Field(0.10, description="Gate 3: allowed relative error of dip area and depth.")
     roi_pass_fraction_min: Ratio = Field(0.90, description="Gate 3: minimum fraction of spectra whose dips all pass.")
     spurious_peaks_max: NonNegInt = Field(0, description="Gate 3: maximum total spurious dips over the panel.")
+    downstream_margin: float = Field(
+        0.0,
+        ge=0,
+        le=10,
+        description="Gate 4: allowed relative excess of the prediction's downstream error over raw+baseline's "
+        "(0 = no worse than raw, the seed's rule).",
+    )
     roi_min_nm: float = Field(320.0, ge=0, description="ROI lower bound (nm).")
     roi_max_nm: float = Field(500.0, ge=0, description="ROI upper bound (nm); must exceed roiMinNm.")
     dip_min_area: float = Field(5e-4, ge=0, description="Minimum area for the dip detector to report a dip.")

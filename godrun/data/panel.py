@@ -1,0 +1,110 @@
+"""Split manifest_all into the fixed validation panel and the training manifest; refuse any leakage."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from godrun.data import audits
+from godrun.data import layout as L
+from godrun.errors import InputError
+from godrun.fsio import atomic_write_json, atomic_write_text, sha256_bytes, sha256_file
+
+
+def leakage(train: pd.DataFrame, panel: pd.DataFrame) -> list[str]:
+    """Every overlap between train and panel: by group_id, by spectrum content hash, by spectrum_id."""
+    problems = []
+    shared_groups = sorted(set(train["group_id"]) & set(panel["group_id"]))
+    if shared_groups:
+        problems.append(f"{len(shared_groups)} group_id(s) in both train and panel, e.g. {shared_groups[0]!r}")
+    if "content_sha256" in train.columns and "content_sha256" in panel.columns:
+        by_hash = train.merge(panel, on="content_sha256", suffixes=("_train", "_panel"))
+        if len(by_hash):
+            r = by_hash.iloc[0]
+            problems.append(
+                f"{len(by_hash)} spectrum content hash(es) in both: train {r['spectrum_id_train']!r} has the same "
+                f"content as panel {r['spectrum_id_panel']!r}"
+            )
+    shared_ids = sorted(set(train["spectrum_id"]) & set(panel["spectrum_id"]))
+    if shared_ids:
+        problems.append(f"{len(shared_ids)} spectrum_id(s) in both, e.g. {shared_ids[0]!r}")
+    return problems
+
+
+def verify_hashes(meta: pd.DataFrame, root: Path, name: str) -> None:
+    """Recompute every file's sha256 against the manifest's content_sha256 column."""
+    if "content_sha256" not in meta.columns:
+        raise InputError(f"{name} lacks the content_sha256 column")
+    for i, (sid, rel, want) in enumerate(zip(meta["spectrum_id"], meta["path"], meta["content_sha256"], strict=True)):
+        path = root / str(rel)
+        if not path.is_file():
+            raise InputError(f"{name} row {i + 1} (spectrum_id {sid!r}): file {path} not found")
+        if sha256_file(path) != want:
+            raise InputError(f"{name} row {i + 1} (spectrum_id {sid!r}): file {path} does not match content_sha256")
+
+
+def check(train: pd.DataFrame, panel: pd.DataFrame) -> None:
+    problems = leakage(train, panel)
+    if problems:
+        raise InputError("leakage between training manifest and validation panel: " + "; ".join(problems))
+
+
+def split(manifest_all: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    in_panel = manifest_all["group_id"].isin(list(L.PANEL_GROUPS))
+    missing = sorted(set(L.PANEL_GROUPS) - set(manifest_all["group_id"]))
+    if missing:
+        raise InputError(f"{L.MANIFEST_ALL}: panel group {missing[0]!r} has no spectra")
+    return manifest_all[~in_panel].reset_index(drop=True), manifest_all[in_panel].reset_index(drop=True)
+
+
+def _read(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise InputError(f"manifest {path} does not exist")
+    df = pd.read_csv(path, dtype={"spectrum_id": str, "group_id": str, "sample": str, "pair_id": str})
+    for col in ("spectrum_id", "group_id", "path"):
+        if col not in df.columns:
+            raise InputError(f"manifest {path} lacks column {col}")
+    return df
+
+
+def build_panel(root: str | os.PathLike[str], verify_files: bool = True) -> dict[str, str]:
+    """Write validation_panel.csv, manifest_train.csv, the audits and manifest_hashes.json under `root`.
+
+    Everything is checked before anything is written; returns {relative path: sha256} of the manifests.
+    """
+    root = Path(root)
+    all_df = _read(root / L.MANIFEST_ALL)
+    train, panel = split(all_df)
+    spectra_root = root / L.SPECTRA_DIR
+    if verify_files:
+        verify_hashes(all_df, spectra_root, str(root / L.MANIFEST_ALL))
+    check(train, panel)
+    train_csv = train.to_csv(index=False, lineterminator="\n").encode()
+    panel_csv = panel.to_csv(index=False, lineterminator="\n").encode()
+    hashes = {
+        str(L.MANIFEST_TRAIN): sha256_bytes(train_csv),
+        str(L.PANEL_MANIFEST): sha256_bytes(panel_csv),
+        str(L.MANIFEST_ALL): sha256_file(root / L.MANIFEST_ALL),
+    }
+    docs = {
+        L.TRAIN_SUMMARY_MD: audits.train_summary(train),
+        L.GROUP_COUNTS_MD: audits.group_counts(train),
+        L.PANEL_SUMMARY_MD: audits.panel_summary(panel, train, hashes[str(L.PANEL_MANIFEST)]),
+    }
+    atomic_write_text(root / L.MANIFEST_TRAIN, train_csv.decode())
+    atomic_write_text(root / L.PANEL_MANIFEST, panel_csv.decode())
+    for rel, text in docs.items():
+        atomic_write_text(root / rel, text)
+    atomic_write_json(root / L.MANIFEST_HASHES, hashes)
+    return hashes
+
+
+def check_root(root: str | os.PathLike[str], train: str | None = None, panel: str | None = None) -> tuple[int, int]:
+    """Leakage check of an existing train manifest against the panel; returns (train rows, panel rows)."""
+    root = Path(root)
+    train_df = _read(Path(train) if train else root / L.MANIFEST_TRAIN)
+    panel_df = _read(Path(panel) if panel else root / L.PANEL_MANIFEST)
+    check(train_df, panel_df)
+    return len(train_df), len(panel_df)

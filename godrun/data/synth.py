@@ -1,0 +1,358 @@
+"""Synthetic UV-vis corpus in the seed's layout (DESIGN.md §5), deterministic for a seed.
+
+Physics imitated (per group = treatment × sample × angle):
+* a smooth sample-specific baseline (level, tilt, curvature, one broad hump, a UV absorption edge
+  below ~270 nm), scaled by an angle-dependent amplitude 0.55 + 0.45·cos θ;
+* 2–3 Gaussian absorption dips per production sample at fixed centres in 340–480 nm, FWHM 10–28 nm,
+  relative depth a_j·(0.35 + 0.65·D) with D the group's dose index (0.6·UVA_norm + 0.4·UVB_norm);
+  a_j is chosen so that every dip's area is ≥ ~2.5× the detector's min_area at the lowest dose;
+  treatment-6 controls have no dips;
+* Noise2Noise pairs: each pair of replicates shares one clean spectrum (small per-pair amplitude,
+  tilt and dip-depth variation); each replicate adds heteroscedastic noise — shot-like and small in
+  the ROI, strong at the weak-lamp UV end and the NIR detector fall-off — with occasional positive
+  one- or two-point spikes.
+Spectra and clean references are float32 .npy files, one per spectrum / per pair.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from godrun.data import layout as L
+from godrun.fsio import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+SCALE_MIN_GROUP = 4  # one pair per polarity
+DIP_SPAN_NM = (340.0, 480.0)  # dip centres stay here, so windows and guard bands fit the 320-500 nm ROI
+
+
+@dataclass(frozen=True)
+class GroupPlan:
+    group_id: str
+    treatment: int
+    sample: str
+    angle: str
+    n: int
+
+
+def scaled_count(n: int, scale: float) -> int:
+    """Spectra in a group at `scale`: even (whole pairs), at least one pair per polarity."""
+    return max(SCALE_MIN_GROUP, 2 * round(n * scale / 2.0))
+
+
+def plan_groups(scale: float = 1.0) -> list[GroupPlan]:
+    """Every group of the corpus with its spectrum count (panel groups 300/300/150 at scale 1)."""
+    if not (0 < scale <= 1.0):
+        raise ValueError(f"scale must be in (0, 1], got {scale}")
+    plans = []
+    for t in L.TREATMENTS:
+        control = t == L.CONTROL_TREATMENT
+        for s in L.CONTROL_SAMPLES if control else L.PRODUCTION_SAMPLES:
+            for a in L.ANGLES:
+                gid = L.group_id(t, s, a)
+                default = L.CONTROL_GROUP_SIZE if control else L.PRODUCTION_GROUP_SIZE
+                n = L.PANEL_GROUPS[gid][0] if gid in L.PANEL_GROUPS else default
+                plans.append(GroupPlan(gid, t, s, a, scaled_count(n, scale)))
+    return plans
+
+
+def wavelength_grid() -> np.ndarray:
+    return np.linspace(L.GRID_MIN_NM, L.GRID_MAX_NM, L.GRID_POINTS)
+
+
+# --------------------------------------------------------------------------- dose features
+
+_THETA_DEG = {"6Oclock": 25.0, "12Oclock": 55.0}
+_P_UVA = (2.0, 3.0, 4.0, 5.0, 6.0)  # mW/cm² per treatment
+_P_UVB = (0.10, 0.16, 0.24, 0.32, 0.45)
+_HOURS = (4.0, 6.0, 8.0, 10.0, 12.0)
+
+
+def dose_features(plans: list[GroupPlan]) -> pd.DataFrame:
+    """The eight FiLM features per group (controls: zero dose)."""
+    rows = []
+    for p in plans:
+        cos = math.cos(math.radians(_THETA_DEG[p.angle]))
+        if p.treatment == L.CONTROL_TREATMENT:
+            pa = pb = uva = uvb = 0.0
+        else:
+            pos = 1.0 + 0.04 * (L.PRODUCTION_SAMPLES.index(p.sample) - 2)  # position under the lamp
+            pa, pb = _P_UVA[p.treatment - 1] * pos, _P_UVB[p.treatment - 1] * pos
+            uva = pa * cos * _HOURS[p.treatment - 1] * 3.6  # J/cm²
+            uvb = pb * cos * _HOURS[p.treatment - 1] * 3.6
+        rows.append(
+            {
+                "group_id": p.group_id,
+                "cos_theta": cos,
+                "UVA_total": uva,
+                "UVB_total": uvb,
+                "UVA_over_UVB": uva / uvb if uvb > 0 else 0.0,
+                "P_UVA_mW_cm2": pa,
+                "P_UVB_mW_cm2": pb,
+            }
+        )
+    df = pd.DataFrame(rows)
+    df["UVA_norm"] = df["UVA_total"] / df["UVA_total"].max()
+    df["UVB_norm"] = df["UVB_total"] / df["UVB_total"].max()
+    return df[["group_id", *L.DOSE_FEATURE_COLUMNS]].round(6)
+
+
+def dose_index(features: pd.Series) -> float:
+    return float(0.6 * features["UVA_norm"] + 0.4 * features["UVB_norm"])
+
+
+# --------------------------------------------------------------------------- clean spectra
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+@dataclass(frozen=True)
+class SampleShape:
+    level: float
+    tilt: float
+    curve: float
+    hump: tuple[float, float, float]  # centre, width, amplitude
+    edge: tuple[float, float]  # UV edge centre, width
+    dips: tuple[tuple[float, float, float], ...]  # centre, FWHM, a_j
+
+
+def sample_shape(sample: str, seed: int) -> SampleShape:
+    rng = np.random.default_rng([seed, 7, ord(sample)])
+    dips: list[tuple[float, float, float]] = []
+    if sample in L.PRODUCTION_SAMPLES:
+        n_dips = int(rng.integers(2, 4))
+        fwhm = rng.uniform(10.0, 28.0, n_dips)
+        need = fwhm[:-1] + fwhm[1:] + 25.0  # windows (~±FWHM) plus both guard bands stay apart
+        while need.sum() > DIP_SPAN_NM[1] - DIP_SPAN_NM[0]:  # drop the last dip until they fit
+            fwhm, need = fwhm[:-1], need[:-1]
+        slack = DIP_SPAN_NM[1] - DIP_SPAN_NM[0] - need.sum()
+        share = rng.dirichlet(np.ones(len(fwhm) + 1)) * slack
+        centres = DIP_SPAN_NM[0] + share[0] + np.concatenate([[0.0], np.cumsum(need + share[1:-1])])
+        for c, f in zip(centres, fwhm, strict=True):
+            a = max(2.4 / float(f), float(rng.uniform(0.10, 0.20)))
+            dips.append((round(float(c), 2), round(float(f), 2), round(a, 4)))
+    return SampleShape(
+        level=float(rng.uniform(0.55, 0.8)),
+        tilt=float(rng.uniform(-0.15, 0.15)),
+        curve=float(rng.uniform(-0.12, 0.05)),
+        hump=(float(rng.uniform(380, 650)), float(rng.uniform(150, 260)), float(rng.uniform(-0.1, 0.2))),
+        edge=(float(rng.uniform(235, 258)), float(rng.uniform(6, 10))),
+        dips=tuple(dips),
+    )
+
+
+def baseline(shape: SampleShape, wl: np.ndarray) -> np.ndarray:
+    x = (wl - 500.0) / 300.0
+    c, w, a = shape.hump
+    b = 1.0 + shape.tilt * x + shape.curve * x**2 + a * np.exp(-0.5 * ((wl - c) / w) ** 2)
+    return shape.level * b * _sigmoid((wl - shape.edge[0]) / shape.edge[1])
+
+
+def dip_profile(shape: SampleShape, wl: np.ndarray, dose: float, depth_scale: np.ndarray) -> np.ndarray:
+    """Relative absorption [P, L] (1 − transmission factor) for P pairs; zero for controls."""
+    absorb = np.zeros((len(depth_scale), len(wl)))
+    for c, f, a in shape.dips:
+        sigma = f / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+        depth = a * (0.35 + 0.65 * dose)
+        absorb += depth * depth_scale[:, None] * np.exp(-0.5 * ((wl - c) / sigma) ** 2)[None, :]
+    return absorb
+
+
+# --------------------------------------------------------------------------- noise
+
+NOISE_ROI = 0.002  # relative shot-like noise where the lamp and detector are strong
+NOISE_UV = 0.8  # relative to the group's mean level, at the UV end
+NOISE_NIR = 0.45  # at the NIR end
+SPIKE_PROB = 0.35
+
+
+def noise_sigma(clean: np.ndarray, wl: np.ndarray) -> np.ndarray:
+    level = clean.mean(axis=-1, keepdims=True)
+    ends = NOISE_UV * _sigmoid((272.0 - wl) / 6.0) + NOISE_NIR * _sigmoid((wl - 680.0) / 15.0)
+    return NOISE_ROI * np.sqrt(np.abs(clean) * level) + level * ends[None, :]
+
+
+def add_noise(clean: np.ndarray, wl: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    n, length = clean.shape
+    scale = rng.uniform(0.8, 1.25, size=(n, 1))
+    noisy = clean + scale * noise_sigma(clean, wl) * rng.standard_normal((n, length))
+    level = clean.mean(axis=1)
+    for i in np.flatnonzero(rng.random(n) < SPIKE_PROB):
+        for _ in range(int(rng.integers(1, 4))):
+            k = int(rng.integers(0, length - 1))
+            width = int(rng.integers(1, 3))
+            noisy[i, k : k + width] += rng.uniform(0.2, 0.6) * level[i]
+    return noisy
+
+
+# --------------------------------------------------------------------------- group synthesis
+
+
+def _pair_clean(plan: GroupPlan, feats: pd.Series, wl: np.ndarray, seed: int, rng: np.random.Generator) -> np.ndarray:
+    shape = sample_shape(plan.sample, seed)
+    n_pairs = plan.n // 2
+    amp = 0.55 + 0.45 * float(feats["cos_theta"])
+    base = baseline(shape, wl) * amp
+    pol_gain = np.where(np.arange(n_pairs) % 2 == 0, 1.0, 0.97)  # neg polarity reads slightly lower
+    x = (wl - 500.0) / 300.0
+    gain = (1.0 + 0.02 * rng.standard_normal(n_pairs)) * pol_gain
+    tilt = 0.01 * rng.standard_normal(n_pairs)
+    depth_scale = 1.0 + 0.02 * rng.standard_normal(n_pairs)
+    absorb = dip_profile(shape, wl, dose_index(feats), depth_scale)
+    return base[None, :] * gain[:, None] * (1.0 + tilt[:, None] * x[None, :]) * (1.0 - absorb)
+
+
+def synth_group(plan: GroupPlan, feats: pd.Series, wl: np.ndarray, seed: int, index: int):
+    """(clean [P, L], noisy [N, L], rows) for one group; replicate pairs are (2k, 2k+1)."""
+    rng = np.random.default_rng([seed, 1, index])
+    clean = _pair_clean(plan, feats, wl, seed, rng)
+    pair_of = np.repeat(np.arange(plan.n // 2), 2)
+    noisy = add_noise(clean[pair_of], wl, rng)
+    tag = f"t{plan.treatment}_{plan.sample}_{plan.angle}"
+    rows = []
+    rep_count = {pol: 0 for pol in L.POLARITIES}
+    for i, k in enumerate(pair_of):
+        pol = L.POLARITIES[k % 2]
+        rep = rep_count[pol]
+        rep_count[pol] += 1
+        sid = f"{tag}_{pol}_r{rep:03d}"
+        pid = f"{tag}_pair{k:03d}"
+        rows.append(
+            {
+                "spectrum_id": sid,
+                "group_id": plan.group_id,
+                "treatment": plan.treatment,
+                "sample": plan.sample,
+                "angle": plan.angle,
+                "polarity": pol,
+                "replicate": rep,
+                "pair_id": pid,
+                "path": f"spectra/{plan.group_id}/{sid}.npy",
+                "reference_path": f"references/{plan.group_id}/{pid}.npy",
+                "_pair": int(k),
+                "_row": i,
+            }
+        )
+    return clean.astype(np.float32), noisy.astype(np.float32), rows
+
+
+# --------------------------------------------------------------------------- writing
+
+_NPY_HEADER: dict[int, bytes] = {}
+
+
+def npy_bytes(vec: np.ndarray) -> bytes:
+    """The exact bytes np.save writes for a 1-D float32 array (header built once per length)."""
+    vec = np.ascontiguousarray(vec, dtype="<f4")
+    header = _NPY_HEADER.get(vec.shape[0])
+    if header is None:
+        buf = io.BytesIO()
+        np.save(buf, np.zeros_like(vec))
+        header = _NPY_HEADER[vec.shape[0]] = buf.getvalue()[: -vec.nbytes]
+    return header + vec.tobytes()
+
+
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """A .npz with fixed zip timestamps, so the same arrays give the same bytes."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+        for name, arr in arrays.items():
+            member = io.BytesIO()
+            np.save(member, arr)
+            zf.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), member.getvalue())
+    return buf.getvalue()
+
+
+def _write_raw(path: Path, data: bytes) -> None:
+    path.write_bytes(data)
+
+
+def synthesise(out: str | Path, scale: float = 1.0, seed: int = 0) -> pd.DataFrame:
+    """Write the whole corpus under `out` (a workspace root holding data/); returns manifest_all."""
+    out = Path(out)
+    root = out / L.SPECTRA_DIR
+    plans = plan_groups(scale)
+    feats = dose_features(plans).set_index("group_id")
+    wl = wavelength_grid()
+    all_rows: list[dict] = []
+    acc_sum = np.zeros(len(wl))
+    acc_sq = np.zeros(len(wl))
+    acc_n = 0
+    made_dirs: set[Path] = set()
+    for gi, plan in enumerate(plans):
+        clean, noisy, rows = synth_group(plan, feats.loc[plan.group_id], wl, seed, gi)
+        for sub in ("spectra", "references"):
+            d = root / sub / plan.group_id
+            if d not in made_dirs:
+                d.mkdir(parents=True, exist_ok=True)
+                made_dirs.add(d)
+        for k in range(len(clean)):
+            _write_raw(root / rows[2 * k]["reference_path"], npy_bytes(clean[k]))
+        for row in rows:
+            data = npy_bytes(noisy[row["_row"]])
+            _write_raw(root / row["path"], data)
+            row["content_sha256"] = hashlib.sha256(data).hexdigest()
+        if plan.group_id not in L.PANEL_GROUPS:
+            x = noisy.astype(np.float64)
+            acc_sum += x.sum(0)
+            acc_sq += (x * x).sum(0)
+            acc_n += len(x)
+        all_rows.extend(rows)
+    manifest = pd.DataFrame(all_rows)[list(L.MANIFEST_COLUMNS)]
+    _write_metadata(out, plans, feats, manifest)
+    mean = acc_sum / acc_n
+    std = np.sqrt(np.maximum(acc_sq / acc_n - mean**2, 0.0))
+    stats = _lambda_from_moments(mean, std, wl)
+    atomic_write_bytes(out / L.LAMBDA_STATS, npz_bytes(stats))
+    atomic_write_bytes(out / L.WAVELENGTH_GRID, _npy_any(wl))
+    atomic_write_text(out / L.MANIFEST_ALL, manifest.to_csv(index=False, lineterminator="\n"))
+    return manifest
+
+
+def _lambda_from_moments(mean: np.ndarray, std: np.ndarray, wl: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-wavelength mean/std of the training spectra and loss weights (mean 1).
+
+    weights ∝ sqrt(median std / std) clipped to [0.5, 2] (the noisy ends count less), times 1.5 inside
+    the ROI (320–500 nm), normalised to mean 1.
+    """
+    w = np.clip(np.sqrt(np.median(std) / np.maximum(std, 1e-12)), 0.5, 2.0)
+    w = w * np.where((wl >= 320.0) & (wl <= 500.0), 1.5, 1.0)
+    w = w / w.mean()
+    return {"mean": mean.astype(np.float32), "std": std.astype(np.float32), "weights": w.astype(np.float32)}
+
+
+def _npy_any(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()
+
+
+def _write_metadata(out: Path, plans: list[GroupPlan], feats: pd.DataFrame, manifest: pd.DataFrame) -> None:
+    feats_out = feats.reset_index()
+    atomic_write_text(out / L.DOSE_FEATURES, feats_out.to_csv(index=False, lineterminator="\n"))
+    counts = manifest.groupby("group_id", sort=False).size()
+    train = [p.group_id for p in plans if p.group_id not in L.PANEL_GROUPS]
+    # Each training group is drawn equally often overall; higher dose groups get a mild boost.
+    w = pd.Series({g: (counts.mean() / counts[g]) * (1.0 + 0.5 * dose_index(feats.loc[g])) for g in counts.index})
+    w = w / w[train].mean()
+    weights = pd.DataFrame({"group_id": w.index, "weight": w.round(6).to_numpy()})
+    atomic_write_text(out / L.DOSE_SAMPLING_WEIGHTS, weights.to_csv(index=False, lineterminator="\n"))
+    tf = feats.loc[train]
+    stats = {
+        "features": {
+            c: {"mean": round(float(tf[c].mean()), 8), "std": round(float(tf[c].std(ddof=0)), 8)}
+            for c in L.DOSE_FEATURE_COLUMNS
+        },
+        "groups": len(train),
+        "computed_over": "training groups (validation panel excluded)",
+    }
+    atomic_write_json(out / L.DOSE_STATS, stats)

@@ -1,0 +1,381 @@
+"""`godrun evaluate` / `python -m godrun.evaluator` / `scripts/evaluate_validation_panel.py`: the seed's panel QA.
+
+Order of work (so bad input fails before anything expensive):
+  1. arguments, gate thresholds (flags generated from godrun.spec.Gates), --expected-hash against the panel
+     manifest: a mismatch exits 2 printing both hashes, before any checkpoint is read or model loaded;
+  2. checkpoints listed and hashed (or the --denoiser chosen), --downstream-script checked to exist;
+  3. panel loaded once; every candidate replayed and scored; ranked (gates passed, then composite score);
+  4. outputs written atomically to --output-dir;
+  5. on a failed verdict with --archive-on-fail: run artefacts archived, a dated failure section appended;
+  6. the compact verdict (with the archive folder) written to the termination log, the gate table printed.
+Exit 0 whether the verdict is pass or fail; 2 for bad input.
+
+Downstream proxy (gate 4): always computed in-process by godrun.evaluator.metrics (the same function
+scripts/downstream_proxy_eval.py runs). --downstream-script is the seed's flag: it must name an existing file
+(a relative path is looked up from the cwd, then $GODRUN_HOME, the godrun source checkout and the image's
+/opt/godrun) and its sha256 goes into hashes.json; it is not executed as a subprocess.
+
+What --archive-on-fail copies (--run-dir, one or more paths, repeatable): by default the checkpoint folder, the
+trainer's log folder beside it (logs/<checkpoint folder name>, e.g. logs/god_run, when it exists) and the output
+folder. The archive is <archive-dir>/<run-name with '-' as '_'>_failed_YYYYMMDD[_N] (UTC date), so the GodRun
+`god-run` archives to the seed's artifacts/god_run_failed_YYYYMMDD.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from godrun.errors import InputError
+from godrun.fsio import sha256_file
+from godrun.spec import Gates, PanelSpec, Recipe, Verdict, format_validation_error
+
+DENOISER_NAMES = ("identity", "savgol", "gaussian", "wavelet")
+_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+def _flag(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def add_gate_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per Gates field (kebab-case), typed and defaulted from the model."""
+    group = parser.add_argument_group("gate thresholds (godrun.spec.Gates; defaults are the seed's)")
+    for name, info in Gates.model_fields.items():
+        kind = int if type(info.default) is int else float
+        group.add_argument(
+            _flag(name),
+            dest=f"gate_{name}",
+            type=kind,
+            default=info.default,
+            metavar=kind.__name__.upper(),
+            help=f"{info.description} (default {info.default:g})",
+        )
+
+
+def gates_from_args(args: argparse.Namespace) -> Gates:
+    values = {name: getattr(args, f"gate_{name}") for name in Gates.model_fields}
+    try:
+        return Gates(**values)
+    except ValidationError as exc:
+        msg = format_validation_error(exc)
+        for name in Gates.model_fields:  # name the flag the user typed, not the python field
+            msg = msg.replace(f"{name}:", f"{_flag(name)}:")
+        raise InputError(msg) from exc
+
+
+def build_parser() -> argparse.ArgumentParser:
+    panel = PanelSpec()
+    p = argparse.ArgumentParser(
+        prog="godrun evaluate",
+        description="Evaluate every checkpoint (or a classical denoiser) on the fixed validation panel against the "
+        "four readiness gates; rank them; write the report and the verdict. Exit 0 on pass or fail, 2 on bad input.",
+    )
+    p.add_argument("--checkpoint-dir", default=Recipe().checkpoint_dir, help="Folder whose *.pt files are all ranked.")
+    p.add_argument("--manifest", default=panel.manifest, help="Validation panel CSV.")
+    p.add_argument("--root-dir", default=panel.root_dir, help="Folder the panel's spectrum paths are relative to.")
+    p.add_argument("--baseline-dir", default=None, help="Folder of the clean references (default: --root-dir).")
+    p.add_argument("--metadata", default=panel.metadata, help="dose_features.csv (FiLM inputs of the checkpoints).")
+    p.add_argument("--wavelength-grid", default=panel.wavelength_grid, help="wavelength_grid.npy (nm).")
+    p.add_argument("--output-dir", default=panel.output_dir, help="Where outputs are written.")
+    p.add_argument(
+        "--downstream-script",
+        default=None,
+        help="Downstream proxy script; must exist (recorded, gate 4 runs the same proxy in-process).",
+    )
+    p.add_argument("--expected-hash", default=None, help="sha256 of --manifest; a mismatch exits 2 before inference.")
+    p.add_argument(
+        "--denoiser",
+        choices=DENOISER_NAMES,
+        default=None,
+        help="Evaluate this classical method instead of the checkpoints (same outputs).",
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto).")
+    p.add_argument("--batch-size", type=int, default=256, help="Spectra per inference batch.")
+    p.add_argument(
+        "--termination-log",
+        default=None,
+        help="Where the compact verdict JSON goes (default "
+        "$GODRUN_TERMINATION_LOG, else /dev/termination-log when Kubernetes mounted it, else skipped).",
+    )
+    p.add_argument("--run-name", default="god_run", help="Name used in the archive folder and the analytics doc.")
+    p.add_argument("--archive-on-fail", action="store_true", help="On a failed verdict: archive and document.")
+    p.add_argument(
+        "--run-dir",
+        action="extend",
+        nargs="+",
+        default=None,
+        help="What to archive (repeatable; default: checkpoint dir, logs/<its name> when present, output dir).",
+    )
+    p.add_argument("--archive-dir", default="artifacts", help="Parent of <run-name>_failed_YYYYMMDD[_N].")
+    p.add_argument("--analytics-doc", default="final_analytics/reviewing_the_5fold_run.md", help="Failure doc.")
+    add_gate_flags(p)
+    return p
+
+
+def check_panel_hash(manifest: Path, expected: str | None) -> str:
+    """sha256 of the panel manifest; InputError (exit 2) naming both hashes when it is not the expected one."""
+    if not manifest.is_file():
+        raise InputError(f"--manifest: {manifest} does not exist")
+    actual = sha256_file(manifest)
+    if expected is not None:
+        want = expected.strip().lower()
+        if not _HEX64.match(want):
+            raise InputError(f"--expected-hash: {expected!r} is not a 64-digit hex sha256")
+        if want != actual:
+            raise InputError(
+                f"--expected-hash mismatch for panel {manifest}: expected {want}, actual {actual} "
+                "(the panel changed; refusing to evaluate)"
+            )
+    return actual
+
+
+IMAGE_HOME = Path("/opt/godrun")  # where the container image puts scripts/ (Dockerfile)
+
+
+def script_roots() -> list[Path]:
+    """Where a relative --downstream-script is looked up, in order: cwd, $GODRUN_HOME, source checkout, image."""
+    import godrun
+
+    roots = [Path.cwd()]
+    if os.environ.get("GODRUN_HOME"):
+        roots.append(Path(os.environ["GODRUN_HOME"]))
+    return [*roots, Path(godrun.__file__).resolve().parent.parent, IMAGE_HOME]
+
+
+def resolve_script(script: str) -> Path:
+    """The downstream script as given, or (relative) under the first root that has it; else InputError."""
+    path = Path(script)
+    if path.is_file():
+        return path
+    if not path.is_absolute():
+        for root in script_roots():
+            if (root / path).is_file():
+                return root / path
+    raise InputError(f"--downstream-script: {script} does not exist")
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def default_run_dirs(args: argparse.Namespace) -> list[Path]:
+    dirs = [] if args.denoiser else [Path(args.checkpoint_dir)]
+    logs = Path("logs") / Path(args.checkpoint_dir).name
+    if not args.denoiser and logs.is_dir():
+        dirs.append(logs)
+    dirs.append(Path(args.output_dir))
+    return dirs
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.batch_size < 1:
+        raise InputError("--batch-size must be >= 1")
+    gates = gates_from_args(args)
+    panel_sha = check_panel_hash(Path(args.manifest), args.expected_hash)  # before any checkpoint is touched
+
+    from godrun.evaluator import panel as panel_mod
+    from godrun.evaluator.outputs import evaluate_and_write
+
+    if args.denoiser:
+        candidates = [panel_mod.denoiser_candidate(args.denoiser)]
+        ckpt_hashes: dict[str, str] = {}
+    else:
+        paths = panel_mod.list_checkpoints(Path(args.checkpoint_dir))
+        ckpt_hashes = {str(p): sha256_file(p) for p in paths}
+        device = resolve_device(args.device)
+        candidates = panel_mod.checkpoint_candidates(
+            paths, device=device, batch_size=args.batch_size, hashes=ckpt_hashes
+        )
+    script = resolve_script(args.downstream_script) if args.downstream_script else None
+    for flag, value in (("--root-dir", args.root_dir), ("--wavelength-grid", args.wavelength_grid)):
+        if not Path(value).exists():
+            raise InputError(f"{flag}: {value} does not exist")
+    metadata = Path(args.metadata) if args.metadata and Path(args.metadata).is_file() else None
+    if args.metadata and metadata is None and not args.denoiser:
+        raise InputError(f"--metadata: {args.metadata} does not exist")
+    panel = panel_mod.load_panel(
+        Path(args.manifest),
+        Path(args.root_dir),
+        Path(args.wavelength_grid),
+        baseline_dir=Path(args.baseline_dir) if args.baseline_dir else None,
+        metadata_csv=metadata,
+        manifest_sha256=panel_sha,
+    )
+    result = evaluate_and_write(
+        panel,
+        candidates,
+        gates,
+        output_dir=Path(args.output_dir),
+        checkpoint_hashes=ckpt_hashes,
+        extra_hashes=_input_hashes(args, script, metadata),
+        root_dir=Path(args.root_dir),
+    )
+    verdict = result.verdict
+    from godrun.evaluator import outputs
+
+    archive = None
+    if verdict.verdict == "fail" and args.archive_on_fail:
+        from godrun.evaluator.fallback import append_failure_doc, archive_run, today_utc
+
+        day = today_utc()
+        run_dirs = [Path(d) for d in args.run_dir] if args.run_dir else default_run_dirs(args)
+        archive = archive_run(run_dirs, Path(args.archive_dir), day, name=args.run_name.replace("-", "_"))
+        verdict = verdict.model_copy(update={"archive": str(archive)})
+        append_failure_doc(Path(args.analytics_doc), verdict, args.run_name, day, archive)
+    term = outputs.termination_path(args.termination_log)  # last: the controller reads the archive from it
+    if term is not None:
+        outputs.write_termination(term, outputs.compact_verdict(verdict))
+    print_summary(verdict, result.ranking, result.report, term, archive)
+    return 0
+
+
+def _input_hashes(args: argparse.Namespace, script: Path | None, metadata: Path | None) -> dict[str, Any]:
+    grid = Path(args.wavelength_grid)
+    out: dict[str, Any] = {"wavelength_grid": None}
+    if grid.is_file():
+        out["wavelength_grid"] = {"path": str(grid), "sha256": sha256_file(grid)}
+    if metadata is not None:
+        out["metadata"] = {"path": str(metadata), "sha256": sha256_file(metadata)}
+    if script is not None:
+        out["downstream_script"] = {"path": str(script), "sha256": sha256_file(script)}
+    return out
+
+
+def print_summary(
+    verdict: Verdict, ranking: list[dict[str, Any]], report: Path, term: Path | None, archive: Path | None
+) -> None:
+    rows = []
+    for g in verdict.gates:
+        for c in g.checks:
+            value = "n/a" if c.value is None else f"{c.value:.4g}"
+            rows.append((g.name, c.metric, value, f"{c.op} {c.threshold:g}", "pass" if c.passed else "FAIL"))
+    title = (
+        f"verdict: {verdict.verdict.upper()}  (candidate {verdict.lineage.best_checkpoint}, "
+        f"{verdict.checkpoints_evaluated} evaluated)"
+    )
+    if sys.stdout.isatty():
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=title)
+        for col in ("gate", "metric", "value", "threshold", "result"):
+            table.add_column(col)
+        for r in rows:
+            table.add_row(*r, style=None if r[-1] == "pass" else "bold red")
+        Console().print(table)
+    else:
+        print(title)
+        print(format_plain(("gate", "metric", "value", "threshold", "result"), rows))
+    if len(ranking) > 1:
+        print(
+            "ranking: "
+            + "; ".join(
+                f"{r['rank']}. {Path(r['checkpoint']).name} ({r['gates_passed']}/4, {r['composite_score']:.4g})"
+                for r in ranking[:5]
+            )
+        )
+    print(f"report: {report}")
+    if term is not None:
+        print(f"verdict json: {term}")
+    if archive is not None:
+        print(f"archived: {archive}")
+
+
+def format_plain(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
+    line = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join(line.format(*r) for r in [header, *rows])
+
+
+# --------------------------------------------------------------------------- downstream proxy on its own
+
+
+def build_downstream_parser() -> argparse.ArgumentParser:
+    panel = PanelSpec()
+    p = argparse.ArgumentParser(
+        prog="scripts/downstream_proxy_eval.py",
+        description="Downstream proxy (gate 4) on its own: the baseline pipeline (local baseline removal + dip "
+        "quantification in 10 nm ROI bands) run on a prediction and on the raw spectra, each compared with the "
+        "same pipeline on the clean references.",
+    )
+    p.add_argument("--manifest", default=panel.manifest)
+    p.add_argument("--root-dir", default=panel.root_dir)
+    p.add_argument("--baseline-dir", default=None, help="Folder of the clean references (default: --root-dir).")
+    p.add_argument("--metadata", default=None, help="Accepted for the seed's command line; not needed here.")
+    p.add_argument("--wavelength-grid", default=panel.wavelength_grid)
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--predictions", default=None, help=".npy [N, L] in the manifest's row order.")
+    src.add_argument("--denoiser", choices=DENOISERS_CHOICES, default=None, help="Classical method (default identity).")
+    p.add_argument("--output-csv", default="downstream_proxy.csv", help="Per-spectrum errors.")
+    p.add_argument("--output-json", default=None, help="Summary JSON (default: beside the CSV).")
+    add_gate_flags(p)
+    return p
+
+
+DENOISERS_CHOICES = DENOISER_NAMES
+
+
+def downstream_main(argv: Sequence[str] | None = None) -> int:
+    """Write per-spectrum downstream errors (CSV) and the gate-4 summary (JSON); print the summary."""
+    import json
+
+    import numpy as np
+    import pandas as pd
+
+    from godrun.evaluator import metrics
+    from godrun.evaluator.denoisers import DENOISERS
+    from godrun.evaluator.outputs import write_csv
+    from godrun.evaluator.panel import load_panel
+    from godrun.fsio import atomic_write_json
+
+    args = build_downstream_parser().parse_args(argv)
+    gates = gates_from_args(args)
+    panel = load_panel(
+        Path(args.manifest),
+        Path(args.root_dir),
+        Path(args.wavelength_grid),
+        baseline_dir=Path(args.baseline_dir) if args.baseline_dir else None,
+    )
+    if args.predictions:
+        if not Path(args.predictions).is_file():
+            raise InputError(f"--predictions: {args.predictions} does not exist")
+        pred = np.load(args.predictions, allow_pickle=False)
+        if pred.shape != panel.reference.shape:
+            raise InputError(f"--predictions: shape {pred.shape}, the panel is {panel.reference.shape}")
+        source = str(args.predictions)
+    else:
+        name = args.denoiser or "identity"
+        pred, source = DENOISERS[name](panel.raw, panel.wavelengths), f"denoiser:{name}"
+    cfg = metrics.DipConfig.from_gates(gates)
+    q_ref = metrics.downstream_quantities(panel.reference, panel.wavelengths, cfg)
+    err = np.abs(metrics.downstream_quantities(pred, panel.wavelengths, cfg) - q_ref).sum(axis=1)
+    err_raw = np.abs(metrics.downstream_quantities(panel.raw, panel.wavelengths, cfg) - q_ref).sum(axis=1)
+    ids = panel.meta[[c for c in ("spectrum_id", "group_id") if c in panel.meta.columns]].reset_index(drop=True)
+    table = pd.concat([ids, pd.DataFrame({"downstream_err": err, "downstream_err_raw": err_raw})], axis=1)
+    out_csv = Path(args.output_csv)
+    write_csv(out_csv, table)
+    summary = {
+        "source": source,
+        "panel": str(panel.manifest),
+        "panel_sha256": panel.manifest_sha256,
+        "n": len(table),
+        "downstream_err_mean": float(err.mean()),
+        "downstream_err_raw_mean": float(err_raw.mean()),
+        "passed": bool(err.mean() <= err_raw.mean()),
+    }
+    atomic_write_json(Path(args.output_json) if args.output_json else out_csv.with_suffix(".json"), summary)
+    print(json.dumps(summary))
+    return 0

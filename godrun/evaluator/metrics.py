@@ -1,0 +1,441 @@
+"""Panel metrics and the four readiness gates (DESIGN.md §6); numpy/scipy only.
+
+Units and conventions
+---------------------
+* PSNR_i = 10·log10(R_i² / MSE_i) with R_i = max(r_i) − min(r_i) (skimage's ``data_range``); a perfect
+  prediction gives +inf, which the gate aggregates cap at ``PSNR_CAP_DB``.
+* SAM_i = angle between p_i and r_i in degrees (cosine clipped to [−1, 1]).
+* Dips are absorption features inside the ROI (320–500 nm). The detector smooths the spectrum with a
+  Gaussian of ``smooth_nm``, finds candidates below an upper-envelope continuum, then measures each one
+  against a **local linear baseline** fitted by least squares to two guard bands of ``guard_nm`` just
+  outside the dip's window [left, right]. With b(λ) that line and s(λ) the smoothed spectrum:
+    - depth  = max over the window of 1 − s/b          (relative, 0.05 = a 5 % dip)
+    - area   = ∫ (1 − s/b) dλ / span, span = wl[-1] − wl[0] (600 nm on the seed grid), signed
+    - equivalent_width_nm = ∫ (1 − s/b) dλ = area · span
+    - centroid_nm = Σ λ·max(1 − s/b, 0) / Σ max(1 − s/b, 0)
+  So a 5 % deep Gaussian dip of 15 nm FWHM has area ≈ 1.3e-3 and the default ``min_area`` 5e-4 is an
+  equivalent width of 0.3 nm.
+* A dip found in p matches a reference dip when its centre lies inside the reference dip's window (or
+  the reference centre inside p's window); unmatched dips in p are spurious.
+* ROI pass (gate 3): every reference dip's area and depth measured on p (same window, same guard
+  bands) within ``roi_tolerance`` relative error of r's. The pass fraction is taken over the spectra
+  that have at least one reference dip (controls cannot fail it; 1.0 when no spectrum has dips).
+* Downstream proxy (gate 4): the baseline pipeline smooths (``smooth_nm``), removes an upper-envelope
+  local baseline and integrates the relative absorbance 1 − s/b in 10 nm bands across the ROI (area
+  units as above). ``downstream_err`` = Σ_bands |Q(p) − Q(r)|; ``downstream_err_raw`` the same for the
+  raw spectrum. Gate 4 passes when the panel mean of the first is ≤ the mean of the second.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+from scipy.ndimage import gaussian_filter1d, median_filter, uniform_filter1d
+from scipy.signal import find_peaks
+
+if TYPE_CHECKING:
+    from godrun.spec import Gates, Verdict
+
+PSNR_CAP_DB = 100.0
+CONTINUUM_SIGMA_NM = 12.0
+CONTINUUM_ITERS = 10
+CANDIDATE_MIN_DEPTH = 0.002
+EDGE_FRACTION = 0.05
+MAX_HALF_WIDTH_NM = 40.0
+BAND_NM = 10.0
+MEDIAN_POINTS = 5
+
+
+# --------------------------------------------------------------------------- PSNR / SAM
+
+
+def _as_2d(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float64)
+    return a[None, :] if a.ndim == 1 else a
+
+
+def psnr(pred: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Per-spectrum PSNR (dB) of pred [N, L] against ref [N, L]; data_range = ref.max − ref.min per row."""
+    p, r = _as_2d(pred), _as_2d(ref)
+    if p.shape != r.shape:
+        raise ValueError(f"pred {p.shape} and ref {r.shape} differ in shape")
+    data_range = r.max(axis=1) - r.min(axis=1)
+    mse = np.mean((p - r) ** 2, axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return 10.0 * np.log10(data_range**2 / mse)
+
+
+def sam_degrees(pred: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Per-spectrum spectral angle (degrees) between pred and ref rows."""
+    p, r = _as_2d(pred), _as_2d(ref)
+    norms = np.linalg.norm(p, axis=1) * np.linalg.norm(r, axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cos = np.where(norms > 0, np.sum(p * r, axis=1) / norms, 0.0)
+    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+
+
+# --------------------------------------------------------------------------- dips
+
+
+@dataclass(frozen=True)
+class DipConfig:
+    """Dip detector settings (defaults are the seed's gate-3 settings)."""
+
+    roi_min_nm: float = 320.0
+    roi_max_nm: float = 500.0
+    guard_nm: float = 10.0
+    smooth_nm: float = 1.0
+    min_area: float = 5e-4
+
+    @classmethod
+    def from_gates(cls, gates: Gates) -> DipConfig:
+        return cls(
+            roi_min_nm=gates.roi_min_nm,
+            roi_max_nm=gates.roi_max_nm,
+            guard_nm=gates.dip_guard_nm,
+            smooth_nm=gates.dip_smooth_nm,
+            min_area=gates.dip_min_area,
+        )
+
+
+@dataclass
+class Dip:
+    """One absorption dip; the window [left_nm, right_nm] is what measure_dip re-measures elsewhere."""
+
+    center_nm: float
+    left_nm: float
+    right_nm: float
+    depth: float
+    area: float
+    centroid_nm: float
+    equivalent_width_nm: float
+
+
+def _step(wl: np.ndarray) -> float:
+    return float(np.median(np.diff(wl)))
+
+
+def smooth(y: np.ndarray, wl: np.ndarray, sigma_nm: float) -> np.ndarray:
+    """Gaussian smoothing along the last axis with sigma in nm (0 = none)."""
+    y = np.asarray(y, dtype=np.float64)
+    if sigma_nm <= 0:
+        return y
+    return gaussian_filter1d(y, sigma_nm / _step(wl), axis=-1, mode="nearest")
+
+
+def despike(s: np.ndarray) -> np.ndarray:
+    """Running median over MEDIAN_POINTS: removes one- or two-point spikes before baselines are fitted."""
+    size = (1,) * (s.ndim - 1) + (MEDIAN_POINTS,)
+    return median_filter(s, size=size, mode="nearest")
+
+
+def _blur(x: np.ndarray, width: int) -> np.ndarray:
+    """Three passes of a running mean: a fast near-Gaussian blur."""
+    for _ in range(3):
+        x = uniform_filter1d(x, width, axis=-1, mode="nearest")
+    return x
+
+
+def continuum(s: np.ndarray, wl: np.ndarray) -> np.ndarray:
+    """Upper-envelope baseline of s [..., L]: a ~CONTINUUM_SIGMA_NM blur iterated on max(s, baseline) (fills dips)."""
+    sigma = CONTINUUM_SIGMA_NM / _step(wl)
+    width = max(round(math.sqrt(4.0 * sigma * sigma + 1.0)) | 1, 3)  # 3 box passes ≈ Gaussian sigma
+    b = _blur(s, width)
+    for _ in range(CONTINUUM_ITERS):
+        b = _blur(np.maximum(s, b), width)
+    return b
+
+
+@dataclass
+class _Prepared:
+    """One spectrum ready for dip work: smoothed, de-spiked (for baselines) and its continuum."""
+
+    wl: np.ndarray
+    step: float
+    span: float
+    s: np.ndarray
+    s_med: np.ndarray
+    cont: np.ndarray
+
+
+def _crop(wl: np.ndarray, cfg: DipConfig) -> slice:
+    """Only the ROI plus room for the widest window and its guard bands matters for dips."""
+    margin = 2.0 * MAX_HALF_WIDTH_NM + cfg.guard_nm
+    idx = np.flatnonzero((wl >= cfg.roi_min_nm - margin) & (wl <= cfg.roi_max_nm + margin))
+    return slice(int(idx[0]), int(idx[-1]) + 1) if len(idx) else slice(0, 0)
+
+
+def _prepare(y: np.ndarray, wl: np.ndarray, cfg: DipConfig) -> list[_Prepared]:
+    y2 = _as_2d(y)
+    if y2.shape[1] != len(wl):
+        raise ValueError(f"spectra have {y2.shape[1]} points but the grid has {len(wl)}")
+    s = smooth(y2, wl, cfg.smooth_nm)
+    cut = _crop(wl, cfg)
+    wl_c, s = wl[cut], s[:, cut]
+    s_med = despike(s)
+    cont = continuum(s_med, wl_c)
+    step, span = _step(wl), float(wl[-1] - wl[0])
+    return [_Prepared(wl_c, step, span, s[i], s_med[i], cont[i]) for i in range(len(s))]
+
+
+def _line_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    xm, ym = x.mean(), y.mean()
+    var = float(np.sum((x - xm) ** 2))
+    slope = float(np.sum((x - xm) * (y - ym)) / var) if var > 0 else 0.0
+    return slope, float(ym - slope * xm)
+
+
+def _measure_window(sp: _Prepared, lo: int, hi: int, cfg: DipConfig) -> Dip | None:
+    """Measure the dip in s[lo..hi] against a line fitted to the (de-spiked) guard bands either side."""
+    wl = sp.wl
+    g = max(round(cfg.guard_nm / sp.step), 1)
+    left = np.arange(max(lo - g, 0), lo)
+    right = np.arange(hi + 1, min(hi + 1 + g, len(wl)))
+    idx = np.concatenate([left, right])
+    if len(idx) < 2 or hi <= lo:
+        return None
+    if len(left) == 0 or len(right) == 0:  # one-sided guard: flat baseline from the side we have
+        slope, icpt = 0.0, float(np.mean(sp.s_med[idx]))
+    else:
+        slope, icpt = _line_fit(wl[idx], sp.s_med[idx])
+    w = wl[lo : hi + 1]
+    base = slope * w + icpt
+    if np.any(base <= 0):
+        return None
+    d = 1.0 - sp.s[lo : hi + 1] / base
+    ew = float(0.5 * np.dot(np.diff(w), d[1:] + d[:-1]))  # trapezoid rule
+    pos = np.clip(d, 0.0, None)
+    centroid = float(np.dot(w, pos) / pos.sum()) if pos.sum() > 0 else float(w[np.argmax(d)])
+    span = sp.span
+    return Dip(
+        center_nm=float(w[int(np.argmax(d))]),
+        left_nm=float(wl[lo]),
+        right_nm=float(wl[hi]),
+        depth=float(d.max()),
+        area=ew / span,
+        centroid_nm=centroid,
+        equivalent_width_nm=ew,
+    )
+
+
+def _window(d: np.ndarray, m: int, max_half: int) -> tuple[int, int]:
+    """Grow from the minimum m while the relative depth stays above EDGE_FRACTION of the peak and keeps falling."""
+    floor = EDGE_FRACTION * d[m]
+    last = len(d) - 1
+    lo = m
+    while lo > max(0, m - max_half) and d[lo - 1] > floor and d[lo - 1] <= d[lo] + 0.25 * floor:
+        lo -= 1
+    hi = m
+    while hi < min(last, m + max_half) and d[hi + 1] > floor and d[hi + 1] <= d[hi] + 0.25 * floor:
+        hi += 1
+    return max(lo - 1, 0), min(hi + 1, last)
+
+
+def _detect(sp: _Prepared, cfg: DipConfig) -> list[Dip]:
+    wl = sp.wl
+    roi = np.flatnonzero((wl >= cfg.roi_min_nm) & (wl <= cfg.roi_max_nm))
+    if len(roi) < 3:
+        return []
+    i0, i1 = int(roi[0]), int(roi[-1])
+    b = sp.cont
+    d = np.where(b > 0, 1.0 - sp.s_med / np.where(b > 0, b, 1.0), 0.0)
+    peaks, _ = find_peaks(d[i0 : i1 + 1], height=CANDIDATE_MIN_DEPTH)
+    max_half = max(round(MAX_HALF_WIDTH_NM / sp.step), 2)
+    dips: list[Dip] = []
+    for m in sorted(peaks + i0, key=lambda k: -d[k]):
+        if any(dp.left_nm <= wl[m] <= dp.right_nm for dp in dips):
+            continue
+        lo, hi = _window(d, int(m), max_half)
+        dip = _measure_window(sp, lo, hi, cfg)
+        if dip is not None and dip.area >= cfg.min_area and cfg.roi_min_nm <= dip.center_nm <= cfg.roi_max_nm:
+            dips.append(dip)
+    return sorted(dips, key=lambda dp: dp.center_nm)
+
+
+def detect_dips(y: np.ndarray, wl: np.ndarray, cfg: DipConfig | None = None) -> list[Dip]:
+    """Dips of y [L] in the ROI whose baseline-relative area is at least cfg.min_area."""
+    cfg = cfg or DipConfig()
+    wl = np.asarray(wl, dtype=np.float64)
+    return _detect(_prepare(y, wl, cfg)[0], cfg)
+
+
+def _measure_like(sp: _Prepared, like: Dip, cfg: DipConfig) -> Dip | None:
+    lo = int(np.argmin(np.abs(sp.wl - like.left_nm)))
+    hi = int(np.argmin(np.abs(sp.wl - like.right_nm)))
+    return _measure_window(sp, lo, hi, cfg)
+
+
+def measure_dip(y: np.ndarray, wl: np.ndarray, like: Dip, cfg: DipConfig | None = None) -> Dip:
+    """Measure y over `like`'s window with the same guard bands (depth/area NaN if unmeasurable)."""
+    cfg = cfg or DipConfig()
+    wl = np.asarray(wl, dtype=np.float64)
+    dip = _measure_like(_prepare(y, wl, cfg)[0], like, cfg)
+    if dip is None:
+        nan = float("nan")
+        return Dip(like.center_nm, like.left_nm, like.right_nm, nan, nan, nan, nan)
+    return dip
+
+
+def _matches(a: Dip, b: Dip) -> bool:
+    return a.left_nm <= b.center_nm <= a.right_nm or b.left_nm <= a.center_nm <= b.right_nm
+
+
+def spurious_dips(pred_dips: list[Dip], ref_dips: list[Dip]) -> list[Dip]:
+    """Dips found in the prediction that match no reference dip."""
+    return [p for p in pred_dips if not any(_matches(r, p) for r in ref_dips)]
+
+
+# --------------------------------------------------------------------------- downstream proxy
+
+
+def downstream_quantities(y: np.ndarray, wl: np.ndarray, cfg: DipConfig | None = None) -> np.ndarray:
+    """The baseline pipeline on y [N, L]: relative absorbance integrated in 10 nm ROI bands -> [N, B]."""
+    cfg = cfg or DipConfig()
+    wl = np.asarray(wl, dtype=np.float64)
+    cut = _crop(wl, cfg)
+    s = smooth(_as_2d(y), wl, cfg.smooth_nm)[:, cut]
+    span = float(wl[-1] - wl[0])
+    wl = wl[cut]
+    b = continuum(despike(s), wl)
+    d = 1.0 - s / np.where(b > 0, b, np.inf)
+    edges = np.arange(cfg.roi_min_nm, cfg.roi_max_nm + 1e-9, BAND_NM)
+    out = []
+    for lo, hi in itertools.pairwise(edges):
+        m = (wl >= lo) & (wl <= hi)
+        out.append(np.trapezoid(d[:, m], wl[m], axis=1) / span)
+    return np.stack(out, axis=1)
+
+
+# --------------------------------------------------------------------------- panel and gates
+
+
+def _roi_row(sp_p: _Prepared, sp_r: _Prepared, cfg: DipConfig) -> dict[str, float | int]:
+    ref_dips = _detect(sp_r, cfg)
+    pred_dips = _detect(sp_p, cfg)
+    area_err, depth_err, cen_err = [], [], []
+    for rd in ref_dips:
+        md = _measure_like(sp_p, rd, cfg)
+        if md is None:
+            area_err.append(math.inf)
+            depth_err.append(math.inf)
+            cen_err.append(math.inf)
+            continue
+        area_err.append(abs(md.area - rd.area) / abs(rd.area))
+        depth_err.append(abs(md.depth - rd.depth) / abs(rd.depth))
+        cen_err.append(abs(md.centroid_nm - rd.centroid_nm))
+    nan = float("nan")
+    return {
+        "n_ref_dips": len(ref_dips),
+        "n_pred_dips": len(pred_dips),
+        "n_spurious": len(spurious_dips(pred_dips, ref_dips)),
+        "area_err_max": max(area_err) if area_err else nan,
+        "depth_err_max": max(depth_err) if depth_err else nan,
+        "centroid_err_max_nm": max(cen_err) if cen_err else nan,
+    }
+
+
+def _roi_pass(area_err: pd.Series, depth_err: pd.Series, tol: float) -> pd.Series:
+    no_dips = area_err.isna() & depth_err.isna()
+    return no_dips | ((area_err <= tol) & (depth_err <= tol))
+
+
+def panel_metrics(pred: np.ndarray, ref: np.ndarray, raw: np.ndarray, wl: np.ndarray, gates: Gates) -> pd.DataFrame:
+    """One row per spectrum: psnr, sam, tail_ok, dip errors, roi_pass, downstream errors (see module doc)."""
+    p, r, x = _as_2d(pred), _as_2d(ref), _as_2d(raw)
+    wl = np.asarray(wl, dtype=np.float64)
+    if not (p.shape == r.shape == x.shape) or p.shape[1] != len(wl):
+        raise ValueError(f"shape mismatch: pred {p.shape}, ref {r.shape}, raw {x.shape}, wl {wl.shape}")
+    cfg = DipConfig.from_gates(gates)
+    df = pd.DataFrame({"psnr": psnr(p, r), "sam": sam_degrees(p, r)})
+    df["tail_ok"] = (df["psnr"] >= gates.tail_psnr_min) & (df["sam"] <= gates.tail_sam_max)
+    prep_p, prep_r = _prepare(p, wl, cfg), _prepare(r, wl, cfg)
+    roi = pd.DataFrame([_roi_row(a, b, cfg) for a, b in zip(prep_p, prep_r, strict=True)], index=df.index)
+    df = pd.concat([df, roi], axis=1)
+    df["roi_pass"] = _roi_pass(df["area_err_max"], df["depth_err_max"], gates.roi_tolerance)
+    q_r = downstream_quantities(r, wl, cfg)
+    df["downstream_err"] = np.abs(downstream_quantities(p, wl, cfg) - q_r).sum(axis=1)
+    df["downstream_err_raw"] = np.abs(downstream_quantities(x, wl, cfg) - q_r).sum(axis=1)
+    return df
+
+
+def _check(metric: str, value: float | None, op: str, threshold: float) -> dict:
+    ok = value is not None and math.isfinite(value) and (value >= threshold if op == ">=" else value <= threshold)
+    return {"metric": metric, "value": value, "op": op, "threshold": float(threshold), "passed": bool(ok)}
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def _downstream_bound(err_raw: float, gates: Gates) -> float:
+    """Gate 4's threshold: raw+baseline's error, times (1 + margin), plus float round-off (a copy of raw ties)."""
+    if not math.isfinite(err_raw):
+        return 0.0
+    return err_raw * (1.0 + gates.downstream_margin) + 1e-9 * max(err_raw, 1e-12)
+
+
+def evaluate_gates(per_spectrum: pd.DataFrame, gates: Gates) -> Verdict:
+    """The four gates of DESIGN.md §6 from panel_metrics' table (lineage and report left empty)."""
+    from godrun.spec import Check, GateResult, Verdict
+
+    df = per_spectrum
+    if len(df) == 0:
+        raise ValueError("evaluate_gates needs at least one spectrum")
+    ps = np.minimum(df["psnr"].to_numpy(np.float64), PSNR_CAP_DB)
+    ps = np.where(np.isnan(ps), -PSNR_CAP_DB, ps)
+    sam = df["sam"].to_numpy(np.float64)
+    psnr_mean, psnr_std, sam_mean = float(ps.mean()), float(ps.std()), float(np.nanmean(sam))
+    tail = float(np.mean((ps >= gates.tail_psnr_min) & (sam <= gates.tail_sam_max)))
+    has_dips = df["n_ref_dips"].to_numpy() > 0
+    passes = _roi_pass(df["area_err_max"], df["depth_err_max"], gates.roi_tolerance).to_numpy()
+    roi_ratio = float(passes[has_dips].mean()) if has_dips.any() else 1.0
+    spurious = int(df["n_spurious"].sum())
+    ds, ds_raw = float(df["downstream_err"].mean()), float(df["downstream_err_raw"].mean())
+    specs = {
+        "aggregate": [
+            _check("psnr_mean", _finite(psnr_mean), ">=", gates.psnr_mean_min),
+            _check("psnr_std", _finite(psnr_std), "<=", gates.psnr_std_max),
+            _check("sam_mean", _finite(sam_mean), "<=", gates.sam_mean_max),
+        ],
+        "tail": [_check("tail_ratio", tail, ">=", gates.tail_fraction_min)],
+        "roi": [
+            _check("roi_ratio", roi_ratio, ">=", gates.roi_pass_fraction_min),
+            _check("spurious_peaks", float(spurious), "<=", float(gates.spurious_peaks_max)),
+        ],
+        "downstream": [_check("downstream_err_mean", _finite(ds), "<=", _downstream_bound(ds_raw, gates))],
+    }
+    results = [
+        GateResult(name=name, passed=all(c["passed"] for c in checks), checks=[Check(**c) for c in checks])
+        for name, checks in specs.items()
+    ]
+    failed = [g.name for g in results if not g.passed]
+    return Verdict(
+        verdict="fail" if failed else "pass",
+        psnr_mean=_finite(psnr_mean),
+        psnr_std=_finite(psnr_std),
+        sam_mean=_finite(sam_mean),
+        tail_ratio=tail,
+        roi_ratio=roi_ratio,
+        spurious_peaks=spurious,
+        gates=results,
+        failed_gates=failed,
+    )
+
+
+def composite_score(verdict: Verdict) -> float:
+    """Panel score for ranking checkpoints that pass the same number of gates (higher is better).
+
+    score = psnr_mean − 0.5·sam_mean + 10·tail_ratio + 10·roi_ratio − 0.5·min(spurious_peaks, 20)
+    (PSNR in dB, SAM in degrees; a missing value counts as the worst: PSNR 0, SAM 90, ratios 0, 20 spurious).
+    """
+    psnr_mean = verdict.psnr_mean if verdict.psnr_mean is not None else 0.0
+    sam_mean = verdict.sam_mean if verdict.sam_mean is not None else 90.0
+    tail = verdict.tail_ratio or 0.0
+    roi = verdict.roi_ratio or 0.0
+    spurious = 20 if verdict.spurious_peaks is None else min(verdict.spurious_peaks, 20)
+    return float(psnr_mean - 0.5 * sam_mean + 10.0 * tail + 10.0 * roi - 0.5 * spurious)

@@ -1,0 +1,197 @@
+"""Everything the evaluator writes: CSVs, gates.json, hashes.json and the compact termination verdict.
+
+All writes are atomic (temp file + rename): a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from godrun.evaluator.panel import Candidate, Evaluation, Panel, evaluate_candidates, group_summary, with_meta
+from godrun.fsio import atomic_path, atomic_write_json, atomic_write_text, code_version, sha256_file
+from godrun.spec import Gates, Lineage, Verdict
+
+TERMINATION_LIMIT = 4096
+K8S_TERMINATION_LOG = Path("/dev/termination-log")
+
+
+def write_csv(path: Path, df: pd.DataFrame) -> None:
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False, float_format="%.6g")
+
+
+def ranking_rows(evals: Sequence[Evaluation]) -> list[dict[str, Any]]:
+    """One row per candidate, best first: what gates.json and the report list."""
+    rows = []
+    for rank, ev in enumerate(evals, start=1):
+        v = ev.verdict
+        rows.append(
+            {
+                "rank": rank,
+                "checkpoint": ev.name,
+                "sha256": ev.sha256,
+                "verdict": v.verdict,
+                "gates_passed": ev.gates_passed,
+                "failed_gates": list(v.failed_gates),
+                "composite_score": ev.score,
+                "psnr_mean": v.psnr_mean,
+                "psnr_std": v.psnr_std,
+                "sam_mean": v.sam_mean,
+                "tail_ratio": v.tail_ratio,
+                "roi_ratio": v.roi_ratio,
+                "spurious_peaks": v.spurious_peaks,
+                "seconds": round(ev.seconds, 3),
+                **{k: val for k, val in ev.info.items() if isinstance(val, str | int | float | bool) or val is None},
+            }
+        )
+    return rows
+
+
+def gates_document(verdict: Verdict, gates: Gates, evals: Sequence[Evaluation]) -> dict[str, Any]:
+    return {
+        "verdict": verdict.verdict,
+        "candidate": evals[0].name if evals else None,
+        "failed_gates": list(verdict.failed_gates),
+        "gates": [g.model_dump(by_alias=False) for g in verdict.gates],
+        "summary": verdict.model_dump(by_alias=True, exclude_none=True, exclude={"gates", "lineage"}),
+        "thresholds": gates.model_dump(by_alias=True),
+        "ranking": ranking_rows(evals),
+        "lineage": verdict.lineage.model_dump(by_alias=True),
+    }
+
+
+def write_gates_json(path: Path, verdict: Verdict, gates: Gates, evals: Sequence[Evaluation]) -> None:
+    atomic_write_json(path, gates_document(verdict, gates, evals))
+
+
+def write_hashes_json(path: Path, hashes: dict[str, Any]) -> None:
+    atomic_write_json(path, hashes)
+
+
+def compact_verdict(verdict: Verdict, limit: int = TERMINATION_LIMIT) -> str:
+    """The termination message: Verdict JSON by alias, no nulls, no spaces; guaranteed under `limit` bytes.
+
+    It never lists checkpoints (only their count and the best one's path and hash), so its size does not grow with
+    the number of checkpoints; only very long paths could push it over, and those are shortened first.
+    """
+    doc = verdict.model_dump(mode="json", by_alias=True, exclude_none=True)
+    text = json.dumps(doc, separators=(",", ":"))
+    lineage = doc.get("lineage", {})
+    for key in ("report", "archive", "bestCheckpoint"):
+        if len(text.encode()) < limit:
+            break
+        target = lineage if key == "bestCheckpoint" else doc
+        if key in target:
+            target[key] = "…" + str(target[key])[-120:]
+            text = json.dumps(doc, separators=(",", ":"))
+    if len(text.encode()) >= limit:  # last resort: drop the per-check detail, keep gate pass/fail
+        doc["gates"] = [{"name": g["name"], "passed": g["passed"]} for g in doc.get("gates", [])]
+        text = json.dumps(doc, separators=(",", ":"))
+    return text
+
+
+def termination_path(explicit: str | None) -> Path | None:
+    """--termination-log, else $GODRUN_TERMINATION_LOG, else /dev/termination-log when Kubernetes mounted it."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("GODRUN_TERMINATION_LOG")
+    if env:
+        return Path(env)
+    # Only the file Kubernetes mounts: creating /dev/termination-log on a workstation would litter /dev.
+    if K8S_TERMINATION_LOG.is_file() and os.access(K8S_TERMINATION_LOG, os.W_OK):
+        return K8S_TERMINATION_LOG
+    return None
+
+
+def write_termination(path: Path, text: str) -> None:
+    """Atomic for ordinary files; in place for the file Kubernetes bind-mounts (renaming over a mount fails)."""
+    if path == K8S_TERMINATION_LOG or (path.exists() and not path.is_file()):
+        path.write_text(text, encoding="utf-8")
+        return
+    try:
+        atomic_write_text(path, text)
+    except OSError:
+        path.write_text(text, encoding="utf-8")
+
+
+@dataclass
+class Result:
+    verdict: Verdict
+    evaluations: list[Evaluation]
+    ranking: list[dict[str, Any]]
+    report: Path
+    hashes: dict[str, Any]
+
+
+def lineage_for(best: Evaluation, panel_sha: str, root_dir: Path | None) -> Lineage:
+    """Hashes tying the verdict to its inputs: panel, training manifest (when known), init checkpoint, code."""
+    info = best.info
+    data_hashes = info.get("data_hashes") or {}
+    manifest_sha = next(
+        (v for k, v in data_hashes.items() if "train" in str(k) and isinstance(v, str) and len(v) == 64), None
+    )
+    if manifest_sha is None and root_dir is not None and (root_dir / "manifest_train.csv").is_file():
+        manifest_sha = sha256_file(root_dir / "manifest_train.csv")
+    init = info.get("init_checkpoint")
+    init_sha = sha256_file(init) if init and Path(init).is_file() else data_hashes.get("init_checkpoint")
+    return Lineage(
+        panel_sha256=panel_sha,
+        manifest_sha256=manifest_sha,
+        init_checkpoint_sha256=init_sha if isinstance(init_sha, str) else None,
+        code_version=code_version(),
+        best_checkpoint=best.name,
+        best_checkpoint_sha256=best.sha256,
+    )
+
+
+def evaluate_and_write(
+    panel: Panel,
+    candidates: Iterable[Candidate],
+    gates: Gates,
+    *,
+    output_dir: Path,
+    checkpoint_hashes: dict[str, str] | None = None,
+    extra_hashes: dict[str, Any] | None = None,
+    root_dir: Path | None = None,
+) -> Result:
+    """Evaluate and rank the candidates, then write every output file; return the run's verdict."""
+    from godrun.evaluator.report import write_report
+
+    evals = evaluate_candidates(panel, candidates, gates)
+    best = evals[0]
+    report_path = Path(output_dir) / "report.html"
+    verdict = best.verdict.model_copy(
+        update={
+            "checkpoints_evaluated": len(evals),
+            "report": str(report_path),
+            "lineage": lineage_for(best, panel.manifest_sha256, root_dir),
+        }
+    )
+    ranking = ranking_rows(evals)
+    training = verdict.lineage.manifest_sha256
+    hashes = {
+        "panel_manifest": {"path": str(panel.manifest), "sha256": panel.manifest_sha256},
+        "training_manifest": {"sha256": training} if training else None,
+        "code_version": verdict.lineage.code_version,
+        "init_checkpoint": verdict.lineage.init_checkpoint_sha256,
+        "checkpoints": dict(checkpoint_hashes or {}),
+        "best_checkpoint": {"path": best.name, "sha256": best.sha256},
+        **(extra_hashes or {}),
+    }
+    groups = group_summary(panel, best.per_spectrum, gates)
+    out = Path(output_dir)
+    write_csv(out / "per_spectrum_metrics.csv", with_meta(panel, best.per_spectrum, best.name))
+    write_csv(out / "per_group_summary.csv", groups)
+    write_gates_json(out / "gates.json", verdict, gates, evals)
+    write_hashes_json(out / "hashes.json", hashes)
+    write_report(
+        report_path, panel=panel, best=best, verdict=verdict, gates=gates, groups=groups, ranking=ranking, hashes=hashes
+    )
+    return Result(verdict, evals, ranking, report_path, hashes)

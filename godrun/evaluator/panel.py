@@ -1,0 +1,240 @@
+"""Panel QA: load the fixed panel once, replay each candidate on it, score it against the gates, rank.
+
+A candidate is anything that turns the raw panel into predictions: a checkpoint (inference replayed with the
+training normalisation through godrun.trainer.inference, EMA weights when present) or a classical denoiser.
+Ranking: more gates passed first, then the composite panel score (godrun.evaluator.metrics.composite_score),
+then the name, so the order is total and reproducible. The top one is the run's candidate; its Verdict is
+the run's verdict.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from godrun.errors import InputError
+from godrun.evaluator import metrics
+from godrun.evaluator.denoisers import DENOISERS
+from godrun.fsio import sha256_file
+from godrun.spec import Gates, Verdict
+
+META_COLUMNS = ("spectrum_id", "group_id", "treatment", "sample", "angle", "polarity", "replicate")
+
+
+@dataclass
+class Panel:
+    """The fixed validation panel, loaded once for every candidate."""
+
+    raw: np.ndarray  # float32 [N, L]
+    reference: np.ndarray  # float32 [N, L]
+    meta: pd.DataFrame  # manifest rows, same order
+    wavelengths: np.ndarray  # float64 [L]
+    manifest: Path
+    manifest_sha256: str
+    metadata_csv: Path | None = None
+
+
+@dataclass
+class Candidate:
+    """Something to evaluate: `predict(panel)` returns [N, L] de-normalised predictions."""
+
+    name: str
+    predict: Callable[[Panel], np.ndarray]
+    sha256: str | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Evaluation:
+    """One candidate's panel result; `prediction` is kept only for the top-ranked one (memory)."""
+
+    name: str
+    sha256: str | None
+    per_spectrum: pd.DataFrame
+    verdict: Verdict
+    score: float
+    seconds: float
+    prediction: np.ndarray | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def gates_passed(self) -> int:
+        return sum(g.passed for g in self.verdict.gates)
+
+    def rank_key(self) -> tuple[int, float, str]:
+        score = self.score if np.isfinite(self.score) else -np.inf
+        return (-self.gates_passed, -score, self.name)
+
+
+def load_panel(
+    manifest: Path,
+    root_dir: Path,
+    wavelength_grid: Path | None = None,
+    *,
+    baseline_dir: Path | None = None,
+    metadata_csv: Path | None = None,
+    manifest_sha256: str | None = None,
+) -> Panel:
+    """Read the panel's raw spectra (root_dir) and clean references (baseline_dir, default root_dir)."""
+    from godrun.data.loader import load_corpus
+
+    corpus = load_corpus(manifest, root_dir, wavelength_grid=wavelength_grid)
+    reference = corpus.references
+    if baseline_dir is not None and Path(baseline_dir).resolve() != Path(root_dir).resolve():
+        reference = load_corpus(manifest, baseline_dir, wavelength_grid=wavelength_grid).references
+    return Panel(
+        raw=np.asarray(corpus.spectra, dtype=np.float32),
+        reference=np.asarray(reference, dtype=np.float32),
+        meta=corpus.meta.reset_index(drop=True),
+        wavelengths=np.asarray(corpus.wavelengths, dtype=np.float64),
+        manifest=Path(manifest),
+        manifest_sha256=manifest_sha256 or sha256_file(manifest),
+        metadata_csv=Path(metadata_csv) if metadata_csv else None,
+    )
+
+
+def evaluate_prediction(panel: Panel, prediction: np.ndarray, gates: Gates) -> tuple[pd.DataFrame, Verdict, float]:
+    """Per-spectrum metrics, the gate verdict and the composite score of one prediction of the panel."""
+    pred = np.asarray(prediction, dtype=np.float32)
+    if pred.shape != panel.reference.shape:
+        raise InputError(f"prediction has shape {pred.shape}, the panel is {panel.reference.shape}")
+    per = metrics.panel_metrics(pred, panel.reference, panel.raw, panel.wavelengths, gates)
+    verdict = metrics.evaluate_gates(per, gates)
+    return per, verdict, float(metrics.composite_score(verdict))
+
+
+def evaluate_candidates(panel: Panel, candidates: Iterable[Candidate], gates: Gates) -> list[Evaluation]:
+    """Evaluate every candidate; return them ranked (best first), the best one holding its prediction."""
+    results: list[Evaluation] = []
+    best: Evaluation | None = None
+    for cand in candidates:
+        t0 = time.perf_counter()
+        pred = cand.predict(panel)
+        per, verdict, score = evaluate_prediction(panel, pred, gates)
+        ev = Evaluation(cand.name, cand.sha256, per, verdict, score, time.perf_counter() - t0, pred, dict(cand.info))
+        if best is None or ev.rank_key() < best.rank_key():
+            if best is not None:
+                best.prediction = None
+            best = ev
+        else:
+            ev.prediction = None
+        results.append(ev)
+    if not results:
+        raise InputError("nothing to evaluate: no checkpoint and no --denoiser")
+    return sorted(results, key=Evaluation.rank_key)
+
+
+def denoiser_candidate(name: str) -> Candidate:
+    if name not in DENOISERS:
+        raise InputError(f"--denoiser: unknown {name!r} (choose from {', '.join(DENOISERS)})")
+    fn = DENOISERS[name]
+    return Candidate(f"denoiser:{name}", lambda p: fn(p.raw, p.wavelengths), None, {"denoiser": name})
+
+
+def prediction_candidate(name: str, prediction: np.ndarray) -> Candidate:
+    """A fixed array as a candidate (tests, precomputed predictions)."""
+    return Candidate(name, lambda p: prediction)
+
+
+def list_checkpoints(checkpoint_dir: Path) -> list[Path]:
+    """Every *.pt file directly inside the folder, sorted by name."""
+    d = Path(checkpoint_dir)
+    if not d.is_dir():
+        raise InputError(f"--checkpoint-dir: {d} is not a folder")
+    found = sorted(p for p in d.glob("*.pt") if p.is_file())
+    if not found:
+        raise InputError(f"--checkpoint-dir: no *.pt checkpoint in {d}")
+    return found
+
+
+def checkpoint_candidates(
+    paths: Sequence[Path], *, device: str = "cpu", batch_size: int = 256, hashes: dict[str, str] | None = None
+) -> list[Candidate]:
+    """Lazy candidates: each checkpoint is loaded only when its turn comes and freed afterwards."""
+    hashes = hashes or {}
+    out = []
+    for path in paths:
+        cand = Candidate(str(path), lambda p: np.empty(0), hashes.get(str(path)) or sha256_file(path), {})
+        cand.predict = _checkpoint_predictor(Path(path), device, batch_size, cand.info)
+        out.append(cand)
+    return out
+
+
+def _checkpoint_predictor(
+    path: Path, device: str, batch_size: int, info: dict[str, Any]
+) -> Callable[[Panel], np.ndarray]:
+    def run(panel: Panel) -> np.ndarray:
+        from godrun.trainer import inference  # torch only when a checkpoint is really evaluated
+
+        try:
+            model, meta = inference.load_model(path, device=device, prefer_ema=True)
+        except InputError:
+            raise
+        except Exception as exc:  # corrupt or foreign file: bad input, not a crash
+            raise InputError(f"checkpoint {path}: cannot load ({type(exc).__name__}: {exc})") from exc
+        cfg = meta.get("config") or {}
+        info.update(
+            epoch=meta.get("epoch"),
+            ema=bool(meta.get("has_ema", cfg.get("ema"))),
+            init_checkpoint=cfg.get("init_checkpoint"),
+            data_hashes=meta.get("data_hashes") or {},
+        )
+        cond = conditioning(meta, panel)
+        return np.asarray(inference.predict(model, meta, panel.raw, cond, batch_size=batch_size, device=device))
+
+    return run
+
+
+def conditioning(meta: dict[str, Any], panel: Panel) -> np.ndarray | None:
+    """The raw FiLM inputs [N, F] for the panel rows in the checkpoint's feature order (None without FiLM)."""
+    if not meta.get("cond_stats"):
+        return None
+    if panel.metadata_csv is None:
+        raise InputError("--metadata: the checkpoint uses FiLM dose features; give data/metadata/dose_features.csv")
+    from godrun.trainer.inference import raw_cond_for
+
+    return raw_cond_for(meta, panel.metadata_csv, panel.meta["group_id"].astype(str).tolist())
+
+
+def group_summary(panel: Panel, per_spectrum: pd.DataFrame, gates: Gates) -> pd.DataFrame:
+    """Per-group means and pass ratios (PSNR, SAM, tail, ROI, spurious dips, downstream error)."""
+    df = per_spectrum.reset_index(drop=True).assign(group_id=panel.meta["group_id"].astype(str).to_numpy())
+    df["psnr"] = np.minimum(df["psnr"].to_numpy(float), metrics.PSNR_CAP_DB)  # a perfect spectrum is +inf
+    tail = (df["psnr"] >= gates.tail_psnr_min) & (df["sam"] <= gates.tail_sam_max)
+    df = df.assign(tail_pass=tail)
+    aggs: dict[str, tuple[str, str]] = {
+        "n": ("psnr", "size"),
+        "psnr_mean": ("psnr", "mean"),
+        "psnr_std": ("psnr", lambda s: float(np.std(s))),  # type: ignore[dict-item]
+        "psnr_min": ("psnr", "min"),
+        "sam_mean": ("sam", "mean"),
+        "sam_max": ("sam", "max"),
+        "tail_pass_ratio": ("tail_pass", "mean"),
+    }
+    optional = {
+        "roi_pass_ratio": ("roi_pass", "mean"),
+        "ref_dips": ("n_ref_dips", "sum"),
+        "spurious_peaks": ("n_spurious", "sum"),
+        "area_err_max": ("area_err_max", "max"),
+        "depth_err_max": ("depth_err_max", "max"),
+        "downstream_err_mean": ("downstream_err", "mean"),
+        "downstream_err_raw_mean": ("downstream_err_raw", "mean"),
+    }
+    aggs.update({k: v for k, v in optional.items() if v[0] in df.columns})
+    return df.groupby("group_id", sort=True).agg(**aggs).reset_index()
+
+
+def with_meta(panel: Panel, per_spectrum: pd.DataFrame, name: str) -> pd.DataFrame:
+    """The per-spectrum metrics with the manifest's identifying columns in front and the candidate's name."""
+    cols = [c for c in META_COLUMNS if c in panel.meta.columns]
+    left = panel.meta[cols].reset_index(drop=True)
+    right = per_spectrum.reset_index(drop=True).drop(columns=[c for c in cols if c in per_spectrum.columns])
+    out = pd.concat([left, right], axis=1)
+    out.insert(0, "candidate", name)
+    return out

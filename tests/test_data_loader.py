@@ -1,0 +1,127 @@
+"""load_corpus: arrays, cache, and every bad-row case (InputError naming row, spectrum_id and file)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from godrun.cli import main as godrun_main
+from godrun.data import layout as L
+from godrun.data.loader import load_corpus, load_dose_features, load_dose_stats
+from godrun.errors import InputError
+from godrun.spec import FILM_FEATURES
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("loader")
+    assert godrun_main(["data", "synth", "--out", str(root), "--scale", "0.02", "--panel"]) == 0
+    return root
+
+
+@pytest.fixture
+def ws(base, tmp_path) -> Path:
+    root = tmp_path / "ws"
+    shutil.copytree(base, root)
+    return root
+
+
+def _load(ws: Path, manifest: Path | None = None, cache: Path | None = None):
+    return load_corpus(
+        manifest or ws / L.MANIFEST_TRAIN,
+        ws / L.SPECTRA_DIR,
+        wavelength_grid=ws / L.WAVELENGTH_GRID,
+        cache_dir=cache or ws / "cache",
+    )
+
+
+def test_loads_arrays_and_reuses_cache(ws):
+    c1 = _load(ws)
+    meta = pd.read_csv(ws / L.MANIFEST_TRAIN)
+    assert c1.spectra.shape == c1.references.shape == (len(meta), 601)
+    assert c1.spectra.dtype == np.float32 and c1.wavelengths.dtype == np.float64
+    row = meta.iloc[7]
+    np.testing.assert_array_equal(c1.spectra[7], np.load(ws / L.SPECTRA_DIR / row.path))
+    np.testing.assert_array_equal(c1.references[7], np.load(ws / L.SPECTRA_DIR / row.reference_path))
+    assert list(c1.meta.spectrum_id) == list(meta.spectrum_id)
+    cached = list((ws / "cache").glob("corpus_*.npz"))
+    assert len(cached) == 1
+    c2 = _load(ws)
+    np.testing.assert_array_equal(c1.spectra, c2.spectra)
+    np.testing.assert_array_equal(c1.references, c2.references)
+    # a changed file changes the key: the next load re-reads (and here sees the bad content hash)
+    np.save(ws / L.SPECTRA_DIR / row.path, np.zeros(601, np.float32))
+    with pytest.raises(InputError, match="content_sha256"):
+        _load(ws)
+
+
+def _break(ws: Path, row: int, how) -> tuple[Path, str, str]:
+    path = ws / L.MANIFEST_TRAIN
+    meta = pd.read_csv(path)
+    sid, rel = meta.spectrum_id.iloc[row], meta.path.iloc[row]
+    how(meta, ws / L.SPECTRA_DIR / rel, row)
+    meta.to_csv(path, index=False)
+    return path, sid, rel
+
+
+def _drop_hash(meta, _file, _row):
+    del meta["content_sha256"]
+
+
+CASES = {
+    "missing file": (lambda m, f, r: f.unlink(), "not found"),
+    "wrong length": (lambda m, f, r: (_drop_hash(m, f, r), np.save(f, np.ones(600, np.float32))), "expected"),
+    "nan": (lambda m, f, r: (_drop_hash(m, f, r), np.save(f, np.full(601, np.nan, np.float32))), "NaN or Inf"),
+    "inf": (
+        lambda m, f, r: (_drop_hash(m, f, r), np.save(f, np.r_[np.ones(600), np.inf].astype(np.float32))),
+        "NaN or Inf",
+    ),
+    "bad hash": (lambda m, f, r: np.save(f, np.ones(601, np.float32)), "content_sha256"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_rows_name_row_id_and_file(ws, case):
+    how, phrase = CASES[case]
+    _, sid, rel = _break(ws, 4, how)
+    with pytest.raises(InputError) as info:
+        _load(ws)
+    msg = str(info.value)
+    assert phrase in msg and "row 5" in msg and sid in msg and rel in msg
+    assert not list((ws / "cache").glob("*.npz"))  # nothing half-written
+
+
+def test_duplicate_spectrum_id(ws):
+    path = ws / L.MANIFEST_TRAIN
+    meta = pd.read_csv(path)
+    meta.loc[9, "spectrum_id"] = meta.loc[2, "spectrum_id"]
+    meta.to_csv(path, index=False)
+    with pytest.raises(InputError, match=r"row 10: duplicate spectrum_id .* \(first at row 3\)"):
+        _load(ws)
+
+
+def test_exit_code_two_through_the_cli_contract(ws, capsys):
+    from godrun.errors import run_main
+
+    (ws / L.SPECTRA_DIR / pd.read_csv(ws / L.MANIFEST_TRAIN).path.iloc[0]).unlink()
+    assert run_main(lambda argv: _load(ws), []) == 2
+    assert "row 1" in capsys.readouterr().err
+
+
+def test_dose_features_and_stats(ws):
+    meta = pd.read_csv(ws / L.MANIFEST_TRAIN)
+    feats = load_dose_features(ws / L.DOSE_FEATURES, FILM_FEATURES, meta.group_id)
+    assert list(feats.columns) == list(FILM_FEATURES) and set(feats.index) == set(meta.group_id)
+    with pytest.raises(InputError, match=r"dose_features\.csv: unknown group .treatment_9/sample_Z/6Oclock."):
+        load_dose_features(ws / L.DOSE_FEATURES, FILM_FEATURES, [*meta.group_id, "treatment_9/sample_Z/6Oclock"])
+    with pytest.raises(InputError, match="feature column"):
+        load_dose_features(ws / L.DOSE_FEATURES, ["nope"], meta.group_id)
+    stats = load_dose_stats(ws / L.DOSE_STATS)
+    assert set(stats) == set(FILM_FEATURES) and all(s >= 0 for _, s in stats.values())
+    (ws / L.DOSE_STATS).write_text("{}")
+    with pytest.raises(InputError, match="dose stats"):
+        load_dose_stats(ws / L.DOSE_STATS)
