@@ -87,7 +87,10 @@ def test_descriptions_and_defaults_follow_pydantic():
     assert training["properties"]["lr"]["minimum"] == 0 and training["properties"]["lr"]["exclusiveMinimum"] is True
     assert training["properties"]["film_features"]["default"] == list(GodRunSpec(image="x").training.film_features)
     assert spec["properties"]["gates"]["properties"]["psnrMeanMin"]["default"] == 18.0
-    assert spec["properties"]["resources"]["default"] == {}
+    assert spec["properties"]["resources"]["default"] == GodRunSpec(image="x").resources.model_dump(
+        mode="json", by_alias=True, exclude_none=True
+    )
+    assert spec["properties"]["training"]["default"]["lr_min"] == 3e-5  # CEL rules are checked on defaults
     assert spec["properties"]["image"]["minLength"] == 1 and spec["required"] == ["image"]
     assert training["properties"]["init_checkpoint"]["nullable"] is True
     assert spec["properties"]["panel"]["properties"]["expectedHash"]["pattern"] == "^[0-9a-f]{64}$"

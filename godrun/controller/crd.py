@@ -103,7 +103,11 @@ def _factory_defaults(cls: type[BaseModel]) -> dict[str, Any]:
             continue
         value = field.default_factory()
         key = field.alias or fname
-        out[key] = {} if isinstance(value, BaseModel) else value
+        # A nested object's default is written out in full: the apiserver checks CEL rules against the
+        # default itself, so `default: {}` on an object whose rules name its fields is refused.
+        out[key] = (
+            value.model_dump(mode="json", by_alias=True, exclude_none=True) if isinstance(value, BaseModel) else value
+        )
     return out
 
 

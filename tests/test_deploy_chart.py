@@ -1,0 +1,261 @@
+"""helm/godrun: copies in sync with their sources, `helm lint --strict` and `helm template` clean,
+and every toggle renders what it promises (CRD keep policy, RBAC scope, monitoring, dashboard)."""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import json
+import subprocess
+from functools import cache
+from typing import Any
+
+import pytest
+import yaml
+from deploy_support import (
+    CHART,
+    CRD_FILE,
+    DASHBOARD_FILE,
+    MANIFESTS,
+    ROOT,
+    RULES_FILE,
+    load_docs,
+    objects,
+    pod_specs,
+    restricted_violations,
+    tool,
+)
+
+RELEASE, NAMESPACE = "godrun", "godrun-system"
+
+
+def _sync_module():
+    spec = importlib.util.spec_from_file_location("sync_chart", ROOT / "scripts/sync_chart.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_chart_copies_equal_their_sources() -> None:
+    sync = _sync_module()
+    assert sync.stale_copies() == [], "run scripts/sync_chart.py"
+    assert (CHART / "files/crd.yaml").read_bytes() == CRD_FILE.read_bytes()
+    assert (CHART / "files/dashboard.json").read_bytes() == DASHBOARD_FILE.read_bytes()
+
+
+def test_sync_check_detects_drift(tmp_path, monkeypatch) -> None:
+    sync = _sync_module()
+    fake = tmp_path / "files"
+    fake.mkdir()
+    monkeypatch.setattr(sync, "CHART_FILES", fake)
+    monkeypatch.setattr(sync, "PROMETHEUS_RULE", tmp_path / "prometheusrule.yaml")
+    assert len(sync.stale_copies()) == 4
+    assert sync.main([]) == 0 and sync.stale_copies() == []
+    (fake / "crd.yaml").write_text("edited by hand\n")
+    assert sync.main(["--check"]) == 1
+
+
+# --------------------------------------------------------------------------- helm
+
+
+def _helm() -> str:
+    helm = tool("helm")
+    if helm is None:
+        pytest.skip("helm not found: build it with `make cluster-bin` (tests/cluster/build.sh) or put it on PATH")
+    return helm
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([_helm(), *args], capture_output=True, text=True, timeout=120)
+
+
+@cache
+def _render(*sets: str) -> tuple[dict[str, Any], ...]:
+    argv = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--include-crds"]
+    for s in sets:
+        argv += ["--set", s]
+    out = _run(*argv)
+    assert out.returncode == 0, out.stderr
+    assert "WARNING" not in out.stderr, out.stderr
+    return tuple(d for d in yaml.safe_load_all(out.stdout) if d)
+
+
+def _one(docs, kind: str) -> dict[str, Any]:
+    found = objects(list(docs), kind)
+    assert len(found) == 1, f"{len(found)} {kind} objects"
+    return found[0]
+
+
+@pytest.mark.parametrize(
+    "sets",
+    [
+        (),
+        (
+            "rbac.clusterWide=true",
+            "monitoring.serviceMonitor.enabled=true",
+            "monitoring.podMonitor.enabled=true",
+            "monitoring.prometheusRule.enabled=true",
+        ),
+    ],
+    ids=["defaults", "everything-on"],
+)
+def test_helm_lint_strict(sets: tuple[str, ...]) -> None:
+    argv = ["lint", "--strict", str(CHART), "--namespace", NAMESPACE]
+    for s in sets:
+        argv += ["--set", s]
+    out = _run(*argv)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "0 chart(s) failed" in out.stdout
+
+
+def test_default_render() -> None:
+    docs = _render()
+    kinds = sorted(d["kind"] for d in docs)
+    assert kinds == sorted(
+        [
+            "CustomResourceDefinition",
+            "ServiceAccount",
+            "Role",
+            "RoleBinding",
+            "Role",
+            "RoleBinding",
+            "Service",
+            "Deployment",
+            "PodDisruptionBudget",
+            "ConfigMap",
+            "Pod",
+        ]
+    ), kinds
+    for d in docs:
+        labels = d["metadata"]["labels"]
+        assert labels["app.kubernetes.io/name"] == "godrun" and labels["app.kubernetes.io/instance"] == RELEASE
+        assert labels["app.kubernetes.io/managed-by"] == "Helm" and "helm.sh/chart" in labels
+
+
+def test_crd_is_the_generated_crd_with_keep_policy() -> None:
+    crd = _one(_render(), "CustomResourceDefinition")
+    generated = load_docs(CRD_FILE)[0]
+    assert crd["spec"] == generated["spec"], "the chart's CRD differs from manifests/crd"
+    assert crd["metadata"]["name"] == generated["metadata"]["name"]
+    assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    nokeep = _one(_render("crds.keep=false"), "CustomResourceDefinition")
+    assert "helm.sh/resource-policy" not in (nokeep["metadata"].get("annotations") or {})
+    assert not objects(list(_render("crds.install=false")), "CustomResourceDefinition")
+
+
+def test_crd_text_is_the_generated_text_plus_metadata_lines() -> None:
+    """Rendered as text: every generated line survives in order; only metadata lines are added."""
+    out = _run("template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--show-only", "templates/crds.yaml")
+    assert out.returncode == 0, out.stderr
+    rendered = [ln for ln in out.stdout.splitlines() if ln != "---" and not ln.startswith("# Source:")]
+    source = CRD_FILE.read_text().splitlines()
+    added = [op[2:] for op in difflib.ndiff(source, rendered) if op.startswith("+ ")]
+    removed = [op[2:] for op in difflib.ndiff(source, rendered) if op.startswith("- ")]
+    assert removed == [], removed
+    assert len(rendered) == len(source) + len(added)
+    spec_at = rendered.index("spec:")
+    assert all(rendered.index(ln) < spec_at for ln in added), added
+    assert "    helm.sh/resource-policy: keep" in added
+
+
+def test_deployment_image_args_and_pod_security() -> None:
+    docs = _render()
+    dep = _one(docs, "Deployment")
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    assert c["image"].endswith(f":{chart['appVersion']}"), "image tag defaults to appVersion"
+    assert dep["spec"]["replicas"] == 2
+    assert f"--namespace={NAMESPACE}" in c["args"] and "--leader-elect" in c["args"]
+    assert dep["spec"]["selector"]["matchLabels"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+    svc = _one(docs, "Service")
+    assert svc["spec"]["selector"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+    for obj in (dep, _one(docs, "Pod")):
+        for where, pod in pod_specs(obj):
+            assert restricted_violations(pod) == [], where
+    pinned = _one(_render("image.digest=sha256:" + "a" * 64), "Deployment")
+    assert pinned["spec"]["template"]["spec"]["containers"][0]["image"].endswith("@sha256:" + "a" * 64)
+
+
+def test_helm_test_hook_hits_healthz() -> None:
+    pod = _one(_render(), "Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    url = pod["spec"]["containers"][0]["args"][-1]
+    assert url == f"http://{RELEASE}.{NAMESPACE}.svc:8081/healthz"
+
+
+def _grants(roles) -> set[tuple[str, str, str]]:
+    return {
+        (g, r, v)
+        for role in roles
+        for rule in role["rules"]
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+        for v in rule["verbs"]
+    }
+
+
+def test_rbac_namespaced_cluster_and_watch_namespace() -> None:
+    manifest_roles = objects(load_docs(MANIFESTS / "rbac/namespaced.yaml"), "Role")
+    docs = _render()
+    assert _grants(objects(list(docs), "Role")) == _grants(manifest_roles), "chart and manifests RBAC differ"
+    assert not objects(list(docs), "ClusterRole")
+
+    cluster = _render("rbac.clusterWide=true")
+    assert _one(cluster, "ClusterRole") and _one(cluster, "ClusterRoleBinding")
+    (lease_role,) = objects(list(cluster), "Role")
+    assert lease_role["metadata"]["namespace"] == NAMESPACE
+    args = _one(cluster, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--namespace=" in args, "cluster-wide: empty namespace = all"
+
+    proxy = _render("controller.progressSource=proxy")
+    assert ("", "pods/proxy", "get") in _grants(objects(list(proxy), "Role"))
+    assert ("", "pods/proxy", "get") not in _grants(objects(list(docs), "Role"))
+
+    team = _render("watchNamespace=team-a")
+    namespaces = {r["metadata"]["name"]: r["metadata"]["namespace"] for r in objects(list(team), "Role")}
+    assert namespaces == {RELEASE: "team-a", f"{RELEASE}-leader-election": NAMESPACE}
+    args = _one(team, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--namespace=team-a" in args and "--lease-namespace=$(POD_NAMESPACE)" in args
+
+
+def test_monitoring_objects_and_release_label() -> None:
+    docs = _render(
+        "monitoring.serviceMonitor.enabled=true",
+        "monitoring.podMonitor.enabled=true",
+        "monitoring.prometheusRule.enabled=true",
+        "monitoring.release=prom-x",
+    )
+    sm, pm, pr = (_one(docs, k) for k in ("ServiceMonitor", "PodMonitor", "PrometheusRule"))
+    for obj in (sm, pm, pr):
+        assert obj["metadata"]["labels"]["release"] == "prom-x"
+    assert sm["spec"]["endpoints"][0]["port"] == "metrics" and sm["spec"]["endpoints"][0]["honorLabels"] is True
+    assert pm["spec"]["selector"]["matchLabels"]["godrun.io/stage"] == "train"
+    assert pm["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
+    assert pr["spec"]["groups"] == load_docs(RULES_FILE)[0]["groups"], "PrometheusRule differs from rules.yaml"
+    assert "{{ $labels.godrun }}" in json.dumps(pr), "alert templates must reach Prometheus untouched"
+    nolabel = _render("monitoring.serviceMonitor.enabled=true", "monitoring.release=")
+    assert "release" not in _one(nolabel, "ServiceMonitor")["metadata"]["labels"]
+
+
+def test_dashboard_configmap() -> None:
+    cm = _one(_render(), "ConfigMap")
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(cm["data"]["godrun.json"]) == json.loads(DASHBOARD_FILE.read_text())
+    assert not objects(list(_render("dashboard.enabled=false")), "ConfigMap")
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("replicaCount=0", "/replicaCount"),
+        ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
+        ("unknownKey=1", "unknownKey"),
+        ("leaderElection.enabled=false", "needs leaderElection.enabled=true"),
+        ("image.digest=md5:abc", "/image/digest"),
+        ("controller.progressSource=sometimes", "/controller/progressSource"),
+    ],
+)
+def test_bad_values_are_refused(setting: str, message: str) -> None:
+    out = _run("template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--set", setting)
+    assert out.returncode != 0, f"{setting} rendered"
+    assert message in out.stderr, out.stderr

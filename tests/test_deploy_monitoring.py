@@ -1,0 +1,261 @@
+"""manifests/monitoring: the Grafana dashboard and the alert rules use only the project's metrics,
+the rule file passes promtool (syntax and alert unit tests) and its copies do not drift."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from deploy_support import (
+    CHART,
+    CONTROLLER_METRICS,
+    DASHBOARD_FILE,
+    HISTOGRAMS,
+    MANIFESTS,
+    RULES_FILE,
+    TRAINER_METRICS,
+    load_docs,
+    tool,
+)
+
+ALLOWED = CONTROLLER_METRICS | TRAINER_METRICS
+_METRIC = re.compile(r"\bgodrun_[a-z0-9_]+")
+_RANGE_VARS = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h"}
+
+
+def _dashboard() -> dict[str, Any]:
+    return json.loads(DASHBOARD_FILE.read_text(encoding="utf-8"))
+
+
+def _targets(dash: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    for panel in dash["panels"]:
+        for t in panel.get("targets", []):
+            out.append((panel["title"], t))
+    return out
+
+
+def _metric_names(expr: str) -> set[str]:
+    names = set()
+    for name in _METRIC.findall(expr):
+        base = re.sub(r"_(bucket|sum|count)$", "", name)
+        names.add(base if base in HISTOGRAMS else name)
+    return names
+
+
+def _rules() -> list[dict[str, Any]]:
+    return [rule for group in load_docs(RULES_FILE)[0]["groups"] for rule in group["rules"]]
+
+
+def _promtool() -> str:
+    promtool = tool("promtool")
+    if promtool is None:
+        pytest.skip("promtool not found (Debian package `prometheus`; CI installs it)")
+    return promtool
+
+
+# --------------------------------------------------------------------------- dashboard
+
+
+def test_dashboard_uses_only_known_metrics() -> None:
+    dash = _dashboard()
+    used: set[str] = set()
+    for title, target in _targets(dash):
+        names = _metric_names(target["expr"])
+        assert names, f"{title}: expression without a godrun metric: {target['expr']}"
+        assert names <= ALLOWED, f"{title}: unknown metric(s) {sorted(names - ALLOWED)}"
+        used |= names
+    for var in dash["templating"]["list"]:
+        if var["type"] == "query":
+            assert _metric_names(var["definition"]) <= ALLOWED, var["name"]
+    wanted = {
+        "godrun_run_phase",
+        "godrun_panel_psnr_mean_decibels",
+        "godrun_panel_sam_mean_degrees",
+        "godrun_train_panel_psnr_mean_decibels",
+        "godrun_train_panel_sam_mean_degrees",
+        "godrun_train_epoch",
+        "godrun_gate_passed",
+        "godrun_train_spectra_total",
+        "godrun_reconcile_duration_seconds",
+        "godrun_reconcile_errors_total",
+    }
+    assert wanted <= used, f"dashboard misses {sorted(wanted - used)}"
+
+
+def test_dashboard_key_queries() -> None:
+    exprs = " ".join(t["expr"] for _, t in _targets(_dashboard()))
+    assert "rate(godrun_train_spectra_total" in exprs and "[5m]" in exprs
+    assert "histogram_quantile(0.99, sum by (le) (rate(godrun_reconcile_duration_seconds_bucket[5m])))" in exprs
+    assert "godrun_gate_passed" in exprs and "gate" in exprs
+
+
+def test_dashboard_datasource_is_templated() -> None:
+    dash = _dashboard()
+    variables = {v["name"]: v for v in dash["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    assert {"namespace", "godrun"} <= set(variables)
+    for panel in dash["panels"]:
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+        for t in panel["targets"]:
+            assert t["datasource"]["uid"] == "${datasource}", panel["title"]
+
+
+def test_dashboard_layout_is_consistent() -> None:
+    panels = _dashboard()["panels"]
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids)), "duplicate panel ids"
+    cells: dict[tuple[int, int], str] = {}
+    for p in panels:
+        g = p["gridPos"]
+        assert g["x"] >= 0 and g["x"] + g["w"] <= 24, p["title"]
+        for x in range(g["x"], g["x"] + g["w"]):
+            for y in range(g["y"], g["y"] + g["h"]):
+                assert (x, y) not in cells, f"{p['title']} overlaps {cells[(x, y)]}"
+                cells[(x, y)] = p["title"]
+
+
+def _exposed(text: str) -> set[str]:
+    """Metric names in a Prometheus text exposition (`# TYPE` lines; counters as <name>_total)."""
+    names = set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split()
+            names.add(f"{name.removesuffix('_total')}_total" if kind == "counter" else name)
+    return names
+
+
+def _controller_exposes() -> set[str]:
+    from prometheus_client import generate_latest
+
+    metrics = pytest.importorskip("godrun.controller.metrics")
+    if not hasattr(metrics, "ControllerMetrics"):
+        pytest.skip("godrun.controller.metrics has no ControllerMetrics")
+    return _exposed(generate_latest(metrics.ControllerMetrics().registry).decode())
+
+
+def _trainer_exposes() -> set[str]:
+    import logging
+    import urllib.request
+
+    telemetry = pytest.importorskip("godrun.trainer.telemetry")
+    if not hasattr(telemetry, "PromMetrics"):
+        pytest.skip("godrun.trainer.telemetry has no PromMetrics")
+    prom = telemetry.PromMetrics(0, logging.getLogger("test"))
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{prom.port}/metrics", timeout=10) as resp:
+            return _exposed(resp.read().decode())
+    finally:
+        prom.close()
+
+
+def test_dashboard_and_rules_metrics_are_exposed_by_the_code() -> None:
+    """Cross-check against what the controller and the trainer really serve, not only the contract's list."""
+    used = set().union(*(_metric_names(t["expr"]) for _, t in _targets(_dashboard())))
+    used |= set().union(*(_metric_names(r["expr"]) for r in _rules()))
+    controller = _controller_exposes()
+    assert used & CONTROLLER_METRICS <= controller, sorted((used & CONTROLLER_METRICS) - controller)
+    trainer = _trainer_exposes()
+    assert used & TRAINER_METRICS <= trainer, sorted((used & TRAINER_METRICS) - trainer)
+
+
+def test_dashboard_expressions_are_valid_promql(tmp_path: Path) -> None:
+    promtool = _promtool()
+    rules = []
+    for i, (_, target) in enumerate(_targets(_dashboard())):
+        expr = target["expr"].replace("$namespace", ".*").replace("$godrun", ".*")
+        for var, value in _RANGE_VARS.items():
+            expr = expr.replace(var, value)
+        rules.append({"record": f"godrun:dashboard_check:{i}", "expr": expr})
+    path = tmp_path / "dashboard_rules.yaml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    out = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+# --------------------------------------------------------------------------- alert rules
+
+
+def test_rules_name_the_required_alerts_and_known_metrics() -> None:
+    rules = _rules()
+    alerts = {r["alert"] for r in rules}
+    assert {"GodRunFailed", "GodRunGatesFailed", "GodRunStuckInPhase", "GodRunControllerReconcileErrors"} <= alerts
+    for r in rules:
+        names = _metric_names(r["expr"])
+        assert names and names <= ALLOWED, f"{r['alert']}: {sorted(names - ALLOWED)}"
+        assert r["labels"]["severity"] in {"critical", "warning", "info"}
+        assert r["annotations"]["summary"]
+
+
+def test_rule_copies_do_not_drift() -> None:
+    groups = load_docs(RULES_FILE)[0]["groups"]
+    (cr,) = load_docs(MANIFESTS / "monitoring/prometheusrule.yaml")
+    assert cr["kind"] == "PrometheusRule" and cr["spec"]["groups"] == groups
+    assert load_docs(CHART / "files/rules.yaml")[0]["groups"] == groups
+
+
+def test_promtool_check_rules() -> None:
+    out = subprocess.run([_promtool(), "check", "rules", str(RULES_FILE)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"SUCCESS: {len(_rules())} rules found" in out.stdout
+
+
+def _alert(name: str, at: str, expected: list[dict[str, str]]) -> dict[str, Any]:
+    return {"eval_time": at, "alertname": name, "exp_alerts": [{"exp_labels": labels} for labels in expected]}
+
+
+def test_alerts_fire_when_they_should(tmp_path: Path) -> None:
+    """promtool's rule unit tests: synthetic series in, alerts (and their absence) out."""
+    promtool = _promtool()
+    run = {"namespace": "ml"}
+    series = [
+        ('godrun_run_phase{namespace="ml",godrun="a",phase="Error"}', "0 1x40"),
+        ('godrun_run_phase{namespace="ml",godrun="b",phase="Failed-ActB"}', "1x40"),
+        ('godrun_gate_passed{namespace="ml",godrun="b",gate="roi"}', "0x40"),
+        ('godrun_gate_passed{namespace="ml",godrun="b",gate="tail"}', "1x40"),
+        ('godrun_run_phase{namespace="ml",godrun="c",phase="Pending"}', "1x40"),
+        ('godrun_run_phase{namespace="ml",godrun="d",phase="Training"}', "1x40"),
+        ("godrun_reconcile_errors_total", "0+2x40"),
+        ('godrun_controller_leader{pod="p0"}', "1x40"),
+        ('godrun_controller_leader{pod="p1"}', "0x40"),
+    ]
+    stuck = {**run, "godrun": "c", "phase": "Pending", "severity": "warning", "stuck_after": "30m"}
+    tests = [
+        _alert("GodRunFailed", "5m", [{**run, "godrun": "a", "severity": "critical"}]),
+        _alert("GodRunGatesFailed", "5m", [{**run, "godrun": "b", "severity": "warning"}]),
+        _alert("GodRunGateFailed", "5m", [{**run, "godrun": "b", "gate": "roi", "severity": "warning"}]),
+        _alert("GodRunStuckInPhase", "20m", []),
+        _alert("GodRunStuckInPhase", "35m", [stuck]),
+        _alert("GodRunControllerReconcileErrors", "10m", []),
+        _alert("GodRunControllerReconcileErrors", "35m", [{"severity": "warning"}]),
+        _alert("GodRunControllerNoLeader", "35m", []),
+    ]
+    # promtool compares annotations too; the copy without them tests the expressions, `for` and labels.
+    groups = load_docs(RULES_FILE)[0]["groups"]
+    for group in groups:
+        for rule in group["rules"]:
+            rule.pop("annotations", None)
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
+    spec = {
+        "rule_files": [str(rules)],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [{"series": s, "values": v} for s, v in series],
+                "alert_rule_test": tests,
+            }
+        ],
+    }
+    path = tmp_path / "rules_test.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    out = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
