@@ -1,0 +1,91 @@
+"""Checkpoint files: safe loading (weights_only), atomic saving, warm-start shape checks.
+
+A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so that
+`torch.load(weights_only=True)` reads it; anything needing pickle's code execution is refused.
+Keys: model, ema, config, epoch, panel, data_hashes, code_version, norm, cond_stats, and for the
+`last` checkpoint also optimizer, scheduler, ema_n_averaged, rng, early_stop, history, best_score.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from godrun.errors import InputError
+from godrun.fsio import atomic_path, sha256_bytes
+
+BEST_NAME = "{model}_best.pt"
+LAST_NAME = "{model}_last.pt"
+CALIBRATOR_PREFIX = "calibrator"
+
+
+def best_path(checkpoint_dir: str | Path, model: str = "mamba_tiny_uv") -> Path:
+    return Path(checkpoint_dir) / BEST_NAME.format(model=model)
+
+
+def last_path(checkpoint_dir: str | Path, model: str = "mamba_tiny_uv") -> Path:
+    return Path(checkpoint_dir) / LAST_NAME.format(model=model)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint without executing code; anything unreadable that way is an InputError (exit 2)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"checkpoint not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"checkpoint {path} refused: not loadable with weights_only=True ({first})") from exc
+    if not isinstance(obj, dict) or "model" not in obj:
+        raise InputError(f"checkpoint {path}: expected a dict with a 'model' state_dict")
+    return obj
+
+
+def save_checkpoint(path: str | Path, payload: Mapping[str, Any]) -> None:
+    """Write atomically (temp file + rename): a kill mid-save leaves the previous file intact."""
+    with atomic_path(path) as tmp:
+        torch.save(dict(payload), tmp)
+
+
+def check_shapes(own: Mapping[str, torch.Tensor], loaded: Mapping[str, torch.Tensor], source: str) -> None:
+    """Every tensor both state_dicts have must agree in shape; the message names the tensor and both shapes."""
+    for name, tensor in loaded.items():
+        if name in own and tuple(own[name].shape) != tuple(tensor.shape):
+            raise InputError(
+                f"--init_checkpoint {source}: tensor {name!r} has shape {tuple(tensor.shape)} in the checkpoint "
+                f"but {tuple(own[name].shape)} in this model (check --d_model/--n_layers/--d_state/--film_features)"
+            )
+
+
+def warm_start(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str) -> list[str]:
+    """Load `state` into `model`; only the calibrator head's new keys may be missing. Returns those keys."""
+    own = model.state_dict()
+    check_shapes(own, state, source)
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    allowed = [k for k in missing if CALIBRATOR_PREFIX in k]
+    bad_missing = [k for k in missing if k not in allowed]
+    if bad_missing or unexpected:
+        detail = []
+        if bad_missing:
+            detail.append(f"missing in checkpoint: {', '.join(bad_missing[:5])}")
+        if unexpected:
+            detail.append(f"not in this model: {', '.join(unexpected[:5])}")
+        raise InputError(f"--init_checkpoint {source}: state_dict does not fit the model ({'; '.join(detail)})")
+    model.load_state_dict(dict(state), strict=not allowed)
+    return allowed
+
+
+def weights_for_inference(ckpt: Mapping[str, Any], prefer_ema: bool = True) -> dict[str, torch.Tensor]:
+    ema = ckpt.get("ema")
+    return dict(ema) if prefer_ema and ema else dict(ckpt["model"])
+
+
+def config_sha256(config: Mapping[str, Any]) -> str:
+    return sha256_bytes(json.dumps(config, sort_keys=True, default=str).encode())

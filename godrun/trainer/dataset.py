@@ -1,0 +1,247 @@
+"""Training and panel data: Noise2Noise pairs, dose conditioning, sampling weights, train-only augmentation.
+
+Each row's input is normalised with its own parameters (normalise.py); its target (the partner
+replicate, or the clean reference) is put in the *input's* frame, so one de-normalisation serves both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from godrun.errors import InputError
+from godrun.spec import Recipe
+from godrun.trainer import normalise
+
+
+@dataclass
+class SplitData:
+    """One manifest's spectra ready for the model (all float32 torch tensors on CPU)."""
+
+    raw: torch.Tensor  # [N, L] noisy spectra
+    x: torch.Tensor  # [N, L] normalised inputs
+    offset: torch.Tensor  # [N]
+    scale: torch.Tensor  # [N]
+    clean: torch.Tensor  # [N, L] clean references (raw units)
+    partner: torch.Tensor  # [N] long: the Noise2Noise partner row (itself when it has none)
+    cond: torch.Tensor | None  # [N, F] standardised dose features
+    weights: torch.Tensor  # [N] sampling probability (sums to 1)
+    groups: np.ndarray  # [N] group_id
+    pair_codes: np.ndarray  # [N] int code of pair_id (-1 when absent)
+    meta: pd.DataFrame
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+
+def cond_stats_for(recipe: Recipe) -> dict | None:
+    """Feature names, means and stds used to standardise FiLM inputs (stored in checkpoints)."""
+    if not recipe.geometry_film:
+        return None
+    from godrun.data.loader import load_dose_stats
+
+    path = Path(recipe.dose_stats_json)
+    if not path.is_file():
+        raise InputError(f"--dose_stats_json: file not found: {path}")
+    stats = load_dose_stats(path)
+    missing = [f for f in recipe.film_features if f not in stats]
+    if missing:
+        raise InputError(f"--dose_stats_json {path}: no statistics for feature(s) {', '.join(missing)}")
+    feats = list(recipe.film_features)
+    std = [float(stats[f][1]) if float(stats[f][1]) > 0 else 1.0 for f in feats]
+    return {"features": feats, "mean": [float(stats[f][0]) for f in feats], "std": std}
+
+
+def raw_cond(dose_features_csv: str | Path, features: list[str], groups: np.ndarray) -> np.ndarray:
+    """Raw (unstandardised) dose features per row [N, F] from the per-group CSV."""
+    from godrun.data.loader import load_dose_features
+
+    path = Path(dose_features_csv)
+    if not path.is_file():
+        raise InputError(f"--dose_features_csv: file not found: {path}")
+    table = load_dose_features(path, features, sorted(set(groups.tolist())))
+    return table.loc[groups, features].to_numpy(np.float32)
+
+
+def standardise_cond(cond: np.ndarray, stats: dict) -> np.ndarray:
+    mean = np.asarray(stats["mean"], np.float32)
+    std = np.asarray(stats["std"], np.float32)
+    return ((cond - mean) / std).astype(np.float32)
+
+
+def sampling_weights(csv: str | Path, groups: np.ndarray) -> np.ndarray:
+    """Per-row probability ∝ its group's dose sampling weight."""
+    path = Path(csv)
+    if not path.is_file():
+        raise InputError(f"--dose_sampling_weights_csv: file not found: {path}")
+    table = pd.read_csv(path)
+    if not {"group_id", "weight"} <= set(table.columns):
+        raise InputError(f"{path}: needs columns group_id and weight, found {list(table.columns)}")
+    w = dict(zip(table["group_id"].astype(str), table["weight"].astype(float), strict=True))
+    missing = sorted(set(groups.tolist()) - set(w))
+    if missing:
+        raise InputError(f"{path}: no sampling weight for group {missing[0]!r} ({len(missing)} missing)")
+    per_row = np.array([w[g] for g in groups], np.float64)
+    if not np.all(np.isfinite(per_row)) or np.any(per_row < 0) or per_row.sum() <= 0:
+        raise InputError(f"{path}: weights must be finite, >= 0 and not all zero")
+    return per_row / per_row.sum()
+
+
+def partners(meta: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Fixed Noise2Noise partner per row (next row of the same pair_id, cyclically) and pair codes."""
+    n = len(meta)
+    if "pair_id" not in meta.columns:
+        return np.arange(n), np.full(n, -1)
+    codes, _ = pd.factorize(meta["pair_id"].astype(str))
+    partner = np.arange(n)
+    order = np.argsort(codes, kind="stable")
+    sorted_codes = codes[order]
+    starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
+    ends = np.r_[starts[1:], n]
+    for s, e in zip(starts, ends, strict=True):
+        members = order[s:e]
+        partner[members] = np.roll(members, -1)
+    return partner, codes
+
+
+def load_split(recipe: Recipe, manifest: str, cond_stats: dict | None, *, with_weights: bool) -> SplitData:
+    from godrun.data.loader import load_corpus
+
+    mpath = Path(manifest)
+    if not mpath.is_file():
+        raise InputError(f"manifest not found: {mpath}")
+    grid = Path(recipe.train_dir) / "wavelength_grid.npy"
+    corpus = load_corpus(
+        mpath,
+        recipe.train_dir,
+        wavelength_grid=grid if grid.is_file() else None,
+        expected_length=recipe.sequence_length,
+    )
+    if corpus.spectra.shape[1] != recipe.sequence_length:
+        raise InputError(
+            f"--sequence_length {recipe.sequence_length} but {mpath} spectra have {corpus.spectra.shape[1]}"
+        )
+    groups = corpus.meta["group_id"].astype(str).to_numpy()
+    xn, params = normalise.normalise(corpus.spectra)
+    partner, codes = partners(corpus.meta)
+    cond = None
+    if cond_stats is not None:
+        cond = torch.from_numpy(
+            standardise_cond(raw_cond(recipe.dose_features_csv, cond_stats["features"], groups), cond_stats)
+        )
+    if with_weights:
+        weights = torch.from_numpy(sampling_weights(recipe.dose_sampling_weights_csv, groups))
+    else:
+        weights = torch.full((len(groups),), 1.0 / max(len(groups), 1), dtype=torch.float64)
+    return SplitData(
+        raw=torch.from_numpy(np.ascontiguousarray(corpus.spectra, dtype=np.float32)),
+        x=torch.from_numpy(xn),
+        offset=torch.from_numpy(params["offset"].astype(np.float32)),
+        scale=torch.from_numpy(params["scale"].astype(np.float32)),
+        clean=torch.from_numpy(np.ascontiguousarray(corpus.references, dtype=np.float32)),
+        partner=torch.from_numpy(partner),
+        cond=cond,
+        weights=weights,
+        groups=groups,
+        pair_codes=codes,
+        meta=corpus.meta,
+    )
+
+
+def load_wavelengths(recipe: Recipe) -> np.ndarray:
+    grid = Path(recipe.train_dir) / "wavelength_grid.npy"
+    if not grid.is_file():
+        raise InputError(f"wavelength grid not found: {grid}")
+    wl = np.load(grid, allow_pickle=False).astype(np.float64)
+    if wl.shape != (recipe.sequence_length,):
+        raise InputError(f"{grid}: shape {wl.shape}, expected ({recipe.sequence_length},) from --sequence_length")
+    return wl
+
+
+def load_lambda_weights(recipe: Recipe) -> np.ndarray:
+    path = Path(recipe.lambda_weights)
+    if not path.is_file():
+        raise InputError(f"--lambda_weights: file not found: {path}")
+    with np.load(path, allow_pickle=False) as z:
+        if "weights" not in z:
+            raise InputError(f"--lambda_weights {path}: no `weights` array (has {sorted(z.files)})")
+        w = z["weights"].astype(np.float32)
+    if w.shape != (recipe.sequence_length,) or not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
+        raise InputError(f"--lambda_weights {path}: `weights` must be {recipe.sequence_length} finite values >= 0")
+    return w
+
+
+# ------------------------------------------------------------------ sampling and batches
+
+
+def epoch_order(data: SplitData, n_samples: int, seed: int, epoch: int) -> torch.Tensor:
+    """Row indices for one epoch, drawn with the dose sampling weights; depends only on (seed, epoch)."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.multinomial(data.weights, n_samples, replacement=True, generator=g)
+
+
+def targets_for(
+    data: SplitData, idx: torch.Tensor, recipe: Recipe, gen: torch.Generator, *, panel: bool
+) -> torch.Tensor:
+    """Raw target rows: the partner replicate (Noise2Noise) or the clean reference."""
+    n2n = recipe.val_noise2noise if panel else recipe.noise2noise
+    if not n2n:
+        return data.clean[idx]
+    # non-pairwise: a random replicate of the same clean spectrum each time
+    pairwise = panel or recipe.noise2noise_pairwise
+    tidx = data.partner[idx] if pairwise else _random_same_pair(data, idx, gen)
+    # rows without a partner fall back to their clean reference rather than learning the identity
+    alone = tidx == idx
+    return torch.where(alone[:, None], data.clean[idx], data.raw[tidx])
+
+
+def _random_same_pair(data: SplitData, idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    out = data.partner[idx].clone()
+    hops = torch.randint(0, 4, (len(idx),), generator=gen)
+    for _ in range(3):
+        step = hops > 0
+        out[step] = data.partner[out[step]]
+        hops -= 1
+    return out
+
+
+def make_batch(
+    data: SplitData, idx: torch.Tensor, recipe: Recipe, gen: torch.Generator, wl_step: float, *, train: bool
+) -> dict[str, torch.Tensor | None]:
+    off, sc = data.offset[idx], data.scale[idx]
+    x = data.x[idx]
+    y = (targets_for(data, idx, recipe, gen, panel=not train) - off[:, None]) / sc[:, None]
+    if train:
+        x, y = augment(x, y, recipe, gen, wl_step)
+    cond = None if data.cond is None else data.cond[idx]
+    return {"x": x, "y": y, "cond": cond, "offset": off, "scale": sc}
+
+
+def augment(
+    x: torch.Tensor, y: torch.Tensor, recipe: Recipe, gen: torch.Generator, wl_step: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Train-only: the same sub-nm wavelength jitter on input and target; cutout on the input only."""
+    b, n = x.shape
+    if recipe.jitter_nm > 0:
+        shift = (torch.rand(b, generator=gen) * 2 - 1) * (recipe.jitter_nm / wl_step)
+        x, y = _shift(x, shift), _shift(y, shift)
+    width = round(recipe.cutout_nm / wl_step)
+    if recipe.cutout_prob > 0 and width > 0:
+        hit = torch.rand(b, generator=gen) < recipe.cutout_prob
+        start = torch.randint(0, max(n - width, 1), (b,), generator=gen)
+        pos = torch.arange(n)
+        mask = hit[:, None] & (pos >= start[:, None]) & (pos < start[:, None] + width)
+        x = x.masked_fill(mask, 0.0)
+    return x, y
+
+
+def _shift(v: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    n = v.shape[1]
+    pos = (torch.arange(n, dtype=v.dtype)[None] - shift[:, None]).clamp(0, n - 1)
+    lo = pos.floor().long().clamp(max=n - 2)
+    frac = pos - lo
+    return torch.gather(v, 1, lo) * (1 - frac) + torch.gather(v, 1, lo + 1) * frac

@@ -1,0 +1,113 @@
+"""Inference for the evaluator and the trainer's panel: exactly the training normalisation, no aug, no TTA.
+
+model, meta = load_model("checkpoints/god_run/mamba_tiny_uv_best.pt")
+cond = raw_cond_for(meta, "data/metadata/dose_features.csv", panel_manifest["group_id"])
+pred = predict(model, meta, raw_spectra, cond)          # de-normalised, raw units
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from godrun.errors import InputError
+from godrun.spec import Recipe
+from godrun.trainer import normalise
+from godrun.trainer.checkpoint import load_checkpoint, weights_for_inference
+
+__all__ = ["build_model", "load_checkpoint", "load_model", "predict", "predict_normalised", "raw_cond_for"]
+
+
+def build_model(recipe: Recipe) -> torch.nn.Module:
+    from godrun.trainer.model import MambaTinyUV
+
+    n_cond = len(recipe.film_features) if recipe.geometry_film else 0
+    return MambaTinyUV(
+        d_model=recipe.d_model,
+        n_layers=recipe.n_layers,
+        d_state=recipe.d_state,
+        n_cond=n_cond,
+        film_hidden_dim=recipe.film_hidden_dim,
+        calibrator_head=recipe.calibrator_head,
+        seq_len=recipe.sequence_length,
+    )
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda but CUDA is not available")
+    return torch.device(name)
+
+
+def load_model(path: str | Path, device: str = "cpu", prefer_ema: bool = True) -> tuple[torch.nn.Module, dict]:
+    """Model with the checkpoint's (EMA) weights in eval mode, and the checkpoint's metadata (no tensors)."""
+    ckpt = load_checkpoint(path)
+    try:
+        recipe = Recipe.model_validate(ckpt["config"])
+    except Exception as exc:
+        raise InputError(f"checkpoint {path}: its config is not a valid recipe ({exc})") from exc
+    normalise.check_meta(ckpt.get("norm"))
+    model = build_model(recipe)
+    try:
+        model.load_state_dict(weights_for_inference(ckpt, prefer_ema))
+    except RuntimeError as exc:
+        raise InputError(f"checkpoint {path}: weights do not fit its own config ({exc})") from exc
+    model.to(resolve_device(device)).eval()
+    meta = {k: v for k, v in ckpt.items() if k not in ("model", "ema", "optimizer", "scheduler", "rng")}
+    meta["path"] = str(path)
+    return model, meta
+
+
+def raw_cond_for(meta: dict, dose_features_csv: str | Path, group_ids: Iterable[str]) -> np.ndarray | None:
+    """Raw dose features [N, F] for rows with these group_ids, in the order the checkpoint's FiLM expects."""
+    stats = meta.get("cond_stats")
+    if not stats:
+        return None
+    from godrun.trainer.dataset import raw_cond
+
+    return raw_cond(dose_features_csv, list(stats["features"]), np.asarray(list(group_ids), dtype=str))
+
+
+@torch.no_grad()
+def predict_normalised(
+    model: torch.nn.Module, x: torch.Tensor, cond: torch.Tensor | None, batch_size: int, device: torch.device
+) -> torch.Tensor:
+    out = []
+    for i in range(0, x.shape[0], batch_size):
+        c = None if cond is None else cond[i : i + batch_size].to(device)
+        out.append(model(x[i : i + batch_size].to(device), c).float().cpu())
+    return torch.cat(out) if out else torch.empty_like(x)
+
+
+def predict(
+    model: torch.nn.Module,
+    meta: dict[str, Any],
+    raw: np.ndarray,
+    cond: np.ndarray | None,
+    batch_size: int = 256,
+    device: str = "cpu",
+) -> np.ndarray:
+    """Denoise raw spectra [N, L]; `cond` holds RAW dose features (standardised here with the checkpoint's stats)."""
+    raw = np.asarray(raw, dtype=np.float32)
+    if raw.ndim != 2:
+        raise InputError(f"predict: expected [N, L] spectra, got shape {raw.shape}")
+    xn, params = normalise.normalise(raw)
+    stats = meta.get("cond_stats")
+    c = None
+    if stats:
+        if cond is None:
+            raise InputError("predict: this checkpoint uses FiLM; pass the dose features (raw_cond_for)")
+        cond = np.asarray(cond, np.float32)
+        c = torch.from_numpy((cond - np.asarray(stats["mean"], np.float32)) / np.asarray(stats["std"], np.float32))
+    dev = resolve_device(device)
+    was_training = model.training
+    model.eval()
+    yn = predict_normalised(model, torch.from_numpy(xn), c, batch_size, dev).numpy()
+    model.train(was_training)
+    return normalise.denormalise(yn, params)

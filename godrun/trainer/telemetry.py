@@ -1,0 +1,176 @@
+"""What the trainer tells the world: train.log, metrics.csv, the audit log, progress and Prometheus metrics."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from godrun.fsio import atomic_write_text
+
+METRICS_COLUMNS = (
+    "epoch",
+    "loss",
+    "loss_mse",
+    "loss_deriv",
+    "loss_deriv_roi",
+    "loss_curv_roi",
+    "loss_dip",
+    "panel_psnr_mean",
+    "panel_psnr_std",
+    "panel_sam_mean",
+    "panel_tail_ratio",
+    "panel_roi_ratio",
+    "panel_spurious",
+    "panel_gates_passed",
+    "panel_score",
+    "lr",
+    "seconds",
+    "spectra_per_s",
+)
+
+
+def setup_logger(log_dir: str | Path, enabled: bool = True) -> logging.Logger:
+    """Logger writing to <log_dir>/train.log (appending across resumes) and to stderr."""
+    logger = logging.getLogger(f"godrun.trainer.{Path(log_dir).resolve()}")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    for h in list(logger.handlers):
+        logger.removeHandler(h)
+        h.close()
+    if not enabled:
+        logger.addHandler(logging.NullHandler())
+        return logger
+    Path(log_dir).mkdir(parents=True, exist_ok=True)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S")
+    fh = logging.FileHandler(Path(log_dir) / "train.log", encoding="utf-8")
+    fh.setFormatter(fmt)
+    sh = logging.StreamHandler(sys.stderr)
+    sh.setFormatter(fmt)
+    logger.addHandler(fh)
+    logger.addHandler(sh)
+    return logger
+
+
+def close_logger(logger: logging.Logger) -> None:
+    for h in list(logger.handlers):
+        logger.removeHandler(h)
+        h.close()
+
+
+def write_metrics_csv(path: str | Path, history: Iterable[Mapping[str, Any]]) -> None:
+    """Rewrite metrics.csv from the full history (atomic): after a resume it holds exactly the checkpointed epochs."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=METRICS_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: _fmt(row.get(k)) for k in METRICS_COLUMNS})
+    atomic_write_text(path, buf.getvalue())
+
+
+def _fmt(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
+
+
+def write_audit(path: str | Path, entries: Mapping[str, Any], event: str) -> None:
+    """Append one block of `key: value` lines (hashes of manifests, init checkpoint, config, code)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    lines = [f"# {stamp} {event}"] + [f"{k}: {v}" for k, v in entries.items()]
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write("\n".join(lines) + "\n")
+
+
+class Progress:
+    """A rich progress bar on a terminal; plain log lines every ~10 % of an epoch otherwise."""
+
+    def __init__(self, logger: logging.Logger, enabled: bool = True) -> None:
+        self.logger = logger
+        self.enabled = enabled
+        self.tty = enabled and sys.stderr.isatty()
+        self._bar: Any = None
+        self._task: Any = None
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
+        self.epoch, self.epochs, self.steps, self.t0 = epoch, epochs, steps, time.perf_counter()
+        if self.tty:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._bar = Progress(
+                TextColumn(f"epoch {epoch}/{epochs}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]:.4g}"),
+                TimeRemainingColumn(),
+                transient=True,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task("train", total=steps, loss=float("nan"))
+
+    def step(self, i: int, loss: float) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, completed=i, loss=loss)
+        elif self.enabled and self.steps >= 20 and i % max(self.steps // 10, 1) == 0:
+            self.logger.info("epoch %d step %d/%d loss %.4g", self.epoch, i, self.steps, loss)
+
+    def end_epoch(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+
+class PromMetrics:
+    """The trainer's Prometheus metrics (CONTRACTS.md names) on their own registry."""
+
+    def __init__(self, port: int | None, logger: logging.Logger) -> None:
+        self.server = None
+        self.port: int | None = None
+        if port is None:
+            return
+        from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+        reg = CollectorRegistry()
+        g = {
+            "epoch": "Last finished epoch.",
+            "epochs": "Epoch cap.",
+            "loss": "Mean training loss of the last epoch.",
+            "panel_psnr_mean_decibels": "Panel mean PSNR of the last epoch (dB).",
+            "panel_sam_mean_degrees": "Panel mean SAM of the last epoch (degrees).",
+            "best_epoch": "Epoch of the best panel score so far.",
+            "epoch_seconds": "Wall seconds of the last epoch.",
+            "lr": "Current learning rate.",
+        }
+        self.gauges = {k: Gauge(f"godrun_train_{k}", doc, registry=reg) for k, doc in g.items()}
+        self.spectra = Counter("godrun_train_spectra", "Training spectra processed.", registry=reg)
+        self.server, _thread = start_http_server(port, addr="0.0.0.0", registry=reg)
+        self.port = self.server.server_port
+        logger.info("prometheus metrics on :%d/metrics", self.port)
+
+    def update(self, **values: float | None) -> None:
+        if self.server is None:
+            return
+        for k, v in values.items():
+            if v is not None and k in self.gauges and math.isfinite(float(v)):
+                self.gauges[k].set(float(v))
+
+    def add_spectra(self, n: int) -> None:
+        if self.server is not None:
+            self.spectra.inc(n)
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
