@@ -232,7 +232,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         day = today_utc()
         run_dirs = [Path(d) for d in args.run_dir] if args.run_dir else default_run_dirs(args)
-        archive = archive_run(run_dirs, Path(args.archive_dir), day, name=args.run_name.replace("-", "_"))
+        # The seed's archive name (artifacts/god_run_failed_YYYYMMDD, _2, _3 ... when taken); the run's own
+        # name goes into the failure doc that points at it.
+        archive = archive_run(run_dirs, Path(args.archive_dir), day)
         verdict = verdict.model_copy(update={"archive": str(archive)})
         append_failure_doc(Path(args.analytics_doc), verdict, args.run_name, day, archive)
     term = outputs.termination_path(args.termination_log)  # last: the controller reads the archive from it

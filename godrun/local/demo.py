@@ -112,10 +112,22 @@ def demo_manifest(fail: bool, seed: int) -> dict[str, Any]:
     recipe = Recipe.model_validate(Recipe().model_dump() | PRESETS["demo"] | {"seed": seed})
     training = recipe.model_dump(mode="json")
     fallback: dict[str, Any] = {"archive": True}
+    panel: dict[str, Any] = {"expectedHash": sha256_file(PANEL)}
     if fail:
         # A sabotaged warm start and too little training to recover from it.
-        training |= {"init_checkpoint": str(SABOTAGED), "epochs": 1, "steps_per_epoch": 2, "lr": 1e-5, "lr_min": 1e-6}
+        # Its own folders, so it never touches the shipped run's checkpoints, logs or outputs.
+        training |= {
+            "init_checkpoint": str(SABOTAGED),
+            "epochs": 1,
+            "steps_per_epoch": 2,
+            "lr": 1e-5,
+            "lr_min": 1e-6,
+            "checkpoint_dir": "checkpoints/god_run_fail",
+            "log_dir": "logs/god_run_fail",
+            "audit_log": "logs/god_run_fail/auditing_manifest.log",
+        }
         fallback |= {"launchActB": True, "actB": {"epochs": 1}}
+        panel["outputDir"] = "final_analytics/panel_eval_fail"
     name = f"{DEMO_NAME}-fail" if fail else DEMO_NAME
     return {
         "apiVersion": "godrun.io/v1alpha1",
@@ -125,7 +137,7 @@ def demo_manifest(fail: bool, seed: int) -> dict[str, Any]:
             "image": "ghcr.io/godrun/trainer:0.1.0",
             "resources": {"gpus": 0},
             "training": training,
-            "panel": {"expectedHash": sha256_file(PANEL)},
+            "panel": panel,
             "fallback": fallback,
         },
     }

@@ -31,6 +31,7 @@ from godrun.controller.machine import (
     Observed,
     StageObs,
 )
+from godrun.controller.names import job_name
 from godrun.fsio import atomic_write_json, atomic_write_text
 from godrun.local.progress import read_progress
 from godrun.spec import GodRunStatus, Verdict
@@ -67,12 +68,13 @@ class LocalExecutor:
 
     def observe(self, run: GodRunView) -> Observed:
         self._reap(run)
-        st = run.status
-        train = self._stage(run, st.jobs.train)
-        evaluate = self._stage(run, st.jobs.evaluate)
+        # The current generation's stages, by their deterministic names (never the status' remembered ones).
+        train_job, eval_job = (job_name(run.name, stage, run.generation) for stage in ("train", "evaluate"))
+        train = self._stage(run, train_job)
+        evaluate = self._stage(run, eval_job)
         verdict, verdict_error = None, None
-        if evaluate.state == "succeeded" and st.jobs.evaluate:
-            verdict, verdict_error = self._read_verdict(self.job_dir(run, st.jobs.evaluate) / "termination-log")
+        if evaluate.state == "succeeded":
+            verdict, verdict_error = self._read_verdict(self.job_dir(run, eval_job) / "termination-log")
         progress = read_progress(self.workdir, run.spec.training)
         child = self.workdir / f"{run.name}-actb.yaml"
         return Observed(
@@ -140,9 +142,7 @@ class LocalExecutor:
             record["exit_code"] = code
             atomic_write_json(jdir / "job.json", record)
 
-    def _stage(self, run: GodRunView, job: str | None) -> StageObs:
-        if not job:
-            return StageObs()
+    def _stage(self, run: GodRunView, job: str) -> StageObs:
         if job in self.procs:
             return StageObs(state="active")
         record = self._record(self.job_dir(run, job))
