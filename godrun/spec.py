@@ -9,7 +9,7 @@ flags (`lr_min`, `dip_w_area`, ...) so that `spec.training.<flag>` maps 1:1 onto
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
@@ -21,16 +21,6 @@ PLURAL = "godruns"
 SINGULAR = "godrun"
 SHORT_NAME = "gr"
 
-FILM_FEATURES: tuple[str, ...] = (
-    "cos_theta",
-    "UVA_total",
-    "UVB_total",
-    "UVA_over_UVB",
-    "P_UVA_mW_cm2",
-    "P_UVB_mW_cm2",
-    "UVA_norm",
-    "UVB_norm",
-)
 FilmFeature = Literal[
     "cos_theta",
     "UVA_total",
@@ -41,9 +31,10 @@ FilmFeature = Literal[
     "UVA_norm",
     "UVB_norm",
 ]
+FILM_FEATURES: tuple[str, ...] = get_args(FilmFeature)
 
-PHASES: tuple[str, ...] = ("Pending", "Training", "Evaluating", "Shipped", "Failed-ActB", "Error")
 Phase = Literal["Pending", "Training", "Evaluating", "Shipped", "Failed-ActB", "Error"]
+PHASES: tuple[str, ...] = get_args(Phase)
 TERMINAL_PHASES = frozenset({"Shipped", "Failed-ActB", "Error"})
 CONDITION_TYPES: tuple[str, ...] = ("DataVerified", "Trained", "Evaluated", "GatesPassed")
 GATE_NAMES: tuple[str, ...] = ("aggregate", "tail", "roi", "downstream")
@@ -74,7 +65,9 @@ class Recipe(BaseModel):
     train_manifest: str = Field(
         "data/spectra_for_fold/manifest_train.csv", description="CSV listing every training spectrum (panel excluded)."
     )
-    val_manifest: str = Field("data/validation_panel.csv", description="The fixed validation panel evaluated every epoch.")
+    val_manifest: str = Field(
+        "data/validation_panel.csv", description="The fixed validation panel evaluated every epoch."
+    )
     sequence_length: PosInt = Field(601, description="Points per spectrum; must match the wavelength grid.")
     epochs: PosInt = Field(400, description="Maximum number of epochs.")
     early_stop_patience: NonNegInt = Field(
@@ -88,7 +81,9 @@ class Recipe(BaseModel):
     noise2noise_pairwise: bool = Field(
         True, description="Pair two noisy replicates of one clean spectrum as input and target."
     )
-    val_noise2noise: bool = Field(False, description="Use noisy replicates as panel targets (off: panel uses clean references).")
+    val_noise2noise: bool = Field(
+        False, description="Use noisy replicates as panel targets (off: panel uses clean references)."
+    )
     tta_reverse: bool = Field(False, description="Reverse-time test-time augmentation on the panel (off in the seed).")
     geometry_film: bool = Field(True, description="Condition every block on dose/geometry features through FiLM.")
     film_hidden_dim: PosInt = Field(64, description="Hidden width of the FiLM conditioning MLP.")
@@ -101,15 +96,20 @@ class Recipe(BaseModel):
     dose_sampling_weights_csv: str = Field(
         "data/metadata/dose_sampling_weights.csv", description="Per-group sampling weights for the training sampler."
     )
-    dose_stats_json: str = Field("data/metadata/dose_stats.json", description="Feature means/stds used to standardise FiLM inputs.")
+    dose_stats_json: str = Field(
+        "data/metadata/dose_stats.json", description="Feature means/stds used to standardise FiLM inputs."
+    )
     lambda_weights: str = Field(
-        "data/spectra_for_fold/lambda_stats.npz", description="Per-wavelength statistics; its `weights` array weights the loss."
+        "data/spectra_for_fold/lambda_stats.npz",
+        description="Per-wavelength statistics; its `weights` array weights the loss.",
     )
     dip_loss: bool = Field(True, description="Add the ROI dip loss (area, equivalent width, centroid, depth).")
     dip_weight: float = Field(1.0, ge=0, description="Weight of the dip loss in the total loss.")
     dip_m: PosInt = Field(6, description="Maximum number of dips per spectrum the dip loss tracks.")
     dip_window_half_nm: float = Field(7.0, gt=0, description="Half-width (nm) of the window measured around each dip.")
-    dip_min_area: float = Field(5e-4, ge=0, description="Minimum dip area (baseline-relative, nm units) for a dip to count.")
+    dip_min_area: float = Field(
+        5e-4, ge=0, description="Minimum dip area (baseline-relative, nm units) for a dip to count."
+    )
     dip_w_area: float = Field(2.5, ge=0, description="Dip loss weight of the area term.")
     dip_w_equivalent_width: float = Field(1.5, ge=0, description="Dip loss weight of the equivalent-width term.")
     dip_w_centroid: float = Field(2.0, ge=0, description="Dip loss weight of the centroid term.")
@@ -119,18 +119,24 @@ class Recipe(BaseModel):
     )
     dip_detect_sigma_nm: float = Field(1.0, gt=0, description="Gaussian smoothing (nm) before dip detection.")
     baseline: Literal["local", "none"] = Field("local", description="Baseline model for dip measurement.")
-    baseline_guard_nm: float = Field(10.0, ge=0, description="Guard band (nm) around a dip excluded from the local baseline fit.")
+    baseline_guard_nm: float = Field(
+        10.0, ge=0, description="Guard band (nm) around a dip excluded from the local baseline fit."
+    )
     derivative_weight: float = Field(0.3, ge=0, description="Weight of the first-derivative loss over the whole grid.")
     deriv_weight_roi: float = Field(0.6, ge=0, description="Extra first-derivative loss weight inside the ROI.")
     deriv_roi_min: float = Field(320.0, description="ROI lower bound (nm).")
     deriv_roi_max: float = Field(500.0, description="ROI upper bound (nm); must exceed deriv_roi_min.")
-    curvature_weight_roi: float = Field(0.3, ge=0, description="Weight of the second-derivative (curvature) loss inside the ROI.")
+    curvature_weight_roi: float = Field(
+        0.3, ge=0, description="Weight of the second-derivative (curvature) loss inside the ROI."
+    )
     d_model: PosInt = Field(384, description="Mamba model width.")
     n_layers: PosInt = Field(8, description="Number of Mamba blocks.")
     d_state: PosInt = Field(16, description="SSM state size per channel.")
     amp: bool = Field(True, description="Mixed precision autocast (CUDA and CPU).")
     amp_dtype: Literal["bf16", "fp16"] = Field("bf16", description="Autocast dtype when amp is on.")
-    ema: bool = Field(True, description="Keep an exponential moving average of the weights (used for panel and export).")
+    ema: bool = Field(
+        True, description="Keep an exponential moving average of the weights (used for panel and export)."
+    )
     ema_decay: float = Field(0.999, gt=0, lt=1, description="EMA decay per optimiser step.")
     cudnn_benchmark: bool = Field(True, description="Let cuDNN pick the fastest kernels (CUDA only).")
     init_checkpoint: str | None = Field(
@@ -139,7 +145,9 @@ class Recipe(BaseModel):
     )
     log_dir: str = Field("logs/god_run", description="Where train.log and metrics.csv go.")
     checkpoint_dir: str = Field("checkpoints/god_run", description="Where best/last checkpoints go.")
-    audit_log: str = Field("logs/god_run/auditing_manifest.log", description="Audit log of manifest, config and code hashes.")
+    audit_log: str = Field(
+        "logs/god_run/auditing_manifest.log", description="Audit log of manifest, config and code hashes."
+    )
     # Options beyond the seed's command line (defaults keep the seed's behaviour).
     jitter_nm: float = Field(1.0, ge=0, description="Train-only random wavelength shift (nm, uniform ±); 0 disables.")
     cutout_prob: float = Field(0.25, ge=0, le=1, description="Train-only probability of zeroing one short window.")
@@ -151,7 +159,9 @@ class Recipe(BaseModel):
     steps_per_epoch: NonNegInt = Field(
         0, description="Optimiser steps per epoch; 0 = one pass over the training manifest."
     )
-    calibrator_head: bool = Field(False, description="Act B: add a per-wavelength calibrator head on top of the backbone.")
+    calibrator_head: bool = Field(
+        False, description="Act B: add a per-wavelength calibrator head on top of the backbone."
+    )
     freeze_backbone: bool = Field(False, description="Act B: train only the calibrator head and FiLM.")
 
     @model_validator(mode="after")
@@ -198,7 +208,9 @@ class Resources(_Camel):
 class DataSpec(_Camel):
     """Where the run's files live: one volume holding data/, checkpoints/, logs/ and outputs."""
 
-    claim_name: str | None = Field(None, description="PersistentVolumeClaim mounted at mountPath (none: emptyDir, for tests).")
+    claim_name: str | None = Field(
+        None, description="PersistentVolumeClaim mounted at mountPath (none: emptyDir, for tests)."
+    )
     mount_path: str = Field("/workspace", description="Mount point; the stages run with it as working directory.")
     verify: bool = Field(True, description="Run the leakage/hash checks on the manifests before training.")
 
@@ -211,7 +223,9 @@ class PanelSpec(_Camel):
         None, pattern=r"^[0-9a-f]{64}$", description="sha256 of the panel manifest; evaluation refuses a changed panel."
     )
     root_dir: str = Field("data/spectra_for_fold", description="Folder the panel's spectrum paths are relative to.")
-    baseline_dir: str = Field("data/spectra_for_fold", description="Folder of the reference spectra for the downstream proxy.")
+    baseline_dir: str = Field(
+        "data/spectra_for_fold", description="Folder of the reference spectra for the downstream proxy."
+    )
     metadata: str = Field("data/metadata/dose_features.csv", description="Dose features per group.")
     wavelength_grid: str = Field("data/spectra_for_fold/wavelength_grid.npy", description="The 601-point grid (nm).")
     output_dir: str = Field("final_analytics/panel_eval", description="Where the evaluator writes its outputs.")
@@ -269,9 +283,12 @@ class Fallback(_Camel):
     archive: bool = Field(True, description="Copy the run's artefacts to <archiveDir>/god_run_failed_YYYYMMDD.")
     archive_dir: str = Field("artifacts", description="Parent folder of failure archives.")
     analytics_doc: str = Field(
-        "final_analytics/reviewing_the_5fold_run.md", description="Markdown file a dated failure section is appended to."
+        "final_analytics/reviewing_the_5fold_run.md",
+        description="Markdown file a dated failure section is appended to.",
     )
-    launch_act_b: bool = Field(False, description="Create the child GodRun <name>-actb warm-started from this run's best checkpoint.")
+    launch_act_b: bool = Field(
+        False, description="Create the child GodRun <name>-actb warm-started from this run's best checkpoint."
+    )
     act_b: ActB = Field(default_factory=ActB, description="Act B recipe changes.")
 
 
@@ -291,7 +308,9 @@ class GodRunSpec(_Camel):
     """A training run that ships only if the fixed panel passes every readiness gate."""
 
     image: str = Field(..., min_length=1, description="Container image with godrun, torch and (optionally) mamba-ssm.")
-    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field("IfNotPresent", description="Image pull policy.")
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
+        "IfNotPresent", description="Image pull policy."
+    )
     resources: Resources = Field(default_factory=Resources, description="GPUs, memory, placement and queue.")
     data: DataSpec = Field(default_factory=DataSpec, description="The run volume.")
     training: Recipe = Field(default_factory=Recipe, description="The training recipe (the seed's flags).")
@@ -385,7 +404,9 @@ class GodRunStatus(_Camel):
     reason: str = Field("", description="Why the run is in this phase (CamelCase).")
     message: str = Field("", description="Human-readable detail.")
     observed_generation: NonNegInt = Field(0, description="metadata.generation the status describes.")
-    conditions: list[Condition] = Field(default_factory=list, description="DataVerified, Trained, Evaluated, GatesPassed.")
+    conditions: list[Condition] = Field(
+        default_factory=list, description="DataVerified, Trained, Evaluated, GatesPassed."
+    )
     progress: Progress = Field(default_factory=Progress, description="Training progress.")
     panel: Verdict | None = Field(None, description="The panel verdict with the four gates.")
     lineage: Lineage = Field(default_factory=Lineage, description="Hashes of inputs and the best checkpoint.")

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from pydantic import ValidationError
 from godrun.errors import InputError
 from godrun.fsio import sha256_file
 from godrun.spec import Gates, PanelSpec, Recipe, Verdict, format_validation_error
+from godrun.tables import print_gate_table
 
 DENOISER_NAMES = ("identity", "savgol", "gaussian", "wavelet")
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -259,28 +259,11 @@ def _input_hashes(args: argparse.Namespace, script: Path | None, metadata: Path 
 def print_summary(
     verdict: Verdict, ranking: list[dict[str, Any]], report: Path, term: Path | None, archive: Path | None
 ) -> None:
-    rows = []
-    for g in verdict.gates:
-        for c in g.checks:
-            value = "n/a" if c.value is None else f"{c.value:.4g}"
-            rows.append((g.name, c.metric, value, f"{c.op} {c.threshold:g}", "pass" if c.passed else "FAIL"))
     title = (
         f"verdict: {verdict.verdict.upper()}  (candidate {verdict.lineage.best_checkpoint}, "
         f"{verdict.checkpoints_evaluated} evaluated)"
     )
-    if sys.stdout.isatty():
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table(title=title)
-        for col in ("gate", "metric", "value", "threshold", "result"):
-            table.add_column(col)
-        for r in rows:
-            table.add_row(*r, style=None if r[-1] == "pass" else "bold red")
-        Console().print(table)
-    else:
-        print(title)
-        print(format_plain(("gate", "metric", "value", "threshold", "result"), rows))
+    print_gate_table(verdict, title)
     if len(ranking) > 1:
         print(
             "ranking: "
@@ -294,12 +277,6 @@ def print_summary(
         print(f"verdict json: {term}")
     if archive is not None:
         print(f"archived: {archive}")
-
-
-def format_plain(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
-    line = "  ".join(f"{{:<{w}}}" for w in widths)
-    return "\n".join(line.format(*r) for r in [header, *rows])
 
 
 # --------------------------------------------------------------------------- downstream proxy on its own
