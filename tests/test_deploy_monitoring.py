@@ -252,7 +252,12 @@ def test_alerts_fire_when_they_should(tmp_path: Path) -> None:
                 "interval": "1m",
                 "input_series": [{"series": s, "values": v} for s, v in series],
                 "alert_rule_test": tests,
-            }
+            },
+            {  # no controller scraped at all: the leader alert must still fire
+                "interval": "1m",
+                "input_series": [{"series": "godrun_reconcile_errors_total", "values": "0x40"}],
+                "alert_rule_test": [_alert("GodRunControllerNoLeader", "15m", [{"severity": "critical"}])],
+            },
         ],
     }
     path = tmp_path / "rules_test.yaml"
