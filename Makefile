@@ -7,8 +7,8 @@ setup:
 	bash scripts/setup_env.sh
 
 lint: setup
-	$(PY) -m ruff check godrun tests bench scripts
-	$(PY) -m ruff format --check godrun tests bench scripts
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 cluster-bin:
 	bash tests/cluster/build.sh
