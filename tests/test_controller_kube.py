@@ -3,17 +3,21 @@ the work queue, controller metrics, status writes with conflict retry, idempoten
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
 import threading
 import time
+import types
 import urllib.request
+from typing import ClassVar
 
 import pytest
 from kubernetes.client.rest import ApiException
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
+from godrun.controller.cache import EventSender, Expectations
 from godrun.controller.kube import (
     ConflictError,
     Controller,
@@ -173,33 +177,35 @@ def test_metrics_follow_status_and_are_forgotten():
 
 
 class FakeApi:
-    """Just enough of CoreV1/BatchV1/CustomObjects for KubeExecutor, recording calls."""
+    """Just enough of CoreV1/BatchV1/CustomObjects for KubeExecutor, recording calls. Its objects reach the
+    controller's caches only through `sync()` (or `Controller.handle`), so a test decides how far they lag."""
 
     def __init__(self) -> None:
         self.jobs: dict[str, dict] = {}
         self.pods: list[dict] = []
         self.events: list[dict] = []
         self.children: dict[str, dict] = {}
+        self.godruns: dict[str, dict] = {}
         self.status_puts: list[dict] = []
         self.conflicts = 0
         self.generation = 1
+        self.job_posts = self.pod_lists = 0
         self.core, self.batch, self.custom = self, self, self
 
     def raw(self, fn, *args, **kwargs):
         return fn(*args, **kwargs)
 
-    def list_namespaced_job(self, ns, label_selector=""):
-        return {"items": list(self.jobs.values())}
-
     def list_namespaced_pod(self, ns, label_selector=""):
+        self.pod_lists += 1
         name = label_selector.split("=", 1)[1]
-        return {"items": [p for p in self.pods if p["metadata"].get("job") == name]}
+        return {"items": [p for p in self.pods if p["metadata"]["labels"]["batch.kubernetes.io/job-name"] == name]}
 
     def create_namespaced_job(self, ns, body):
+        self.job_posts += 1
         name = body["metadata"]["name"]
         if name in self.jobs:
             raise ApiException(status=409, reason="AlreadyExists")
-        self.jobs[name] = body
+        self.jobs[name] = copy.deepcopy(body)
         return body
 
     def create_namespaced_event(self, ns, body):
@@ -211,6 +217,8 @@ class FakeApi:
         self.children[body["metadata"]["name"]] = body
 
     def get_namespaced_custom_object(self, group, version, ns, plural, name):
+        if name in self.godruns:
+            return copy.deepcopy(self.godruns[name])
         if name.endswith("-actb"):
             if name not in self.children:
                 raise ApiException(status=404, reason="NotFound")
@@ -222,6 +230,42 @@ class FakeApi:
             self.conflicts -= 1
             raise ApiException(status=409, reason="Conflict")
         self.status_puts.append(body)
+        if name not in self.godruns:
+            return None
+        obj = self.godruns[name]
+        obj["status"] = body["status"]
+        obj["metadata"]["resourceVersion"] = str(int(obj["metadata"]["resourceVersion"]) + 1)
+        return copy.deepcopy(obj)
+
+
+def sync(c: Controller, api: FakeApi) -> None:
+    """The Job and Pod watches catch up: the caches become what the fake API holds."""
+    c.relist("jobs", copy.deepcopy(list(api.jobs.values())))
+    c.relist("pods", copy.deepcopy(api.pods))
+
+
+def godrun_obj(name: str = "r", rv: str = "1", **meta) -> dict:
+    m = {"name": name, "namespace": "lab", "generation": 1, "uid": f"uid-{name}", "resourceVersion": rv} | meta
+    return {"metadata": m, "spec": {"image": "i"}}
+
+
+def owned_job(name: str, uid: str = "uid-r", run: str = "r", **fields) -> dict:
+    meta = {"name": name, "namespace": "lab", "labels": {"godrun.io/run": run}}
+    meta["ownerReferences"] = [{"apiVersion": "godrun.io/v1alpha1", "kind": "GodRun", "name": run, "uid": uid}]
+    return {"metadata": meta, "spec": {}} | fields
+
+
+def job_pod(name: str, job: str, **kw) -> dict:
+    p = pod(**kw)
+    p["metadata"] = {"name": name, "namespace": "lab", "labels": {"batch.kubernetes.io/job-name": job}}
+    return p
+
+
+def controller(api: FakeApi, **cfg) -> Controller:
+    c = Controller(api, KubeExecutor(api, progress="off"), ControllerMetrics(), LoopConfig(namespace="lab", **cfg))
+    for kind in c.KINDS:
+        c.synced[kind].set()
+    return c
 
 
 def run_view(**over) -> GodRunView:
@@ -229,41 +273,68 @@ def run_view(**over) -> GodRunView:
     return GodRunView("r", "lab", 1, spec, uid="uid-r", resource_version="1")
 
 
-def test_executor_observes_owned_jobs_progress_and_verdict():
+def test_executor_observes_owned_jobs_progress_and_verdict_from_the_cache():
     api = FakeApi()
     ex = KubeExecutor(api, metrics_fetcher=lambda p, port: "godrun_train_epoch 5\n")
     view = run_view()
-    train = job_name("r", "train", 1)
-    api.jobs[train] = {"metadata": {"name": train, "ownerReferences": [{"kind": "GodRun", "uid": "uid-r"}]}, "spec": {}}
-    api.jobs["stale"] = {"metadata": {"name": "stale", "ownerReferences": [{"kind": "GodRun", "uid": "uid-r"}]}}
-    api.jobs["other"] = {"metadata": {"name": "other", "ownerReferences": [{"kind": "GodRun", "uid": "someone"}]}}
-    api.pods.append(pod() | {"metadata": {"name": "p", "job": train, "namespace": "lab"}})
+    train, ev = job_name("r", "train", 1), job_name("r", "evaluate", 1)
+    for obj in (owned_job(train), owned_job("stale"), owned_job("other", uid="someone")):
+        ex.cache.jobs.upsert(obj)
+    ex.cache.pods.upsert(job_pod("p", train))
     obs = ex.observe(view)
     assert obs.train.state == "active" and obs.progress.epoch == 5 and obs.stale_jobs == ("stale",)
-    assert obs.evaluate.state == "absent"
-    ev = job_name("r", "evaluate", 1)
-    api.jobs[train]["status"] = {"conditions": [{"type": "Complete", "status": "True"}]}
-    api.jobs[ev] = {"metadata": {"name": ev}, "status": {"conditions": [{"type": "Complete", "status": "True"}]}}
+    assert obs.evaluate.state == "absent" and api.pod_lists == 0
+    done = {"status": {"conditions": [{"type": "Complete", "status": "True"}]}}
+    ex.cache.jobs.upsert(owned_job(train, **done))
+    ex.cache.jobs.upsert(owned_job(ev, **done))
+    ex.cache.pods.upsert(job_pod("p", train, exit_code=0))
     verdict = Verdict(verdict="fail", failed_gates=["tail"]).model_dump_json(by_alias=True)
-    api.pods.append(pod(0, verdict) | {"metadata": {"name": "q", "job": ev, "namespace": "lab"}})
+    # the evaluation pod's watch event lags its Job's: one live LIST keeps the verdict
+    api.pods.append(job_pod("q", ev, exit_code=0, message=verdict))
     obs = ex.observe(view)
-    assert obs.evaluate.state == "succeeded" and obs.verdict.failed_gates == ["tail"]
+    assert obs.evaluate.state == "succeeded" and obs.verdict.failed_gates == ["tail"] and api.pod_lists == 1
+    ex.cache.pods.upsert(job_pod("q", ev, exit_code=0, message=verdict))
+    assert ex.observe(view).verdict.failed_gates == ["tail"] and api.pod_lists == 1, "the cache has it now"
 
 
-def test_executor_apply_is_idempotent_and_emits_events():
+def test_executor_apply_is_idempotent_and_emits_events_off_the_reconcile_path():
     api = FakeApi()
     ex = KubeExecutor(api)
     view = run_view(resources={"gpus": 2})
     create = CreateJob("train", job_name("r", "train", 1), 1, ("python",))
     ex.apply(view, [create, create])  # second one: 409 -> found, not an error
-    assert len(api.jobs) == 1
+    assert len(api.jobs) == 1 and ex.cache.expectations.pending(("lab", create.name))
     body = api.jobs[create.name]
     assert body["spec"]["template"]["spec"]["containers"][0]["command"][0] == "torchrun"
     ex.apply(view, [CreateActB("r-actb", {"metadata": {"name": "r-actb"}})] * 2)
     assert list(api.children) == ["r-actb"]
     ex.apply(view, [EmitEvent("Warning", "GatesFailed", "roi")])
+    assert ex.events.flush(5)
     (event,) = api.events
     assert event["involvedObject"]["uid"] == "uid-r" and event["reason"] == "GatesFailed" and event["type"] == "Warning"
+
+
+def test_event_sender_drops_and_counts_on_overflow():
+    release, sending = threading.Event(), threading.Event()
+    sent: list[dict] = []
+
+    def slow_send(body: dict) -> None:
+        sending.set()
+        release.wait(5)
+        sent.append(body)
+
+    sender = EventSender(slow_send, maxsize=4)
+    assert sender.submit({"reason": "first"})
+    assert sending.wait(5)  # the thread holds the first one: the queue is empty again
+    accepted = [sender.submit({"reason": f"e{i}"}) for i in range(7)]
+    assert accepted == [True] * 4 + [False] * 3 and sender.dropped == 3
+    started = time.perf_counter()
+    assert not sender.submit({"reason": "late"}), "a full queue never blocks the caller"
+    assert time.perf_counter() - started < 0.05
+    release.set()
+    assert sender.flush(5) and [b["reason"] for b in sent] == ["first", "e0", "e1", "e2", "e3"]
+    sender.stop()
+    assert not sender.submit({"reason": "after stop"}) and sender.dropped == 5
 
 
 def test_status_write_retries_conflicts_then_gives_up():
@@ -283,21 +354,133 @@ def test_status_write_retries_conflicts_then_gives_up():
 
 def test_controller_reconcile_key_end_to_end_on_fake_api():
     api = FakeApi()
-    obj = {"metadata": {"name": "r", "namespace": "lab", "generation": 1, "uid": "uid-r", "resourceVersion": "1"}}
-    obj["spec"] = {"image": "i"}
-    api.get_namespaced_custom_object = lambda *a: obj
-    m = ControllerMetrics()
-    c = Controller(api, KubeExecutor(api, progress="off"), m, LoopConfig(namespace="lab", progress_seconds=7))
+    api.godruns["r"] = godrun_obj()
+    c = controller(api, progress_seconds=7)
+    c.handle("godruns", "ADDED", copy.deepcopy(api.godruns["r"]))
+    assert c.queue.get(timeout=0) == ("lab", "r")
     assert c.reconcile_key(("lab", "r")) == 7
     assert list(api.jobs) == [job_name("r", "train", 1)] and api.status_puts[0]["status"]["phase"] == "Training"
-    assert api.events[0]["reason"] == "TrainingStarted"
+    assert c.cache.godruns.get(("lab", "r"))["status"]["phase"] == "Training", "the write's result is cached"
+    assert c.executor.events.flush(5) and api.events[0]["reason"] == "TrainingStarted"
     for _ in range(2):  # the first pass notes the Job is running; then nothing changes any more
-        obj["status"] = api.status_puts[-1]["status"]
         c.reconcile_key(("lab", "r"))
-    assert len(api.jobs) == 1, "no twin Job"
+    sync(c, api)
+    c.reconcile_key(("lab", "r"))
+    assert api.job_posts == 1, "no twin Job, not even a refused one"
     assert len(api.status_puts) == 2, "a status read back from JSON equals the one written: no redundant write"
-    c._on_godrun("DELETED", obj)
+    m = c.metrics
+    c.handle("godruns", "DELETED", api.godruns["r"])
     assert 'godrun="r"' not in generate_latest(m.registry).decode()
+    assert c.reconcile_key(("lab", "r")) is None and api.job_posts == 1
+
+
+def test_expectations_prevent_twins_while_the_job_cache_lags():
+    api = FakeApi()
+    api.godruns["r"] = godrun_obj()
+    c = controller(api)
+    c.handle("godruns", "ADDED", copy.deepcopy(api.godruns["r"]))
+    now = [0.0]
+    c.cache.expectations = Expectations(ttl=60, clock=lambda: now[0])
+    c.reconcile_key(("lab", "r"))
+    for _ in range(3):  # Job events not delivered yet: the expectation stands in for the Job
+        c.reconcile_key(("lab", "r"))
+    assert api.job_posts == 1 and len(c.cache.expectations) == 1
+    train = job_name("r", "train", 1)
+    c.handle("jobs", "ADDED", copy.deepcopy(api.jobs[train]))
+    assert len(c.cache.expectations) == 0, "the watch showed the Job: expectation met"
+    c.handle("jobs", "DELETED", copy.deepcopy(api.jobs[train]))
+    del api.jobs[train]
+    c.reconcile_key(("lab", "r"))  # someone deleted it: the cache is believed, the Job recreated once
+    assert api.job_posts == 2
+    now[0] = 61.0  # the watch never showed the new one: the expectation lapses, a create is tried (and 409s)
+    c.reconcile_key(("lab", "r"))
+    assert api.job_posts == 3 and len(api.jobs) == 1
+
+
+def test_cache_follows_watch_events():
+    api = FakeApi()
+    c = controller(api)
+    managed = {"managedFields": [{"manager": "kubectl"}]}
+    c.handle("godruns", "ADDED", godrun_obj(rv="5", **managed))
+    cached = c.cache.godruns.get(("lab", "r"))
+    assert cached["metadata"]["resourceVersion"] == "5" and "managedFields" not in cached["metadata"]
+    c.handle("godruns", "MODIFIED", godrun_obj(rv="7", generation=2))
+    c.handle("godruns", "MODIFIED", godrun_obj(rv="6"))  # older than what the cache holds: ignored
+    assert c.cache.godruns.get(("lab", "r"))["metadata"]["generation"] == 2
+    train = job_name("r", "train", 1)
+    template = {"spec": {"suspend": True, "template": {"spec": {"containers": []}}}}
+    c.handle("jobs", "ADDED", owned_job(train, **template))
+    assert [j["spec"] for j in c.cache.jobs.by_index(("lab", "r"))] == [{"suspend": True}]
+    moved = owned_job(train, run="elsewhere")
+    c.handle("jobs", "MODIFIED", moved)
+    assert c.cache.jobs.by_index(("lab", "r")) == [] and len(c.cache.jobs.by_index(("lab", "elsewhere"))) == 1
+    c.handle("jobs", "MODIFIED", owned_job(train))
+    c.handle("pods", "ADDED", job_pod("p", train) | {"spec": {"containers": [{"name": "big"}]}})
+    assert [p["metadata"]["name"] for p in c.cache.pods.by_index(("lab", train))] == ["p"]
+    assert "spec" not in c.cache.pods.get(("lab", "p"))
+    queued = set()
+    while (key := c.queue.get(timeout=0)) is not None:
+        queued.add(key)
+        c.queue.done(key)
+    assert queued == {("lab", "r"), ("lab", "elsewhere")}
+    c.handle("pods", "MODIFIED", job_pod("p", train, exit_code=0))
+    assert c.queue.get(timeout=0) == ("lab", "r"), "a pod event enqueues its Job's owner"
+    c.handle("pods", "DELETED", job_pod("p", train))
+    c.handle("godruns", "DELETED", godrun_obj())
+    assert len(c.cache.pods) == 0 and c.cache.godruns.get(("lab", "r")) is None
+
+
+class FakeWatch:
+    """Replays scripted watch streams: a list of events, or an exception to raise after them."""
+
+    script: ClassVar[list] = []
+    calls: ClassVar[list] = []
+
+    def stream(self, fn, **kw):
+        FakeWatch.calls.append(kw["resource_version"])
+        events, error = FakeWatch.script.pop(0)
+        yield from events
+        if error is not None:
+            raise error
+
+    def stop(self):
+        pass
+
+
+def test_410_gone_relists_and_forgets_what_vanished(monkeypatch):
+    api = FakeApi()
+    c = controller(api)
+    for kind in c.KINDS:
+        c.synced[kind].clear()
+    lists = [
+        ([godrun_obj("a", rv="3"), godrun_obj("b", rv="4")], "10"),
+        ([godrun_obj("a", rv="12"), godrun_obj("c", rv="15")], "20"),
+    ]
+
+    def list_fn(**kw):
+        items, rv = lists.pop(0)
+        return types.SimpleNamespace(data=json.dumps({"metadata": {"resourceVersion": rv}, "items": items}))
+
+    def finish():  # a generator: stops the loop only when the second watch runs
+        c.stop.set()
+        yield from ()
+
+    modified = {"type": "MODIFIED", "raw_object": godrun_obj("a", rv="11")}
+    FakeWatch.calls = []
+    FakeWatch.script = [([modified], ApiException(status=410, reason="Gone")), (finish(), None)]
+    monkeypatch.setattr("godrun.controller.kube.watch.Watch", FakeWatch)
+    c.metrics.observe("lab", "b", GodRunStatus(phase="Training"))
+    c._watch_loop("godruns", list_fn)
+    assert FakeWatch.calls == ["10", "20"], "the second watch starts from the relist's resourceVersion"
+    assert sorted(c.cache.godruns.list_keys()) == [("lab", "a"), ("lab", "c")]
+    assert c.cache.godruns.get(("lab", "a"))["metadata"]["resourceVersion"] == "12"
+    assert c.synced["godruns"].is_set() and 'godrun="b"' not in generate_latest(c.metrics.registry).decode()
+    queued = set()
+    while (key := c.queue.get(timeout=0)) is not None:
+        queued.add(key)
+        c.queue.done(key)
+    assert queued == {("lab", "a"), ("lab", "b"), ("lab", "c")}  # b was queued by the first list
+    assert c.reconcile_key(("lab", "b")) is None and api.job_posts == 0, "gone from the cache: nothing to do"
 
 
 def test_health_endpoints():
@@ -346,15 +529,15 @@ def test_cli_flags():
 
 def test_a_job_the_api_refuses_puts_the_run_in_error():
     api = FakeApi()
-    obj = {"metadata": {"name": "r", "namespace": "lab", "generation": 1, "uid": "u", "resourceVersion": "1"}}
-    obj["spec"] = {"image": "i"}
-    api.get_namespaced_custom_object = lambda *a: obj
+    api.godruns["r"] = godrun_obj()
 
     def refuse(ns, body):
         raise ApiException(status=422, reason="Invalid")
 
     api.create_namespaced_job = refuse
-    c = Controller(api, KubeExecutor(api, progress="off"), ControllerMetrics(), LoopConfig(namespace="lab"))
+    c = controller(api)
+    c.handle("godruns", "ADDED", copy.deepcopy(api.godruns["r"]))
     assert c.reconcile_key(("lab", "r")) is None
     st = api.status_puts[-1]["status"]
+    assert c.executor.events.flush(5)
     assert (st["phase"], st["reason"]) == ("Error", "JobRejected") and api.events[-1]["reason"] == "JobRejected"

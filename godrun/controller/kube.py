@@ -1,10 +1,12 @@
 """The Kubernetes executor and the control loop (official `kubernetes` client; never imports torch).
 
-- `KubeExecutor` implements `machine.Executor`: it observes a run's Jobs/Pods, the trainer's metrics endpoint
-  and the evaluation pod's termination message, applies actions (Jobs, headless Services, the Act B child,
-  Events) and writes the status through the status subresource with optimistic-concurrency retries.
-- `Controller` watches GodRuns and the Jobs it owns (resourceVersion bookkeeping, relist after 410 Gone,
-  periodic resync) and feeds a rate-limited work queue that worker threads drain through `reconcile()`.
+- `KubeExecutor` implements `machine.Executor`: it observes a run's Jobs/Pods from the informer caches
+  (`ClusterCache`), the trainer's metrics endpoint and the evaluation pod's termination message, applies actions
+  (Jobs, headless Services, the Act B child) synchronously, hands Events to a background sender, and writes
+  the status through the status subresource with optimistic-concurrency retries.
+- `Controller` watches GodRuns, the Jobs it owns and their Pods into those caches (resourceVersion bookkeeping,
+  relist after 410 Gone, periodic resync) and feeds a rate-limited work queue that worker threads drain through
+  `reconcile()`: a reconcile reads only the caches, so its API calls are the writes it makes.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,6 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 
 from godrun.controller import jobs as J
+from godrun.controller.cache import EventSender, Expectations, Store, obj_key
 from godrun.controller.machine import (
     Action,
     CreateActB,
@@ -38,7 +41,7 @@ from godrun.controller.machine import (
     reconcile,
 )
 from godrun.controller.metrics import ControllerMetrics
-from godrun.controller.names import act_b_name, job_name, service_name
+from godrun.controller.names import act_b_name, job_name, run_label, service_name
 from godrun.controller.workqueue import WorkQueue
 from godrun.spec import API_GROUP, API_VERSION, KIND, PLURAL, GodRunSpec, GodRunStatus, Progress, Verdict
 from godrun.spec import format_validation_error as fmt_error
@@ -198,8 +201,52 @@ def fetch_metrics_direct(pod: dict[str, Any], port: int, timeout: float = 3.0) -
         return resp.read().decode("utf-8", "replace")
 
 
+FINISHED_CONDITIONS = ("Complete", "SuccessCriteriaMet", "Failed", "FailureTarget")
+JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
+
+
+def _run_index(job: dict[str, Any]) -> Key | None:
+    """Jobs by (namespace, godrun.io/run label): the cached form of the per-run label selector."""
+    meta = job.get("metadata") or {}
+    label = (meta.get("labels") or {}).get("godrun.io/run")
+    return (meta.get("namespace", ""), label) if label else None
+
+
+def _job_name_index(pod: dict[str, Any]) -> Key | None:
+    meta = pod.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    job = next((labels[k] for k in JOB_NAME_LABELS if labels.get(k)), None)
+    return (meta.get("namespace", ""), job) if job else None
+
+
+def slim(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
+    """What the cache keeps of an object: no managedFields, no pod spec, no Job pod template (memory)."""
+    out = dict(obj)
+    meta = out.get("metadata")
+    if isinstance(meta, dict) and "managedFields" in meta:
+        out["metadata"] = {k: v for k, v in meta.items() if k != "managedFields"}
+    if kind == "pods":
+        out.pop("spec", None)
+    elif kind == "jobs" and isinstance(out.get("spec"), dict):
+        out["spec"] = {k: v for k, v in out["spec"].items() if k != "template"}
+    return out
+
+
+@dataclass
+class ClusterCache:
+    """The controller's informer caches, filled by its watches, plus the Jobs it expects them to show."""
+
+    godruns: Store = field(default_factory=Store)
+    jobs: Store = field(default_factory=lambda: Store(index=_run_index))
+    pods: Store = field(default_factory=lambda: Store(index=_job_name_index))
+    expectations: Expectations = field(default_factory=Expectations)
+
+    def store(self, kind: str) -> Store:
+        return {"godruns": self.godruns, "jobs": self.jobs, "pods": self.pods}[kind]
+
+
 class KubeExecutor:
-    """`machine.Executor` on a Kubernetes cluster."""
+    """`machine.Executor` on a Kubernetes cluster; reads come from `self.cache`, writes go to the API."""
 
     def __init__(
         self,
@@ -208,37 +255,56 @@ class KubeExecutor:
         identity: str = COMPONENT,
         progress: str = "direct",  # direct (pod IP) | proxy (API server pod proxy) | off
         metrics_fetcher: Callable[[dict[str, Any], int], str | None] | None = None,
+        cache: ClusterCache | None = None,
+        event_queue: int = 1000,
     ) -> None:
         self.api, self.identity, self.progress_mode = api, identity, progress
         self.fetch = metrics_fetcher or (fetch_metrics_direct if progress == "direct" else self._fetch_via_proxy)
+        self.cache = cache or ClusterCache()
+        self.events = EventSender(self._send_event, maxsize=event_queue)
 
     # ---- observe
 
     def observe(self, run: GodRunView) -> Observed:
         ns = run.namespace
-        listed = self.api.raw(self.api.batch.list_namespaced_job, ns, label_selector=J.run_selector(run.name))
-        by_name = {j["metadata"]["name"]: j for j in listed.get("items") or [] if _owned_by(j, run)}
+        jobs = self.cache.jobs.by_index((ns, run_label(run.name)))
+        by_name = {j["metadata"]["name"]: j for j in jobs if _owned_by(j, run)}
         names = {s: job_name(run.name, s, run.generation) for s in ("train", "evaluate")}
-        pods = {s: self._pods(ns, names[s]) if names[s] in by_name else [] for s in names}
-        train = job_stage_obs(by_name.get(names["train"]), pods["train"])
-        evaluate = job_stage_obs(by_name.get(names["evaluate"]), pods["evaluate"])
+        obs: dict[str, StageObs] = {}
+        pods: dict[str, list[dict[str, Any]]] = {}
+        for stage, name in names.items():
+            job = by_name.get(name)
+            pods[stage] = self._pods(ns, name, job) if job is not None else []
+            if job is None and self.cache.expectations.pending((ns, name)):
+                obs[stage] = StageObs("active")  # created by us, not in the cache yet: never create a twin
+            else:
+                obs[stage] = job_stage_obs(job, pods[stage])
         verdict, verdict_error = None, None
-        if evaluate.state == "succeeded":
+        if obs["evaluate"].state == "succeeded":
             verdict, verdict_error = parse_verdict(succeeded_pod_message(pods["evaluate"]))
         stale = tuple(
             n for n, j in sorted(by_name.items()) if n not in names.values() and job_stage_obs(j).state == "active"
         )
+        act_b = run.spec.fallback.launch_act_b and self.cache.godruns.get((ns, act_b_name(run.name))) is not None
         return Observed(
-            train=train,
-            evaluate=evaluate,
-            progress=self._progress(pods["train"]) if train.state == "active" else None,
+            train=obs["train"],
+            evaluate=obs["evaluate"],
+            progress=self._progress(pods["train"]) if obs["train"].state == "active" else None,
             verdict=verdict,
             verdict_error=verdict_error,
-            act_b_exists=self._exists_act_b(run) if run.spec.fallback.launch_act_b else False,
+            act_b_exists=act_b,
             stale_jobs=stale,
         )
 
-    def _pods(self, ns: str, job: str) -> list[dict[str, Any]]:
+    def _pods(self, ns: str, job: str, obj: dict[str, Any]) -> list[dict[str, Any]]:
+        """The Job's pods from the cache; for a finished Job whose terminated pod the pod watch has not
+        delivered yet (a separate stream from the Job's), one live LIST: its exit code and termination
+        message (the verdict) must not be lost to the race."""
+        cached = self.cache.pods.by_index((ns, job))
+        conds = ((obj.get("status") or {}).get("conditions")) or []
+        finished = any(c.get("type") in FINISHED_CONDITIONS and c.get("status") == "True" for c in conds)
+        if not finished or any(_terminated(p) for p in cached):
+            return cached
         listed = self.api.raw(
             self.api.core.list_namespaced_pod, ns, label_selector=f"batch.kubernetes.io/job-name={job}"
         )
@@ -263,17 +329,6 @@ class KubeExecutor:
         return self.api.core.connect_get_namespaced_pod_proxy_with_path(
             f"{meta['name']}:{port}", meta["namespace"], "metrics"
         )
-
-    def _exists_act_b(self, run: GodRunView) -> bool:
-        try:
-            self.api.custom.get_namespaced_custom_object(
-                API_GROUP, API_VERSION, run.namespace, PLURAL, act_b_name(run.name)
-            )
-            return True
-        except ApiException as exc:
-            if exc.status == 404:
-                return False
-            raise
 
     # ---- apply
 
@@ -301,9 +356,12 @@ class KubeExecutor:
             svc = J.headless_service(run, action.name, action.generation)
             _ignore(409, self.api.core.create_namespaced_service, run.namespace, svc)
         body = J.job_for(run, action.stage, action.name, action.generation, list(action.argv))
+        key = (run.namespace, action.name)
         try:
             if _ignore(409, self.api.batch.create_namespaced_job, run.namespace, body) is None:
                 log.info("job %s/%s already exists", run.namespace, action.name)  # found, not twinned
+            if self.cache.jobs.get(key) is None:
+                self.cache.expectations.expect(key)  # until the Job watch shows it
         except ApiException as exc:
             if exc.status in (400, 422):  # the API refuses this Job: retrying cannot help
                 raise JobRejected(f"Job {action.name} rejected: {_api_message(exc)}") from exc
@@ -315,8 +373,8 @@ class KubeExecutor:
         if run.spec.resources.nodes > 1:
             _ignore(404, self.api.core.delete_namespaced_service, service_name(action.name), run.namespace)
 
-    def emit(self, run: GodRunView, ev: EmitEvent) -> None:
-        """A core/v1 Event on the GodRun; losing one is logged, never fatal."""
+    def emit(self, run: GodRunView, ev: EmitEvent) -> bool:
+        """Queue a core/v1 Event on the GodRun for the sender thread (False: dropped, the queue is full)."""
         now = utcnow().isoformat().replace("+00:00", "Z")
         body = {
             "metadata": {"generateName": f"{run.name[:200]}.", "namespace": run.namespace},
@@ -337,10 +395,14 @@ class KubeExecutor:
             "lastTimestamp": now,
             "count": 1,
         }
+        return self.events.submit(body)
+
+    def _send_event(self, body: dict[str, Any]) -> None:
+        ns, reason = body["metadata"]["namespace"], body["reason"]
         try:
-            self.api.core.create_namespaced_event(run.namespace, body)
+            self.api.core.create_namespaced_event(ns, body)
         except ApiException as exc:
-            log.warning("event %s on %s/%s not recorded: %s", ev.reason, run.namespace, run.name, exc.reason)
+            log.warning("event %s on %s/%s not recorded: %s", reason, ns, body["involvedObject"]["name"], exc.reason)
 
     # ---- status
 
@@ -359,9 +421,10 @@ class KubeExecutor:
                 "status": status_body(status),
             }
             try:
-                self.api.custom.replace_namespaced_custom_object_status(
+                written = self.api.custom.replace_namespaced_custom_object_status(
                     API_GROUP, API_VERSION, run.namespace, PLURAL, run.name, body
                 )
+                self._remember(written)  # the next reconcile must not start from the status before this write
                 return
             except ApiException as exc:
                 if exc.status != 409:
@@ -371,7 +434,14 @@ class KubeExecutor:
 
     def _current_version(self, run: GodRunView) -> tuple[str, int]:
         obj = self.api.custom.get_namespaced_custom_object(API_GROUP, API_VERSION, run.namespace, PLURAL, run.name)
+        self._remember(obj)
         return obj["metadata"]["resourceVersion"], int(obj["metadata"].get("generation") or 1)
+
+    def _remember(self, obj: Any) -> None:
+        """A GodRun the API just returned goes into the cache (unless the watch already brought a newer one)."""
+        meta = obj.get("metadata") if isinstance(obj, dict) else None
+        if meta and meta.get("name") and meta.get("namespace") and "spec" in obj:
+            self.cache.godruns.upsert(slim("godruns", obj))
 
 
 class ConflictError(RuntimeError):
@@ -430,25 +500,26 @@ class LoopConfig:
 
 
 class Controller:
-    """Watches GodRuns and their Jobs and reconciles each changed run through the state machine."""
+    """Watches GodRuns, their Jobs and Pods into the executor's caches and reconciles each changed run."""
+
+    KINDS = ("godruns", "jobs", "pods")
 
     def __init__(self, api: KubeApi, executor: KubeExecutor, metrics: ControllerMetrics, cfg: LoopConfig) -> None:
         self.api, self.executor, self.metrics, self.cfg = api, executor, metrics, cfg
+        self.cache = executor.cache
         self.queue = WorkQueue()
         self.stop = threading.Event()
-        self.synced = {"godruns": threading.Event(), "jobs": threading.Event()}
-        self.known: set[Key] = set()
-        self._lock = threading.Lock()
+        self.synced = {kind: threading.Event() for kind in self.KINDS}
         self._threads: list[threading.Thread] = []
 
     # ---- lifecycle
 
     def start(self) -> None:
+        lists = {"godruns": self._list_godruns, "jobs": self._list_jobs, "pods": self._list_pods}
         targets: list[tuple[str, Callable[[], None]]] = [
-            ("watch-godruns", lambda: self._watch_loop("godruns", self._list_godruns, self._on_godrun)),
-            ("watch-jobs", lambda: self._watch_loop("jobs", self._list_jobs, self._on_job)),
-            ("resync", self._resync_loop),
+            (f"watch-{kind}", lambda kind=kind: self._watch_loop(kind, lists[kind])) for kind in self.KINDS
         ]
+        targets.append(("resync", self._resync_loop))
         targets += [(f"worker-{i}", self._worker) for i in range(self.cfg.workers)]
         for name, target in targets:
             t = threading.Thread(target=target, name=name, daemon=True)
@@ -463,6 +534,7 @@ class Controller:
     def shutdown(self) -> None:
         self.stop.set()
         self.queue.shutdown()
+        self.executor.events.flush(timeout=2.0)  # the Events already decided still go out
 
     def ready(self) -> bool:
         return all(e.is_set() for e in self.synced.values())
@@ -481,18 +553,21 @@ class Controller:
             return b.list_namespaced_job(ns, label_selector=MANAGED, **kw)
         return b.list_job_for_all_namespaces(label_selector=MANAGED, **kw)
 
-    def _watch_loop(
-        self, kind: str, list_fn: Callable[..., Any], on_event: Callable[[str, dict[str, Any]], None]
-    ) -> None:
+    def _list_pods(self, **kw: Any) -> Any:
+        c, ns = self.api.core, self.cfg.namespace  # the Job pod template carries the managed-by label
+        if ns:
+            return c.list_namespaced_pod(ns, label_selector=MANAGED, **kw)
+        return c.list_pod_for_all_namespaces(label_selector=MANAGED, **kw)
+
+    def _watch_loop(self, kind: str, list_fn: Callable[..., Any]) -> None:
         rv: str | None = None
         backoff = 1.0
         while not self.stop.is_set():
             try:
-                if rv is None:  # (re)list: every object counts as changed, then watch from the list's version
+                if rv is None:  # (re)list: replaces the cache; every object counts as changed
                     listed = list_fn(_preload_content=False)
                     body = json.loads(listed.data)
-                    for item in body.get("items") or []:
-                        on_event("SYNC", item)
+                    self.relist(kind, body.get("items") or [])
                     rv = body["metadata"]["resourceVersion"]
                     self.synced[kind].set()
                 w = watch.Watch()
@@ -506,7 +581,7 @@ class Controller:
                     obj = event.get("raw_object") or {}
                     rv = (obj.get("metadata") or {}).get("resourceVersion") or rv
                     if event["type"] != "BOOKMARK":
-                        on_event(event["type"], obj)
+                        self.handle(kind, event["type"], obj)
                     if self.stop.is_set():
                         w.stop()
                 backoff = 1.0
@@ -523,34 +598,58 @@ class Controller:
                 self.stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
 
-    def _on_godrun(self, type_: str, obj: dict[str, Any]) -> None:
-        meta = obj.get("metadata") or {}
-        key = (meta.get("namespace", ""), meta.get("name", ""))
+    def relist(self, kind: str, items: list[dict[str, Any]]) -> None:
+        """A full LIST: the cache becomes `items`; objects gone meanwhile are handled as DELETED."""
+        slimmed = [slim(kind, o) for o in items]
+        removed = self.cache.store(kind).replace(slimmed)
+        for obj in slimmed:
+            self._dispatch(kind, "SYNC", obj)
+        for obj in removed:
+            self._dispatch(kind, "DELETED", obj)
+
+    def handle(self, kind: str, type_: str, obj: dict[str, Any]) -> None:
+        """One watch event: update the cache, then enqueue the run it concerns."""
+        store = self.cache.store(kind)
         if type_ == "DELETED":
-            with self._lock:
-                self.known.discard(key)
+            store.delete(obj_key(obj))
+        else:
+            store.upsert(slim(kind, obj))
+        self._dispatch(kind, type_, obj)
+
+    def _dispatch(self, kind: str, type_: str, obj: dict[str, Any]) -> None:
+        {"godruns": self._on_godrun, "jobs": self._on_job, "pods": self._on_pod}[kind](type_, obj)
+
+    def _on_godrun(self, type_: str, obj: dict[str, Any]) -> None:
+        key = obj_key(obj)
+        if type_ == "DELETED":
             self.metrics.forget(*key)
             self.queue.forget(key)
             return
-        with self._lock:
-            self.known.add(key)
         self.queue.add(key)
 
     def _on_job(self, type_: str, obj: dict[str, Any]) -> None:
+        self.cache.expectations.observed(obj_key(obj))  # seen (or gone): the cache speaks for it now
         key = _owner_key(obj)
+        if key is not None:
+            self.queue.add(key)
+
+    def _on_pod(self, type_: str, obj: dict[str, Any]) -> None:
+        job_key = _job_name_index(obj)
+        job = self.cache.jobs.get(job_key) if job_key else None
+        key = _owner_key(job) if job else None
         if key is not None:
             self.queue.add(key)
 
     def _resync_loop(self) -> None:
         while not self.stop.wait(self.cfg.resync_seconds):
-            with self._lock:
-                keys = list(self.known)
-            for key in keys:
+            for key in self.cache.godruns.list_keys():
                 self.queue.add(key)
 
     # ---- workers
 
     def _worker(self) -> None:
+        while not self.stop.is_set() and not self.ready():  # a reconcile on half-filled caches would twin Jobs
+            self.stop.wait(0.05)
         while not self.stop.is_set():
             key = self.queue.get(timeout=1.0)
             if key is None:
@@ -580,13 +679,10 @@ class Controller:
 
     def reconcile_key(self, key: Key) -> float | None:
         ns, name = key
-        try:
-            obj = self.api.custom.get_namespaced_custom_object(API_GROUP, API_VERSION, ns, PLURAL, name)
-        except ApiException as exc:
-            if exc.status == 404:
-                self.metrics.forget(ns, name)
-                return None
-            raise
+        obj = self.cache.godruns.get(key)
+        if obj is None:  # deleted (the cache is filled before any worker runs)
+            self.metrics.forget(ns, name)
+            return None
         if (obj.get("metadata") or {}).get("deletionTimestamp"):
             return None
         try:
