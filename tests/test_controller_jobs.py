@@ -6,6 +6,7 @@ import re
 import shlex
 
 import pytest
+from deploy_support import restricted_violations
 
 from godrun.controller import jobs
 from godrun.controller.machine import GodRunView
@@ -21,51 +22,6 @@ def view(name: str = "god-run", **over) -> GodRunView:
 
 def pods(job: dict) -> dict:
     return job["spec"]["template"]["spec"]
-
-
-def restricted_violations(pod: dict) -> list[str]:
-    """The Pod Security Standards 'restricted' profile (v1.30+) checks, written from the published table."""
-    out: list[str] = []
-    psc = pod.get("securityContext", {})
-    if pod.get("hostNetwork") or pod.get("hostPID") or pod.get("hostIPC"):
-        out.append("host namespaces")
-    for v in pod.get("volumes", []):
-        allowed = {
-            "configMap",
-            "csi",
-            "downwardAPI",
-            "emptyDir",
-            "ephemeral",
-            "persistentVolumeClaim",
-            "projected",
-            "secret",
-        }
-        kinds = set(v) - {"name"}
-        if not kinds <= allowed:
-            out.append(f"volume type {kinds}")
-    seccomp_pod_ok = psc.get("seccompProfile", {}).get("type") in ("RuntimeDefault", "Localhost")
-    for c in pod.get("initContainers", []) + pod.get("containers", []):
-        sc = c.get("securityContext", {})
-        if sc.get("privileged"):
-            out.append("privileged")
-        if sc.get("allowPrivilegeEscalation") is not False:
-            out.append("allowPrivilegeEscalation must be false")
-        caps = sc.get("capabilities", {})
-        if "ALL" not in caps.get("drop", []):
-            out.append("capabilities must drop ALL")
-        if set(caps.get("add", [])) - {"NET_BIND_SERVICE"}:
-            out.append("capabilities add")
-        non_root = sc.get("runAsNonRoot", psc.get("runAsNonRoot"))
-        if non_root is not True:
-            out.append("runAsNonRoot must be true")
-        if sc.get("runAsUser", psc.get("runAsUser")) == 0:
-            out.append("runAsUser 0")
-        seccomp = sc.get("seccompProfile", {}).get("type")
-        if not (seccomp in ("RuntimeDefault", "Localhost") or (seccomp is None and seccomp_pod_ok)):
-            out.append("seccompProfile")
-        if any(p.get("hostPort") for p in c.get("ports", [])):
-            out.append("hostPort")
-    return out
 
 
 @pytest.mark.parametrize("over", [{}, {"resources": {"gpus": 4}}, {"resources": {"gpus": 8, "nodes": 2}}])

@@ -351,6 +351,12 @@ class Cluster:
     ) -> subprocess.CompletedProcess[str]:
         return self._run_tool("helm", args, kubeconfig, input, check, timeout)
 
+    def apply_crd(self, path: Path) -> None:
+        """Apply a CRD (server-side, idempotent) and wait until it is Established."""
+        self.kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=godrun-tests", "-f", str(path))
+        name = yaml.safe_load(path.read_text())["metadata"]["name"]
+        self.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+
     # -- namespaces and identities ---------------------------------------------------------------
     def create_namespace(self, name: str, default_service_account: bool = True) -> str:
         """Create a namespace (and its `default` ServiceAccount, which no controller makes here)."""

@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
@@ -25,20 +24,7 @@ G, V, P = "godrun.io", "v1alpha1", "godruns"
 
 @pytest.fixture(scope="session")
 def godrun_crd(k8s_cluster) -> None:
-    ext = client.ApiextensionsV1Api(k8s_cluster.api_client())
-    try:
-        ext.create_custom_resource_definition(yaml.safe_load(CRD.read_text()))
-    except ApiException as exc:
-        if exc.status != 409:
-            raise
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        conds = ext.read_custom_resource_definition("godruns.godrun.io").status.conditions or []
-        if any(c.type == "Established" and c.status == "True" for c in conds):
-            time.sleep(1.0)  # discovery catches up
-            return
-        time.sleep(0.2)
-    raise TimeoutError("CRD not Established")
+    k8s_cluster.apply_crd(CRD)
 
 
 def start_controller(cluster, namespace: str) -> Controller:

@@ -55,15 +55,9 @@ def _restricted_namespace(cluster: Cluster, ns: str) -> None:
     cluster.kubectl("label", "namespace", ns, *(f"{k}={v}" for k, v in PSA.items()), "--overwrite")
 
 
-def _ensure_crd(cluster: Cluster) -> None:
-    crd = MANIFESTS / "crd/godruns.godrun.io.yaml"
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=godrun-deploy-test", "-f", str(crd))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/godruns.godrun.io", "--timeout=60s")
-
-
 def test_manifests_apply_and_rbac_is_exact(k8s_cluster: Cluster, k8s_namespace: str) -> None:
     ns = k8s_namespace
-    _ensure_crd(k8s_cluster)
+    k8s_cluster.apply_crd(MANIFESTS / "crd/godruns.godrun.io.yaml")
     _restricted_namespace(k8s_cluster, ns)
     docs = []
     for rel in (
@@ -135,7 +129,7 @@ def test_cluster_rbac_is_accepted(k8s_cluster: Cluster, k8s_namespace: str) -> N
 
 def test_helm_chart_installs(k8s_cluster: Cluster, k8s_namespace: str, tmp_path: Path) -> None:
     ns = k8s_namespace
-    _ensure_crd(k8s_cluster)
+    k8s_cluster.apply_crd(MANIFESTS / "crd/godruns.godrun.io.yaml")
     _restricted_namespace(k8s_cluster, ns)
     chart = str(ROOT / "helm/godrun")
     # The chart's CRD (round-tripped through the template) is a valid CRD object.

@@ -30,34 +30,23 @@ import pytest
 import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+from run_support import LENIENT_GATES, python_with_port
 
 from godrun.spec import Recipe
 from k8s.cluster import Cluster, free_port
 from k8s.node import NodeStandIn
 from k8s.test_controller_e2e import CRD, G, P, V, jobs_of
-from k8s.test_deploy_cluster import _docs, _ensure_crd, _into
+from k8s.test_deploy_cluster import _docs, _into
 
 pytestmark = pytest.mark.k8s
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"
+# An API refusal as the client logs it ("(403)", "status 403", "Forbidden"); not a timestamp's ",403" millis.
+REFUSED = re.compile(r"\(403\)|\b(?:status|code|HTTP)[ =:]*403\b|[Ff]orbidden")
 RUN, CLAIM, SA, LEASE = "life", "workspace", "godrun-controller", "godrun-controller"
 FINAL = {"Shipped", "Failed-ActB", "Error"}
-TRAINER_PORT = 9090  # godrun.controller.jobs.TRAINER_METRICS_PORT
 EPOCHS = 4
-# Thresholds a few-step tiny model clears: these tests are about the lifecycle, not the model.
-LENIENT_GATES = {
-    "psnrMeanMin": 0.0,
-    "psnrStdMax": 100.0,
-    "samMeanMax": 180.0,
-    "tailPsnrMin": 0.0,
-    "tailSamMax": 180.0,
-    "tailFractionMin": 0.0,
-    "roiTolerance": 1.0,
-    "roiPassFractionMin": 0.0,
-    "spuriousPeaksMax": 100000,
-    "downstreamMargin": 10.0,
-}
 
 
 # --------------------------------------------------------------------------- controller replicas
@@ -113,22 +102,6 @@ def lease_holder(cluster: Cluster, ns: str) -> str | None:
             return None
         raise
     return lease.spec.holder_identity or None
-
-
-def python_with_port(tmp: Path, port: int) -> Path:
-    """A `python` for the node stand-in moving the trainer's fixed metrics port (9090 may be taken on this host)."""
-    venv_python = ROOT / ".venv" / "bin" / "python"
-    real = str(venv_python if venv_python.exists() else Path(sys.executable))
-    script = tmp / "python"
-    script.write_text(
-        f"#!{real}\nimport os, sys\nargs = sys.argv[1:]\n"
-        f"for i, a in enumerate(args[:-1]):\n"
-        f"    if a == '--metrics_port' and args[i + 1] == '{TRAINER_PORT}':\n"
-        f"        args[i + 1] = '{port}'\n"
-        f"os.execv({real!r}, [{real!r}, *args])\n"
-    )
-    script.chmod(0o755)
-    return script
 
 
 # --------------------------------------------------------------------------- the shared run
@@ -228,7 +201,7 @@ def _drive(life: Life, timeout: float = 300.0) -> None:
 def life(k8s_cluster: Cluster, small_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Life]:
     tmp = tmp_path_factory.mktemp("life")
     ns = k8s_cluster.create_namespace("e2e-life")
-    _ensure_crd(k8s_cluster)
+    k8s_cluster.apply_crd(MANIFESTS / "crd/godruns.godrun.io.yaml")
     sa = _apply_rbac(k8s_cluster, ns)
     work = tmp / "workspace"
     shutil.copytree(small_corpus / "data", work / "data")
@@ -331,7 +304,7 @@ def test_controller_as_its_service_account_with_the_namespaced_role(life: Life) 
     assert who == f"system:serviceaccount:{ns}:{SA}"
     assert life.status["phase"] in FINAL
     # nothing it tried was refused (a forbidden Event or Lease write would otherwise pass unnoticed)
-    refused = [ln for r in life.replicas for ln in r.log.read_text().splitlines() if re.search(r"403|[Ff]orbidden", ln)]
+    refused = [ln for r in life.replicas for ln in r.log.read_text().splitlines() if REFUSED.search(ln)]
     assert not refused, refused[:5]
     # the identity the replicas ran with really is that narrow (test_deploy_cluster holds the full matrix)
     assert kubectl("auth", "can-i", "get", "secrets", "-n", ns, kubeconfig=sa, check=False).stdout.strip() == "no"
@@ -348,7 +321,7 @@ def _words(text: str) -> str:
 
 
 def test_kubectl_explain_shows_spec_descriptions(k8s_cluster: Cluster) -> None:
-    _ensure_crd(k8s_cluster)
+    k8s_cluster.apply_crd(MANIFESTS / "crd/godruns.godrun.io.yaml")
     schema = yaml.safe_load(CRD.read_text())["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     props = schema["properties"]["spec"]["properties"]
     out = _words(k8s_cluster.kubectl("explain", "godrun.spec").stdout)
@@ -359,7 +332,7 @@ def test_kubectl_explain_shows_spec_descriptions(k8s_cluster: Cluster) -> None:
 
 
 def test_helm_template_passes_server_side_dry_run(k8s_cluster: Cluster, k8s_namespace: str) -> None:
-    _ensure_crd(k8s_cluster)
+    k8s_cluster.apply_crd(MANIFESTS / "crd/godruns.godrun.io.yaml")
     rendered = k8s_cluster.helm("template", "godrun", str(ROOT / "helm/godrun"), "-n", k8s_namespace).stdout
     kinds = {d["kind"] for d in yaml.safe_load_all(rendered) if d}
     assert {"Deployment", "Role", "RoleBinding", "ServiceAccount", "CustomResourceDefinition"} <= kinds, kinds

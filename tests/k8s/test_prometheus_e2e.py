@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes import client
-from kubernetes.client.rest import ApiException
+from run_support import LENIENT_GATES, TRAINER_PORT, python_with_port
 
 from k8s.cluster import Cluster
 from k8s.node import NodeStandIn
@@ -38,21 +38,7 @@ RULES = ROOT / "manifests" / "monitoring" / "rules.yaml"
 G, V, P = "godrun.io", "v1alpha1", "godruns"
 RUN = "prom"
 CLAIM = "workspace"
-TRAINER_PORT = 9090  # godrun.controller.jobs.TRAINER_METRICS_PORT: what the training Job's argv says
 FINAL = {"Shipped", "Failed-ActB", "Error"}
-# Thresholds a few-step tiny model clears: this test is about the metrics, not the model.
-LENIENT_GATES = {
-    "psnrMeanMin": 0.0,
-    "psnrStdMax": 100.0,
-    "samMeanMax": 180.0,
-    "tailPsnrMin": 0.0,
-    "tailSamMax": 180.0,
-    "tailFractionMin": 0.0,
-    "roiTolerance": 1.0,
-    "roiPassFractionMin": 0.0,
-    "spuriousPeaksMax": 100000,
-    "downstreamMargin": 10.0,
-}
 GRAFANA_RANGES = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h"}
 
 
@@ -64,23 +50,6 @@ def prometheus_bin() -> str:
     return binary
 
 
-def ensure_crd(cluster: Cluster) -> None:
-    ext = client.ApiextensionsV1Api(cluster.api_client())
-    try:
-        ext.create_custom_resource_definition(yaml.safe_load(CRD.read_text()))
-    except ApiException as exc:
-        if exc.status != 409:
-            raise
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        conds = ext.read_custom_resource_definition(f"{P}.{G}").status.conditions or []
-        if any(c.type == "Established" and c.status == "True" for c in conds):
-            time.sleep(1.0)  # discovery catches up
-            return
-        time.sleep(0.2)
-    raise TimeoutError("CRD not Established")
-
-
 def port_is_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         try:
@@ -88,22 +57,6 @@ def port_is_free(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def python_with_port(tmp: Path, port: int) -> Path:
-    """A `python` for the node stand-in that moves the trainer's fixed metrics port to `port` (9090 is taken)."""
-    venv_python = ROOT / ".venv" / "bin" / "python"
-    real = str(venv_python if venv_python.exists() else Path(sys.executable))
-    script = tmp / "python"
-    script.write_text(
-        f"#!{real}\nimport os, sys\nargs = sys.argv[1:]\n"
-        f"for i, a in enumerate(args[:-1]):\n"
-        f"    if a == '--metrics_port' and args[i + 1] == '{TRAINER_PORT}':\n"
-        f"        args[i + 1] = '{port}'\n"
-        f"os.execv({real!r}, [{real!r}, *args])\n"
-    )
-    script.chmod(0o755)
-    return script
 
 
 class ControllerProcess:
@@ -226,7 +179,7 @@ def workspace(small_corpus: Path, tmp_path: Path) -> Path:
 
 @pytest.fixture
 def controller_process(k8s_cluster: Cluster, k8s_namespace: str, tmp_path: Path) -> Iterator[ControllerProcess]:
-    ensure_crd(k8s_cluster)
+    k8s_cluster.apply_crd(CRD)
     ctrl = ControllerProcess(k8s_cluster.kubeconfig, k8s_namespace, tmp_path / "controller.log")
     try:
         ctrl.wait_ready()

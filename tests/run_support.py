@@ -1,0 +1,40 @@
+"""Helpers shared by the tests that run whole GodRuns (locally or through the test cluster)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAINER_PORT = 9090  # godrun.controller.jobs.TRAINER_METRICS_PORT: what the training Job's argv says
+
+# Thresholds a few-step tiny model clears: the tests using them exercise the runner, the controller or the
+# metrics pipeline, not the model (the demo and the evaluator tests hold the seed's thresholds).
+LENIENT_GATES = {
+    "psnrMeanMin": 0.0,
+    "psnrStdMax": 100.0,
+    "samMeanMax": 180.0,
+    "tailPsnrMin": 0.0,
+    "tailSamMax": 180.0,
+    "tailFractionMin": 0.0,
+    "roiTolerance": 1.0,
+    "roiPassFractionMin": 0.0,
+    "spuriousPeaksMax": 100000,
+    "downstreamMargin": 10.0,
+}
+
+
+def python_with_port(tmp: Path, port: int) -> Path:
+    """A `python` for the node stand-in that moves the trainer's fixed metrics port to `port` (9090 may be taken)."""
+    venv_python = ROOT / ".venv" / "bin" / "python"
+    real = str(venv_python if venv_python.exists() else Path(sys.executable))
+    script = tmp / "python"
+    script.write_text(
+        f"#!{real}\nimport os, sys\nargs = sys.argv[1:]\n"
+        f"for i, a in enumerate(args[:-1]):\n"
+        f"    if a == '--metrics_port' and args[i + 1] == '{TRAINER_PORT}':\n"
+        f"        args[i + 1] = '{port}'\n"
+        f"os.execv({real!r}, [{real!r}, *args])\n"
+    )
+    script.chmod(0o755)
+    return script
