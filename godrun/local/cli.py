@@ -105,6 +105,7 @@ def drive(
     generation = _generation(workdir / ".godrun" / name / "state.json", run)
     status = _load_status(status_path)
     shown: tuple[str, ...] = ()
+    eta = _Eta()
     try:
         while True:
             view = GodRunView(name=name, namespace="local", generation=generation, spec=run.spec, status=status)
@@ -114,13 +115,32 @@ def drive(
             row = run_row(name, status, datetime.now(UTC))
             if not quiet and row[1:6] != shown:
                 shown = row[1:6]
-                print(f"  {status.phase:<11} {status.message}", flush=True)
+                print(f"  {status.phase:<11} {status.message}{eta.text(status)}", flush=True)
             if status.phase in TERMINAL_PHASES and not executor.busy:
                 return status, executor
             time.sleep(poll)
     except KeyboardInterrupt:
         executor.stop_all()
         raise
+
+
+class _Eta:
+    """Time left in training, from the epochs this process has watched finish (a resumed run restarts the clock)."""
+
+    def __init__(self) -> None:
+        self.start: tuple[float, int] | None = None
+
+    def text(self, status: GodRunStatus) -> str:
+        p = status.progress
+        if status.phase != "Training":
+            return ""
+        if self.start is None:
+            self.start = (time.monotonic(), p.epoch)
+        t0, e0 = self.start
+        if p.epoch <= e0 or not p.epochs:
+            return ""
+        left = (time.monotonic() - t0) / (p.epoch - e0) * (p.epochs - p.epoch)
+        return f", eta {left:.0f}s" if left < 120 else f", eta {left / 60:.1f}min"
 
 
 def _serve_metrics(port: int | None):

@@ -172,6 +172,13 @@ def panel_eval(
 # ------------------------------------------------------------------ the loop
 
 
+def _eta(history: list[dict[str, Any]], epochs: int) -> str:
+    """Time left to the epoch cap at the mean epoch time so far (early stopping may end sooner)."""
+    left = epochs - int(history[-1]["epoch"])
+    secs = left * sum(h["seconds"] for h in history) / len(history)
+    return f"{secs:.0f}s" if secs < 120 else f"{secs / 60:.1f}min"
+
+
 class Trainer:
     def __init__(self, recipe: Recipe, *, log: bool = True) -> None:
         self.recipe = r = recipe
@@ -397,7 +404,7 @@ class Trainer:
         telemetry.write_metrics_csv(Path(r.log_dir) / "metrics.csv", self.history)
         self.logger.info(
             "epoch %d/%d loss %.4g panel psnr %.2f±%.2f sam %.2f tail %.3f roi %.3f spurious %s gates %d/4%s "
-            "lr %.3g %.1fs %.0f spectra/s",
+            "lr %.3g %.1fs %.0f spectra/s eta %s",
             epoch,
             r.epochs,
             losses["total"],
@@ -412,6 +419,7 @@ class Trainer:
             row["lr"],
             seconds,
             row["spectra_per_s"],
+            _eta(self.history, r.epochs),
         )
         self.prom.update(
             epoch=epoch,
