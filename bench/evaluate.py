@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from godrun.evaluator import outputs
-from godrun.evaluator.cli import format_plain
+from godrun.tables import format_plain
 from godrun.evaluator.denoisers import DENOISERS
 from godrun.evaluator.panel import (
     Candidate,
