@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 from godrun.evaluator import outputs
-from godrun.tables import format_plain
 from godrun.evaluator.denoisers import DENOISERS
 from godrun.evaluator.panel import (
     Candidate,
@@ -29,6 +28,7 @@ from godrun.evaluator.panel import (
     load_panel,
 )
 from godrun.spec import FILM_FEATURES, Gates, Verdict
+from godrun.tables import format_plain
 
 
 def ensure_corpus(root: Path) -> Path:

@@ -351,3 +351,17 @@ def test_decide_is_pure_and_deterministic():
     before = r.view.status.model_copy(deep=True)
     a, b = decide(r.view, obs, T0), decide(r.view, obs, T0)
     assert a == b and r.view.status == before
+
+
+def test_a_created_job_seen_running_needs_no_second_status_write():
+    """The status written with CreateJob is the one the running Job gives: one status write per stage start."""
+    r = Runner()
+    r.step()  # creates the training Job
+    writes = len(r.cluster.statuses)
+    r.step()  # the Job is now observed active
+    assert len(r.cluster.statuses) == writes
+    r.set("train", StageObs("succeeded"))
+    r.step()  # Trained, evaluation Job created
+    writes = len(r.cluster.statuses)
+    r.step()  # evaluation Job observed active
+    assert len(r.cluster.statuses) == writes

@@ -248,7 +248,9 @@ def _train(run: GodRunView, obs: Observed, st: GodRunStatus, actions: list[Actio
         return False
     if t.state == "absent":
         actions.append(CreateJob("train", name, run.generation, tuple(trainer_argv(run.spec))))
-        st.phase, st.reason, st.message = "Training", "TrainJobCreated", f"created training Job {name}"
+        # The status a created Job will have once observed, so the next reconcile has nothing to write
+        # (the creation itself is reported by the TrainingStarted Event).
+        st.phase, st.reason, st.message = "Training", "TrainJobRunning", _progress_message(name, st.progress, False)
     elif t.suspended:
         st.phase, st.reason, st.message = "Pending", "AwaitingAdmission", f"training Job {name} is suspended (queued)"
     else:
@@ -296,7 +298,7 @@ def _evaluate(run: GodRunView, obs: Observed, st: GodRunStatus, actions: list[Ac
         return
     if e.state == "absent":
         actions.append(CreateJob("evaluate", name, run.generation, tuple(evaluator_argv(run.spec, run.name))))
-        st.phase, st.reason, st.message = "Evaluating", "EvalJobCreated", f"created evaluation Job {name}"
+        st.phase, st.reason, st.message = "Evaluating", "EvalJobRunning", f"evaluation Job {name} is running"
     elif e.state == "succeeded":
         st.phase, st.reason, st.message = "Evaluating", "AwaitingVerdict", f"reading the verdict of Job {name}"
     elif e.suspended:
