@@ -51,13 +51,6 @@ def start_figures(starts: int) -> None:
     )
 
 
-def controller_figures() -> None:
-    # TODO(issue 6): once godrun.controller runs against a cluster, create 200 GodRuns at once and report
-    # reconcile latency p50/p99 (godrun_reconcile_duration_seconds), time until every run has its first Job
-    # (the node stand-in started with events=False), and the controller's RSS. Goals: p99 <= 100 ms, RSS <= 150 MB.
-    print("controller at 200 GodRuns: not measured yet (TODO in bench/cluster.py)")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--starts", type=int, default=3)
@@ -67,7 +60,7 @@ def main() -> int:
         return 0
     build_figures()
     start_figures(args.starts)
-    controller_figures()
+    print("controller at 200 GodRuns: bench/controller_scale.py")
     return 0
 
 
