@@ -143,3 +143,17 @@ def run_main_cli(argv: list[str]) -> int:
     from godrun.cli import main
 
     return main(argv)
+
+
+def test_stage_exit_2_is_error_with_the_stage_message_and_no_retry(small_corpus: Path, tmp_path: Path) -> None:
+    work = _workdir(small_corpus, tmp_path)
+    path = _manifest(work, "nodata", gates=LENIENT_GATES)
+    body = yaml.safe_load(path.read_text())
+    body["spec"]["training"]["train_manifest"] = "data/missing.csv"
+    path.write_text(yaml.safe_dump(body, sort_keys=False))
+    assert run_main([str(path), "--workdir", str(work), "--poll", "0.2", "--quiet"]) == 2
+    status = _status(work / "status.json")
+    assert status.phase == "Error" and status.reason == "BadInput"
+    assert "data/missing.csv" in status.message and "exit code 2" in status.message
+    job = json.loads((work / ".godrun/nodata/jobs/nodata-train-g1/job.json").read_text())
+    assert job["attempts"] == 1 and job["exit_code"] == 2

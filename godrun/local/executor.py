@@ -152,7 +152,7 @@ class LocalExecutor:
         if code == 0:
             return StageObs(state="succeeded", exit_code=0)
         reason = "PodFailurePolicy" if code == EXIT_BAD_INPUT else "BackoffLimitExceeded"
-        return StageObs(state="failed", exit_code=code, reason=reason, message=self._tail(run, job))
+        return StageObs(state="failed", exit_code=code, reason=reason, message=self._last_line(run, job))
 
     def _stop(self, job: str) -> None:
         proc = self.procs.pop(job, None)
@@ -179,12 +179,13 @@ class LocalExecutor:
         except (FileNotFoundError, json.JSONDecodeError):
             return {}
 
-    def _tail(self, run: GodRunView, job: str, lines: int = 5) -> str:
+    def _last_line(self, run: GodRunView, job: str) -> str:
+        """The stage's last non-empty output line: its `error: ...` message when it failed."""
         try:
             text = (self.job_dir(run, job) / "output.log").read_text(errors="replace")
         except FileNotFoundError:
             return ""
-        return "\n".join(line for line in text.splitlines() if line.strip())[-1500:].split("\n")[-lines:][-1]
+        return next((line for line in reversed(text.splitlines()) if line.strip()), "")
 
     @staticmethod
     def _read_verdict(path: Path) -> tuple[Verdict | None, str | None]:
