@@ -30,7 +30,7 @@ import pytest
 import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
-from run_support import LENIENT_GATES, python_with_port
+from run_support import LENIENT_GATES, python_with_port, stop_process
 
 from godrun.spec import Recipe
 from k8s.cluster import Cluster, free_port
@@ -83,12 +83,7 @@ class Replica:
             self.popen.wait(10)
 
     def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        stop_process(self.popen)
 
     def tail(self, n: int = 30) -> str:
         return f"--- {self.identity}\n" + "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes import client
-from run_support import LENIENT_GATES, TRAINER_PORT, python_with_port
+from run_support import LENIENT_GATES, TRAINER_PORT, python_with_port, stop_process
 
 from k8s.cluster import Cluster
 from k8s.node import NodeStandIn
@@ -101,13 +101,7 @@ class ControllerProcess:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
 
     def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(10)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(5)
+        stop_process(self.popen)
 
 
 def godrun_body() -> dict[str, Any]:
