@@ -5,7 +5,7 @@
         --wavelength-grid data/spectra_for_fold/wavelength_grid.npy --predictions pred.npy --output-csv ds.csv
 
 Runs from any workspace: godrun comes from the installed package. The evaluator computes the same proxy
-in-process (godrun.evaluator.metrics.downstream_quantities); this script is for looking at it alone.
+in-process (godrun.gates.metrics.downstream_quantities); this script is for looking at it alone.
 """
 
 import sys

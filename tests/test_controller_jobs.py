@@ -9,8 +9,8 @@ import pytest
 from deploy_support import restricted_violations
 
 from godrun.controller import jobs
-from godrun.controller.machine import GodRunView
-from godrun.controller.names import MAX_LABEL, act_b_name, dns_label, job_name, run_label, service_name
+from godrun.core.machine import GodRunView
+from godrun.core.names import MAX_LABEL, act_b_name, dns_label, job_name, run_label, service_name
 from godrun.spec import GodRunSpec
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")

@@ -29,9 +29,9 @@ from godrun.controller.kube import (
     succeeded_pod_message,
     view_from_object,
 )
-from godrun.controller.machine import CreateActB, CreateJob, EmitEvent, GodRunView
+from godrun.core.machine import CreateActB, CreateJob, EmitEvent, GodRunView
 from godrun.controller.metrics import ControllerMetrics
-from godrun.controller.names import job_name
+from godrun.core.names import job_name
 from godrun.controller.workqueue import WorkQueue
 from godrun.spec import GodRunSpec, GodRunStatus, Verdict
 
@@ -504,7 +504,7 @@ def test_controller_modules_never_import_torch():
     code = (
         "import sys\n"
         "import godrun.controller.main, godrun.controller.kube, godrun.controller.crd, godrun.controller.jobs\n"
-        "import godrun.controller.machine, godrun.controller.commands, godrun.cli\n"
+        "import godrun.core.machine, godrun.core.commands, godrun.cli\n"
         "godrun.controller.crd.crd()\n"
         "bad = [m for m in ('torch', 'mamba_ssm', 'numpy') if m in sys.modules]\n"
         "print(bad)\n"

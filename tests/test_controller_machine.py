@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from godrun.controller.machine import (
+from godrun.core.machine import (
     CreateActB,
     CreateJob,
     DeleteJob,
@@ -20,7 +20,7 @@ from godrun.controller.machine import (
     decide,
     reconcile,
 )
-from godrun.controller.names import job_name
+from godrun.core.names import job_name
 from godrun.spec import GodRunSpec, GodRunStatus, Progress, Verdict
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)

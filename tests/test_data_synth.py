@@ -103,7 +103,7 @@ def test_metadata_files(corpus):
 
 
 def test_dips_grow_with_dose_and_controls_have_none(corpus):
-    from godrun.evaluator.metrics import detect_dips
+    from godrun.gates.metrics import detect_dips
 
     spectra = corpus / L.SPECTRA_DIR
     m = pd.read_csv(corpus / L.MANIFEST_ALL)

@@ -225,7 +225,7 @@ def test_downstream_script_runs_alone_from_a_workspace(small_corpus: Path, tmp_p
 
 
 def test_controller_argv_parses_with_the_same_gates(tmp_path: Path, monkeypatch) -> None:
-    from godrun.controller.commands import evaluator_argv
+    from godrun.core.commands import evaluator_argv
     from godrun.spec import GodRunSpec
 
     spec = GodRunSpec.model_validate({"image": "x", "gates": {"psnrMeanMin": 21.5, "spuriousPeaksMax": 2}})

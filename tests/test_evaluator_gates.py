@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from godrun.evaluator import metrics
+from godrun.gates import metrics
 from godrun.evaluator.denoisers import DENOISERS
 from godrun.evaluator.panel import (
     Panel,

@@ -14,7 +14,7 @@ from scipy.signal import savgol_filter
 
 from godrun.data import layout as L
 from godrun.data.synth import dose_features, noise_sigma, plan_groups, synth_group, wavelength_grid
-from godrun.evaluator.metrics import evaluate_gates, panel_metrics
+from godrun.gates.metrics import evaluate_gates, panel_metrics
 from godrun.spec import Gates
 
 

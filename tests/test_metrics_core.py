@@ -8,7 +8,7 @@ import pytest
 from scipy.spatial.distance import cosine
 from skimage.metrics import peak_signal_noise_ratio
 
-from godrun.evaluator.metrics import (
+from godrun.gates.metrics import (
     DipConfig,
     composite_score,
     detect_dips,

@@ -20,7 +20,7 @@ os.environ.setdefault("GODRUN_NUM_THREADS", "1")
 from test_trainer_flags import _seed_argv
 
 from godrun.data.loader import load_corpus
-from godrun.evaluator.metrics import psnr
+from godrun.gates.metrics import psnr
 from godrun.fsio import sha256_file
 from godrun.spec import Recipe
 from godrun.trainer import checkpoint as ck

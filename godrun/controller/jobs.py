@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from godrun.controller.commands import PYTHON, TRAINER_MODULE, evaluator_argv, trainer_flags
-from godrun.controller.machine import EXIT_BAD_INPUT, GodRunView, owner_reference
-from godrun.controller.names import run_label, service_name
+from godrun.core.commands import PYTHON, TRAINER_MODULE, evaluator_argv, trainer_flags
+from godrun.core.machine import EXIT_BAD_INPUT, GodRunView, owner_reference
+from godrun.core.names import run_label, service_name
 from godrun.spec import GodRunSpec
 
 TRAINER_METRICS_PORT = 9090

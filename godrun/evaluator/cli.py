@@ -10,7 +10,7 @@ Order of work (so bad input fails before anything expensive):
   6. the compact verdict (with the archive folder) written to the termination log, the gate table printed.
 Exit 0 whether the verdict is pass or fail; 2 for bad input.
 
-Downstream proxy (gate 4): always computed in-process by godrun.evaluator.metrics (the same function
+Downstream proxy (gate 4): always computed in-process by godrun.gates.metrics (the same function
 scripts/downstream_proxy_eval.py runs). --downstream-script is the seed's flag: it must name an existing file
 (a relative path is looked up from the cwd, then $GODRUN_HOME, the godrun source checkout and the image's
 /opt/godrun) and its sha256 goes into hashes.json; it is not executed as a subprocess.
@@ -314,7 +314,7 @@ def downstream_main(argv: Sequence[str] | None = None) -> int:
     import numpy as np
     import pandas as pd
 
-    from godrun.evaluator import metrics
+    from godrun.gates import metrics
     from godrun.evaluator.denoisers import DENOISERS
     from godrun.evaluator.outputs import write_csv
     from godrun.evaluator.panel import load_panel

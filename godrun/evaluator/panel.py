@@ -2,7 +2,7 @@
 
 A candidate is anything that turns the raw panel into predictions: a checkpoint (inference replayed with the
 training normalisation through godrun.trainer.inference, EMA weights when present) or a classical denoiser.
-Ranking: more gates passed first, then the composite panel score (godrun.evaluator.metrics.composite_score),
+Ranking: more gates passed first, then the composite panel score (godrun.gates.metrics.composite_score),
 then the name, so the order is total and reproducible. The top one is the run's candidate; its Verdict is
 the run's verdict.
 """
@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from godrun.errors import InputError
-from godrun.evaluator import metrics
+from godrun.gates import metrics
 from godrun.evaluator.denoisers import DENOISERS
 from godrun.fsio import sha256_file
 from godrun.spec import Gates, Verdict

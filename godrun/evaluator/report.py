@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from godrun.evaluator import metrics
+from godrun.gates import metrics
 from godrun.evaluator.panel import Evaluation, Panel
 from godrun.fsio import atomic_write_text
 from godrun.spec import Gates, Verdict

@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from godrun.controller.machine import GodRunView, reconcile
+from godrun.core.machine import GodRunView, reconcile
 from godrun.errors import EXIT_BAD_INPUT, InputError
 from godrun.fsio import atomic_write_json, sha256_bytes
 from godrun.local.executor import LocalExecutor

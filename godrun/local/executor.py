@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from godrun.controller.machine import (
+from godrun.core.machine import (
     Action,
     CreateActB,
     CreateJob,
@@ -31,7 +31,7 @@ from godrun.controller.machine import (
     Observed,
     StageObs,
 )
-from godrun.controller.names import job_name
+from godrun.core.names import job_name
 from godrun.fsio import atomic_write_json, atomic_write_text
 from godrun.local.progress import read_progress
 from godrun.spec import GodRunStatus, Verdict

@@ -137,7 +137,7 @@ def panel_eval(
     model: torch.nn.Module, panel: ds.SplitData, recipe: Recipe, wl: np.ndarray, device: torch.device
 ) -> dict[str, Any]:
     """Gate metrics of de-normalised predictions on the panel (clean references unless --val_noise2noise)."""
-    from godrun.evaluator.metrics import composite_score, evaluate_gates, panel_metrics
+    from godrun.gates.metrics import composite_score, evaluate_gates, panel_metrics
 
     was = model.training
     model.eval()

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-from godrun.controller.commands import evaluator_argv, trainer_argv
-from godrun.controller.names import act_b_name, job_name, run_label
+from godrun.core.commands import evaluator_argv, trainer_argv
+from godrun.core.names import act_b_name, job_name, run_label
 from godrun.spec import (
     API_GROUP,
     API_VERSION,
