@@ -29,10 +29,10 @@ from godrun.controller.kube import (
     succeeded_pod_message,
     view_from_object,
 )
-from godrun.core.machine import CreateActB, CreateJob, EmitEvent, GodRunView
 from godrun.controller.metrics import ControllerMetrics
-from godrun.core.names import job_name
 from godrun.controller.workqueue import WorkQueue
+from godrun.core.machine import CreateActB, CreateJob, EmitEvent, GodRunView
+from godrun.core.names import job_name
 from godrun.spec import GodRunSpec, GodRunStatus, Verdict
 
 

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from godrun.gates import metrics
 from godrun.evaluator.denoisers import DENOISERS
 from godrun.evaluator.panel import (
     Panel,
@@ -17,6 +16,7 @@ from godrun.evaluator.panel import (
     load_panel,
     prediction_candidate,
 )
+from godrun.gates import metrics
 from godrun.spec import Gates
 
 

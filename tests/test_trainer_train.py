@@ -20,8 +20,8 @@ os.environ.setdefault("GODRUN_NUM_THREADS", "1")
 from test_trainer_flags import _seed_argv
 
 from godrun.data.loader import load_corpus
-from godrun.gates.metrics import psnr
 from godrun.fsio import sha256_file
+from godrun.gates.metrics import psnr
 from godrun.spec import Recipe
 from godrun.trainer import checkpoint as ck
 from godrun.trainer.flags import recipe_to_argv

@@ -29,6 +29,8 @@ from pydantic import ValidationError
 
 from godrun.controller import jobs as J
 from godrun.controller.cache import EventSender, Expectations, Store, obj_key
+from godrun.controller.metrics import ControllerMetrics
+from godrun.controller.workqueue import WorkQueue
 from godrun.core.machine import (
     Action,
     CreateActB,
@@ -40,9 +42,7 @@ from godrun.core.machine import (
     StageObs,
     reconcile,
 )
-from godrun.controller.metrics import ControllerMetrics
 from godrun.core.names import act_b_name, job_name, run_label, service_name
-from godrun.controller.workqueue import WorkQueue
 from godrun.spec import API_GROUP, API_VERSION, KIND, PLURAL, GodRunSpec, GodRunStatus, Progress, Verdict
 from godrun.spec import format_validation_error as fmt_error
 

@@ -314,11 +314,11 @@ def downstream_main(argv: Sequence[str] | None = None) -> int:
     import numpy as np
     import pandas as pd
 
-    from godrun.gates import metrics
     from godrun.evaluator.denoisers import DENOISERS
     from godrun.evaluator.outputs import write_csv
     from godrun.evaluator.panel import load_panel
     from godrun.fsio import atomic_write_json
+    from godrun.gates import metrics
 
     args = build_downstream_parser().parse_args(argv)
     gates = gates_from_args(args)

@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 
 from godrun.errors import InputError
-from godrun.gates import metrics
 from godrun.evaluator.denoisers import DENOISERS
 from godrun.fsio import sha256_file
+from godrun.gates import metrics
 from godrun.spec import Gates, Verdict
 
 META_COLUMNS = ("spectrum_id", "group_id", "treatment", "sample", "angle", "polarity", "replicate")

@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from godrun.gates import metrics
 from godrun.evaluator.panel import Evaluation, Panel
 from godrun.fsio import atomic_write_text
+from godrun.gates import metrics
 from godrun.spec import Gates, Verdict
 
 N_WORST = 6

@@ -1,1 +1,4 @@
-"""Panel metrics, the four readiness gates, the verdict and the checkpoint ranking: one home for trainer and evaluator."""
+"""Panel metrics, the four readiness gates, the verdict and the checkpoint ranking.
+
+One home for the rules that both the trainer and the evaluator apply.
+"""
