@@ -442,11 +442,6 @@ class GodRun(BaseModel):
     status: GodRunStatus | None = None
 
 
-def load_godrun(obj: dict[str, Any]) -> GodRun:
-    """Validate a GodRun mapping (raises pydantic.ValidationError with field paths)."""
-    return GodRun.model_validate(obj)
-
-
 def format_validation_error(exc: Any, prefix: str = "") -> str:
     """One line per error, each naming the field path (`spec.training.lr_min: ...`)."""
     lines = []

@@ -12,8 +12,10 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from godrun.controller.kube import Controller, KubeApi, KubeExecutor, LoopConfig
-from godrun.controller.metrics import ControllerMetrics
+from godrun.controller.kube import KubeApi, KubeExecutor
+from godrun.controller.loop import Controller, LoopConfig
+from godrun.core.machine import Polling
+from godrun.core.metrics import ControllerMetrics
 from godrun.spec import Verdict
 from k8s.node import Fault
 
@@ -29,7 +31,7 @@ def godrun_crd(k8s_cluster) -> None:
 
 def start_controller(cluster, namespace: str) -> Controller:
     api = KubeApi.from_client(cluster.api_client())
-    cfg = LoopConfig(namespace=namespace, workers=1, resync_seconds=3, watch_timeout_seconds=10, progress_seconds=1)
+    cfg = LoopConfig(namespace=namespace, workers=1, resync_seconds=3, watch_timeout_seconds=10, polling=Polling(1, 1))
     ctrl = Controller(api, KubeExecutor(api, progress="off", identity="test"), ControllerMetrics(), cfg)
     ctrl.start()
     return ctrl
