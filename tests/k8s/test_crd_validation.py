@@ -57,6 +57,8 @@ CASES = [
     ("sam-gate", "spec.gates.samMeanMax", -1.0, "spec.gates.samMeanMax"),
     ("tail-fraction", "spec.gates.tailFractionMin", 1.5, "spec.gates.tailFractionMin"),
     ("roi-order", "spec.gates.roiMaxNm", 300.0, "spec.gates.roiMaxNm"),
+    ("roi-twice", "spec.gates.roiMinNm", 300.0, "must equal gates.roiMinNm/roiMaxNm"),
+    ("dip-detector-twice", "spec.gates.dipGuardNm", 8.0, "spec.gates.dipGuardNm"),
     ("spurious-float", "spec.gates.spuriousPeaksMax", 1.5, "spec.gates.spuriousPeaksMax"),
     ("actb-epochs", "spec.fallback.actB.epochs", 0, "spec.fallback.actB.epochs"),
     ("backoff-negative", "spec.jobs.backoffLimit", -1, "spec.jobs.backoffLimit"),
