@@ -9,7 +9,6 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 from deploy_support import (
     CHART,
@@ -20,8 +19,8 @@ from deploy_support import (
     RULES_FILE,
     TRAINER_METRICS,
     load_docs,
-    tool,
 )
+from tools import require_tool
 
 ALLOWED = CONTROLLER_METRICS | TRAINER_METRICS
 _METRIC = re.compile(r"\bgodrun_[a-z0-9_]+")
@@ -53,10 +52,7 @@ def _rules() -> list[dict[str, Any]]:
 
 
 def _promtool() -> str:
-    promtool = tool("promtool")
-    if promtool is None:
-        pytest.skip("promtool not found (Debian package `prometheus`; CI installs it)")
-    return promtool
+    return require_tool("promtool", "Debian package `prometheus`; `make test` installs it")
 
 
 # --------------------------------------------------------------------------- dashboard
