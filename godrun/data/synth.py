@@ -168,23 +168,70 @@ def dip_profile(shape: SampleShape, wl: np.ndarray, dose: float, depth_scale: np
 
 
 # --------------------------------------------------------------------------- noise
+#
+# A dual-lamp UV-vis spectrometer reading a transmittance-like spectrum T(λ) (the clean spectrum).
+# The detector collects C(λ) = N_FULL · S(λ) · T(λ) photo-electrons per pixel, with the system
+# throughput S = lamp × grating × detector (max 1 over the grid):
+#   * lamp: a deuterium arc (strong below ~300 nm, falling roughly exponentially towards the visible)
+#     plus a tungsten-halogen filament, a Planck emitter at HALOGEN_K (Planck's law; weak in the UV,
+#     rising to the red), so 300-400 nm, between the two, is the dim part of the ROI;
+#   * grating: first-order efficiency of a grating blazed near BLAZE_NM (a broad peak);
+#   * detector: front-illuminated silicon, whose quantum efficiency is poor in the deep UV (absorption
+#     in the gate/passivation layers) and falls in the NIR (silicon's absorption length grows past the
+#     depletion depth), behind a hot mirror that keeps the halogen's heat (NIR) off it.
+# Counting statistics give Poisson shot noise, variance C; the readout adds Gaussian read noise of
+# READ_E electrons (Janesick, "Photon Transfer", SPIE 2007: σ² = C + σ_read²). Divided back by
+# N_FULL·S, the noise on T is σ_T = sqrt(C + σ_read²) / (N_FULL·S): read-noise dominated and large
+# where the throughput is low (deep UV, NIR), shot-noise dominated and small where it is high.
+# Each replicate also carries a slow multiplicative drift of the lamp between its reference and sample
+# scans (a zero-mean offset and tilt, DRIFT_REL), and cosmic-ray spikes (one or two pixels, positive).
 
-NOISE_ROI = 0.002  # relative shot-like noise where the lamp and detector are strong
-NOISE_UV = 0.8  # relative to the group's mean level, at the UV end
-NOISE_NIR = 0.45  # at the NIR end
+N_FULL = 3.0e6  # photo-electrons at full throughput and T = 1
+READ_E = 300.0  # read noise, electrons rms (a long-integration readout)
+HALOGEN_K = 3000.0
+D2_SHARE = 0.06  # deuterium continuum relative to the halogen's peak on the grid
+D2_DECAY_NM = 55.0
+BLAZE_NM = 420.0
+UV_EDGE_NM = 272.0  # the silicon detector's deep-UV cut-on ...
+UV_QE_FLOOR = 0.036  # ... below which it keeps a small response
+HOT_MIRROR_NM = 690.0  # heat filter in front of the detector: blocks the halogen's NIR ...
+STOPBAND = 0.004  # ... transmitting this fraction in its stop band
+DRIFT_REL = 0.002
 SPIKE_PROB = 0.35
 
 
+def _planck(wl_nm: np.ndarray, kelvin: float) -> np.ndarray:
+    hc_over_k = 1.4388e7  # h·c/k in nm·K
+    return 1.0 / (wl_nm**5 * np.expm1(hc_over_k / (wl_nm * kelvin)))
+
+
+def throughput(wl: np.ndarray) -> np.ndarray:
+    """System throughput S(λ) = lamp × grating × detector, normalised to max 1 (see the comment above)."""
+    halogen = _planck(wl, HALOGEN_K)
+    halogen = halogen / halogen.max()
+    d2 = np.exp(-(wl - 200.0) / D2_DECAY_NM)
+    lamp = D2_SHARE * d2 / d2.max() + halogen
+    grating = np.exp(-0.5 * ((wl - BLAZE_NM) / 220.0) ** 2)
+    qe = (UV_QE_FLOOR + _sigmoid((wl - UV_EDGE_NM) / 6.0)) * np.exp(-0.5 * ((wl - 540.0) / 140.0) ** 2)
+    hot_mirror = STOPBAND + _sigmoid((HOT_MIRROR_NM - wl) / 8.0)
+    s = lamp * grating * qe * hot_mirror
+    return s / s.max()
+
+
 def noise_sigma(clean: np.ndarray, wl: np.ndarray) -> np.ndarray:
-    level = clean.mean(axis=-1, keepdims=True)
-    ends = NOISE_UV * _sigmoid((272.0 - wl) / 6.0) + NOISE_NIR * _sigmoid((wl - 680.0) / 15.0)
-    return NOISE_ROI * np.sqrt(np.abs(clean) * level) + level * ends[None, :]
+    """Shot + read noise σ_T [..., L] of a transmittance-like spectrum (photon transfer, see above)."""
+    electrons_per_unit = N_FULL * throughput(wl)
+    counts = np.clip(clean, 0.0, None) * electrons_per_unit
+    return np.sqrt(counts + READ_E**2) / electrons_per_unit
 
 
 def add_noise(clean: np.ndarray, wl: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     n, length = clean.shape
-    scale = rng.uniform(0.8, 1.25, size=(n, 1))
-    noisy = clean + scale * noise_sigma(clean, wl) * rng.standard_normal((n, length))
+    exposure = rng.uniform(0.8, 1.25, size=(n, 1))  # integration time differs between replicates
+    noisy = clean + exposure * noise_sigma(clean, wl) * rng.standard_normal((n, length))
+    x = (wl - 500.0) / 300.0
+    drift = 1.0 + DRIFT_REL * (rng.standard_normal((n, 1)) + rng.standard_normal((n, 1)) * x[None, :])
+    noisy = noisy * drift
     level = clean.mean(axis=1)
     for i in np.flatnonzero(rng.random(n) < SPIKE_PROB):
         for _ in range(int(rng.integers(1, 4))):

@@ -39,7 +39,7 @@ from scipy.ndimage import gaussian_filter1d, median_filter, uniform_filter1d
 from scipy.signal import find_peaks
 
 if TYPE_CHECKING:
-    from godrun.spec import Gates, Verdict
+    from godrun.spec import Gates, Recipe, Verdict
 
 PSNR_CAP_DB = 100.0
 CONTINUUM_SIGMA_NM = 12.0
@@ -100,6 +100,17 @@ class DipConfig:
             guard_nm=gates.dip_guard_nm,
             smooth_nm=gates.dip_smooth_nm,
             min_area=gates.dip_min_area,
+        )
+
+    @classmethod
+    def from_recipe(cls, recipe: Recipe) -> DipConfig:
+        """The detector as the training recipe names it (spec validation keeps it equal to the gates')."""
+        return cls(
+            roi_min_nm=recipe.deriv_roi_min,
+            roi_max_nm=recipe.deriv_roi_max,
+            guard_nm=recipe.baseline_guard_nm,
+            smooth_nm=recipe.dip_detect_sigma_nm,
+            min_area=recipe.dip_min_area,
         )
 
 
@@ -279,6 +290,24 @@ def measure_dip(y: np.ndarray, wl: np.ndarray, like: Dip, cfg: DipConfig | None 
         nan = float("nan")
         return Dip(like.center_nm, like.left_nm, like.right_nm, nan, nan, nan, nan)
     return dip
+
+
+def dip_windows(y: np.ndarray, wl: np.ndarray, cfg: DipConfig, max_dips: int) -> np.ndarray:
+    """Gate-3 dip windows of each row of y [N, L] as grid indices [N, max_dips, 2] (lo, hi; -1 where none).
+
+    These are the windows gate 3 re-measures a prediction in (the detector's on the reference), so a loss
+    measured in them trains the numbers the gate compares. The largest dips are kept when there are more.
+    """
+    wl = np.asarray(wl, dtype=np.float64)
+    out = np.full((len(_as_2d(y)), max_dips, 2), -1, dtype=np.int64)
+    offset = _crop(wl, cfg).start
+    for i, sp in enumerate(_prepare(y, wl, cfg)):
+        dips = sorted(_detect(sp, cfg), key=lambda d: -d.area)[:max_dips]
+        for k, d in enumerate(dips):
+            lo = int(np.argmin(np.abs(sp.wl - d.left_nm)))
+            hi = int(np.argmin(np.abs(sp.wl - d.right_nm)))
+            out[i, k] = (lo + offset, hi + offset)
+    return out
 
 
 def _matches(a: Dip, b: Dip) -> bool:

@@ -33,6 +33,7 @@ class SplitData:
     groups: np.ndarray  # [N] group_id
     pair_codes: np.ndarray  # [N] int code of pair_id (-1 when absent)
     meta: pd.DataFrame
+    dip_windows: torch.Tensor | None = None  # [N, M, 2] gate-3 dip windows of each clean reference
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -149,7 +150,16 @@ def load_split(recipe: Recipe, manifest: str, cond_stats: dict | None, *, with_w
         groups=groups,
         pair_codes=codes,
         meta=corpus.meta,
+        dip_windows=reference_windows(recipe, corpus.references, corpus.wavelengths) if recipe.dip_loss else None,
     )
+
+
+def reference_windows(recipe: Recipe, references: np.ndarray, wl: np.ndarray) -> torch.Tensor:
+    """Gate 3's dip windows of each clean reference: the dip loss measures prediction and target in them."""
+    from godrun.gates.metrics import DipConfig, dip_windows
+
+    cfg = DipConfig.from_recipe(recipe)
+    return torch.from_numpy(dip_windows(references.astype(np.float64), wl, cfg, recipe.dip_m))
 
 
 def load_wavelengths(recipe: Recipe) -> np.ndarray:
@@ -219,7 +229,8 @@ def make_batch(
     if train:
         x, y = augment(x, y, recipe, gen, wl_step)
     cond = None if data.cond is None else data.cond[idx]
-    return {"x": x, "y": y, "cond": cond, "offset": off, "scale": sc}
+    windows = None if data.dip_windows is None else data.dip_windows[idx]
+    return {"x": x, "y": y, "cond": cond, "offset": off, "scale": sc, "windows": windows}
 
 
 def augment(

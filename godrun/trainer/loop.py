@@ -332,7 +332,8 @@ class Trainer:
             cond = None if b["cond"] is None else b["cond"].to(self.device)
             with torch.autocast(**self.autocast):
                 pred = self.net(x, cond)
-            loss, parts = self.loss_fn(pred, y, b["offset"].to(self.device), b["scale"].to(self.device))
+            win = None if b["windows"] is None else b["windows"].to(self.device)
+            loss, parts = self.loss_fn(pred, y, b["offset"].to(self.device), b["scale"].to(self.device), win)
             self.opt.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.opt)

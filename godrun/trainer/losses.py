@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from godrun.gates.metrics import DipConfig, dip_windows
 from godrun.spec import Recipe
 
 DIP_REL_CAP = 1.0  # relative dip errors saturate here (the gates fail a dip at 0.1 already)
@@ -38,6 +39,7 @@ class LossConfig:
     dip_detect_sigma_nm: float
     baseline: str
     baseline_guard_nm: float
+    detector: DipConfig
 
     @classmethod
     def from_recipe(cls, r: Recipe) -> LossConfig:
@@ -60,6 +62,7 @@ class LossConfig:
             dip_detect_sigma_nm=r.dip_detect_sigma_nm,
             baseline=r.baseline,
             baseline_guard_nm=r.baseline_guard_nm,
+            detector=DipConfig.from_recipe(r),
         )
 
 
@@ -80,16 +83,21 @@ class SpectralLoss(torch.nn.Module):
         self.span = float(wl[-1] - wl[0])
         self.dx = self.span / (len(wl) - 1)
         sigma = cfg.dip_detect_sigma_nm / self.dx
-        half = max(1, round(3 * sigma))
+        half = max(1, round(4 * sigma))  # scipy's gaussian_filter1d truncation, as the gates smooth
         t = torch.arange(-half, half + 1, dtype=torch.float32)
         k = torch.exp(-0.5 * (t / sigma) ** 2)
         self.register_buffer("kernel", (k / k.sum()).view(1, 1, -1))
-        self.h = max(1, round(cfg.dip_window_half_nm / self.dx))
         self.g = max(1, round(cfg.baseline_guard_nm / self.dx))
 
     def forward(
-        self, pred: torch.Tensor, target: torch.Tensor, offset: torch.Tensor, scale: torch.Tensor
+        self,
+        pred: torch.Tensor,
+        target: torch.Tensor,
+        offset: torch.Tensor,
+        scale: torch.Tensor,
+        windows: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
+        """`windows` [B, M, 2]: gate 3's dip windows of each row's reference (found on the target when None)."""
         cfg = self.cfg
         pred, target = pred.float(), target.float()
         err = pred - target
@@ -106,7 +114,7 @@ class SpectralLoss(torch.nn.Module):
             raw_p = pred * scale[:, None] + offset[:, None]
             raw_t = target * scale[:, None] + offset[:, None]
             base0 = offset if cfg.baseline == "none" else None
-            dip = self.dip_loss(raw_p, raw_t, base0)
+            dip = self.dip_loss(raw_p, raw_t, base0, windows)
             total = total + cfg.dip_weight * dip
             parts["dip"] = dip
         parts = {k: float(v.detach()) for k, v in parts.items()}
@@ -119,64 +127,59 @@ class SpectralLoss(torch.nn.Module):
         pad = self.kernel.shape[-1] // 2
         return F.conv1d(F.pad(y[:, None], (pad, pad), mode="replicate"), self.kernel)[:, 0]
 
-    def locate(self, target_s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Dip centres [B, M] (indices) and validity [B, M] found on the smoothed target."""
-        h, g, m = self.h, self.g, self.cfg.dip_m
-        _b, n = target_s.shape
-        pad = h + g
-        yp = F.pad(target_s[:, None], (pad, pad), mode="replicate")[:, 0]
-        cs = F.pad(yp.cumsum(1), (1, 0))
-        c = torch.arange(n, device=yp.device) + pad
+    def windows_of(self, raw_target: torch.Tensor) -> torch.Tensor:
+        """Gate 3's dip windows [B, M, 2] of raw targets (the trainer passes its references' instead)."""
+        y = raw_target.detach().double().cpu().numpy()
+        win = dip_windows(y, self.wl.double().cpu().numpy(), self.cfg.detector, self.cfg.dip_m)
+        return torch.from_numpy(win).to(raw_target.device)
 
-        def seg_mean(lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:  # inclusive [lo, hi]
-            return (cs[:, hi + 1] - cs[:, lo]) / (hi - lo + 1).to(yp.dtype)
+    def measure(self, y: torch.Tensor, windows: torch.Tensor, base0: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """Gate 3's measurement of smoothed y [B, L] in windows [B, M, 2] (inclusive grid indices, -1 = none).
 
-        left = seg_mean(c - h - g, c - h - 1)
-        right = seg_mean(c + h + 1, c + h + g)
-        win_sum = cs[:, c + h + 1] - cs[:, c - h]
-        base = 0.5 * (left + right)
-        safe = base.clamp_min(1e-12)
-        area = self.dx * ((2 * h + 1) - win_sum / safe) / self.span
-        depth = 1.0 - target_s / safe
-        local_min = -F.max_pool1d(-target_s[:, None], 2 * h + 1, stride=1, padding=h)[:, 0]
-        ok = (target_s <= local_min) & self.roi[None] & (base > 0) & (area >= self.cfg.dip_min_area) & (depth > 0)
-        score = torch.where(ok, area, torch.full_like(area, -torch.inf))
-        k = min(m, n)
-        top, idx = score.topk(k, dim=1)
-        return idx, torch.isfinite(top)
-
-    def measure(self, y: torch.Tensor, centres: torch.Tensor, base0: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        """Area, depth, centroid and equivalent width of the windows around `centres` [B, M]."""
-        h, g = self.h, self.g
-        pad = h + g
-        yp = F.pad(y[:, None], (pad, pad), mode="replicate")[:, 0]
-        offs = torch.arange(-h - g, h + g + 1, device=y.device)
-        idx = centres[..., None] + pad + offs  # [B, M, K]
-        seg = torch.gather(yp[:, None].expand(-1, centres.shape[1], -1), 2, idx)
-        left = seg[..., :g].mean(-1, keepdim=True)
-        right = seg[..., -g:].mean(-1, keepdim=True)
-        win = seg[..., g : g + 2 * h + 1]
+        As `godrun.gates.metrics._measure_window`: a least-squares line through the guard bands either side
+        of the window is the baseline, d = 1 - y/baseline, trapezoid equivalent width, depth = max d.
+        Rows without a dip get a dummy window (finite values, masked out by the caller).
+        """
+        g, n = self.g, y.shape[1]
+        none = windows[..., 0] < 0
+        first = int(torch.nonzero(self.roi)[0])
+        lo = torch.where(none, torch.full_like(windows[..., 0], first), windows[..., 0])
+        width = torch.where(none, torch.full_like(lo, 2), windows[..., 1] - lo)[..., None]
+        rel = torch.arange(-g, int(width.max()) + 1 + g, device=y.device)
+        pos = lo[..., None] + rel
+        idx = pos.clamp(0, n - 1)
+        seg = torch.gather(y[:, None].expand(-1, lo.shape[1], -1), 2, idx)
+        x = self.wl[idx].to(y.dtype)
+        in_win = (rel >= 0) & (rel <= width)
+        guard = ((rel < 0) | ((rel > width) & (rel <= width + g))) & (pos >= 0) & (pos < n)
         if base0 is None:
-            pos = torch.arange(-h, h + 1, device=y.device, dtype=y.dtype)
-            span = 2 * h + g + 1  # distance between the two flank centres, in samples
-            base = left + (right - left) * (pos + span / 2) / span
+            gw = guard.to(y.dtype)
+            cnt = gw.sum(-1, keepdim=True)
+            xm, ym = (x * gw).sum(-1, keepdim=True) / cnt, (seg * gw).sum(-1, keepdim=True) / cnt
+            var = ((x - xm) ** 2 * gw).sum(-1, keepdim=True).clamp_min(1e-12)
+            base = ym + ((x - xm) * (seg - ym) * gw).sum(-1, keepdim=True) / var * (x - xm)
         else:
-            base = base0[:, None, None].expand_as(win)
-        d = 1.0 - win / base.clamp_min(1e-6)  # relative absorbance, as the gates measure it
-        ew = self.dx * d.sum(-1)
-        depth = d.amax(-1)
-        wl = self.wl[(centres[..., None] + torch.arange(-h, h + 1, device=y.device)).clamp(0, len(self.wl) - 1)]
-        dpos = d.clamp_min(0)
-        centroid = (wl * dpos).sum(-1) / (dpos.sum(-1) + 1e-12)
+            base = base0[:, None, None].expand_as(seg)
+        d = 1.0 - seg / base.clamp_min(1e-6)  # relative absorbance, as the gates measure it
+        dw = torch.where(in_win, d, torch.zeros_like(d))
+        ends = d[..., g] + torch.gather(d, 2, g + width)[..., 0]
+        ew = self.dx * (dw.sum(-1) - 0.5 * ends)  # trapezoid rule over the window
+        depth = torch.where(in_win, d, torch.full_like(d, -torch.inf)).amax(-1)
+        dpos = dw.clamp_min(0)
+        centroid = (x * dpos).sum(-1) / (dpos.sum(-1) + 1e-12)
         return {"area": ew / self.span, "depth": depth, "centroid": centroid, "ew": ew}
 
-    def dip_loss(self, raw_p: torch.Tensor, raw_t: torch.Tensor, base0: torch.Tensor | None) -> torch.Tensor:
+    def dip_loss(
+        self, raw_p: torch.Tensor, raw_t: torch.Tensor, base0: torch.Tensor | None, windows: torch.Tensor | None
+    ) -> torch.Tensor:
         cfg = self.cfg
         ps, ts = self.smooth(raw_p), self.smooth(raw_t)
+        if windows is None:
+            windows = self.windows_of(raw_t)
+        valid = windows[..., 0] >= 0
         with torch.no_grad():
-            centres, valid = self.locate(ts)
-            mt = self.measure(ts, centres, base0)
-        mp = self.measure(ps, centres, base0)
+            mt = self.measure(ts, windows, base0)
+        mp = self.measure(ps, windows, base0)
         eps = max(cfg.dip_min_area, 1e-8)
 
         def rel(key: str, floor: float) -> torch.Tensor:

@@ -1,0 +1,76 @@
+"""The dip loss measures what gate 3 measures: the gate's own windows, guard bands and baseline line.
+
+Before this, the loss measured ±dip_window_half_nm around each dip's minimum while gate 3 re-measures
+the prediction over the whole dip (grown to 5 % of its depth) with guard bands outside it; a model
+could satisfy the loss while over-filling the dips' wings, and the ROI ratio collapsed late in training.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from godrun.data import layout as L
+from godrun.data.synth import dose_features, plan_groups, synth_group, wavelength_grid
+from godrun.gates import metrics as M
+from godrun.spec import Recipe
+from godrun.trainer.losses import LossConfig, SpectralLoss
+
+REFERENCE_AGREEMENT = 1e-3  # the gate de-spikes its guard bands (running median), the loss does not
+
+
+@pytest.fixture(scope="module")
+def refs() -> tuple[np.ndarray, np.ndarray]:
+    plans = [p for p in plan_groups(0.05) if p.group_id in L.PANEL_GROUPS]
+    feats = dose_features(plan_groups(0.05)).set_index("group_id")
+    wl = wavelength_grid()
+    cleans = [synth_group(p, feats.loc[p.group_id], wl, 0, i)[0] for i, p in enumerate(plans)]
+    return np.concatenate(cleans).astype(np.float64), wl
+
+
+def _loss(wl: np.ndarray) -> SpectralLoss:
+    return SpectralLoss(LossConfig.from_recipe(Recipe()), torch.from_numpy(wl), None).double()
+
+
+def _gate_dips(y: np.ndarray, ref: np.ndarray, wl: np.ndarray, m: int) -> list[M.Dip]:
+    dips = sorted(M.detect_dips(ref, wl), key=lambda d: -d.area)[:m]
+    return [M.measure_dip(y, wl, d) for d in dips]
+
+
+@pytest.mark.parametrize("depth_factor", [1.0, 1.3])
+def test_loss_measures_in_the_gate_windows(refs, depth_factor: float) -> None:
+    """On references and on over-deepened copies, loss and gate report the same area and depth per dip."""
+    ref, wl = refs
+    loss = _loss(wl)
+    cont = M.continuum(ref, wl)
+    pred = cont - depth_factor * (cont - ref)  # every dip deeper by depth_factor, baseline untouched
+    windows = loss.windows_of(torch.from_numpy(ref))
+    got = loss.measure(loss.smooth(torch.from_numpy(pred)), windows, None)
+    compared = 0
+    for i in range(len(ref)):
+        for k, want in enumerate(_gate_dips(pred[i], ref[i], wl, Recipe().dip_m)):
+            assert abs(float(got["area"][i, k]) - want.area) <= REFERENCE_AGREEMENT * abs(want.area)
+            assert abs(float(got["depth"][i, k]) - want.depth) <= REFERENCE_AGREEMENT * abs(want.depth)
+            compared += 1
+        assert int((windows[i, :, 0] >= 0).sum()) == len(M.detect_dips(ref[i], wl)[: Recipe().dip_m])
+    assert compared >= 20
+
+
+def test_dip_loss_sees_overfilled_wings(refs) -> None:
+    """A dip whose wings are deepened (the centre kept) costs the loss: the gate fails it too."""
+    ref, wl = refs
+    loss = _loss(wl)
+    i = int(np.argmax([len(M.detect_dips(r, wl)) for r in ref]))
+    dip = max(M.detect_dips(ref[i], wl), key=lambda d: d.area)
+    wings = (np.abs(wl - dip.center_nm) > 4.0) & (wl >= dip.left_nm) & (wl <= dip.right_nm)
+    cont = M.continuum(ref[i : i + 1], wl)[0]
+    pred = ref[i] - np.where(wings, 0.5 * (cont - ref[i]), 0.0)
+    got = _gate_dips(pred, ref[i], wl, 1)[0]
+    assert abs(got.area - dip.area) / dip.area > 0.1  # gate 3 fails this dip
+    t = torch.from_numpy(np.stack([ref[i], pred]))
+    one = torch.ones(2, dtype=torch.float64)
+    zero = torch.zeros(2, dtype=torch.float64)
+    _, same = loss(t[:1], t[:1], zero[:1], one[:1])
+    _, wrong = loss(t[1:], t[:1], zero[:1], one[:1])
+    assert same["dip"] < 1e-8 and wrong["dip"] > 0.01
