@@ -243,3 +243,26 @@ def test_controller_argv_parses_with_the_same_gates(tmp_path: Path, monkeypatch)
     assert cli.resolve_script("scripts/proxy.py") == home / "scripts/proxy.py"
     with pytest.raises(InputError):
         cli.resolve_script("scripts/absent_proxy.py")
+
+
+def test_report_draws_the_training_runs_learning_curves(workspace: Path, monkeypatch, capsys) -> None:
+    """metrics.csv beside the checkpoints (logs/<checkpoint dir name>/) becomes a learning-curve figure."""
+    from godrun.evaluator.cli import main
+    from godrun.trainer.telemetry import write_metrics_csv
+
+    monkeypatch.chdir(workspace)
+    args = [a for a in SEED_QA if "downstream" not in a]
+    assert main(args) == 0
+    html = (workspace / "final_analytics/panel_eval/report.html").read_text()
+    assert "Learning curves" not in html  # no training log: nothing invented
+    history = [
+        {"epoch": e, "panel_psnr_mean": 15.0 + e, "panel_sam_mean": 9.0 - e, "panel_roi_ratio": 0.9,
+         "panel_spurious": 0, "panel_downstream_err": 3e-4, "panel_downstream_err_raw": 5e-4}
+        for e in (1, 2, 3)
+    ]  # fmt: skip
+    write_metrics_csv(workspace / "logs/god_run/metrics.csv", history)
+    assert main(args) == 0
+    html = (workspace / "final_analytics/panel_eval/report.html").read_text()
+    assert "Learning curves" in html
+    after = html.split("Learning curves", 1)[1]
+    assert "data:image/png;base64," in after.split("Checkpoint ranking", 1)[0]

@@ -160,8 +160,12 @@ def evaluate_and_write(
     checkpoint_hashes: dict[str, str] | None = None,
     extra_hashes: dict[str, Any] | None = None,
     root_dir: Path | None = None,
+    history: pd.DataFrame | None = None,
 ) -> Result:
-    """Evaluate and rank the candidates, then write every output file; return the run's verdict."""
+    """Evaluate and rank the candidates, then write every output file; return the run's verdict.
+
+    `history`: the training run's metrics.csv (one row per epoch), drawn as learning curves in the report.
+    """
     from godrun.evaluator.report import write_report
 
     evals = evaluate_candidates(panel, candidates, gates)
@@ -192,6 +196,14 @@ def evaluate_and_write(
     write_gates_json(out / "gates.json", verdict, gates, evals)
     write_hashes_json(out / "hashes.json", hashes)
     write_report(
-        report_path, panel=panel, best=best, verdict=verdict, gates=gates, groups=groups, ranking=ranking, hashes=hashes
+        report_path,
+        panel=panel,
+        best=best,
+        verdict=verdict,
+        gates=gates,
+        groups=groups,
+        ranking=ranking,
+        hashes=hashes,
+        history=history,
     )
     return Result(verdict, evals, ranking, report_path, hashes)

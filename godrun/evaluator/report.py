@@ -1,7 +1,8 @@
 """report.html: one self-contained page (plots embedded as base64 PNG) people would rather look at than read.
 
 Verdict banner, gate table, PSNR/SAM histograms with the thresholds drawn, per-group bars, the worst spectra
-(raw / denoised / reference with the ROI shaded and dips marked) and the checkpoint ranking.
+(raw / denoised / reference with the ROI shaded and dips marked), the training run's learning curves (its
+metrics.csv, when there is one) and the checkpoint ranking.
 """
 
 from __future__ import annotations
@@ -164,6 +165,34 @@ def worst_spectra(panel: Panel, pred: np.ndarray, per: pd.DataFrame, gates: Gate
     return _png(fig)
 
 
+CURVES = (
+    ("panel_psnr_mean", "PSNR (dB)", "psnr_mean_min"),
+    ("panel_sam_mean", "SAM (°)", "sam_mean_max"),
+    ("panel_roi_ratio", "ROI pass ratio", "roi_pass_fraction_min"),
+    ("panel_spurious", "spurious dips", "spurious_peaks_max"),
+    ("panel_downstream_err", "downstream error", None),
+)
+
+
+def learning_curves(history: pd.DataFrame, gates: Gates) -> str:
+    """Per-epoch panel metrics from the trainer's metrics.csv, each with its gate threshold dashed."""
+    shown = [c for c in CURVES if c[0] in history.columns]
+    fig = Figure(figsize=(3.2 * len(shown), 3.0))
+    fig.subplots_adjust(left=0.05, right=0.99, bottom=0.17, wspace=0.35)
+    axes = np.atleast_1d(fig.subplots(1, len(shown)))
+    epoch = history["epoch"].to_numpy(float)
+    for ax, (col, label, threshold) in zip(axes, shown, strict=True):
+        ax.plot(epoch, history[col].to_numpy(float), marker=".", color="#5b8def")
+        bound = getattr(gates, threshold) if threshold else None
+        if threshold is None and "panel_downstream_err_raw" in history.columns:
+            bound = float(history["panel_downstream_err_raw"].iloc[-1]) * (1.0 + gates.downstream_margin)
+        if bound is not None:
+            ax.axhline(bound, color="#d62728", ls="--", lw=1)
+        ax.set_title(label, fontsize=10)
+        ax.set_xlabel("epoch")
+    return _png(fig)
+
+
 def gate_table_html(verdict: Verdict) -> str:
     rows = ['<tr><th class="l">gate</th><th class="l">metric</th><th>value</th><th>threshold</th><th>passed</th></tr>']
     for g in verdict.gates:
@@ -214,6 +243,7 @@ def render(
     ranking: Sequence[dict[str, Any]],
     hashes: dict[str, Any],
     title: str = "GodRun panel QA",
+    history: pd.DataFrame | None = None,
 ) -> str:
     assert best.prediction is not None, "the top-ranked evaluation keeps its prediction"
     ok = verdict.verdict == "pass"
@@ -235,6 +265,14 @@ def render(
         "<h2>Worst spectra</h2><p>Grey raw, dashed reference, blue denoised; ROI shaded; dotted lines: reference "
         "dips; ▼ predicted dips matching one, <span style='color:#d62728'>×</span> spurious dips.</p>",
         worst_spectra(panel, best.prediction, best.per_spectrum, gates),
+        *(
+            [
+                "<h2>Learning curves</h2><p>The trainer's per-epoch panel metrics (metrics.csv); dashed: the gate.</p>",
+                learning_curves(history, gates),
+            ]
+            if history is not None and len(history)
+            else []
+        ),
         "<h2>Checkpoint ranking</h2><p>More gates passed first, then the composite panel score.</p>",
         ranking_html(ranking),
         "<h2>Hashes</h2><pre>",

@@ -157,7 +157,8 @@ def panel_eval(
     gen = torch.Generator().manual_seed(recipe.seed)
     ref = ds.targets_for(panel, torch.arange(len(panel)), recipe, gen, panel=True).numpy()
     gates = Gates()
-    verdict = evaluate_gates(panel_metrics(pred, ref, panel.raw.numpy(), wl, gates), gates)
+    per_spectrum = panel_metrics(pred, ref, panel.raw.numpy(), wl, gates)
+    verdict = evaluate_gates(per_spectrum, gates)
     passed = sum(g.passed for g in verdict.gates)
     return {
         "panel_psnr_mean": verdict.psnr_mean,
@@ -166,6 +167,8 @@ def panel_eval(
         "panel_tail_ratio": verdict.tail_ratio,
         "panel_roi_ratio": verdict.roi_ratio,
         "panel_spurious": verdict.spurious_peaks,
+        "panel_downstream_err": float(per_spectrum["downstream_err"].mean()),
+        "panel_downstream_err_raw": float(per_spectrum["downstream_err_raw"].mean()),
         "panel_gates_passed": passed,
         # ranked by gates passed, then the evaluator's composite score (same ranking as the evaluator)
         "panel_score": 1000.0 * passed + composite_score(verdict),

@@ -29,6 +29,8 @@ METRICS_COLUMNS = (
     "panel_tail_ratio",
     "panel_roi_ratio",
     "panel_spurious",
+    "panel_downstream_err",
+    "panel_downstream_err_raw",
     "panel_gates_passed",
     "panel_score",
     "lr",
