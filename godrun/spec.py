@@ -31,7 +31,7 @@ FilmFeature = Literal[
     "UVA_norm",
     "UVB_norm",
 ]
-FILM_FEATURES: tuple[str, ...] = get_args(FilmFeature)
+FILM_FEATURES: tuple[FilmFeature, ...] = get_args(FilmFeature)
 
 Phase = Literal["Pending", "Training", "Evaluating", "Shipped", "Failed-ActB", "Error"]
 PHASES: tuple[str, ...] = get_args(Phase)

@@ -119,7 +119,7 @@ def _factory_defaults(cls: type[BaseModel]) -> dict[str, Any]:
     for fname, field in cls.model_fields.items():
         if field.default_factory is None:
             continue
-        value = field.default_factory()
+        value = field.get_default(call_default_factory=True, validated_data={})
         key = field.alias or fname
         # A nested object's default is written out in full: the apiserver checks CEL rules against the
         # default itself, so `default: {}` on an object whose rules name its fields is refused.
@@ -172,7 +172,7 @@ def _convert(node: dict[str, Any], defs: dict[str, Any], model: str | None = Non
         out["type"] = "object"
         out["properties"] = {k: _convert(v, defs) for k, v in node["properties"].items()}
         cls = _model_class(model) if model else None
-        if cls is not None:
+        if model and cls is not None:
             _decorate_model(out, cls, model)
     elif isinstance(node.get("additionalProperties"), dict):
         out["additionalProperties"] = _convert(node["additionalProperties"], defs)

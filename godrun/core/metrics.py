@@ -73,7 +73,7 @@ class ControllerMetrics:
         verdict = status.panel
         for metric, attr in PANEL_FIELDS.items():
             self._set_or_remove(self.panel[metric], (namespace, name), getattr(verdict, attr) if verdict else None)
-        results = {g.name: g.passed for g in verdict.gates} if verdict else {}
+        results: dict[str, bool] = {g.name: g.passed for g in verdict.gates} if verdict else {}
         for gate in GATE_NAMES:
             self._set_or_remove(self.gate_passed, (namespace, name, gate), results.get(gate))
 

@@ -238,8 +238,7 @@ class Trainer:
         w = torch.from_numpy(lam)
         self.loss_fn = SpectralLoss(LossConfig.from_recipe(r), torch.from_numpy(self.wl), w).to(self.device)
         self.wl_step = float(np.median(np.diff(self.wl)))
-        amp_dtype = torch.bfloat16 if r.amp_dtype == "bf16" else torch.float16
-        self.autocast = {"device_type": self.device.type, "dtype": amp_dtype, "enabled": r.amp}
+        self.amp_dtype = torch.bfloat16 if r.amp_dtype == "bf16" else torch.float16
         use_scaler = r.amp and r.amp_dtype == "fp16" and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
         self.state = EarlyStop()
@@ -306,7 +305,7 @@ class Trainer:
 
     def _audit(self) -> None:
         r = self.recipe
-        entries = {f"sha256 {k}": v for k, v in self.hashes.items()}
+        entries: dict[str, object] = {f"sha256 {k}": v for k, v in self.hashes.items()}
         entries["sha256 init_checkpoint"] = f"{r.init_checkpoint} {self.init_sha}"
         entries["sha256 config"] = ckpt_io.config_sha256(r.model_dump())
         entries["code_version"] = self.code_version
@@ -328,11 +327,11 @@ class Trainer:
         for i in range(self.steps):
             idx = order[i * r.bs : (i + 1) * r.bs]
             b = ds.make_batch(self.train_data, idx, r, gen, self.wl_step, train=True)
-            x, y = b["x"].to(self.device), b["y"].to(self.device)
-            cond = None if b["cond"] is None else b["cond"].to(self.device)
-            with torch.autocast(**self.autocast):
+            x, y = b.x.to(self.device), b.y.to(self.device)
+            cond = None if b.cond is None else b.cond.to(self.device)
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=r.amp):
                 pred = self.net(x, cond)
-            loss, parts = self.loss_fn(pred, y, b["offset"].to(self.device), b["scale"].to(self.device))
+            loss, parts = self.loss_fn(pred, y, b.offset.to(self.device), b.scale.to(self.device))
             self.opt.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.opt)
