@@ -249,7 +249,7 @@ class PanelSpec(_Camel):
 
 
 class Gates(_Camel):
-    """Readiness gate thresholds (DESIGN.md §6); the defaults are the seed's."""
+    """Readiness gate thresholds (the four gates: docs/design.md, section 6); the defaults are the seed's."""
 
     psnr_mean_min: float = Field(18.0, ge=0, le=100, description="Gate 1: minimum mean PSNR (dB).")
     psnr_std_max: float = Field(4.0, ge=0, le=100, description="Gate 1: maximum population std of PSNR (dB).")

@@ -1,4 +1,4 @@
-"""The controller's Prometheus metrics (DESIGN.md §7), on their own registry.
+"""The controller's Prometheus metrics (also served by `godrun run --metrics-port`), on their own registry.
 
 Per-run series are labelled `namespace`, `godrun`; `forget()` removes every series of a deleted GodRun so
 the exposition does not grow with history.

@@ -72,12 +72,8 @@ class TrainResult:
 
 
 def _threads(dist: Dist) -> int:
-    """GODRUN_NUM_THREADS, else 2 per machine split over local processes; 1 when the CPUs are already busy.
-
-    Measured on a shared 2-core machine (load ~5): a demo-size step took 0.34 s with 1 thread and 3.5 s
-    with 2 (OpenMP threads spin-waiting for a core), so oversubscription costs 10x while a second thread
-    on an idle machine saves well under 2x.
-    """
+    """GODRUN_NUM_THREADS, else 2 per machine split over local processes; 1 when the CPUs are already busy:
+    OpenMP threads spin-waiting for a busy core cost far more than a second thread saves (bench/README.md)."""
     env = os.environ.get("GODRUN_NUM_THREADS")
     if env:
         return max(1, int(env))
