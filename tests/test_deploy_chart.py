@@ -256,3 +256,10 @@ def test_bad_values_are_refused(setting: str, message: str) -> None:
     out = _run("template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--set", setting)
     assert out.returncode != 0, f"{setting} rendered"
     assert message in out.stderr, out.stderr
+
+
+def test_chart_poll_interval_default_is_the_controllers() -> None:
+    from godrun.core.machine import DEFAULT_POLLING
+
+    values = yaml.safe_load((ROOT / "helm/godrun/values.yaml").read_text())
+    assert values["controller"]["progressSeconds"] == DEFAULT_POLLING.progress_seconds
