@@ -173,14 +173,16 @@ def reconcile(
     """observe -> decide -> apply actions -> write the status when it changed.
 
     `spec_error`: the run's spec could not be read (`run.spec` holds defaults); nothing is observed or started.
-    When the executor refuses an action (an invalid Job), the run is observed and decided again at once so
-    that the status written says why.
+    When the executor refuses a Job (the API server finds it invalid), the run is observed and decided again at
+    once so that the status written says why; what was applied before the refused Job is not applied twice.
     """
     observed = Observed(spec_error=spec_error) if spec_error is not None else executor.observe(run)
     decision = decide(run, observed, now, polling)
     if not executor.apply(run, decision.actions) and spec_error is None:
+        creates = [i for i, a in enumerate(decision.actions) if isinstance(a, CreateJob)]
+        applied = decision.actions[: creates[0]] if creates else decision.actions
         decision = decide(run, executor.observe(run), now, polling)
-        executor.apply(run, decision.actions)
+        executor.apply(run, [a for a in decision.actions if a not in applied])
     if decision.status != run.status:
         executor.write_status(run, decision.status)
     return decision
