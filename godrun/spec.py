@@ -42,6 +42,7 @@ GATE_NAMES: tuple[str, ...] = ("aggregate", "tail", "roi", "downstream")
 NonNegInt = Annotated[int, Field(ge=0)]
 PosInt = Annotated[int, Field(ge=1)]
 Ratio = Annotated[float, Field(ge=0.0, le=1.0)]
+Port = Annotated[int, Field(ge=0, le=65535)]
 # A Kubernetes resource quantity ("8", "500m", "64Gi", "1e3").
 QUANTITY_PATTERN = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
 
@@ -155,7 +156,7 @@ class Recipe(BaseModel):
     seed: NonNegInt = Field(0, description="Random seed for sampling, augmentation and initialisation.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Device to train on.")
     num_workers: NonNegInt = Field(0, description="Data-loader worker processes.")
-    metrics_port: NonNegInt | None = Field(None, description="Serve Prometheus metrics on this port while training.")
+    metrics_port: Port | None = Field(None, description="Serve Prometheus metrics on this port while training.")
     steps_per_epoch: NonNegInt = Field(
         0, description="Optimiser steps per epoch; 0 = one pass over the training manifest."
     )

@@ -18,8 +18,9 @@ import yaml
 from pydantic import ValidationError
 
 from godrun.core.machine import GodRunView, reconcile
-from godrun.errors import EXIT_BAD_INPUT, InputError
+from godrun.errors import EXIT_BAD_INPUT, InputError, describe, reading
 from godrun.fsio import atomic_write_json, sha256_bytes
+from godrun.inputs import read_text, tcp_port
 from godrun.local.executor import LocalExecutor
 from godrun.spec import TERMINAL_PHASES, GodRun, GodRunStatus, format_validation_error
 from godrun.tables import RUN_HEADER, format_plain, print_gate_table, run_row
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("manifest", type=Path, help="GodRun YAML file")
     p.add_argument("--workdir", type=Path, default=Path("."), help="the run volume: stages run here (default: .)")
     p.add_argument("--status", type=Path, help="status file (default: <workdir>/status.json)")
-    p.add_argument("--metrics-port", type=int, help="serve the controller's Prometheus metrics on this port")
+    p.add_argument("--metrics-port", type=tcp_port, help="serve the controller's Prometheus metrics on this port")
     p.add_argument("--poll", type=float, default=1.0, help="seconds between observations (default: 1)")
     p.add_argument("--no-act-b", action="store_true", help="write the Act B child manifest but do not run it")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the final table")
@@ -48,14 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_manifest(path: Path) -> GodRun:
     """Parse and validate a GodRun YAML; errors name the file and the field (`spec.training.lr_min: ...`)."""
-    try:
-        docs = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d is not None]
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except yaml.YAMLError as exc:
-        raise InputError(f"{path}: not valid YAML: {exc}") from None
-    if len(docs) != 1 or not isinstance(docs[0], dict):
+    text = read_text(path)
+    with reading(path, extra=(yaml.YAMLError,)):
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    if len(docs) != 1:
         raise InputError(f"{path}: expected exactly one GodRun object, found {len(docs)} documents")
+    if not isinstance(docs[0], dict):
+        raise InputError(f"{path}: expected a GodRun object (a YAML mapping), found a {type(docs[0]).__name__}")
     try:
         return GodRun.model_validate(docs[0])
     except ValidationError as exc:
@@ -151,7 +151,10 @@ def _serve_metrics(port: int | None):
     from godrun.controller.metrics import ControllerMetrics
 
     metrics = ControllerMetrics()
-    start_http_server(port, registry=metrics.registry)
+    try:
+        start_http_server(port, registry=metrics.registry)
+    except OSError as exc:
+        raise InputError(f"--metrics-port {port}: cannot serve metrics there ({describe(exc)})") from exc
     return metrics
 
 
