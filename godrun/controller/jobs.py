@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from godrun.core.commands import PYTHON, TRAINER_MODULE, evaluator_argv, trainer_flags
-from godrun.core.machine import EXIT_BAD_INPUT, GodRunView, owner_reference
+from godrun.core.machine import FAIL_JOB_EXIT_CODES, GodRunView, owner_reference
 from godrun.core.names import run_label, service_name
 from godrun.spec import GodRunSpec
 
@@ -106,12 +106,13 @@ def compute(spec: GodRunSpec, gpus: int) -> dict[str, Any]:
 
 
 def pod_failure_policy(container: str) -> dict[str, Any]:
-    """Exit 2 (bad input) fails the Job at once; a disrupted pod does not count against backoffLimit."""
+    """godrun.core.machine.attempt_failure_action as a Job's rules: exit 2 (bad input) fails the Job at once, a
+    disrupted pod does not count against backoffLimit, anything else (a signal too) counts."""
     return {
         "rules": [
             {
                 "action": "FailJob",
-                "onExitCodes": {"containerName": container, "operator": "In", "values": [EXIT_BAD_INPUT]},
+                "onExitCodes": {"containerName": container, "operator": "In", "values": list(FAIL_JOB_EXIT_CODES)},
             },
             {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
         ]

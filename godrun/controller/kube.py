@@ -111,7 +111,9 @@ def job_stage_obs(job: dict[str, Any] | None, pods: Sequence[dict[str, Any]] = (
             if exit_code is None and (m := _EXIT_IN_MESSAGE.search(c.get("message") or "")):
                 exit_code = int(m.group(1))
             message = term_message or c.get("message") or ""
-            return StageObs("failed", reason=c.get("reason") or "", exit_code=exit_code, message=message)
+            failures = int(status.get("failed") or 0) or None
+            reason = c.get("reason") or ""
+            return StageObs("failed", reason=reason, exit_code=exit_code, message=message, failures=failures)
     if "Complete" in conds or "SuccessCriteriaMet" in conds:
         return StageObs("succeeded", exit_code=0, message=term_message)
     return StageObs("active", disrupted=disrupted, suspended=bool(spec.get("suspend")) or "Suspended" in conds)
