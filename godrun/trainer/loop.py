@@ -19,7 +19,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from godrun.errors import InputError
-from godrun.fsio import code_version, sha256_file
+from godrun.fsio import code_version, remove_stale_temps, sha256_file
 from godrun.spec import Gates, Recipe
 from godrun.trainer import checkpoint as ckpt_io
 from godrun.trainer import dataset as ds
@@ -201,6 +201,9 @@ class Trainer:
         self.model = build_model(r)
         self.init_sha: str | None = None
         self.last = ckpt_io.last_path(r.checkpoint_dir, r.model)
+        if self.dist.main:  # half-written checkpoints/metrics of a killed run: never resumed from, never archived
+            for folder in (r.checkpoint_dir, r.log_dir):
+                remove_stale_temps(folder)
         self.resume_ckpt = ckpt_io.load_checkpoint(self.last) if self.last.is_file() else None
         if self.resume_ckpt is not None:
             diff = _config_diff(self.resume_ckpt["config"], r.model_dump())
