@@ -141,5 +141,5 @@ def test_name_rule_at_the_root_matches_the_pydantic_limit():
     assert f"size(self.metadata.name) <= {MAX_RUN_NAME}" == crd_mod.NAME_RULE["rule"]
     body = {"apiVersion": "godrun.io/v1alpha1", "kind": "GodRun", "spec": {"image": "x"}}
     GodRun.model_validate(body | {"metadata": {"name": "a" * MAX_RUN_NAME}})
-    with pytest.raises(ValidationError, match="metadata.name"):
+    with pytest.raises(ValidationError, match=r"metadata\.name"):
         GodRun.model_validate(body | {"metadata": {"name": "a" * (MAX_RUN_NAME + 1)}})

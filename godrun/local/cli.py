@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from godrun.core.machine import GodRunView, reconcile
+from godrun.core.machine import GodRunView, Polling, reconcile
 from godrun.errors import EXIT_BAD_INPUT, InputError, describe, reading
 from godrun.fsio import atomic_write_json, sha256_bytes
 from godrun.inputs import read_text, tcp_port
@@ -161,11 +161,14 @@ def drive(
     view = GodRunView(name=name, namespace="local", generation=generation, spec=run.spec, status=status)
     shown: tuple[str, ...] = ()
     eta = _Eta()
+    # No watch reports a process that ended: every phase is looked at again after `poll` seconds.
+    polling = Polling(progress_seconds=poll, verdict_seconds=poll)
     try:
         while True:
             stop.check()
             view = GodRunView(name=name, namespace="local", generation=generation, spec=run.spec, status=status)
-            status = reconcile(executor, view, datetime.now(UTC)).status
+            decision = reconcile(executor, view, datetime.now(UTC), polling)
+            status = decision.status
             if metrics is not None:
                 metrics.observe("local", name, status)
             row = run_row(name, status, datetime.now(UTC))
@@ -174,7 +177,7 @@ def drive(
                 print(f"  {status.phase:<11} {status.message}{eta.text(status)}", flush=True)
             if status.phase in TERMINAL_PHASES and not executor.busy:
                 return status, executor
-            stop.sleep(poll)
+            stop.sleep(decision.requeue_after or poll)
     except (Interrupted, KeyboardInterrupt) as exc:
         executor.stop_all(view)
         signame = str(exc) if isinstance(exc, Interrupted) else "SIGINT"
@@ -208,7 +211,7 @@ def _serve_metrics(port: int | None):
         return None
     from prometheus_client import start_http_server
 
-    from godrun.controller.metrics import ControllerMetrics
+    from godrun.core.metrics import ControllerMetrics
 
     metrics = ControllerMetrics()
     try:

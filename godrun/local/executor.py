@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import IO
 
 import yaml
-from pydantic import ValidationError
 
+from godrun.core.commands import PYTHON, TORCHRUN, launch_command
 from godrun.core.machine import (
     Action,
     CreateActB,
@@ -34,10 +34,10 @@ from godrun.core.machine import (
     attempt_failure_action,
 )
 from godrun.core.names import act_b_name, job_name
+from godrun.core.observe import read_progress_csv, read_verdict_file
 from godrun.fsio import atomic_write_json, atomic_write_text
 from godrun.local import procs
-from godrun.local.progress import read_progress
-from godrun.spec import GodRunStatus, Verdict
+from godrun.spec import GodRunStatus
 
 
 @dataclass
@@ -76,8 +76,8 @@ class LocalExecutor:
         evaluate = self._stage(run, eval_job)
         verdict, verdict_error = None, None
         if evaluate.state == "succeeded":
-            verdict, verdict_error = self._read_verdict(self.job_dir(run, eval_job) / "termination-log")
-        progress = read_progress(self.workdir, run.spec.training)
+            verdict, verdict_error = read_verdict_file(self.job_dir(run, eval_job) / "termination-log")
+        progress = read_progress_csv(self.workdir / run.spec.training.log_dir / "metrics.csv", run.spec.training)
         child = self.workdir / f"{act_b_name(run.name)}.yaml"
         return Observed(
             train=train,
@@ -88,10 +88,10 @@ class LocalExecutor:
             act_b_exists=child.exists(),
         )
 
-    def apply(self, run: GodRunView, actions: Sequence[Action]) -> None:
+    def apply(self, run: GodRunView, actions: Sequence[Action]) -> bool:
         for action in actions:
             if isinstance(action, CreateJob):
-                self._start(run, action.name, list(action.argv))
+                self._start(run, action.name, self._command(run, action))
             elif isinstance(action, DeleteJob):
                 self._stop(run, action.name)
             elif isinstance(action, CreateActB):
@@ -100,11 +100,19 @@ class LocalExecutor:
                 self.act_b_manifests.append(path)
             elif isinstance(action, EmitEvent):
                 self._event(run, action)
+        return True
 
     def write_status(self, run: GodRunView, status: GodRunStatus) -> None:
         atomic_write_json(self.status_path, status.model_dump(mode="json", by_alias=True, exclude_none=True))
 
     # ------------------------------------------------------------------ processes
+
+    def _command(self, run: GodRunView, action: CreateJob) -> list[str]:
+        """The action's argv under the stage's launcher, on this one machine, with this Python."""
+        gpus = run.spec.resources.gpus if action.stage == "train" else min(run.spec.resources.gpus, 1)
+        argv = launch_command(action.argv, gpus=gpus)
+        head = {PYTHON: [self.python], TORCHRUN: [self.python, "-m", "torch.distributed.run"]}[argv[0]]
+        return [*head, *argv[1:]]
 
     def _start(self, run: GodRunView, job: str, argv: list[str]) -> None:
         """Start an attempt of `job` (a record without an exit code is a Job still going: its next attempt)."""
@@ -120,10 +128,9 @@ class LocalExecutor:
         for key in ("exit_code", "reason", "pid", "start_ticks"):
             record.pop(key, None)
         (jdir / "termination-log").unlink(missing_ok=True)
-        cmd = [self.python if argv[0] == "python" else argv[0], *argv[1:]]
         env = os.environ | {"GODRUN_TERMINATION_LOG": str(jdir / "termination-log"), "PYTHONUNBUFFERED": "1"}
         log = open(jdir / "output.log", "ab")  # noqa: SIM115 - closed when the process is reaped
-        popen = procs.spawn(cmd, cwd=self.workdir, env=env, log=log)
+        popen = procs.spawn(argv, cwd=self.workdir, env=env, log=log)
         self.procs[job] = _Proc(popen, log)
         record |= {"pid": popen.pid, "start_ticks": procs.start_ticks(popen.pid), "started": _now()}
         atomic_write_json(jdir / "job.json", record)
@@ -157,7 +164,7 @@ class LocalExecutor:
             self._event(run, EmitEvent("Warning", "Retrying", msg))
             self._start(run, job, record["argv"])
             return
-        reason = "PodFailurePolicy" if action == "FailJob" else "BackoffLimitExceeded"
+        reason = "BadInput" if action == "FailJob" else "RetriesExhausted"  # the machine's FailureReason
         record |= {"exit_code": code, "reason": reason}
         atomic_write_json(jdir / "job.json", record)
 
@@ -174,7 +181,7 @@ class LocalExecutor:
         return StageObs(
             state="failed",
             exit_code=code,
-            reason=record.get("reason") or "BackoffLimitExceeded",
+            reason=record.get("reason") or "RetriesExhausted",
             message=detail,
             failures=record.get("failures"),
         )
@@ -219,15 +226,6 @@ class LocalExecutor:
         except FileNotFoundError:
             return ""
         return next((line for line in reversed(text.splitlines()) if line.strip()), "")
-
-    @staticmethod
-    def _read_verdict(path: Path) -> tuple[Verdict | None, str | None]:
-        try:
-            return Verdict.model_validate_json(path.read_text()), None
-        except FileNotFoundError:
-            return None, f"{path} is missing"
-        except ValidationError as exc:
-            return None, str(exc).splitlines()[0]
 
     def _event(self, run: GodRunView, ev: EmitEvent) -> None:
         line = f"{_now()} {ev.type:<7} {ev.reason:<22} {ev.message}"
