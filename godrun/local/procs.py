@@ -79,7 +79,11 @@ def start_ticks(pid: int) -> int | None:
 
 
 def spawn(cmd: Sequence[str], *, cwd: Path, env: Mapping[str, str], log: IO[bytes]) -> subprocess.Popen[bytes]:
-    """Start a stage in a new session (its own process group) that dies with this process."""
+    """Start a stage in a new session (its own process group) that dies with this process.
+
+    The kernel sends the parent-death signal when the *thread* that forked ends: the runner starts every
+    stage from its main thread, which lives as long as the runner.
+    """
     parent = os.getpid()
 
     def die_with_parent() -> None:  # runs in the child between fork and exec: no allocation-heavy work
