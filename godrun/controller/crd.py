@@ -76,6 +76,12 @@ CEL_RULES: dict[str, list[dict[str, Any]]] = {
     ],
 }
 
+# metadata.name is only reachable from the root of the schema; the same limit as godrun.spec.ObjectMeta.
+NAME_RULE: dict[str, Any] = {
+    "rule": f"size(self.metadata.name) <= {S.MAX_RUN_NAME}",
+    "message": f"metadata.name must be at most {S.MAX_RUN_NAME} characters (names derived from it must fit)",
+}
+
 # Kubernetes-only additions to single properties: (model, python field name) -> schema keys.
 # maxItems/maxProperties bound CEL cost and etcd size; list-type set/map makes the server refuse duplicates.
 PROPERTY_EXTRAS: dict[tuple[str, str], dict[str, Any]] = {
@@ -223,6 +229,7 @@ def crd() -> dict[str, Any]:
         "type": "object",
         "description": S.GodRunSpec.__doc__,
         "required": ["spec"],
+        "x-kubernetes-validations": [NAME_RULE],
         "properties": {
             "apiVersion": {"type": "string", "description": "godrun.io/v1alpha1"},
             "kind": {"type": "string", "description": "GodRun"},

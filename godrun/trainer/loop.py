@@ -19,7 +19,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from godrun.errors import InputError
-from godrun.fsio import code_version, sha256_file
+from godrun.fsio import code_version, remove_stale_temps, sha256_file
 from godrun.spec import Gates, Recipe
 from godrun.trainer import checkpoint as ckpt_io
 from godrun.trainer import dataset as ds
@@ -195,16 +195,17 @@ class Trainer:
         self.train_data = ds.load_split(r, r.train_manifest, self.cond_stats, with_weights=True)
         self.panel = ds.load_split(r, r.val_manifest, self.cond_stats, with_weights=False)
         _check_leakage(self.train_data, self.panel)
-        # logs only once the inputs are known good: bad input leaves nothing behind
-        self.logger = telemetry.setup_logger(r.log_dir, enabled=self.dist.main and log)
-        self.progress = telemetry.Progress(self.logger, enabled=self.dist.main and log)
         torch.manual_seed(r.seed)
         self.model = build_model(r)
         self.init_sha: str | None = None
         self.last = ckpt_io.last_path(r.checkpoint_dir, r.model)
+        if self.dist.main:  # half-written checkpoints/metrics of a killed run: never resumed from, never archived
+            for folder in (r.checkpoint_dir, r.log_dir):
+                remove_stale_temps(folder)
         self.resume_ckpt = ckpt_io.load_checkpoint(self.last) if self.last.is_file() else None
+        warm: list[str] | None = None
         if self.resume_ckpt is not None:
-            diff = _config_diff(self.resume_ckpt["config"], r.model_dump())
+            diff = _config_diff(self.resume_ckpt.get("config") or {}, r.model_dump())
             if diff:
                 raise InputError(
                     f"{self.last} was written by a different recipe (differs in {', '.join(diff)}); "
@@ -212,9 +213,13 @@ class Trainer:
                 )
         elif r.init_checkpoint:
             init = ckpt_io.load_checkpoint(r.init_checkpoint)
-            added = ckpt_io.warm_start(self.model, ckpt_io.weights_for_inference(init), r.init_checkpoint)
+            warm = ckpt_io.warm_start(self.model, ckpt_io.weights_for_inference(init), r.init_checkpoint)
             self.init_sha = sha256_file(r.init_checkpoint)
-            self.logger.info("warm start from %s (sha256 %s); new keys: %s", r.init_checkpoint, self.init_sha, added)
+        # logs only once the inputs (the warm start too) are known good: bad input leaves nothing behind
+        self.logger = telemetry.setup_logger(r.log_dir, enabled=self.dist.main and log)
+        self.progress = telemetry.Progress(self.logger, enabled=self.dist.main and log)
+        if warm is not None:
+            self.logger.info("warm start from %s (sha256 %s); new keys: %s", r.init_checkpoint, self.init_sha, warm)
         _freeze(self.model, r)
         self.model.to(self.device)
         self.net: torch.nn.Module = self.model
