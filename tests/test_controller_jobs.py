@@ -24,7 +24,10 @@ def pods(job: dict) -> dict:
     return job["spec"]["template"]["spec"]
 
 
-@pytest.mark.parametrize("over", [{}, {"resources": {"gpus": 4}}, {"resources": {"gpus": 8, "nodes": 2}}])
+MULTI_NODE = {"resources": {"gpus": 8, "nodes": 2}, "data": {"claimName": "rwx"}}
+
+
+@pytest.mark.parametrize("over", [{}, {"resources": {"gpus": 4}}, MULTI_NODE])
 def test_jobs_pass_restricted_pod_security(over):
     v = view(**over)
     for job in (
@@ -86,18 +89,18 @@ def test_train_job_shape():
     assert c["command"][c["command"].index("--metrics_port") + 1] == str(jobs.TRAINER_METRICS_PORT)
     assert c["ports"][0]["containerPort"] == jobs.TRAINER_METRICS_PORT and c["ports"][0]["name"] == "metrics"
     assert {"name": "GODRUN_TERMINATION_LOG", "value": "/dev/termination-log"} in c["env"]
-    assert c["terminationMessagePolicy"] == "File"
+    assert c["terminationMessagePolicy"] == "FallbackToLogsOnError"
 
 
-def test_single_node_multi_gpu_uses_torchrun():
+def test_single_node_multi_gpu_uses_our_torchrun_launcher():
     v = view(resources={"gpus": 4})
     cmd = pods(jobs.train_job(v, "j", 1))["containers"][0]["command"]
-    assert cmd[:2] == ["torchrun", "--nproc_per_node=4"] and "--nnodes=1" in cmd and "-m" in cmd
-    assert cmd[cmd.index("-m") + 1] == "godrun.trainer"
+    assert cmd[:4] == ["python", "-m", "godrun.trainer.launch", "--nproc_per_node=4"] and "--nnodes=1" in cmd
+    assert cmd[cmd.index("-m", 3) + 1] == "godrun.trainer"
 
 
 def test_multi_node_is_indexed_job_with_headless_service():
-    v = view(resources={"gpus": 8, "nodes": 3})
+    v = view(resources={"gpus": 8, "nodes": 3}, data={"claimName": "shared-rwx"})
     name = job_name(v.name, "train", 3)
     job = jobs.train_job(v, name, 3)
     assert job["spec"]["completionMode"] == "Indexed"

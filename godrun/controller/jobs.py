@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from godrun.core.commands import PYTHON, TRAINER_MODULE, evaluator_argv, trainer_flags
+from godrun.core.commands import evaluator_argv, launcher_argv
 from godrun.core.machine import EXIT_BAD_INPUT, GodRunView, owner_reference
 from godrun.core.names import run_label, service_name
 from godrun.spec import GodRunSpec
@@ -38,6 +38,11 @@ def labels(run: str, stage: str, generation: int, spec: GodRunSpec | None = None
     return out
 
 
+def escape_expansion(argv: list[str]) -> list[str]:
+    """Kubernetes expands `$(VAR)` in command/args; `$$` keeps a spec string's `$` literal."""
+    return [arg.replace("$", "$$") for arg in argv]
+
+
 def run_selector(run: str) -> str:
     return f"app.kubernetes.io/managed-by=godrun-controller,godrun.io/run={run_label(run)}"
 
@@ -49,6 +54,8 @@ def pod_security_context(spec: GodRunSpec) -> dict[str, Any]:
         "runAsUser": uid,
         "runAsGroup": uid,
         "fsGroup": uid,
+        # chown the run volume only when its root is not already ours, not on every pod start
+        "fsGroupChangePolicy": "OnRootMismatch",
         "seccompProfile": {"type": "RuntimeDefault"},
     }
 
@@ -105,23 +112,26 @@ def compute(spec: GodRunSpec, gpus: int) -> dict[str, Any]:
     return {"requests": requests, "limits": limits}
 
 
-def pod_failure_policy(container: str) -> dict[str, Any]:
-    """Exit 2 (bad input) fails the Job at once; a disrupted pod does not count against backoffLimit."""
+def pod_failure_policy(container: str, *, multi_node: bool = False) -> dict[str, Any]:
+    """Exit 2 (bad input) fails the Job at once; a disrupted pod does not count against backoffLimit. A
+    multi-node Job fails on a disruption too: the controller recreates it whole (see machine._may_recreate)."""
+    disrupted = "FailJob" if multi_node else "Ignore"
     return {
         "rules": [
             {
                 "action": "FailJob",
                 "onExitCodes": {"containerName": container, "operator": "In", "values": [EXIT_BAD_INPUT]},
             },
-            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+            {"action": disrupted, "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
         ]
     }
 
 
 def _pod_spec(spec: GodRunSpec, container: dict[str, Any]) -> dict[str, Any]:
+    over = spec.pod_overrides
     pod: dict[str, Any] = {
         "restartPolicy": "Never",
-        "automountServiceAccountToken": False,
+        "automountServiceAccountToken": over.automount_service_account_token,
         "enableServiceLinks": False,
         "securityContext": pod_security_context(spec),
         "containers": [container],
@@ -131,6 +141,17 @@ def _pod_spec(spec: GodRunSpec, container: dict[str, Any]) -> dict[str, Any]:
         pod["nodeSelector"] = dict(spec.resources.node_selector)
     if spec.resources.tolerations:
         pod["tolerations"] = [t.model_dump(by_alias=True, exclude_none=True) for t in spec.resources.tolerations]
+    if over.image_pull_secrets:
+        pod["imagePullSecrets"] = [{"name": name} for name in over.image_pull_secrets]
+    for key, value in (
+        ("serviceAccountName", over.service_account_name),
+        ("priorityClassName", over.priority_class_name),
+        ("runtimeClassName", over.runtime_class_name),
+    ):
+        if value:
+            pod[key] = value
+    if over.affinity is not None:
+        pod["affinity"] = over.affinity.model_dump(by_alias=True, exclude_none=True)
     return pod
 
 
@@ -146,18 +167,24 @@ def _container(spec: GodRunSpec, stage: str, command: list[str], gpus: int, extr
         "securityContext": container_security_context(spec),
         "volumeMounts": volume_mounts(spec),
         "terminationMessagePath": TERMINATION_LOG,
-        "terminationMessagePolicy": "File",
+        # a crash's log tail becomes its message; the verdict is read only from pods that exited 0
+        "terminationMessagePolicy": "FallbackToLogsOnError",
     }
 
 
 def _job(run: GodRunView, stage: str, name: str, generation: int, pod: dict[str, Any], deadline: int) -> dict[str, Any]:
     spec = run.spec
     lab = labels(run.name, stage, generation, spec)
+    multi_node = stage == "train" and spec.resources.nodes > 1
+    template_meta: dict[str, Any] = {"labels": spec.pod_overrides.labels | lab}
+    if spec.pod_overrides.annotations:
+        template_meta["annotations"] = dict(spec.pod_overrides.annotations)
     job_spec: dict[str, Any] = {
-        "backoffLimit": spec.jobs.backoff_limit,
+        # multi-node: the controller recreates the whole Job instead (status.restarts)
+        "backoffLimit": 0 if multi_node else spec.jobs.backoff_limit,
         "activeDeadlineSeconds": deadline,
-        "podFailurePolicy": pod_failure_policy(CONTAINER[stage]),
-        "template": {"metadata": {"labels": dict(lab)}, "spec": pod},
+        "podFailurePolicy": pod_failure_policy(CONTAINER[stage], multi_node=multi_node),
+        "template": {"metadata": template_meta, "spec": pod},
     }
     if spec.jobs.ttl_seconds_after_finished is not None:
         job_spec["ttlSecondsAfterFinished"] = spec.jobs.ttl_seconds_after_finished
@@ -168,23 +195,20 @@ def _job(run: GodRunView, stage: str, name: str, generation: int, pod: dict[str,
 
 
 def train_command(spec: GodRunSpec, job: str, namespace: str) -> list[str]:
-    """One process (`python -m godrun.trainer`), torchrun on one node, or torchrun across an Indexed Job."""
-    flags = trainer_flags(spec.training, metrics_port=TRAINER_METRICS_PORT)
-    gpus, nodes = spec.resources.gpus, spec.resources.nodes
-    if nodes == 1 and gpus <= 1:
-        return [PYTHON, "-m", TRAINER_MODULE, *flags]
-    run = ["torchrun", f"--nproc_per_node={max(gpus, 1)}"]
-    if nodes > 1:
-        master = f"{job}-0.{service_name(job)}.{namespace}.svc"
-        run += [
-            f"--nnodes={nodes}",
-            "--node_rank=$(JOB_COMPLETION_INDEX)",
-            f"--master_addr={master}",
-            f"--master_port={RENDEZVOUS_PORT}",
-        ]
-    else:
-        run += ["--standalone", "--nnodes=1"]
-    return [*run, "-m", TRAINER_MODULE, *flags]
+    """One process (`python -m godrun.trainer`), or our torchrun launcher on one node or across an Indexed Job."""
+    recipe = spec.training.model_copy(
+        update={k: v.replace("$", "$$") for k, v in spec.training.model_dump().items() if isinstance(v, str)}
+    )
+    nodes = spec.resources.nodes
+    master = (f"{job}-0.{service_name(job)}.{namespace}.svc", RENDEZVOUS_PORT) if nodes > 1 else None
+    return launcher_argv(
+        recipe,
+        gpus=spec.resources.gpus,
+        nodes=nodes,
+        rendezvous=master,
+        node_rank="$(JOB_COMPLETION_INDEX)",  # expanded by the kubelet from the env below
+        metrics_port=TRAINER_METRICS_PORT,
+    )
 
 
 def train_job(run: GodRunView, name: str, generation: int) -> dict[str, Any]:
@@ -208,7 +232,7 @@ def train_job(run: GodRunView, name: str, generation: int) -> dict[str, Any]:
 
 def evaluate_job(run: GodRunView, name: str, generation: int, argv: list[str] | None = None) -> dict[str, Any]:
     spec = run.spec
-    command = list(argv) if argv is not None else evaluator_argv(spec, run.name)
+    command = escape_expansion(list(argv) if argv is not None else evaluator_argv(spec, run.name))
     container = _container(spec, "evaluate", command, min(spec.resources.gpus, 1))
     return _job(run, "evaluate", name, generation, _pod_spec(spec, container), spec.jobs.evaluate_deadline_seconds)
 

@@ -40,9 +40,10 @@ from godrun.core.machine import (
     GodRunView,
     Observed,
     StageObs,
+    current_job_names,
     reconcile,
 )
-from godrun.core.names import act_b_name, job_name, run_label, service_name
+from godrun.core.names import act_b_name, run_label, service_name
 from godrun.spec import API_GROUP, API_VERSION, KIND, PLURAL, GodRunSpec, GodRunStatus, Progress, Verdict
 from godrun.spec import format_validation_error as fmt_error
 
@@ -65,6 +66,7 @@ PROGRESS_METRICS = {
     "godrun_train_best_epoch": "best_epoch",
     "godrun_train_panel_psnr_mean_decibels": "psnr_mean",
     "godrun_train_panel_sam_mean_degrees": "sam_mean",
+    "godrun_train_epoch_seconds": "epoch_seconds",
 }
 
 
@@ -77,8 +79,8 @@ def parse_progress(text: str) -> Progress | None:
             values[field] = family.samples[0].value
     if not values:
         return None
-    ints = {k: int(v) for k, v in values.items() if k in ("epoch", "epochs", "best_epoch") and v >= 0}
-    floats = {k: v for k, v in values.items() if k in ("psnr_mean", "sam_mean") and v == v}  # drop NaN
+    ints = {k: int(v) for k, v in values.items() if k in ("epoch", "epochs", "best_epoch") and v >= 0}  # NaN: False
+    floats = {k: v for k, v in values.items() if k in ("psnr_mean", "sam_mean", "epoch_seconds") and v == v}  # no NaN
     return Progress(**ints, **floats)
 
 
@@ -269,7 +271,7 @@ class KubeExecutor:
         ns = run.namespace
         jobs = self.cache.jobs.by_index((ns, run_label(run.name)))
         by_name = {j["metadata"]["name"]: j for j in jobs if _owned_by(j, run)}
-        names = {s: job_name(run.name, s, run.generation) for s in ("train", "evaluate")}
+        names = current_job_names(run)
         obs: dict[str, StageObs] = {}
         pods: dict[str, list[dict[str, Any]]] = {}
         for stage, name in names.items():

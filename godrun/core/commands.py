@@ -11,6 +11,8 @@ from godrun.trainer.flags import recipe_to_argv
 
 PYTHON = "python"
 TRAINER_MODULE = "godrun.trainer"
+# torch's launcher run by a module of ours, so that a worker's exit 2 (bad input) stays 2 (torchrun exits 1).
+LAUNCHER_MODULE = "godrun.trainer.launch"
 EVALUATOR_MODULE = "godrun.evaluator"
 
 
@@ -24,6 +26,31 @@ def trainer_flags(recipe: Recipe, *, metrics_port: int | None = None) -> list[st
 def trainer_argv(spec: GodRunSpec, *, metrics_port: int | None = None) -> list[str]:
     """`python -m godrun.trainer --model mamba_tiny_uv --train_dir ...` for one process."""
     return [PYTHON, "-m", TRAINER_MODULE, *trainer_flags(spec.training, metrics_port=metrics_port)]
+
+
+def launcher_argv(
+    recipe: Recipe,
+    *,
+    gpus: int,
+    nodes: int = 1,
+    rendezvous: tuple[str, int] | None = None,
+    node_rank: str = "0",
+    metrics_port: int | None = None,
+) -> list[str]:
+    """The trainer for `gpus` processes per node on `nodes` nodes: one plain process when that is 1x1, else
+    `python -m godrun.trainer.launch <torchrun options> -m godrun.trainer <flags>`."""
+    flags = trainer_flags(recipe, metrics_port=metrics_port)
+    if nodes == 1 and gpus <= 1:
+        return [PYTHON, "-m", TRAINER_MODULE, *flags]
+    run = [PYTHON, "-m", LAUNCHER_MODULE, f"--nproc_per_node={max(gpus, 1)}"]
+    if nodes > 1:
+        if rendezvous is None:
+            raise ValueError("nodes > 1 needs the rendezvous address (rank 0's host, port)")
+        host, port = rendezvous
+        run += [f"--nnodes={nodes}", f"--node_rank={node_rank}", f"--master_addr={host}", f"--master_port={port}"]
+    else:
+        run += ["--standalone", "--nnodes=1"]
+    return [*run, "-m", TRAINER_MODULE, *flags]
 
 
 def _num(value: float | int) -> str:

@@ -37,4 +37,5 @@ def read_progress(workdir: Path, recipe: Recipe) -> Progress | None:
         best_epoch=best,
         psnr_mean=_num(last.get("panel_psnr_mean")),
         sam_mean=_num(last.get("panel_sam_mean")),
+        epoch_seconds=_num(last.get("seconds")),
     )
