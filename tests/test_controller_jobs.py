@@ -149,3 +149,49 @@ def test_long_names_with_a_shared_prefix_differ():
     assert job_name(a, "train", 1) != job_name(b, "train", 1)
     assert dns_label("a.b") != dns_label("a-b")
     assert job_name("short", "train", 2) == "short-train-g2"
+
+
+def test_spec_strings_are_escaped_against_kubernetes_expansion():
+    v = view(training={"log_dir": "logs/$(HOME)/x", "checkpoint_dir": "ck$"}, panel={"outputDir": "out/$(USER)"})
+    train = pods(jobs.train_job(v, "t", 3))["containers"][0]["command"]
+    assert train[train.index("--log_dir") + 1] == "logs/$$(HOME)/x" and train[train.index("--checkpoint_dir") + 1] == "ck$$"
+    ev = pods(jobs.evaluate_job(v, "e", 3))["containers"][0]["command"]
+    assert ev[ev.index("--output-dir") + 1] == "out/$$(USER)" and ev[ev.index("--checkpoint-dir") + 1] == "ck$$"
+    multi = view(**MULTI_NODE, training={"log_dir": "a$(B)"})
+    cmd = pods(jobs.train_job(multi, "m", 3))["containers"][0]["command"]
+    assert "--node_rank=$(JOB_COMPLETION_INDEX)" in cmd and cmd[cmd.index("--log_dir") + 1] == "a$$(B)"
+
+
+def test_volume_ownership_changes_only_on_mismatch():
+    assert pods(jobs.train_job(view(), "t", 1))["securityContext"]["fsGroupChangePolicy"] == "OnRootMismatch"
+
+
+def test_pod_overrides_reach_both_stages():
+    over = {
+        "imagePullSecrets": ["regcred"],
+        "serviceAccountName": "trainer",
+        "priorityClassName": "high",
+        "runtimeClassName": "nvidia",
+        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": []}}},
+        "labels": {"team": "spectra"},
+        "annotations": {"example.com/owner": "lab"},
+    }
+    v = view(podOverrides=over)
+    for job in (jobs.train_job(v, "t", 3), jobs.evaluate_job(v, "e", 3)):
+        pod, meta = pods(job), job["spec"]["template"]["metadata"]
+        assert pod["imagePullSecrets"] == [{"name": "regcred"}] and pod["serviceAccountName"] == "trainer"
+        assert (pod["priorityClassName"], pod["runtimeClassName"]) == ("high", "nvidia")
+        assert pod["affinity"] == over["affinity"] and pod["automountServiceAccountToken"] is False
+        assert meta["labels"]["team"] == "spectra" and meta["labels"]["godrun.io/stage"] == job["metadata"]["labels"]["godrun.io/stage"]
+        assert meta["annotations"] == {"example.com/owner": "lab"}
+    plain = pods(jobs.train_job(view(), "t", 3))
+    assert not {"imagePullSecrets", "serviceAccountName", "priorityClassName", "runtimeClassName", "affinity"} & set(plain)
+
+
+def test_multi_node_job_has_no_retries_of_its_own():
+    job = jobs.train_job(view(**MULTI_NODE, jobs={"backoffLimit": 5}), "m", 3)
+    assert job["spec"]["backoffLimit"] == 0
+    actions = {r["action"] for r in job["spec"]["podFailurePolicy"]["rules"]}
+    assert actions == {"FailJob"}  # a disrupted rank cannot rejoin: the controller recreates the whole Job
+    single = jobs.train_job(view(jobs={"backoffLimit": 5}), "s", 3)
+    assert single["spec"]["backoffLimit"] == 5

@@ -59,6 +59,8 @@ def test_tiny_manifest_ships_and_writes_outputs(small_corpus: Path, tmp_path: Pa
     }  # fmt: skip
     assert status.panel is not None and status.panel.verdict == "pass"
     assert status.lineage.best_checkpoint_sha256 and status.lineage.panel_sha256
+    assert status.lineage.scan_backend == "torch"  # CPU: the pure-torch scan, recorded with the verdict
+    assert "selective scan backend: torch" in (work / "logs/god_run/train.log").read_text()
     assert status.progress.epoch == 2
     assert (work / "checkpoints/god_run/mamba_tiny_uv_best.pt").is_file()
     for out in ("gates.json", "per_spectrum_metrics.csv", "report.html", "hashes.json"):
