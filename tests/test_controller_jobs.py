@@ -154,7 +154,8 @@ def test_long_names_with_a_shared_prefix_differ():
 def test_spec_strings_are_escaped_against_kubernetes_expansion():
     v = view(training={"log_dir": "logs/$(HOME)/x", "checkpoint_dir": "ck$"}, panel={"outputDir": "out/$(USER)"})
     train = pods(jobs.train_job(v, "t", 3))["containers"][0]["command"]
-    assert train[train.index("--log_dir") + 1] == "logs/$$(HOME)/x" and train[train.index("--checkpoint_dir") + 1] == "ck$$"
+    assert train[train.index("--log_dir") + 1] == "logs/$$(HOME)/x"
+    assert train[train.index("--checkpoint_dir") + 1] == "ck$$"
     ev = pods(jobs.evaluate_job(v, "e", 3))["containers"][0]["command"]
     assert ev[ev.index("--output-dir") + 1] == "out/$$(USER)" and ev[ev.index("--checkpoint-dir") + 1] == "ck$$"
     multi = view(**MULTI_NODE, training={"log_dir": "a$(B)"})
@@ -182,10 +183,12 @@ def test_pod_overrides_reach_both_stages():
         assert pod["imagePullSecrets"] == [{"name": "regcred"}] and pod["serviceAccountName"] == "trainer"
         assert (pod["priorityClassName"], pod["runtimeClassName"]) == ("high", "nvidia")
         assert pod["affinity"] == over["affinity"] and pod["automountServiceAccountToken"] is False
-        assert meta["labels"]["team"] == "spectra" and meta["labels"]["godrun.io/stage"] == job["metadata"]["labels"]["godrun.io/stage"]
+        assert meta["labels"]["team"] == "spectra"
+        assert meta["labels"]["godrun.io/stage"] == job["metadata"]["labels"]["godrun.io/stage"]
         assert meta["annotations"] == {"example.com/owner": "lab"}
     plain = pods(jobs.train_job(view(), "t", 3))
-    assert not {"imagePullSecrets", "serviceAccountName", "priorityClassName", "runtimeClassName", "affinity"} & set(plain)
+    optional = {"imagePullSecrets", "serviceAccountName", "priorityClassName", "runtimeClassName", "affinity"}
+    assert not optional & set(plain)
 
 
 def test_multi_node_job_has_no_retries_of_its_own():

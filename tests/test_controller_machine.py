@@ -130,7 +130,12 @@ def test_pending_to_training_creates_the_train_job_once():
     assert create.argv[:3] == ("python", "-m", "godrun.trainer")
     assert "--init_checkpoint" in create.argv
     assert {c.type for c in d.status.conditions} == {
-        "DataVerified", "Trained", "Evaluated", "GatesPassed", "Succeeded", "Failed"
+        "DataVerified",
+        "Trained",
+        "Evaluated",
+        "GatesPassed",
+        "Succeeded",
+        "Failed",
     }
     assert any(isinstance(a, EmitEvent) and a.reason == "TrainingStarted" for a in d.actions)
     d2 = r.step()
