@@ -4,7 +4,8 @@
 Sources (edit these)                        Copies (written here, never edited by hand)
 manifests/crd/godruns.godrun.io.yaml   ->   helm/godrun/files/crd.yaml            (`godrun crd` writes the source)
 manifests/monitoring/dashboard.json    ->   helm/godrun/files/dashboard.json
-manifests/monitoring/rules.yaml        ->   helm/godrun/files/rules.yaml
+manifests/monitoring/rules.yaml        ->   helm/godrun/files/rules.yaml        (all groups but the leader group)
+                                       ->   helm/godrun/files/rules-leader.yaml (that group: only with a ServiceMonitor)
                                        ->   manifests/monitoring/prometheusrule.yaml (the same groups as a CR)
 
 `python scripts/sync_chart.py` writes the copies; `--check` only compares and exits 1 on drift.
@@ -47,6 +48,18 @@ def _rule_groups_text(rules_text: str) -> str:
     return "".join(lines)
 
 
+LEADER_GROUP = "  - name: godrun.controller.leader\n"
+
+
+def split_leader_group(groups_text: str) -> tuple[str, str]:
+    """(every group but the last one, `godrun.controller.leader`): the chart adds the no-leader alert only where
+    its ServiceMonitor scrapes the controller, since without a scrape it would always fire."""
+    at = groups_text.find(LEADER_GROUP)
+    if at < 0:
+        raise FileNotFoundError(f"{RULES.name} has no group godrun.controller.leader (it must come last)")
+    return groups_text[:at], groups_text[at:]
+
+
 def prometheus_rule_text(rules_text: str) -> str:
     """The PrometheusRule custom resource holding the rule file's groups under `spec`."""
     body = _rule_groups_text(rules_text)
@@ -60,10 +73,12 @@ def expected_copies() -> dict[Path, str]:
     if missing:
         raise FileNotFoundError(f"source file(s) missing: {', '.join(missing)} (run `make crd` for the CRD)")
     rules = RULES.read_text(encoding="utf-8")
+    groups, leader = split_leader_group(_rule_groups_text(rules))
     return {
         CHART_FILES / "crd.yaml": CRD.read_text(encoding="utf-8"),
         CHART_FILES / "dashboard.json": DASHBOARD.read_text(encoding="utf-8"),
-        CHART_FILES / "rules.yaml": _rule_groups_text(rules),
+        CHART_FILES / "rules.yaml": groups,
+        CHART_FILES / "rules-leader.yaml": leader,
         PROMETHEUS_RULE: prometheus_rule_text(rules),
     }
 

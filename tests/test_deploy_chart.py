@@ -49,7 +49,7 @@ def test_sync_check_detects_drift(tmp_path, monkeypatch) -> None:
     fake.mkdir()
     monkeypatch.setattr(sync, "CHART_FILES", fake)
     monkeypatch.setattr(sync, "PROMETHEUS_RULE", tmp_path / "prometheusrule.yaml")
-    assert len(sync.stale_copies()) == 4
+    assert len(sync.stale_copies()) == 5
     assert sync.main([]) == 0 and sync.stale_copies() == []
     (fake / "crd.yaml").write_text("edited by hand\n")
     assert sync.main(["--check"]) == 1

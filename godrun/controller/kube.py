@@ -697,7 +697,7 @@ class Controller:
         except JobRejected as exc:
             self._rejected(run, str(exc))
             return None
-        self.metrics.observe(ns, name, decision.status)
+        self.metrics.observe(ns, name, decision.status, before=run.status)
         if decision.requeue_after is None:
             return None
         return self.cfg.progress_seconds if decision.status.phase in ("Training", "Pending") else decision.requeue_after
@@ -710,7 +710,7 @@ class Controller:
         status.completion_time = utcnow()
         self.executor.emit(run, EmitEvent("Warning", "JobRejected", message))
         self.executor.write_status(run, status)
-        self.metrics.observe(run.namespace, run.name, status)
+        self.metrics.observe(run.namespace, run.name, status, before=run.status)
 
     def _invalid_spec(self, obj: dict[str, Any], exc: ValidationError) -> None:
         """A spec the CRD let through but pydantic refuses: Error/InvalidSpec, nothing started."""
