@@ -237,6 +237,23 @@ def evaluate_job(run: GodRunView, name: str, generation: int, argv: list[str] | 
     return _job(run, "evaluate", name, generation, _pod_spec(spec, container), spec.jobs.evaluate_deadline_seconds)
 
 
+def shared_volume_problem(spec: GodRunSpec, claim: dict[str, Any] | None) -> str | None:
+    """Why the run volume cannot serve a multi-node Job (None when it can): every node mounts the one claim,
+    so it must be ReadWriteMany (a ReadWriteOnce claim fails with Multi-Attach on the second node)."""
+    if spec.resources.nodes <= 1:
+        return None
+    name = spec.data.claim_name
+    if claim is None:
+        return f"spec.data.claimName: PersistentVolumeClaim {name!r} not found (nodes > 1 needs a ReadWriteMany claim)"
+    modes = (claim.get("spec") or {}).get("accessModes") or []
+    if "ReadWriteMany" not in modes:
+        return (
+            f"spec.data.claimName: PersistentVolumeClaim {name!r} has access modes {modes}; "
+            f"nodes > 1 mounts it on {spec.resources.nodes} nodes and needs ReadWriteMany"
+        )
+    return None
+
+
 def headless_service(run: GodRunView, job: str, generation: int) -> dict[str, Any]:
     """The Service giving multi-node training pods stable DNS names (`<job>-<index>.<service>`)."""
     lab = labels(run.name, "train", generation)

@@ -355,6 +355,7 @@ class KubeExecutor:
 
     def _create_job(self, run: GodRunView, action: CreateJob) -> None:
         if action.stage == "train" and run.spec.resources.nodes > 1:
+            self._check_shared_volume(run)
             svc = J.headless_service(run, action.name, action.generation)
             _ignore(409, self.api.core.create_namespaced_service, run.namespace, svc)
         body = J.job_for(run, action.stage, action.name, action.generation, list(action.argv))
@@ -368,6 +369,18 @@ class KubeExecutor:
             if exc.status in (400, 422):  # the API refuses this Job: retrying cannot help
                 raise JobRejected(f"Job {action.name} rejected: {_api_message(exc)}") from exc
             raise
+
+    def _check_shared_volume(self, run: GodRunView) -> None:
+        claim = _ignore(
+            404,
+            self.api.raw,
+            self.api.core.read_namespaced_persistent_volume_claim,
+            run.spec.data.claim_name,
+            run.namespace,
+        )
+        problem = J.shared_volume_problem(run.spec, claim)
+        if problem:
+            raise JobRejected(problem)
 
     def _delete_job(self, run: GodRunView, action: DeleteJob) -> None:
         opts = client.V1DeleteOptions(propagation_policy="Background")

@@ -86,23 +86,23 @@ release: {{ . | quote }}
 {{- end }}
 {{- end }}
 
-{{/* The RBAC rules the controller needs on GodRuns, Jobs, Pods, Services and Events (no secrets, no wildcards). */}}
+{{/* Exactly the verbs godrun/controller calls (tests/test_deploy_manifests.py derives them from the code). */}}
 {{- define "godrun.rbacRules" -}}
 - apiGroups: ["godrun.io"]
   resources: ["godruns"]
   verbs: ["get", "list", "watch", "create"]
 - apiGroups: ["godrun.io"]
   resources: ["godruns/status"]
-  verbs: ["get", "update", "patch"]
+  verbs: ["update"]
 - apiGroups: ["godrun.io"]
   resources: ["godruns/finalizers"]
   verbs: ["update"]
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["get", "list", "watch", "create", "delete"]
+  verbs: ["list", "watch", "create", "delete"]
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
 {{- if eq .Values.controller.progressSource "proxy" }}
 # --progress-source=proxy reads the trainer's metrics through the API server's pod proxy.
 - apiGroups: [""]
@@ -111,13 +111,13 @@ release: {{ . | quote }}
 {{- end }}
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["get", "list", "watch", "create", "delete"]
+  verbs: ["create", "delete"]
+- apiGroups: [""]
+  resources: ["persistentvolumeclaims"]
+  verbs: ["get"]
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
-- apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- end }}
 
 {{/* Restricted Pod Security container context. */}}
