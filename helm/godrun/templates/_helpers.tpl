@@ -21,13 +21,20 @@
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* Standard labels on every object. */}}
-{{- define "godrun.labels" -}}
+{{/* Labels of every object but its component. */}}
+{{- define "godrun.baseLabels" -}}
 helm.sh/chart: {{ include "godrun.chart" . }}
-{{ include "godrun.selectorLabels" . }}
+app.kubernetes.io/name: {{ include "godrun.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: godrun
+{{- end }}
+
+{{/* Standard labels on every object (component: controller). */}}
+{{- define "godrun.labels" -}}
+{{ include "godrun.baseLabels" . }}
+app.kubernetes.io/component: controller
 {{- end }}
 
 {{/* Release labels added to the generated CRD (it already carries app.kubernetes.io/name and part-of). */}}
@@ -120,25 +127,11 @@ release: {{ . | quote }}
   verbs: ["create"]
 {{- end }}
 
-{{/* Restricted Pod Security container context. */}}
+{{/* Security contexts come from values (restricted Pod Security by default). */}}
 {{- define "godrun.containerSecurityContext" -}}
-runAsNonRoot: true
-runAsUser: 1000
-runAsGroup: 1000
-allowPrivilegeEscalation: false
-privileged: false
-readOnlyRootFilesystem: true
-capabilities:
-  drop: ["ALL"]
-seccompProfile:
-  type: RuntimeDefault
+{{- toYaml .Values.securityContext }}
 {{- end }}
 
 {{- define "godrun.podSecurityContext" -}}
-runAsNonRoot: true
-runAsUser: 1000
-runAsGroup: 1000
-fsGroup: 1000
-seccompProfile:
-  type: RuntimeDefault
+{{- toYaml .Values.podSecurityContext }}
 {{- end }}
