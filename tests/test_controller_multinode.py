@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 from kubernetes.client.rest import ApiException
 from test_controller_kube import FakeApi, run_view
@@ -54,3 +56,30 @@ def test_multi_node_starts_on_a_read_write_many_volume() -> None:
 
 def test_single_node_needs_no_shared_volume() -> None:
     assert jobs.shared_volume_problem(run_view(data={"claimName": "x"}).spec, None) is None
+
+
+def test_a_refused_run_has_terminal_conditions() -> None:
+    """Runs put in Error outside the state machine (Job refused, invalid spec) still say Failed=True."""
+    from test_controller_kube import controller, godrun_obj
+
+    api = ClaimApi({"runs": ["ReadWriteOnce"]})
+    obj = godrun_obj()
+    obj["spec"] = {"image": "i", **MULTI}
+    api.godruns["r"] = obj
+    c = controller(api)
+    c.handle("godruns", "ADDED", copy.deepcopy(obj))
+    assert c.reconcile_key(("lab", "r")) is None
+    st = api.status_puts[-1]["status"]
+    assert (st["phase"], st["reason"]) == ("Error", "JobRejected") and "ReadWriteMany" in st["message"]
+    conds = {cd["type"]: (cd["status"], cd["reason"]) for cd in st["conditions"]}
+    assert conds["Failed"] == ("True", "JobRejected") and conds["Succeeded"] == ("False", "JobRejected")
+    assert "Unknown" not in {s for s, _ in conds.values()}
+
+    bad = godrun_obj("bad")
+    bad["spec"] = {"image": "i", "resources": {"cpu": "1.2.3"}}
+    api.godruns["bad"] = bad
+    c.handle("godruns", "ADDED", copy.deepcopy(bad))
+    c.reconcile_key(("lab", "bad"))
+    st = api.status_puts[-1]["status"]
+    assert st["reason"] == "InvalidSpec"
+    assert {cd["type"]: cd["status"] for cd in st["conditions"]} == {"Succeeded": "False", "Failed": "True"}

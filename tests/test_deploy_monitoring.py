@@ -299,3 +299,22 @@ def test_queued_or_suspended_runs_are_not_stuck(tmp_path: Path) -> None:
         tmp_path,
         [_case(series, [_alert("GodRunStuckInPhase", "55m", []), _alert("GodRunStuckInPhase", "390m", [])])],
     )
+
+
+def test_kustomize_monitoring_scrapes_the_controller_and_rank_0() -> None:
+    """manifests/monitoring/ (kubectl apply -k) scrapes what the dashboard and the alerts read."""
+    kustomization = load_docs(MANIFESTS / "monitoring/kustomization.yaml")[0]
+    assert set(kustomization["resources"]) == {"prometheusrule.yaml", "servicemonitor.yaml", "podmonitor.yaml"}
+    (sm,) = load_docs(MANIFESTS / "monitoring/servicemonitor.yaml")
+    (svc,) = load_docs(MANIFESTS / "controller/service.yaml")
+    assert sm["kind"] == "ServiceMonitor" and sm["metadata"]["namespace"] == svc["metadata"]["namespace"]
+    assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+    assert sm["spec"]["endpoints"][0]["port"] in {p["name"] for p in svc["spec"]["ports"]}
+    (pm,) = load_docs(MANIFESTS / "monitoring/podmonitor.yaml")
+    endpoint = pm["spec"]["podMetricsEndpoints"][0]
+    keep = endpoint["relabelings"][0]
+    assert keep["action"] == "keep" and re.fullmatch(keep["regex"], "0") and re.fullmatch(keep["regex"], "")
+    assert not re.fullmatch(keep["regex"], "1"), "ranks > 0 serve no metrics"
+    assert keep["sourceLabels"] == ["__meta_kubernetes_pod_annotation_batch_kubernetes_io_job_completion_index"]
+    chart_pm = (CHART / "templates/podmonitor.yaml").read_text()
+    assert "__meta_kubernetes_pod_annotation_batch_kubernetes_io_job_completion_index" in chart_pm

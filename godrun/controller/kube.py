@@ -42,6 +42,7 @@ from godrun.core.machine import (
     StageObs,
     current_job_names,
     reconcile,
+    settle_conditions,
 )
 from godrun.core.names import act_b_name, run_label, service_name
 from godrun.spec import API_GROUP, API_VERSION, KIND, PLURAL, GodRunSpec, GodRunStatus, Progress, Verdict
@@ -721,6 +722,7 @@ class Controller:
             status = GodRunStatus(observed_generation=run.generation)
         status.phase, status.reason, status.message = "Error", "JobRejected", message
         status.completion_time = utcnow()
+        settle_conditions(status, status.completion_time)
         self.executor.emit(run, EmitEvent("Warning", "JobRejected", message))
         self.executor.write_status(run, status)
         self.metrics.observe(run.namespace, run.name, status, before=run.status)
@@ -739,6 +741,7 @@ class Controller:
             observed_generation=run.generation,
             completion_time=utcnow(),
         )
+        settle_conditions(status, status.completion_time)
         old = obj.get("status") or {}
         if old.get("reason") != "InvalidSpec" or old.get("observedGeneration") != run.generation:
             self.executor.emit(run, EmitEvent("Warning", "InvalidSpec", status.message))

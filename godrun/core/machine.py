@@ -171,7 +171,7 @@ def decide(run: GodRunView, observed: Observed, now: datetime) -> Decision:
     if st.phase == "Failed-ActB":
         _ensure_act_b(run, observed, st, actions)
     if st.phase in TERMINAL_PHASES:
-        _settle_conditions(st, now)
+        settle_conditions(st, now)
         if st.completion_time is None:
             st.completion_time = now
     actions += _transition_events(run.status if not new_generation else GodRunStatus(), st)
@@ -229,7 +229,7 @@ def set_condition(st: GodRunStatus, type_: str, status: str, reason: str, messag
     )
 
 
-def _settle_conditions(st: GodRunStatus, now: datetime) -> None:
+def settle_conditions(st: GodRunStatus, now: datetime) -> None:
     """A finished run: Succeeded/Failed say how (for `kubectl wait`), and no condition stays Unknown."""
     succeeded = st.phase == "Shipped"
     outcome = st.reason or st.phase.replace("-", "")
