@@ -138,7 +138,10 @@ class Recipe(BaseModel):
     dip_m: PosInt = Field(6, description="Maximum number of dips per spectrum the dip loss tracks.")
     dip_window_half_nm: float = Field(7.0, gt=0, description="Half-width (nm) of the window measured around each dip.")
     dip_min_area: float = Field(
-        5e-4, ge=0, description="Minimum dip area (baseline-relative, nm units) for a dip to count."
+        5e-4,
+        ge=0,
+        description="Minimum dip area (baseline-relative, nm units) for a dip to count; with dip_loss it must "
+        "equal gates.dipMinArea (the loss trains the dips gate 3 detects).",
     )
     dip_w_area: float = Field(2.5, ge=0, description="Dip loss weight of the area term.")
     dip_w_equivalent_width: float = Field(1.5, ge=0, description="Dip loss weight of the equivalent-width term.")
@@ -147,15 +150,26 @@ class Recipe(BaseModel):
     dip_underfill_factor: float = Field(
         2.0, ge=1.0, description="Extra penalty factor when a predicted dip is shallower/smaller than the target's."
     )
-    dip_detect_sigma_nm: float = Field(1.0, gt=0, description="Gaussian smoothing (nm) before dip detection.")
+    dip_detect_sigma_nm: float = Field(
+        1.0,
+        gt=0,
+        description="Gaussian smoothing (nm) before dip detection; with dip_loss it must equal gates.dipSmoothNm.",
+    )
     baseline: Literal["local", "none"] = Field("local", description="Baseline model for dip measurement.")
     baseline_guard_nm: float = Field(
-        10.0, ge=0, description="Guard band (nm) around a dip excluded from the local baseline fit."
+        10.0,
+        ge=0,
+        description="Guard band (nm) around a dip excluded from the local baseline fit; with dip_loss and the "
+        "local baseline it must equal gates.dipGuardNm.",
     )
     derivative_weight: float = Field(0.3, ge=0, description="Weight of the first-derivative loss over the whole grid.")
     deriv_weight_roi: float = Field(0.6, ge=0, description="Extra first-derivative loss weight inside the ROI.")
-    deriv_roi_min: float = Field(320.0, description="ROI lower bound (nm).")
-    deriv_roi_max: float = Field(500.0, description="ROI upper bound (nm); must exceed deriv_roi_min.")
+    deriv_roi_min: float = Field(
+        320.0, description="ROI lower bound (nm) of the ROI losses; must equal gates.roiMinNm (gate 3's band)."
+    )
+    deriv_roi_max: float = Field(
+        500.0, description="ROI upper bound (nm); must exceed deriv_roi_min and equal gates.roiMaxNm."
+    )
     curvature_weight_roi: float = Field(
         0.3, ge=0, description="Weight of the second-derivative (curvature) loss inside the ROI."
     )
@@ -283,11 +297,30 @@ class Gates(_Camel):
         description="Gate 4: allowed relative excess of the prediction's downstream error over raw+baseline's "
         "(0 = no worse than raw, the seed's rule).",
     )
-    roi_min_nm: float = Field(320.0, ge=0, description="ROI lower bound (nm).")
-    roi_max_nm: float = Field(500.0, ge=0, description="ROI upper bound (nm); must exceed roiMinNm.")
-    dip_min_area: float = Field(5e-4, ge=0, description="Minimum area for the dip detector to report a dip.")
-    dip_guard_nm: float = Field(10.0, ge=0, description="Guard band (nm) of the dip detector's local baseline.")
-    dip_smooth_nm: float = Field(1.0, ge=0, description="Gaussian smoothing (nm) before dip detection.")
+    roi_min_nm: float = Field(
+        320.0, ge=0, description="ROI lower bound (nm) gate 3 judges; must equal training.deriv_roi_min."
+    )
+    roi_max_nm: float = Field(
+        500.0, ge=0, description="ROI upper bound (nm); must exceed roiMinNm and equal training.deriv_roi_max."
+    )
+    dip_min_area: float = Field(
+        5e-4,
+        ge=0,
+        description="Minimum area for the dip detector to report a dip; with training.dip_loss it must equal "
+        "training.dip_min_area.",
+    )
+    dip_guard_nm: float = Field(
+        10.0,
+        ge=0,
+        description="Guard band (nm) of the dip detector's local baseline; with training.dip_loss and the local "
+        "baseline it must equal training.baseline_guard_nm.",
+    )
+    dip_smooth_nm: float = Field(
+        1.0,
+        ge=0,
+        description="Gaussian smoothing (nm) before dip detection; with training.dip_loss it must equal "
+        "training.dip_detect_sigma_nm.",
+    )
 
     @model_validator(mode="after")
     def _roi_order(self) -> Gates:
@@ -415,6 +448,27 @@ class GodRunSpec(_Camel):
     def _shared_volume(self) -> GodRunSpec:
         if self.resources.nodes > 1 and not self.data.claim_name:
             raise ValueError("nodes > 1 requires data.claimName (a ReadWriteMany claim every node mounts)")
+        return self
+
+    @model_validator(mode="after")
+    def _recipe_matches_gates(self) -> GodRunSpec:
+        """The recipe and the gates name the ROI and the dip detector twice; the losses must train what gate 3
+        judges, so the two must agree (the detector only matters to training when the dip loss is on)."""
+        t, g = self.training, self.gates
+        if (t.deriv_roi_min, t.deriv_roi_max) != (g.roi_min_nm, g.roi_max_nm):
+            raise ValueError(
+                f"training.deriv_roi_min/deriv_roi_max ({t.deriv_roi_min:g}/{t.deriv_roi_max:g}) must equal "
+                f"gates.roiMinNm/roiMaxNm ({g.roi_min_nm:g}/{g.roi_max_nm:g})"
+            )
+        guard_differs = t.baseline == "local" and t.baseline_guard_nm != g.dip_guard_nm
+        if t.dip_loss and (
+            t.dip_min_area != g.dip_min_area or t.dip_detect_sigma_nm != g.dip_smooth_nm or guard_differs
+        ):
+            raise ValueError(
+                "with training.dip_loss, training.dip_min_area/dip_detect_sigma_nm/baseline_guard_nm "
+                f"({t.dip_min_area:g}/{t.dip_detect_sigma_nm:g}/{t.baseline_guard_nm:g}) must equal "
+                f"gates.dipMinArea/dipSmoothNm/dipGuardNm ({g.dip_min_area:g}/{g.dip_smooth_nm:g}/{g.dip_guard_nm:g})"
+            )
         return self
 
 
@@ -559,11 +613,6 @@ class GodRun(BaseModel):
     metadata: ObjectMeta
     spec: GodRunSpec
     status: GodRunStatus | None = None
-
-
-def load_godrun(obj: dict[str, Any]) -> GodRun:
-    """Validate a GodRun mapping (raises pydantic.ValidationError with field paths)."""
-    return GodRun.model_validate(obj)
 
 
 def format_validation_error(exc: Any, prefix: str = "") -> str:

@@ -88,12 +88,12 @@ def test_multi_node_failure_recreates_the_whole_job_counting_restarts():
     r = _multi_node()
     r.step()
     for restart in (1, 2):
-        r.set("train", StageObs("failed", reason="BackoffLimitExceeded", exit_code=1))
+        r.set("train", StageObs("failed", reason="RetriesExhausted", exit_code=1))
         d = r.step()
         (create,) = [a for a in d.actions if isinstance(a, CreateJob)]
         assert create.name == job_name("god-run", "train", 1, restart) == d.status.jobs.train
         assert (d.status.phase, d.status.reason, d.status.restarts) == ("Training", "TrainJobRecreated", restart)
-    r.set("train", StageObs("failed", reason="BackoffLimitExceeded", exit_code=1))
+    r.set("train", StageObs("failed", reason="RetriesExhausted", exit_code=1))
     d = r.step()
     assert (d.status.phase, d.status.reason, d.status.restarts) == ("Error", "RetriesExhausted", 2)
 
@@ -109,7 +109,7 @@ def test_multi_node_bad_input_is_not_recreated():
 def test_single_node_failure_is_left_to_the_job_backoff_limit():
     r = Runner()
     r.step()
-    r.set("train", StageObs("failed", reason="BackoffLimitExceeded", exit_code=1))
+    r.set("train", StageObs("failed", reason="RetriesExhausted", exit_code=1))
     assert r.step().status.phase == "Error"
 
 

@@ -9,7 +9,8 @@ import pytest
 from deploy_support import restricted_violations
 
 from godrun.controller import jobs
-from godrun.core.machine import GodRunView
+from godrun.core.commands import evaluator_argv, trainer_argv
+from godrun.core.machine import CreateJob, GodRunView
 from godrun.core.names import MAX_LABEL, act_b_name, dns_label, job_name, run_label, service_name
 from godrun.spec import GodRunSpec
 
@@ -18,6 +19,14 @@ DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 def view(name: str = "god-run", **over) -> GodRunView:
     return GodRunView(name, "lab", 3, GodRunSpec.model_validate({"image": "reg/godrun:1", **over}), uid="u-1")
+
+
+def train_job(v: GodRunView, name: str, generation: int) -> dict:
+    return jobs.job_for(v, CreateJob("train", name, generation, tuple(trainer_argv(v.spec))))
+
+
+def evaluate_job(v: GodRunView, name: str, generation: int) -> dict:
+    return jobs.job_for(v, CreateJob("evaluate", name, generation, tuple(evaluator_argv(v.spec, v.name))))
 
 
 def pods(job: dict) -> dict:
@@ -31,8 +40,8 @@ MULTI_NODE = {"resources": {"gpus": 8, "nodes": 2}, "data": {"claimName": "rwx"}
 def test_jobs_pass_restricted_pod_security(over):
     v = view(**over)
     for job in (
-        jobs.train_job(v, job_name(v.name, "train", 3), 3),
-        jobs.evaluate_job(v, job_name(v.name, "evaluate", 3), 3),
+        train_job(v, job_name(v.name, "train", 3), 3),
+        evaluate_job(v, job_name(v.name, "evaluate", 3), 3),
     ):
         pod = pods(job)
         assert restricted_violations(pod) == []
@@ -44,7 +53,7 @@ def test_jobs_pass_restricted_pod_security(over):
 
 
 def test_pss_checker_catches_violations():
-    pod = pods(jobs.train_job(view(), "x", 1))
+    pod = pods(train_job(view(), "x", 1))
     pod["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = True
     pod["containers"][0]["securityContext"]["capabilities"] = {"add": ["SYS_ADMIN"]}
     pod["securityContext"]["runAsNonRoot"] = False
@@ -61,7 +70,7 @@ def test_train_job_shape():
         jobs={"backoffLimit": 5, "ttlSecondsAfterFinished": 60, "runAsUser": 4242},
     )  # fmt: skip
     name = job_name(v.name, "train", 3)
-    job = jobs.train_job(v, name, 3)
+    job = train_job(v, name, 3)
     meta, spec, pod = job["metadata"], job["spec"], pods(job)
     assert meta["name"] == name and meta["namespace"] == "lab"
     assert meta["labels"]["godrun.io/run"] == "god-run" and meta["labels"]["godrun.io/stage"] == "train"
@@ -94,7 +103,7 @@ def test_train_job_shape():
 
 def test_single_node_multi_gpu_uses_our_torchrun_launcher():
     v = view(resources={"gpus": 4})
-    cmd = pods(jobs.train_job(v, "j", 1))["containers"][0]["command"]
+    cmd = pods(train_job(v, "j", 1))["containers"][0]["command"]
     assert cmd[:4] == ["python", "-m", "godrun.trainer.launch", "--nproc_per_node=4"] and "--nnodes=1" in cmd
     assert cmd[cmd.index("-m", 3) + 1] == "godrun.trainer"
 
@@ -102,7 +111,7 @@ def test_single_node_multi_gpu_uses_our_torchrun_launcher():
 def test_multi_node_is_indexed_job_with_headless_service():
     v = view(resources={"gpus": 8, "nodes": 3}, data={"claimName": "shared-rwx"})
     name = job_name(v.name, "train", 3)
-    job = jobs.train_job(v, name, 3)
+    job = train_job(v, name, 3)
     assert job["spec"]["completionMode"] == "Indexed"
     assert job["spec"]["completions"] == job["spec"]["parallelism"] == 3
     pod = pods(job)
@@ -118,13 +127,13 @@ def test_multi_node_is_indexed_job_with_headless_service():
 
 def test_evaluate_job_uses_one_gpu_and_the_evaluator_command():
     v = view(resources={"gpus": 4}, panel={"expectedHash": "a" * 64})
-    job = jobs.evaluate_job(v, job_name(v.name, "evaluate", 3), 3)
+    job = evaluate_job(v, job_name(v.name, "evaluate", 3), 3)
     c = pods(job)["containers"][0]
     assert c["name"] == "evaluator" and c["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert shlex.join(c["command"]).startswith("python -m godrun.evaluator --checkpoint-dir checkpoints/god_run")
     assert "--expected-hash" in c["command"] and job["spec"]["activeDeadlineSeconds"] == 4 * 3600
     assert job["spec"]["podFailurePolicy"]["rules"][0]["onExitCodes"]["containerName"] == "evaluator"
-    cpu_only = jobs.evaluate_job(view(resources={"gpus": 0}), "e", 1)
+    cpu_only = evaluate_job(view(resources={"gpus": 0}), "e", 1)
     assert "nvidia.com/gpu" not in pods(cpu_only)["containers"][0]["resources"]["limits"]
     no_pvc = pods(cpu_only)["volumes"][0]
     assert no_pvc == {"name": "data", "emptyDir": {}}
@@ -153,18 +162,18 @@ def test_long_names_with_a_shared_prefix_differ():
 
 def test_spec_strings_are_escaped_against_kubernetes_expansion():
     v = view(training={"log_dir": "logs/$(HOME)/x", "checkpoint_dir": "ck$"}, panel={"outputDir": "out/$(USER)"})
-    train = pods(jobs.train_job(v, "t", 3))["containers"][0]["command"]
+    train = pods(train_job(v, "t", 3))["containers"][0]["command"]
     assert train[train.index("--log_dir") + 1] == "logs/$$(HOME)/x"
     assert train[train.index("--checkpoint_dir") + 1] == "ck$$"
-    ev = pods(jobs.evaluate_job(v, "e", 3))["containers"][0]["command"]
+    ev = pods(evaluate_job(v, "e", 3))["containers"][0]["command"]
     assert ev[ev.index("--output-dir") + 1] == "out/$$(USER)" and ev[ev.index("--checkpoint-dir") + 1] == "ck$$"
     multi = view(**MULTI_NODE, training={"log_dir": "a$(B)"})
-    cmd = pods(jobs.train_job(multi, "m", 3))["containers"][0]["command"]
+    cmd = pods(train_job(multi, "m", 3))["containers"][0]["command"]
     assert "--node_rank=$(JOB_COMPLETION_INDEX)" in cmd and cmd[cmd.index("--log_dir") + 1] == "a$$(B)"
 
 
 def test_volume_ownership_changes_only_on_mismatch():
-    assert pods(jobs.train_job(view(), "t", 1))["securityContext"]["fsGroupChangePolicy"] == "OnRootMismatch"
+    assert pods(train_job(view(), "t", 1))["securityContext"]["fsGroupChangePolicy"] == "OnRootMismatch"
 
 
 def test_pod_overrides_reach_both_stages():
@@ -178,7 +187,7 @@ def test_pod_overrides_reach_both_stages():
         "annotations": {"example.com/owner": "lab"},
     }
     v = view(podOverrides=over)
-    for job in (jobs.train_job(v, "t", 3), jobs.evaluate_job(v, "e", 3)):
+    for job in (train_job(v, "t", 3), evaluate_job(v, "e", 3)):
         pod, meta = pods(job), job["spec"]["template"]["metadata"]
         assert pod["imagePullSecrets"] == [{"name": "regcred"}] and pod["serviceAccountName"] == "trainer"
         assert (pod["priorityClassName"], pod["runtimeClassName"]) == ("high", "nvidia")
@@ -186,15 +195,47 @@ def test_pod_overrides_reach_both_stages():
         assert meta["labels"]["team"] == "spectra"
         assert meta["labels"]["godrun.io/stage"] == job["metadata"]["labels"]["godrun.io/stage"]
         assert meta["annotations"] == {"example.com/owner": "lab"}
-    plain = pods(jobs.train_job(view(), "t", 3))
+    plain = pods(train_job(view(), "t", 3))
     optional = {"imagePullSecrets", "serviceAccountName", "priorityClassName", "runtimeClassName", "affinity"}
     assert not optional & set(plain)
 
 
 def test_multi_node_job_has_no_retries_of_its_own():
-    job = jobs.train_job(view(**MULTI_NODE, jobs={"backoffLimit": 5}), "m", 3)
+    job = train_job(view(**MULTI_NODE, jobs={"backoffLimit": 5}), "m", 3)
     assert job["spec"]["backoffLimit"] == 0
     actions = {r["action"] for r in job["spec"]["podFailurePolicy"]["rules"]}
     assert actions == {"FailJob"}  # a disrupted rank cannot rejoin: the controller recreates the whole Job
-    single = jobs.train_job(view(jobs={"backoffLimit": 5}), "s", 3)
+    single = train_job(view(jobs={"backoffLimit": 5}), "s", 3)
     assert single["spec"]["backoffLimit"] == 5
+
+
+def test_the_job_runs_the_actions_argv_not_a_rebuilt_one():
+    v = view(resources={"gpus": 4})
+    argv = (*trainer_argv(v.spec), "--a_flag_decide_added", "7")
+    cmd = pods(jobs.job_for(v, CreateJob("train", "j", 1, argv)))["containers"][0]["command"]
+    assert cmd[cmd.index("-m", 3) :][: len(argv) - 1] == list(argv[1:]), "torchrun runs the action's argv as is"
+    assert cmd[cmd.index("--metrics_port") + 1] == str(jobs.TRAINER_METRICS_PORT)
+    evaluate = ("python", "-m", "godrun.evaluator", "--something-new")
+    cmd = pods(jobs.job_for(v, CreateJob("evaluate", "e", 1, evaluate)))["containers"][0]["command"]
+    assert cmd == list(evaluate)
+
+
+def test_one_launcher_for_one_process_torchrun_and_indexed_nodes():
+    from godrun.core.commands import Rendezvous, launch_command, with_option
+
+    argv = ["python", "-m", "godrun.trainer", "--epochs", "3"]
+    assert launch_command(argv, gpus=0) == argv and launch_command(argv, gpus=1) == argv
+    launcher = ["python", "-m", "godrun.trainer.launch"]  # torchrun, keeping a worker's exit code
+    assert launch_command(argv, gpus=2) == [
+        *launcher, "--nproc_per_node=2", "--standalone", "--nnodes=1", "-m", "godrun.trainer", "--epochs", "3"
+    ]  # fmt: skip
+    multi = launch_command(argv, gpus=0, nodes=2, rendezvous=Rendezvous("j-0.svc", 29500))
+    assert multi[:8] == [
+        *launcher, "--nproc_per_node=1", "--nnodes=2", "--node_rank=$(JOB_COMPLETION_INDEX)",
+        "--master_addr=j-0.svc", "--master_port=29500",
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="rendezvous"):
+        launch_command(argv, gpus=1, nodes=2)
+    with pytest.raises(ValueError, match="python -m"):
+        launch_command(["torchrun", "x"], gpus=2)
+    assert with_option(argv, "--epochs", "9")[-1] == "9" and with_option(argv, "--x", "1")[-2:] == ["--x", "1"]

@@ -11,7 +11,7 @@ import pytest
 import torch
 from prometheus_client.parser import text_string_to_metric_families
 
-from godrun.controller.kube import parse_progress
+from godrun.core.observe import parse_progress
 from godrun.errors import InputError
 from godrun.trainer import mamba, telemetry
 
