@@ -31,8 +31,18 @@ from godrun.gates.metrics import evaluate_gates, panel_metrics
 from godrun.spec import Gates, Recipe
 from godrun.trainer.presets import rooted
 
-SIZES = {"small": {"d_model": 16, "n_layers": 2, "d_state": 8}, "medium": {"d_model": 32, "n_layers": 4, "d_state": 16}}
-BUDGET = {"bs": 32, "lr": 3e-3, "lr_min": 3e-4, "ema_decay": 0.99, "amp": False, "init_checkpoint": None}
+SIZES: dict[str, dict[str, Any]] = {
+    "small": {"d_model": 16, "n_layers": 2, "d_state": 8},
+    "medium": {"d_model": 32, "n_layers": 4, "d_state": 16},
+}
+BUDGET: dict[str, Any] = {
+    "bs": 32,
+    "lr": 3e-3,
+    "lr_min": 3e-4,
+    "ema_decay": 0.99,
+    "amp": False,
+    "init_checkpoint": None,
+}
 CURVES = (
     ("panel_psnr_mean", "PSNR (dB)"),
     ("panel_sam_mean", "SAM (deg)"),
@@ -82,7 +92,8 @@ def train_run(root: Path, out: Path, name: str, epochs: int, steps: int, seed: i
     from godrun.trainer.loop import train
 
     kind, size = name.split("-")
-    over = BUDGET | SIZES[size] | {"epochs": epochs, "steps_per_epoch": steps, "early_stop_patience": 0}
+    over: dict[str, Any] = {**BUDGET, **SIZES[size], "epochs": epochs, "steps_per_epoch": steps}
+    over["early_stop_patience"] = 0
     over |= {"film_hidden_dim": 16, "device": "cpu", "seed": seed}
     if kind == "clean":
         over |= {"noise2noise": False, "noise2noise_pairwise": False}
@@ -162,7 +173,7 @@ def main() -> None:
         notes.append(f"{name}: {roi_held(hist)}")
         plot(histories, a.out / "learning_curves.png")
     table = pd.DataFrame(rows).set_index("run")[list(COLUMNS)]
-    text = table.to_markdown(floatfmt=".4g") if _has_tabulate() else table.to_string(float_format="%.4g")
+    text = table.to_string(float_format="%.4g")
     gaps = []
     for size in SIZES:
         n2n, clean = histories.get(f"n2n-{size}"), histories.get(f"clean-{size}")
@@ -174,14 +185,6 @@ def main() -> None:
     print(report)
     atomic_write_text(a.out / "table.md", report + "\n")
     print(f"\nlearning curves: {a.out / 'learning_curves.png'}")
-
-
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 if __name__ == "__main__":

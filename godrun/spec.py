@@ -137,7 +137,12 @@ class Recipe(BaseModel):
     dip_loss: bool = Field(True, description="Add the ROI dip loss (area, equivalent width, centroid, depth).")
     dip_weight: float = Field(1.0, ge=0, description="Weight of the dip loss in the total loss.")
     dip_m: PosInt = Field(6, description="Maximum number of dips per spectrum the dip loss tracks.")
-    dip_window_half_nm: float = Field(7.0, gt=0, description="Half-width (nm) of the window measured around each dip.")
+    dip_window_half_nm: float = Field(
+        7.0,
+        gt=0,
+        description="Centroid scale (nm) of the dip loss: a centroid off by this much costs as much as a 100 % "
+        "area error. Dips are measured in gate 3's own windows (its detector run on the reference).",
+    )
     dip_min_area: float = Field(
         5e-4,
         ge=0,

@@ -8,9 +8,10 @@ Physics imitated (per group = treatment × sample × angle):
   a_j is chosen so that every dip's area is ≥ ~2.5× the detector's min_area at the lowest dose;
   treatment-6 controls have no dips;
 * Noise2Noise pairs: each pair of replicates shares one clean spectrum (small per-pair amplitude,
-  tilt and dip-depth variation); each replicate adds heteroscedastic noise — shot-like and small in
-  the ROI, strong at the weak-lamp UV end and the NIR detector fall-off — with occasional positive
-  one- or two-point spikes.
+  tilt and dip-depth variation); each replicate adds the noise of a dual-lamp spectrometer (see the
+  noise section): shot + read noise through the lamp × grating × detector throughput, so it is large
+  at the deep-UV and NIR ends, moderate in the dim 320–400 nm part of the ROI and smallest near
+  450–650 nm; plus a slow lamp drift and occasional positive one- or two-point (cosmic-ray) spikes.
 Spectra and clean references are float32 .npy files, one per spectrum / per pair.
 """
 
