@@ -28,7 +28,7 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -37,9 +37,6 @@ from godrun.evaluator.denoisers import DENOISERS
 from godrun.fsio import sha256_file
 from godrun.spec import Gates, PanelSpec, Recipe, Verdict, format_validation_error
 from godrun.tables import print_gate_table
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 
@@ -171,20 +168,6 @@ def resolve_script(script: str) -> Path:
     raise InputError(f"--downstream-script: {script} does not exist")
 
 
-def training_history(args: argparse.Namespace) -> pd.DataFrame | None:
-    """The trainer's metrics.csv beside the checkpoints (logs/<checkpoint dir name>/), when there is a readable one."""
-    import pandas as pd
-
-    path = Path("logs") / Path(args.checkpoint_dir).name / "metrics.csv"
-    if args.denoiser or not path.is_file():
-        return None
-    try:
-        history = pd.read_csv(path)
-    except (OSError, ValueError, pd.errors.ParserError):
-        return None  # the curves are a picture in the report, never a reason to fail the evaluation
-    return history if "epoch" in history.columns else None
-
-
 def default_run_dirs(args: argparse.Namespace) -> list[Path]:
     dirs = [] if args.denoiser else [Path(args.checkpoint_dir)]
     logs = Path("logs") / Path(args.checkpoint_dir).name
@@ -202,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     panel_sha = check_panel_hash(Path(args.manifest), args.expected_hash)  # before any checkpoint is touched
 
     from godrun.evaluator import panel as panel_mod
-    from godrun.evaluator.outputs import evaluate_and_write
+    from godrun.evaluator.outputs import evaluate_and_write, training_history
 
     if args.denoiser:
         candidates = [panel_mod.denoiser_candidate(args.denoiser)]
@@ -239,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         checkpoint_hashes=ckpt_hashes,
         extra_hashes=_input_hashes(args, script, metadata),
         root_dir=Path(args.root_dir),
-        history=training_history(args),
+        history=None if args.denoiser else training_history(Path(args.checkpoint_dir)),
     )
     verdict = result.verdict
     from godrun.evaluator import outputs

@@ -152,6 +152,18 @@ def lineage_for(best: Evaluation, panel_sha: str, root_dir: Path | None) -> Line
     )
 
 
+def training_history(checkpoint_dir: Path) -> pd.DataFrame | None:
+    """The trainer's metrics.csv for these checkpoints (logs/<checkpoint dir name>/), when there is a readable one."""
+    path = Path("logs") / checkpoint_dir.name / "metrics.csv"
+    if not path.is_file():
+        return None
+    try:
+        history = pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.ParserError):
+        return None  # the curves are a picture in the report, never a reason to fail the evaluation
+    return history if "epoch" in history.columns else None
+
+
 def evaluate_and_write(
     panel: Panel,
     candidates: Iterable[Candidate],
