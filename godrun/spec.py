@@ -32,7 +32,7 @@ FilmFeature = Literal[
     "UVA_norm",
     "UVB_norm",
 ]
-FILM_FEATURES: tuple[str, ...] = get_args(FilmFeature)
+FILM_FEATURES: tuple[FilmFeature, ...] = get_args(FilmFeature)
 
 Phase = Literal["Pending", "Training", "Evaluating", "Shipped", "Failed-ActB", "Error"]
 PHASES: tuple[str, ...] = get_args(Phase)
@@ -46,6 +46,7 @@ GATE_NAMES: tuple[str, ...] = ("aggregate", "tail", "roi", "downstream")
 NonNegInt = Annotated[int, Field(ge=0)]
 PosInt = Annotated[int, Field(ge=1)]
 Ratio = Annotated[float, Field(ge=0.0, le=1.0)]
+Port = Annotated[int, Field(ge=0, le=65535)]
 # A Kubernetes resource quantity ("8", "500m", "64Gi", "1e3"): the apimachinery resource.Quantity pattern.
 QUANTITY_PATTERN = (
     r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
@@ -199,7 +200,7 @@ class Recipe(BaseModel):
     seed: NonNegInt = Field(0, description="Random seed for sampling, augmentation and initialisation.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Device to train on.")
     num_workers: NonNegInt = Field(0, description="Data-loader worker processes.")
-    metrics_port: NonNegInt | None = Field(None, description="Serve Prometheus metrics on this port while training.")
+    metrics_port: Port | None = Field(None, description="Serve Prometheus metrics on this port while training.")
     steps_per_epoch: NonNegInt = Field(
         0, description="Optimiser steps per epoch; 0 = one pass over the training manifest."
     )
@@ -279,7 +280,7 @@ class PanelSpec(_Camel):
 
 
 class Gates(_Camel):
-    """Readiness gate thresholds (DESIGN.md §6); the defaults are the seed's."""
+    """Readiness gate thresholds (the four gates: docs/design.md, section 6); the defaults are the seed's."""
 
     psnr_mean_min: float = Field(18.0, ge=0, le=100, description="Gate 1: minimum mean PSNR (dB).")
     psnr_std_max: float = Field(4.0, ge=0, le=100, description="Gate 1: maximum population std of PSNR (dB).")
@@ -590,12 +591,27 @@ class GodRunStatus(_Camel):
     completion_time: datetime | None = Field(None, description="When the current generation reached a final phase.")
 
 
+# Names derived from a run's name must fit where they go: Kubernetes objects (253 characters; the Act B child is
+# `<name>-actb`), label values (63; godrun.core.names hashes longer ones down, as it does Job names) and file
+# names (255 bytes). The longest file name derived from it is the local runner's `status-<name>-actb.json`.
+MAX_FILE_NAME_BYTES = 255
+LONGEST_DERIVED_FILE = "status-{name}-actb.json"
+MAX_RUN_NAME = MAX_FILE_NAME_BYTES - len(LONGEST_DERIVED_FILE.format(name=""))
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+
+
 class ObjectMeta(BaseModel):
     """The parts of metadata the controller and local runner use."""
 
     model_config = ConfigDict(extra="allow")
 
-    name: str = Field(..., min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    name: str = Field(
+        ...,
+        min_length=1,
+        max_length=MAX_RUN_NAME,
+        pattern=NAME_PATTERN,
+        description=f"DNS subdomain of at most {MAX_RUN_NAME} characters, so that every name derived from it fits.",
+    )
     namespace: str | None = None
     generation: int = 1
     uid: str | None = None

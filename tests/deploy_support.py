@@ -16,7 +16,7 @@ CRD_FILE = MANIFESTS / "crd" / "godruns.godrun.io.yaml"
 DASHBOARD_FILE = MANIFESTS / "monitoring" / "dashboard.json"
 RULES_FILE = MANIFESTS / "monitoring" / "rules.yaml"
 
-# DESIGN.md §7 (controller), CONTRACTS.md (trainer) and godrun/controller/README.md (progress, leader).
+# docs/design.md section 7 and godrun/controller/README.md (controller), godrun/trainer/telemetry.py (trainer).
 CONTROLLER_METRICS = frozenset(
     {
         "godrun_panel_psnr_mean_decibels",

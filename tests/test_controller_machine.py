@@ -428,6 +428,17 @@ def test_a_job_the_api_refuses_is_error_job_rejected_in_the_same_reconcile(stage
     assert d2.actions == () and d2.status == d.status
 
 
+def test_a_refused_job_of_a_new_generation_announces_the_generation_once():
+    r = Runner()
+    r.step()
+    r.change_spec(spec(training={"epochs": 5}))
+    r.cluster.refuse[job_name("god-run", "train", 2)] = "invalid"
+    d = r.step()
+    assert (d.status.phase, d.status.reason, d.status.observed_generation) == ("Error", "JobRejected", 2)
+    assert [e.reason for e in r.cluster.events].count("NewGeneration") == 1
+    assert r.cluster.deleted == [job_name("god-run", "train", 1)]
+
+
 def test_poll_intervals_come_from_one_config():
     r = Runner()
     assert r.step(polling=Polling(progress_seconds=7, verdict_seconds=3)).requeue_after == 7

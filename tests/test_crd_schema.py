@@ -112,7 +112,7 @@ def _cel_rules() -> list[tuple[str, dict]]:
 
 
 def test_cel_rules_are_in_the_schema():
-    found = [r for _, node in _walk(_schema()) for r in node.get("x-kubernetes-validations", [])]
+    found = [r for path, node in _walk(_schema()) if path for r in node.get("x-kubernetes-validations", [])]
     found = [r for r in found if "oldSelf" not in r["rule"]]  # transition rules: test_spec_parts_immutable
     assert len(found) == len(_cel_rules()) >= 5
     for r in found:
@@ -135,6 +135,18 @@ def test_film_features_set_and_bounded():
     node = _schema()["properties"]["spec"]["properties"]["training"]["properties"]["film_features"]
     assert node["x-kubernetes-list-type"] == "set" and node["maxItems"] == 8 and node["minItems"] == 1
     assert set(node["items"]["enum"]) == set(GodRunSpec(image="x").training.film_features)
+
+
+def test_name_rule_at_the_root_matches_the_pydantic_limit():
+    """metadata.name is refused by the server exactly where pydantic refuses it (derived names must fit)."""
+    from godrun.spec import MAX_RUN_NAME, GodRun
+
+    assert _schema()["x-kubernetes-validations"] == [crd_mod.NAME_RULE]
+    assert f"size(self.metadata.name) <= {MAX_RUN_NAME}" == crd_mod.NAME_RULE["rule"]
+    body = {"apiVersion": "godrun.io/v1alpha1", "kind": "GodRun", "spec": {"image": "x"}}
+    GodRun.model_validate(body | {"metadata": {"name": "a" * MAX_RUN_NAME}})
+    with pytest.raises(ValidationError, match=r"metadata\.name"):
+        GodRun.model_validate(body | {"metadata": {"name": "a" * (MAX_RUN_NAME + 1)}})
 
 
 def test_spec_parts_immutable():

@@ -267,6 +267,13 @@ def test_bad_values_are_refused(setting: str, message: str) -> None:
     assert message in out.stderr, out.stderr
 
 
+def test_chart_poll_interval_default_is_the_controllers() -> None:
+    from godrun.core.machine import DEFAULT_POLLING
+
+    values = yaml.safe_load((ROOT / "helm/godrun/values.yaml").read_text())
+    assert values["controller"]["progressSeconds"] == DEFAULT_POLLING.progress_seconds
+
+
 def _alerts(docs) -> set[str]:
     return {r["alert"] for g in _one(docs, "PrometheusRule")["spec"]["groups"] for r in g["rules"]}
 

@@ -82,6 +82,12 @@ CEL_RULES: dict[str, list[dict[str, Any]]] = {
     ],
 }
 
+# metadata.name is only reachable from the root of the schema; the same limit as godrun.spec.ObjectMeta.
+NAME_RULE: dict[str, Any] = {
+    "rule": f"size(self.metadata.name) <= {S.MAX_RUN_NAME}",
+    "message": f"metadata.name must be at most {S.MAX_RUN_NAME} characters (names derived from it must fit)",
+}
+
 # Transition rules (CEL `self == oldSelf`, which pydantic cannot mirror): the recipe, its data, panel, gates
 # and compute are fixed once a GodRun exists; a new recipe is a new GodRun (a mid-run edit would resume a
 # checkpoint of another recipe). image, jobs, fallback, suspend and podOverrides stay editable.
@@ -142,7 +148,7 @@ def _factory_defaults(cls: type[BaseModel]) -> dict[str, Any]:
     for fname, field in cls.model_fields.items():
         if field.default_factory is None:
             continue
-        value = field.default_factory()
+        value = field.get_default(call_default_factory=True, validated_data={})
         key = field.alias or fname
         # A nested object's default is written out in full: the apiserver checks CEL rules against the
         # default itself, so `default: {}` on an object whose rules name its fields is refused.
@@ -195,7 +201,7 @@ def _convert(node: dict[str, Any], defs: dict[str, Any], model: str | None = Non
         out["type"] = "object"
         out["properties"] = {k: _convert(v, defs) for k, v in node["properties"].items()}
         cls = _model_class(model) if model else None
-        if cls is not None:
+        if model and cls is not None:
             _decorate_model(out, cls, model)
     elif isinstance(node.get("additionalProperties"), dict):
         out["additionalProperties"] = _convert(node["additionalProperties"], defs)
@@ -252,6 +258,7 @@ def crd() -> dict[str, Any]:
         "type": "object",
         "description": S.GodRunSpec.__doc__,
         "required": ["spec"],
+        "x-kubernetes-validations": [NAME_RULE],
         "properties": {
             "apiVersion": {"type": "string", "description": "godrun.io/v1alpha1"},
             "kind": {"type": "string", "description": "GodRun"},

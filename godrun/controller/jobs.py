@@ -13,9 +13,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from godrun.core.commands import Rendezvous, launch_command, with_option
-from godrun.core.machine import CreateJob, GodRunView, owner_reference
+from godrun.core.machine import FAIL_JOB_EXIT_CODES, CreateJob, GodRunView, owner_reference
 from godrun.core.names import run_label, service_name
-from godrun.errors import EXIT_BAD_INPUT
 from godrun.spec import GodRunSpec
 
 TRAINER_METRICS_PORT = 9090
@@ -113,14 +112,15 @@ def compute(spec: GodRunSpec, gpus: int) -> dict[str, Any]:
 
 
 def pod_failure_policy(container: str, *, multi_node: bool = False) -> dict[str, Any]:
-    """Exit 2 (bad input) fails the Job at once; a disrupted pod does not count against backoffLimit. A
-    multi-node Job fails on a disruption too: the controller recreates it whole (see machine._may_recreate)."""
+    """godrun.core.machine.attempt_failure_action as a Job's rules: exit 2 (bad input) fails the Job at once, a
+    disrupted pod does not count against backoffLimit, anything else (a signal too) counts. A multi-node Job
+    fails on a disruption too: the controller recreates it whole (see machine._may_recreate)."""
     disrupted = "FailJob" if multi_node else "Ignore"
     return {
         "rules": [
             {
                 "action": "FailJob",
-                "onExitCodes": {"containerName": container, "operator": "In", "values": [EXIT_BAD_INPUT]},
+                "onExitCodes": {"containerName": container, "operator": "In", "values": list(FAIL_JOB_EXIT_CODES)},
             },
             {"action": disrupted, "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
         ]

@@ -272,7 +272,7 @@ class KubeExecutor:
     def _send_event(self, body: dict[str, Any]) -> None:
         ns, reason = body["metadata"]["namespace"], body["reason"]
         try:
-            self.api.core.create_namespaced_event(ns, body)
+            self.api.core.create_namespaced_event(ns, body)  # type: ignore[arg-type]  # the client sends dicts as is
         except ApiException as exc:
             log.warning("event %s on %s/%s not recorded: %s", reason, ns, body["involvedObject"]["name"], exc.reason)
 
@@ -305,7 +305,7 @@ class KubeExecutor:
         raise ConflictError(f"status of {run.namespace}/{run.name}: too many conflicts")
 
     def _current_version(self, run: GodRunView) -> tuple[str, int]:
-        obj = self.api.custom.get_namespaced_custom_object(API_GROUP, API_VERSION, run.namespace, PLURAL, run.name)
+        obj: Any = self.api.custom.get_namespaced_custom_object(API_GROUP, API_VERSION, run.namespace, PLURAL, run.name)
         self._remember(obj)
         return obj["metadata"]["resourceVersion"], int(obj["metadata"].get("generation") or 1)
 

@@ -87,6 +87,7 @@ class StageObs:
     message: str = ""  # termination message / Job condition message
     disrupted: bool = False  # a pod was disrupted (DisruptionTarget) while the Job goes on
     suspended: bool = False  # Job suspended (e.g. waiting for Kueue admission)
+    failures: int | None = None  # failed attempts counted against backoffLimit (Job status.failed), when known
 
 
 @dataclass(frozen=True)
@@ -174,14 +175,16 @@ def reconcile(
     """observe -> decide -> apply actions -> write the status when it changed.
 
     `spec_error`: the run's spec could not be read (`run.spec` holds defaults); nothing is observed or started.
-    When the executor refuses an action (an invalid Job), the run is observed and decided again at once so
-    that the status written says why.
+    When the executor refuses a Job (the API server finds it invalid), the run is observed and decided again at
+    once so that the status written says why; what was applied before the refused Job is not applied twice.
     """
     observed = Observed(spec_error=spec_error) if spec_error is not None else executor.observe(run)
     decision = decide(run, observed, now, polling)
     if not executor.apply(run, decision.actions) and spec_error is None:
+        creates = [i for i, a in enumerate(decision.actions) if isinstance(a, CreateJob)]
+        applied = decision.actions[: creates[0]] if creates else decision.actions
         decision = decide(run, executor.observe(run), now, polling)
-        executor.apply(run, decision.actions)
+        executor.apply(run, [a for a in decision.actions if a not in applied])
     if decision.status != run.status:
         executor.write_status(run, decision.status)
     return decision
@@ -295,6 +298,29 @@ def _is_true(st: GodRunStatus, type_: str) -> bool:
     return cond is not None and cond.status == "True"
 
 
+# --------------------------------------------------------------------------- failed attempts
+
+FailureAction = Literal["FailJob", "Ignore", "Count"]
+# Exit codes that fail the Job at once, never retried: bad input (a retry would read the same input).
+FAIL_JOB_EXIT_CODES: tuple[int, ...] = (EXIT_BAD_INPUT,)
+
+
+def attempt_failure_action(exit_code: int, *, disrupted: bool = False) -> FailureAction:
+    """What one failed attempt of a stage means: the one mapping both executors follow.
+
+    Kubernetes podFailurePolicy semantics, rules in this order: an exit code in FAIL_JOB_EXIT_CODES fails
+    the Job (FailJob); a disrupted attempt (the pod was evicted or preempted; locally: the runner stopped
+    it) is not counted (Ignore: the trainer resumes from its last checkpoint); anything else, including a
+    kill by a signal (the OOM killer's SIGKILL is exit code 137), counts against backoffLimit (Count).
+    godrun.controller.jobs.pod_failure_policy writes the same rules into every Job.
+    """
+    if exit_code in FAIL_JOB_EXIT_CODES:
+        return "FailJob"
+    if disrupted:
+        return "Ignore"
+    return "Count"
+
+
 def failure_reason(obs: StageObs) -> str:
     """The FailureReason of a failed stage (exit 2 is bad input, whatever the executor saw)."""
     if obs.exit_code == EXIT_BAD_INPUT:
@@ -302,12 +328,15 @@ def failure_reason(obs: StageObs) -> str:
     return obs.reason if obs.reason in FAILURE_REASONS else "JobFailed"
 
 
-def _fail(st: GodRunStatus, stage: str, job: str, obs: StageObs, now: datetime) -> None:
+def _fail(st: GodRunStatus, stage: str, job: str, obs: StageObs, backoff_limit: int, now: datetime) -> None:
     reason = failure_reason(obs)
     code = f" (exit code {obs.exit_code})" if obs.exit_code is not None else ""
+    tries = ""
+    if obs.failures:
+        tries = f" after {obs.failures} failed attempt{'s' if obs.failures != 1 else ''} (backoffLimit {backoff_limit})"
     detail = f": {obs.message.strip()[:512]}" if obs.message.strip() else ""
     st.phase, st.reason = "Error", reason
-    what = "was rejected" if reason == "JobRejected" else f"failed{code}, {reason}"
+    what = "was rejected" if reason == "JobRejected" else f"failed{code}, {reason}{tries}"
     st.message = f"{stage} Job {job} {what}{detail}"
     cond = "Trained" if stage == "training" else "Evaluated"
     set_condition(st, cond, "False", reason, st.message, now)
@@ -354,7 +383,7 @@ def _train(run: GodRunView, obs: Observed, st: GodRunStatus, actions: list[Actio
         set_condition(st, "Trained", "False", "Training", msg, now)
         return False
     if t.state == "failed":
-        _fail(st, "training", name, t, now)
+        _fail(st, "training", name, t, run.spec.jobs.backoff_limit, now)
         return False
     if t.state == "absent":
         actions.append(CreateJob("train", name, run.generation, tuple(trainer_argv(run.spec))))
@@ -409,7 +438,7 @@ def _evaluate(run: GodRunView, obs: Observed, st: GodRunStatus, actions: list[Ac
     st.jobs.evaluate = name
     e = obs.evaluate
     if e.state == "failed":
-        _fail(st, "evaluation", name, e, now)
+        _fail(st, "evaluation", name, e, run.spec.jobs.backoff_limit, now)
         return
     if e.state == "succeeded" and obs.verdict is not None:
         _record_verdict(run, obs.verdict, st, now)

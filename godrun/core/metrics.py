@@ -1,4 +1,4 @@
-"""The controller's Prometheus metrics (DESIGN.md §7), on their own registry.
+"""The controller's Prometheus metrics (also served by `godrun run --metrics-port`), on their own registry.
 
 Per-run series are labelled `namespace`, `godrun`; `forget()` removes every series of a deleted GodRun so
 the exposition does not grow with history.
@@ -94,7 +94,7 @@ class ControllerMetrics:
         verdict = status.panel
         for metric, attr in PANEL_FIELDS.items():
             self._set_or_remove(self.panel[metric], (namespace, name), getattr(verdict, attr) if verdict else None)
-        results = {g.name: g.passed for g in verdict.gates} if verdict else {}
+        results: dict[str, bool] = {g.name: g.passed for g in verdict.gates} if verdict else {}
         for gate in GATE_NAMES:
             self._set_or_remove(self.gate_passed, (namespace, name, gate), results.get(gate))
 

@@ -34,9 +34,16 @@ def _finite(value: float | None) -> float | None:
 
 
 def _progress(values: dict[str, float | None]) -> Progress:
-    ints = {k: int(v) for k, v in values.items() if k in _INT_FIELDS and _finite(v) is not None and v >= 0}
-    floats = {k: _finite(v) for k, v in values.items() if k not in _INT_FIELDS}
-    return Progress(**ints, **{k: v for k, v in floats.items() if v is not None})
+    fields: dict[str, int | float] = {}
+    for name, value in values.items():
+        v = _finite(value)
+        if v is None:
+            continue
+        if name not in _INT_FIELDS:
+            fields[name] = v
+        elif v >= 0:
+            fields[name] = int(v)
+    return Progress.model_validate(fields)
 
 
 def parse_progress(text: str) -> Progress | None:

@@ -19,7 +19,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from godrun.errors import InputError
-from godrun.fsio import code_version, sha256_file
+from godrun.fsio import code_version, remove_stale_temps, sha256_file
 from godrun.spec import Gates, Recipe
 from godrun.trainer import checkpoint as ckpt_io
 from godrun.trainer import dataset as ds
@@ -73,12 +73,8 @@ class TrainResult:
 
 
 def _threads(dist: Dist) -> int:
-    """GODRUN_NUM_THREADS, else 2 per machine split over local processes; 1 when the CPUs are already busy.
-
-    Measured on a shared 2-core machine (load ~5): a demo-size step took 0.34 s with 1 thread and 3.5 s
-    with 2 (OpenMP threads spin-waiting for a core), so oversubscription costs 10x while a second thread
-    on an idle machine saves well under 2x.
-    """
+    """GODRUN_NUM_THREADS, else 2 per machine split over local processes; 1 when the CPUs are already busy:
+    OpenMP threads spin-waiting for a busy core cost far more than a second thread saves (bench/README.md)."""
     env = os.environ.get("GODRUN_NUM_THREADS")
     if env:
         return max(1, int(env))
@@ -206,16 +202,17 @@ class Trainer:
         self.train_data = ds.load_split(r, r.train_manifest, self.cond_stats, with_weights=True)
         self.panel = ds.load_split(r, r.val_manifest, self.cond_stats, with_weights=False)
         _check_leakage(self.train_data, self.panel)
-        # logs only once the inputs are known good: bad input leaves nothing behind
-        self.logger = telemetry.setup_logger(r.log_dir, enabled=self.dist.main and log)
-        self.progress = telemetry.Progress(self.logger, enabled=self.dist.main and log)
         torch.manual_seed(r.seed)
         self.model = build_model(r)
         self.init_sha: str | None = None
         self.last = ckpt_io.last_path(r.checkpoint_dir, r.model)
+        if self.dist.main:  # half-written checkpoints/metrics of a killed run: never resumed from, never archived
+            for folder in (r.checkpoint_dir, r.log_dir):
+                remove_stale_temps(folder)
         self.resume_ckpt = ckpt_io.load_checkpoint(self.last) if self.last.is_file() else None
+        warm: list[str] | None = None
         if self.resume_ckpt is not None:
-            diff = _config_diff(self.resume_ckpt["config"], r.model_dump())
+            diff = _config_diff(self.resume_ckpt.get("config") or {}, r.model_dump())
             if diff:
                 raise InputError(
                     f"{self.last} was written by a different recipe (differs in {', '.join(diff)}); "
@@ -223,9 +220,13 @@ class Trainer:
                 )
         elif r.init_checkpoint:
             init = ckpt_io.load_checkpoint(r.init_checkpoint)
-            added = ckpt_io.warm_start(self.model, ckpt_io.weights_for_inference(init), r.init_checkpoint)
+            warm = ckpt_io.warm_start(self.model, ckpt_io.weights_for_inference(init), r.init_checkpoint)
             self.init_sha = sha256_file(r.init_checkpoint)
-            self.logger.info("warm start from %s (sha256 %s); new keys: %s", r.init_checkpoint, self.init_sha, added)
+        # logs only once the inputs (the warm start too) are known good: bad input leaves nothing behind
+        self.logger = telemetry.setup_logger(r.log_dir, enabled=self.dist.main and log)
+        self.progress = telemetry.Progress(self.logger, enabled=self.dist.main and log)
+        if warm is not None:
+            self.logger.info("warm start from %s (sha256 %s); new keys: %s", r.init_checkpoint, self.init_sha, warm)
         _freeze(self.model, r)
         self.model.to(self.device)
         self.net: torch.nn.Module = self.model
@@ -245,8 +246,7 @@ class Trainer:
         w = torch.from_numpy(lam)
         self.loss_fn = SpectralLoss(LossConfig.from_recipe(r), torch.from_numpy(self.wl), w).to(self.device)
         self.wl_step = float(np.median(np.diff(self.wl)))
-        amp_dtype = torch.bfloat16 if r.amp_dtype == "bf16" else torch.float16
-        self.autocast = {"device_type": self.device.type, "dtype": amp_dtype, "enabled": r.amp}
+        self.amp_dtype = torch.bfloat16 if r.amp_dtype == "bf16" else torch.float16
         use_scaler = r.amp and r.amp_dtype == "fp16" and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
         self.state = EarlyStop()
@@ -316,7 +316,7 @@ class Trainer:
 
     def _audit(self) -> None:
         r = self.recipe
-        entries = {f"sha256 {k}": v for k, v in self.hashes.items()}
+        entries: dict[str, object] = {f"sha256 {k}": v for k, v in self.hashes.items()}
         entries["sha256 init_checkpoint"] = f"{r.init_checkpoint} {self.init_sha}"
         entries["sha256 config"] = ckpt_io.config_sha256(r.model_dump())
         entries["code_version"] = self.code_version
@@ -339,11 +339,11 @@ class Trainer:
         for i in range(self.steps):
             idx = order[i * r.bs : (i + 1) * r.bs]
             b = ds.make_batch(self.train_data, idx, r, gen, self.wl_step, train=True)
-            x, y = b["x"].to(self.device), b["y"].to(self.device)
-            cond = None if b["cond"] is None else b["cond"].to(self.device)
-            with torch.autocast(**self.autocast):
+            x, y = b.x.to(self.device), b.y.to(self.device)
+            cond = None if b.cond is None else b.cond.to(self.device)
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=r.amp):
                 pred = self.net(x, cond)
-            loss, parts = self.loss_fn(pred, y, b["offset"].to(self.device), b["scale"].to(self.device))
+            loss, parts = self.loss_fn(pred, y, b.offset.to(self.device), b.scale.to(self.device))
             self.opt.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.opt)

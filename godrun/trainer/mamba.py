@@ -84,8 +84,8 @@ class Mamba(nn.Module):
         self.out_proj = nn.Linear(di, d_model, bias=False)
         self._init_dt(dt_min, dt_max, dt_init_floor)
         # Conventions mamba_ssm's training code reads: no weight decay on the SSM's A and D.
-        self.A_log._no_weight_decay = True
-        self.D._no_weight_decay = True
+        setattr(self.A_log, "_no_weight_decay", True)  # noqa: B010 - a dynamic attribute by convention
+        setattr(self.D, "_no_weight_decay", True)  # noqa: B010
 
     def _init_dt(self, dt_min: float, dt_max: float, floor: float) -> None:
         """dt_proj weight ~ U(+-dt_rank^-0.5); bias = softplus^-1(dt), dt log-uniform in [dt_min, dt_max]."""
@@ -95,7 +95,7 @@ class Mamba(nn.Module):
         dt = torch.exp(log_dt).clamp(min=floor)
         with torch.no_grad():
             self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
-        self.dt_proj.bias._no_reinit = True
+        setattr(self.dt_proj.bias, "_no_reinit", True)  # noqa: B010
 
     def _causal_conv(self, x: Tensor) -> Tensor:
         """conv1d(x)[..., :L] on x stored [B, L, d_inner]; shifted multiply-adds, because CPU depthwise conv
@@ -103,7 +103,9 @@ class Mamba(nn.Module):
         seqlen, k = x.shape[1], self.d_conv
         w = self.conv1d.weight[:, 0].to(x.dtype).t()  # [d_conv, d_inner]
         xp = F.pad(x, (0, 0, k - 1, 0))
-        y = torch.addcmul(self.conv1d.bias.to(x.dtype), w[0], xp[:, :seqlen])
+        bias = self.conv1d.bias
+        assert bias is not None  # built with bias=True
+        y = torch.addcmul(bias.to(x.dtype), w[0], xp[:, :seqlen])
         for j in range(1, k):
             y = torch.addcmul(y, w[j], xp[:, j : j + seqlen])
         return y

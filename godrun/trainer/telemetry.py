@@ -132,7 +132,8 @@ class Progress:
 
 
 class PromMetrics:
-    """The trainer's Prometheus metrics (CONTRACTS.md names) on their own registry."""
+    """The trainer's Prometheus metrics (`godrun_train_*`, read back by godrun/core/observe.py) on their own
+    registry."""
 
     def __init__(self, port: int | None, logger: logging.Logger, scan_backend: str = "torch") -> None:
         self.server = None
