@@ -129,6 +129,6 @@ class ControllerMetrics:
             gauge.labels(*labels).set(float(value))
 
     @staticmethod
-    def _remove(gauge: Gauge, labels: tuple[str, ...]) -> None:
+    def _remove(gauge: Gauge | Counter, labels: tuple[str, ...]) -> None:
         with contextlib.suppress(KeyError):
             gauge.remove(*labels)
