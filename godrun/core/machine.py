@@ -348,8 +348,8 @@ def _suspend(run: GodRunView, obs: Observed, st: GodRunStatus, actions: list[Act
     """spec.suspend: delete the running stage's Job (not Job.spec.suspend, which Kueue owns for queued Jobs);
     clearing it creates the Job again and the trainer resumes from the last checkpoint on the run volume."""
     names = _stage_names(run, st.restarts)
-    running: tuple[tuple[Stage, StageObs], ...] = (("train", obs.train), ("evaluate", obs.evaluate))
-    for stage, stage_obs in running:
+    stages: tuple[tuple[Stage, StageObs], ...] = (("train", obs.train), ("evaluate", obs.evaluate))
+    for stage, stage_obs in stages:
         if stage_obs.state == "active":
             actions.append(DeleteJob(names[stage], reason="Suspended"))
     st.phase, st.reason = "Pending", "Suspended"
