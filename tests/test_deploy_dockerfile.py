@@ -138,6 +138,13 @@ def _module_file(module: str) -> Path | None:
     return None
 
 
+def _is_type_checking_block(node: ast.stmt) -> bool:
+    test = node.test if isinstance(node, ast.If) else None
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
 def _top_level_imports(path: Path) -> set[str]:
     """Modules imported at module level (lazy imports inside functions are deliberate and skipped)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
@@ -146,6 +153,8 @@ def _top_level_imports(path: Path) -> set[str]:
     if path.name == "__init__.py":
         package += ".__init__"
     for node in tree.body:
+        if _is_type_checking_block(node):  # never runs: annotations only
+            continue
         for sub in ast.walk(node):
             if isinstance(sub, ast.FunctionDef | ast.AsyncFunctionDef):
                 break
