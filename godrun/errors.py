@@ -1,4 +1,5 @@
-"""Exit-code contract (DESIGN.md §4): 0 the stage ran, 2 bad input, anything else unexpected.
+"""Exit codes every stage and command follows: 0 it ran (a failed gate is a verdict), 2 bad input (the message
+names the field, row or file; nothing half-written), anything else unexpected. docs/design.md, section 4.
 
 Bad input is a class, not a list of cases: every place that reads a user's file does it inside
 `reading(path)`, which turns the decoding, parsing, shape and type errors of that file into one

@@ -45,7 +45,7 @@ def is_temp_name(name: str) -> bool:
 
 def remove_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:
     """Delete the temp files a killed writer left in `folder` (call it before this folder's writer starts)."""
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(os.scandir(folder))
     except (FileNotFoundError, NotADirectoryError):

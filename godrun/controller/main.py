@@ -35,10 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--lease-namespace", default=None, help="namespace of the Lease (default: --namespace or $POD_NAMESPACE)"
     )
     p.add_argument("--identity", default=None, help="leader-election identity (default: $POD_NAME or hostname)")
-    p.add_argument("--lease-duration", type=int, default=15, help="seconds")
-    p.add_argument("--renew-deadline", type=int, default=10, help="seconds")
-    p.add_argument("--retry-period", type=int, default=2, help="seconds")
-    p.add_argument("--resync-seconds", type=float, default=300.0, help="periodic full resync")
+    p.add_argument("--lease-duration", type=int, default=15, help="seconds a Lease holds without renewal")
+    p.add_argument("--renew-deadline", type=int, default=10, help="seconds the leader keeps trying to renew")
+    p.add_argument("--retry-period", type=int, default=2, help="seconds between Lease attempts")
+    p.add_argument("--resync-seconds", type=float, default=300.0, help="seconds between full resyncs of every run")
     p.add_argument(
         "--progress-seconds",
         type=float,

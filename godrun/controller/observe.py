@@ -98,7 +98,8 @@ def view_from_object(obj: Obj) -> tuple[GodRunView, str | None]:
     try:
         spec = GodRunSpec.model_validate(obj.get("spec") or {})
     except ValidationError as exc:
-        spec, error = GodRunSpec.model_construct(), format_validation_error(exc, prefix="spec.")
+        # Only the name and generation of an unreadable spec are used (decide() starts nothing for it).
+        spec, error = GodRunSpec.model_construct(image=""), format_validation_error(exc, prefix="spec.")
     try:
         status = GodRunStatus.model_validate(obj.get("status") or {})
     except ValidationError:

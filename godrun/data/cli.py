@@ -16,7 +16,7 @@ from godrun.errors import InputError
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="godrun data", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
-    s = sub.add_parser("synth", help="write the synthetic corpus (DESIGN.md §5) under OUT/data")
+    s = sub.add_parser("synth", help="write the synthetic corpus (the seed's layout) under OUT/data")
     s.add_argument("--out", required=True, help="workspace root; the corpus goes to OUT/data")
     s.add_argument("--scale", type=float, default=1.0, help="fraction of replicates per group (0 < F <= 1)")
     s.add_argument("--seed", type=int, default=0)

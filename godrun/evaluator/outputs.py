@@ -148,6 +148,7 @@ def lineage_for(best: Evaluation, panel_sha: str, root_dir: Path | None) -> Line
         code_version=code_version(),
         best_checkpoint=best.name,
         best_checkpoint_sha256=best.sha256,
+        scan_backend=info.get("scan_backend"),
     )
 
 

@@ -170,7 +170,7 @@ def drive(
             decision = reconcile(executor, view, datetime.now(UTC), polling)
             status = decision.status
             if metrics is not None:
-                metrics.observe("local", name, status)
+                metrics.observe("local", name, status, before=view.status)
             row = run_row(name, status, datetime.now(UTC))
             if not quiet and row[1:6] != shown:
                 shown = row[1:6]

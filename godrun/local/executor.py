@@ -21,7 +21,7 @@ from typing import IO
 
 import yaml
 
-from godrun.core.commands import PYTHON, TORCHRUN, launch_command
+from godrun.core.commands import PYTHON, launch_command
 from godrun.core.machine import (
     Action,
     CreateActB,
@@ -110,9 +110,10 @@ class LocalExecutor:
     def _command(self, run: GodRunView, action: CreateJob) -> list[str]:
         """The action's argv under the stage's launcher, on this one machine, with this Python."""
         gpus = run.spec.resources.gpus if action.stage == "train" else min(run.spec.resources.gpus, 1)
-        argv = launch_command(action.argv, gpus=gpus)
-        head = {PYTHON: [self.python], TORCHRUN: [self.python, "-m", "torch.distributed.run"]}[argv[0]]
-        return [*head, *argv[1:]]
+        argv = launch_command(action.argv, gpus=gpus)  # `python -m ...`: the trainer or our torchrun launcher
+        if argv[0] != PYTHON:
+            raise ValueError(f"unexpected launcher {argv[0]!r}")
+        return [self.python, *argv[1:]]
 
     def _start(self, run: GodRunView, job: str, argv: list[str]) -> None:
         """Start an attempt of `job` (a record without an exit code is a Job still going: its next attempt)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -207,16 +208,26 @@ def _random_same_pair(data: SplitData, idx: torch.Tensor, gen: torch.Generator) 
     return out
 
 
+class Batch(NamedTuple):
+    """Model input and target (normalised), FiLM conditioning, and each row's de-normalisation."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    cond: torch.Tensor | None
+    offset: torch.Tensor
+    scale: torch.Tensor
+
+
 def make_batch(
     data: SplitData, idx: torch.Tensor, recipe: Recipe, gen: torch.Generator, wl_step: float, *, train: bool
-) -> dict[str, torch.Tensor | None]:
+) -> Batch:
     off, sc = data.offset[idx], data.scale[idx]
     x = data.x[idx]
     y = (targets_for(data, idx, recipe, gen, panel=not train) - off[:, None]) / sc[:, None]
     if train:
         x, y = augment(x, y, recipe, gen, wl_step)
     cond = None if data.cond is None else data.cond[idx]
-    return {"x": x, "y": y, "cond": cond, "offset": off, "scale": sc}
+    return Batch(x, y, cond, off, sc)
 
 
 def augment(
