@@ -50,3 +50,17 @@ def test_exit_2_is_bad_input_without_a_retry(tmp_path: Path):
 def test_the_stage_runs_this_python(tmp_path: Path):
     obs, _, _ = _run(tmp_path, "import sys; print(sys.executable); sys.exit(5)", backoff=0)
     assert Path(obs.message).resolve() == Path(sys.executable).resolve()
+
+
+def test_the_local_command_comes_from_the_shared_launcher(tmp_path: Path):
+    from godrun.core.commands import trainer_argv
+
+    spec = GodRunSpec.model_validate({"image": "local", "resources": {"gpus": 2, "nodes": 3}})
+    run = GodRunView("r", "local", 1, spec)
+    ex = LocalExecutor(tmp_path, tmp_path / "status.json", python="/venv/python", echo=False)
+    argv = tuple(trainer_argv(spec))
+    cmd = ex._command(run, CreateJob("train", "j", 1, argv))
+    head = ["/venv/python", "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone", "--nnodes=1"]
+    assert cmd == [*head, *argv[1:]], "one machine: torchrun standalone, whatever spec.resources.nodes says"
+    evaluate = ("python", "-m", "godrun.evaluator", "--x")
+    assert ex._command(run, CreateJob("evaluate", "e", 1, evaluate)) == ["/venv/python", *evaluate[1:]]
