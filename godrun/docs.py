@@ -17,6 +17,7 @@ from pathlib import Path
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
+from godrun.controller.crd import IMMUTABLE_SPEC_FIELDS
 from godrun.spec import GodRunSpec, GodRunStatus, Recipe
 
 
@@ -56,9 +57,20 @@ def _rows(model: type[BaseModel], prefix: str, camel: bool) -> Iterator[tuple[st
         key = (info.alias or name) if camel else name
         path = f"{prefix}.{key}"
         ann = info.annotation
-        nested = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        nested = _model_in(ann)
         line = f"| `{path}` | {_type_name(ann)} | {_default(info)} | {info.description or ''} |"
         yield line, nested, path
+
+
+def _model_in(annotation: object) -> type[BaseModel] | None:
+    """The model a field holds: itself, optional, or as list items (documented in a section of its own)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
 
 
 def _section(title: str, model: type[BaseModel], prefix: str, camel: bool = True) -> list[str]:
@@ -84,6 +96,15 @@ def render() -> str:
         "",
         "Generated from `godrun/spec.py` by `python -m godrun.docs`; do not edit by hand.",
         "`spec.training` fields are the trainer's flags: `spec.training.lr_min` is `--lr_min`.",
+        "",
+        "Immutable once the GodRun exists (the API server refuses the change; a new recipe is a new GodRun): "
+        + ", ".join(f"`spec.{f}`" for f in IMMUTABLE_SPEC_FIELDS)
+        + ". Editable: `spec.image`, `spec.imagePullPolicy`, `spec.jobs`, `spec.fallback`, `spec.suspend`, "
+        "`spec.podOverrides`; a change starts the next generation's Jobs.",
+        "",
+        'Quantities (`cpu`, `memory`, `shmSize`) take an integer or a Kubernetes quantity string (`8`, `"500m"`, '
+        "`64Gi`). Conditions are shaped like metav1.Condition; `Succeeded` and `Failed` become True when the run "
+        "ends (`kubectl wait --for=condition=Succeeded gr/<name>`), and no condition stays Unknown after that.",
         "",
     ]
     body = _section("`spec`", GodRunSpec, "spec")

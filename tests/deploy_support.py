@@ -34,6 +34,8 @@ CONTROLLER_METRICS = frozenset(
         "godrun_run_progress_psnr_mean_decibels",
         "godrun_run_progress_sam_mean_degrees",
         "godrun_controller_leader",
+        "godrun_runs_finished_total",
+        "godrun_run_held",
     }
 )
 TRAINER_METRICS = frozenset(

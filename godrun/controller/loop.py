@@ -228,5 +228,5 @@ class Controller:
             return None
         run, spec_error = view_from_object(obj)
         decision = reconcile(self.executor, run, utcnow(), self.cfg.polling, spec_error=spec_error)
-        self.metrics.observe(ns, name, decision.status)
+        self.metrics.observe(ns, name, decision.status, before=run.status)
         return decision.requeue_after

@@ -24,6 +24,7 @@ PROGRESS_METRICS = {  # the trainer's gauge -> Progress field
     "godrun_train_best_epoch": "best_epoch",
     "godrun_train_panel_psnr_mean_decibels": "psnr_mean",
     "godrun_train_panel_sam_mean_degrees": "sam_mean",
+    "godrun_train_epoch_seconds": "epoch_seconds",
 }
 _INT_FIELDS = ("epoch", "epochs", "best_epoch")
 
@@ -88,6 +89,7 @@ def read_progress_csv(path: Path, recipe: Recipe) -> Progress | None:
         "best_epoch": None if best is None else float(best),
         "psnr_mean": _num(last.get("panel_psnr_mean")),
         "sam_mean": _num(last.get("panel_sam_mean")),
+        "epoch_seconds": _num(last.get("seconds")),
     }
     return _progress(values)
 

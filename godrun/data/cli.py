@@ -38,6 +38,8 @@ def synth_into(out: Path, scale: float, seed: int, force: bool) -> int:
 
     if not (0 < scale <= 1):
         raise InputError(f"--scale must be in (0, 1], got {scale}")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: exists and is not a folder")
     target = out / "data"
     if target.exists() and not force:
         raise InputError(f"{target} already exists (use --force to replace it)")

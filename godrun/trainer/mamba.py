@@ -8,6 +8,7 @@ mamba_ssm imports (it needs its compiled extension), its fused ``selective_scan_
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from functools import cache
 
@@ -15,20 +16,42 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from godrun.errors import InputError
 from godrun.trainer.scan import selective_scan
+
+# Set in the CUDA image: on a GPU, falling back to the pure-torch scan (about 30x slower) is an error.
+REQUIRE_FUSED_ENV = "GODRUN_REQUIRE_FUSED_SCAN"
+_import_error: list[str] = []
 
 
 @cache
 def _mamba_ssm_scan() -> Callable | None:
     try:  # mamba_ssm's __init__ imports its CUDA extension unguarded: any failure means "not available"
+        import selective_scan_cuda  # noqa: F401  # the compiled kernel itself
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
-    except Exception:
+    except Exception as exc:
+        _import_error[:] = [f"{type(exc).__name__}: {exc}"]
         return None
     return selective_scan_fn
 
 
+def fused_scan_error() -> str | None:
+    """Why mamba_ssm's fused scan did not import (None when it did or was never tried)."""
+    return _import_error[0] if _import_error else None
+
+
 def scan_backend(device: torch.device) -> str:
-    return "mamba_ssm" if device.type == "cuda" and _mamba_ssm_scan() is not None else "torch"
+    """`mamba_ssm` (fused CUDA kernel) or `torch`; with GODRUN_REQUIRE_FUSED_SCAN=1 a CUDA fallback is an error."""
+    if device.type != "cuda":
+        return "torch"
+    if _mamba_ssm_scan() is not None:
+        return "mamba_ssm"
+    if os.environ.get(REQUIRE_FUSED_ENV) == "1":
+        raise InputError(
+            f"{REQUIRE_FUSED_ENV}=1 but mamba_ssm's fused selective scan does not import on CUDA "
+            f"({fused_scan_error()}); the image (spec.image) lacks a working mamba-ssm build"
+        )
+    return "torch"
 
 
 class Mamba(nn.Module):
