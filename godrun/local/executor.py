@@ -194,7 +194,7 @@ class LocalExecutor:
         proc = self.procs.pop(job, None)
         if proc is None:
             return
-        procs.stop_group(proc.popen.pid)
+        procs.stop_group(proc.popen.pid, leader=proc.popen)
         proc.popen.wait()
         proc.log.close()
         jdir = self.job_dir(run, job)
