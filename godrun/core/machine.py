@@ -332,7 +332,7 @@ def _fail(st: GodRunStatus, stage: str, job: str, obs: StageObs, backoff_limit: 
     reason = failure_reason(obs)
     code = f" (exit code {obs.exit_code})" if obs.exit_code is not None else ""
     tries = ""
-    if obs.failures:
+    if obs.failures and reason == "RetriesExhausted":
         tries = f" after {obs.failures} failed attempt{'s' if obs.failures != 1 else ''} (backoffLimit {backoff_limit})"
     detail = f": {obs.message.strip()[:512]}" if obs.message.strip() else ""
     st.phase, st.reason = "Error", reason
