@@ -12,6 +12,7 @@ from typing import Any
 from godrun.core.commands import PYTHON, TRAINER_MODULE, evaluator_argv, trainer_flags
 from godrun.core.machine import EXIT_BAD_INPUT, GodRunView, owner_reference
 from godrun.core.names import run_label, service_name
+from godrun.paths import RUN_VOLUME_ENV
 from godrun.spec import GodRunSpec
 
 TRAINER_METRICS_PORT = 9090
@@ -141,7 +142,7 @@ def _container(spec: GodRunSpec, stage: str, command: list[str], gpus: int, extr
         "imagePullPolicy": spec.image_pull_policy,
         "command": command,
         "workingDir": spec.data.mount_path,
-        "env": env(extra_env),
+        "env": env([{"name": RUN_VOLUME_ENV, "value": spec.data.mount_path}, *(extra_env or [])]),
         "resources": compute(spec, gpus),
         "securityContext": container_security_context(spec),
         "volumeMounts": volume_mounts(spec),
@@ -169,7 +170,7 @@ def _job(run: GodRunView, stage: str, name: str, generation: int, pod: dict[str,
 
 def train_command(spec: GodRunSpec, job: str, namespace: str) -> list[str]:
     """One process (`python -m godrun.trainer`), torchrun on one node, or torchrun across an Indexed Job."""
-    flags = trainer_flags(spec.training, metrics_port=TRAINER_METRICS_PORT)
+    flags = trainer_flags(spec, metrics_port=TRAINER_METRICS_PORT)
     gpus, nodes = spec.resources.gpus, spec.resources.nodes
     if nodes == 1 and gpus <= 1:
         return [PYTHON, "-m", TRAINER_MODULE, *flags]

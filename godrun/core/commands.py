@@ -6,7 +6,8 @@ processes with the run volume as working directory. Torch-free (the controller i
 
 from __future__ import annotations
 
-from godrun.spec import GodRunSpec, Recipe
+from godrun.gates.flags import gate_argv
+from godrun.spec import GodRunSpec
 from godrun.trainer.flags import recipe_to_argv
 
 PYTHON = "python"
@@ -14,28 +15,22 @@ TRAINER_MODULE = "godrun.trainer"
 EVALUATOR_MODULE = "godrun.evaluator"
 
 
-def trainer_flags(recipe: Recipe, *, metrics_port: int | None = None) -> list[str]:
-    """The trainer's flags (the seed's, in Recipe order); `metrics_port` overrides the recipe's."""
+def trainer_flags(spec: GodRunSpec, *, metrics_port: int | None = None) -> list[str]:
+    """The seed's recipe flags (Recipe order), then data verification and the GodRun's gates.
+
+    `metrics_port` overrides the recipe's. The gates make the trainer pick its best checkpoint and stop
+    early by the rules the evaluator will judge with.
+    """
+    recipe = spec.training
     if metrics_port is not None:
         recipe = recipe.model_copy(update={"metrics_port": metrics_port})
-    return recipe_to_argv(recipe)
+    verify = "--verify-data" if spec.data.verify else "--no-verify-data"
+    return [*recipe_to_argv(recipe), verify, *gate_argv(spec.gates)]
 
 
 def trainer_argv(spec: GodRunSpec, *, metrics_port: int | None = None) -> list[str]:
     """`python -m godrun.trainer --model mamba_tiny_uv --train_dir ...` for one process."""
-    return [PYTHON, "-m", TRAINER_MODULE, *trainer_flags(spec.training, metrics_port=metrics_port)]
-
-
-def _num(value: float | int) -> str:
-    return repr(value) if isinstance(value, float) else str(value)
-
-
-def gate_flags(spec: GodRunSpec) -> list[str]:
-    """`--psnr-mean-min 18.0 ...`: one flag per Gates field, kebab-case of the field name."""
-    argv: list[str] = []
-    for name in type(spec.gates).model_fields:
-        argv += [f"--{name.replace('_', '-')}", _num(getattr(spec.gates, name))]
-    return argv
+    return [PYTHON, "-m", TRAINER_MODULE, *trainer_flags(spec, metrics_port=metrics_port)]
 
 
 def archived_paths(spec: GodRunSpec) -> list[str]:
@@ -69,7 +64,7 @@ def evaluator_argv(spec: GodRunSpec, run_name: str) -> list[str]:
         argv += ["--downstream-script", panel.downstream_script]
     if panel.expected_hash:
         argv += ["--expected-hash", panel.expected_hash]
-    argv += gate_flags(spec)
+    argv += gate_argv(spec.gates)
     argv += ["--run-name", run_name]
     if spec.fallback.archive:
         argv += ["--archive-on-fail", "--run-dir", *archived_paths(spec), "--archive-dir", spec.fallback.archive_dir]

@@ -14,6 +14,7 @@ from datetime import date as Date
 from pathlib import Path
 
 from godrun.errors import InputError
+from godrun.paths import escape_text, writable_file
 from godrun.spec import Verdict
 
 
@@ -90,11 +91,13 @@ def archive_run(
 def failure_section(verdict: Verdict, run_name: str, date: Date, archive: Path | None = None) -> str:
     """The dated markdown section: which gates failed, with each failing number against its threshold."""
     failed = [g for g in verdict.gates if not g.passed]
+    # every string from the spec or the file system is escaped onto one line: it cannot add markdown lines
+    run_name = escape_text(run_name)
     lines = [f"## {date.isoformat()} — {run_name}: panel verdict {verdict.verdict.upper()}", ""]
     names = ", ".join(g.name for g in failed) or "none"
     lines.append(f"Failed gates: **{names}** ({verdict.checkpoints_evaluated} checkpoint(s) evaluated).")
     if verdict.lineage.best_checkpoint:
-        lines.append(f"Best checkpoint: `{verdict.lineage.best_checkpoint}`.")
+        lines.append(f"Best checkpoint: `{escape_text(verdict.lineage.best_checkpoint)}`.")
     lines.append("")
     for gate in failed:
         for c in gate.checks:
@@ -102,9 +105,9 @@ def failure_section(verdict: Verdict, run_name: str, date: Date, archive: Path |
             value = "n/a" if c.value is None else f"{c.value:.4g}"
             lines.append(f"- gate `{gate.name}`: {c.metric} = {value} (needs {c.op} {c.threshold:g}) — {mark}")
     if archive is not None:
-        lines += ["", f"Artefacts archived to `{archive}`."]
+        lines += ["", f"Artefacts archived to `{escape_text(archive)}`."]
     if verdict.report:
-        lines.append(f"Panel report: `{verdict.report}`.")
+        lines.append(f"Panel report: `{escape_text(verdict.report)}`.")
     lines += ["", "Next: resume the Act B schedule (calibrator head + loss rebalance), warm-started from this run.", ""]
     return "\n".join(lines) + "\n"
 
@@ -116,8 +119,11 @@ def append_failure_doc(
     date: Date | None = None,
     archive: Path | None = None,
 ) -> Path:
-    """Append a dated failure section to the analytics doc (created with a title when missing)."""
-    path = Path(doc_path)
+    """Append a dated failure section to the analytics doc (created with a title when missing).
+
+    Only a regular `.md` file inside the run volume is appended to (godrun.paths.writable_file).
+    """
+    path = writable_file(doc_path, "--analytics-doc", (".md",))
     path.parent.mkdir(parents=True, exist_ok=True)
     head = "" if path.exists() and path.stat().st_size else "# Reviewing the 5-fold run\n\n"
     if head == "" and not path.read_text(encoding="utf-8").endswith("\n"):

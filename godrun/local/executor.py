@@ -34,6 +34,7 @@ from godrun.core.machine import (
 from godrun.core.names import job_name
 from godrun.fsio import atomic_write_json, atomic_write_text
 from godrun.local.progress import read_progress
+from godrun.paths import RUN_VOLUME_ENV
 from godrun.spec import GodRunStatus, Verdict
 
 EXIT_BAD_INPUT = 2
@@ -114,7 +115,11 @@ class LocalExecutor:
         record.pop("exit_code", None)
         (jdir / "termination-log").unlink(missing_ok=True)
         cmd = [self.python if argv[0] == "python" else argv[0], *argv[1:]]
-        env = os.environ | {"GODRUN_TERMINATION_LOG": str(jdir / "termination-log"), "PYTHONUNBUFFERED": "1"}
+        env = os.environ | {
+            "GODRUN_TERMINATION_LOG": str(jdir / "termination-log"),
+            "PYTHONUNBUFFERED": "1",
+            RUN_VOLUME_ENV: str(self.workdir.resolve()),
+        }
         log = open(jdir / "output.log", "ab")  # noqa: SIM115 - closed when the process is reaped
         popen = subprocess.Popen(
             cmd, cwd=self.workdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True

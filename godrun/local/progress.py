@@ -28,13 +28,11 @@ def read_progress(workdir: Path, recipe: Recipe) -> Progress | None:
     if not rows:
         return None
     last = rows[-1]
-    scores = [(_num(r.get("panel_score")), int(float(r["epoch"]))) for r in rows if r.get("epoch")]
-    scored = [(s, e) for s, e in scores if s is not None]
-    best = max(scored)[1] if scored else None
+    best = _num(last.get("best_epoch"))  # the trainer's own choice (godrun.gates.ranking), not re-derived here
     return Progress(
         epoch=int(float(last["epoch"])),
         epochs=recipe.epochs,
-        best_epoch=best,
+        best_epoch=None if best is None else int(best),
         psnr_mean=_num(last.get("panel_psnr_mean")),
         sam_mean=_num(last.get("panel_sam_mean")),
     )
