@@ -182,7 +182,9 @@ class Recipe(BaseModel):
     )
     log_dir: str = run_path("logs/god_run", "Where train.log and metrics.csv go.")
     checkpoint_dir: str = run_path("checkpoints/god_run", "Where best/last checkpoints go.")
-    audit_log: str = run_path("logs/god_run/auditing_manifest.log", "Audit log of manifest, config and code hashes.")
+    audit_log: str = run_path(
+        "logs/god_run/auditing_manifest.log", "Audit log (.log) of manifest, config and code hashes."
+    )
     # Options beyond the seed's command line (defaults keep the seed's behaviour).
     jitter_nm: WindowNm = Field(1.0, description="Train-only random wavelength shift (nm, uniform ±); 0 disables.")
     cutout_prob: float = Field(0.25, ge=0, le=1, description="Train-only probability of zeroing one short window.")
@@ -327,7 +329,7 @@ class Fallback(_Camel):
     archive: bool = Field(True, description="Copy the run's artefacts to <archiveDir>/god_run_failed_YYYYMMDD.")
     archive_dir: str = run_path("artifacts", "Parent folder of failure archives.")
     analytics_doc: str = run_path(
-        "final_analytics/reviewing_the_5fold_run.md", "Markdown file a dated failure section is appended to."
+        "final_analytics/reviewing_the_5fold_run.md", "Markdown file (.md) a dated failure section is appended to."
     )
     launch_act_b: bool = Field(
         False, description="Create the child GodRun <name>-actb warm-started from this run's best checkpoint."
@@ -371,6 +373,11 @@ class GodRunSpec(_Camel):
             and (why := run_path_problem(value)) is not None
             and not (where == "training.init_checkpoint" and value == "")
         ]
+        for where, suffix in APPENDED_FILES.items():
+            owner, name = where.split(".")
+            value = getattr(getattr(self, owner), name)
+            if value and not value.endswith(suffix):
+                problems.append(f"{where}: {value!r} must be a {suffix} file (the run appends to it)")
         for where in OWN_FOLDERS:
             owner, name = where.split(".")
             value = getattr(getattr(self, owner), name)
@@ -407,6 +414,8 @@ RUN_PATH_FIELDS: dict[str, tuple[str, ...]] = {
     ),
     "Fallback": ("archive_dir", "analytics_doc"),
 }
+# Files the run appends to: only of their own kind, never a manifest, a spectrum or a `.pth`.
+APPENDED_FILES = {"training.audit_log": ".log", "fallback.analytics_doc": ".md"}
 # Folders the run writes into (and archives): never the volume's root.
 OWN_FOLDERS = ("training.checkpoint_dir", "training.log_dir", "panel.output_dir", "fallback.archive_dir")
 _RUN_PATH_OWNERS = {"Recipe": "training", "PanelSpec": "panel", "Fallback": "fallback"}

@@ -88,9 +88,13 @@ def _run_path_extras() -> dict[tuple[str, str], dict[str, Any]]:
     out: dict[tuple[str, str], dict[str, Any]] = {}
     for model, fields in S.RUN_PATH_FIELDS.items():
         for name in fields:
+            where = f"{owners[model]}.{name}"
             rules = [RUN_PATH_CEL]
-            if f"{owners[model]}.{name}" in S.OWN_FOLDERS:
-                rules = [RUN_PATH_CEL, OWN_FOLDER_CEL]
+            if where in S.OWN_FOLDERS:
+                rules.append(OWN_FOLDER_CEL)
+            if where in S.APPENDED_FILES:
+                suffix = S.APPENDED_FILES[where]
+                rules.append({"rule": f"self.endsWith('{suffix}')", "message": f"must be a {suffix} file"})
             out[(model, name)] = {"pattern": NO_CONTROL_PATTERN, "x-kubernetes-validations": rules}
     return out
 

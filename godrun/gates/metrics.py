@@ -377,7 +377,8 @@ def downstream_errors(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per spectrum Σ_bands |Q(pred) − Q(ref)| and the same for the raw spectra (inf where pred is not finite)."""
     q_r = downstream_quantities(ref, wl, cfg)
-    err = np.abs(downstream_quantities(pred, wl, cfg) - q_r).sum(axis=1)
+    with np.errstate(invalid="ignore", over="ignore"):  # inf/NaN rows are set to inf just below
+        err = np.abs(downstream_quantities(pred, wl, cfg) - q_r).sum(axis=1)
     err = np.where(np.all(np.isfinite(_as_2d(pred)), axis=1) & np.isfinite(err), err, math.inf)
     err_raw = np.abs(downstream_quantities(raw, wl, cfg) - q_r).sum(axis=1)
     return err, err_raw

@@ -133,14 +133,27 @@ def _confine_paths(recipe: Recipe) -> None:
     writable_file(recipe.audit_log, "--audit_log", (".log",))
 
 
-def _check_data(train: ds.SplitData, panel: ds.SplitData, recipe: Recipe, gates: Gates, wl: np.ndarray) -> None:
-    """Refuse a training manifest that overlaps the panel, and wavelength bounds outside the grid."""
-    from godrun.data.loader import check_inside_grid
+def _refuse_leaks(recipe: Recipe) -> None:
+    """Refuse a training manifest that shares a group_id, spectrum_id or content hash with the panel.
+
+    Read from the manifests before any spectrum is loaded; the loader then holds every file to the
+    manifest's hashes (--verify-data), so what the hashes say is what the files hold.
+    """
+    from godrun.data.loader import read_manifest
     from godrun.data.panel import leakage
 
-    problems = leakage(train.meta, panel.meta)
+    for flag, path in (("--train_manifest", recipe.train_manifest), ("--val_manifest", recipe.val_manifest)):
+        if not Path(path).is_file():
+            raise InputError(f"{flag}: manifest not found: {path}")
+    problems = leakage(read_manifest(recipe.train_manifest), read_manifest(recipe.val_manifest))
     if problems:
         raise InputError(f"--train_manifest {recipe.train_manifest} leaks into --val_manifest: " + "; ".join(problems))
+
+
+def _check_bounds(recipe: Recipe, gates: Gates, wl: np.ndarray) -> None:
+    """Every wavelength bound of the recipe and the gates inside the grid the data declares."""
+    from godrun.data.loader import check_inside_grid
+
     bounds = [
         ("--deriv_roi_min", recipe.deriv_roi_min),
         ("--deriv_roi_max", recipe.deriv_roi_max),
@@ -234,14 +247,15 @@ class Trainer:
         """Grid, loss weights, FiLM statistics, training rows and the panel; then refuse leaks and bad bounds."""
         r = self.recipe
         _confine_paths(r)
+        _refuse_leaks(r)
         self.wl = ds.load_wavelengths(r)
+        _check_bounds(r, self.gates, self.wl)
         self.lam = ds.load_lambda_weights(r)
         self.cond_stats = ds.cond_stats_for(r)
         self.train_data = ds.load_split(
             r, r.train_manifest, self.cond_stats, with_weights=True, verify=self.verify_data
         )
         self.panel = ds.load_split(r, r.val_manifest, self.cond_stats, with_weights=False, verify=self.verify_data)
-        _check_data(self.train_data, self.panel, r, self.gates, self.wl)
 
     def _start_logging(self, log: bool) -> None:
         on = self.dist.main and log
