@@ -254,8 +254,9 @@ class DataSpec(_Camel):
     verify: bool = Field(
         True,
         description="Before training, re-hash every spectrum and clean reference of the training and panel "
-        "manifests against their content_sha256/reference_sha256 columns and check the wavelength bounds against "
-        "the grid (the trainer refuses overlap by group_id, spectrum_id or content hash with the panel either way).",
+        "manifests against their content_sha256/reference_sha256 columns (the trainer refuses overlap with the "
+        "panel by group_id, spectrum_id or the manifests' content hashes, and wavelength bounds outside the grid, "
+        "either way; the evaluator always re-hashes the panel).",
     )
 
 

@@ -1,10 +1,13 @@
 """`godrun evaluate` / `python -m godrun.evaluator` / `scripts/evaluate_validation_panel.py`: the seed's panel QA.
 
 Order of work (so bad input fails before anything expensive):
-  1. arguments, gate thresholds (flags generated from godrun.spec.Gates), --expected-hash against the panel
-     manifest: a mismatch exits 2 printing both hashes, before any checkpoint is read or model loaded;
+  1. arguments (inside the run volume when GODRUN_RUN_VOLUME names one; the failure doc only a regular .md),
+     gate thresholds (godrun.gates.flags), --expected-hash against the panel manifest: a mismatch exits 2
+     printing both hashes, before any checkpoint is read or model loaded;
   2. checkpoints listed and hashed (or the --denoiser chosen), --downstream-script checked to exist;
-  3. panel loaded once; every candidate replayed and scored; ranked (gates passed, then composite score);
+  3. panel loaded once, every spectrum and clean reference checked against the manifest's content_sha256 and
+     reference_sha256 (so the pinned manifest hash covers them all), the ROI bounds checked against the grid;
+     every candidate replayed and scored; ranked by godrun.gates.ranking (the trainer's ranking too);
   4. outputs written atomically to --output-dir;
   5. on a failed verdict with --archive-on-fail: run artefacts archived, a dated failure section appended;
   6. the compact verdict (with the archive folder) written to the termination log, the gate table printed.
