@@ -1,7 +1,7 @@
 PY := .venv/bin/python
 CLUSTER_BIN := $(or $(GODRUN_CACHE),$(HOME)/.cache/godrun)/cluster-bin
 
-.PHONY: setup test test-unit lint bench cluster-bin demo crd docs sync-chart
+.PHONY: setup test test-unit lint bench cluster-bin prometheus demo crd docs sync-chart
 
 setup:
 	bash scripts/setup_env.sh
@@ -9,12 +9,17 @@ setup:
 lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 cluster-bin:
 	bash tests/cluster/build.sh
 
-test: setup cluster-bin
-	$(PY) -m pytest -q
+prometheus:
+	bash scripts/install_prometheus.sh
+
+# Every tool is installed or built first, so a missing one fails its tests instead of skipping (tests/tools.py).
+test: setup cluster-bin prometheus
+	GODRUN_REQUIRE_TOOLS=1 $(PY) -m pytest -q
 
 test-unit: setup
 	$(PY) -m pytest -q -m "not k8s"

@@ -41,15 +41,15 @@ GOAL_P99_S, GOAL_RSS_MB = 0.100, 150.0
 def child(argv: list[str]) -> int:
     """`godrun controller` with each reconcile's wall time recorded; dumped as JSON on SIGTERM."""
     out = Path(argv.pop(0))  # also in $GODRUN_BENCH_DUMP
-    from godrun.controller import kube
+    from godrun.controller import loop
     from godrun.controller import main as controller_main
 
     samples: list[tuple[float, float]] = []  # (start, seconds)
     profiles: list[cProfile.Profile] = []
     profile_to = os.environ.get("GODRUN_BENCH_PROFILE")
-    original = kube.Controller.process
+    original = loop.Controller.process
 
-    def timed(self: kube.Controller, key: kube.Key) -> None:
+    def timed(self: loop.Controller, key: loop.Key) -> None:
         prof = cProfile.Profile() if profile_to else None  # per call: cProfile sees only its own thread
         t0 = time.perf_counter()
         try:
@@ -62,7 +62,7 @@ def child(argv: list[str]) -> int:
             if prof:
                 profiles.append(prof)
 
-    kube.Controller.process = timed  # type: ignore[method-assign]
+    loop.Controller.process = timed  # type: ignore[method-assign]
 
     def dump(*_: object) -> None:
         if profiles and profile_to:

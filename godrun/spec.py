@@ -140,7 +140,10 @@ class Recipe(BaseModel):
         7.0, gt=0, le=100, description="Half-width (nm) of the window measured around each dip."
     )
     dip_min_area: float = Field(
-        5e-4, ge=0, description="Minimum dip area (baseline-relative, nm units) for a dip to count."
+        5e-4,
+        ge=0,
+        description="Minimum dip area (baseline-relative, nm units) for a dip to count; with dip_loss it must "
+        "equal gates.dipMinArea (the loss trains the dips gate 3 detects).",
     )
     dip_w_area: float = Field(2.5, ge=0, description="Dip loss weight of the area term.")
     dip_w_equivalent_width: float = Field(1.5, ge=0, description="Dip loss weight of the equivalent-width term.")
@@ -149,18 +152,27 @@ class Recipe(BaseModel):
     dip_underfill_factor: float = Field(
         2.0, ge=1.0, description="Extra penalty factor when a predicted dip is shallower/smaller than the target's."
     )
-    dip_detect_sigma_nm: float = Field(1.0, gt=0, le=100, description="Gaussian smoothing (nm) before dip detection.")
+    dip_detect_sigma_nm: float = Field(
+        1.0,
+        gt=0,
+        le=100,
+        description="Gaussian smoothing (nm) before dip detection; with dip_loss it must equal gates.dipSmoothNm.",
+    )
     baseline: Literal["local", "none"] = Field("local", description="Baseline model for dip measurement.")
     baseline_guard_nm: WindowNm = Field(
-        10.0, description="Guard band (nm) around a dip excluded from the local baseline fit."
+        10.0,
+        description="Guard band (nm) around a dip excluded from the local baseline fit; with dip_loss and the "
+        "local baseline it must equal gates.dipGuardNm.",
     )
     derivative_weight: float = Field(0.3, ge=0, description="Weight of the first-derivative loss over the whole grid.")
     deriv_weight_roi: float = Field(0.6, ge=0, description="Extra first-derivative loss weight inside the ROI.")
     deriv_roi_min: WavelengthNm = Field(
-        320.0, description="ROI lower bound (nm); must lie inside the wavelength grid (checked with the data)."
+        320.0,
+        description="ROI lower bound (nm) of the ROI losses; must equal gates.roiMinNm (gate 3's band) and lie "
+        "inside the wavelength grid (checked with the data).",
     )
     deriv_roi_max: WavelengthNm = Field(
-        500.0, description="ROI upper bound (nm); must exceed deriv_roi_min and lie inside the wavelength grid."
+        500.0, description="ROI upper bound (nm); must exceed deriv_roi_min, equal gates.roiMaxNm and lie in the grid."
     )
     curvature_weight_roi: float = Field(
         0.3, ge=0, description="Weight of the second-derivative (curvature) loss inside the ROI."
@@ -297,14 +309,30 @@ class Gates(_Camel):
         "(0 = no worse than raw, the seed's rule).",
     )
     roi_min_nm: WavelengthNm = Field(
-        320.0, description="ROI lower bound (nm); must lie inside the wavelength grid (checked with the data)."
+        320.0,
+        description="ROI lower bound (nm) gate 3 judges; must equal training.deriv_roi_min and lie inside the "
+        "wavelength grid (checked with the data).",
     )
     roi_max_nm: WavelengthNm = Field(
-        500.0, description="ROI upper bound (nm); must exceed roiMinNm and lie inside the wavelength grid."
+        500.0,
+        description="ROI upper bound (nm); must exceed roiMinNm, equal training.deriv_roi_max and lie in the grid.",
     )
-    dip_min_area: float = Field(5e-4, ge=0, description="Minimum area for the dip detector to report a dip.")
-    dip_guard_nm: WindowNm = Field(10.0, description="Guard band (nm) of the dip detector's local baseline.")
-    dip_smooth_nm: WindowNm = Field(1.0, description="Gaussian smoothing (nm) before dip detection.")
+    dip_min_area: float = Field(
+        5e-4,
+        ge=0,
+        description="Minimum area for the dip detector to report a dip; with training.dip_loss it must equal "
+        "training.dip_min_area.",
+    )
+    dip_guard_nm: WindowNm = Field(
+        10.0,
+        description="Guard band (nm) of the dip detector's local baseline; with training.dip_loss and the local "
+        "baseline it must equal training.baseline_guard_nm.",
+    )
+    dip_smooth_nm: WindowNm = Field(
+        1.0,
+        description="Gaussian smoothing (nm) before dip detection; with training.dip_loss it must equal "
+        "training.dip_detect_sigma_nm.",
+    )
 
     @model_validator(mode="after")
     def _roi_order(self) -> Gates:
@@ -364,6 +392,27 @@ class GodRunSpec(_Camel):
     gates: Gates = Field(default_factory=Gates, description="Readiness gate thresholds.")
     fallback: Fallback = Field(default_factory=Fallback, description="What happens when a gate fails.")
     jobs: JobPolicy = Field(default_factory=JobPolicy, description="Job retries, deadlines and security.")
+
+    @model_validator(mode="after")
+    def _recipe_matches_gates(self) -> GodRunSpec:
+        """The recipe and the gates name the ROI and the dip detector twice; the losses must train what gate 3
+        judges, so the two must agree (the detector only matters to training when the dip loss is on)."""
+        t, g = self.training, self.gates
+        if (t.deriv_roi_min, t.deriv_roi_max) != (g.roi_min_nm, g.roi_max_nm):
+            raise ValueError(
+                f"training.deriv_roi_min/deriv_roi_max ({t.deriv_roi_min:g}/{t.deriv_roi_max:g}) must equal "
+                f"gates.roiMinNm/roiMaxNm ({g.roi_min_nm:g}/{g.roi_max_nm:g})"
+            )
+        guard_differs = t.baseline == "local" and t.baseline_guard_nm != g.dip_guard_nm
+        if t.dip_loss and (
+            t.dip_min_area != g.dip_min_area or t.dip_detect_sigma_nm != g.dip_smooth_nm or guard_differs
+        ):
+            raise ValueError(
+                "with training.dip_loss, training.dip_min_area/dip_detect_sigma_nm/baseline_guard_nm "
+                f"({t.dip_min_area:g}/{t.dip_detect_sigma_nm:g}/{t.baseline_guard_nm:g}) must equal "
+                f"gates.dipMinArea/dipSmoothNm/dipGuardNm ({g.dip_min_area:g}/{g.dip_smooth_nm:g}/{g.dip_guard_nm:g})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _paths_inside_run_volume(self) -> GodRunSpec:
@@ -552,11 +601,6 @@ class GodRun(BaseModel):
     metadata: ObjectMeta
     spec: GodRunSpec
     status: GodRunStatus | None = None
-
-
-def load_godrun(obj: dict[str, Any]) -> GodRun:
-    """Validate a GodRun mapping (raises pydantic.ValidationError with field paths)."""
-    return GodRun.model_validate(obj)
 
 
 def format_validation_error(exc: Any, prefix: str = "") -> str:

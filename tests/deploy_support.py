@@ -3,8 +3,6 @@ an independent checker of the Kubernetes Pod Security Standards' restricted prof
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -52,14 +50,6 @@ TRAINER_METRICS = frozenset(
     }
 )
 HISTOGRAMS = frozenset({"godrun_reconcile_duration_seconds"})
-
-
-def tool(name: str) -> str | None:
-    """A binary from the cluster-bin cache (helm, kubectl), else from PATH, else None."""
-    cache = Path(os.environ.get("GODRUN_CACHE") or Path.home() / ".cache" / "godrun") / "cluster-bin" / name
-    if cache.is_file() and os.access(cache, os.X_OK):
-        return str(cache)
-    return shutil.which(name)
 
 
 def load_docs(path: Path) -> list[dict[str, Any]]:

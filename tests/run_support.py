@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAINER_PORT = 9090  # godrun.controller.jobs.TRAINER_METRICS_PORT: what the training Job's argv says
@@ -23,6 +24,23 @@ LENIENT_GATES = {
     "spuriousPeaksMax": 100000,
     "downstreamMargin": 10.0,
 }
+
+
+# Pods the test cluster's node stand-in runs: no GPU, small requests.
+TEST_RESOURCES = {"gpus": 0, "cpu": "1", "memory": "1Gi"}
+
+
+def tiny_training(epochs: int) -> dict[str, Any]:
+    """The `tiny` preset from scratch (no warm start) for `epochs` epochs: a training run of seconds."""
+    from godrun.trainer.presets import PRESETS
+
+    return dict(PRESETS["tiny"]) | {"init_checkpoint": None, "epochs": epochs}
+
+
+def godrun_body(name: str, **spec: Any) -> dict[str, Any]:
+    """A GodRun for the test cluster (image godrun:test, TEST_RESOURCES); `spec` adds or replaces fields."""
+    body_spec = {"image": "godrun:test", "resources": TEST_RESOURCES} | spec
+    return {"apiVersion": "godrun.io/v1alpha1", "kind": "GodRun", "metadata": {"name": name}, "spec": body_spec}
 
 
 def python_with_port(tmp: Path, port: int) -> Path:

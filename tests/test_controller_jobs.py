@@ -9,7 +9,8 @@ import pytest
 from deploy_support import restricted_violations
 
 from godrun.controller import jobs
-from godrun.core.machine import GodRunView
+from godrun.core.commands import evaluator_argv, trainer_argv
+from godrun.core.machine import CreateJob, GodRunView
 from godrun.core.names import MAX_LABEL, act_b_name, dns_label, job_name, run_label, service_name
 from godrun.spec import GodRunSpec
 
@@ -20,6 +21,14 @@ def view(name: str = "god-run", **over) -> GodRunView:
     return GodRunView(name, "lab", 3, GodRunSpec.model_validate({"image": "reg/godrun:1", **over}), uid="u-1")
 
 
+def train_job(v: GodRunView, name: str, generation: int) -> dict:
+    return jobs.job_for(v, CreateJob("train", name, generation, tuple(trainer_argv(v.spec))))
+
+
+def evaluate_job(v: GodRunView, name: str, generation: int) -> dict:
+    return jobs.job_for(v, CreateJob("evaluate", name, generation, tuple(evaluator_argv(v.spec, v.name))))
+
+
 def pods(job: dict) -> dict:
     return job["spec"]["template"]["spec"]
 
@@ -28,8 +37,8 @@ def pods(job: dict) -> dict:
 def test_jobs_pass_restricted_pod_security(over):
     v = view(**over)
     for job in (
-        jobs.train_job(v, job_name(v.name, "train", 3), 3),
-        jobs.evaluate_job(v, job_name(v.name, "evaluate", 3), 3),
+        train_job(v, job_name(v.name, "train", 3), 3),
+        evaluate_job(v, job_name(v.name, "evaluate", 3), 3),
     ):
         pod = pods(job)
         assert restricted_violations(pod) == []
@@ -41,7 +50,7 @@ def test_jobs_pass_restricted_pod_security(over):
 
 
 def test_pss_checker_catches_violations():
-    pod = pods(jobs.train_job(view(), "x", 1))
+    pod = pods(train_job(view(), "x", 1))
     pod["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = True
     pod["containers"][0]["securityContext"]["capabilities"] = {"add": ["SYS_ADMIN"]}
     pod["securityContext"]["runAsNonRoot"] = False
@@ -58,7 +67,7 @@ def test_train_job_shape():
         jobs={"backoffLimit": 5, "ttlSecondsAfterFinished": 60, "runAsUser": 4242},
     )  # fmt: skip
     name = job_name(v.name, "train", 3)
-    job = jobs.train_job(v, name, 3)
+    job = train_job(v, name, 3)
     meta, spec, pod = job["metadata"], job["spec"], pods(job)
     assert meta["name"] == name and meta["namespace"] == "lab"
     assert meta["labels"]["godrun.io/run"] == "god-run" and meta["labels"]["godrun.io/stage"] == "train"
@@ -91,7 +100,7 @@ def test_train_job_shape():
 
 def test_single_node_multi_gpu_uses_torchrun():
     v = view(resources={"gpus": 4})
-    cmd = pods(jobs.train_job(v, "j", 1))["containers"][0]["command"]
+    cmd = pods(train_job(v, "j", 1))["containers"][0]["command"]
     assert cmd[:2] == ["torchrun", "--nproc_per_node=4"] and "--nnodes=1" in cmd and "-m" in cmd
     assert cmd[cmd.index("-m") + 1] == "godrun.trainer"
 
@@ -99,7 +108,7 @@ def test_single_node_multi_gpu_uses_torchrun():
 def test_multi_node_is_indexed_job_with_headless_service():
     v = view(resources={"gpus": 8, "nodes": 3})
     name = job_name(v.name, "train", 3)
-    job = jobs.train_job(v, name, 3)
+    job = train_job(v, name, 3)
     assert job["spec"]["completionMode"] == "Indexed"
     assert job["spec"]["completions"] == job["spec"]["parallelism"] == 3
     pod = pods(job)
@@ -115,13 +124,13 @@ def test_multi_node_is_indexed_job_with_headless_service():
 
 def test_evaluate_job_uses_one_gpu_and_the_evaluator_command():
     v = view(resources={"gpus": 4}, panel={"expectedHash": "a" * 64})
-    job = jobs.evaluate_job(v, job_name(v.name, "evaluate", 3), 3)
+    job = evaluate_job(v, job_name(v.name, "evaluate", 3), 3)
     c = pods(job)["containers"][0]
     assert c["name"] == "evaluator" and c["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert shlex.join(c["command"]).startswith("python -m godrun.evaluator --checkpoint-dir checkpoints/god_run")
     assert "--expected-hash" in c["command"] and job["spec"]["activeDeadlineSeconds"] == 4 * 3600
     assert job["spec"]["podFailurePolicy"]["rules"][0]["onExitCodes"]["containerName"] == "evaluator"
-    cpu_only = jobs.evaluate_job(view(resources={"gpus": 0}), "e", 1)
+    cpu_only = evaluate_job(view(resources={"gpus": 0}), "e", 1)
     assert "nvidia.com/gpu" not in pods(cpu_only)["containers"][0]["resources"]["limits"]
     no_pvc = pods(cpu_only)["volumes"][0]
     assert no_pvc == {"name": "data", "emptyDir": {}}
@@ -146,3 +155,34 @@ def test_long_names_with_a_shared_prefix_differ():
     assert job_name(a, "train", 1) != job_name(b, "train", 1)
     assert dns_label("a.b") != dns_label("a-b")
     assert job_name("short", "train", 2) == "short-train-g2"
+
+
+def test_the_job_runs_the_actions_argv_not_a_rebuilt_one():
+    v = view(resources={"gpus": 4})
+    argv = (*trainer_argv(v.spec), "--a_flag_decide_added", "7")
+    cmd = pods(jobs.job_for(v, CreateJob("train", "j", 1, argv)))["containers"][0]["command"]
+    assert cmd[cmd.index("-m") :][: len(argv) - 1] == list(argv[1:]), "torchrun runs the action's argv as is"
+    assert cmd[cmd.index("--metrics_port") + 1] == str(jobs.TRAINER_METRICS_PORT)
+    evaluate = ("python", "-m", "godrun.evaluator", "--something-new")
+    cmd = pods(jobs.job_for(v, CreateJob("evaluate", "e", 1, evaluate)))["containers"][0]["command"]
+    assert cmd == list(evaluate)
+
+
+def test_one_launcher_for_one_process_torchrun_and_indexed_nodes():
+    from godrun.core.commands import Rendezvous, launch_command, with_option
+
+    argv = ["python", "-m", "godrun.trainer", "--epochs", "3"]
+    assert launch_command(argv, gpus=0) == argv and launch_command(argv, gpus=1) == argv
+    assert launch_command(argv, gpus=2) == [
+        "torchrun", "--nproc_per_node=2", "--standalone", "--nnodes=1", "-m", "godrun.trainer", "--epochs", "3"
+    ]  # fmt: skip
+    multi = launch_command(argv, gpus=0, nodes=2, rendezvous=Rendezvous("j-0.svc", 29500))
+    assert multi[:6] == [
+        "torchrun", "--nproc_per_node=1", "--nnodes=2", "--node_rank=$(JOB_COMPLETION_INDEX)",
+        "--master_addr=j-0.svc", "--master_port=29500",
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="rendezvous"):
+        launch_command(argv, gpus=1, nodes=2)
+    with pytest.raises(ValueError, match="python -m"):
+        launch_command(["torchrun", "x"], gpus=2)
+    assert with_option(argv, "--epochs", "9")[-1] == "9" and with_option(argv, "--x", "1")[-2:] == ["--x", "1"]

@@ -18,21 +18,14 @@ from kubernetes.client.rest import ApiException
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 from godrun.controller.cache import EventSender, Expectations
-from godrun.controller.kube import (
-    ConflictError,
-    Controller,
-    KubeExecutor,
-    LoopConfig,
-    job_stage_obs,
-    parse_progress,
-    parse_verdict,
-    succeeded_pod_message,
-    view_from_object,
-)
-from godrun.controller.metrics import ControllerMetrics
+from godrun.controller.kube import ConflictError, KubeExecutor
+from godrun.controller.loop import Controller, LoopConfig
+from godrun.controller.observe import job_stage_obs, succeeded_pod_message, view_from_object
 from godrun.controller.workqueue import WorkQueue
-from godrun.core.machine import CreateActB, CreateJob, EmitEvent, GodRunView
+from godrun.core.machine import CreateActB, CreateJob, EmitEvent, GodRunView, Polling
+from godrun.core.metrics import ControllerMetrics
 from godrun.core.names import job_name
+from godrun.core.observe import parse_progress, parse_verdict
 from godrun.spec import GodRunSpec, GodRunStatus, Verdict
 
 
@@ -60,13 +53,13 @@ def test_job_states():
     assert job_stage_obs(job([("SuccessCriteriaMet", "", "")])).state == "succeeded"
     msg = "Container trainer for pod lab/x failed with exit code 2 matching FailJob rule at index 0"
     failed = job_stage_obs(job([("FailureTarget", "PodFailurePolicy", msg)]))
-    assert (failed.state, failed.reason, failed.exit_code) == ("failed", "PodFailurePolicy", 2)
+    assert (failed.state, failed.reason, failed.exit_code) == ("failed", "JobFailed", 2)  # exit 2: BadInput
     deadline = job_stage_obs(job([("Failed", "DeadlineExceeded", "Job was active longer than specified")]))
     assert (deadline.reason, deadline.exit_code) == ("DeadlineExceeded", None)
     pods = [pod(1, "first", "2025-01-01T00:00:00Z"), pod(137, "oom", "2025-01-01T01:00:00Z")]
     exhausted = job([("Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit")])
     backoff = job_stage_obs(exhausted, pods)
-    assert (backoff.exit_code, backoff.message) == (137, "oom")
+    assert (backoff.reason, backoff.exit_code, backoff.message) == ("RetriesExhausted", 137, "oom")
 
 
 def test_progress_parsed_from_a_real_exposition():
@@ -104,8 +97,11 @@ def test_view_from_api_object_tolerates_a_foreign_status():
         "spec": {"image": "i"},
         "status": {"phase": "Training", "somethingElse": 1},
     }
-    v = view_from_object(obj)
+    v, error = view_from_object(obj)
     assert (v.generation, v.uid, v.resource_version) == (4, "u", "77") and v.status == GodRunStatus()
+    assert error is None
+    _, error = view_from_object(obj | {"spec": {"image": "i", "training": {"lr": 1e-4, "lr_min": 1e-3}}})
+    assert error and error.startswith("spec.training")
 
 
 # --------------------------------------------------------------------------- work queue
@@ -301,7 +297,7 @@ def test_executor_apply_is_idempotent_and_emits_events_off_the_reconcile_path():
     api = FakeApi()
     ex = KubeExecutor(api)
     view = run_view(resources={"gpus": 2})
-    create = CreateJob("train", job_name("r", "train", 1), 1, ("python",))
+    create = CreateJob("train", job_name("r", "train", 1), 1, ("python", "-m", "godrun.trainer"))
     ex.apply(view, [create, create])  # second one: 409 -> found, not an error
     assert len(api.jobs) == 1 and ex.cache.expectations.pending(("lab", create.name))
     body = api.jobs[create.name]
@@ -355,7 +351,7 @@ def test_status_write_retries_conflicts_then_gives_up():
 def test_controller_reconcile_key_end_to_end_on_fake_api():
     api = FakeApi()
     api.godruns["r"] = godrun_obj()
-    c = controller(api, progress_seconds=7)
+    c = controller(api, polling=Polling(progress_seconds=7))
     c.handle("godruns", "ADDED", copy.deepcopy(api.godruns["r"]))
     assert c.queue.get(timeout=0) == ("lab", "r")
     assert c.reconcile_key(("lab", "r")) == 7
@@ -468,7 +464,7 @@ def test_410_gone_relists_and_forgets_what_vanished(monkeypatch):
     modified = {"type": "MODIFIED", "raw_object": godrun_obj("a", rv="11")}
     FakeWatch.calls = []
     FakeWatch.script = [([modified], ApiException(status=410, reason="Gone")), (finish(), None)]
-    monkeypatch.setattr("godrun.controller.kube.watch.Watch", FakeWatch)
+    monkeypatch.setattr("godrun.controller.loop.watch.Watch", FakeWatch)
     c.metrics.observe("lab", "b", GodRunStatus(phase="Training"))
     c._watch_loop("godruns", list_fn)
     assert FakeWatch.calls == ["10", "20"], "the second watch starts from the relist's resourceVersion"
@@ -503,7 +499,7 @@ def test_health_endpoints():
 def test_controller_modules_never_import_torch():
     code = (
         "import sys\n"
-        "import godrun.controller.main, godrun.controller.kube, godrun.controller.crd, godrun.controller.jobs\n"
+        "import godrun.controller.main, godrun.controller.loop, godrun.controller.crd, godrun.controller.jobs\n"
         "import godrun.core.machine, godrun.core.commands, godrun.cli\n"
         "godrun.controller.crd.crd()\n"
         "bad = [m for m in ('torch', 'mamba_ssm', 'numpy') if m in sys.modules]\n"

@@ -1,4 +1,4 @@
-"""Every transition of the GodRun state machine (DESIGN.md §3), driven through a fake executor."""
+"""Every transition of the GodRun state machine, driven through a fake executor."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from godrun.core.machine import (
     EmitEvent,
     GodRunView,
     Observed,
+    Polling,
     StageObs,
     condition,
     decide,
@@ -61,6 +62,7 @@ class FakeCluster:
     progress: Progress | None = None
     verdict: Verdict | None = None
     generations: dict[str, int] = field(default_factory=dict)
+    refuse: dict[str, str] = field(default_factory=dict)  # Job name -> the API's refusal
 
     def observe(self, run: GodRunView) -> Observed:
         stale = tuple(n for n, g in self.generations.items() if g != run.generation and self.jobs[n].state == "active")
@@ -73,8 +75,11 @@ class FakeCluster:
             stale_jobs=stale,
         )
 
-    def apply(self, run: GodRunView, actions: Sequence) -> None:
+    def apply(self, run: GodRunView, actions: Sequence) -> bool:
         for a in actions:
+            if isinstance(a, CreateJob) and a.name in self.refuse:
+                self.jobs[a.name] = StageObs("failed", reason="JobRejected", message=self.refuse[a.name])
+                return False
             if isinstance(a, CreateJob):
                 assert a.name not in self.jobs, f"twin Job {a.name}"
                 self.jobs[a.name] = StageObs("active")
@@ -88,6 +93,7 @@ class FakeCluster:
                 self.children[a.name] = a.body
             elif isinstance(a, EmitEvent):
                 self.events.append(a)
+        return True
 
     def write_status(self, run: GodRunView, status: GodRunStatus) -> None:
         self.statuses.append(status)
@@ -101,10 +107,10 @@ class Runner:
         self.view = GodRunView(name, "lab", 1, s or spec(), uid="uid-1")
         self.now = T0
 
-    def step(self, status: GodRunStatus | None = None):
+    def step(self, status: GodRunStatus | None = None, **kw):
         self.now += timedelta(seconds=5)
         view = self.view if status is None else replace(self.view, status=status)
-        d = reconcile(self.cluster, view, self.now)
+        d = reconcile(self.cluster, view, self.now, **kw)
         self.view = replace(self.view, status=d.status)
         return d
 
@@ -174,7 +180,7 @@ def test_restart_at_each_phase_finds_its_jobs_no_twins(phase_steps):
 def test_training_exit_2_is_error_without_retry():
     r = Runner()
     r.step()
-    r.set("train", StageObs("failed", reason="PodFailurePolicy", exit_code=2, message="manifest_train.csv: row 7"))
+    r.set("train", StageObs("failed", reason="JobFailed", exit_code=2, message="manifest_train.csv: row 7"))
     d = r.step()
     assert d.status.phase == "Error" and d.status.reason == "BadInput"
     assert "row 7" in d.status.message and "exit code 2" in d.status.message
@@ -189,9 +195,11 @@ def test_training_exit_2_is_error_without_retry():
 @pytest.mark.parametrize(
     ("reason", "exit_code", "expected"),
     [
-        ("BackoffLimitExceeded", 1, "RetriesExhausted"),
+        ("RetriesExhausted", 1, "RetriesExhausted"),
         ("DeadlineExceeded", None, "DeadlineExceeded"),
         ("", 137, "JobFailed"),
+        ("JobFailed", -9, "JobFailed"),
+        ("BackoffLimitExceeded", 1, "JobFailed"),  # not the machine's term: the executor must translate
     ],
 )
 def test_other_training_failures(reason, exit_code, expected):
@@ -296,7 +304,7 @@ def test_eval_exit_2_hash_mismatch_is_error():
     r.step()
     r.set("train", StageObs("succeeded"))
     r.step()
-    r.set("evaluate", StageObs("failed", reason="PodFailurePolicy", exit_code=2, message="panel sha256 mismatch"))
+    r.set("evaluate", StageObs("failed", reason="JobFailed", exit_code=2, message="panel sha256 mismatch"))
     d = r.step()
     assert (d.status.phase, d.status.reason) == ("Error", "BadInput")
     assert cond(d.status, "Evaluated") == "False" and cond(d.status, "DataVerified") == "False"
@@ -365,3 +373,56 @@ def test_a_created_job_seen_running_needs_no_second_status_write():
     writes = len(r.cluster.statuses)
     r.step()  # evaluation Job observed active
     assert len(r.cluster.statuses) == writes
+
+
+def test_invalid_spec_is_error_without_any_job_and_one_event():
+    r = Runner()
+    error = "spec.training.lr_min: must not exceed lr"
+    d = r.step(spec_error=error)
+    assert (d.status.phase, d.status.reason, d.status.message) == ("Error", "InvalidSpec", error)
+    assert d.status.observed_generation == 1 and d.status.completion_time is not None
+    assert [a for a in d.actions] == [EmitEvent("Warning", "InvalidSpec", error)]
+    assert r.cluster.created == [] and len(r.cluster.statuses) == 1
+    d2 = r.step(spec_error=error)
+    assert d2.actions == () and d2.status == d.status and len(r.cluster.statuses) == 1, "nothing new to say"
+    r.change_spec(spec())  # fixed: the new generation starts training
+    assert r.step().status.phase == "Training" and len(r.cluster.created) == 1
+
+
+def test_invalid_spec_after_training_started_stops_nothing_but_reports():
+    r = Runner()
+    r.step()
+    r.change_spec(spec())
+    d = r.step(spec_error="spec.image: required")
+    assert (d.status.phase, d.status.reason) == ("Error", "InvalidSpec") and d.status.observed_generation == 2
+    assert not [a for a in d.actions if isinstance(a, CreateJob | DeleteJob)]
+
+
+@pytest.mark.parametrize("stage", ["train", "evaluate"])
+def test_a_job_the_api_refuses_is_error_job_rejected_in_the_same_reconcile(stage):
+    r = Runner()
+    refusal = "spec.template.spec.containers[0].resources: Invalid value"
+    r.cluster.refuse[job_name("god-run", stage, 1)] = refusal
+    if stage == "evaluate":
+        r.step()
+        r.set("train", StageObs("succeeded", exit_code=0))
+    d = r.step()
+    assert (d.status.phase, d.status.reason) == ("Error", "JobRejected")
+    assert refusal in d.status.message and "rejected" in d.status.message
+    cond_type = "Trained" if stage == "train" else "Evaluated"
+    assert cond(d.status, cond_type) == "False" and cond(d.status, "DataVerified") != "False"
+    assert r.cluster.statuses[-1] == d.status and not any(s.phase == "Evaluating" for s in r.cluster.statuses)
+    assert [e.reason for e in r.cluster.events if e.type == "Warning"] == ["JobRejected"]
+    d2 = r.step()
+    assert d2.actions == () and d2.status == d.status
+
+
+def test_poll_intervals_come_from_one_config():
+    r = Runner()
+    assert r.step(polling=Polling(progress_seconds=7, verdict_seconds=3)).requeue_after == 7
+    assert r.step().requeue_after == Polling().progress_seconds
+    r.set("train", StageObs("succeeded", exit_code=0))
+    r.step()
+    r.set("evaluate", StageObs("succeeded", exit_code=0))
+    d = r.step(polling=Polling(progress_seconds=7, verdict_seconds=3))
+    assert (d.status.reason, d.requeue_after) == ("AwaitingVerdict", 3)

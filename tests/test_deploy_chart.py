@@ -23,8 +23,8 @@ from deploy_support import (
     objects,
     pod_specs,
     restricted_violations,
-    tool,
 )
+from tools import require_tool
 
 RELEASE, NAMESPACE = "godrun", "godrun-system"
 
@@ -59,10 +59,7 @@ def test_sync_check_detects_drift(tmp_path, monkeypatch) -> None:
 
 
 def _helm() -> str:
-    helm = tool("helm")
-    if helm is None:
-        pytest.skip("helm not found: build it with `make cluster-bin` (tests/cluster/build.sh) or put it on PATH")
-    return helm
+    return require_tool("helm", "`make cluster-bin` builds it (tests/cluster/build.sh)")
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:

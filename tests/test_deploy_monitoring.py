@@ -9,7 +9,6 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 from deploy_support import (
     CHART,
@@ -20,8 +19,8 @@ from deploy_support import (
     RULES_FILE,
     TRAINER_METRICS,
     load_docs,
-    tool,
 )
+from tools import require_tool
 
 ALLOWED = CONTROLLER_METRICS | TRAINER_METRICS
 _METRIC = re.compile(r"\bgodrun_[a-z0-9_]+")
@@ -53,10 +52,7 @@ def _rules() -> list[dict[str, Any]]:
 
 
 def _promtool() -> str:
-    promtool = tool("promtool")
-    if promtool is None:
-        pytest.skip("promtool not found (Debian package `prometheus`; CI installs it)")
-    return promtool
+    return require_tool("promtool", "Debian package `prometheus`; `make test` installs it")
 
 
 # --------------------------------------------------------------------------- dashboard
@@ -135,19 +131,17 @@ def _exposed(text: str) -> set[str]:
 def _controller_exposes() -> set[str]:
     from prometheus_client import generate_latest
 
-    metrics = pytest.importorskip("godrun.controller.metrics")
-    if not hasattr(metrics, "ControllerMetrics"):
-        pytest.skip("godrun.controller.metrics has no ControllerMetrics")
-    return _exposed(generate_latest(metrics.ControllerMetrics().registry).decode())
+    from godrun.core.metrics import ControllerMetrics
+
+    return _exposed(generate_latest(ControllerMetrics().registry).decode())
 
 
 def _trainer_exposes() -> set[str]:
     import logging
     import urllib.request
 
-    telemetry = pytest.importorskip("godrun.trainer.telemetry")
-    if not hasattr(telemetry, "PromMetrics"):
-        pytest.skip("godrun.trainer.telemetry has no PromMetrics")
+    from godrun.trainer import telemetry
+
     prom = telemetry.PromMetrics(0, logging.getLogger("test"))
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{prom.port}/metrics", timeout=10) as resp:

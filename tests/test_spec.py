@@ -71,3 +71,21 @@ def test_committed_reference_doc_matches_the_model() -> None:
 
     committed = Path(__file__).resolve().parents[1] / "docs" / "reference.md"
     assert committed.read_text() == render(), "docs/reference.md drifted: run `make docs`"
+
+
+def test_recipe_and_gates_name_the_roi_and_the_dip_detector_once_in_effect() -> None:
+    """The pairs must agree where training uses them: the ROI always, the detector with the dip loss."""
+    err = _error(_run(image="i", gates={"roiMinNm": 300.0}))
+    assert "training.deriv_roi_min/deriv_roi_max (320/500) must equal gates.roiMinNm/roiMaxNm (300/500)" in err
+    moved = GodRunSpec.model_validate(
+        {"image": "i", "gates": {"roiMinNm": 300.0}, "training": {"deriv_roi_min": 300.0}}
+    )
+    assert moved.gates.roi_min_nm == moved.training.deriv_roi_min == 300.0
+    for gates in ({"dipMinArea": 1e-3}, {"dipSmoothNm": 2.0}, {"dipGuardNm": 8.0}):
+        assert "gates.dipMinArea/dipSmoothNm/dipGuardNm" in _error(_run(image="i", gates=gates)), gates
+    GodRunSpec.model_validate({"image": "i", "gates": {"dipSmoothNm": 2.0}, "training": {"dip_loss": False}})
+    GodRunSpec.model_validate({"image": "i", "gates": {"dipGuardNm": 8.0}, "training": {"baseline": "none"}})
+    GodRunSpec.model_validate(
+        {"image": "i", "gates": {"dipGuardNm": 8.0, "dipSmoothNm": 2.0}, "training": {"baseline_guard_nm": 8.0,
+         "dip_detect_sigma_nm": 2.0}}
+    )  # fmt: skip

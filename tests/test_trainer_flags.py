@@ -2,48 +2,20 @@
 
 from __future__ import annotations
 
-import shlex
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from seed_support import seed_training_argv
 
 from godrun.errors import InputError
 from godrun.spec import Recipe
 from godrun.trainer.flags import parse_recipe, recipe_to_argv
 
-# CI keeps a copy of shared/ beside the checkout; without it the copy of the command below is used.
-SEED = Path(__file__).resolve().parents[2] / "shared" / "seeds" / "000_1b7f79dc8a580ca6.txt"
-SEED_COMMAND = r"""
-  --model mamba_tiny_uv --train_dir data/spectra_for_fold
-  --train_manifest data/spectra_for_fold/manifest_train.csv --val_manifest data/validation_panel.csv
-  --sequence_length 601 --epochs 400 --early_stop_patience 30 --bs 600 --lr 3e-4 --lr_min 3e-5 --weight_decay 1e-4
-  --noise2noise --noise2noise_pairwise --geometry_film --film_hidden_dim 64
-  --film_features cos_theta UVA_total UVB_total UVA_over_UVB P_UVA_mW_cm2 P_UVB_mW_cm2 UVA_norm UVB_norm
-  --dose_features_csv data/metadata/dose_features.csv
-  --dose_sampling_weights_csv data/metadata/dose_sampling_weights.csv
-  --dose_stats_json data/metadata/dose_stats.json --lambda_weights data/spectra_for_fold/lambda_stats.npz
-  --dip_loss --dip_weight 1.0 --dip_m 6 --dip_window_half_nm 7.0 --dip_min_area 5e-4
-  --dip_w_area 2.5 --dip_w_equivalent_width 1.5 --dip_w_centroid 2.0 --dip_w_depth 0.3
-  --dip_underfill_factor 2.0 --dip_detect_sigma_nm 1.0 --baseline local --baseline_guard_nm 10.0
-  --derivative_weight 0.3 --deriv_weight_roi 0.6 --deriv_roi_min 320.0 --deriv_roi_max 500.0
-  --curvature_weight_roi 0.3 --d_model 384 --n_layers 8 --d_state 16
-  --amp --amp_dtype bf16 --ema --ema_decay 0.999 --cudnn_benchmark
-  --init_checkpoint checkpoints/prod/Track_H_fold_02/mamba_tiny_uv_best.pt
-  --log_dir logs/god_run --checkpoint_dir checkpoints/god_run --audit_log logs/god_run/auditing_manifest.log
-"""
-
 
 def _seed_argv() -> list[str]:
-    """The seed's recipe block itself when the seed file is here (else the copy above), minus `python -m src.train`."""
-    if SEED.is_file():
-        text = SEED.read_text()
-        block = text.split("## Training recipe", 1)[1].split("```", 2)[1]
-        argv = shlex.split(block.replace("\\\n", " "))
-        assert argv[:3] == ["python", "-m", "src.train"]
-        return argv[3:]
-    return shlex.split(SEED_COMMAND)
+    """The seed's training command, minus `python -m src.train` (tests/fixtures holds the copy)."""
+    return seed_training_argv()
 
 
 def test_seed_command_parses_to_the_seed_recipe() -> None:

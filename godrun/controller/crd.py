@@ -56,6 +56,24 @@ CEL_RULES: dict[str, list[dict[str, Any]]] = {
             "example": {"gates": {"roiMinNm": 500.0, "roiMaxNm": 400.0}},
         },
     ],
+    "GodRunSpec": [
+        {
+            "rule": "self.training.deriv_roi_min == self.gates.roiMinNm"
+            " && self.training.deriv_roi_max == self.gates.roiMaxNm",
+            "message": "training.deriv_roi_min/deriv_roi_max must equal gates.roiMinNm/roiMaxNm",
+            "fieldPath": ".gates.roiMinNm",
+            "example": {"gates": {"roiMinNm": 300.0}},
+        },
+        {
+            "rule": "!self.training.dip_loss || (self.training.dip_min_area == self.gates.dipMinArea"
+            " && self.training.dip_detect_sigma_nm == self.gates.dipSmoothNm"
+            " && (self.training.baseline != 'local' || self.training.baseline_guard_nm == self.gates.dipGuardNm))",
+            "message": "with training.dip_loss, training.dip_min_area/dip_detect_sigma_nm/baseline_guard_nm must "
+            "equal gates.dipMinArea/dipSmoothNm/dipGuardNm",
+            "fieldPath": ".gates.dipGuardNm",
+            "example": {"gates": {"dipGuardNm": 8.0}},
+        },
+    ],
 }
 
 # Kubernetes-only additions to single properties: (model, python field name) -> schema keys.

@@ -1,17 +1,21 @@
-"""Kubernetes Job (and headless Service) manifests for the training and evaluation stages (DESIGN.md §2, §4).
+"""Kubernetes Job (and headless Service) manifests for the training and evaluation stages.
 
-Plain dicts in the API's camelCase, ready for `BatchV1Api.create_namespaced_job`. Pods follow the
-restricted Pod Security Standard: non-root numeric UID, no privilege escalation, ALL capabilities dropped,
-seccomp RuntimeDefault and a read-only root filesystem (writable: the run volume, /tmp, /dev/shm).
+A Job runs the argv of its CreateJob action (see godrun/core/commands.py) wrapped by `launch_command`;
+pods exit 2 on bad input, which the pod failure policy turns into an immediate Job failure. Plain dicts
+in the API's camelCase, ready for `BatchV1Api.create_namespaced_job`. Pods follow the restricted Pod
+Security Standard: non-root numeric UID, no privilege escalation, ALL capabilities dropped, seccomp
+RuntimeDefault and a read-only root filesystem (writable: the run volume, /tmp, /dev/shm).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from godrun.core.commands import PYTHON, TRAINER_MODULE, evaluator_argv, trainer_flags
-from godrun.core.machine import EXIT_BAD_INPUT, GodRunView, owner_reference
+from godrun.core.commands import Rendezvous, launch_command, with_option
+from godrun.core.machine import CreateJob, GodRunView, owner_reference
 from godrun.core.names import run_label, service_name
+from godrun.errors import EXIT_BAD_INPUT
 from godrun.paths import RUN_VOLUME_ENV
 from godrun.spec import GodRunSpec
 
@@ -25,7 +29,7 @@ COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 
 
 def labels(run: str, stage: str, generation: int, spec: GodRunSpec | None = None) -> dict[str, str]:
-    """The DESIGN §2 labels (+ generation, + the Kueue queue when the spec names one)."""
+    """Labels of every object made for a run (+ generation, + the Kueue queue when the spec names one)."""
     out = {
         "app.kubernetes.io/name": "godrun",
         "app.kubernetes.io/managed-by": "godrun-controller",
@@ -37,10 +41,6 @@ def labels(run: str, stage: str, generation: int, spec: GodRunSpec | None = None
     if spec is not None and spec.resources.queue_name:
         out[QUEUE_LABEL] = spec.resources.queue_name
     return out
-
-
-def run_selector(run: str) -> str:
-    return f"app.kubernetes.io/managed-by=godrun-controller,godrun.io/run={run_label(run)}"
 
 
 def pod_security_context(spec: GodRunSpec) -> dict[str, Any]:
@@ -168,34 +168,22 @@ def _job(run: GodRunView, stage: str, name: str, generation: int, pod: dict[str,
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": job_spec}
 
 
-def train_command(spec: GodRunSpec, job: str, namespace: str) -> list[str]:
-    """One process (`python -m godrun.trainer`), torchrun on one node, or torchrun across an Indexed Job."""
-    flags = trainer_flags(spec, metrics_port=TRAINER_METRICS_PORT)
-    gpus, nodes = spec.resources.gpus, spec.resources.nodes
-    if nodes == 1 and gpus <= 1:
-        return [PYTHON, "-m", TRAINER_MODULE, *flags]
-    run = ["torchrun", f"--nproc_per_node={max(gpus, 1)}"]
-    if nodes > 1:
-        master = f"{job}-0.{service_name(job)}.{namespace}.svc"
-        run += [
-            f"--nnodes={nodes}",
-            "--node_rank=$(JOB_COMPLETION_INDEX)",
-            f"--master_addr={master}",
-            f"--master_port={RENDEZVOUS_PORT}",
-        ]
-    else:
-        run += ["--standalone", "--nnodes=1"]
-    return [*run, "-m", TRAINER_MODULE, *flags]
+def train_command(spec: GodRunSpec, job: str, namespace: str, argv: Sequence[str]) -> list[str]:
+    """The trainer `argv` serving metrics on the port the pod declares, under the launcher its resources need."""
+    argv = with_option(argv, "--metrics_port", str(TRAINER_METRICS_PORT))
+    master = Rendezvous(f"{job}-0.{service_name(job)}.{namespace}.svc", RENDEZVOUS_PORT)
+    return launch_command(argv, gpus=spec.resources.gpus, nodes=spec.resources.nodes, rendezvous=master)
 
 
-def train_job(run: GodRunView, name: str, generation: int) -> dict[str, Any]:
+def train_job(run: GodRunView, name: str, generation: int, argv: Sequence[str]) -> dict[str, Any]:
     spec = run.spec
     nodes = spec.resources.nodes
     index_env = None
     if nodes > 1:  # declared explicitly so that $(JOB_COMPLETION_INDEX) in the command expands
         ref = {"fieldRef": {"fieldPath": f"metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']"}}
         index_env = [{"name": "JOB_COMPLETION_INDEX", "valueFrom": ref}]
-    container = _container(spec, "train", train_command(spec, name, run.namespace), spec.resources.gpus, index_env)
+    command = train_command(spec, name, run.namespace, argv)
+    container = _container(spec, "train", command, spec.resources.gpus, index_env)
     container["ports"] = [{"name": "metrics", "containerPort": TRAINER_METRICS_PORT, "protocol": "TCP"}]
     if nodes > 1:
         container["ports"].append({"name": "rendezvous", "containerPort": RENDEZVOUS_PORT, "protocol": "TCP"})
@@ -207,10 +195,10 @@ def train_job(run: GodRunView, name: str, generation: int) -> dict[str, Any]:
     return job
 
 
-def evaluate_job(run: GodRunView, name: str, generation: int, argv: list[str] | None = None) -> dict[str, Any]:
+def evaluate_job(run: GodRunView, name: str, generation: int, argv: Sequence[str]) -> dict[str, Any]:
     spec = run.spec
-    command = list(argv) if argv is not None else evaluator_argv(spec, run.name)
-    container = _container(spec, "evaluate", command, min(spec.resources.gpus, 1))
+    gpus = min(spec.resources.gpus, 1)
+    container = _container(spec, "evaluate", launch_command(argv, gpus=gpus), gpus)
     return _job(run, "evaluate", name, generation, _pod_spec(spec, container), spec.jobs.evaluate_deadline_seconds)
 
 
@@ -237,8 +225,8 @@ def headless_service(run: GodRunView, job: str, generation: int) -> dict[str, An
     }
 
 
-def job_for(run: GodRunView, stage: str, name: str, generation: int, argv: list[str] | None = None) -> dict[str, Any]:
-    """The Job of a CreateJob action (the training argv is rebuilt so it can run under torchrun)."""
-    if stage == "train":
-        return train_job(run, name, generation)
-    return evaluate_job(run, name, generation, argv)
+def job_for(run: GodRunView, action: CreateJob) -> dict[str, Any]:
+    """The Job of a CreateJob action: its argv under the stage's launcher."""
+    if action.stage == "train":
+        return train_job(run, action.name, action.generation, action.argv)
+    return evaluate_job(run, action.name, action.generation, action.argv)

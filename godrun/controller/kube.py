@@ -1,36 +1,39 @@
-"""The Kubernetes executor and the control loop (official `kubernetes` client; never imports torch).
+"""The Kubernetes executor (official `kubernetes` client; never imports torch).
 
-- `KubeExecutor` implements `machine.Executor`: it observes a run's Jobs/Pods from the informer caches
-  (`ClusterCache`), the trainer's metrics endpoint and the evaluation pod's termination message, applies actions
-  (Jobs, headless Services, the Act B child) synchronously, hands Events to a background sender, and writes
-  the status through the status subresource with optimistic-concurrency retries.
-- `Controller` watches GodRuns, the Jobs it owns and their Pods into those caches (resourceVersion bookkeeping,
-  relist after 410 Gone, periodic resync) and feeds a rate-limited work queue that worker threads drain through
-  `reconcile()`: a reconcile reads only the caches, so its API calls are the writes it makes.
+`KubeExecutor` implements `machine.Executor`: it observes a run's Jobs/Pods from the informer caches
+(`ClusterCache`, filled by the watches of godrun/controller/loop.py), the trainer's metrics endpoint and the
+evaluation pod's termination message; applies actions (Jobs, headless Services, the Act B child)
+synchronously; hands Events to a background sender; and writes the status through the status subresource
+with optimistic-concurrency retries. Reading the objects themselves is godrun/controller/observe.py.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
-import threading
-import time
 import urllib.request
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from kubernetes import client, watch
+from kubernetes import client
 from kubernetes.client.rest import ApiException
-from prometheus_client.parser import text_string_to_metric_families
-from pydantic import ValidationError
 
 from godrun.controller import jobs as J
-from godrun.controller.cache import EventSender, Expectations, Store, obj_key
-from godrun.controller.metrics import ControllerMetrics
-from godrun.controller.workqueue import WorkQueue
+from godrun.controller.cache import EventSender, Expectations, Key, Store
+from godrun.controller.observe import (
+    completion_index,
+    job_finished,
+    job_name_index,
+    job_stage_obs,
+    owned_by,
+    run_index,
+    slim,
+    status_body,
+    succeeded_pod_message,
+    terminated,
+)
 from godrun.core.machine import (
     Action,
     CreateActB,
@@ -40,137 +43,18 @@ from godrun.core.machine import (
     GodRunView,
     Observed,
     StageObs,
-    reconcile,
 )
 from godrun.core.names import act_b_name, job_name, run_label, service_name
-from godrun.spec import API_GROUP, API_VERSION, KIND, PLURAL, GodRunSpec, GodRunStatus, Progress, Verdict
-from godrun.spec import format_validation_error as fmt_error
+from godrun.core.observe import parse_progress, parse_verdict
+from godrun.spec import API_GROUP, API_VERSION, KIND, PLURAL, GodRunStatus, Progress
 
 log = logging.getLogger("godrun.controller")
 COMPONENT = "godrun-controller"
 MANAGED = "app.kubernetes.io/managed-by=godrun-controller"
-Key = tuple[str, str]  # (namespace, name)
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
-
-
-# --------------------------------------------------------------------------- pure parsing helpers
-
-
-PROGRESS_METRICS = {
-    "godrun_train_epoch": "epoch",
-    "godrun_train_epochs": "epochs",
-    "godrun_train_best_epoch": "best_epoch",
-    "godrun_train_panel_psnr_mean_decibels": "psnr_mean",
-    "godrun_train_panel_sam_mean_degrees": "sam_mean",
-}
-
-
-def parse_progress(text: str) -> Progress | None:
-    """Progress from the trainer's Prometheus exposition (None when it carries none of the metrics)."""
-    values: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        field = PROGRESS_METRICS.get(family.name)
-        if field and family.samples:
-            values[field] = family.samples[0].value
-    if not values:
-        return None
-    ints = {k: int(v) for k, v in values.items() if k in ("epoch", "epochs", "best_epoch") and v >= 0}
-    floats = {k: v for k, v in values.items() if k in ("psnr_mean", "sam_mean") and v == v}  # drop NaN
-    return Progress(**ints, **floats)
-
-
-def parse_verdict(message: str) -> tuple[Verdict | None, str | None]:
-    """(verdict, None) from a termination message, (None, error) when it is not a Verdict, (None, None) if empty."""
-    if not message.strip():
-        return None, None
-    try:
-        return Verdict.model_validate_json(message), None
-    except ValidationError as exc:
-        return None, fmt_error(exc)[:300]
-    except ValueError as exc:  # not JSON at all
-        return None, str(exc)[:300]
-
-
-_EXIT_IN_MESSAGE = re.compile(r"exit code (\d+)")
-
-
-def job_stage_obs(job: dict[str, Any] | None, pods: Sequence[dict[str, Any]] = ()) -> StageObs:
-    """A Job (raw API dict) and its pods -> StageObs."""
-    if job is None:
-        return StageObs()
-    status, spec = job.get("status") or {}, job.get("spec") or {}
-    conds = {c["type"]: c for c in status.get("conditions") or [] if c.get("status") == "True"}
-    exit_code, term_message = _last_termination(pods)
-    disrupted = any(_pod_condition(p, "DisruptionTarget") for p in pods)
-    for failed in ("Failed", "FailureTarget"):
-        if failed in conds:
-            c = conds[failed]
-            if exit_code is None and (m := _EXIT_IN_MESSAGE.search(c.get("message") or "")):
-                exit_code = int(m.group(1))
-            message = term_message or c.get("message") or ""
-            return StageObs("failed", reason=c.get("reason") or "", exit_code=exit_code, message=message)
-    if "Complete" in conds or "SuccessCriteriaMet" in conds:
-        return StageObs("succeeded", exit_code=0, message=term_message)
-    return StageObs("active", disrupted=disrupted, suspended=bool(spec.get("suspend")) or "Suspended" in conds)
-
-
-def _pod_condition(pod: dict[str, Any], type_: str) -> bool:
-    conds = (pod.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == type_ and c.get("status") == "True" for c in conds)
-
-
-def _terminated(pod: dict[str, Any]) -> dict[str, Any] | None:
-    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
-        term = (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get("terminated")
-        if term:
-            return term
-    return None
-
-
-def _pod_time(pod: dict[str, Any]) -> str:
-    term = _terminated(pod) or {}
-    return term.get("finishedAt") or (pod.get("metadata") or {}).get("creationTimestamp") or ""
-
-
-def _last_termination(pods: Sequence[dict[str, Any]]) -> tuple[int | None, str]:
-    """Exit code and termination message of the most recently finished pod."""
-    finished = [p for p in pods if _terminated(p)]
-    if not finished:
-        return None, ""
-    term = _terminated(max(finished, key=_pod_time)) or {}
-    return term.get("exitCode"), term.get("message") or ""
-
-
-def succeeded_pod_message(pods: Sequence[dict[str, Any]]) -> str:
-    """Termination message of the newest pod that exited 0 (the evaluator's verdict)."""
-    ok = [p for p in pods if (_terminated(p) or {}).get("exitCode") == 0]
-    return ((_terminated(max(ok, key=_pod_time)) or {}).get("message") or "") if ok else ""
-
-
-def view_from_object(obj: dict[str, Any]) -> GodRunView:
-    """A GodRun as the API returns it -> GodRunView (raises ValidationError on a spec pydantic refuses)."""
-    meta = obj["metadata"]
-    spec = GodRunSpec.model_validate(obj.get("spec") or {})
-    try:
-        status = GodRunStatus.model_validate(obj.get("status") or {})
-    except ValidationError:
-        status = GodRunStatus()  # unreadable status: recompute from observation (names are deterministic)
-    return GodRunView(
-        name=meta["name"],
-        namespace=meta["namespace"],
-        generation=int(meta.get("generation") or 1),
-        spec=spec,
-        status=status,
-        uid=meta.get("uid"),
-        resource_version=meta.get("resourceVersion"),
-    )
-
-
-def status_body(status: GodRunStatus) -> dict[str, Any]:
-    return status.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 # --------------------------------------------------------------------------- API access
@@ -201,44 +85,13 @@ def fetch_metrics_direct(pod: dict[str, Any], port: int, timeout: float = 3.0) -
         return resp.read().decode("utf-8", "replace")
 
 
-FINISHED_CONDITIONS = ("Complete", "SuccessCriteriaMet", "Failed", "FailureTarget")
-JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
-
-
-def _run_index(job: dict[str, Any]) -> Key | None:
-    """Jobs by (namespace, godrun.io/run label): the cached form of the per-run label selector."""
-    meta = job.get("metadata") or {}
-    label = (meta.get("labels") or {}).get("godrun.io/run")
-    return (meta.get("namespace", ""), label) if label else None
-
-
-def _job_name_index(pod: dict[str, Any]) -> Key | None:
-    meta = pod.get("metadata") or {}
-    labels = meta.get("labels") or {}
-    job = next((labels[k] for k in JOB_NAME_LABELS if labels.get(k)), None)
-    return (meta.get("namespace", ""), job) if job else None
-
-
-def slim(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
-    """What the cache keeps of an object: no managedFields, no pod spec, no Job pod template (memory)."""
-    out = dict(obj)
-    meta = out.get("metadata")
-    if isinstance(meta, dict) and "managedFields" in meta:
-        out["metadata"] = {k: v for k, v in meta.items() if k != "managedFields"}
-    if kind == "pods":
-        out.pop("spec", None)
-    elif kind == "jobs" and isinstance(out.get("spec"), dict):
-        out["spec"] = {k: v for k, v in out["spec"].items() if k != "template"}
-    return out
-
-
 @dataclass
 class ClusterCache:
     """The controller's informer caches, filled by its watches, plus the Jobs it expects them to show."""
 
     godruns: Store = field(default_factory=Store)
-    jobs: Store = field(default_factory=lambda: Store(index=_run_index))
-    pods: Store = field(default_factory=lambda: Store(index=_job_name_index))
+    jobs: Store = field(default_factory=lambda: Store(index=run_index))
+    pods: Store = field(default_factory=lambda: Store(index=job_name_index))
     expectations: Expectations = field(default_factory=Expectations)
 
     def store(self, kind: str) -> Store:
@@ -262,20 +115,26 @@ class KubeExecutor:
         self.fetch = metrics_fetcher or (fetch_metrics_direct if progress == "direct" else self._fetch_via_proxy)
         self.cache = cache or ClusterCache()
         self.events = EventSender(self._send_event, maxsize=event_queue)
+        # Jobs the API server refused (invalid) -> (the run's UID, the API's message). A Job name carries the
+        # run's generation; the UID tells a re-created run of the same name from the one refused.
+        self.rejected: dict[Key, tuple[str | None, str]] = {}
 
     # ---- observe
 
     def observe(self, run: GodRunView) -> Observed:
         ns = run.namespace
         jobs = self.cache.jobs.by_index((ns, run_label(run.name)))
-        by_name = {j["metadata"]["name"]: j for j in jobs if _owned_by(j, run)}
+        by_name = {j["metadata"]["name"]: j for j in jobs if owned_by(j, run)}
         names = {s: job_name(run.name, s, run.generation) for s in ("train", "evaluate")}
         obs: dict[str, StageObs] = {}
         pods: dict[str, list[dict[str, Any]]] = {}
         for stage, name in names.items():
             job = by_name.get(name)
             pods[stage] = self._pods(ns, name, job) if job is not None else []
-            if job is None and self.cache.expectations.pending((ns, name)):
+            rejected = self.rejected.get((ns, name))
+            if rejected is not None and rejected[0] == run.uid:
+                obs[stage] = StageObs("failed", reason="JobRejected", message=rejected[1])
+            elif job is None and self.cache.expectations.pending((ns, name)):
                 obs[stage] = StageObs("active")  # created by us, not in the cache yet: never create a twin
             else:
                 obs[stage] = job_stage_obs(job, pods[stage])
@@ -301,9 +160,7 @@ class KubeExecutor:
         delivered yet (a separate stream from the Job's), one live LIST: its exit code and termination
         message (the verdict) must not be lost to the race."""
         cached = self.cache.pods.by_index((ns, job))
-        conds = ((obj.get("status") or {}).get("conditions")) or []
-        finished = any(c.get("type") in FINISHED_CONDITIONS and c.get("status") == "True" for c in conds)
-        if not finished or any(_terminated(p) for p in cached):
+        if not job_finished(obj) or any(terminated(p) for p in cached):
             return cached
         listed = self.api.raw(
             self.api.core.list_namespaced_pod, ns, label_selector=f"batch.kubernetes.io/job-name={job}"
@@ -314,7 +171,7 @@ class KubeExecutor:
         if self.progress_mode == "off":
             return None
         running = [p for p in pods if (p.get("status") or {}).get("phase") == "Running"]
-        rank0 = [p for p in running if _completion_index(p) in (None, "0")]
+        rank0 = [p for p in running if completion_index(p) in (None, "0")]
         for pod in rank0[:1]:
             try:
                 text = self.fetch(pod, J.TRAINER_METRICS_PORT)
@@ -332,10 +189,12 @@ class KubeExecutor:
 
     # ---- apply
 
-    def apply(self, run: GodRunView, actions: Sequence[Action]) -> None:
+    def apply(self, run: GodRunView, actions: Sequence[Action]) -> bool:
+        """Carry out `actions`; stop at a Job the API server refuses (False): observe() reports it."""
         for action in actions:
             if isinstance(action, CreateJob):
-                self._create_job(run, action)
+                if not self._create_job(run, action):
+                    return False
             elif isinstance(action, DeleteJob):
                 self._delete_job(run, action)
             elif isinstance(action, CreateActB):
@@ -350,12 +209,13 @@ class KubeExecutor:
                 )
             elif isinstance(action, EmitEvent):
                 self.emit(run, action)
+        return True
 
-    def _create_job(self, run: GodRunView, action: CreateJob) -> None:
+    def _create_job(self, run: GodRunView, action: CreateJob) -> bool:
         if action.stage == "train" and run.spec.resources.nodes > 1:
             svc = J.headless_service(run, action.name, action.generation)
             _ignore(409, self.api.core.create_namespaced_service, run.namespace, svc)
-        body = J.job_for(run, action.stage, action.name, action.generation, list(action.argv))
+        body = J.job_for(run, action)
         key = (run.namespace, action.name)
         try:
             if _ignore(409, self.api.batch.create_namespaced_job, run.namespace, body) is None:
@@ -364,8 +224,10 @@ class KubeExecutor:
                 self.cache.expectations.expect(key)  # until the Job watch shows it
         except ApiException as exc:
             if exc.status in (400, 422):  # the API refuses this Job: retrying cannot help
-                raise JobRejected(f"Job {action.name} rejected: {_api_message(exc)}") from exc
+                self.rejected[key] = (run.uid, _api_message(exc))
+                return False
             raise
+        return True
 
     def _delete_job(self, run: GodRunView, action: DeleteJob) -> None:
         opts = client.V1DeleteOptions(propagation_policy="Background")
@@ -448,10 +310,6 @@ class ConflictError(RuntimeError):
     """The object changed under us; the work queue retries the key."""
 
 
-class JobRejected(RuntimeError):
-    """The API server refused a Job built from this spec (invalid); the run goes to Error."""
-
-
 def _api_message(exc: ApiException) -> str:
     try:
         return str(json.loads(exc.body or "{}").get("message") or exc.reason)[:800]
@@ -466,274 +324,3 @@ def _ignore(status: int, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> A
         if exc.status == status:
             return None
         raise
-
-
-def _owned_by(obj: dict[str, Any], run: GodRunView) -> bool:
-    refs = obj["metadata"].get("ownerReferences") or []
-    if run.uid is None or not refs:
-        return not refs or any(r.get("kind") == KIND and r.get("name") == run.name for r in refs)
-    return any(r.get("uid") == run.uid for r in refs)
-
-
-def _completion_index(pod: dict[str, Any]) -> str | None:
-    return ((pod.get("metadata") or {}).get("annotations") or {}).get(J.COMPLETION_INDEX_ANNOTATION)
-
-
-def _owner_key(obj: dict[str, Any]) -> Key | None:
-    meta = obj.get("metadata") or {}
-    for ref in meta.get("ownerReferences") or []:
-        if ref.get("kind") == KIND and ref.get("apiVersion", "").startswith(f"{API_GROUP}/"):
-            return meta.get("namespace", ""), ref["name"]
-    return None
-
-
-# --------------------------------------------------------------------------- the control loop
-
-
-@dataclass
-class LoopConfig:
-    namespace: str | None = None  # None: all namespaces
-    workers: int = 2
-    resync_seconds: float = 300.0
-    watch_timeout_seconds: int = 300
-    progress_seconds: float = 30.0
-
-
-class Controller:
-    """Watches GodRuns, their Jobs and Pods into the executor's caches and reconciles each changed run."""
-
-    KINDS = ("godruns", "jobs", "pods")
-
-    def __init__(self, api: KubeApi, executor: KubeExecutor, metrics: ControllerMetrics, cfg: LoopConfig) -> None:
-        self.api, self.executor, self.metrics, self.cfg = api, executor, metrics, cfg
-        self.cache = executor.cache
-        self.queue = WorkQueue()
-        self.stop = threading.Event()
-        self.synced = {kind: threading.Event() for kind in self.KINDS}
-        self._threads: list[threading.Thread] = []
-
-    # ---- lifecycle
-
-    def start(self) -> None:
-        lists = {"godruns": self._list_godruns, "jobs": self._list_jobs, "pods": self._list_pods}
-        targets: list[tuple[str, Callable[[], None]]] = [
-            (f"watch-{kind}", lambda kind=kind: self._watch_loop(kind, lists[kind])) for kind in self.KINDS
-        ]
-        targets.append(("resync", self._resync_loop))
-        targets += [(f"worker-{i}", self._worker) for i in range(self.cfg.workers)]
-        for name, target in targets:
-            t = threading.Thread(target=target, name=name, daemon=True)
-            t.start()
-            self._threads.append(t)
-
-    def run(self) -> None:
-        """Start and block until stopped (the leader-election callback)."""
-        self.start()
-        self.stop.wait()
-
-    def shutdown(self) -> None:
-        self.stop.set()
-        self.queue.shutdown()
-        self.executor.events.flush(timeout=2.0)  # the Events already decided still go out
-
-    def ready(self) -> bool:
-        return all(e.is_set() for e in self.synced.values())
-
-    # ---- watches
-
-    def _list_godruns(self, **kw: Any) -> Any:
-        c, ns = self.api.custom, self.cfg.namespace
-        if ns:
-            return c.list_namespaced_custom_object(API_GROUP, API_VERSION, ns, PLURAL, **kw)
-        return c.list_cluster_custom_object(API_GROUP, API_VERSION, PLURAL, **kw)
-
-    def _list_jobs(self, **kw: Any) -> Any:
-        b, ns = self.api.batch, self.cfg.namespace
-        if ns:
-            return b.list_namespaced_job(ns, label_selector=MANAGED, **kw)
-        return b.list_job_for_all_namespaces(label_selector=MANAGED, **kw)
-
-    def _list_pods(self, **kw: Any) -> Any:
-        c, ns = self.api.core, self.cfg.namespace  # the Job pod template carries the managed-by label
-        if ns:
-            return c.list_namespaced_pod(ns, label_selector=MANAGED, **kw)
-        return c.list_pod_for_all_namespaces(label_selector=MANAGED, **kw)
-
-    def _watch_loop(self, kind: str, list_fn: Callable[..., Any]) -> None:
-        rv: str | None = None
-        backoff = 1.0
-        while not self.stop.is_set():
-            try:
-                if rv is None:  # (re)list: replaces the cache; every object counts as changed
-                    listed = list_fn(_preload_content=False)
-                    body = json.loads(listed.data)
-                    self.relist(kind, body.get("items") or [])
-                    rv = body["metadata"]["resourceVersion"]
-                    self.synced[kind].set()
-                w = watch.Watch()
-                stream = w.stream(
-                    list_fn,
-                    resource_version=rv,
-                    timeout_seconds=self.cfg.watch_timeout_seconds,
-                    allow_watch_bookmarks=True,
-                )
-                for event in stream:
-                    obj = event.get("raw_object") or {}
-                    rv = (obj.get("metadata") or {}).get("resourceVersion") or rv
-                    if event["type"] != "BOOKMARK":
-                        self.handle(kind, event["type"], obj)
-                    if self.stop.is_set():
-                        w.stop()
-                backoff = 1.0
-            except ApiException as exc:
-                if exc.status == 410:  # our resourceVersion is too old: relist
-                    log.info("%s watch expired (410 Gone); relisting", kind)
-                    rv = None
-                    continue
-                log.warning("%s watch failed: %s %s", kind, exc.status, exc.reason)
-                self.stop.wait(backoff)
-                backoff = min(backoff * 2, 30.0)
-            except Exception as exc:  # connection reset, API server restart, ...
-                log.warning("%s watch interrupted: %s", kind, exc)
-                self.stop.wait(backoff)
-                backoff = min(backoff * 2, 30.0)
-
-    def relist(self, kind: str, items: list[dict[str, Any]]) -> None:
-        """A full LIST: the cache becomes `items`; objects gone meanwhile are handled as DELETED."""
-        slimmed = [slim(kind, o) for o in items]
-        removed = self.cache.store(kind).replace(slimmed)
-        for obj in slimmed:
-            self._dispatch(kind, "SYNC", obj)
-        for obj in removed:
-            self._dispatch(kind, "DELETED", obj)
-
-    def handle(self, kind: str, type_: str, obj: dict[str, Any]) -> None:
-        """One watch event: update the cache, then enqueue the run it concerns."""
-        store = self.cache.store(kind)
-        if type_ == "DELETED":
-            store.delete(obj_key(obj))
-        else:
-            store.upsert(slim(kind, obj))
-        self._dispatch(kind, type_, obj)
-
-    def _dispatch(self, kind: str, type_: str, obj: dict[str, Any]) -> None:
-        {"godruns": self._on_godrun, "jobs": self._on_job, "pods": self._on_pod}[kind](type_, obj)
-
-    def _on_godrun(self, type_: str, obj: dict[str, Any]) -> None:
-        key = obj_key(obj)
-        if type_ == "DELETED":
-            self.metrics.forget(*key)
-            self.queue.forget(key)
-            return
-        self.queue.add(key)
-
-    def _on_job(self, type_: str, obj: dict[str, Any]) -> None:
-        self.cache.expectations.observed(obj_key(obj))  # seen (or gone): the cache speaks for it now
-        key = _owner_key(obj)
-        if key is not None:
-            self.queue.add(key)
-
-    def _on_pod(self, type_: str, obj: dict[str, Any]) -> None:
-        job_key = _job_name_index(obj)
-        job = self.cache.jobs.get(job_key) if job_key else None
-        key = _owner_key(job) if job else None
-        if key is not None:
-            self.queue.add(key)
-
-    def _resync_loop(self) -> None:
-        while not self.stop.wait(self.cfg.resync_seconds):
-            for key in self.cache.godruns.list_keys():
-                self.queue.add(key)
-
-    # ---- workers
-
-    def _worker(self) -> None:
-        while not self.stop.is_set() and not self.ready():  # a reconcile on half-filled caches would twin Jobs
-            self.stop.wait(0.05)
-        while not self.stop.is_set():
-            key = self.queue.get(timeout=1.0)
-            if key is None:
-                continue
-            try:
-                self.process(key)
-            finally:
-                self.queue.done(key)
-
-    def process(self, key: Key) -> None:
-        """Reconcile one GodRun; failures are retried with backoff."""
-        started = time.perf_counter()
-        try:
-            delay = self.reconcile_key(key)
-            self.queue.forget(key)
-            if delay is not None:
-                self.queue.add_after(key, delay)
-        except Exception as exc:
-            self.metrics.reconcile_errors.inc()
-            delay = self.queue.add_rate_limited(key)
-            level = logging.INFO if isinstance(exc, ConflictError) else logging.WARNING
-            log.log(
-                level, "reconcile %s/%s failed (retry in %.1fs): %s", *key, delay, exc, exc_info=level > logging.INFO
-            )
-        finally:
-            self.metrics.reconcile_duration.observe(time.perf_counter() - started)
-
-    def reconcile_key(self, key: Key) -> float | None:
-        ns, name = key
-        obj = self.cache.godruns.get(key)
-        if obj is None:  # deleted (the cache is filled before any worker runs)
-            self.metrics.forget(ns, name)
-            return None
-        if (obj.get("metadata") or {}).get("deletionTimestamp"):
-            return None
-        try:
-            run = view_from_object(obj)
-        except ValidationError as exc:
-            self._invalid_spec(obj, exc)
-            return None
-        try:
-            decision = reconcile(self.executor, run, utcnow())
-        except JobRejected as exc:
-            self._rejected(run, str(exc))
-            return None
-        self.metrics.observe(ns, name, decision.status)
-        if decision.requeue_after is None:
-            return None
-        return self.cfg.progress_seconds if decision.status.phase in ("Training", "Pending") else decision.requeue_after
-
-    def _rejected(self, run: GodRunView, message: str) -> None:
-        status = run.status.model_copy(deep=True)
-        if status.observed_generation != run.generation:
-            status = GodRunStatus(observed_generation=run.generation)
-        status.phase, status.reason, status.message = "Error", "JobRejected", message
-        status.completion_time = utcnow()
-        self.executor.emit(run, EmitEvent("Warning", "JobRejected", message))
-        self.executor.write_status(run, status)
-        self.metrics.observe(run.namespace, run.name, status)
-
-    def _invalid_spec(self, obj: dict[str, Any], exc: ValidationError) -> None:
-        """A spec the CRD let through but pydantic refuses: Error/InvalidSpec, nothing started."""
-        meta = obj["metadata"]
-        run = GodRunView(
-            meta["name"], meta["namespace"], int(meta.get("generation") or 1), GodRunSpec.model_construct()
-        )
-        run = _with_rv(run, meta)
-        status = GodRunStatus(
-            phase="Error",
-            reason="InvalidSpec",
-            message=fmt_error(exc, prefix="spec.")[:1024],
-            observed_generation=run.generation,
-            completion_time=utcnow(),
-        )
-        old = obj.get("status") or {}
-        if old.get("reason") != "InvalidSpec" or old.get("observedGeneration") != run.generation:
-            self.executor.emit(run, EmitEvent("Warning", "InvalidSpec", status.message))
-            self.executor.write_status(run, status)
-        self.metrics.observe(run.namespace, run.name, status)
-
-
-def _with_rv(run: GodRunView, meta: dict[str, Any]) -> GodRunView:
-    return replace(run, uid=meta.get("uid"), resource_version=meta.get("resourceVersion"))
-
-
-def keys_of(objs: Iterable[dict[str, Any]]) -> list[Key]:
-    return [(o["metadata"]["namespace"], o["metadata"]["name"]) for o in objs]

@@ -14,8 +14,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from kubernetes import client, config
 from prometheus_client import start_http_server
 
-from godrun.controller.kube import Controller, KubeApi, KubeExecutor, LoopConfig
-from godrun.controller.metrics import ControllerMetrics
+from godrun.controller.kube import KubeApi, KubeExecutor
+from godrun.controller.loop import Controller, LoopConfig
+from godrun.core.machine import DEFAULT_POLLING, Polling
+from godrun.core.metrics import ControllerMetrics
 from godrun.errors import InputError
 
 log = logging.getLogger("godrun.controller")
@@ -37,7 +39,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--renew-deadline", type=int, default=10, help="seconds")
     p.add_argument("--retry-period", type=int, default=2, help="seconds")
     p.add_argument("--resync-seconds", type=float, default=300.0, help="periodic full resync")
-    p.add_argument("--progress-seconds", type=float, default=30.0, help="poll interval of training progress")
+    p.add_argument(
+        "--progress-seconds",
+        type=float,
+        default=DEFAULT_POLLING.progress_seconds,
+        help="how often a Pending or Training run is looked at again (its trainer's metrics polled)",
+    )
+    p.add_argument(
+        "--verdict-seconds",
+        type=float,
+        default=DEFAULT_POLLING.verdict_seconds,
+        help="how often a finished evaluation whose verdict is not readable yet is looked at again",
+    )
     p.add_argument(
         "--progress-source",
         choices=("direct", "proxy", "off"),
@@ -111,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         namespace=args.namespace or None,
         workers=args.workers,
         resync_seconds=args.resync_seconds,
-        progress_seconds=args.progress_seconds,
+        polling=Polling(progress_seconds=args.progress_seconds, verdict_seconds=args.verdict_seconds),
     )
     controller = Controller(api, executor, metrics, cfg)
     leading = threading.Event()

@@ -1,36 +1,78 @@
-"""The exact argument lists the stages run with, built from a GodRunSpec (DESIGN.md §4).
+"""The exact argument lists the stages run with, built from a GodRunSpec, and the launcher around them.
 
-Both executors use them: the Kubernetes Jobs put them in `command`, the local runner runs them as
-processes with the run volume as working directory. Torch-free (the controller image has no torch).
+`decide()` puts `trainer_argv` / `evaluator_argv` in its CreateJob actions; both executors wrap that argv
+with `launch_command` (one process, torchrun on one node, or torchrun across the pods of an Indexed Job):
+the Kubernetes Jobs put the result in `command`, the local runner runs it as a process with the run volume
+as working directory. Torch-free (the controller image has no torch).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from godrun.gates.flags import gate_argv
 from godrun.spec import GodRunSpec
 from godrun.trainer.flags import recipe_to_argv
 
 PYTHON = "python"
+TORCHRUN = "torchrun"
 TRAINER_MODULE = "godrun.trainer"
 EVALUATOR_MODULE = "godrun.evaluator"
+# Kubernetes expands $(VAR) in a container command: each pod of an Indexed Job gets its own rank.
+NODE_RANK_FROM_INDEX = "$(JOB_COMPLETION_INDEX)"
 
 
-def trainer_flags(spec: GodRunSpec, *, metrics_port: int | None = None) -> list[str]:
-    """The seed's recipe flags (Recipe order), then data verification and the GodRun's gates.
+@dataclass(frozen=True)
+class Rendezvous:
+    """Where the processes of a multi-node run meet: rank 0's stable DNS name and port."""
 
-    `metrics_port` overrides the recipe's. The gates make the trainer pick its best checkpoint and stop
-    early by the rules the evaluator will judge with.
+    host: str
+    port: int
+
+
+def launch_command(
+    argv: Sequence[str], *, gpus: int, nodes: int = 1, rendezvous: Rendezvous | None = None
+) -> list[str]:
+    """`argv` (`python -m MODULE FLAGS...`) as run on one node with `gpus` GPUs, `nodes` nodes in all.
+
+    One process when there is at most one GPU on one node; otherwise torchrun with one process per GPU,
+    standalone on one node or, across nodes, with the node rank taken from the Indexed Job's completion index.
     """
-    recipe = spec.training
-    if metrics_port is not None:
-        recipe = recipe.model_copy(update={"metrics_port": metrics_port})
+    if nodes == 1 and gpus <= 1:
+        return list(argv)
+    if len(argv) < 3 or argv[0] != PYTHON or argv[1] != "-m":
+        raise ValueError(f"torchrun launches a module: expected `python -m MODULE ...`, got {list(argv)[:3]}")
+    launcher = [TORCHRUN, f"--nproc_per_node={max(gpus, 1)}"]
+    if nodes > 1:
+        if rendezvous is None:
+            raise ValueError(f"{nodes} nodes need a rendezvous address")
+        launcher += [
+            f"--nnodes={nodes}",
+            f"--node_rank={NODE_RANK_FROM_INDEX}",
+            f"--master_addr={rendezvous.host}",
+            f"--master_port={rendezvous.port}",
+        ]
+    else:
+        launcher += ["--standalone", "--nnodes=1"]
+    return [*launcher, *argv[1:]]
+
+
+def with_option(argv: Sequence[str], flag: str, value: str) -> list[str]:
+    """`argv` with `flag value` set: replaced where present, appended otherwise."""
+    out = list(argv)
+    if flag in out and out.index(flag) + 1 < len(out):
+        out[out.index(flag) + 1] = value
+        return out
+    return [*out, flag, value]
+
+
+def trainer_argv(spec: GodRunSpec) -> list[str]:
+    """`python -m godrun.trainer --model mamba_tiny_uv --train_dir ...`: the seed's flags (Recipe order), then
+    data verification and the GodRun's gates, so the trainer picks its best checkpoint and stops early by the
+    rules the evaluator will judge with."""
     verify = "--verify-data" if spec.data.verify else "--no-verify-data"
-    return [*recipe_to_argv(recipe), verify, *gate_argv(spec.gates)]
-
-
-def trainer_argv(spec: GodRunSpec, *, metrics_port: int | None = None) -> list[str]:
-    """`python -m godrun.trainer --model mamba_tiny_uv --train_dir ...` for one process."""
-    return [PYTHON, "-m", TRAINER_MODULE, *trainer_flags(spec, metrics_port=metrics_port)]
+    return [PYTHON, "-m", TRAINER_MODULE, *recipe_to_argv(spec.training), verify, *gate_argv(spec.gates)]
 
 
 def archived_paths(spec: GodRunSpec) -> list[str]:

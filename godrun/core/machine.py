@@ -1,6 +1,11 @@
-"""The GodRun state machine (DESIGN.md §3): a pure function, shared by the Kubernetes and the local executor.
+"""The GodRun state machine: a pure function, shared by the Kubernetes and the local executor.
 
-    decide(run, observed, now) -> Decision(status, actions, requeue_after)
+    decide(run, observed, now, polling) -> Decision(status, actions, requeue_after)
+
+Phases: Pending/Training (train Job) -> Evaluating (evaluation Job) -> Shipped (all gates pass) or
+Failed-ActB (a gate failed; the fallback archives and may start the Act B child run); Error when a stage
+fails, the spec is invalid or the API refuses a Job. Shipped, Failed-ActB and Error are final for a
+generation; a spec change (new generation) starts over. docs/design.md draws the whole picture.
 
 `run` is what is declared (spec, generation) plus the status last written; `observed` is what the executor
 sees right now for THIS generation's stages. Like a controller-runtime Reconcile it is level-triggered and
@@ -17,10 +22,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, get_args
 
 from godrun.core.commands import evaluator_argv, trainer_argv
 from godrun.core.names import act_b_name, job_name, run_label
+from godrun.errors import EXIT_BAD_INPUT
 from godrun.spec import (
     API_GROUP,
     API_VERSION,
@@ -35,12 +41,23 @@ from godrun.spec import (
     Verdict,
 )
 
-EXIT_BAD_INPUT = 2
-PROGRESS_POLL_SECONDS = 30.0
-VERDICT_POLL_SECONDS = 10.0
-
 StageState = Literal["absent", "active", "succeeded", "failed"]
 Stage = Literal["train", "evaluate"]
+# Why a failed stage failed, in the machine's own terms (each executor maps what it sees onto these).
+# BadInput is decided here from the exit code; JobRejected: the Job was refused before anything ran.
+FailureReason = Literal["BadInput", "RetriesExhausted", "DeadlineExceeded", "JobFailed", "JobRejected"]
+FAILURE_REASONS: tuple[str, ...] = get_args(FailureReason)
+
+
+@dataclass(frozen=True)
+class Polling:
+    """How often a run nobody will notify about is looked at again (seconds); one config for both executors."""
+
+    progress_seconds: float = 30.0  # Pending/Training: the trainer's progress is polled
+    verdict_seconds: float = 10.0  # a finished evaluation whose verdict is not readable yet
+
+
+DEFAULT_POLLING = Polling()
 
 
 # --------------------------------------------------------------------------- inputs
@@ -64,7 +81,7 @@ class StageObs:
     """One stage's Job (or local process) as observed now."""
 
     state: StageState = "absent"
-    reason: str = ""  # Job failure reason: PodFailurePolicy, BackoffLimitExceeded, DeadlineExceeded, ...
+    reason: str = ""  # a failed stage's FailureReason ("" reads as JobFailed)
     exit_code: int | None = None  # exit code of the last terminated container, when known
     message: str = ""  # termination message / Job condition message
     disrupted: bool = False  # a pod was disrupted (DisruptionTarget) while the Job goes on
@@ -82,6 +99,7 @@ class Observed:
     verdict_error: str | None = None  # the termination message exists but is not a Verdict
     act_b_exists: bool = False
     stale_jobs: tuple[str, ...] = ()  # still-running Jobs of other generations of this run
+    spec_error: str | None = None  # the spec passed the CRD schema but not GodRunSpec: nothing may run
 
 
 # --------------------------------------------------------------------------- outputs
@@ -137,15 +155,32 @@ class Executor(Protocol):
 
     def observe(self, run: GodRunView) -> Observed: ...
 
-    def apply(self, run: GodRunView, actions: Sequence[Action]) -> None: ...
+    def apply(self, run: GodRunView, actions: Sequence[Action]) -> bool:
+        """Carry out `actions` in order; False when one was refused (recorded for the next observe())."""
+        ...
 
     def write_status(self, run: GodRunView, status: GodRunStatus) -> None: ...
 
 
-def reconcile(executor: Executor, run: GodRunView, now: datetime) -> Decision:
-    """observe -> decide -> apply actions -> write the status when it changed."""
-    decision = decide(run, executor.observe(run), now)
-    executor.apply(run, decision.actions)
+def reconcile(
+    executor: Executor,
+    run: GodRunView,
+    now: datetime,
+    polling: Polling = DEFAULT_POLLING,
+    *,
+    spec_error: str | None = None,
+) -> Decision:
+    """observe -> decide -> apply actions -> write the status when it changed.
+
+    `spec_error`: the run's spec could not be read (`run.spec` holds defaults); nothing is observed or started.
+    When the executor refuses an action (an invalid Job), the run is observed and decided again at once so
+    that the status written says why.
+    """
+    observed = Observed(spec_error=spec_error) if spec_error is not None else executor.observe(run)
+    decision = decide(run, observed, now, polling)
+    if not executor.apply(run, decision.actions) and spec_error is None:
+        decision = decide(run, executor.observe(run), now, polling)
+        executor.apply(run, decision.actions)
     if decision.status != run.status:
         executor.write_status(run, decision.status)
     return decision
@@ -154,10 +189,12 @@ def reconcile(executor: Executor, run: GodRunView, now: datetime) -> Decision:
 # --------------------------------------------------------------------------- the machine
 
 
-def decide(run: GodRunView, observed: Observed, now: datetime) -> Decision:
+def decide(run: GodRunView, observed: Observed, now: datetime, polling: Polling = DEFAULT_POLLING) -> Decision:
     """The new status and the actions that bring the world closer to `run.spec` (pure; see module doc)."""
     new_generation = run.status.observed_generation != run.generation
     st = _fresh_status(run, now) if new_generation else run.status.model_copy(deep=True)
+    if observed.spec_error is not None:
+        return _invalid_spec(run, observed.spec_error, st, new_generation, now)
     actions: list[Action] = [DeleteJob(name) for name in observed.stale_jobs]
     if new_generation and run.status.observed_generation > 0:
         msg = f"spec changed (generation {run.generation}): starting this generation's Jobs"
@@ -170,7 +207,15 @@ def decide(run: GodRunView, observed: Observed, now: datetime) -> Decision:
     if st.phase in TERMINAL_PHASES and st.completion_time is None:
         st.completion_time = now
     actions += _transition_events(run.status if not new_generation else GodRunStatus(), st)
-    return Decision(st, tuple(actions), _requeue_after(st))
+    return Decision(st, tuple(actions), _requeue_after(st, polling))
+
+
+def _invalid_spec(run: GodRunView, error: str, st: GodRunStatus, new_generation: bool, now: datetime) -> Decision:
+    """Error/InvalidSpec for this generation: nothing is started, one Warning Event on the transition."""
+    before = GodRunStatus() if new_generation else run.status
+    st.phase, st.reason, st.message = "Error", "InvalidSpec", error[:1024]
+    st.completion_time = st.completion_time if before.reason == "InvalidSpec" else now
+    return Decision(st, tuple(_transition_events(before, st)))
 
 
 def _fresh_status(run: GodRunView, now: datetime) -> GodRunStatus:
@@ -205,14 +250,10 @@ def _is_true(st: GodRunStatus, type_: str) -> bool:
 
 
 def failure_reason(obs: StageObs) -> str:
-    """CamelCase reason for a failed stage (exit 2 is bad input and never retried)."""
+    """The FailureReason of a failed stage (exit 2 is bad input, whatever the executor saw)."""
     if obs.exit_code == EXIT_BAD_INPUT:
         return "BadInput"
-    if obs.reason == "BackoffLimitExceeded":
-        return "RetriesExhausted"
-    if obs.reason == "DeadlineExceeded":
-        return "DeadlineExceeded"
-    return "JobFailed"
+    return obs.reason if obs.reason in FAILURE_REASONS else "JobFailed"
 
 
 def _fail(st: GodRunStatus, stage: str, job: str, obs: StageObs, now: datetime) -> None:
@@ -220,7 +261,8 @@ def _fail(st: GodRunStatus, stage: str, job: str, obs: StageObs, now: datetime) 
     code = f" (exit code {obs.exit_code})" if obs.exit_code is not None else ""
     detail = f": {obs.message.strip()[:512]}" if obs.message.strip() else ""
     st.phase, st.reason = "Error", reason
-    st.message = f"{stage} Job {job} failed{code}, {obs.reason or 'Failed'}{detail}"
+    what = "was rejected" if reason == "JobRejected" else f"failed{code}, {reason}"
+    st.message = f"{stage} Job {job} {what}{detail}"
     cond = "Trained" if stage == "training" else "Evaluated"
     set_condition(st, cond, "False", reason, st.message, now)
     if reason == "BadInput":
@@ -469,9 +511,9 @@ def _transition_events(before: GodRunStatus, after: GodRunStatus) -> list[Action
     return events
 
 
-def _requeue_after(st: GodRunStatus) -> float | None:
+def _requeue_after(st: GodRunStatus, polling: Polling) -> float | None:
     if st.phase in ("Training", "Pending"):
-        return PROGRESS_POLL_SECONDS
+        return polling.progress_seconds
     if st.phase == "Evaluating" and st.reason == "AwaitingVerdict":
-        return VERDICT_POLL_SECONDS
+        return polling.verdict_seconds
     return None

@@ -34,14 +34,24 @@ from pathlib import Path
 from typing import Any
 
 from godrun.errors import InputError
+from godrun.evaluator.denoisers import DENOISERS
 from godrun.fsio import sha256_file
 from godrun.gates.flags import add_gate_flags, gates_from_args
 from godrun.paths import confine, writable_file
 from godrun.spec import Gates, PanelSpec, Recipe, Verdict
 from godrun.tables import print_gate_table
 
-DENOISER_NAMES = ("identity", "savgol", "gaussian", "wavelet")
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+def add_panel_flags(parser: argparse.ArgumentParser, *, metadata_help: str) -> None:
+    """The panel's inputs, as in the seed's commands (defaults from godrun.spec.PanelSpec)."""
+    panel = PanelSpec()
+    parser.add_argument("--manifest", default=panel.manifest, help="Validation panel CSV.")
+    parser.add_argument("--root-dir", default=panel.root_dir, help="Folder the panel's spectrum paths are relative to.")
+    parser.add_argument("--baseline-dir", default=None, help="Folder of the clean references (default: --root-dir).")
+    parser.add_argument("--metadata", default=panel.metadata, help=metadata_help)
+    parser.add_argument("--wavelength-grid", default=panel.wavelength_grid, help="wavelength_grid.npy (nm).")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,11 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         "four readiness gates; rank them; write the report and the verdict. Exit 0 on pass or fail, 2 on bad input.",
     )
     p.add_argument("--checkpoint-dir", default=Recipe().checkpoint_dir, help="Folder whose *.pt files are all ranked.")
-    p.add_argument("--manifest", default=panel.manifest, help="Validation panel CSV.")
-    p.add_argument("--root-dir", default=panel.root_dir, help="Folder the panel's spectrum paths are relative to.")
-    p.add_argument("--baseline-dir", default=None, help="Folder of the clean references (default: --root-dir).")
-    p.add_argument("--metadata", default=panel.metadata, help="dose_features.csv (FiLM inputs of the checkpoints).")
-    p.add_argument("--wavelength-grid", default=panel.wavelength_grid, help="wavelength_grid.npy (nm).")
+    add_panel_flags(p, metadata_help="dose_features.csv (FiLM inputs of the checkpoints).")
     p.add_argument("--output-dir", default=panel.output_dir, help="Where outputs are written.")
     p.add_argument(
         "--downstream-script",
@@ -66,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--expected-hash", default=None, help="sha256 of --manifest; a mismatch exits 2 before inference.")
     p.add_argument(
         "--denoiser",
-        choices=DENOISER_NAMES,
+        choices=tuple(DENOISERS),
         default=None,
         help="Evaluate this classical method instead of the checkpoints (same outputs).",
     )
@@ -135,14 +141,6 @@ def resolve_script(script: str) -> Path:
     raise InputError(f"--downstream-script: {script} does not exist")
 
 
-def resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def default_run_dirs(args: argparse.Namespace) -> list[Path]:
     dirs = [] if args.denoiser else [Path(args.checkpoint_dir)]
     logs = Path("logs") / Path(args.checkpoint_dir).name
@@ -202,7 +200,9 @@ def _candidates(args: argparse.Namespace) -> tuple[list[Any], dict[str, str]]:
         return [panel_mod.denoiser_candidate(args.denoiser)], {}
     paths = panel_mod.list_checkpoints(Path(args.checkpoint_dir))
     hashes = {str(p): sha256_file(p) for p in paths}
-    device = resolve_device(args.device)
+    from godrun.trainer.inference import resolve_device
+
+    device = str(resolve_device(args.device))
     return panel_mod.checkpoint_candidates(paths, device=device, batch_size=args.batch_size, hashes=hashes), hashes
 
 
@@ -300,28 +300,20 @@ def print_summary(
 
 
 def build_downstream_parser() -> argparse.ArgumentParser:
-    panel = PanelSpec()
     p = argparse.ArgumentParser(
         prog="scripts/downstream_proxy_eval.py",
         description="Downstream proxy (gate 4) on its own: the baseline pipeline (local baseline removal + dip "
         "quantification in 10 nm ROI bands) run on a prediction and on the raw spectra, each compared with the "
         "same pipeline on the clean references.",
     )
-    p.add_argument("--manifest", default=panel.manifest)
-    p.add_argument("--root-dir", default=panel.root_dir)
-    p.add_argument("--baseline-dir", default=None, help="Folder of the clean references (default: --root-dir).")
-    p.add_argument("--metadata", default=None, help="Accepted for the seed's command line; not needed here.")
-    p.add_argument("--wavelength-grid", default=panel.wavelength_grid)
+    add_panel_flags(p, metadata_help="Accepted for the seed's command line; not needed here.")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--predictions", default=None, help=".npy [N, L] in the manifest's row order.")
-    src.add_argument("--denoiser", choices=DENOISERS_CHOICES, default=None, help="Classical method (default identity).")
+    src.add_argument("--denoiser", choices=tuple(DENOISERS), default=None, help="Classical method (default identity).")
     p.add_argument("--output-csv", default="downstream_proxy.csv", help="Per-spectrum errors.")
     p.add_argument("--output-json", default=None, help="Summary JSON (default: beside the CSV).")
     add_gate_flags(p)
     return p
-
-
-DENOISERS_CHOICES = DENOISER_NAMES
 
 
 def downstream_main(argv: Sequence[str] | None = None) -> int:
@@ -331,7 +323,6 @@ def downstream_main(argv: Sequence[str] | None = None) -> int:
     import numpy as np
     import pandas as pd
 
-    from godrun.evaluator.denoisers import DENOISERS
     from godrun.evaluator.outputs import write_csv
     from godrun.evaluator.panel import load_panel
     from godrun.fsio import atomic_write_json

@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from godrun.core.machine import GodRunView, reconcile
+from godrun.core.machine import GodRunView, Polling, reconcile
 from godrun.errors import EXIT_BAD_INPUT, InputError
 from godrun.fsio import atomic_write_json, sha256_bytes
 from godrun.local.executor import LocalExecutor
@@ -106,10 +106,13 @@ def drive(
     status = _load_status(status_path)
     shown: tuple[str, ...] = ()
     eta = _Eta()
+    # No watch reports a process that ended: every phase is looked at again after `poll` seconds.
+    polling = Polling(progress_seconds=poll, verdict_seconds=poll)
     try:
         while True:
             view = GodRunView(name=name, namespace="local", generation=generation, spec=run.spec, status=status)
-            status = reconcile(executor, view, datetime.now(UTC)).status
+            decision = reconcile(executor, view, datetime.now(UTC), polling)
+            status = decision.status
             if metrics is not None:
                 metrics.observe("local", name, status)
             row = run_row(name, status, datetime.now(UTC))
@@ -118,7 +121,7 @@ def drive(
                 print(f"  {status.phase:<11} {status.message}{eta.text(status)}", flush=True)
             if status.phase in TERMINAL_PHASES and not executor.busy:
                 return status, executor
-            time.sleep(poll)
+            time.sleep(decision.requeue_after or poll)
     except KeyboardInterrupt:
         executor.stop_all()
         raise
@@ -148,7 +151,7 @@ def _serve_metrics(port: int | None):
         return None
     from prometheus_client import start_http_server
 
-    from godrun.controller.metrics import ControllerMetrics
+    from godrun.core.metrics import ControllerMetrics
 
     metrics = ControllerMetrics()
     start_http_server(port, registry=metrics.registry)

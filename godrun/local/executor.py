@@ -19,8 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
-from pydantic import ValidationError
 
+from godrun.core.commands import PYTHON, TORCHRUN, launch_command
 from godrun.core.machine import (
     Action,
     CreateActB,
@@ -32,12 +32,11 @@ from godrun.core.machine import (
     StageObs,
 )
 from godrun.core.names import job_name
+from godrun.core.observe import read_progress_csv, read_verdict_file
+from godrun.errors import EXIT_BAD_INPUT
 from godrun.fsio import atomic_write_json, atomic_write_text
-from godrun.local.progress import read_progress
 from godrun.paths import RUN_VOLUME_ENV
-from godrun.spec import GodRunStatus, Verdict
-
-EXIT_BAD_INPUT = 2
+from godrun.spec import GodRunStatus
 
 
 @dataclass
@@ -75,8 +74,8 @@ class LocalExecutor:
         evaluate = self._stage(run, eval_job)
         verdict, verdict_error = None, None
         if evaluate.state == "succeeded":
-            verdict, verdict_error = self._read_verdict(self.job_dir(run, eval_job) / "termination-log")
-        progress = read_progress(self.workdir, run.spec.training)
+            verdict, verdict_error = read_verdict_file(self.job_dir(run, eval_job) / "termination-log")
+        progress = read_progress_csv(self.workdir / run.spec.training.log_dir / "metrics.csv", run.spec.training)
         child = self.workdir / f"{run.name}-actb.yaml"
         return Observed(
             train=train,
@@ -87,10 +86,10 @@ class LocalExecutor:
             act_b_exists=child.exists(),
         )
 
-    def apply(self, run: GodRunView, actions: Sequence[Action]) -> None:
+    def apply(self, run: GodRunView, actions: Sequence[Action]) -> bool:
         for action in actions:
             if isinstance(action, CreateJob):
-                self._start(run, action.name, list(action.argv), attempt_reset=True)
+                self._start(run, action.name, self._command(run, action), attempt_reset=True)
             elif isinstance(action, DeleteJob):
                 self._stop(action.name)
             elif isinstance(action, CreateActB):
@@ -99,11 +98,19 @@ class LocalExecutor:
                 self.act_b_manifests.append(path)
             elif isinstance(action, EmitEvent):
                 self._event(run, action)
+        return True
 
     def write_status(self, run: GodRunView, status: GodRunStatus) -> None:
         atomic_write_json(self.status_path, status.model_dump(mode="json", by_alias=True, exclude_none=True))
 
     # ------------------------------------------------------------------ processes
+
+    def _command(self, run: GodRunView, action: CreateJob) -> list[str]:
+        """The action's argv under the stage's launcher, on this one machine, with this Python."""
+        gpus = run.spec.resources.gpus if action.stage == "train" else min(run.spec.resources.gpus, 1)
+        argv = launch_command(action.argv, gpus=gpus)
+        head = {PYTHON: [self.python], TORCHRUN: [self.python, "-m", "torch.distributed.run"]}[argv[0]]
+        return [*head, *argv[1:]]
 
     def _start(self, run: GodRunView, job: str, argv: list[str], *, attempt_reset: bool) -> None:
         jdir = self.job_dir(run, job)
@@ -114,7 +121,6 @@ class LocalExecutor:
         record["attempts"] = record.get("attempts", 0) + 1
         record.pop("exit_code", None)
         (jdir / "termination-log").unlink(missing_ok=True)
-        cmd = [self.python if argv[0] == "python" else argv[0], *argv[1:]]
         env = os.environ | {
             "GODRUN_TERMINATION_LOG": str(jdir / "termination-log"),
             "PYTHONUNBUFFERED": "1",
@@ -122,7 +128,7 @@ class LocalExecutor:
         }
         log = open(jdir / "output.log", "ab")  # noqa: SIM115 - closed when the process is reaped
         popen = subprocess.Popen(
-            cmd, cwd=self.workdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            argv, cwd=self.workdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         self.procs[job] = _Proc(popen, log)
         record["pid"] = popen.pid
@@ -156,7 +162,9 @@ class LocalExecutor:
             return StageObs()
         if code == 0:
             return StageObs(state="succeeded", exit_code=0)
-        reason = "PodFailurePolicy" if code == EXIT_BAD_INPUT else "BackoffLimitExceeded"
+        # Exit 2 is never retried (the machine reads BadInput from the code); other exits were retried up to
+        # backoffLimit; a process killed by a signal (negative code) was not.
+        reason = "RetriesExhausted" if code > 0 else "JobFailed"
         return StageObs(state="failed", exit_code=code, reason=reason, message=self._last_line(run, job))
 
     def _stop(self, job: str) -> None:
@@ -191,15 +199,6 @@ class LocalExecutor:
         except FileNotFoundError:
             return ""
         return next((line for line in reversed(text.splitlines()) if line.strip()), "")
-
-    @staticmethod
-    def _read_verdict(path: Path) -> tuple[Verdict | None, str | None]:
-        try:
-            return Verdict.model_validate_json(path.read_text()), None
-        except FileNotFoundError:
-            return None, f"{path} is missing"
-        except ValidationError as exc:
-            return None, str(exc).splitlines()[0]
 
     def _event(self, run: GodRunView, ev: EmitEvent) -> None:
         line = f"{_now()} {ev.type:<7} {ev.reason:<22} {ev.message}"

@@ -157,13 +157,14 @@ def load_split(
 
 
 def load_wavelengths(recipe: Recipe) -> np.ndarray:
-    grid = Path(recipe.train_dir) / "wavelength_grid.npy"
+    """The grid beside the training spectra (data layout: <train_dir>/wavelength_grid.npy), --sequence_length long."""
+    from godrun.data.layout import WAVELENGTH_GRID
+    from godrun.data.loader import load_wavelengths as load_grid
+
+    grid = Path(recipe.train_dir) / WAVELENGTH_GRID.name
     if not grid.is_file():
-        raise InputError(f"wavelength grid not found: {grid}")
-    wl = np.load(grid, allow_pickle=False).astype(np.float64)
-    if wl.shape != (recipe.sequence_length,):
-        raise InputError(f"{grid}: shape {wl.shape}, expected ({recipe.sequence_length},) from --sequence_length")
-    return wl
+        raise InputError(f"--train_dir: wavelength grid not found: {grid}")
+    return load_grid(grid, recipe.sequence_length)
 
 
 def load_lambda_weights(recipe: Recipe) -> np.ndarray:

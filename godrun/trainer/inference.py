@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -19,10 +19,13 @@ from godrun.spec import Recipe
 from godrun.trainer import normalise
 from godrun.trainer.checkpoint import load_checkpoint, weights_for_inference
 
+if TYPE_CHECKING:
+    from godrun.trainer.model import MambaTinyUV
+
 __all__ = ["build_model", "load_checkpoint", "load_model", "predict", "predict_normalised", "raw_cond_for"]
 
 
-def build_model(recipe: Recipe) -> torch.nn.Module:
+def build_model(recipe: Recipe) -> MambaTinyUV:
     from godrun.trainer.model import MambaTinyUV
 
     n_cond = len(recipe.film_features) if recipe.geometry_film else 0

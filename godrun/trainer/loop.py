@@ -12,7 +12,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -28,6 +28,9 @@ from godrun.trainer import dataset as ds
 from godrun.trainer import normalise, telemetry
 from godrun.trainer.inference import build_model, predict_normalised, resolve_device
 from godrun.trainer.losses import LossConfig, SpectralLoss
+
+if TYPE_CHECKING:
+    from godrun.trainer.model import MambaTinyUV
 
 GRAD_CLIP_NORM = 1.0  # fixed safety clip; the dip loss's relative errors can spike on shallow dips
 RESUME_IGNORED = frozenset({"metrics_port", "num_workers", "device"})
@@ -117,11 +120,13 @@ def _config_diff(old: dict, new: dict) -> list[str]:
     return sorted(k for k in keys if old.get(k) != new.get(k))
 
 
-def _freeze(model: torch.nn.Module, recipe: Recipe) -> None:
+def _freeze(model: MambaTinyUV, recipe: Recipe) -> None:
+    """Act B with a frozen backbone: only the model's act_b_parameters() keep training."""
     if not recipe.freeze_backbone:
         return
-    for name, p in model.named_parameters():
-        p.requires_grad_("calibrator" in name or "film" in name)
+    trained = {id(p) for p in model.act_b_parameters()}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in trained)
 
 
 def _confine_paths(recipe: Recipe) -> None:

@@ -3,8 +3,8 @@
 x [B, L] (normalised noisy spectrum) -> conv stem -> n_layers x (RMSNorm -> FiLM -> Mamba, residual)
 -> RMSNorm -> Linear head = correction r; output x + r (the clean spectrum), optionally through the Act B
 per-wavelength calibrator. Blocks alternate scan direction (even: left-to-right, odd: right-to-left) so that
-every position sees both sides of the spectrum at the cost of a one-way scan (from 2 layers on; direction="both"
-gives every block a second, reversed mixer ``mixer_rev`` instead). The head starts at zero: output = input.
+every position sees both sides of the spectrum at the cost of a one-way scan (from 2 layers on). The head starts
+at zero: output = input.
 
 Parameter names: blocks.{i}.norm, blocks.{i}.mixer.{in_proj, conv1d, x_proj, dt_proj, A_log, D, out_proj}
 (the mixer is named and shaped exactly like mamba_ssm's Mamba), stem, norm_f, head, film.*, calibrator.*.
@@ -12,15 +12,14 @@ Parameter names: blocks.{i}.norm, blocks.{i}.mixer.{in_proj, conv1d, x_proj, dt_
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor, nn
 
 from godrun.trainer.mamba import Mamba
 
-DIRECTIONS = ("alternate", "forward", "both")
+DIRECTIONS = ("alternate", "forward")
 
 
 class FiLM(nn.Module):
@@ -56,23 +55,17 @@ class Calibrator(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, d_model: int, d_state: int, reverse: bool, both: bool) -> None:
+    def __init__(self, d_model: int, d_state: int, reverse: bool) -> None:
         super().__init__()
         self.reverse = reverse
         self.norm = nn.RMSNorm(d_model, eps=1e-5)
         self.mixer = Mamba(d_model, d_state=d_state)
-        self.mixer_rev = Mamba(d_model, d_state=d_state) if both else None
 
     def forward(self, h: Tensor, gamma: Tensor | None, beta: Tensor | None) -> Tensor:
         x = self.norm(h)
         if gamma is not None:
             x = x * (1 + gamma) + beta
-        if self.mixer_rev is not None:
-            y = self.mixer(x) + self.mixer_rev(x.flip(1)).flip(1)
-        elif self.reverse:
-            y = self.mixer(x.flip(1)).flip(1)
-        else:
-            y = self.mixer(x)
+        y = self.mixer(x.flip(1)).flip(1) if self.reverse else self.mixer(x)
         return h + y
 
 
@@ -96,8 +89,7 @@ class MambaTinyUV(nn.Module):
         self.d_model, self.n_layers, self.d_state, self.n_cond = d_model, n_layers, d_state, n_cond
         self.stem = nn.Conv1d(1, d_model, stem_kernel, padding=stem_kernel // 2)
         self.blocks = nn.ModuleList(
-            Block(d_model, d_state, reverse=direction == "alternate" and i % 2 == 1, both=direction == "both")
-            for i in range(n_layers)
+            Block(d_model, d_state, reverse=direction == "alternate" and i % 2 == 1) for i in range(n_layers)
         )
         self.norm_f = nn.RMSNorm(d_model, eps=1e-5)
         self.head = nn.Linear(d_model, 1)
@@ -105,20 +97,6 @@ class MambaTinyUV(nn.Module):
         nn.init.zeros_(self.head.bias)
         self.film = FiLM(n_cond, film_hidden_dim, n_layers, d_model) if n_cond > 0 else None
         self.calibrator = Calibrator(seq_len) if calibrator_head else None
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any], n_cond: int | None = None) -> MambaTinyUV:
-        """Build from a Recipe dict (d_model, n_layers, d_state, geometry_film, film_features, ...)."""
-        if n_cond is None:
-            n_cond = len(config.get("film_features") or []) if config.get("geometry_film", False) else 0
-        return cls(
-            int(config["d_model"]),
-            int(config["n_layers"]),
-            int(config["d_state"]),
-            n_cond=n_cond,
-            film_hidden_dim=int(config.get("film_hidden_dim", 64)),
-            calibrator_head=bool(config.get("calibrator_head", False)),
-        )
 
     def act_b_parameters(self) -> Iterator[nn.Parameter]:
         """What Act B trains with a frozen backbone: the calibrator and FiLM."""

@@ -27,17 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from tools import cluster_bin
 
 BINARIES = ("kube-apiserver", "kubectl", "etcd", "helm")
 SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("GODRUN_CACHE") or Path.home() / ".cache" / "godrun")
-
-
 def bin_dir() -> Path:
-    return Path(os.environ.get("GODRUN_CLUSTER_BIN") or cache_dir() / "cluster-bin")
+    return cluster_bin()
 
 
 def missing_binaries(directory: Path | None = None) -> list[str]:

@@ -5,7 +5,8 @@
     k8s_namespace  (function) a new namespace with its `default` ServiceAccount
     k8s_node       (function) a started tests.k8s.node.NodeStandIn running that namespace's Jobs
 
-Without the binaries (`make cluster-bin`, needs Go) every k8s test skips with one reason line.
+Every test under tests/k8s carries the `k8s` marker (applied here). Without the binaries (`make cluster-bin`,
+needs Go) every k8s test skips with one reason line (fails under `make test`, see tests/tools.py).
 """
 
 from __future__ import annotations
@@ -13,20 +14,29 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from tools import unavailable
 
 from k8s.cluster import Cluster, bin_dir, missing_binaries
 from k8s.node import NodeStandIn
 
+HERE = Path(__file__).resolve().parent
 _names = itertools.count()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.is_relative_to(HERE):
+            item.add_marker(pytest.mark.k8s)
 
 
 @pytest.fixture(scope="session")
 def k8s_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     missing = missing_binaries()
     if missing:
-        pytest.skip(f"k8s: control plane not built in {bin_dir()} (run `make cluster-bin`; needs Go)")
+        unavailable(f"k8s: {', '.join(missing)} not built in {bin_dir()} (run `make cluster-bin`; needs Go)")
     keep = os.environ.get("GODRUN_KEEP_CLUSTER") == "1"
     cluster = Cluster(root=tmp_path_factory.mktemp("k8s-cluster"), keep_root=keep)
     with cluster:

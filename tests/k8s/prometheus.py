@@ -9,7 +9,6 @@ with PrometheusServer(tmp / "prom", targets, [rules_yaml]) as prom:
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import time
 import urllib.error
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from tools import find_tool, require_tool
 
 from k8s.cluster import Process, free_port
 
@@ -27,13 +27,11 @@ __all__ = ["PrometheusServer", "ScrapeTarget", "free_port", "prometheus_binary",
 
 
 def prometheus_binary() -> str | None:
-    return shutil.which("prometheus")
+    return find_tool("prometheus")
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    exe = shutil.which("promtool")
-    if exe is None:
-        raise FileNotFoundError("promtool not installed (apt-get install prometheus)")
+    exe = require_tool("promtool", "Debian package `prometheus`; `make test` installs it")
     return subprocess.run([exe, *args], capture_output=True, text=True, timeout=60)
 
 

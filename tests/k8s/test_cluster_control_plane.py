@@ -11,8 +11,6 @@ from kubernetes.client.rest import ApiException
 
 from k8s.cluster import Cluster
 
-pytestmark = pytest.mark.k8s
-
 GO_MOD = Path(__file__).resolve().parents[1] / "cluster" / "go.mod"
 
 

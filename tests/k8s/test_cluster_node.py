@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
 from kubernetes import client
 
 from k8s.node import Fault, NodeStandIn
-
-pytestmark = pytest.mark.k8s
 
 POLICY = {
     "rules": [

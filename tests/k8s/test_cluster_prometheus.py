@@ -6,14 +6,15 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
+from tools import require_tool
 
 from k8s.cluster import free_port
-from k8s.prometheus import PrometheusServer, ScrapeTarget, prometheus_binary, promtool
+from k8s.prometheus import PrometheusServer, ScrapeTarget, promtool
 
-pytestmark = [
-    pytest.mark.k8s,
-    pytest.mark.skipif(prometheus_binary() is None, reason="prometheus not installed (apt-get install prometheus)"),
-]
+
+@pytest.fixture(autouse=True)
+def _prometheus_installed() -> None:
+    require_tool("prometheus", "Debian package `prometheus`; `make test` installs it")
 
 
 def test_scrape_and_query(tmp_path: Path) -> None:

@@ -11,13 +11,15 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+from run_support import godrun_body
 
-from godrun.controller.kube import Controller, KubeApi, KubeExecutor, LoopConfig
-from godrun.controller.metrics import ControllerMetrics
+from godrun.controller.kube import KubeApi, KubeExecutor
+from godrun.controller.loop import Controller, LoopConfig
+from godrun.core.machine import Polling
+from godrun.core.metrics import ControllerMetrics
 from godrun.spec import Verdict
 from k8s.node import Fault
 
-pytestmark = pytest.mark.k8s
 CRD = Path(__file__).resolve().parents[2] / "manifests" / "crd" / "godruns.godrun.io.yaml"
 G, V, P = "godrun.io", "v1alpha1", "godruns"
 
@@ -29,7 +31,7 @@ def godrun_crd(k8s_cluster) -> None:
 
 def start_controller(cluster, namespace: str) -> Controller:
     api = KubeApi.from_client(cluster.api_client())
-    cfg = LoopConfig(namespace=namespace, workers=1, resync_seconds=3, watch_timeout_seconds=10, progress_seconds=1)
+    cfg = LoopConfig(namespace=namespace, workers=1, resync_seconds=3, watch_timeout_seconds=10, polling=Polling(1, 1))
     ctrl = Controller(api, KubeExecutor(api, progress="off", identity="test"), ControllerMetrics(), cfg)
     ctrl.start()
     return ctrl
@@ -43,8 +45,7 @@ def controller(k8s_cluster, k8s_namespace, godrun_crd) -> Iterator[Controller]:
 
 
 def create_run(cluster, ns: str, name: str, **spec) -> dict:
-    body = {"apiVersion": f"{G}/{V}", "kind": "GodRun", "metadata": {"name": name}}
-    body["spec"] = {"image": "godrun:test", "resources": {"gpus": 0, "cpu": "1", "memory": "1Gi"}} | spec
+    body = godrun_body(name, **spec)
     return client.CustomObjectsApi(cluster.api_client()).create_namespaced_custom_object(G, V, ns, P, body)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -11,10 +10,9 @@ import pytest
 import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+from tools import require_tool
 
 from k8s.cluster import Cluster
-
-pytestmark = pytest.mark.k8s
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "manifests" / "godrun.yaml"
@@ -57,6 +55,8 @@ CASES = [
     ("sam-gate", "spec.gates.samMeanMax", -1.0, "spec.gates.samMeanMax"),
     ("tail-fraction", "spec.gates.tailFractionMin", 1.5, "spec.gates.tailFractionMin"),
     ("roi-order", "spec.gates.roiMaxNm", 300.0, "spec.gates.roiMaxNm"),
+    ("roi-twice", "spec.gates.roiMinNm", 300.0, "must equal gates.roiMinNm/roiMaxNm"),
+    ("dip-detector-twice", "spec.gates.dipGuardNm", 8.0, "spec.gates.dipGuardNm"),
     ("spurious-float", "spec.gates.spuriousPeaksMax", 1.5, "spec.gates.spuriousPeaksMax"),
     ("actb-epochs", "spec.fallback.actB.epochs", 0, "spec.fallback.actB.epochs"),
     ("backoff-negative", "spec.jobs.backoffLimit", -1, "spec.jobs.backoffLimit"),
@@ -65,12 +65,9 @@ CASES = [
 
 
 def godrun_crd() -> dict:
-    exe = ROOT / ".venv" / "bin" / "godrun"
-    if not exe.exists() and not shutil.which("godrun"):
-        pytest.skip("the `godrun` command is not installed (make setup)")
-    res = subprocess.run([str(exe) if exe.exists() else "godrun", "crd"], capture_output=True, text=True)
-    if res.returncode != 0:
-        pytest.skip(f"`godrun crd` unavailable: {res.stderr.strip()[-200:]}")
+    exe = require_tool("godrun", "`make setup` installs the command")
+    res = subprocess.run([exe, "crd"], capture_output=True, text=True)
+    assert res.returncode == 0, f"`godrun crd` failed: {res.stderr.strip()[-400:]}"
     return yaml.safe_load(res.stdout)
 
 

@@ -30,15 +30,13 @@ import pytest
 import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
-from run_support import LENIENT_GATES, python_with_port, stop_process
+from run_support import LENIENT_GATES, godrun_body, python_with_port, stop_process, tiny_training
 
 from godrun.spec import Recipe
 from k8s.cluster import Cluster, free_port
 from k8s.node import NodeStandIn
 from k8s.test_controller_e2e import CRD, G, P, V, jobs_of
 from k8s.test_deploy_cluster import _docs, _into
-
-pytestmark = pytest.mark.k8s
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"
@@ -117,19 +115,10 @@ class Life:
     replicas: list[Replica] = field(default_factory=list)
 
     def training(self) -> dict[str, Any]:
-        from godrun.trainer.presets import PRESETS
-
-        return dict(PRESETS["tiny"]) | {"init_checkpoint": None, "epochs": EPOCHS}
+        return tiny_training(EPOCHS)
 
     def body(self) -> dict[str, Any]:
-        spec = {
-            "image": "godrun:test",
-            "resources": {"gpus": 0, "cpu": "1", "memory": "1Gi"},
-            "data": {"claimName": CLAIM},
-            "training": self.training(),
-            "gates": LENIENT_GATES,
-        }
-        return {"apiVersion": f"{G}/{V}", "kind": "GodRun", "metadata": {"name": RUN}, "spec": spec}
+        return godrun_body(RUN, data={"claimName": CLAIM}, training=self.training(), gates=LENIENT_GATES)
 
     def recipe(self) -> Recipe:
         return Recipe.model_validate(self.training())

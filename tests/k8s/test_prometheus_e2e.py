@@ -18,18 +18,16 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 from kubernetes import client
-from run_support import LENIENT_GATES, TRAINER_PORT, python_with_port, stop_process
+from run_support import LENIENT_GATES, TRAINER_PORT, godrun_body, python_with_port, stop_process, tiny_training
+from tools import require_tool
 
 from k8s.cluster import Cluster
 from k8s.node import NodeStandIn
-from k8s.prometheus import PrometheusServer, ScrapeTarget, free_port, prometheus_binary
-
-pytestmark = pytest.mark.k8s
+from k8s.prometheus import PrometheusServer, ScrapeTarget, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD = ROOT / "manifests" / "crd" / "godruns.godrun.io.yaml"
@@ -44,10 +42,7 @@ GRAFANA_RANGES = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h
 
 @pytest.fixture(scope="module")
 def prometheus_bin() -> str:
-    binary = prometheus_binary()
-    if binary is None:
-        pytest.skip("prometheus not installed (Debian package `prometheus`; .ci/run installs it)")
-    return binary
+    return require_tool("prometheus", "Debian package `prometheus`; `make test` installs it")
 
 
 def port_is_free(port: int) -> bool:
@@ -102,20 +97,6 @@ class ControllerProcess:
 
     def stop(self) -> None:
         stop_process(self.popen)
-
-
-def godrun_body() -> dict[str, Any]:
-    from godrun.trainer.presets import PRESETS
-
-    training = dict(PRESETS["tiny"]) | {"init_checkpoint": None, "epochs": 3}
-    spec = {
-        "image": "godrun:test",
-        "resources": {"gpus": 0, "cpu": "1", "memory": "1Gi"},
-        "data": {"claimName": CLAIM},
-        "training": training,
-        "gates": LENIENT_GATES,
-    }
-    return {"apiVersion": f"{G}/{V}", "kind": "GodRun", "metadata": {"name": RUN}, "spec": spec}
 
 
 def wait_final(custom: client.CustomObjectsApi, ns: str, node: NodeStandIn, ctrl: ControllerProcess) -> dict:
@@ -207,7 +188,9 @@ def test_prometheus_scrapes_a_run_and_every_dashboard_and_rule_query_works(
     custom = client.CustomObjectsApi(k8s_cluster.api_client())
     node = NodeStandIn(k8s_cluster.api_client(), ns, tmp_path / "node", python=python, volume_dirs={CLAIM: workspace})
     with PrometheusServer(tmp_path / "prometheus", targets, [RULES], binary=prometheus_bin) as prom, node:
-        custom.create_namespaced_custom_object(G, V, ns, P, godrun_body())
+        custom.create_namespaced_custom_object(
+            G, V, ns, P, godrun_body(RUN, data={"claimName": CLAIM}, training=tiny_training(3), gates=LENIENT_GATES)
+        )
         obj = wait_final(custom, ns, node, ctrl)
         status = obj["status"]
         assert status["phase"] == "Shipped", json.dumps(status, indent=1)[:3000]

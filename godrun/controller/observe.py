@@ -1,0 +1,170 @@
+"""Pure reading of the API objects the controller caches: Jobs and Pods -> StageObs, GodRuns -> GodRunView.
+
+No API calls and no kubernetes import: what a reconcile concludes from the objects in its caches. Progress
+and verdict parsing, shared with the local executor, live in godrun/core/observe.py.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from godrun.controller.cache import Key
+from godrun.controller.jobs import COMPLETION_INDEX_ANNOTATION
+from godrun.core.machine import GodRunView, StageObs
+from godrun.spec import API_GROUP, KIND, GodRunSpec, GodRunStatus, format_validation_error
+
+Obj = dict[str, Any]
+FINISHED_CONDITIONS = ("Complete", "SuccessCriteriaMet", "Failed", "FailureTarget")
+JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
+# A Job condition's reason -> the machine's FailureReason (PodFailurePolicy is exit 2: the exit code says BadInput).
+JOB_FAILURE_REASONS = {"BackoffLimitExceeded": "RetriesExhausted", "DeadlineExceeded": "DeadlineExceeded"}
+_EXIT_IN_MESSAGE = re.compile(r"exit code (\d+)")
+
+
+def job_stage_obs(job: Obj | None, pods: Sequence[Obj] = ()) -> StageObs:
+    """A Job (raw API dict) and its pods -> StageObs."""
+    if job is None:
+        return StageObs()
+    status, spec = job.get("status") or {}, job.get("spec") or {}
+    conds = {c["type"]: c for c in status.get("conditions") or [] if c.get("status") == "True"}
+    exit_code, term_message = _last_termination(pods)
+    disrupted = any(_pod_condition(p, "DisruptionTarget") for p in pods)
+    for failed in ("Failed", "FailureTarget"):
+        if failed in conds:
+            c = conds[failed]
+            if exit_code is None and (m := _EXIT_IN_MESSAGE.search(c.get("message") or "")):
+                exit_code = int(m.group(1))
+            message = term_message or c.get("message") or ""
+            reason = JOB_FAILURE_REASONS.get(c.get("reason") or "", "JobFailed")
+            return StageObs("failed", reason=reason, exit_code=exit_code, message=message)
+    if "Complete" in conds or "SuccessCriteriaMet" in conds:
+        return StageObs("succeeded", exit_code=0, message=term_message)
+    return StageObs("active", disrupted=disrupted, suspended=bool(spec.get("suspend")) or "Suspended" in conds)
+
+
+def job_finished(job: Obj) -> bool:
+    conds = (job.get("status") or {}).get("conditions") or []
+    return any(c.get("type") in FINISHED_CONDITIONS and c.get("status") == "True" for c in conds)
+
+
+def _pod_condition(pod: Obj, type_: str) -> bool:
+    conds = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == type_ and c.get("status") == "True" for c in conds)
+
+
+def terminated(pod: Obj) -> Obj | None:
+    """The pod's container termination record (current state, else the last one), if any."""
+    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+        term = (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get("terminated")
+        if term:
+            return term
+    return None
+
+
+def _pod_time(pod: Obj) -> str:
+    term = terminated(pod) or {}
+    return term.get("finishedAt") or (pod.get("metadata") or {}).get("creationTimestamp") or ""
+
+
+def _last_termination(pods: Sequence[Obj]) -> tuple[int | None, str]:
+    """Exit code and termination message of the most recently finished pod."""
+    finished = [p for p in pods if terminated(p)]
+    if not finished:
+        return None, ""
+    term = terminated(max(finished, key=_pod_time)) or {}
+    return term.get("exitCode"), term.get("message") or ""
+
+
+def succeeded_pod_message(pods: Sequence[Obj]) -> str:
+    """Termination message of the newest pod that exited 0 (the evaluator's verdict)."""
+    ok = [p for p in pods if (terminated(p) or {}).get("exitCode") == 0]
+    return ((terminated(max(ok, key=_pod_time)) or {}).get("message") or "") if ok else ""
+
+
+def completion_index(pod: Obj) -> str | None:
+    return ((pod.get("metadata") or {}).get("annotations") or {}).get(COMPLETION_INDEX_ANNOTATION)
+
+
+def view_from_object(obj: Obj) -> tuple[GodRunView, str | None]:
+    """A GodRun as the API returns it -> (GodRunView, None), or (a view with a default spec, the error) when
+    GodRunSpec refuses a spec the CRD schema let through."""
+    meta = obj["metadata"]
+    error = None
+    try:
+        spec = GodRunSpec.model_validate(obj.get("spec") or {})
+    except ValidationError as exc:
+        spec, error = GodRunSpec.model_construct(), format_validation_error(exc, prefix="spec.")
+    try:
+        status = GodRunStatus.model_validate(obj.get("status") or {})
+    except ValidationError:
+        status = GodRunStatus()  # unreadable status: recompute from observation (names are deterministic)
+    view = GodRunView(
+        name=meta["name"],
+        namespace=meta["namespace"],
+        generation=int(meta.get("generation") or 1),
+        spec=spec,
+        status=status,
+        uid=meta.get("uid"),
+        resource_version=meta.get("resourceVersion"),
+    )
+    return view, error
+
+
+def status_body(status: GodRunStatus) -> Obj:
+    return status.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def run_index(job: Obj) -> Key | None:
+    """Jobs by (namespace, godrun.io/run label): the cached form of the per-run label selector."""
+    meta = job.get("metadata") or {}
+    label = (meta.get("labels") or {}).get("godrun.io/run")
+    return (meta.get("namespace", ""), label) if label else None
+
+
+def job_name_index(pod: Obj) -> Key | None:
+    meta = pod.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    job = next((labels[k] for k in JOB_NAME_LABELS if labels.get(k)), None)
+    return (meta.get("namespace", ""), job) if job else None
+
+
+def owned_by(obj: Obj, run: GodRunView) -> bool:
+    """Whether a Job carrying the run's label belongs to this run.
+
+    With owner references, only the run's UID counts (a deleted and re-created GodRun of the same name must
+    not adopt its predecessor's Jobs). A Job without any owner reference is adopted: the label and the
+    deterministic name say it was made for this run, e.g. by a controller that did not know the UID yet
+    (local tools, a run observed before its UID was set); adopting it avoids creating a twin beside it.
+    """
+    refs = obj["metadata"].get("ownerReferences") or []
+    if not refs:
+        return True
+    if run.uid is None:
+        return any(r.get("kind") == KIND and r.get("name") == run.name for r in refs)
+    return any(r.get("uid") == run.uid for r in refs)
+
+
+def owner_key(obj: Obj) -> Key | None:
+    """The GodRun that owns `obj`, from its owner references."""
+    meta = obj.get("metadata") or {}
+    for ref in meta.get("ownerReferences") or []:
+        if ref.get("kind") == KIND and ref.get("apiVersion", "").startswith(f"{API_GROUP}/"):
+            return meta.get("namespace", ""), ref["name"]
+    return None
+
+
+def slim(kind: str, obj: Obj) -> Obj:
+    """What the cache keeps of an object: no managedFields, no pod spec, no Job pod template (memory)."""
+    out = dict(obj)
+    meta = out.get("metadata")
+    if isinstance(meta, dict) and "managedFields" in meta:
+        out["metadata"] = {k: v for k, v in meta.items() if k != "managedFields"}
+    if kind == "pods":
+        out.pop("spec", None)
+    elif kind == "jobs" and isinstance(out.get("spec"), dict):
+        out["spec"] = {k: v for k, v in out["spec"].items() if k != "template"}
+    return out

@@ -1,0 +1,96 @@
+"""What both executors read back from a running or finished stage: training progress and the verdict.
+
+The Kubernetes executor reads progress from the trainer's Prometheus endpoint and the verdict from the
+evaluation pod's termination message; the local executor reads the trainer's metrics.csv and the file the
+evaluator wrote through GODRUN_TERMINATION_LOG. The parsing (and the rule for the best epoch) lives here once.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+from pydantic import ValidationError
+
+from godrun.spec import Progress, Recipe, Verdict, format_validation_error
+
+MESSAGE_LIMIT = 300
+PROGRESS_METRICS = {  # the trainer's gauge -> Progress field
+    "godrun_train_epoch": "epoch",
+    "godrun_train_epochs": "epochs",
+    "godrun_train_best_epoch": "best_epoch",
+    "godrun_train_panel_psnr_mean_decibels": "psnr_mean",
+    "godrun_train_panel_sam_mean_degrees": "sam_mean",
+}
+_INT_FIELDS = ("epoch", "epochs", "best_epoch")
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _progress(values: dict[str, float | None]) -> Progress:
+    ints = {k: int(v) for k, v in values.items() if k in _INT_FIELDS and _finite(v) is not None and v >= 0}
+    floats = {k: _finite(v) for k, v in values.items() if k not in _INT_FIELDS}
+    return Progress(**ints, **{k: v for k, v in floats.items() if v is not None})
+
+
+def parse_progress(text: str) -> Progress | None:
+    """Progress from the trainer's Prometheus exposition (None when it carries none of the metrics)."""
+    values: dict[str, float | None] = {}
+    for family in text_string_to_metric_families(text):
+        name = PROGRESS_METRICS.get(family.name)
+        if name and family.samples:
+            values[name] = family.samples[0].value
+    return _progress(values) if values else None
+
+
+def _num(text: str | None) -> float | None:
+    try:
+        return _finite(float(text)) if text not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def read_progress_csv(path: Path, recipe: Recipe) -> Progress | None:
+    """Progress after the last finished epoch of the trainer's metrics.csv, or None before the first one."""
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = [r for r in csv.DictReader(fh) if r.get("epoch")]
+    except FileNotFoundError:
+        return None
+    if not rows:
+        return None
+    last = rows[-1]
+    values = {
+        "epoch": _num(last["epoch"]),
+        "epochs": float(recipe.epochs),
+        # the trainer's own choice (godrun.gates.ranking under the GodRun's gates), never re-derived here
+        "best_epoch": _num(last.get("best_epoch")),
+        "psnr_mean": _num(last.get("panel_psnr_mean")),
+        "sam_mean": _num(last.get("panel_sam_mean")),
+    }
+    return _progress(values)
+
+
+def parse_verdict(message: str) -> tuple[Verdict | None, str | None]:
+    """(verdict, None) from a termination message, (None, error) when it is not a Verdict, (None, None) if empty."""
+    if not message.strip():
+        return None, None
+    try:
+        return Verdict.model_validate_json(message), None
+    except ValidationError as exc:
+        return None, format_validation_error(exc)[:MESSAGE_LIMIT]
+    except ValueError as exc:  # not JSON at all
+        return None, str(exc)[:MESSAGE_LIMIT]
+
+
+def read_verdict_file(path: Path) -> tuple[Verdict | None, str | None]:
+    """The verdict a stage wrote to its termination-log file; a missing or empty file is an error here."""
+    try:
+        verdict, error = parse_verdict(path.read_text(encoding="utf-8", errors="replace"))
+    except FileNotFoundError:
+        return None, f"{path} is missing"
+    return (verdict, error) if verdict is not None or error else (None, f"{path} is empty")
