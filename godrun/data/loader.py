@@ -13,6 +13,7 @@ MAX_FILE_BYTES each. Bad rows raise InputError naming the row number (1-based da
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -83,8 +84,7 @@ class _RowFiles:
     def read(self, rel: str, row: int, sid: str, want_sha: str | None) -> tuple[np.ndarray, str]:
         """(vector, sha256 of the bytes) of the file `rel`; InputError naming the row on any problem."""
         where = self.where(row, sid, rel)
-        full = self._confined(rel, where)
-        data = self._read_regular(full, where)
+        data = self._read_regular(self._confined(rel, where), where)
         digest = hashlib.sha256(data).hexdigest()
         if self.verify and want_sha is None:
             raise InputError(f"{where}: the manifest gives no sha256 for it")
@@ -100,37 +100,47 @@ class _RowFiles:
         full = os.path.join(self.root, rel)
         parent = os.path.dirname(full)
         ok = self._real_dirs.get(parent)
-        if ok is None:  # one realpath per folder; the file itself is checked below
+        if ok is None:  # one realpath per folder; a symlinked file itself is caught when it is opened
             ok = self._real_dirs[parent] = _within(os.path.realpath(parent), self.real_root)
         if not ok:
             raise InputError(f"{where}: its folder leads outside {self.root}")
-        try:
-            if stat.S_ISLNK(os.lstat(full).st_mode) and not _within(os.path.realpath(full), self.real_root):
-                raise InputError(f"{where}: a symlink leading outside {self.root}")
-        except FileNotFoundError:
-            raise InputError(f"{where}: file not found") from None
         return full
 
-    @staticmethod
-    def _read_regular(full: str, where: str) -> bytes:
+    def _read_regular(self, full: str, where: str) -> bytes:
+        """The bytes of a regular file (a FIFO or device is refused without blocking), at most MAX_FILE_BYTES."""
         try:
-            fd = os.open(full, os.O_RDONLY | os.O_NONBLOCK)
+            fd = os.open(full, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
         except FileNotFoundError:
             raise InputError(f"{where}: file not found") from None
         except OSError as exc:
-            raise InputError(f"{where}: cannot read ({exc})") from exc
+            if exc.errno != errno.ELOOP:  # ELOOP: the file is a symlink; allowed while it stays inside
+                raise InputError(f"{where}: cannot read ({exc})") from exc
+            if not _within(os.path.realpath(full), self.real_root):
+                raise InputError(f"{where}: a symlink leading outside {self.root}") from None
+            fd = self._open_followed(full, where)
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise InputError(f"{where}: not a regular file")
             if st.st_size > MAX_FILE_BYTES:
                 raise InputError(f"{where}: {st.st_size} bytes, more than the {MAX_FILE_BYTES} a spectrum may have")
-            with os.fdopen(fd, "rb", closefd=False) as fh:
-                return fh.read(MAX_FILE_BYTES + 1)
+            data = os.read(fd, st.st_size + 1)  # one read of the size it has (+1 notices a file still growing)
+            if len(data) > st.st_size:
+                raise InputError(f"{where}: changed while it was read")
+            return data
         except OSError as exc:
             raise InputError(f"{where}: cannot read ({exc})") from exc
         finally:
             os.close(fd)
+
+    @staticmethod
+    def _open_followed(full: str, where: str) -> int:
+        try:
+            return os.open(full, os.O_RDONLY | os.O_NONBLOCK)
+        except FileNotFoundError:
+            raise InputError(f"{where}: file not found") from None
+        except OSError as exc:
+            raise InputError(f"{where}: cannot read ({exc})") from exc
 
     def _parse(self, data: bytes, where: str) -> np.ndarray:
         """The .npy vector; the header of a known layout is recognised by its bytes (the fast path)."""
