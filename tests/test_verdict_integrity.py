@@ -282,13 +282,13 @@ class TestTrainerAndEvaluatorApplyOneSetOfRules:
     def test_best_checkpoint_and_metrics_follow_the_given_gates(
         self, small_corpus: Path, tmp_path: Path, gates: dict[str, Any], passed: int | None
     ) -> None:
-        from godrun.core.commands import trainer_flags
+        from godrun.core.commands import trainer_argv
         from godrun.trainer import checkpoint as ck
 
         work = _copy(small_corpus, tmp_path)
         spec = GodRunSpec.model_validate({"image": "x", "gates": gates, "training": _tiny_recipe(epochs=2)})
         out = subprocess.run(
-            [sys.executable, "-m", "godrun.trainer", *trainer_flags(spec)],
+            [sys.executable, *trainer_argv(spec)[1:]],
             cwd=work,
             env=ENV,
             capture_output=True,
