@@ -262,7 +262,13 @@ class DataSpec(_Camel):
     claim_name: str | None = Field(
         None, description="PersistentVolumeClaim mounted at mountPath (none: emptyDir, for tests)."
     )
-    mount_path: str = Field("/workspace", description="Mount point; the stages run with it as working directory.")
+    mount_path: str = Field(
+        "/workspace",
+        pattern=r"^/[^\x00-\x1f\x7f]*$",
+        max_length=RUN_PATH_MAX_LENGTH,
+        description="Mount point (an absolute path, no control characters); the stages run with it as working "
+        "directory, and every other path of the spec is relative to it.",
+    )
     verify: bool = Field(
         True,
         description="Before training, re-hash every spectrum and clean reference of the training and panel "
