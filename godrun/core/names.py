@@ -37,11 +37,13 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:HASH_LEN]
 
 
-def job_name(run: str, stage: str, generation: int) -> str:
-    """Name of the Job (or local process record) running `stage` of `run` at `generation`."""
+def job_name(run: str, stage: str, generation: int, restart: int = 0) -> str:
+    """Name of the Job (or local process record) running `stage` of `run` at `generation` (`restart`: how many
+    times a multi-node training Job was recreated whole)."""
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}")
-    return dns_label(f"{run}-{stage}-g{generation}", MAX_JOB_NAME)
+    suffix = f"-r{restart}" if restart else ""
+    return dns_label(f"{run}-{stage}-g{generation}{suffix}", MAX_JOB_NAME)
 
 
 def service_name(job: str) -> str:

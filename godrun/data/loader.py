@@ -16,7 +16,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import io
-import json
 import os
 import stat
 from collections.abc import Iterable, Sequence
@@ -27,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from godrun.errors import InputError
+from godrun.inputs import check_numeric, load_array, numeric_column, read_csv, read_json
 
 REQUIRED_COLUMNS = ("spectrum_id", "group_id", "path", "reference_path")
 HASH_COLUMNS = ("content_sha256", "reference_sha256")
@@ -43,23 +43,9 @@ class Corpus:
 
 def read_manifest(manifest: str | os.PathLike[str], *, need_hashes: bool = False) -> pd.DataFrame:
     path = Path(manifest)
-    if not path.is_file():
-        raise InputError(f"manifest {path} does not exist")
-    try:
-        meta = pd.read_csv(
-            path,
-            dtype={c: str for c in ("spectrum_id", "group_id", "pair_id", "sample", "path", "reference_path")}
-            | dict.fromkeys(HASH_COLUMNS, str),
-        )
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InputError(f"manifest {path} is not a readable CSV: {exc}") from exc
+    text_columns = ("spectrum_id", "group_id", "pair_id", "sample", "path", "reference_path", *HASH_COLUMNS)
     required = REQUIRED_COLUMNS + (HASH_COLUMNS if need_hashes else ())
-    missing = [c for c in required if c not in meta.columns]
-    if missing:
-        raise InputError(
-            f"manifest {path} lacks column(s) {', '.join(missing)}"
-            + (" (regenerate it with `godrun data synth` / `godrun data panel`)" if need_hashes else "")
-        )
+    meta = read_csv(path, "manifest", required=required, dtype=dict.fromkeys(text_columns, str))
     dup = meta["spectrum_id"].duplicated()
     if dup.any():
         i = int(np.flatnonzero(dup.to_numpy())[0])
@@ -175,8 +161,7 @@ def _parse_npy(data: bytes, where: str) -> np.ndarray:
         arr = np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise InputError(f"{where}: not a readable .npy ({exc})") from exc
-    if not isinstance(arr, np.ndarray) or arr.dtype.kind != "f":
-        raise InputError(f"{where}: not a float array")
+    check_numeric(arr, where)
     return arr
 
 
@@ -184,12 +169,7 @@ def load_wavelengths(path: str | os.PathLike[str] | None, expected_length: int) 
     if path is None:
         return np.linspace(200.0, 800.0, expected_length)
     p = Path(path)
-    try:
-        wl = np.load(p, allow_pickle=False).astype(np.float64)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"wavelength grid {p}: cannot read ({exc})") from exc
-    if wl.ndim != 1 or len(wl) != expected_length:
-        raise InputError(f"wavelength grid {p}: shape {wl.shape}, expected ({expected_length},)")
+    wl = load_array(p, "wavelength grid", shape=(expected_length,)).astype(np.float64)
     if not np.all(np.isfinite(wl)) or np.any(np.diff(wl) <= 0):
         raise InputError(f"wavelength grid {p}: must be finite and strictly increasing")
     return wl
@@ -250,14 +230,12 @@ def _hex(value: object) -> str | None:
 def load_dose_features(csv: str | os.PathLike[str], features: Sequence[str], groups: Iterable[str]) -> pd.DataFrame:
     """The requested feature columns indexed by group_id; every group in `groups` must be present."""
     path = Path(csv)
-    if not path.is_file():
-        raise InputError(f"dose features {path} does not exist")
-    df = pd.read_csv(path)
-    if "group_id" not in df.columns:
-        raise InputError(f"dose features {path} lacks the group_id column")
+    df = read_csv(path, "dose features", required=("group_id",), dtype={"group_id": str})
     missing = [f for f in features if f not in df.columns]
     if missing:
         raise InputError(f"dose features {path} lacks feature column(s) {', '.join(missing)}")
+    for f in features:
+        df[f] = numeric_column(df, f, path, "dose features")
     df = df.set_index("group_id")
     if df.index.duplicated().any():
         raise InputError(f"dose features {path}: group {df.index[df.index.duplicated()][0]!r} listed twice")
@@ -276,10 +254,8 @@ def load_dose_features(csv: str | os.PathLike[str], features: Sequence[str], gro
 def load_dose_stats(json_path: str | os.PathLike[str]) -> dict[str, tuple[float, float]]:
     """(mean, std) per feature from dose_stats.json."""
     path = Path(json_path)
+    raw = read_json(path, "dose stats")
     try:
-        raw = json.loads(path.read_text())
         return {name: (float(v["mean"]), float(v["std"])) for name, v in raw["features"].items()}
-    except FileNotFoundError:
-        raise InputError(f"dose stats {path} does not exist") from None
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise InputError(f"dose stats {path}: expected {{'features': {{name: {{'mean', 'std'}}}}}} ({exc})") from exc

@@ -168,7 +168,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         extra_hashes=_input_hashes(args, script, metadata),
         root_dir=Path(args.root_dir),
     )
-    verdict, archive = _fallback(args, result.verdict)
+    # once per verdict: a retried evaluator (same run, panel, checkpoints, gates) finds what it did before
+    inputs = {"panel": panel_sha, "checkpoints": sorted(ckpt_hashes.values()), "denoiser": args.denoiser}
+    verdict, archive = _fallback(args, result.verdict, inputs | {"gates": gates.model_dump()})
     term = _write_termination(args, verdict)  # last: the controller reads the archive from it
     print_summary(verdict, result.ranking, result.report, term, archive)
     return 0
@@ -236,19 +238,20 @@ def _load_panel(args: argparse.Namespace, panel_sha: str, metadata: Path | None,
     return panel
 
 
-def _fallback(args: argparse.Namespace, verdict: Verdict) -> tuple[Verdict, Path | None]:
+def _fallback(args: argparse.Namespace, verdict: Verdict, inputs: dict[str, Any]) -> tuple[Verdict, Path | None]:
     """On a failed verdict with --archive-on-fail: archive the run, append the dated failure section."""
     if verdict.verdict != "fail" or not args.archive_on_fail:
         return verdict, None
-    from godrun.evaluator.fallback import append_failure_doc, archive_run, today_utc
+    from godrun.evaluator.fallback import append_failure_doc, archive_run, today_utc, verdict_key
 
     day = today_utc()
     run_dirs = [Path(d) for d in args.run_dir] if args.run_dir else default_run_dirs(args)
+    key = verdict_key(args.run_name, verdict, inputs)
     # The seed's archive name (artifacts/god_run_failed_YYYYMMDD, _2, _3 ... when taken); the run's own
     # name goes into the failure doc that points at it.
-    archive = archive_run(run_dirs, Path(args.archive_dir), day)
+    archive = archive_run(run_dirs, Path(args.archive_dir), day, key=key)
     verdict = verdict.model_copy(update={"archive": str(archive)})
-    append_failure_doc(Path(args.analytics_doc), verdict, args.run_name, day, archive)
+    append_failure_doc(Path(args.analytics_doc), verdict, args.run_name, day, archive, key=key)
     return verdict, archive
 
 

@@ -61,6 +61,8 @@ CASES = [
     ("actb-epochs", "spec.fallback.actB.epochs", 0, "spec.fallback.actB.epochs"),
     ("backoff-negative", "spec.jobs.backoffLimit", -1, "spec.jobs.backoffLimit"),
     ("run-as-root", "spec.jobs.runAsUser", 0, "spec.jobs.runAsUser"),
+    ("name-too-long", "metadata.name", "a" * 239, "metadata.name must be at most 238 characters"),
+    ("metrics-port-too-big", "spec.training.metrics_port", 70000, "spec.training.metrics_port"),
     ("checkpoint-dir-up", "spec.training.checkpoint_dir", "../../x", "spec.training.checkpoint_dir"),
     ("checkpoint-dir-empty", "spec.training.checkpoint_dir", "", "spec.training.checkpoint_dir"),
     ("log-dir-absolute", "spec.training.log_dir", "/etc", "spec.training.log_dir"),
