@@ -165,7 +165,7 @@ def test_progress_is_copied_into_status_and_data_verified_after_an_epoch():
 
 
 @pytest.mark.parametrize(
-    ("verify", "status", "reason"), [(True, "True", "TrainerVerifiedData"), (False, "Unknown", "VerificationDisabled")]
+    ("verify", "status", "reason"), [(True, "True", "TrainerVerifiedData"), (False, "False", "VerificationDisabled")]
 )
 def test_data_verified_says_what_the_trainer_checked(verify, status, reason):
     r = Runner(spec(data={"verify": verify}))

@@ -106,7 +106,7 @@ class TestDataCannotChangeTheVerdict:
         refs = np.stack([np.load(root / p) for p in meta["reference_path"]]).astype(np.float32)
         wl = np.load(work / L.WAVELENGTH_GRID).astype(np.float64)
         key = _old_cache_key(manifest, root, meta, 601, hashlib.sha256(wl.tobytes()).hexdigest())
-        (root / ".cache").mkdir()
+        (root / ".cache").mkdir(exist_ok=True)
         np.savez(root / ".cache" / f"corpus_{key[:32]}.npz", spectra=refs, references=refs)
         again = _evaluate(work)
         assert again.returncode == 0, again.stderr

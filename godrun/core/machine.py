@@ -416,7 +416,7 @@ def _data_checked_by_trainer(run: GodRunView, st: GodRunStatus, now: datetime) -
     if run.spec.data.verify:
         set_condition(st, "DataVerified", "True", "TrainerVerifiedData", VERIFIED_DATA, now)
     else:
-        set_condition(st, "DataVerified", "Unknown", "VerificationDisabled", UNVERIFIED_DATA, now)
+        set_condition(st, "DataVerified", "False", "VerificationDisabled", UNVERIFIED_DATA, now)
 
 
 def _may_recreate(spec: GodRunSpec, st: GodRunStatus, obs: StageObs) -> bool:
