@@ -8,6 +8,7 @@ Bad input is a class, not a list of cases: every place that reads a user's file 
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import pickle
@@ -76,6 +77,17 @@ def reading(
     except (*DECODE_ERRORS, *extra) as exc:
         head = f"{label} {os.fspath(path)}" if label else os.fspath(path)
         raise InputError(f"{head}: {describe(exc)}") from exc
+
+
+def tcp_port(text: str) -> int:
+    """argparse type of a port flag: an integer 0..65535 (0: let the system pick, or off where documented)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (0..65535)")
+    return port
 
 
 def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:

@@ -108,16 +108,3 @@ def load_npz(path: str | os.PathLike[str], label: str = "", *, keys: Sequence[st
     for k in keys:
         check_numeric(arrays[k], f"{_name(path, label)} `{k}`")
     return arrays
-
-
-def tcp_port(text: str) -> int:
-    """argparse type of a port flag: an integer 0..65535 (0: let the system pick, or off where documented)."""
-    import argparse
-
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{port} is not a port number (0..65535)")
-    return port

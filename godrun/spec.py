@@ -706,12 +706,15 @@ class GodRunStatus(_Camel):
     completion_time: datetime | None = Field(None, description="When the current generation reached a final phase.")
 
 
-# Names derived from a run's name must fit where they go: Kubernetes objects (253 characters; the Act B child is
-# `<name>-actb`), label values (63; godrun.core.names hashes longer ones down, as it does Job names) and file
-# names (255 bytes). The longest file name derived from it is the local runner's `status-<name>-actb.json`.
+# Names derived from a run's name must fit where they go: Kubernetes objects (253 characters), label values (63;
+# godrun.core.names hashes longer ones down, as it does Job names) and file names (255 bytes). The longest file
+# name derived from it is the local runner's `status-<name>-actb.json`; the Act B child `<name>-actb` is a
+# GodRun itself, so a run that launches one leaves room for the suffix.
 MAX_FILE_NAME_BYTES = 255
-LONGEST_DERIVED_FILE = "status-{name}-actb.json"
+ACT_B_SUFFIX = "-actb"
+LONGEST_DERIVED_FILE = "status-{name}" + ACT_B_SUFFIX + ".json"
 MAX_RUN_NAME = MAX_FILE_NAME_BYTES - len(LONGEST_DERIVED_FILE.format(name=""))
+MAX_PARENT_NAME = MAX_RUN_NAME - len(ACT_B_SUFFIX)
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 
 
@@ -744,6 +747,16 @@ class GodRun(BaseModel):
     metadata: ObjectMeta
     spec: GodRunSpec
     status: GodRunStatus | None = None
+
+    @model_validator(mode="after")
+    def _room_for_act_b(self) -> GodRun:
+        if self.spec.fallback.launch_act_b and len(self.metadata.name) > MAX_PARENT_NAME:
+            raise ValueError(
+                f"metadata.name: at most {MAX_PARENT_NAME} characters when spec.fallback.launchActB "
+                f"(its Act B child <name>{ACT_B_SUFFIX} is a GodRun of at most {MAX_RUN_NAME}), "
+                f"got {len(self.metadata.name)}"
+            )
+        return self
 
 
 def format_validation_error(exc: Any, prefix: str = "") -> str:

@@ -23,7 +23,7 @@ import torch
 import yaml
 
 from godrun.cli import main as godrun_main
-from godrun.spec import MAX_RUN_NAME, Recipe
+from godrun.spec import MAX_PARENT_NAME, MAX_RUN_NAME, Recipe
 from godrun.trainer.flags import recipe_to_argv
 from godrun.trainer.presets import PRESETS
 
@@ -49,9 +49,10 @@ EVALUATE = ["evaluate", "--denoiser", "savgol"]
 EVALUATE_CKPT = ["evaluate", "--checkpoint-dir", "init"]
 
 
-def _godrun_yaml(name: str = "bad") -> str:
+def _godrun_yaml(name: str = "bad", act_b: bool = False) -> str:
+    spec = {"image": "x", "fallback": {"launchActB": act_b}}
     return yaml.safe_dump(
-        {"apiVersion": "godrun.io/v1alpha1", "kind": "GodRun", "metadata": {"name": name}, "spec": {"image": "x"}}
+        {"apiVersion": "godrun.io/v1alpha1", "kind": "GodRun", "metadata": {"name": name}, "spec": spec}
     )
 
 
@@ -188,7 +189,8 @@ CASES = [
     Case("manifest", "missing", None, ["run", "nope.yaml", "--workdir", "w"], "nope.yaml"),
     # --- names that cannot fit the names derived from them
     Case("name", "name-239-chars", _write("bad.yaml", _godrun_yaml("a" * (MAX_RUN_NAME + 1))), RUN, "metadata.name"),
-    Case("name", "name-253-chars", _write("bad.yaml", _godrun_yaml("a" * 253)), RUN, "metadata.name"),
+    Case("name", "name-253-chars", _write(BAD, _godrun_yaml("a" * 253)), RUN, "metadata.name"),
+    Case("name", "no-room-for-act-b", _write(BAD, _godrun_yaml("a" * (MAX_PARENT_NAME + 1), True)), RUN, "launchActB"),
     # --- flags
     Case("flag", "run-metrics-port-70000", _write(BAD, _godrun_yaml()), [*RUN, PORT, "70000"], PORT),
     Case("flag", "run-metrics-port-text", _write(BAD, _godrun_yaml()), [*RUN, PORT, "http"], PORT),

@@ -142,16 +142,23 @@ def test_film_features_set_and_bounded():
     assert set(node["items"]["enum"]) == set(GodRunSpec(image="x").training.film_features)
 
 
-def test_name_rule_at_the_root_matches_the_pydantic_limit():
+def test_name_rules_at_the_root_match_the_pydantic_limits():
     """metadata.name is refused by the server exactly where pydantic refuses it (derived names must fit)."""
-    from godrun.spec import MAX_RUN_NAME, GodRun
+    from godrun.spec import MAX_PARENT_NAME, MAX_RUN_NAME, GodRun
 
-    assert _schema()["x-kubernetes-validations"] == [crd_mod.NAME_RULE]
-    assert f"size(self.metadata.name) <= {MAX_RUN_NAME}" == crd_mod.NAME_RULE["rule"]
-    body = {"apiVersion": "godrun.io/v1alpha1", "kind": "GodRun", "spec": {"image": "x"}}
-    GodRun.model_validate(body | {"metadata": {"name": "a" * MAX_RUN_NAME}})
+    assert _schema()["x-kubernetes-validations"] == crd_mod.NAME_RULES
+    assert [f"<= {MAX_RUN_NAME}", f"<= {MAX_PARENT_NAME}"] == [r["rule"][-6:] for r in crd_mod.NAME_RULES]
+
+    def body(name: str, act_b: bool) -> dict:
+        spec = {"image": "x", "fallback": {"launchActB": act_b}}
+        return {"apiVersion": "godrun.io/v1alpha1", "kind": "GodRun", "metadata": {"name": name}, "spec": spec}
+
+    GodRun.model_validate(body("a" * MAX_RUN_NAME, False))
+    GodRun.model_validate(body("a" * MAX_PARENT_NAME, True))
     with pytest.raises(ValidationError, match=r"metadata\.name"):
-        GodRun.model_validate(body | {"metadata": {"name": "a" * (MAX_RUN_NAME + 1)}})
+        GodRun.model_validate(body("a" * (MAX_RUN_NAME + 1), False))
+    with pytest.raises(ValidationError, match=r"metadata\.name: at most 233 characters when spec\.fallback"):
+        GodRun.model_validate(body("a" * (MAX_PARENT_NAME + 1), True))
 
 
 def test_spec_parts_immutable():

@@ -139,13 +139,16 @@ def _module_file(module: str) -> Path | None:
 
 
 def _top_level_imports(path: Path) -> set[str]:
-    """Modules imported at module level (lazy imports inside functions are deliberate and skipped)."""
+    """Modules imported at module level (lazy imports inside functions and `if TYPE_CHECKING:` imports, which
+    never run, are skipped)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     found: set[str] = set()
     package = ".".join(path.relative_to(ROOT).with_suffix("").parts)
     if path.name == "__init__.py":
         package += ".__init__"
     for node in tree.body:
+        if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING"):
+            continue
         for sub in ast.walk(node):
             if isinstance(sub, ast.FunctionDef | ast.AsyncFunctionDef):
                 break

@@ -59,6 +59,22 @@ def test_the_stage_runs_this_python(tmp_path: Path):
     assert Path(obs.message).resolve() == Path(sys.executable).resolve()
 
 
+def test_the_local_command_comes_from_the_shared_launcher(tmp_path: Path):
+    from godrun.core.commands import LAUNCHER_MODULE, trainer_argv
+
+    spec = GodRunSpec.model_validate(
+        {"image": "local", "resources": {"gpus": 2, "nodes": 3}, "data": {"claimName": "shared"}}
+    )
+    run = GodRunView("r", "local", 1, spec)
+    ex = LocalExecutor(tmp_path, tmp_path / "status.json", python="/venv/python", echo=False)
+    argv = tuple(trainer_argv(spec))
+    cmd = ex._command(run, CreateJob("train", "j", 1, argv))
+    head = ["/venv/python", "-m", LAUNCHER_MODULE, "--nproc_per_node=2", "--standalone", "--nnodes=1"]
+    assert cmd == [*head, *argv[1:]], "one machine: the launcher standalone, whatever spec.resources.nodes says"
+    evaluate = ("python", "-m", "godrun.evaluator", "--x")
+    assert ex._command(run, CreateJob("evaluate", "e", 1, evaluate)) == ["/venv/python", *evaluate[1:]]
+
+
 # --------------------------------------------------------------------------- kills, retries, leftovers
 
 KILL_ONCE = (

@@ -161,9 +161,11 @@ def test_second_runner_exits_2_and_sigterm_stops_everything(
     err = capsys.readouterr().err
     assert f"pid {runner.pid}" in err and "runs/x" in err
     assert _job(work, "busy")["attempts"] == 1  # it started nothing
+    t0 = time.monotonic()
     os.kill(runner.pid, signal.SIGTERM)
     out = runner.communicate(timeout=60)[0].decode()
     assert runner.returncode == 143, out
+    assert time.monotonic() - t0 < 8, "stopping took the whole SIGKILL grace period"
     assert _gone(trainer), "the trainer outlived a SIGTERMed runner"
     status = _status(work)
     assert status.phase == "Training" and status.reason == "Interrupted" and "SIGTERM" in status.message

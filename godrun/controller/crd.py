@@ -82,11 +82,19 @@ CEL_RULES: dict[str, list[dict[str, Any]]] = {
     ],
 }
 
-# metadata.name is only reachable from the root of the schema; the same limit as godrun.spec.ObjectMeta.
-NAME_RULE: dict[str, Any] = {
-    "rule": f"size(self.metadata.name) <= {S.MAX_RUN_NAME}",
-    "message": f"metadata.name must be at most {S.MAX_RUN_NAME} characters (names derived from it must fit)",
-}
+# metadata.name is only reachable from the root of the schema; the same limits as godrun.spec (ObjectMeta, GodRun).
+NAME_RULES: list[dict[str, Any]] = [
+    {
+        "rule": f"size(self.metadata.name) <= {S.MAX_RUN_NAME}",
+        "message": f"metadata.name must be at most {S.MAX_RUN_NAME} characters (names derived from it must fit)",
+    },
+    {
+        "rule": "!has(self.spec.fallback) || !has(self.spec.fallback.launchActB) || !self.spec.fallback.launchActB"
+        f" || size(self.metadata.name) <= {S.MAX_PARENT_NAME}",
+        "message": f"metadata.name must be at most {S.MAX_PARENT_NAME} characters when spec.fallback.launchActB "
+        f"(its Act B child <name>{S.ACT_B_SUFFIX} must fit)",
+    },
+]
 
 # Transition rules (CEL `self == oldSelf`, which pydantic cannot mirror): the recipe, its data, panel, gates
 # and compute are fixed once a GodRun exists; a new recipe is a new GodRun (a mid-run edit would resume a
@@ -285,7 +293,7 @@ def crd() -> dict[str, Any]:
         "type": "object",
         "description": S.GodRunSpec.__doc__,
         "required": ["spec"],
-        "x-kubernetes-validations": [NAME_RULE],
+        "x-kubernetes-validations": NAME_RULES,
         "properties": {
             "apiVersion": {"type": "string", "description": "godrun.io/v1alpha1"},
             "kind": {"type": "string", "description": "GodRun"},

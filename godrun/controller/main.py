@@ -18,8 +18,7 @@ from godrun.controller.kube import KubeApi, KubeExecutor
 from godrun.controller.loop import Controller, LoopConfig
 from godrun.core.machine import DEFAULT_POLLING, Polling
 from godrun.core.metrics import ControllerMetrics
-from godrun.errors import InputError
-from godrun.inputs import tcp_port
+from godrun.errors import InputError, tcp_port
 
 log = logging.getLogger("godrun.controller")
 

@@ -22,9 +22,9 @@ import yaml
 from pydantic import ValidationError
 
 from godrun.core.machine import GodRunView, Polling, reconcile
-from godrun.errors import EXIT_BAD_INPUT, InputError, describe, reading
+from godrun.errors import EXIT_BAD_INPUT, InputError, describe, reading, tcp_port
 from godrun.fsio import atomic_write_json, sha256_bytes
-from godrun.inputs import read_text, tcp_port
+from godrun.inputs import read_text
 from godrun.local import procs
 from godrun.local.executor import LocalExecutor
 from godrun.spec import TERMINAL_PHASES, GodRun, GodRunStatus, format_validation_error

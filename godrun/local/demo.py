@@ -20,9 +20,8 @@ from typing import Any
 
 import yaml
 
-from godrun.errors import InputError
+from godrun.errors import InputError, tcp_port
 from godrun.fsio import atomic_write_text, sha256_file
-from godrun.inputs import tcp_port
 from godrun.local.cli import run_file
 from godrun.spec import Recipe
 from godrun.trainer.presets import DEMO_CORPUS_SCALE, PRESETS

@@ -3,7 +3,9 @@
 It plays the parts Kubernetes plays for the cluster executor: the Job (a process record under
 `<workdir>/.godrun/<run>/jobs/<job>/`, retried up to `backoffLimit`, never retried after exit 2),
 the pod's termination message (a file the evaluator writes through GODRUN_TERMINATION_LOG) and the
-event log. The run's working directory stands for the run volume.
+event log. The run's working directory stands for the run volume. A stage runs under the launcher the
+cluster uses (`launch_command`: one process per GPU when spec.resources.gpus > 1), on this one
+node, with this Python; its failures are reported in the machine's terms (FailureReason).
 """
 
 from __future__ import annotations
@@ -197,7 +199,7 @@ class LocalExecutor:
         proc = self.procs.pop(job, None)
         if proc is None:
             return
-        procs.stop_group(proc.popen.pid)
+        procs.stop_group(proc.popen.pid, leader=proc.popen)
         proc.popen.wait()
         proc.log.close()
         jdir = self.job_dir(run, job)

@@ -113,8 +113,11 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
-def stop_group(pgid: int, grace: float = 10.0) -> None:
-    """SIGTERM the process group, SIGKILL what is left after `grace` seconds; return once it is gone."""
+def stop_group(pgid: int, grace: float = 10.0, leader: subprocess.Popen[bytes] | None = None) -> None:
+    """SIGTERM the process group, SIGKILL what is left after `grace` seconds; return once it is gone.
+
+    `leader`: the group leader when it is our child, reaped here (an unreaped zombie still counts as a member).
+    """
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
         try:
             os.killpg(pgid, sig)
@@ -122,6 +125,8 @@ def stop_group(pgid: int, grace: float = 10.0) -> None:
             return
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
+            if leader is not None:
+                leader.poll()
             if not group_alive(pgid):
                 return
             time.sleep(0.05)

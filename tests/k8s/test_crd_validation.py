@@ -135,6 +135,18 @@ def test_malformed_godrun_is_rejected_naming_the_field(
     assert expected in err.value.body, err.value.body
 
 
+def test_a_name_without_room_for_the_act_b_child_is_rejected(
+    godruns: client.CustomObjectsApi, k8s_namespace: str
+) -> None:
+    obj = example(k8s_namespace, "a" * 234)
+    obj["spec"].setdefault("fallback", {})["launchActB"] = True
+    with pytest.raises(ApiException) as err:
+        create(godruns, obj)
+    assert "at most 233 characters when spec.fallback.launchActB" in err.value.body, err.value.body
+    obj["metadata"]["name"] = "a" * 233
+    assert create(godruns, obj)["metadata"]["name"] == "a" * 233
+
+
 def test_kubectl_shows_the_field_in_its_error(godruns: client.CustomObjectsApi, k8s_cluster: Cluster) -> None:
     obj = example("default", "via-kubectl")
     set_path(obj, "spec.gates.psnrMeanMin", -3.0)
