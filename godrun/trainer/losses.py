@@ -1,9 +1,15 @@
 """Training losses: λ-weighted MSE, derivative (global + ROI), ROI curvature and the dip loss.
 
-Everything is torch and differentiable in the prediction. Dips are *located* on the target (no
-gradient) and then *measured* identically on prediction and target inside the same windows, in raw
-(de-normalised) units as relative absorbance 1 - y/baseline, the quantity the gates measure, so
-that `dip_min_area` (area = equivalent width / grid span) means what the gates mean by it.
+Everything is torch and differentiable in the prediction. Dips are *located* by gate 3's own detector
+(godrun.gates.metrics.dip_windows, no gradient) on each row's clean reference — the trainer computes
+these windows once when it loads the data — and then *measured* on prediction and target inside those
+windows with the gate's measurement (`_measure_window`): Gaussian smoothing truncated at 4 sigma, a
+least-squares line through the two guard bands of baseline_guard_nm as baseline, relative absorbance
+d = 1 - s/baseline integrated by the trapezoid rule; depth = max d, area = ∫d dλ / span, centroid =
+Σλ·max(d,0)/Σmax(d,0). Measuring in the gate's windows matters: a fixed ±7 nm window let the wings of
+wide dips over-fill until gate 3 failed them (docs/learning-quality.md). The one difference: the gate
+de-spikes the guard bands (running median of 5) first, which has no useful gradient;
+tests/test_dip_measure.py and tests/test_dip_loss_windows.py hold the two to agreement.
 """
 
 from __future__ import annotations
