@@ -32,8 +32,10 @@ class Stage:
 
 
 def _stages() -> dict[str, Stage]:
+    """The stages, each base with the global ARGs' defaults (the public images) substituted."""
     text = re.sub(r"\\\n", " ", DOCKERFILE.read_text(encoding="utf-8"))
     stages: dict[str, Stage] = {}
+    defaults: dict[str, str] = {}
     current = None
     for line in text.splitlines():
         line = line.strip()
@@ -41,10 +43,14 @@ def _stages() -> dict[str, Stage]:
             continue
         keyword, _, arg = line.partition(" ")
         keyword = keyword.upper()
-        if keyword == "FROM":
+        if keyword == "ARG" and not stages:
+            name, _, default = arg.partition("=")
+            defaults[name] = default
+        elif keyword == "FROM":
             m = re.match(r"(\S+)\s+AS\s+(\S+)", arg, re.IGNORECASE)
             assert m, f"every stage is named: FROM {arg}"
-            current = stages[m.group(2)] = Stage(m.group(2), m.group(1))
+            base = re.sub(r"\$\{(\w+)\}", lambda v: defaults[v.group(1)], m.group(1))
+            current = stages[m.group(2)] = Stage(m.group(2), base)
         elif current is not None:
             current.instructions.append((keyword, arg))
     return stages
