@@ -92,6 +92,29 @@ def test_failing_job_gets_the_real_failed_condition(kube_node: KubeNode, base_im
     assert status.get("failed") == 1  # FailJob: no retry despite backoffLimit 3
 
 
+def test_indexed_job_pods_find_each_other_through_a_headless_service(kube_node: KubeNode, base_image: str) -> None:
+    """What multi-node training needs from the cluster: an Indexed Job of 2 pods, each finding the other by its
+    stable hostname `<job>-<index>.<service>` (CoreDNS, headless Service, EndpointSlices from the real controller)."""
+    ns = _namespace(kube_node, "indexed")
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "ring"},
+        "spec": {"clusterIP": "None", "selector": {"job-name": "ring"}, "ports": [{"port": 29500}]},
+    }
+    script = "for i in 0 1; do until getent hosts ring-$i.ring; do sleep 0.5; done; done"
+    job = _job("ring", base_image, f"timeout 90 bash -c '{script}'", completionMode="Indexed", completions=2,
+               parallelism=2, backoffLimit=0)  # fmt: skip
+    job["spec"]["template"]["spec"]["subdomain"] = "ring"
+    kube_node.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps({"kind": "List", "apiVersion": "v1",
+                                                                      "items": [service, job]}))  # fmt: skip
+    done = kube_node.kubectl("wait", "-n", ns, "--for=condition=Complete", "job/ring", "--timeout=150s", check=False)
+    logs = kube_node.kubectl("logs", "-n", ns, "-l", "job-name=ring", "--prefix", check=False)
+    assert done.returncode == 0, f"{done.stderr}\n{logs.stdout}{logs.stderr}"
+    status = json.loads(kube_node.kubectl("get", "job", "ring", "-n", ns, "-o", "json").stdout)["status"]
+    assert status["completedIndexes"] == "0,1"
+
+
 def test_stopped_node_leaves_nothing_behind(tmp_path: Path) -> None:
     node = KubeNode(root=tmp_path / "node")
     with node:
