@@ -6,8 +6,15 @@
 #
 # controller: slim Python, the controller's four dependencies, godrun installed with --no-deps
 #             (no torch, no numpy: godrun.controller never imports them).
-# trainer:    CUDA devel stage compiles causal-conv1d and mamba-ssm for sm_80/sm_90 against the
-#             pinned torch (--no-build-isolation), then a CUDA runtime stage gets the virtualenv.
+# trainer:    CUDA devel stage compiles mamba-ssm (its selective-scan kernel) against the pinned torch
+#             (--no-build-isolation), then a CUDA runtime stage gets the virtualenv.
+#
+# One build arg, CUDA_VERSION, picks both the nvidia/cuda base tag and the torch wheel index
+# (https://download.pytorch.org/whl/cu<major><minor>), so they cannot disagree:
+#   docker build --target trainer --build-arg CUDA_VERSION=13.2.0 ...
+# The default, 13.2.0, matches the torch 2.15.0 wheel on PyPI (a cu132 build); neither that base tag nor a
+# cu128 build of torch 2.15.0 could be checked from this repository's machines (no registry reachable), and
+# no image has been built here (no Docker engine): the file is linted and its text tested only.
 #
 # Base images are build arguments whose defaults are the public images users pull (PYTHON_IMAGE for the
 # wheel and controller stages); a machine without a registry passes locally made ones
@@ -17,6 +24,7 @@
 # machines cannot reach a registry to check one).
 
 ARG PYTHON_IMAGE=python:3.12.8-slim-bookworm
+ARG CUDA_VERSION=13.2.0
 
 # ---------------------------------------------------------------------------------------------
 # godrun wheel (pure Python), shared by both targets
@@ -54,22 +62,23 @@ ENTRYPOINT ["godrun"]
 CMD ["controller"]
 
 # ---------------------------------------------------------------------------------------------
-# trainer build stage: nvcc + torch headers; compiles the CUDA extensions into wheels
-FROM nvidia/cuda:12.8.1-cudnn-devel-ubuntu24.04 AS trainer-build
+# trainer build stage: nvcc + torch headers; compiles the CUDA extension into a wheel
+FROM nvidia/cuda:${CUDA_VERSION}-cudnn-devel-ubuntu24.04 AS trainer-build
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+ARG CUDA_VERSION
 ARG TORCH_VERSION=2.15.0
-ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
 ARG MAMBA_SSM_VERSION=2.3.2.post1
-ARG CAUSAL_CONV1D_VERSION=1.7.0
-ARG MAX_JOBS=8
+# Builder RAM: mamba-ssm's setup.py passes nvcc its own fixed -gencode list (TORCH_CUDA_ARCH_LIST does not
+# narrow it; with a recent nvcc it spans every architecture from sm_75 up to sm_120), so each of the MAX_JOBS
+# parallel nvcc processes compiles the scan kernels for all of them. Budget about 4 GB of RAM per job
+# (16 GB for the default MAX_JOBS=4); lower MAX_JOBS on a smaller builder. (An estimate: no image is built here.)
+ARG MAX_JOBS=4
 ENV DEBIAN_FRONTEND=noninteractive \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
-    TORCH_CUDA_ARCH_LIST="8.0;9.0" \
     MAMBA_FORCE_BUILD=TRUE \
-    CAUSAL_CONV1D_FORCE_BUILD=TRUE \
     MAX_JOBS=${MAX_JOBS}
 # Distribution packages follow the pinned base image's release; pinning their versions would break
 # every rebuild after an Ubuntu security update.
@@ -78,12 +87,13 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 python3-dev python3-venv git \
     && rm -rf /var/lib/apt/lists/* \
     && python3 -m venv /opt/venv
-RUN pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}" \
+# The torch index follows CUDA_VERSION: 13.2.0 -> cu132.
+RUN CUDA_TAG="cu$(echo "${CUDA_VERSION}" | cut -d. -f1,2 | tr -d .)" \
+    && pip install --no-cache-dir --index-url "https://download.pytorch.org/whl/${CUDA_TAG}" "torch==${TORCH_VERSION}" \
     && pip install --no-cache-dir "packaging==26.3" "ninja==1.13.2" "setuptools==84.2.1" "wheel==0.48.0"
-# --no-build-isolation: compile against the torch installed above (same ABI as at run time).
+# --no-build-isolation: compile against the torch installed above (same ABI as at run time). causal-conv1d is
+# not built: mamba-ssm imports it only optionally and godrun's Mamba block does its own causal convolution.
 RUN pip wheel --no-cache-dir --no-build-isolation --no-deps --wheel-dir /wheels \
-        "causal-conv1d==${CAUSAL_CONV1D_VERSION}" \
-    && pip wheel --no-cache-dir --no-build-isolation --no-deps --wheel-dir /wheels \
         "mamba-ssm==${MAMBA_SSM_VERSION}"
 COPY --from=wheel /wheels/ /wheels/
 # godrun's runtime dependencies (pyproject.toml [project.dependencies], torch above), then the wheels.
@@ -106,10 +116,12 @@ RUN pip install --no-cache-dir \
 
 # ---------------------------------------------------------------------------------------------
 # trainer: `python -m godrun.trainer ...` / `python -m godrun.evaluator ...` in the GodRun Jobs
-FROM nvidia/cuda:12.8.1-runtime-ubuntu24.04 AS trainer
+FROM nvidia/cuda:${CUDA_VERSION}-runtime-ubuntu24.04 AS trainer
 LABEL org.opencontainers.image.title="godrun-trainer" \
-      org.opencontainers.image.description="GodRun trainer and evaluator (torch, mamba-ssm for sm_80/sm_90)" \
+      org.opencontainers.image.description="GodRun trainer and evaluator (torch, mamba-ssm's fused selective scan)" \
       org.opencontainers.image.licenses="Apache-2.0"
+# GODRUN_REQUIRE_FUSED_SCAN=1: on a GPU, a trainer that cannot import mamba-ssm's kernel fails (exit 2) instead
+# of falling back to the pure-torch scan, which is about 30x slower.
 ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -119,13 +131,18 @@ ENV DEBIAN_FRONTEND=noninteractive \
     HOME=/tmp \
     MPLCONFIGDIR=/tmp/matplotlib \
     XDG_CACHE_HOME=/tmp/.cache \
-    TRITON_CACHE_DIR=/tmp/.triton
+    TRITON_CACHE_DIR=/tmp/.triton \
+    GODRUN_REQUIRE_FUSED_SCAN=1
 # Same Python as the build stage (same Ubuntu release), so the copied virtualenv runs as is.
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=trainer-build /opt/venv /opt/venv
+# The build fails unless the compiled kernel and the fused scan import in the runtime image itself (no GPU is
+# needed to import them); godrun's own loader must pick that scan.
+RUN python -c "import selective_scan_cuda; from mamba_ssm.ops.selective_scan_interface import selective_scan_fn; \
+from godrun.trainer.mamba import _mamba_ssm_scan; assert _mamba_ssm_scan() is selective_scan_fn; print('fused scan ok')"
 # The seed-compatible entry points (scripts/evaluate_validation_panel.py, scripts/downstream_proxy_eval.py).
 COPY scripts /opt/godrun/scripts
 # Ubuntu's base image already has UID 1000 (`ubuntu`); the Jobs run as 1000 with a read-only root

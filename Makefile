@@ -52,3 +52,4 @@ sync-chart: setup
 
 docs: setup
 	$(PY) -m godrun.docs > docs/reference.md
+	$(PY) -m godrun.docs --controller-readme

@@ -107,7 +107,8 @@ def apply_crd(api_client: Any) -> None:
     ext.create_custom_resource_definition(yaml.safe_load(CRD.read_text()))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        conds = ext.read_custom_resource_definition(f"{P}.{G}").status.conditions or []
+        status = ext.read_custom_resource_definition(f"{P}.{G}").status
+        conds = (status.conditions if status else None) or []
         if any(c.type == "Established" and c.status == "True" for c in conds):
             time.sleep(1.0)
             return
@@ -216,7 +217,11 @@ def list_latency(api_client: Any, n: int = 30) -> dict[str, float]:
     batch = client.BatchV1Api(api_client)
     selector = "app.kubernetes.io/managed-by=godrun-controller,godrun.io/run=run-0007"
     out = {}
-    for label, kw in (("consistent", {}), ("resourceVersion=0", {"resource_version": "0"})):
+    cases: tuple[tuple[str, dict[str, Any]], ...] = (
+        ("consistent", {}),
+        ("resourceVersion=0", {"resource_version": "0"}),
+    )
+    for label, kw in cases:
         seconds = []
         for _ in range(n):
             t0 = time.perf_counter()

@@ -15,7 +15,11 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+
+import numpy as np
 
 from godrun.evaluator import outputs
 from godrun.evaluator.denoisers import DENOISERS
@@ -60,11 +64,11 @@ def gate_row(name: str, v: Verdict, seconds: float) -> list[str]:
 def verdict_table(panel, gates: Gates) -> None:
     header = ["method", "1 PSNR mean/std, SAM", "2 tail", "3 ROI, spurious", "4 downstream (vs raw)", "verdict", "s"]
     rows = []
-    methods = {"raw (identity)": lambda: DENOISERS["identity"](panel.raw, panel.wavelengths)}
-    methods["clean reference"] = lambda: panel.reference.copy()
-    methods.update(
-        {n: (lambda n=n: DENOISERS[n](panel.raw, panel.wavelengths)) for n in ("savgol", "gaussian", "wavelet")}
-    )
+    methods: dict[str, Callable[[], np.ndarray]] = {
+        "raw (identity)": partial(DENOISERS["identity"], panel.raw, panel.wavelengths),
+        "clean reference": panel.reference.copy,
+    }
+    methods.update({n: partial(DENOISERS[n], panel.raw, panel.wavelengths) for n in ("savgol", "gaussian", "wavelet")})
     for name, make in methods.items():
         t0 = time.perf_counter()
         _, verdict, _ = evaluate_prediction(panel, make(), gates)

@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 import time
+from typing import cast
 
 import torch
 
@@ -57,11 +58,12 @@ def main() -> int:
     torch.backends.cudnn.benchmark = True
     rows = []
     for compiled in (False, True):
-        model = MambaTinyUV(d_model=384, n_layers=8, d_state=16, n_cond=8, film_hidden_dim=64).cuda()
+        model: torch.nn.Module = MambaTinyUV(d_model=384, n_layers=8, d_state=16, n_cond=8, film_hidden_dim=64).cuda()
         if compiled:
-            model = torch.compile(model)
+            model = cast(torch.nn.Module, torch.compile(model))  # an OptimizedModule wrapping `model`
+        res: dict[str, float | str]
         try:
-            res = run(model, args.bs, 601, 8, args.steps, args.warmup)
+            res = {**run(model, args.bs, 601, 8, args.steps, args.warmup)}
         except Exception as exc:  # report, keep the other row
             res = {"error": f"{type(exc).__name__}: {exc}"[:200]}
         rows.append({"compile": compiled} | res)

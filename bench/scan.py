@@ -18,6 +18,7 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 
 def _measure(args: argparse.Namespace) -> dict:
@@ -36,7 +37,7 @@ def _measure(args: argparse.Namespace) -> dict:
     B, C = torch.randn(b, length, n).transpose(1, 2), torch.randn(b, length, n).transpose(1, 2)
     D, z, bias = torch.ones(d), torch.randn(b, length, d).transpose(1, 2), torch.full((d,), -2.0)
     leaves = [x.requires_grad_() for x in (u, delta, A, B, C, D, z, bias)]
-    fn = selective_scan_ref if args.variant == "naive" else selective_scan
+    fn: Callable[..., torch.Tensor] = selective_scan_ref if args.variant == "naive" else selective_scan
     small = [x[..., :8].detach().requires_grad_() if x.dim() == 3 else x.detach().requires_grad_() for x in leaves]
     fn(*small[:5], D=small[5], z=small[6], delta_bias=small[7]).sum().backward()  # load kernels before the baseline
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -31,7 +31,10 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def fake_batch(bs: int, n_cond: int, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
+FakeBatch = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def fake_batch(bs: int, n_cond: int, gen: torch.Generator) -> FakeBatch:
     wl = torch.linspace(200, 800, 601)
     base = 0.6 + 0.1 * torch.sin(wl / 90.0)
     dip = 1 - 0.08 * torch.exp(-0.5 * ((wl - 400.0) / 6.0) ** 2)
@@ -52,11 +55,10 @@ def time_steps(name: str, steps: int, **override) -> tuple[float, float]:
     n_cond = len(recipe.film_features) if recipe.geometry_film else 0
     x, y, cond, off, sc, wl = fake_batch(recipe.bs, n_cond, torch.Generator().manual_seed(0))
     loss_fn = SpectralLoss(LossConfig.from_recipe(recipe), wl, None)
-    amp = {"device_type": "cpu", "dtype": torch.bfloat16, "enabled": recipe.amp}
     times = []
     for _ in range(steps + 1):  # the first step warms up allocators and is not counted
         t0 = time.perf_counter()
-        with torch.autocast(**amp):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=recipe.amp):
             pred = model(x, cond)
         loss, _ = loss_fn(pred, y, off, sc)
         opt.zero_grad()
@@ -92,7 +94,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s), CPU")
     print(f"{'preset':<26} {'bs':>4} {'s/step':>8} {'spectra/s':>10} {'peak RSS MiB':>13}")
-    rows = [("tiny", args.steps, {}), ("demo", args.steps, {})]
+    rows: list[tuple[str, int, dict[str, object]]] = [("tiny", args.steps, {}), ("demo", args.steps, {})]
     if not args.skip_full:
         rows.append(("seed (full size, 1 step)", 1, {"bs": args.full_bs, "device": "cpu"}))
     for label, steps, over in rows:

@@ -38,6 +38,25 @@ def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+def is_temp_name(name: str) -> bool:
+    """A temp file of atomic_path (`.<name>.<random>.tmp`): never a result, never archived."""
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+def remove_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temp files a killed writer left in `folder` (call it before this folder's writer starts)."""
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return removed
+    for entry in entries:
+        if is_temp_name(entry.name) and entry.is_file(follow_symlinks=False):
+            Path(entry.path).unlink(missing_ok=True)
+            removed.append(Path(entry.path))
+    return removed
+
+
 def atomic_write_bytes(dest: str | os.PathLike[str], data: bytes) -> None:
     with atomic_path(dest) as tmp:
         tmp.write_bytes(data)

@@ -8,10 +8,11 @@ flags (`lr_min`, `dip_w_area`, ...) so that `spec.training.<flag>` maps 1:1 onto
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 from pydantic.alias_generators import to_camel
 
 API_GROUP = "godrun.io"
@@ -31,19 +32,49 @@ FilmFeature = Literal[
     "UVA_norm",
     "UVB_norm",
 ]
-FILM_FEATURES: tuple[str, ...] = get_args(FilmFeature)
+FILM_FEATURES: tuple[FilmFeature, ...] = get_args(FilmFeature)
 
 Phase = Literal["Pending", "Training", "Evaluating", "Shipped", "Failed-ActB", "Error"]
 PHASES: tuple[str, ...] = get_args(Phase)
 TERMINAL_PHASES = frozenset({"Shipped", "Failed-ActB", "Error"})
-CONDITION_TYPES: tuple[str, ...] = ("DataVerified", "Trained", "Evaluated", "GatesPassed")
+STEP_CONDITIONS: tuple[str, ...] = ("DataVerified", "Trained", "Evaluated", "GatesPassed")
+# Terminal conditions for `kubectl wait --for=condition=Succeeded|Failed` (Job/TrainJob style).
+TERMINAL_CONDITIONS: tuple[str, ...] = ("Succeeded", "Failed")
+CONDITION_TYPES: tuple[str, ...] = STEP_CONDITIONS + TERMINAL_CONDITIONS
 GATE_NAMES: tuple[str, ...] = ("aggregate", "tail", "roi", "downstream")
 
 NonNegInt = Annotated[int, Field(ge=0)]
 PosInt = Annotated[int, Field(ge=1)]
 Ratio = Annotated[float, Field(ge=0.0, le=1.0)]
-# A Kubernetes resource quantity ("8", "500m", "64Gi", "1e3").
-QUANTITY_PATTERN = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
+Port = Annotated[int, Field(ge=0, le=65535)]
+# A Kubernetes resource quantity ("8", "500m", "64Gi", "1e3"): the apimachinery resource.Quantity pattern.
+QUANTITY_PATTERN = (
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+# metav1.Condition's reason: CamelCase, letters first.
+REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
+LABEL_KEY_PATTERN = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+)
+LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+def _quantity(value: Any) -> Any:
+    """Kubernetes takes `cpu: 8` (an integer) and `cpu: "500m"`; both become the string form here."""
+    if isinstance(value, bool | float):
+        raise ValueError(f'{value!r} is not a quantity: write an integer or a string such as "500m" or "1.5"')
+    return str(value) if isinstance(value, int) else value
+
+
+# int-or-string with the quantity pattern, as the CRD schema says (x-kubernetes-int-or-string).
+Quantity = Annotated[
+    str,
+    BeforeValidator(_quantity),
+    Field(pattern=QUANTITY_PATTERN, max_length=64),
+    WithJsonSchema({"type": "string", "x-kubernetes-int-or-string": True, "pattern": QUANTITY_PATTERN}),
+]
 
 
 class _Camel(BaseModel):
@@ -169,7 +200,7 @@ class Recipe(BaseModel):
     seed: NonNegInt = Field(0, description="Random seed for sampling, augmentation and initialisation.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Device to train on.")
     num_workers: NonNegInt = Field(0, description="Data-loader worker processes.")
-    metrics_port: NonNegInt | None = Field(None, description="Serve Prometheus metrics on this port while training.")
+    metrics_port: Port | None = Field(None, description="Serve Prometheus metrics on this port while training.")
     steps_per_epoch: NonNegInt = Field(
         0, description="Optimiser steps per epoch; 0 = one pass over the training manifest."
     )
@@ -211,9 +242,9 @@ class Resources(_Camel):
 
     gpus: NonNegInt = Field(1, description="GPUs per node (nvidia.com/gpu); >1 runs torchrun with one process per GPU.")
     nodes: PosInt = Field(1, description="Nodes for training; >1 runs an Indexed Job with a headless Service.")
-    cpu: str = Field("8", pattern=QUANTITY_PATTERN, description="CPU request per pod.")
-    memory: str = Field("64Gi", pattern=QUANTITY_PATTERN, description="Memory request and limit per pod.")
-    shm_size: str = Field("16Gi", pattern=QUANTITY_PATTERN, description="Size of the memory-backed /dev/shm volume.")
+    cpu: Quantity = Field("8", description='CPU request per pod (a Kubernetes quantity: 8, "8", "500m").')
+    memory: Quantity = Field("64Gi", description="Memory request and limit per pod (a Kubernetes quantity).")
+    shm_size: Quantity = Field("16Gi", description="Size of the memory-backed /dev/shm volume (a Kubernetes quantity).")
     node_selector: dict[str, str] = Field(default_factory=dict, description="Node selector for the Job pods.")
     tolerations: list[Toleration] = Field(default_factory=list, description="Tolerations for the Job pods.")
     queue_name: str | None = Field(None, description="Kueue LocalQueue; sets the kueue.x-k8s.io/queue-name label.")
@@ -249,7 +280,7 @@ class PanelSpec(_Camel):
 
 
 class Gates(_Camel):
-    """Readiness gate thresholds (DESIGN.md §6); the defaults are the seed's."""
+    """Readiness gate thresholds (the four gates: docs/design.md, section 6); the defaults are the seed's."""
 
     psnr_mean_min: float = Field(18.0, ge=0, le=100, description="Gate 1: minimum mean PSNR (dB).")
     psnr_std_max: float = Field(4.0, ge=0, le=100, description="Gate 1: maximum population std of PSNR (dB).")
@@ -325,6 +356,60 @@ class Fallback(_Camel):
     act_b: ActB = Field(default_factory=ActB, description="Act B recipe changes.")
 
 
+# Labels the controller sets itself (selectors, metrics and Kueue read them): pods cannot override them.
+RESERVED_LABEL_PREFIXES = ("godrun.io/", "app.kubernetes.io/", "batch.kubernetes.io/", "kueue.x-k8s.io/")
+AFFINITY_KINDS = ("nodeAffinity", "podAffinity", "podAntiAffinity")
+
+DnsSubdomain = Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)]
+# A Kubernetes object left to the API server to validate in full when it checks the Job.
+_K8sObject = Annotated[dict[str, Any], WithJsonSchema({"type": "object", "x-kubernetes-preserve-unknown-fields": True})]
+
+
+class Affinity(_Camel):
+    """core/v1 Affinity of the Job pods; each part is checked by the API server when the Job is created."""
+
+    node_affinity: _K8sObject | None = Field(None, description="core/v1 NodeAffinity.")
+    pod_affinity: _K8sObject | None = Field(None, description="core/v1 PodAffinity.")
+    pod_anti_affinity: _K8sObject | None = Field(None, description="core/v1 PodAntiAffinity.")
+
+
+class PodOverrides(_Camel):
+    """Settings copied onto both stages' pods, in the spirit of TrainJob's pod template overrides."""
+
+    image_pull_secrets: list[DnsSubdomain] = Field(
+        default_factory=list, max_length=16, description="Names of Secrets to pull the image with."
+    )
+    service_account_name: DnsSubdomain | None = Field(None, description="ServiceAccount the pods run as.")
+    automount_service_account_token: bool = Field(
+        False, description="Mount the ServiceAccount token (off: the stages never call the API)."
+    )
+    priority_class_name: DnsSubdomain | None = Field(None, description="PriorityClass of the pods.")
+    runtime_class_name: DnsSubdomain | None = Field(
+        None, description="RuntimeClass of the pods, e.g. nvidia when the GPU runtime is not the default."
+    )
+    affinity: Affinity | None = Field(None, description="Node and pod (anti-)affinity of the pods.")
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=32,
+        description="Extra pod labels (keys under godrun.io/, app.kubernetes.io/, batch.kubernetes.io/ and "
+        "kueue.x-k8s.io/ are the controller's).",
+    )
+    annotations: dict[str, str] = Field(default_factory=dict, max_length=32, description="Extra pod annotations.")
+
+    @model_validator(mode="after")
+    def _keys(self) -> PodOverrides:
+        for kind, mapping in (("labels", self.labels), ("annotations", self.annotations)):
+            for key in mapping:
+                if len(key) > 316 or not re.match(LABEL_KEY_PATTERN, key):
+                    raise ValueError(f"{kind} key {key!r} is not a valid Kubernetes label/annotation key")
+        for key, value in self.labels.items():
+            if key.startswith(RESERVED_LABEL_PREFIXES):
+                raise ValueError(f"labels key {key!r} is set by the controller and cannot be overridden")
+            if len(value) > 63 or not re.match(LABEL_VALUE_PATTERN, value):
+                raise ValueError(f"labels value {value!r} of {key!r} is not a valid label value")
+        return self
+
+
 class JobPolicy(_Camel):
     """Retry and lifetime settings of the training and evaluation Jobs."""
 
@@ -351,6 +436,20 @@ class GodRunSpec(_Camel):
     gates: Gates = Field(default_factory=Gates, description="Readiness gate thresholds.")
     fallback: Fallback = Field(default_factory=Fallback, description="What happens when a gate fails.")
     jobs: JobPolicy = Field(default_factory=JobPolicy, description="Job retries, deadlines and security.")
+    suspend: bool = Field(
+        False,
+        description="Stop the running stage (its Job is deleted; the run volume keeps the checkpoints) until set "
+        "back to false, when the stage starts again and training resumes from its last checkpoint.",
+    )
+    pod_overrides: PodOverrides = Field(
+        default_factory=PodOverrides, description="Pull secrets, affinity, priority, runtime class, labels."
+    )
+
+    @model_validator(mode="after")
+    def _shared_volume(self) -> GodRunSpec:
+        if self.resources.nodes > 1 and not self.data.claim_name:
+            raise ValueError("nodes > 1 requires data.claimName (a ReadWriteMany claim every node mounts)")
+        return self
 
     @model_validator(mode="after")
     def _recipe_matches_gates(self) -> GodRunSpec:
@@ -378,13 +477,19 @@ class GodRunSpec(_Camel):
 
 
 class Condition(_Camel):
-    """A Kubernetes-style condition."""
+    """A condition shaped like metav1.Condition."""
 
-    type: str = Field(..., description="DataVerified, Trained, Evaluated or GatesPassed.")
+    type: str = Field(
+        ...,
+        max_length=316,
+        pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$",
+        description="DataVerified, Trained, Evaluated, GatesPassed, or the terminal Succeeded / Failed.",
+    )
     status: Literal["True", "False", "Unknown"] = Field(..., description="True, False or Unknown.")
-    reason: str = Field("", description="CamelCase reason.")
-    message: str = Field("", description="Human-readable detail.")
-    last_transition_time: datetime | None = Field(None, description="When status last changed.")
+    observed_generation: NonNegInt | None = Field(None, description="metadata.generation the condition describes.")
+    last_transition_time: datetime = Field(..., description="When status last changed.")
+    reason: str = Field(..., min_length=1, max_length=1024, pattern=REASON_PATTERN, description="CamelCase reason.")
+    message: str = Field("", max_length=32768, description="Human-readable detail.")
 
 
 class Progress(_Camel):
@@ -395,6 +500,13 @@ class Progress(_Camel):
     best_epoch: NonNegInt | None = Field(None, description="Epoch of the best panel score so far.")
     psnr_mean: float | None = Field(None, description="Latest panel mean PSNR (dB).")
     sam_mean: float | None = Field(None, description="Latest panel mean SAM (degrees).")
+    epoch_seconds: float | None = Field(None, ge=0, description="Wall seconds of the last epoch.")
+    last_update_time: datetime | None = Field(None, description="When the progress last changed.")
+    eta: datetime | None = Field(
+        None,
+        description="Estimated end of training if it runs to the epoch cap (epochs left x last epoch's seconds); "
+        "early stopping ends it sooner.",
+    )
 
 
 class Check(_Camel):
@@ -424,6 +536,9 @@ class Lineage(_Camel):
     code_version: str | None = Field(None, description="sha256 of the godrun sources that evaluated.")
     best_checkpoint: str | None = Field(None, description="Path of the top-ranked checkpoint.")
     best_checkpoint_sha256: str | None = Field(None, description="sha256 of the top-ranked checkpoint.")
+    scan_backend: str | None = Field(
+        None, description="Selective-scan backend that trained the best checkpoint: mamba_ssm (fused CUDA) or torch."
+    )
 
 
 class Verdict(_Camel):
@@ -459,16 +574,33 @@ class GodRunStatus(_Camel):
     message: str = Field("", description="Human-readable detail.")
     observed_generation: NonNegInt = Field(0, description="metadata.generation the status describes.")
     conditions: list[Condition] = Field(
-        default_factory=list, description="DataVerified, Trained, Evaluated, GatesPassed."
+        default_factory=list,
+        description="DataVerified, Trained, Evaluated, GatesPassed; Succeeded or Failed once the run has ended.",
     )
     progress: Progress = Field(default_factory=Progress, description="Training progress.")
     panel: Verdict | None = Field(None, description="The panel verdict with the four gates.")
     lineage: Lineage = Field(default_factory=Lineage, description="Hashes of inputs and the best checkpoint.")
     jobs: JobRefs = Field(default_factory=JobRefs, description="Jobs of the current generation.")
+    restarts: NonNegInt = Field(
+        0,
+        description="Times a multi-node training Job was recreated whole after a failure (at most jobs.backoffLimit).",
+    )
     act_b: str | None = Field(None, description="Name of the Act B child GodRun, once created.")
     archive: str | None = Field(None, description="Failure archive folder, once written.")
     start_time: datetime | None = Field(None, description="When the current generation started.")
     completion_time: datetime | None = Field(None, description="When the current generation reached a final phase.")
+
+
+# Names derived from a run's name must fit where they go: Kubernetes objects (253 characters), label values (63;
+# godrun.core.names hashes longer ones down, as it does Job names) and file names (255 bytes). The longest file
+# name derived from it is the local runner's `status-<name>-actb.json`; the Act B child `<name>-actb` is a
+# GodRun itself, so a run that launches one leaves room for the suffix.
+MAX_FILE_NAME_BYTES = 255
+ACT_B_SUFFIX = "-actb"
+LONGEST_DERIVED_FILE = "status-{name}" + ACT_B_SUFFIX + ".json"
+MAX_RUN_NAME = MAX_FILE_NAME_BYTES - len(LONGEST_DERIVED_FILE.format(name=""))
+MAX_PARENT_NAME = MAX_RUN_NAME - len(ACT_B_SUFFIX)
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 
 
 class ObjectMeta(BaseModel):
@@ -476,7 +608,13 @@ class ObjectMeta(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    name: str = Field(..., min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    name: str = Field(
+        ...,
+        min_length=1,
+        max_length=MAX_RUN_NAME,
+        pattern=NAME_PATTERN,
+        description=f"DNS subdomain of at most {MAX_RUN_NAME} characters, so that every name derived from it fits.",
+    )
     namespace: str | None = None
     generation: int = 1
     uid: str | None = None
@@ -494,6 +632,16 @@ class GodRun(BaseModel):
     metadata: ObjectMeta
     spec: GodRunSpec
     status: GodRunStatus | None = None
+
+    @model_validator(mode="after")
+    def _room_for_act_b(self) -> GodRun:
+        if self.spec.fallback.launch_act_b and len(self.metadata.name) > MAX_PARENT_NAME:
+            raise ValueError(
+                f"metadata.name: at most {MAX_PARENT_NAME} characters when spec.fallback.launchActB "
+                f"(its Act B child <name>{ACT_B_SUFFIX} is a GodRun of at most {MAX_RUN_NAME}), "
+                f"got {len(self.metadata.name)}"
+            )
+        return self
 
 
 def format_validation_error(exc: Any, prefix: str = "") -> str:

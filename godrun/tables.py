@@ -42,7 +42,7 @@ def print_table(
 
 def gate_rows(verdict: Verdict) -> list[tuple[str, str, str, str, str]]:
     """One row per thresholded check of the four gates."""
-    rows = []
+    rows: list[tuple[str, str, str, str, str]] = []
     for g in verdict.gates:
         for c in g.checks:
             value = "n/a" if c.value is None else f"{c.value:.4g}"

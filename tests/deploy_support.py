@@ -16,7 +16,7 @@ CRD_FILE = MANIFESTS / "crd" / "godruns.godrun.io.yaml"
 DASHBOARD_FILE = MANIFESTS / "monitoring" / "dashboard.json"
 RULES_FILE = MANIFESTS / "monitoring" / "rules.yaml"
 
-# DESIGN.md §7 (controller), CONTRACTS.md (trainer) and godrun/controller/README.md (progress, leader).
+# docs/design.md section 7 and godrun/controller/README.md (controller), godrun/trainer/telemetry.py (trainer).
 CONTROLLER_METRICS = frozenset(
     {
         "godrun_panel_psnr_mean_decibels",
@@ -34,6 +34,8 @@ CONTROLLER_METRICS = frozenset(
         "godrun_run_progress_psnr_mean_decibels",
         "godrun_run_progress_sam_mean_degrees",
         "godrun_controller_leader",
+        "godrun_runs_finished_total",
+        "godrun_run_held",
     }
 )
 TRAINER_METRICS = frozenset(

@@ -33,7 +33,10 @@ def pods(job: dict) -> dict:
     return job["spec"]["template"]["spec"]
 
 
-@pytest.mark.parametrize("over", [{}, {"resources": {"gpus": 4}}, {"resources": {"gpus": 8, "nodes": 2}}])
+MULTI_NODE = {"resources": {"gpus": 8, "nodes": 2}, "data": {"claimName": "rwx"}}
+
+
+@pytest.mark.parametrize("over", [{}, {"resources": {"gpus": 4}}, MULTI_NODE])
 def test_jobs_pass_restricted_pod_security(over):
     v = view(**over)
     for job in (
@@ -95,18 +98,18 @@ def test_train_job_shape():
     assert c["command"][c["command"].index("--metrics_port") + 1] == str(jobs.TRAINER_METRICS_PORT)
     assert c["ports"][0]["containerPort"] == jobs.TRAINER_METRICS_PORT and c["ports"][0]["name"] == "metrics"
     assert {"name": "GODRUN_TERMINATION_LOG", "value": "/dev/termination-log"} in c["env"]
-    assert c["terminationMessagePolicy"] == "File"
+    assert c["terminationMessagePolicy"] == "FallbackToLogsOnError"
 
 
-def test_single_node_multi_gpu_uses_torchrun():
+def test_single_node_multi_gpu_uses_our_torchrun_launcher():
     v = view(resources={"gpus": 4})
     cmd = pods(train_job(v, "j", 1))["containers"][0]["command"]
-    assert cmd[:2] == ["torchrun", "--nproc_per_node=4"] and "--nnodes=1" in cmd and "-m" in cmd
-    assert cmd[cmd.index("-m") + 1] == "godrun.trainer"
+    assert cmd[:4] == ["python", "-m", "godrun.trainer.launch", "--nproc_per_node=4"] and "--nnodes=1" in cmd
+    assert cmd[cmd.index("-m", 3) + 1] == "godrun.trainer"
 
 
 def test_multi_node_is_indexed_job_with_headless_service():
-    v = view(resources={"gpus": 8, "nodes": 3})
+    v = view(resources={"gpus": 8, "nodes": 3}, data={"claimName": "shared-rwx"})
     name = job_name(v.name, "train", 3)
     job = train_job(v, name, 3)
     assert job["spec"]["completionMode"] == "Indexed"
@@ -157,11 +160,60 @@ def test_long_names_with_a_shared_prefix_differ():
     assert job_name("short", "train", 2) == "short-train-g2"
 
 
+def test_spec_strings_are_escaped_against_kubernetes_expansion():
+    v = view(training={"log_dir": "logs/$(HOME)/x", "checkpoint_dir": "ck$"}, panel={"outputDir": "out/$(USER)"})
+    train = pods(train_job(v, "t", 3))["containers"][0]["command"]
+    assert train[train.index("--log_dir") + 1] == "logs/$$(HOME)/x"
+    assert train[train.index("--checkpoint_dir") + 1] == "ck$$"
+    ev = pods(evaluate_job(v, "e", 3))["containers"][0]["command"]
+    assert ev[ev.index("--output-dir") + 1] == "out/$$(USER)" and ev[ev.index("--checkpoint-dir") + 1] == "ck$$"
+    multi = view(**MULTI_NODE, training={"log_dir": "a$(B)"})
+    cmd = pods(train_job(multi, "m", 3))["containers"][0]["command"]
+    assert "--node_rank=$(JOB_COMPLETION_INDEX)" in cmd and cmd[cmd.index("--log_dir") + 1] == "a$$(B)"
+
+
+def test_volume_ownership_changes_only_on_mismatch():
+    assert pods(train_job(view(), "t", 1))["securityContext"]["fsGroupChangePolicy"] == "OnRootMismatch"
+
+
+def test_pod_overrides_reach_both_stages():
+    over = {
+        "imagePullSecrets": ["regcred"],
+        "serviceAccountName": "trainer",
+        "priorityClassName": "high",
+        "runtimeClassName": "nvidia",
+        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": []}}},
+        "labels": {"team": "spectra"},
+        "annotations": {"example.com/owner": "lab"},
+    }
+    v = view(podOverrides=over)
+    for job in (train_job(v, "t", 3), evaluate_job(v, "e", 3)):
+        pod, meta = pods(job), job["spec"]["template"]["metadata"]
+        assert pod["imagePullSecrets"] == [{"name": "regcred"}] and pod["serviceAccountName"] == "trainer"
+        assert (pod["priorityClassName"], pod["runtimeClassName"]) == ("high", "nvidia")
+        assert pod["affinity"] == over["affinity"] and pod["automountServiceAccountToken"] is False
+        assert meta["labels"]["team"] == "spectra"
+        assert meta["labels"]["godrun.io/stage"] == job["metadata"]["labels"]["godrun.io/stage"]
+        assert meta["annotations"] == {"example.com/owner": "lab"}
+    plain = pods(train_job(view(), "t", 3))
+    optional = {"imagePullSecrets", "serviceAccountName", "priorityClassName", "runtimeClassName", "affinity"}
+    assert not optional & set(plain)
+
+
+def test_multi_node_job_has_no_retries_of_its_own():
+    job = train_job(view(**MULTI_NODE, jobs={"backoffLimit": 5}), "m", 3)
+    assert job["spec"]["backoffLimit"] == 0
+    actions = {r["action"] for r in job["spec"]["podFailurePolicy"]["rules"]}
+    assert actions == {"FailJob"}  # a disrupted rank cannot rejoin: the controller recreates the whole Job
+    single = train_job(view(jobs={"backoffLimit": 5}), "s", 3)
+    assert single["spec"]["backoffLimit"] == 5
+
+
 def test_the_job_runs_the_actions_argv_not_a_rebuilt_one():
     v = view(resources={"gpus": 4})
     argv = (*trainer_argv(v.spec), "--a_flag_decide_added", "7")
     cmd = pods(jobs.job_for(v, CreateJob("train", "j", 1, argv)))["containers"][0]["command"]
-    assert cmd[cmd.index("-m") :][: len(argv) - 1] == list(argv[1:]), "torchrun runs the action's argv as is"
+    assert cmd[cmd.index("-m", 3) :][: len(argv) - 1] == list(argv[1:]), "torchrun runs the action's argv as is"
     assert cmd[cmd.index("--metrics_port") + 1] == str(jobs.TRAINER_METRICS_PORT)
     evaluate = ("python", "-m", "godrun.evaluator", "--something-new")
     cmd = pods(jobs.job_for(v, CreateJob("evaluate", "e", 1, evaluate)))["containers"][0]["command"]
@@ -173,12 +225,13 @@ def test_one_launcher_for_one_process_torchrun_and_indexed_nodes():
 
     argv = ["python", "-m", "godrun.trainer", "--epochs", "3"]
     assert launch_command(argv, gpus=0) == argv and launch_command(argv, gpus=1) == argv
+    launcher = ["python", "-m", "godrun.trainer.launch"]  # torchrun, keeping a worker's exit code
     assert launch_command(argv, gpus=2) == [
-        "torchrun", "--nproc_per_node=2", "--standalone", "--nnodes=1", "-m", "godrun.trainer", "--epochs", "3"
+        *launcher, "--nproc_per_node=2", "--standalone", "--nnodes=1", "-m", "godrun.trainer", "--epochs", "3"
     ]  # fmt: skip
     multi = launch_command(argv, gpus=0, nodes=2, rendezvous=Rendezvous("j-0.svc", 29500))
-    assert multi[:6] == [
-        "torchrun", "--nproc_per_node=1", "--nnodes=2", "--node_rank=$(JOB_COMPLETION_INDEX)",
+    assert multi[:8] == [
+        *launcher, "--nproc_per_node=1", "--nnodes=2", "--node_rank=$(JOB_COMPLETION_INDEX)",
         "--master_addr=j-0.svc", "--master_port=29500",
     ]  # fmt: skip
     with pytest.raises(ValueError, match="rendezvous"):

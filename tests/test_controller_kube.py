@@ -301,7 +301,7 @@ def test_executor_apply_is_idempotent_and_emits_events_off_the_reconcile_path():
     ex.apply(view, [create, create])  # second one: 409 -> found, not an error
     assert len(api.jobs) == 1 and ex.cache.expectations.pending(("lab", create.name))
     body = api.jobs[create.name]
-    assert body["spec"]["template"]["spec"]["containers"][0]["command"][0] == "torchrun"
+    assert body["spec"]["template"]["spec"]["containers"][0]["command"][:3] == ["python", "-m", "godrun.trainer.launch"]
     ex.apply(view, [CreateActB("r-actb", {"metadata": {"name": "r-actb"}})] * 2)
     assert list(api.children) == ["r-actb"]
     ex.apply(view, [EmitEvent("Warning", "GatesFailed", "roi")])

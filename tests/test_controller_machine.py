@@ -18,6 +18,7 @@ from godrun.core.machine import (
     Polling,
     StageObs,
     condition,
+    current_job_names,
     decide,
     reconcile,
 )
@@ -67,8 +68,8 @@ class FakeCluster:
     def observe(self, run: GodRunView) -> Observed:
         stale = tuple(n for n, g in self.generations.items() if g != run.generation and self.jobs[n].state == "active")
         return Observed(
-            train=self.jobs.get(job_name(run.name, "train", run.generation), StageObs()),
-            evaluate=self.jobs.get(job_name(run.name, "evaluate", run.generation), StageObs()),
+            train=self.jobs.get(current_job_names(run)["train"], StageObs()),
+            evaluate=self.jobs.get(current_job_names(run)["evaluate"], StageObs()),
             progress=self.progress,
             verdict=self.verdict,
             act_b_exists=f"{run.name}-actb" in self.children,
@@ -115,7 +116,7 @@ class Runner:
         return d
 
     def set(self, stage: str, obs: StageObs) -> None:
-        self.cluster.jobs[job_name(self.view.name, stage, self.view.generation)] = obs
+        self.cluster.jobs[current_job_names(self.view)[stage]] = obs
 
     def change_spec(self, s: GodRunSpec) -> None:
         self.view = replace(self.view, spec=s, generation=self.view.generation + 1)
@@ -134,7 +135,14 @@ def test_pending_to_training_creates_the_train_job_once():
     assert create.stage == "train" and create.name == job_name("god-run", "train", 1)
     assert create.argv[:3] == ("python", "-m", "godrun.trainer")
     assert "--init_checkpoint" in create.argv
-    assert {c.type for c in d.status.conditions} == {"DataVerified", "Trained", "Evaluated", "GatesPassed"}
+    assert {c.type for c in d.status.conditions} == {
+        "DataVerified",
+        "Trained",
+        "Evaluated",
+        "GatesPassed",
+        "Succeeded",
+        "Failed",
+    }
     assert any(isinstance(a, EmitEvent) and a.reason == "TrainingStarted" for a in d.actions)
     d2 = r.step()
     assert not [a for a in d2.actions if isinstance(a, CreateJob)], "second reconcile must not create again"
@@ -208,7 +216,9 @@ def test_other_training_failures(reason, exit_code, expected):
     r.set("train", StageObs("failed", reason=reason, exit_code=exit_code))
     d = r.step()
     assert (d.status.phase, d.status.reason) == ("Error", expected)
-    assert cond(d.status, "DataVerified") != "False"
+    # not refuted, only never reached (a finished run leaves no condition Unknown)
+    dv = next(c for c in d.status.conditions if c.type == "DataVerified")
+    assert (dv.status, dv.reason) == ("False", "NotReached")
 
 
 def test_pod_disruption_stays_training():
@@ -410,11 +420,23 @@ def test_a_job_the_api_refuses_is_error_job_rejected_in_the_same_reconcile(stage
     assert (d.status.phase, d.status.reason) == ("Error", "JobRejected")
     assert refusal in d.status.message and "rejected" in d.status.message
     cond_type = "Trained" if stage == "train" else "Evaluated"
-    assert cond(d.status, cond_type) == "False" and cond(d.status, "DataVerified") != "False"
+    assert cond(d.status, cond_type) == "False"
+    assert condition(d.status, "DataVerified").reason != "BadInput"  # never reached or True: not refuted
     assert r.cluster.statuses[-1] == d.status and not any(s.phase == "Evaluating" for s in r.cluster.statuses)
     assert [e.reason for e in r.cluster.events if e.type == "Warning"] == ["JobRejected"]
     d2 = r.step()
     assert d2.actions == () and d2.status == d.status
+
+
+def test_a_refused_job_of_a_new_generation_announces_the_generation_once():
+    r = Runner()
+    r.step()
+    r.change_spec(spec(training={"epochs": 5}))
+    r.cluster.refuse[job_name("god-run", "train", 2)] = "invalid"
+    d = r.step()
+    assert (d.status.phase, d.status.reason, d.status.observed_generation) == ("Error", "JobRejected", 2)
+    assert [e.reason for e in r.cluster.events].count("NewGeneration") == 1
+    assert r.cluster.deleted == [job_name("god-run", "train", 1)]
 
 
 def test_poll_intervals_come_from_one_config():

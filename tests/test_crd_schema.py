@@ -19,7 +19,8 @@ ALLOWED_KEYS = {
     "type", "description", "properties", "items", "additionalProperties", "required", "enum", "default",
     "nullable", "format", "pattern", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
     "minLength", "maxLength", "minItems", "maxItems", "maxProperties", "x-kubernetes-validations",
-    "x-kubernetes-list-type", "x-kubernetes-list-map-keys",
+    "x-kubernetes-list-type", "x-kubernetes-list-map-keys", "x-kubernetes-int-or-string",
+    "x-kubernetes-preserve-unknown-fields",
 }  # fmt: skip
 
 
@@ -68,11 +69,13 @@ def test_structural_every_node_typed_no_refs_no_unions():
     text = yaml.safe_dump(_schema())
     assert "$ref" not in text and "anyOf" not in text and "allOf" not in text and "title" not in text
     for path, node in _walk(_schema()):
-        assert "type" in node, f"{path} has no type"
+        assert "type" in node or node.get("x-kubernetes-int-or-string"), f"{path} has no type"
         assert set(node) <= ALLOWED_KEYS, f"{path}: unexpected keys {set(node) - ALLOWED_KEYS}"
         assert not ("properties" in node and "additionalProperties" in node), path
         if node.get("exclusiveMinimum") is not None:
             assert node["exclusiveMinimum"] is True and "minimum" in node, path
+        if node.get("x-kubernetes-int-or-string"):
+            continue
         if node["type"] == "array":
             assert isinstance(node.get("items"), dict), f"{path}: array without items"
         if "default" in node and node["type"] in ("number", "integer"):
@@ -109,7 +112,8 @@ def _cel_rules() -> list[tuple[str, dict]]:
 
 
 def test_cel_rules_are_in_the_schema():
-    found = [r for _, node in _walk(_schema()) for r in node.get("x-kubernetes-validations", [])]
+    found = [r for path, node in _walk(_schema()) if path for r in node.get("x-kubernetes-validations", [])]
+    found = [r for r in found if "oldSelf" not in r["rule"]]  # transition rules: test_spec_parts_immutable
     assert len(found) == len(_cel_rules()) >= 5
     for r in found:
         assert set(r) == {"rule", "message", "fieldPath"} and r["message"]
@@ -131,3 +135,57 @@ def test_film_features_set_and_bounded():
     node = _schema()["properties"]["spec"]["properties"]["training"]["properties"]["film_features"]
     assert node["x-kubernetes-list-type"] == "set" and node["maxItems"] == 8 and node["minItems"] == 1
     assert set(node["items"]["enum"]) == set(GodRunSpec(image="x").training.film_features)
+
+
+def test_name_rules_at_the_root_match_the_pydantic_limits():
+    """metadata.name is refused by the server exactly where pydantic refuses it (derived names must fit)."""
+    from godrun.spec import MAX_PARENT_NAME, MAX_RUN_NAME, GodRun
+
+    assert _schema()["x-kubernetes-validations"] == crd_mod.NAME_RULES
+    assert [f"<= {MAX_RUN_NAME}", f"<= {MAX_PARENT_NAME}"] == [r["rule"][-6:] for r in crd_mod.NAME_RULES]
+
+    def body(name: str, act_b: bool) -> dict:
+        spec = {"image": "x", "fallback": {"launchActB": act_b}}
+        return {"apiVersion": "godrun.io/v1alpha1", "kind": "GodRun", "metadata": {"name": name}, "spec": spec}
+
+    GodRun.model_validate(body("a" * MAX_RUN_NAME, False))
+    GodRun.model_validate(body("a" * MAX_PARENT_NAME, True))
+    with pytest.raises(ValidationError, match=r"metadata\.name"):
+        GodRun.model_validate(body("a" * (MAX_RUN_NAME + 1), False))
+    with pytest.raises(ValidationError, match=r"metadata\.name: at most 233 characters when spec\.fallback"):
+        GodRun.model_validate(body("a" * (MAX_PARENT_NAME + 1), True))
+
+
+def test_spec_parts_immutable():
+    spec = _schema()["properties"]["spec"]["properties"]
+    for field in ("training", "data", "panel", "gates", "resources"):
+        rules = [r for r in spec[field]["x-kubernetes-validations"] if "oldSelf" in r["rule"]]
+        assert rules == [
+            {"rule": "self == oldSelf", "message": f"spec.{field} is immutable: create a new GodRun for a new recipe"}
+        ], field
+    for field in ("image", "jobs", "fallback", "suspend", "podOverrides"):
+        assert "oldSelf" not in str(spec[field].get("x-kubernetes-validations", [])), field
+
+
+def test_quantities_are_int_or_string_with_the_kubernetes_pattern():
+    res = _schema()["properties"]["spec"]["properties"]["resources"]["properties"]
+    for field in ("cpu", "memory", "shmSize"):
+        node = res[field]
+        assert node["x-kubernetes-int-or-string"] is True and "type" not in node
+        pattern = re.compile(node["pattern"])
+        for good in ("8", "500m", "64Gi", "1.5", "1e3", ".5"):
+            assert pattern.match(good), good
+        for bad in ("1.2.3", "16Gii", "64 Gi", "lots", "8gb"):
+            assert not pattern.match(bad), bad
+
+
+def test_categories_leave_out_all():
+    assert crd_mod.crd()["spec"]["names"]["categories"] == ["godrun"]
+
+
+def test_conditions_are_shaped_like_metav1_condition():
+    cond = _schema()["properties"]["status"]["properties"]["conditions"]["items"]
+    assert set(cond["required"]) == {"type", "status", "reason", "lastTransitionTime"}
+    assert cond["properties"]["reason"]["pattern"] == "^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
+    assert cond["properties"]["lastTransitionTime"]["format"] == "date-time"
+    assert cond["properties"]["observedGeneration"]["minimum"] == 0

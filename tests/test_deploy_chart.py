@@ -49,7 +49,10 @@ def test_sync_check_detects_drift(tmp_path, monkeypatch) -> None:
     fake.mkdir()
     monkeypatch.setattr(sync, "CHART_FILES", fake)
     monkeypatch.setattr(sync, "PROMETHEUS_RULE", tmp_path / "prometheusrule.yaml")
-    assert len(sync.stale_copies()) == 4
+    readme = tmp_path / "README.md"
+    readme.write_text((CHART / "README.md").read_text().replace("| `replicaCount` | `2` |", "| `replicaCount` | `3` |"))
+    monkeypatch.setattr(sync, "CHART_README", readme)
+    assert len(sync.stale_copies()) == 6  # the hand-edited values table is stale too
     assert sync.main([]) == 0 and sync.stale_copies() == []
     (fake / "crd.yaml").write_text("edited by hand\n")
     assert sync.main(["--check"]) == 1
@@ -229,6 +232,12 @@ def test_monitoring_objects_and_release_label() -> None:
     assert pm["spec"]["selector"]["matchLabels"]["godrun.io/stage"] == "train"
     assert pm["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
     assert pr["spec"]["groups"] == load_docs(RULES_FILE)[0]["groups"], "PrometheusRule differs from rules.yaml"
+    relabel = pm["spec"]["podMetricsEndpoints"][0]["relabelings"][0]
+    assert relabel == {
+        "sourceLabels": ["__meta_kubernetes_pod_annotation_batch_kubernetes_io_job_completion_index"],
+        "regex": "0|",
+        "action": "keep",
+    }, "only rank 0 serves metrics"
     assert "{{ $labels.godrun }}" in json.dumps(pr), "alert templates must reach Prometheus untouched"
     nolabel = _render("monitoring.serviceMonitor.enabled=true", "monitoring.release=")
     assert "release" not in _one(nolabel, "ServiceMonitor")["metadata"]["labels"]
@@ -256,3 +265,82 @@ def test_bad_values_are_refused(setting: str, message: str) -> None:
     out = _run("template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--set", setting)
     assert out.returncode != 0, f"{setting} rendered"
     assert message in out.stderr, out.stderr
+
+
+def test_chart_poll_interval_default_is_the_controllers() -> None:
+    from godrun.core.machine import DEFAULT_POLLING
+
+    values = yaml.safe_load((ROOT / "helm/godrun/values.yaml").read_text())
+    assert values["controller"]["progressSeconds"] == DEFAULT_POLLING.progress_seconds
+
+
+def _alerts(docs) -> set[str]:
+    return {r["alert"] for g in _one(docs, "PrometheusRule")["spec"]["groups"] for r in g["rules"]}
+
+
+def test_no_leader_alert_only_with_the_service_monitor() -> None:
+    without = _alerts(_render("monitoring.prometheusRule.enabled=true"))
+    assert "GodRunControllerNoLeader" not in without and "GodRunFailed" in without
+    assert "GodRunControllerNoLeader" in _alerts(
+        _render("monitoring.prometheusRule.enabled=true", "monitoring.serviceMonitor.enabled=true")
+    )
+
+
+def test_helm_test_pod_labels() -> None:
+    out = _run(
+        "template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--show-only", "templates/tests/test-connection.yaml"
+    )
+    assert out.returncode == 0, out.stderr
+    keys = [line.split(":")[0].strip() for line in out.stdout.split("labels:")[1].split("annotations:")[0].splitlines()]
+    assert keys.count("app.kubernetes.io/component") == 1, "duplicate label key"
+    pod, svc = _one(_render(), "Pod"), _one(_render(), "Service")
+    assert pod["metadata"]["labels"]["app.kubernetes.io/component"] == "test"
+    assert not svc["spec"]["selector"].items() <= pod["metadata"]["labels"].items(), "the test pod is no endpoint"
+
+
+def test_security_contexts_are_values_and_openshift_uids_work() -> None:
+    nulls = [
+        f"{ctx}.{k}=null" for ctx in ("podSecurityContext", "securityContext") for k in ("runAsUser", "runAsGroup")
+    ]
+    docs = _render(*nulls, "podSecurityContext.fsGroup=null")
+    for obj in (_one(docs, "Deployment"), _one(docs, "Pod")):
+        for where, pod in pod_specs(obj):
+            assert restricted_violations(pod) == [], where
+            text = json.dumps(pod)
+            assert "runAsUser" not in text and "fsGroup" not in text and '"runAsNonRoot": true' in text, where
+    custom = _one(_render("securityContext.readOnlyRootFilesystem=false"), "Deployment")
+    assert custom["spec"]["template"]["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is False
+
+
+def test_network_policy_covers_progress_and_scrapes() -> None:
+    assert not objects(list(_render()), "NetworkPolicy")
+    docs = _render("networkPolicy.enabled=true", "watchNamespace=team-a", "controller.metricsPort=8088")
+    policies = {p["metadata"]["name"]: p for p in objects(list(docs), "NetworkPolicy")}
+    controller, trainer = policies[RELEASE], policies[f"{RELEASE}-trainer"]
+    dep = _one(docs, "Deployment")
+    assert (
+        controller["spec"]["podSelector"]["matchLabels"].items()
+        <= dep["spec"]["template"]["metadata"]["labels"].items()
+    )
+    assert {p["port"] for rule in controller["spec"]["ingress"] for p in rule["ports"]} == {8088, 8081}
+    assert trainer["metadata"]["namespace"] == "team-a"
+    assert trainer["spec"]["podSelector"]["matchLabels"] == {
+        "app.kubernetes.io/managed-by": "godrun-controller",
+        "godrun.io/stage": "train",
+    }
+    progress = trainer["spec"]["ingress"][0]
+    assert progress["ports"] == [{"port": 9090, "protocol": "TCP"}]
+    sources = progress["from"]
+    assert sources[0]["podSelector"]["matchLabels"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+    assert sources[0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": NAMESPACE}
+    assert sources[1]["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
+    assert "ports" not in trainer["spec"]["ingress"][1], "rendezvous and collectives between training pods"
+
+
+def test_chart_readme_documents_every_value_and_the_crd_caveat() -> None:
+    readme = (CHART / "README.md").read_text()
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    for key in ("networkPolicy.enabled", "podSecurityContext.runAsUser", "securityContext.readOnlyRootFilesystem"):
+        assert f"| `{key}` |" in readme, key
+    assert len([k for k in values if f"| `{k}" in readme]) == len(values)
+    assert "helm.sh/resource-policy: keep" in readme and "meta.helm.sh/release-name" in readme

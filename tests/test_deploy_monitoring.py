@@ -192,7 +192,9 @@ def test_rule_copies_do_not_drift() -> None:
     groups = load_docs(RULES_FILE)[0]["groups"]
     (cr,) = load_docs(MANIFESTS / "monitoring/prometheusrule.yaml")
     assert cr["kind"] == "PrometheusRule" and cr["spec"]["groups"] == groups
-    assert load_docs(CHART / "files/rules.yaml")[0]["groups"] == groups
+    chart = load_docs(CHART / "files/rules.yaml")[0]["groups"]
+    leader = yaml.safe_load(f"groups:\n{(CHART / 'files/rules-leader.yaml').read_text()}")["groups"]
+    assert chart + leader == groups and [g["name"] for g in leader] == ["godrun.controller.leader"]
 
 
 def test_promtool_check_rules() -> None:
@@ -205,32 +207,7 @@ def _alert(name: str, at: str, expected: list[dict[str, str]]) -> dict[str, Any]
     return {"eval_time": at, "alertname": name, "exp_alerts": [{"exp_labels": labels} for labels in expected]}
 
 
-def test_alerts_fire_when_they_should(tmp_path: Path) -> None:
-    """promtool's rule unit tests: synthetic series in, alerts (and their absence) out."""
-    promtool = _promtool()
-    run = {"namespace": "ml"}
-    series = [
-        ('godrun_run_phase{namespace="ml",godrun="a",phase="Error"}', "0 1x40"),
-        ('godrun_run_phase{namespace="ml",godrun="b",phase="Failed-ActB"}', "1x40"),
-        ('godrun_gate_passed{namespace="ml",godrun="b",gate="roi"}', "0x40"),
-        ('godrun_gate_passed{namespace="ml",godrun="b",gate="tail"}', "1x40"),
-        ('godrun_run_phase{namespace="ml",godrun="c",phase="Pending"}', "1x40"),
-        ('godrun_run_phase{namespace="ml",godrun="d",phase="Training"}', "1x40"),
-        ("godrun_reconcile_errors_total", "0+2x40"),
-        ('godrun_controller_leader{pod="p0"}', "1x40"),
-        ('godrun_controller_leader{pod="p1"}', "0x40"),
-    ]
-    stuck = {**run, "godrun": "c", "phase": "Pending", "severity": "warning", "stuck_after": "30m"}
-    tests = [
-        _alert("GodRunFailed", "5m", [{**run, "godrun": "a", "severity": "critical"}]),
-        _alert("GodRunGatesFailed", "5m", [{**run, "godrun": "b", "severity": "warning"}]),
-        _alert("GodRunGateFailed", "5m", [{**run, "godrun": "b", "gate": "roi", "severity": "warning"}]),
-        _alert("GodRunStuckInPhase", "20m", []),
-        _alert("GodRunStuckInPhase", "35m", [stuck]),
-        _alert("GodRunControllerReconcileErrors", "10m", []),
-        _alert("GodRunControllerReconcileErrors", "35m", [{"severity": "warning"}]),
-        _alert("GodRunControllerNoLeader", "35m", []),
-    ]
+def _promtool_test(tmp_path: Path, cases: list[dict[str, Any]]) -> None:
     # promtool compares annotations too; the copy without them tests the expressions, `for` and labels.
     groups = load_docs(RULES_FILE)[0]["groups"]
     for group in groups:
@@ -238,23 +215,100 @@ def test_alerts_fire_when_they_should(tmp_path: Path) -> None:
             rule.pop("annotations", None)
     rules = tmp_path / "rules.yaml"
     rules.write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
-    spec = {
-        "rule_files": [str(rules)],
-        "evaluation_interval": "1m",
-        "tests": [
-            {
-                "interval": "1m",
-                "input_series": [{"series": s, "values": v} for s, v in series],
-                "alert_rule_test": tests,
-            },
-            {  # no controller scraped at all: the leader alert must still fire
-                "interval": "1m",
-                "input_series": [{"series": "godrun_reconcile_errors_total", "values": "0x40"}],
-                "alert_rule_test": [_alert("GodRunControllerNoLeader", "15m", [{"severity": "critical"}])],
-            },
-        ],
-    }
+    spec = {"rule_files": [str(rules)], "evaluation_interval": "1m", "tests": cases}
     path = tmp_path / "rules_test.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    out = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([_promtool(), "test", "rules", str(path)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def _case(series: list[tuple[str, str]], alerts: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "interval": "1m",
+        "input_series": [{"series": s, "values": v} for s, v in series],
+        "alert_rule_test": alerts,
+    }
+
+
+def test_alerts_fire_when_they_should(tmp_path: Path) -> None:
+    """promtool's rule unit tests: synthetic series in, alerts (and their absence) out."""
+    run = {"namespace": "ml"}
+    series = [
+        ('godrun_run_phase{namespace="ml",godrun="c",phase="Pending"}', "1x40"),
+        ('godrun_run_held{namespace="ml",godrun="c"}', "0x40"),
+        ('godrun_run_phase{namespace="ml",godrun="d",phase="Training"}', "1x40"),
+        ("godrun_reconcile_errors_total", "0+2x40"),
+        ('godrun_controller_leader{pod="p0"}', "1x40"),
+        ('godrun_controller_leader{pod="p1"}', "0x40"),
+    ]
+    stuck = {**run, "godrun": "c", "phase": "Pending", "severity": "warning", "stuck_after": "30m"}
+    tests = [
+        _alert("GodRunStuckInPhase", "20m", []),
+        _alert("GodRunStuckInPhase", "35m", [stuck]),
+        _alert("GodRunControllerReconcileErrors", "10m", []),
+        _alert("GodRunControllerReconcileErrors", "35m", [{"severity": "warning"}]),
+        _alert("GodRunControllerNoLeader", "35m", []),
+    ]
+    no_controller = [("godrun_reconcile_errors_total", "0x40")]  # nothing scraped: the leader alert fires
+    _promtool_test(
+        tmp_path,
+        [
+            _case(series, tests),
+            _case(no_controller, [_alert("GodRunControllerNoLeader", "15m", [{"severity": "critical"}])]),
+        ],
+    )
+
+
+def test_failed_runs_page_once_per_run_not_forever(tmp_path: Path) -> None:
+    """The failure alerts follow the finished-runs counter's increase(): they fire after the transition and
+    resolve 15 minutes later although the run stays failed; a run with two failed gates is one alert."""
+    series = [  # the controller makes each run's series at 0 when it first sees the run
+        ('godrun_runs_finished_total{namespace="ml",godrun="a",phase="Error"}', "0x5 1x120"),
+        ('godrun_run_phase{namespace="ml",godrun="a",phase="Error"}', "0x5 1x120"),
+        ('godrun_runs_finished_total{namespace="ml",godrun="b",phase="Failed-ActB"}', "0x5 1x120"),
+        ('godrun_gate_passed{namespace="ml",godrun="b",gate="roi"}', "_x5 0x120"),
+        ('godrun_gate_passed{namespace="ml",godrun="b",gate="tail"}', "_x5 0x120"),
+        ('godrun_runs_finished_total{namespace="ml",godrun="s",phase="Shipped"}', "0x5 1x120"),
+    ]
+    a = {"namespace": "ml", "godrun": "a", "severity": "critical"}
+    b = {"namespace": "ml", "godrun": "b", "severity": "warning"}
+    alerts = [
+        _alert("GodRunFailed", "4m", []),
+        _alert("GodRunFailed", "8m", [a]),
+        _alert("GodRunGatesFailed", "8m", [b]),  # one alert for the run, not one per failed gate
+        _alert("GodRunFailed", "60m", []),  # still in phase Error, but it paged already
+        _alert("GodRunGatesFailed", "60m", []),
+    ]
+    _promtool_test(tmp_path, [_case(series, alerts)])
+
+
+def test_queued_or_suspended_runs_are_not_stuck(tmp_path: Path) -> None:
+    series = [
+        ('godrun_run_phase{namespace="ml",godrun="q",phase="Pending"}', "1x60"),
+        ('godrun_run_held{namespace="ml",godrun="q"}', "1x60"),  # Kueue has not admitted its Job
+        ('godrun_run_phase{namespace="ml",godrun="e",phase="Evaluating"}', "1x400"),
+        ('godrun_run_held{namespace="ml",godrun="e"}', "1x400"),
+    ]
+    _promtool_test(
+        tmp_path,
+        [_case(series, [_alert("GodRunStuckInPhase", "55m", []), _alert("GodRunStuckInPhase", "390m", [])])],
+    )
+
+
+def test_kustomize_monitoring_scrapes_the_controller_and_rank_0() -> None:
+    """manifests/monitoring/ (kubectl apply -k) scrapes what the dashboard and the alerts read."""
+    kustomization = load_docs(MANIFESTS / "monitoring/kustomization.yaml")[0]
+    assert set(kustomization["resources"]) == {"prometheusrule.yaml", "servicemonitor.yaml", "podmonitor.yaml"}
+    (sm,) = load_docs(MANIFESTS / "monitoring/servicemonitor.yaml")
+    (svc,) = load_docs(MANIFESTS / "controller/service.yaml")
+    assert sm["kind"] == "ServiceMonitor" and sm["metadata"]["namespace"] == svc["metadata"]["namespace"]
+    assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+    assert sm["spec"]["endpoints"][0]["port"] in {p["name"] for p in svc["spec"]["ports"]}
+    (pm,) = load_docs(MANIFESTS / "monitoring/podmonitor.yaml")
+    endpoint = pm["spec"]["podMetricsEndpoints"][0]
+    keep = endpoint["relabelings"][0]
+    assert keep["action"] == "keep" and re.fullmatch(keep["regex"], "0") and re.fullmatch(keep["regex"], "")
+    assert not re.fullmatch(keep["regex"], "1"), "ranks > 0 serve no metrics"
+    assert keep["sourceLabels"] == ["__meta_kubernetes_pod_annotation_batch_kubernetes_io_job_completion_index"]
+    chart_pm = (CHART / "templates/podmonitor.yaml").read_text()
+    assert "__meta_kubernetes_pod_annotation_batch_kubernetes_io_job_completion_index" in chart_pm

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
 from datetime import date
 from pathlib import Path
 
@@ -83,3 +89,77 @@ def test_failure_doc_appends_dated_sections_with_numbers(tmp_path: Path) -> None
     append_failure_doc(doc, v, "god_run-actb", date(2025, 3, 8))
     text = doc.read_text()
     assert text.startswith(first) and text.count("## 2025-") == 2 and "## 2025-03-08 — god_run-actb" in text
+
+
+# --------------------------------------------------------------------------- once per verdict, no debris
+
+STRICT = ["--psnr-mean-min", "99"]
+
+
+@pytest.fixture
+def failing_run(small_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """A workspace whose evaluation fails gate 1, with a checkpoint folder holding a killed write's temp file."""
+    ws = tmp_path / "ws"
+    shutil.copytree(small_corpus / "data", ws / "data", ignore=shutil.ignore_patterns(".cache"))
+    ckpts = ws / "checkpoints/god_run"
+    ckpts.mkdir(parents=True)
+    (ckpts / "notes.txt").write_text("kept\n")
+    (ckpts / ".mamba_tiny_uv_last.pt.k3j2.tmp").write_bytes(b"half a checkpoint")
+    monkeypatch.chdir(ws)
+    return [
+        "evaluate", "--denoiser", "identity", *STRICT, "--archive-on-fail", "--run-name", "god-run",
+        "--run-dir", "checkpoints/god_run", "final_analytics/panel_eval", "--termination-log", "verdict.json",
+    ]  # fmt: skip
+
+
+def _archives(root: Path) -> list[Path]:
+    return sorted((root / "artifacts").iterdir()) if (root / "artifacts").exists() else []
+
+
+def test_evaluator_retried_after_archiving_archives_and_documents_once(failing_run: list[str], monkeypatch) -> None:
+    from godrun.cli import main
+    from godrun.evaluator import fallback
+
+    real = fallback.append_failure_doc
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("evaluator crashed after archiving")
+
+    monkeypatch.setattr(fallback, "append_failure_doc", crash)
+    with pytest.raises(RuntimeError):
+        main(failing_run)
+    monkeypatch.setattr(fallback, "append_failure_doc", real)
+    for _ in range(3):  # the Job's retries
+        assert main(failing_run) == 0
+    root = Path.cwd()
+    (archive,) = _archives(root)
+    assert json.loads((root / "verdict.json").read_text())["archive"] == str(Path("artifacts") / archive.name)
+    doc = (root / "final_analytics/reviewing_the_5fold_run.md").read_text()
+    assert doc.count("\n## ") == 1 and doc.count("godrun-verdict") == 1
+    assert (archive / "checkpoints/god_run/notes.txt").is_file()
+    assert not list(archive.rglob("*.tmp")), "a killed write's temp file was archived"
+
+
+KILL_MID_ARCHIVE = """
+import os, shutil, signal, sys
+from godrun.cli import main
+real = shutil.copytree
+def copytree(*args, **kwargs):
+    real(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)  # killed after the first folder is copied
+shutil.copytree = copytree
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_archive_killed_halfway_leaves_no_debris_after_the_retry(failing_run: list[str]) -> None:
+    from godrun.cli import main
+
+    root = Path.cwd()
+    env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    killed = subprocess.run([sys.executable, "-c", KILL_MID_ARCHIVE, *failing_run], env=env, capture_output=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
+    assert [p.name for p in _archives(root) if p.name.startswith(".")], "the kill should have left a staging folder"
+    assert main(failing_run) == 0
+    (archive,) = _archives(root)  # the staging folder is gone, no empty archive was claimed
+    assert not archive.name.startswith(".") and (archive / "final_analytics/panel_eval/gates.json").is_file()

@@ -53,6 +53,16 @@ def test_minimal_manifest_fills_defaults_and_round_trips() -> None:
         ({"image": "i", "training": {"learning_rate": 1}}, "spec.training.learning_rate"),
         ({"image": ""}, "spec.image"),
         ({}, "spec.image"),
+        ({"image": "i", "resources": {"cpu": "1.2.3"}}, "spec.resources.cpu"),
+        ({"image": "i", "resources": {"memory": "16Gii"}}, "spec.resources.memory"),
+        ({"image": "i", "resources": {"cpu": 0.5}}, "spec.resources.cpu"),
+        ({"image": "i", "resources": {"nodes": 2}}, "nodes > 1 requires data.claimName"),
+        ({"image": "i", "podOverrides": {"labels": {"godrun.io/run": "x"}}}, "set by the controller"),
+        ({"image": "i", "podOverrides": {"labels": {"team": "a b"}}}, "not a valid label value"),
+        ({"image": "i", "podOverrides": {"annotations": {"bad key!": "v"}}}, "not a valid Kubernetes label"),
+        ({"image": "i", "podOverrides": {"runtimeClassName": "NVIDIA"}}, "spec.podOverrides.runtimeClassName"),
+        ({"image": "i", "podOverrides": {"imagePullSecrets": ["ok", "Bad_Name"]}}, "imagePullSecrets.1"),
+        ({"image": "i", "podOverrides": {"affinity": {"nodeAfinity": {}}}}, "spec.podOverrides.affinity.nodeAfinity"),
     ],
 )
 def test_validation_messages_name_the_field(spec: dict, needle: str) -> None:
@@ -71,6 +81,12 @@ def test_committed_reference_doc_matches_the_model() -> None:
 
     committed = Path(__file__).resolve().parents[1] / "docs" / "reference.md"
     assert committed.read_text() == render(), "docs/reference.md drifted: run `make docs`"
+
+
+def test_quantities_take_integers_and_strings() -> None:
+    res = GodRunSpec(image="i", resources={"cpu": 8, "memory": "64Gi", "shmSize": "512Mi"}).resources
+    assert (res.cpu, res.memory, res.shm_size) == ("8", "64Gi", "512Mi")
+    assert GodRunSpec(image="i", resources={"cpu": "500m"}).resources.cpu == "500m"
 
 
 def test_recipe_and_gates_name_the_roi_and_the_dip_detector_once_in_effect() -> None:

@@ -202,3 +202,19 @@ def test_act_b_calibrator_from_god_run_checkpoint_trains_only_head_and_film(
     assert changed and all(k.startswith("film") for k in changed)
     calib = {k: v for k, v in after.items() if k.startswith("calibrator")}
     assert not torch.equal(calib["calibrator.scale"], torch.ones_like(calib["calibrator.scale"]))
+
+
+def test_temp_files_of_a_killed_write_are_removed_when_training_starts(small_corpus: Path, tmp_path: Path) -> None:
+    recipe = small_recipe(small_corpus, tmp_path, epochs=1)
+    stale = [
+        Path(recipe.checkpoint_dir) / ".mamba_tiny_uv_last.pt.x81kq2.tmp",
+        Path(recipe.log_dir) / ".metrics.csv.0d9a1f.tmp",
+    ]
+    for path in stale:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half written")
+    keep = Path(recipe.checkpoint_dir) / "notes.tmp"  # not a temp file of ours: left alone
+    keep.write_text("mine")
+    train(recipe, log=False)
+    assert not any(p.exists() for p in stale) and keep.exists()
+    assert ck.last_path(recipe.checkpoint_dir).is_file()

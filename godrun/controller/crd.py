@@ -73,8 +73,41 @@ CEL_RULES: dict[str, list[dict[str, Any]]] = {
             "fieldPath": ".gates.dipGuardNm",
             "example": {"gates": {"dipGuardNm": 8.0}},
         },
+        {
+            "rule": "self.resources.nodes <= 1 || has(self.data.claimName)",
+            "message": "nodes > 1 requires data.claimName",
+            "fieldPath": ".data.claimName",
+            "example": {"resources": {"nodes": 2}},
+        },
     ],
 }
+
+# metadata.name is only reachable from the root of the schema; the same limits as godrun.spec (ObjectMeta, GodRun).
+NAME_RULES: list[dict[str, Any]] = [
+    {
+        "rule": f"size(self.metadata.name) <= {S.MAX_RUN_NAME}",
+        "message": f"metadata.name must be at most {S.MAX_RUN_NAME} characters (names derived from it must fit)",
+    },
+    {
+        "rule": "!has(self.spec.fallback) || !has(self.spec.fallback.launchActB) || !self.spec.fallback.launchActB"
+        f" || size(self.metadata.name) <= {S.MAX_PARENT_NAME}",
+        "message": f"metadata.name must be at most {S.MAX_PARENT_NAME} characters when spec.fallback.launchActB "
+        f"(its Act B child <name>{S.ACT_B_SUFFIX} must fit)",
+    },
+]
+
+# Transition rules (CEL `self == oldSelf`, which pydantic cannot mirror): the recipe, its data, panel, gates
+# and compute are fixed once a GodRun exists; a new recipe is a new GodRun (a mid-run edit would resume a
+# checkpoint of another recipe). image, jobs, fallback, suspend and podOverrides stay editable.
+IMMUTABLE_SPEC_FIELDS: tuple[str, ...] = ("training", "data", "panel", "gates", "resources")
+
+
+def _immutable_rule(field: str) -> dict[str, str]:
+    return {
+        "rule": "self == oldSelf",
+        "message": f"spec.{field} is immutable: create a new GodRun for a new recipe",
+    }
+
 
 # Kubernetes-only additions to single properties: (model, python field name) -> schema keys.
 # maxItems/maxProperties bound CEL cost and etcd size; list-type set/map makes the server refuse duplicates.
@@ -82,6 +115,8 @@ PROPERTY_EXTRAS: dict[tuple[str, str], dict[str, Any]] = {
     ("Recipe", "film_features"): {"maxItems": len(S.FILM_FEATURES), "x-kubernetes-list-type": "set"},
     ("Resources", "tolerations"): {"maxItems": 32},
     ("Resources", "node_selector"): {"maxProperties": 32},
+    ("PodOverrides", "labels"): {"maxProperties": 32},
+    ("PodOverrides", "annotations"): {"maxProperties": 32},
     ("GodRunStatus", "conditions"): {
         "maxItems": 16,
         "x-kubernetes-list-type": "map",
@@ -105,6 +140,8 @@ _COPY_KEYS = (
     "minItems",
     "maxItems",
     "required",
+    "x-kubernetes-int-or-string",
+    "x-kubernetes-preserve-unknown-fields",
 )
 
 
@@ -119,7 +156,7 @@ def _factory_defaults(cls: type[BaseModel]) -> dict[str, Any]:
     for fname, field in cls.model_fields.items():
         if field.default_factory is None:
             continue
-        value = field.default_factory()
+        value = field.get_default(call_default_factory=True, validated_data={})
         key = field.alias or fname
         # A nested object's default is written out in full: the apiserver checks CEL rules against the
         # default itself, so `default: {}` on an object whose rules name its fields is refused.
@@ -172,7 +209,7 @@ def _convert(node: dict[str, Any], defs: dict[str, Any], model: str | None = Non
         out["type"] = "object"
         out["properties"] = {k: _convert(v, defs) for k, v in node["properties"].items()}
         cls = _model_class(model) if model else None
-        if cls is not None:
+        if model and cls is not None:
             _decorate_model(out, cls, model)
     elif isinstance(node.get("additionalProperties"), dict):
         out["additionalProperties"] = _convert(node["additionalProperties"], defs)
@@ -185,6 +222,9 @@ def _decorate_model(out: dict[str, Any], cls: type[BaseModel], model: str) -> No
     for (owner, fname), extra in PROPERTY_EXTRAS.items():
         if owner == model:
             out["properties"][_alias(cls, fname)].update(extra)
+    if model == "GodRunSpec":
+        for field in IMMUTABLE_SPEC_FIELDS:
+            out["properties"][field].setdefault("x-kubernetes-validations", []).append(_immutable_rule(field))
     rules = CEL_RULES.get(model)
     if rules:
         out["x-kubernetes-validations"] = [{k: r[k] for k in ("rule", "message", "fieldPath")} for r in rules]
@@ -193,6 +233,9 @@ def _decorate_model(out: dict[str, Any], cls: type[BaseModel], model: str) -> No
 def _finish(out: dict[str, Any]) -> dict[str, Any]:
     if out.get("default", 0) is None:
         del out["default"]
+    if out.get("x-kubernetes-int-or-string"):
+        out.pop("type", None)  # int-or-string nodes carry no type (structural schema rule)
+        return out
     if "type" not in out:
         raise ValueError(f"schema node without a type: {out}")
     return out
@@ -223,6 +266,7 @@ def crd() -> dict[str, Any]:
         "type": "object",
         "description": S.GodRunSpec.__doc__,
         "required": ["spec"],
+        "x-kubernetes-validations": NAME_RULES,
         "properties": {
             "apiVersion": {"type": "string", "description": "godrun.io/v1alpha1"},
             "kind": {"type": "string", "description": "GodRun"},
@@ -247,7 +291,8 @@ def crd() -> dict[str, Any]:
                 "plural": S.PLURAL,
                 "singular": S.SINGULAR,
                 "shortNames": [S.SHORT_NAME],
-                "categories": ["all", "godrun"],
+                # not "all": `kubectl delete all --all` must not delete GodRuns (and, through them, their Jobs)
+                "categories": ["godrun"],
             },
             "versions": [
                 {

@@ -13,9 +13,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from godrun.core.commands import Rendezvous, launch_command, with_option
-from godrun.core.machine import CreateJob, GodRunView, owner_reference
+from godrun.core.machine import FAIL_JOB_EXIT_CODES, CreateJob, GodRunView, owner_reference
 from godrun.core.names import run_label, service_name
-from godrun.errors import EXIT_BAD_INPUT
 from godrun.spec import GodRunSpec
 
 TRAINER_METRICS_PORT = 9090
@@ -42,6 +41,11 @@ def labels(run: str, stage: str, generation: int, spec: GodRunSpec | None = None
     return out
 
 
+def escape_expansion(argv: Sequence[str]) -> list[str]:
+    """Kubernetes expands `$(VAR)` in command/args; `$$` keeps a spec string's `$` literal."""
+    return [arg.replace("$", "$$") for arg in argv]
+
+
 def pod_security_context(spec: GodRunSpec) -> dict[str, Any]:
     uid = spec.jobs.run_as_user
     return {
@@ -49,6 +53,8 @@ def pod_security_context(spec: GodRunSpec) -> dict[str, Any]:
         "runAsUser": uid,
         "runAsGroup": uid,
         "fsGroup": uid,
+        # chown the run volume only when its root is not already ours, not on every pod start
+        "fsGroupChangePolicy": "OnRootMismatch",
         "seccompProfile": {"type": "RuntimeDefault"},
     }
 
@@ -105,23 +111,27 @@ def compute(spec: GodRunSpec, gpus: int) -> dict[str, Any]:
     return {"requests": requests, "limits": limits}
 
 
-def pod_failure_policy(container: str) -> dict[str, Any]:
-    """Exit 2 (bad input) fails the Job at once; a disrupted pod does not count against backoffLimit."""
+def pod_failure_policy(container: str, *, multi_node: bool = False) -> dict[str, Any]:
+    """godrun.core.machine.attempt_failure_action as a Job's rules: exit 2 (bad input) fails the Job at once, a
+    disrupted pod does not count against backoffLimit, anything else (a signal too) counts. A multi-node Job
+    fails on a disruption too: the controller recreates it whole (see machine._may_recreate)."""
+    disrupted = "FailJob" if multi_node else "Ignore"
     return {
         "rules": [
             {
                 "action": "FailJob",
-                "onExitCodes": {"containerName": container, "operator": "In", "values": [EXIT_BAD_INPUT]},
+                "onExitCodes": {"containerName": container, "operator": "In", "values": list(FAIL_JOB_EXIT_CODES)},
             },
-            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+            {"action": disrupted, "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
         ]
     }
 
 
 def _pod_spec(spec: GodRunSpec, container: dict[str, Any]) -> dict[str, Any]:
+    over = spec.pod_overrides
     pod: dict[str, Any] = {
         "restartPolicy": "Never",
-        "automountServiceAccountToken": False,
+        "automountServiceAccountToken": over.automount_service_account_token,
         "enableServiceLinks": False,
         "securityContext": pod_security_context(spec),
         "containers": [container],
@@ -131,6 +141,17 @@ def _pod_spec(spec: GodRunSpec, container: dict[str, Any]) -> dict[str, Any]:
         pod["nodeSelector"] = dict(spec.resources.node_selector)
     if spec.resources.tolerations:
         pod["tolerations"] = [t.model_dump(by_alias=True, exclude_none=True) for t in spec.resources.tolerations]
+    if over.image_pull_secrets:
+        pod["imagePullSecrets"] = [{"name": name} for name in over.image_pull_secrets]
+    for key, value in (
+        ("serviceAccountName", over.service_account_name),
+        ("priorityClassName", over.priority_class_name),
+        ("runtimeClassName", over.runtime_class_name),
+    ):
+        if value:
+            pod[key] = value
+    if over.affinity is not None:
+        pod["affinity"] = over.affinity.model_dump(by_alias=True, exclude_none=True)
     return pod
 
 
@@ -146,18 +167,24 @@ def _container(spec: GodRunSpec, stage: str, command: list[str], gpus: int, extr
         "securityContext": container_security_context(spec),
         "volumeMounts": volume_mounts(spec),
         "terminationMessagePath": TERMINATION_LOG,
-        "terminationMessagePolicy": "File",
+        # a crash's log tail becomes its message; the verdict is read only from pods that exited 0
+        "terminationMessagePolicy": "FallbackToLogsOnError",
     }
 
 
 def _job(run: GodRunView, stage: str, name: str, generation: int, pod: dict[str, Any], deadline: int) -> dict[str, Any]:
     spec = run.spec
     lab = labels(run.name, stage, generation, spec)
+    multi_node = stage == "train" and spec.resources.nodes > 1
+    template_meta: dict[str, Any] = {"labels": spec.pod_overrides.labels | lab}
+    if spec.pod_overrides.annotations:
+        template_meta["annotations"] = dict(spec.pod_overrides.annotations)
     job_spec: dict[str, Any] = {
-        "backoffLimit": spec.jobs.backoff_limit,
+        # multi-node: the controller recreates the whole Job instead (status.restarts)
+        "backoffLimit": 0 if multi_node else spec.jobs.backoff_limit,
         "activeDeadlineSeconds": deadline,
-        "podFailurePolicy": pod_failure_policy(CONTAINER[stage]),
-        "template": {"metadata": {"labels": dict(lab)}, "spec": pod},
+        "podFailurePolicy": pod_failure_policy(CONTAINER[stage], multi_node=multi_node),
+        "template": {"metadata": template_meta, "spec": pod},
     }
     if spec.jobs.ttl_seconds_after_finished is not None:
         job_spec["ttlSecondsAfterFinished"] = spec.jobs.ttl_seconds_after_finished
@@ -168,8 +195,9 @@ def _job(run: GodRunView, stage: str, name: str, generation: int, pod: dict[str,
 
 
 def train_command(spec: GodRunSpec, job: str, namespace: str, argv: Sequence[str]) -> list[str]:
-    """The trainer `argv` serving metrics on the port the pod declares, under the launcher its resources need."""
-    argv = with_option(argv, "--metrics_port", str(TRAINER_METRICS_PORT))
+    """The trainer `argv` serving metrics on the port the pod declares, under the launcher its resources need
+    (spec strings escaped against `$(VAR)` expansion; the launcher's own `$(JOB_COMPLETION_INDEX)` is not)."""
+    argv = escape_expansion(with_option(argv, "--metrics_port", str(TRAINER_METRICS_PORT)))
     master = Rendezvous(f"{job}-0.{service_name(job)}.{namespace}.svc", RENDEZVOUS_PORT)
     return launch_command(argv, gpus=spec.resources.gpus, nodes=spec.resources.nodes, rendezvous=master)
 
@@ -197,8 +225,25 @@ def train_job(run: GodRunView, name: str, generation: int, argv: Sequence[str]) 
 def evaluate_job(run: GodRunView, name: str, generation: int, argv: Sequence[str]) -> dict[str, Any]:
     spec = run.spec
     gpus = min(spec.resources.gpus, 1)
-    container = _container(spec, "evaluate", launch_command(argv, gpus=gpus), gpus)
+    container = _container(spec, "evaluate", launch_command(escape_expansion(argv), gpus=gpus), gpus)
     return _job(run, "evaluate", name, generation, _pod_spec(spec, container), spec.jobs.evaluate_deadline_seconds)
+
+
+def shared_volume_problem(spec: GodRunSpec, claim: dict[str, Any] | None) -> str | None:
+    """Why the run volume cannot serve a multi-node Job (None when it can): every node mounts the one claim,
+    so it must be ReadWriteMany (a ReadWriteOnce claim fails with Multi-Attach on the second node)."""
+    if spec.resources.nodes <= 1:
+        return None
+    name = spec.data.claim_name
+    if claim is None:
+        return f"spec.data.claimName: PersistentVolumeClaim {name!r} not found (nodes > 1 needs a ReadWriteMany claim)"
+    modes = (claim.get("spec") or {}).get("accessModes") or []
+    if "ReadWriteMany" not in modes:
+        return (
+            f"spec.data.claimName: PersistentVolumeClaim {name!r} has access modes {modes}; "
+            f"nodes > 1 mounts it on {spec.resources.nodes} nodes and needs ReadWriteMany"
+        )
+    return None
 
 
 def headless_service(run: GodRunView, job: str, generation: int) -> dict[str, Any]:

@@ -43,8 +43,9 @@ from godrun.core.machine import (
     GodRunView,
     Observed,
     StageObs,
+    current_job_names,
 )
-from godrun.core.names import act_b_name, job_name, run_label, service_name
+from godrun.core.names import act_b_name, run_label, service_name
 from godrun.core.observe import parse_progress, parse_verdict
 from godrun.spec import API_GROUP, API_VERSION, KIND, PLURAL, GodRunStatus, Progress
 
@@ -125,7 +126,7 @@ class KubeExecutor:
         ns = run.namespace
         jobs = self.cache.jobs.by_index((ns, run_label(run.name)))
         by_name = {j["metadata"]["name"]: j for j in jobs if owned_by(j, run)}
-        names = {s: job_name(run.name, s, run.generation) for s in ("train", "evaluate")}
+        names = current_job_names(run)
         obs: dict[str, StageObs] = {}
         pods: dict[str, list[dict[str, Any]]] = {}
         for stage, name in names.items():
@@ -213,6 +214,10 @@ class KubeExecutor:
 
     def _create_job(self, run: GodRunView, action: CreateJob) -> bool:
         if action.stage == "train" and run.spec.resources.nodes > 1:
+            problem = self._shared_volume_problem(run)
+            if problem:  # refused like an invalid Job: observe() reports it, the run goes to Error
+                self.rejected[(run.namespace, action.name)] = (run.uid, problem)
+                return False
             svc = J.headless_service(run, action.name, action.generation)
             _ignore(409, self.api.core.create_namespaced_service, run.namespace, svc)
         body = J.job_for(run, action)
@@ -228,6 +233,11 @@ class KubeExecutor:
                 return False
             raise
         return True
+
+    def _shared_volume_problem(self, run: GodRunView) -> str | None:
+        read = self.api.core.read_namespaced_persistent_volume_claim
+        claim = _ignore(404, self.api.raw, read, run.spec.data.claim_name, run.namespace)
+        return J.shared_volume_problem(run.spec, claim)
 
     def _delete_job(self, run: GodRunView, action: DeleteJob) -> None:
         opts = client.V1DeleteOptions(propagation_policy="Background")
@@ -262,7 +272,7 @@ class KubeExecutor:
     def _send_event(self, body: dict[str, Any]) -> None:
         ns, reason = body["metadata"]["namespace"], body["reason"]
         try:
-            self.api.core.create_namespaced_event(ns, body)
+            self.api.core.create_namespaced_event(ns, body)  # type: ignore[arg-type]  # the client sends dicts as is
         except ApiException as exc:
             log.warning("event %s on %s/%s not recorded: %s", reason, ns, body["involvedObject"]["name"], exc.reason)
 
@@ -295,7 +305,7 @@ class KubeExecutor:
         raise ConflictError(f"status of {run.namespace}/{run.name}: too many conflicts")
 
     def _current_version(self, run: GodRunView) -> tuple[str, int]:
-        obj = self.api.custom.get_namespaced_custom_object(API_GROUP, API_VERSION, run.namespace, PLURAL, run.name)
+        obj: Any = self.api.custom.get_namespaced_custom_object(API_GROUP, API_VERSION, run.namespace, PLURAL, run.name)
         self._remember(obj)
         return obj["metadata"]["resourceVersion"], int(obj["metadata"].get("generation") or 1)
 

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from kubernetes import watch
@@ -47,7 +48,7 @@ class Controller:
     def __init__(self, api: KubeApi, executor: KubeExecutor, metrics: ControllerMetrics, cfg: LoopConfig) -> None:
         self.api, self.executor, self.metrics, self.cfg = api, executor, metrics, cfg
         self.cache = executor.cache
-        self.queue = WorkQueue()
+        self.queue: WorkQueue[Key] = WorkQueue()
         self.stop = threading.Event()
         self.synced = {kind: threading.Event() for kind in self.KINDS}
         self._threads: list[threading.Thread] = []
@@ -57,7 +58,7 @@ class Controller:
     def start(self) -> None:
         lists = {"godruns": self._list_godruns, "jobs": self._list_jobs, "pods": self._list_pods}
         targets: list[tuple[str, Callable[[], None]]] = [
-            (f"watch-{kind}", lambda kind=kind: self._watch_loop(kind, lists[kind])) for kind in self.KINDS
+            (f"watch-{kind}", partial(self._watch_loop, kind, lists[kind])) for kind in self.KINDS
         ]
         targets.append(("resync", self._resync_loop))
         targets += [(f"worker-{i}", self._worker) for i in range(self.cfg.workers)]
@@ -227,5 +228,5 @@ class Controller:
             return None
         run, spec_error = view_from_object(obj)
         decision = reconcile(self.executor, run, utcnow(), self.cfg.polling, spec_error=spec_error)
-        self.metrics.observe(ns, name, decision.status)
+        self.metrics.observe(ns, name, decision.status, before=run.status)
         return decision.requeue_after

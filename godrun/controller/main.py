@@ -18,7 +18,7 @@ from godrun.controller.kube import KubeApi, KubeExecutor
 from godrun.controller.loop import Controller, LoopConfig
 from godrun.core.machine import DEFAULT_POLLING, Polling
 from godrun.core.metrics import ControllerMetrics
-from godrun.errors import InputError
+from godrun.errors import InputError, tcp_port
 
 log = logging.getLogger("godrun.controller")
 
@@ -27,18 +27,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="godrun controller", description="Run the GodRun Kubernetes controller.")
     p.add_argument("--namespace", default="", help="watch only this namespace (default: all namespaces)")
     p.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: in-cluster, else $KUBECONFIG)")
-    p.add_argument("--metrics-port", type=int, default=8080, help="Prometheus /metrics port (0 disables)")
-    p.add_argument("--health-port", type=int, default=8081, help="/healthz and /readyz port (0 disables)")
+    p.add_argument("--metrics-port", type=tcp_port, default=8080, help="Prometheus /metrics port (0 disables)")
+    p.add_argument("--health-port", type=tcp_port, default=8081, help="/healthz and /readyz port (0 disables)")
     p.add_argument("--leader-elect", action=argparse.BooleanOptionalAction, default=True, help="Lease leader election")
     p.add_argument("--lease-name", default="godrun-controller", help="name of the coordination.k8s.io Lease")
     p.add_argument(
         "--lease-namespace", default=None, help="namespace of the Lease (default: --namespace or $POD_NAMESPACE)"
     )
     p.add_argument("--identity", default=None, help="leader-election identity (default: $POD_NAME or hostname)")
-    p.add_argument("--lease-duration", type=int, default=15, help="seconds")
-    p.add_argument("--renew-deadline", type=int, default=10, help="seconds")
-    p.add_argument("--retry-period", type=int, default=2, help="seconds")
-    p.add_argument("--resync-seconds", type=float, default=300.0, help="periodic full resync")
+    p.add_argument("--lease-duration", type=int, default=15, help="seconds a Lease holds without renewal")
+    p.add_argument("--renew-deadline", type=int, default=10, help="seconds the leader keeps trying to renew")
+    p.add_argument("--retry-period", type=int, default=2, help="seconds between Lease attempts")
+    p.add_argument("--resync-seconds", type=float, default=300.0, help="seconds between full resyncs of every run")
     p.add_argument(
         "--progress-seconds",
         type=float,

@@ -40,7 +40,8 @@ def job_stage_obs(job: Obj | None, pods: Sequence[Obj] = ()) -> StageObs:
                 exit_code = int(m.group(1))
             message = term_message or c.get("message") or ""
             reason = JOB_FAILURE_REASONS.get(c.get("reason") or "", "JobFailed")
-            return StageObs("failed", reason=reason, exit_code=exit_code, message=message)
+            failures = int(status.get("failed") or 0) or None
+            return StageObs("failed", reason=reason, exit_code=exit_code, message=message, failures=failures)
     if "Complete" in conds or "SuccessCriteriaMet" in conds:
         return StageObs("succeeded", exit_code=0, message=term_message)
     return StageObs("active", disrupted=disrupted, suspended=bool(spec.get("suspend")) or "Suspended" in conds)
@@ -97,7 +98,8 @@ def view_from_object(obj: Obj) -> tuple[GodRunView, str | None]:
     try:
         spec = GodRunSpec.model_validate(obj.get("spec") or {})
     except ValidationError as exc:
-        spec, error = GodRunSpec.model_construct(), format_validation_error(exc, prefix="spec.")
+        # Only the name and generation of an unreadable spec are used (decide() starts nothing for it).
+        spec, error = GodRunSpec.model_construct(image=""), format_validation_error(exc, prefix="spec.")
     try:
         status = GodRunStatus.model_validate(obj.get("status") or {})
     except ValidationError:

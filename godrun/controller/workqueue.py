@@ -11,26 +11,29 @@ import itertools
 import threading
 import time
 from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
 
 
-class WorkQueue:
+class WorkQueue(Generic[K]):
     def __init__(
         self, base_delay: float = 0.5, max_delay: float = 300.0, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self._cv = threading.Condition()
-        self._heap: list[tuple[float, int, Hashable]] = []
-        self._when: dict[Hashable, float] = {}  # key -> the time it is due (the heap may hold stale entries)
-        self._processing: set[Hashable] = set()
-        self._again: dict[Hashable, float] = {}  # added while processing: due time once done()
-        self._failures: dict[Hashable, int] = {}
+        self._heap: list[tuple[float, int, K]] = []
+        self._when: dict[K, float] = {}  # key -> the time it is due (the heap may hold stale entries)
+        self._processing: set[K] = set()
+        self._again: dict[K, float] = {}  # added while processing: due time once done()
+        self._failures: dict[K, int] = {}
         self._seq = itertools.count()
         self._shutdown = False
         self.base_delay, self.max_delay, self.clock = base_delay, max_delay, clock
 
-    def add(self, key: Hashable) -> None:
+    def add(self, key: K) -> None:
         self.add_after(key, 0.0)
 
-    def add_after(self, key: Hashable, delay: float) -> None:
+    def add_after(self, key: K, delay: float) -> None:
         with self._cv:
             due = self.clock() + max(delay, 0.0)
             if key in self._processing:
@@ -42,7 +45,7 @@ class WorkQueue:
             heapq.heappush(self._heap, (due, next(self._seq), key))
             self._cv.notify()
 
-    def add_rate_limited(self, key: Hashable) -> float:
+    def add_rate_limited(self, key: K) -> float:
         """Retry `key` after base * 2^failures (capped); returns the delay used."""
         with self._cv:
             n = self._failures.get(key, 0)
@@ -51,16 +54,16 @@ class WorkQueue:
         self.add_after(key, delay)
         return delay
 
-    def forget(self, key: Hashable) -> None:
+    def forget(self, key: K) -> None:
         """Reset `key`'s backoff (after a successful reconcile)."""
         with self._cv:
             self._failures.pop(key, None)
 
-    def failures(self, key: Hashable) -> int:
+    def failures(self, key: K) -> int:
         with self._cv:
             return self._failures.get(key, 0)
 
-    def get(self, timeout: float | None = None) -> Hashable | None:
+    def get(self, timeout: float | None = None) -> K | None:
         """The next due key (marked processing), or None on shutdown/timeout."""
         end = None if timeout is None else self.clock() + timeout
         with self._cv:
@@ -82,7 +85,7 @@ class WorkQueue:
                 self._cv.wait(wait)
             return None
 
-    def done(self, key: Hashable) -> None:
+    def done(self, key: K) -> None:
         with self._cv:
             self._processing.discard(key)
             due = self._again.pop(key, None)

@@ -15,8 +15,9 @@ from godrun.spec import GodRunSpec
 from godrun.trainer.flags import recipe_to_argv
 
 PYTHON = "python"
-TORCHRUN = "torchrun"
 TRAINER_MODULE = "godrun.trainer"
+# torch's launcher run by a module of ours, so that a worker's exit 2 (bad input) stays 2 (torchrun exits 1).
+LAUNCHER_MODULE = "godrun.trainer.launch"
 EVALUATOR_MODULE = "godrun.evaluator"
 # Kubernetes expands $(VAR) in a container command: each pod of an Indexed Job gets its own rank.
 NODE_RANK_FROM_INDEX = "$(JOB_COMPLETION_INDEX)"
@@ -35,14 +36,15 @@ def launch_command(
 ) -> list[str]:
     """`argv` (`python -m MODULE FLAGS...`) as run on one node with `gpus` GPUs, `nodes` nodes in all.
 
-    One process when there is at most one GPU on one node; otherwise torchrun with one process per GPU,
-    standalone on one node or, across nodes, with the node rank taken from the Indexed Job's completion index.
+    One process when there is at most one GPU on one node; otherwise torch's launcher (through
+    godrun.trainer.launch, which keeps a worker's exit code) with one process per GPU, standalone on one node
+    or, across nodes, with the node rank taken from the Indexed Job's completion index.
     """
     if nodes == 1 and gpus <= 1:
         return list(argv)
     if len(argv) < 3 or argv[0] != PYTHON or argv[1] != "-m":
         raise ValueError(f"torchrun launches a module: expected `python -m MODULE ...`, got {list(argv)[:3]}")
-    launcher = [TORCHRUN, f"--nproc_per_node={max(gpus, 1)}"]
+    launcher = [PYTHON, "-m", LAUNCHER_MODULE, f"--nproc_per_node={max(gpus, 1)}"]
     if nodes > 1:
         if rendezvous is None:
             raise ValueError(f"{nodes} nodes need a rendezvous address")

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol, get_args
 
 from godrun.core.commands import evaluator_argv, trainer_argv
@@ -32,6 +32,7 @@ from godrun.spec import (
     API_VERSION,
     CONDITION_TYPES,
     KIND,
+    TERMINAL_CONDITIONS,
     TERMINAL_PHASES,
     Condition,
     GodRunSpec,
@@ -86,6 +87,7 @@ class StageObs:
     message: str = ""  # termination message / Job condition message
     disrupted: bool = False  # a pod was disrupted (DisruptionTarget) while the Job goes on
     suspended: bool = False  # Job suspended (e.g. waiting for Kueue admission)
+    failures: int | None = None  # failed attempts counted against backoffLimit (Job status.failed), when known
 
 
 @dataclass(frozen=True)
@@ -173,14 +175,16 @@ def reconcile(
     """observe -> decide -> apply actions -> write the status when it changed.
 
     `spec_error`: the run's spec could not be read (`run.spec` holds defaults); nothing is observed or started.
-    When the executor refuses an action (an invalid Job), the run is observed and decided again at once so
-    that the status written says why.
+    When the executor refuses a Job (the API server finds it invalid), the run is observed and decided again at
+    once so that the status written says why; what was applied before the refused Job is not applied twice.
     """
     observed = Observed(spec_error=spec_error) if spec_error is not None else executor.observe(run)
     decision = decide(run, observed, now, polling)
     if not executor.apply(run, decision.actions) and spec_error is None:
+        creates = [i for i, a in enumerate(decision.actions) if isinstance(a, CreateJob)]
+        applied = decision.actions[: creates[0]] if creates else decision.actions
         decision = decide(run, executor.observe(run), now, polling)
-        executor.apply(run, decision.actions)
+        executor.apply(run, [a for a in decision.actions if a not in applied])
     if decision.status != run.status:
         executor.write_status(run, decision.status)
     return decision
@@ -200,12 +204,16 @@ def decide(run: GodRunView, observed: Observed, now: datetime, polling: Polling 
         msg = f"spec changed (generation {run.generation}): starting this generation's Jobs"
         actions.append(EmitEvent("Normal", "NewGeneration", msg))
 
-    if st.phase not in TERMINAL_PHASES and _train(run, observed, st, actions, now):
+    if st.phase not in TERMINAL_PHASES and run.spec.suspend:
+        _suspend(run, observed, st, actions, now)
+    elif st.phase not in TERMINAL_PHASES and _train(run, observed, st, actions, now):
         _evaluate(run, observed, st, actions, now)
     if st.phase == "Failed-ActB":
         _ensure_act_b(run, observed, st, actions)
-    if st.phase in TERMINAL_PHASES and st.completion_time is None:
-        st.completion_time = now
+    if st.phase in TERMINAL_PHASES:
+        settle_conditions(st, now)
+        if st.completion_time is None:
+            st.completion_time = now
     actions += _transition_events(run.status if not new_generation else GodRunStatus(), st)
     return Decision(st, tuple(actions), _requeue_after(st, polling))
 
@@ -215,6 +223,7 @@ def _invalid_spec(run: GodRunView, error: str, st: GodRunStatus, new_generation:
     before = GodRunStatus() if new_generation else run.status
     st.phase, st.reason, st.message = "Error", "InvalidSpec", error[:1024]
     st.completion_time = st.completion_time if before.reason == "InvalidSpec" else now
+    settle_conditions(st, now)
     return Decision(st, tuple(_transition_events(before, st)))
 
 
@@ -222,22 +231,62 @@ def _fresh_status(run: GodRunView, now: datetime) -> GodRunStatus:
     st = GodRunStatus(observed_generation=run.generation, start_time=now)
     st.progress.epochs = run.spec.training.epochs
     st.conditions = [
-        Condition(type=t, status="Unknown", reason="Pending", last_transition_time=now) for t in CONDITION_TYPES
+        Condition(
+            type=t, status="Unknown", reason="Pending", last_transition_time=now, observed_generation=run.generation
+        )
+        for t in CONDITION_TYPES
     ]
     return st
+
+
+def current_job_names(run: GodRunView) -> dict[Stage, str]:
+    """The Jobs this generation's stages run as (a recreated multi-node training Job has a restart suffix)."""
+    same = run.status.observed_generation == run.generation
+    return _stage_names(run, run.status.restarts if same else 0)
+
+
+def _stage_names(run: GodRunView, restarts: int) -> dict[Stage, str]:
+    return {
+        "train": job_name(run.name, "train", run.generation, restarts),
+        "evaluate": job_name(run.name, "evaluate", run.generation),
+    }
 
 
 def set_condition(st: GodRunStatus, type_: str, status: str, reason: str, message: str, now: datetime) -> None:
     """Upsert a condition; lastTransitionTime moves only when the status value changes."""
     for i, cond in enumerate(st.conditions):
         if cond.type == type_:
-            changed = cond.status != status
-            when = now if changed or cond.last_transition_time is None else cond.last_transition_time
+            when = now if cond.status != status else cond.last_transition_time
             st.conditions[i] = Condition(
-                type=type_, status=status, reason=reason, message=message, last_transition_time=when
+                type=type_,
+                status=status,
+                reason=reason,
+                message=message,
+                last_transition_time=when,
+                observed_generation=st.observed_generation,
             )
             return
-    st.conditions.append(Condition(type=type_, status=status, reason=reason, message=message, last_transition_time=now))
+    st.conditions.append(
+        Condition(
+            type=type_,
+            status=status,
+            reason=reason,
+            message=message,
+            last_transition_time=now,
+            observed_generation=st.observed_generation,
+        )
+    )
+
+
+def settle_conditions(st: GodRunStatus, now: datetime) -> None:
+    """A finished run: Succeeded/Failed say how (for `kubectl wait`), and no condition stays Unknown."""
+    succeeded = st.phase == "Shipped"
+    outcome = st.reason or st.phase.replace("-", "")
+    set_condition(st, "Succeeded", "True" if succeeded else "False", outcome, st.message, now)
+    set_condition(st, "Failed", "False" if succeeded else "True", outcome, st.message, now)
+    for cond in list(st.conditions):
+        if cond.status == "Unknown" and cond.type not in TERMINAL_CONDITIONS:
+            set_condition(st, cond.type, "False", "NotReached", f"the run ended ({st.phase}) before this step", now)
 
 
 def condition(st: GodRunStatus, type_: str) -> Condition | None:
@@ -249,6 +298,29 @@ def _is_true(st: GodRunStatus, type_: str) -> bool:
     return cond is not None and cond.status == "True"
 
 
+# --------------------------------------------------------------------------- failed attempts
+
+FailureAction = Literal["FailJob", "Ignore", "Count"]
+# Exit codes that fail the Job at once, never retried: bad input (a retry would read the same input).
+FAIL_JOB_EXIT_CODES: tuple[int, ...] = (EXIT_BAD_INPUT,)
+
+
+def attempt_failure_action(exit_code: int, *, disrupted: bool = False) -> FailureAction:
+    """What one failed attempt of a stage means: the one mapping both executors follow.
+
+    Kubernetes podFailurePolicy semantics, rules in this order: an exit code in FAIL_JOB_EXIT_CODES fails
+    the Job (FailJob); a disrupted attempt (the pod was evicted or preempted; locally: the runner stopped
+    it) is not counted (Ignore: the trainer resumes from its last checkpoint); anything else, including a
+    kill by a signal (the OOM killer's SIGKILL is exit code 137), counts against backoffLimit (Count).
+    godrun.controller.jobs.pod_failure_policy writes the same rules into every Job.
+    """
+    if exit_code in FAIL_JOB_EXIT_CODES:
+        return "FailJob"
+    if disrupted:
+        return "Ignore"
+    return "Count"
+
+
 def failure_reason(obs: StageObs) -> str:
     """The FailureReason of a failed stage (exit 2 is bad input, whatever the executor saw)."""
     if obs.exit_code == EXIT_BAD_INPUT:
@@ -256,12 +328,15 @@ def failure_reason(obs: StageObs) -> str:
     return obs.reason if obs.reason in FAILURE_REASONS else "JobFailed"
 
 
-def _fail(st: GodRunStatus, stage: str, job: str, obs: StageObs, now: datetime) -> None:
+def _fail(st: GodRunStatus, stage: str, job: str, obs: StageObs, backoff_limit: int, now: datetime) -> None:
     reason = failure_reason(obs)
     code = f" (exit code {obs.exit_code})" if obs.exit_code is not None else ""
+    tries = ""
+    if obs.failures:
+        tries = f" after {obs.failures} failed attempt{'s' if obs.failures != 1 else ''} (backoffLimit {backoff_limit})"
     detail = f": {obs.message.strip()[:512]}" if obs.message.strip() else ""
     st.phase, st.reason = "Error", reason
-    what = "was rejected" if reason == "JobRejected" else f"failed{code}, {reason}"
+    what = "was rejected" if reason == "JobRejected" else f"failed{code}, {reason}{tries}"
     st.message = f"{stage} Job {job} {what}{detail}"
     cond = "Trained" if stage == "training" else "Evaluated"
     set_condition(st, cond, "False", reason, st.message, now)
@@ -269,12 +344,24 @@ def _fail(st: GodRunStatus, stage: str, job: str, obs: StageObs, now: datetime) 
         set_condition(st, "DataVerified", "False", "BadInput", st.message, now)
 
 
+def _suspend(run: GodRunView, obs: Observed, st: GodRunStatus, actions: list[Action], now: datetime) -> None:
+    """spec.suspend: delete the running stage's Job (not Job.spec.suspend, which Kueue owns for queued Jobs);
+    clearing it creates the Job again and the trainer resumes from the last checkpoint on the run volume."""
+    names = _stage_names(run, st.restarts)
+    stages: tuple[tuple[Stage, StageObs], ...] = (("train", obs.train), ("evaluate", obs.evaluate))
+    for stage, stage_obs in stages:
+        if stage_obs.state == "active":
+            actions.append(DeleteJob(names[stage], reason="Suspended"))
+    st.phase, st.reason = "Pending", "Suspended"
+    st.message = "spec.suspend is true: no stage runs until it is set back to false"
+
+
 def _train(run: GodRunView, obs: Observed, st: GodRunStatus, actions: list[Action], now: datetime) -> bool:
     """Drive the training stage; True once it has finished successfully."""
-    name = job_name(run.name, "train", run.generation)
+    name = _stage_names(run, st.restarts)["train"]
     st.jobs.train = name
     if obs.progress is not None:
-        st.progress = _with_epochs(obs.progress, run.spec.training)
+        st.progress = _next_progress(st.progress, obs.progress, run.spec.training, now)
     if _is_true(st, "Trained"):
         return True  # recorded earlier; the Job may have been deleted by its TTL since
     t = obs.train
@@ -285,8 +372,19 @@ def _train(run: GodRunView, obs: Observed, st: GodRunStatus, actions: list[Actio
                 st, "DataVerified", "True", "TrainerAcceptedData", "the trainer loaded and checked its data", now
             )
         return True
+    if t.state == "failed" and _may_recreate(run.spec, st, t):
+        st.restarts += 1
+        new = job_name(run.name, "train", run.generation, st.restarts)
+        actions.append(CreateJob("train", new, run.generation, tuple(trainer_argv(run.spec))))
+        limit = run.spec.jobs.backoff_limit
+        msg = f"training Job {name} failed; recreated whole as {new} (restart {st.restarts}/{limit})"
+        actions.append(EmitEvent("Warning", "TrainJobRecreated", msg))
+        st.jobs.train = new
+        st.phase, st.reason, st.message = "Training", "TrainJobRecreated", msg
+        set_condition(st, "Trained", "False", "Training", msg, now)
+        return False
     if t.state == "failed":
-        _fail(st, "training", name, t, now)
+        _fail(st, "training", name, t, run.spec.jobs.backoff_limit, now)
         return False
     if t.state == "absent":
         actions.append(CreateJob("train", name, run.generation, tuple(trainer_argv(run.spec))))
@@ -306,8 +404,23 @@ def _train(run: GodRunView, obs: Observed, st: GodRunStatus, actions: list[Actio
     return False
 
 
-def _with_epochs(progress: Progress, recipe: Recipe) -> Progress:
-    return progress if progress.epochs else progress.model_copy(update={"epochs": recipe.epochs})
+def _may_recreate(spec: GodRunSpec, st: GodRunStatus, obs: StageObs) -> bool:
+    """Multi-node training recovers by recreating the whole Indexed Job (its Job has backoffLimit 0: a lone
+    replacement pod cannot rejoin the static rendezvous), counted here against jobs.backoffLimit."""
+    retriable = failure_reason(obs) not in ("BadInput", "DeadlineExceeded", "JobRejected")
+    return spec.resources.nodes > 1 and retriable and st.restarts < spec.jobs.backoff_limit
+
+
+def _next_progress(before: Progress, seen: Progress, recipe: Recipe, now: datetime) -> Progress:
+    """The observed progress with epochs filled in, lastUpdateTime moved when it changed, and an ETA."""
+    new = seen if seen.epochs else seen.model_copy(update={"epochs": recipe.epochs})
+    keys = ("epoch", "best_epoch", "psnr_mean", "sam_mean", "epoch_seconds")
+    changed = any(getattr(new, k) != getattr(before, k) for k in keys) or before.last_update_time is None
+    updated = now if changed else before.last_update_time
+    eta = None
+    if new.epoch_seconds is not None and new.epoch >= 1 and updated is not None:
+        eta = updated + timedelta(seconds=round(max(new.epochs - new.epoch, 0) * new.epoch_seconds))
+    return new.model_copy(update={"last_update_time": updated, "eta": eta})
 
 
 def _progress_message(job: str, p: Progress, disrupted: bool) -> str:
@@ -322,11 +435,11 @@ def _progress_message(job: str, p: Progress, disrupted: bool) -> str:
 
 
 def _evaluate(run: GodRunView, obs: Observed, st: GodRunStatus, actions: list[Action], now: datetime) -> None:
-    name = job_name(run.name, "evaluate", run.generation)
+    name = _stage_names(run, st.restarts)["evaluate"]
     st.jobs.evaluate = name
     e = obs.evaluate
     if e.state == "failed":
-        _fail(st, "evaluation", name, e, now)
+        _fail(st, "evaluation", name, e, run.spec.jobs.backoff_limit, now)
         return
     if e.state == "succeeded" and obs.verdict is not None:
         _record_verdict(run, obs.verdict, st, now)

@@ -1,4 +1,4 @@
-"""The controller's Prometheus metrics (DESIGN.md §7), on their own registry.
+"""The controller's Prometheus metrics (also served by `godrun run --metrics-port`), on their own registry.
 
 Per-run series are labelled `namespace`, `godrun`; `forget()` removes every series of a deleted GodRun so
 the exposition does not grow with history.
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import contextlib
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector, ProcessCollector
 
-from godrun.spec import GATE_NAMES, PHASES, GodRunStatus
+from godrun.spec import GATE_NAMES, PHASES, TERMINAL_PHASES, GodRunStatus
 
 RUN_LABELS = ("namespace", "godrun")
 PANEL_FIELDS = {  # metric name -> Verdict attribute
@@ -35,6 +35,11 @@ PROGRESS_FIELDS = {
     "godrun_run_progress_psnr_mean_decibels": ("psnr_mean", "Latest per-epoch panel mean PSNR while training (dB)."),
     "godrun_run_progress_sam_mean_degrees": ("sam_mean", "Latest per-epoch panel mean SAM while training (degrees)."),
 }
+
+
+# Reasons a run waits on purpose: Kueue has not admitted its Job yet, or spec.suspend is set.
+HELD_REASONS = frozenset({"AwaitingAdmission", "Suspended"})
+FINISHED_PHASES = tuple(p for p in PHASES if p in TERMINAL_PHASES)
 
 
 class ControllerMetrics:
@@ -62,9 +67,25 @@ class ControllerMetrics:
         )
         self.reconcile_errors = Counter("godrun_reconcile_errors_total", "Reconciles that raised.", registry=r)
         self.leader = Gauge("godrun_controller_leader", "1 while this replica holds the leader lease.", registry=r)
+        self.finished = Counter(
+            "godrun_runs_finished",
+            "Runs that reached a final phase (alert on increase(): once per run, not for as long as it stays failed).",
+            (*RUN_LABELS, "phase"),
+            registry=r,
+        )
+        self.held = Gauge(
+            "godrun_run_held",
+            "1 while the run waits on purpose (Kueue admission or spec.suspend), 0 otherwise.",
+            RUN_LABELS,
+            registry=r,
+        )
+        ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, ...
+        PlatformCollector(registry=r)
 
-    def observe(self, namespace: str, name: str, status: GodRunStatus) -> None:
-        """Set every per-run series from the status just written."""
+    def observe(self, namespace: str, name: str, status: GodRunStatus, before: GodRunStatus | None = None) -> None:
+        """Set every per-run series from the status just written (`before`: the status it replaced)."""
+        self._count_finish(namespace, name, status, before)
+        self.held.labels(namespace, name).set(1.0 if status.reason in HELD_REASONS else 0.0)
         for phase in PHASES:
             self.run_phase.labels(namespace, name, phase).set(1.0 if status.phase == phase else 0.0)
         for metric, (attr, _) in PROGRESS_FIELDS.items():
@@ -73,12 +94,26 @@ class ControllerMetrics:
         verdict = status.panel
         for metric, attr in PANEL_FIELDS.items():
             self._set_or_remove(self.panel[metric], (namespace, name), getattr(verdict, attr) if verdict else None)
-        results = {g.name: g.passed for g in verdict.gates} if verdict else {}
+        results: dict[str, bool] = {g.name: g.passed for g in verdict.gates} if verdict else {}
         for gate in GATE_NAMES:
             self._set_or_remove(self.gate_passed, (namespace, name, gate), results.get(gate))
 
+    def _count_finish(self, namespace: str, name: str, status: GodRunStatus, before: GodRunStatus | None) -> None:
+        """Count a transition into a final phase; the series exist at 0 from the run's first sight, so that
+        increase() sees the step from 0 to 1 (a counter born at 1 shows no increase)."""
+        for phase in FINISHED_PHASES:
+            self.finished.labels(namespace, name, phase)
+        if status.phase not in TERMINAL_PHASES or before is None:
+            return
+        same_generation = before.observed_generation == status.observed_generation
+        if not (same_generation and before.phase == status.phase):
+            self.finished.labels(namespace, name, status.phase).inc()
+
     def forget(self, namespace: str, name: str) -> None:
         """Drop every series of a deleted GodRun."""
+        self._remove(self.held, (namespace, name))
+        for phase in FINISHED_PHASES:
+            self._remove(self.finished, (namespace, name, phase))
         for phase in PHASES:
             self._remove(self.run_phase, (namespace, name, phase))
         for gauge in (*self.panel.values(), *self.progress.values()):
@@ -94,6 +129,6 @@ class ControllerMetrics:
             gauge.labels(*labels).set(float(value))
 
     @staticmethod
-    def _remove(gauge: Gauge, labels: tuple[str, ...]) -> None:
+    def _remove(gauge: Gauge | Counter, labels: tuple[str, ...]) -> None:
         with contextlib.suppress(KeyError):
             gauge.remove(*labels)

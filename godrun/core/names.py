@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import re
 
+from godrun.spec import ACT_B_SUFFIX
+
 MAX_LABEL = 63
 # Indexed Job pods are named/hostnamed `<job>-<index>`: keep room for the index (6 digits) and the dash.
 MAX_JOB_NAME = MAX_LABEL - 7
@@ -37,11 +39,13 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:HASH_LEN]
 
 
-def job_name(run: str, stage: str, generation: int) -> str:
-    """Name of the Job (or local process record) running `stage` of `run` at `generation`."""
+def job_name(run: str, stage: str, generation: int, restart: int = 0) -> str:
+    """Name of the Job (or local process record) running `stage` of `run` at `generation` (`restart`: how many
+    times a multi-node training Job was recreated whole)."""
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}")
-    return dns_label(f"{run}-{stage}-g{generation}", MAX_JOB_NAME)
+    suffix = f"-r{restart}" if restart else ""
+    return dns_label(f"{run}-{stage}-g{generation}{suffix}", MAX_JOB_NAME)
 
 
 def service_name(job: str) -> str:
@@ -51,7 +55,11 @@ def service_name(job: str) -> str:
 
 def act_b_name(run: str) -> str:
     """The Act B child GodRun of `run` (GodRun names are DNS subdomains: up to 253 chars)."""
-    return f"{run}-actb" if len(run) <= 248 else f"{run[:239].rstrip('-.')}-{_digest(run)}-actb"
+    # GodRun validation keeps a parent short enough for the plain suffix; the hashed form is for names
+    # that were never validated (a 253-character object name still gets a valid child name).
+    if len(run) + len(ACT_B_SUFFIX) <= 253:
+        return f"{run}{ACT_B_SUFFIX}"
+    return f"{run[:239].rstrip('-.')}-{_digest(run)}{ACT_B_SUFFIX}"
 
 
 def run_label(run: str) -> str:

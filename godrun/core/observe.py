@@ -24,6 +24,7 @@ PROGRESS_METRICS = {  # the trainer's gauge -> Progress field
     "godrun_train_best_epoch": "best_epoch",
     "godrun_train_panel_psnr_mean_decibels": "psnr_mean",
     "godrun_train_panel_sam_mean_degrees": "sam_mean",
+    "godrun_train_epoch_seconds": "epoch_seconds",
 }
 _INT_FIELDS = ("epoch", "epochs", "best_epoch")
 
@@ -33,9 +34,16 @@ def _finite(value: float | None) -> float | None:
 
 
 def _progress(values: dict[str, float | None]) -> Progress:
-    ints = {k: int(v) for k, v in values.items() if k in _INT_FIELDS and _finite(v) is not None and v >= 0}
-    floats = {k: _finite(v) for k, v in values.items() if k not in _INT_FIELDS}
-    return Progress(**ints, **{k: v for k, v in floats.items() if v is not None})
+    fields: dict[str, int | float] = {}
+    for name, value in values.items():
+        v = _finite(value)
+        if v is None:
+            continue
+        if name not in _INT_FIELDS:
+            fields[name] = v
+        elif v >= 0:
+            fields[name] = int(v)
+    return Progress.model_validate(fields)
 
 
 def parse_progress(text: str) -> Progress | None:
@@ -81,6 +89,7 @@ def read_progress_csv(path: Path, recipe: Recipe) -> Progress | None:
         "best_epoch": None if best is None else float(best),
         "psnr_mean": _num(last.get("panel_psnr_mean")),
         "sam_mean": _num(last.get("panel_sam_mean")),
+        "epoch_seconds": _num(last.get("seconds")),
     }
     return _progress(values)
 

@@ -16,7 +16,7 @@ from godrun.errors import InputError
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="godrun data", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
-    s = sub.add_parser("synth", help="write the synthetic corpus (DESIGN.md §5) under OUT/data")
+    s = sub.add_parser("synth", help="write the synthetic corpus (the seed's layout) under OUT/data")
     s.add_argument("--out", required=True, help="workspace root; the corpus goes to OUT/data")
     s.add_argument("--scale", type=float, default=1.0, help="fraction of replicates per group (0 < F <= 1)")
     s.add_argument("--seed", type=int, default=0)
@@ -38,6 +38,8 @@ def synth_into(out: Path, scale: float, seed: int, force: bool) -> int:
 
     if not (0 < scale <= 1):
         raise InputError(f"--scale must be in (0, 1], got {scale}")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: exists and is not a folder")
     target = out / "data"
     if target.exists() and not force:
         raise InputError(f"{target} already exists (use --force to replace it)")

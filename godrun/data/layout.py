@@ -1,4 +1,4 @@
-"""Names and paths of the data contract (DESIGN.md §5, CONTRACTS.md): one place for every part to import."""
+"""Names and paths of the data layout (the seed's; docs/design.md, section 5): one place for every part to import."""
 
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ from godrun.data import audits
 from godrun.data import layout as L
 from godrun.errors import InputError
 from godrun.fsio import atomic_write_json, atomic_write_text, sha256_bytes, sha256_file
+from godrun.inputs import read_csv
 
 
 def leakage(train: pd.DataFrame, panel: pd.DataFrame) -> list[str]:
@@ -60,13 +61,8 @@ def split(manifest_all: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def _read(path: Path) -> pd.DataFrame:
-    if not path.is_file():
-        raise InputError(f"manifest {path} does not exist")
-    df = pd.read_csv(path, dtype={"spectrum_id": str, "group_id": str, "sample": str, "pair_id": str})
-    for col in ("spectrum_id", "group_id", "path"):
-        if col not in df.columns:
-            raise InputError(f"manifest {path} lacks column {col}")
-    return df
+    dtype = {"spectrum_id": str, "group_id": str, "sample": str, "pair_id": str}
+    return read_csv(path, "manifest", required=("spectrum_id", "group_id", "path"), dtype=dtype)
 
 
 def build_panel(root: str | os.PathLike[str], verify_files: bool = True) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""Synthetic UV-vis corpus in the seed's layout (DESIGN.md §5), deterministic for a seed.
+"""Synthetic UV-vis corpus in the seed's layout (godrun/data/layout.py), deterministic for a seed.
 
 Physics imitated (per group = treatment × sample × angle):
 * a smooth sample-specific baseline (level, tilt, curvature, one broad hump, a UV absorption edge

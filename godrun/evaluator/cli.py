@@ -228,15 +228,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     archive = None
     if verdict.verdict == "fail" and args.archive_on_fail:
-        from godrun.evaluator.fallback import append_failure_doc, archive_run, today_utc
+        from godrun.evaluator.fallback import append_failure_doc, archive_run, today_utc, verdict_key
 
         day = today_utc()
         run_dirs = [Path(d) for d in args.run_dir] if args.run_dir else default_run_dirs(args)
+        # Once per verdict: a retried evaluator (same run, panel, checkpoints, gates) finds what it did before.
+        inputs = {"panel": panel_sha, "checkpoints": sorted(ckpt_hashes.values()), "denoiser": args.denoiser}
+        key = verdict_key(args.run_name, verdict, inputs | {"gates": gates.model_dump()})
         # The seed's archive name (artifacts/god_run_failed_YYYYMMDD, _2, _3 ... when taken); the run's own
         # name goes into the failure doc that points at it.
-        archive = archive_run(run_dirs, Path(args.archive_dir), day)
+        archive = archive_run(run_dirs, Path(args.archive_dir), day, key=key)
         verdict = verdict.model_copy(update={"archive": str(archive)})
-        append_failure_doc(Path(args.analytics_doc), verdict, args.run_name, day, archive)
+        append_failure_doc(Path(args.analytics_doc), verdict, args.run_name, day, archive, key=key)
     term = outputs.termination_path(args.termination_log)  # last: the controller reads the archive from it
     if term is not None:
         outputs.write_termination(term, outputs.compact_verdict(verdict))

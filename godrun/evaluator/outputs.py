@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from godrun.evaluator.panel import Candidate, Evaluation, Panel, evaluate_candidates, group_summary, with_meta
-from godrun.fsio import atomic_path, atomic_write_json, atomic_write_text, code_version, sha256_file
+from godrun.fsio import atomic_path, atomic_write_json, atomic_write_text, code_version, remove_stale_temps, sha256_file
 from godrun.spec import Gates, Lineage, Verdict
 
 TERMINATION_LIMIT = 4096
@@ -148,6 +148,7 @@ def lineage_for(best: Evaluation, panel_sha: str, root_dir: Path | None) -> Line
         code_version=code_version(),
         best_checkpoint=best.name,
         best_checkpoint_sha256=best.sha256,
+        scan_backend=info.get("scan_backend"),
     )
 
 
@@ -162,7 +163,7 @@ def evaluate_and_write(
     root_dir: Path | None = None,
 ) -> Result:
     """Evaluate and rank the candidates, then write every output file; return the run's verdict."""
-    from godrun.evaluator.report import write_report
+    from godrun.evaluator.report import render
 
     evals = evaluate_candidates(panel, candidates, gates)
     best = evals[0]
@@ -186,12 +187,14 @@ def evaluate_and_write(
         **(extra_hashes or {}),
     }
     groups = group_summary(panel, best.per_spectrum, gates)
+    # Everything is computed (the report rendered too) before the first file is written: a failure on the
+    # way leaves the output folder as it was, never with some outputs new and others old.
+    page = render(panel, best, verdict, gates, groups, ranking, hashes)
     out = Path(output_dir)
+    remove_stale_temps(out)  # what a killed evaluator left half-written
     write_csv(out / "per_spectrum_metrics.csv", with_meta(panel, best.per_spectrum, best.name))
     write_csv(out / "per_group_summary.csv", groups)
     write_gates_json(out / "gates.json", verdict, gates, evals)
     write_hashes_json(out / "hashes.json", hashes)
-    write_report(
-        report_path, panel=panel, best=best, verdict=verdict, gates=gates, groups=groups, ranking=ranking, hashes=hashes
-    )
+    atomic_write_text(report_path, page)
     return Result(verdict, evals, ranking, report_path, hashes)

@@ -184,6 +184,7 @@ def _checkpoint_predictor(
             ema=bool(meta.get("has_ema", cfg.get("ema"))),
             init_checkpoint=cfg.get("init_checkpoint"),
             data_hashes=meta.get("data_hashes") or {},
+            scan_backend=meta.get("scan_backend"),
         )
         cond = conditioning(meta, panel)
         return np.asarray(inference.predict(model, meta, panel.raw, cond, batch_size=batch_size, device=device))

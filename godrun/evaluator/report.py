@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -216,6 +217,22 @@ def render(
     title: str = "GodRun panel QA",
 ) -> str:
     assert best.prediction is not None, "the top-ranked evaluation keeps its prediction"
+    # Spectrum ids and group names are user text: drawn as written, never parsed as mathtext or TeX.
+    with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
+        return _render(panel, best, verdict, gates, groups, ranking, hashes, title)
+
+
+def _render(
+    panel: Panel,
+    best: Evaluation,
+    verdict: Verdict,
+    gates: Gates,
+    groups: pd.DataFrame,
+    ranking: Sequence[dict[str, Any]],
+    hashes: dict[str, Any],
+    title: str,
+) -> str:
+    assert best.prediction is not None
     ok = verdict.verdict == "pass"
     failed = ", ".join(verdict.failed_gates) or "none"
     parts = [

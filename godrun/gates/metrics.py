@@ -1,4 +1,4 @@
-"""Panel metrics and the four readiness gates (DESIGN.md §6); numpy/scipy only.
+"""Panel metrics and the four readiness gates (docs/design.md, section 6); numpy/scipy only.
 
 Units and conventions
 ---------------------
@@ -380,7 +380,7 @@ def _downstream_bound(err_raw: float, gates: Gates) -> float:
 
 
 def evaluate_gates(per_spectrum: pd.DataFrame, gates: Gates) -> Verdict:
-    """The four gates of DESIGN.md §6 from panel_metrics' table (lineage and report left empty)."""
+    """The four gates from panel_metrics' table (lineage and report left empty)."""
     from godrun.spec import Check, GateResult, Verdict
 
     df = per_spectrum

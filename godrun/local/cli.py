@@ -1,15 +1,19 @@
 """`godrun run FILE.yaml`: drive a GodRun manifest on this machine with the controller's state machine.
 
-Exit codes: 0 Shipped, 3 Failed-ActB (the fallback ran), 2 bad input (manifest, or a stage's exit 2),
-1 any other Error, 130 interrupted (re-run the same command to resume).
+Exit codes: 0 Shipped, 3 Failed-ActB (the fallback ran), 2 bad input (manifest, or a stage's exit 2, or another
+runner already working in the workdir), 1 any other Error, 130 interrupted by Ctrl-C and 143 by SIGTERM (re-run
+the same command to resume).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,8 +22,10 @@ import yaml
 from pydantic import ValidationError
 
 from godrun.core.machine import GodRunView, Polling, reconcile
-from godrun.errors import EXIT_BAD_INPUT, InputError
+from godrun.errors import EXIT_BAD_INPUT, InputError, describe, reading, tcp_port
 from godrun.fsio import atomic_write_json, sha256_bytes
+from godrun.inputs import read_text
+from godrun.local import procs
 from godrun.local.executor import LocalExecutor
 from godrun.spec import TERMINAL_PHASES, GodRun, GodRunStatus, format_validation_error
 from godrun.tables import RUN_HEADER, format_plain, print_gate_table, run_row
@@ -33,13 +39,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="godrun run",
         description="Run a GodRun manifest (the YAML you would `kubectl apply`) on this machine: training, "
         "panel evaluation, the four gates and the fallback, as local processes.",
-        epilog="Exit codes: 0 Shipped, 3 Failed-ActB, 2 bad input, 1 other error, 130 interrupted "
-        "(re-run the same command to resume from the last checkpoint).",
+        epilog="Exit codes: 0 Shipped, 3 Failed-ActB, 2 bad input (or the workdir is in use by another run), "
+        "1 other error, 130/143 interrupted by Ctrl-C/SIGTERM (re-run the same command to resume from the last "
+        "checkpoint).",
     )
     p.add_argument("manifest", type=Path, help="GodRun YAML file")
     p.add_argument("--workdir", type=Path, default=Path("."), help="the run volume: stages run here (default: .)")
     p.add_argument("--status", type=Path, help="status file (default: <workdir>/status.json)")
-    p.add_argument("--metrics-port", type=int, help="serve the controller's Prometheus metrics on this port")
+    p.add_argument("--metrics-port", type=tcp_port, help="serve the controller's Prometheus metrics on this port")
     p.add_argument("--poll", type=float, default=1.0, help="seconds between observations (default: 1)")
     p.add_argument("--no-act-b", action="store_true", help="write the Act B child manifest but do not run it")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the final table")
@@ -48,14 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_manifest(path: Path) -> GodRun:
     """Parse and validate a GodRun YAML; errors name the file and the field (`spec.training.lr_min: ...`)."""
-    try:
-        docs = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d is not None]
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except yaml.YAMLError as exc:
-        raise InputError(f"{path}: not valid YAML: {exc}") from None
-    if len(docs) != 1 or not isinstance(docs[0], dict):
+    text = read_text(path)
+    with reading(path, extra=(yaml.YAMLError,)):
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    if len(docs) != 1:
         raise InputError(f"{path}: expected exactly one GodRun object, found {len(docs)} documents")
+    if not isinstance(docs[0], dict):
+        raise InputError(f"{path}: expected a GodRun object (a YAML mapping), found a {type(docs[0]).__name__}")
     try:
         return GodRun.model_validate(docs[0])
     except ValidationError as exc:
@@ -89,6 +95,52 @@ def _load_status(path: Path) -> GodRunStatus:
         return GodRunStatus()
 
 
+class Interrupted(Exception):
+    """The runner was asked to stop (Ctrl-C, SIGTERM, SIGHUP): stages stopped, status written."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum  # 130 for Ctrl-C, 143 for SIGTERM: what a shell reports for the signal
+
+
+class StopRequest:
+    """Set by Ctrl-C, SIGTERM or SIGHUP; the loop acts on it between two reconciles, never halfway through one."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.signum: int | None = None
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        self.signum = self.signum or signum
+        self.event.set()
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[StopRequest]:
+        if threading.current_thread() is not threading.main_thread():
+            yield self  # signals reach the main thread only; Ctrl-C then raises KeyboardInterrupt as usual
+            return
+        old = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+        try:
+            yield self
+        finally:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+
+    def check(self) -> None:
+        if self.event.is_set():
+            raise Interrupted(self.signum or signal.SIGINT)
+
+    def sleep(self, seconds: float) -> None:
+        self.event.wait(seconds)
+        self.check()
+
+
 def drive(
     run: GodRun,
     workdir: Path,
@@ -98,32 +150,40 @@ def drive(
     metrics=None,
     quiet: bool = False,
     executor: LocalExecutor | None = None,
+    stop: StopRequest | None = None,
 ) -> tuple[GodRunStatus, LocalExecutor]:
     """Reconcile until the run reaches a final phase and no stage process is left."""
     name = run.metadata.name
+    stop = stop or StopRequest()
     executor = executor or LocalExecutor(workdir, status_path, echo=not quiet)
-    generation = _generation(workdir / ".godrun" / name / "state.json", run)
-    status = _load_status(status_path)
+    generation = _generation(executor.workdir / ".godrun" / name / "state.json", run)
+    status = _load_status(executor.status_path)
+    view = GodRunView(name=name, namespace="local", generation=generation, spec=run.spec, status=status)
     shown: tuple[str, ...] = ()
     eta = _Eta()
     # No watch reports a process that ended: every phase is looked at again after `poll` seconds.
     polling = Polling(progress_seconds=poll, verdict_seconds=poll)
     try:
         while True:
+            stop.check()
             view = GodRunView(name=name, namespace="local", generation=generation, spec=run.spec, status=status)
             decision = reconcile(executor, view, datetime.now(UTC), polling)
             status = decision.status
             if metrics is not None:
-                metrics.observe("local", name, status)
+                metrics.observe("local", name, status, before=view.status)
             row = run_row(name, status, datetime.now(UTC))
             if not quiet and row[1:6] != shown:
                 shown = row[1:6]
                 print(f"  {status.phase:<11} {status.message}{eta.text(status)}", flush=True)
             if status.phase in TERMINAL_PHASES and not executor.busy:
                 return status, executor
-            time.sleep(decision.requeue_after or poll)
-    except KeyboardInterrupt:
-        executor.stop_all()
+            stop.sleep(decision.requeue_after or poll)
+    except (Interrupted, KeyboardInterrupt) as exc:
+        executor.stop_all(view)
+        signame = str(exc) if isinstance(exc, Interrupted) else "SIGINT"
+        if status.phase not in TERMINAL_PHASES:
+            message = f"runner stopped by {signame}; stages stopped: run the same `godrun run` again to resume"
+            executor.write_status(view, status.model_copy(update={"reason": "Interrupted", "message": message}))
         raise
 
 
@@ -154,7 +214,10 @@ def _serve_metrics(port: int | None):
     from godrun.core.metrics import ControllerMetrics
 
     metrics = ControllerMetrics()
-    start_http_server(port, registry=metrics.registry)
+    try:
+        start_http_server(port, registry=metrics.registry)
+    except OSError as exc:
+        raise InputError(f"--metrics-port {port}: cannot serve metrics there ({describe(exc)})") from exc
     return metrics
 
 
@@ -182,25 +245,49 @@ def run_file(
     act_b: bool = True,
     quiet: bool = False,
 ) -> int:
-    """Run one manifest (and its Act B child when the fallback creates one); returns the exit code."""
+    """Run one manifest (and its Act B child when the fallback creates one); returns the exit code.
+
+    One runner per workdir: the workdir's lock is held for the whole call, the child run included.
+    """
     run = load_manifest(manifest)
+    workdir = Path(workdir).resolve()  # stages run inside it: paths handed to them must not depend on our cwd
     workdir.mkdir(parents=True, exist_ok=True)
-    status_path = status_path or workdir / "status.json"
-    metrics = _serve_metrics(metrics_port)
+    status_path = Path(status_path).resolve() if status_path else workdir / "status.json"
+    stop = StopRequest()
+    with procs.workdir_lock(workdir), stop.installed():
+        metrics = _serve_metrics(metrics_port)
+        try:
+            return _run(run, manifest, workdir, status_path, stop, metrics=metrics, poll=poll, act_b=act_b, quiet=quiet)
+        except (Interrupted, KeyboardInterrupt) as exc:
+            print(f"\ninterrupted: stages stopped; run `godrun run {manifest}` again to resume", flush=True)
+            return exc.exit_code if isinstance(exc, Interrupted) else 130
+
+
+def _run(
+    run: GodRun,
+    manifest: Path,
+    workdir: Path,
+    status_path: Path,
+    stop: StopRequest,
+    *,
+    metrics=None,
+    poll: float,
+    act_b: bool,
+    quiet: bool,
+) -> int:
     if not quiet:
-        print(f"godrun run {run.metadata.name}: workdir {workdir.resolve()}, status {status_path}", flush=True)
-    try:
-        status, executor = drive(run, workdir, status_path, poll=poll, metrics=metrics, quiet=quiet)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: stages stopped; run `godrun run {manifest}` again to resume", flush=True)
-        return 130
+        print(f"godrun run {run.metadata.name}: workdir {workdir}, status {status_path}", flush=True)
+    status, executor = drive(run, workdir, status_path, poll=poll, metrics=metrics, quiet=quiet, stop=stop)
     print_final(run.metadata.name, status, workdir)
     if status.phase == "Failed-ActB" and act_b and executor.act_b_manifests:
         child = executor.act_b_manifests[-1]
         print(
             f"\nAct B: running {child.name} (calibrator head + loss rebalance, warm-started from the best checkpoint)"
         )
-        run_file(child, workdir, workdir / f"status-{child.stem}.json", poll=poll, act_b=False, quiet=quiet)
+        child_run = load_manifest(child)
+        _run(
+            child_run, child, workdir, workdir / f"status-{child.stem}.json", stop, poll=poll, act_b=False, quiet=quiet
+        )
     if status.phase == "Error":
         return EXIT_BAD_INPUT if status.reason == "BadInput" else 1
     return EXIT_CODES[status.phase]

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from godrun.errors import InputError
+from godrun.errors import InputError, tcp_port
 from godrun.fsio import atomic_write_text, sha256_file
 from godrun.local.cli import run_file
 from godrun.spec import Recipe
@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--scale", type=float, default=DEMO_CORPUS_SCALE, help=f"corpus scale (default: {DEMO_CORPUS_SCALE})"
     )
     p.add_argument("--fresh", action="store_true", help="delete the workdir first")
-    p.add_argument("--metrics-port", type=int, help="serve the controller's Prometheus metrics on this port")
+    p.add_argument("--metrics-port", type=tcp_port, help="serve the controller's Prometheus metrics on this port")
     return p
 
 

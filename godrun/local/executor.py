@@ -3,7 +3,9 @@
 It plays the parts Kubernetes plays for the cluster executor: the Job (a process record under
 `<workdir>/.godrun/<run>/jobs/<job>/`, retried up to `backoffLimit`, never retried after exit 2),
 the pod's termination message (a file the evaluator writes through GODRUN_TERMINATION_LOG) and the
-event log. The run's working directory stands for the run volume.
+event log. The run's working directory stands for the run volume. A stage runs under the launcher the
+cluster uses (`launch_command`: one process per GPU when spec.resources.gpus > 1), on this one
+node, with this Python; its failures are reported in the machine's terms (FailureReason).
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import IO
 
 import yaml
 
-from godrun.core.commands import PYTHON, TORCHRUN, launch_command
+from godrun.core.commands import PYTHON, launch_command
 from godrun.core.machine import (
     Action,
     CreateActB,
@@ -30,26 +33,28 @@ from godrun.core.machine import (
     GodRunView,
     Observed,
     StageObs,
+    attempt_failure_action,
 )
-from godrun.core.names import job_name
+from godrun.core.names import act_b_name, job_name
 from godrun.core.observe import read_progress_csv, read_verdict_file
-from godrun.errors import EXIT_BAD_INPUT
 from godrun.fsio import atomic_write_json, atomic_write_text
+from godrun.local import procs
 from godrun.spec import GodRunStatus
 
 
 @dataclass
 class _Proc:
     popen: subprocess.Popen[bytes]
-    log: object  # the open log file, closed when the process is reaped
+    log: IO[bytes]  # the open log file, closed when the process is reaped
 
 
 class LocalExecutor:
     """Runs stages as processes; observe() reports them as the Kubernetes executor reports Jobs."""
 
     def __init__(self, workdir: Path, status_path: Path, *, python: str = sys.executable, echo: bool = True) -> None:
-        self.workdir = workdir
-        self.status_path = status_path
+        # Absolute: the stages run with the workdir as cwd, so every path handed to them must not depend on ours.
+        self.workdir = Path(workdir).resolve()
+        self.status_path = Path(status_path).resolve()
         self.python = python
         self.echo = echo
         self.procs: dict[str, _Proc] = {}
@@ -75,7 +80,7 @@ class LocalExecutor:
         if evaluate.state == "succeeded":
             verdict, verdict_error = read_verdict_file(self.job_dir(run, eval_job) / "termination-log")
         progress = read_progress_csv(self.workdir / run.spec.training.log_dir / "metrics.csv", run.spec.training)
-        child = self.workdir / f"{run.name}-actb.yaml"
+        child = self.workdir / f"{act_b_name(run.name)}.yaml"
         return Observed(
             train=train,
             evaluate=evaluate,
@@ -88,9 +93,9 @@ class LocalExecutor:
     def apply(self, run: GodRunView, actions: Sequence[Action]) -> bool:
         for action in actions:
             if isinstance(action, CreateJob):
-                self._start(run, action.name, self._command(run, action), attempt_reset=True)
+                self._start(run, action.name, self._command(run, action))
             elif isinstance(action, DeleteJob):
-                self._stop(action.name)
+                self._stop(run, action.name)
             elif isinstance(action, CreateActB):
                 path = self.workdir / f"{action.name}.yaml"
                 atomic_write_text(path, yaml.safe_dump(action.body, sort_keys=False))
@@ -107,26 +112,30 @@ class LocalExecutor:
     def _command(self, run: GodRunView, action: CreateJob) -> list[str]:
         """The action's argv under the stage's launcher, on this one machine, with this Python."""
         gpus = run.spec.resources.gpus if action.stage == "train" else min(run.spec.resources.gpus, 1)
-        argv = launch_command(action.argv, gpus=gpus)
-        head = {PYTHON: [self.python], TORCHRUN: [self.python, "-m", "torch.distributed.run"]}[argv[0]]
-        return [*head, *argv[1:]]
+        argv = launch_command(action.argv, gpus=gpus)  # `python -m ...`: the trainer or our torchrun launcher
+        if argv[0] != PYTHON:
+            raise ValueError(f"unexpected launcher {argv[0]!r}")
+        return [self.python, *argv[1:]]
 
-    def _start(self, run: GodRunView, job: str, argv: list[str], *, attempt_reset: bool) -> None:
+    def _start(self, run: GodRunView, job: str, argv: list[str]) -> None:
+        """Start an attempt of `job` (a record without an exit code is a Job still going: its next attempt)."""
         jdir = self.job_dir(run, job)
         jdir.mkdir(parents=True, exist_ok=True)
         record = self._record(jdir)
-        if attempt_reset and "argv" not in record:
-            record = {"argv": argv, "attempts": 0, "created": _now()}
+        if "argv" not in record:
+            record = {"argv": argv, "attempts": 0, "failures": 0, "created": _now()}
+        if procs.kill_leftover(record.get("pid"), record.get("start_ticks")):
+            msg = f"{job}: stopped the process group (pid {record['pid']}) a killed runner left behind"
+            self._event(run, EmitEvent("Warning", "LeftoverStopped", msg))
         record["attempts"] = record.get("attempts", 0) + 1
-        record.pop("exit_code", None)
+        for key in ("exit_code", "reason", "pid", "start_ticks"):
+            record.pop(key, None)
         (jdir / "termination-log").unlink(missing_ok=True)
         env = os.environ | {"GODRUN_TERMINATION_LOG": str(jdir / "termination-log"), "PYTHONUNBUFFERED": "1"}
         log = open(jdir / "output.log", "ab")  # noqa: SIM115 - closed when the process is reaped
-        popen = subprocess.Popen(
-            argv, cwd=self.workdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        popen = procs.spawn(argv, cwd=self.workdir, env=env, log=log)
         self.procs[job] = _Proc(popen, log)
-        record["pid"] = popen.pid
+        record |= {"pid": popen.pid, "start_ticks": procs.start_ticks(popen.pid), "started": _now()}
         atomic_write_json(jdir / "job.json", record)
 
     def _reap(self, run: GodRunView) -> None:
@@ -134,45 +143,71 @@ class LocalExecutor:
             code = proc.popen.poll()
             if code is None:
                 continue
-            proc.log.close()  # type: ignore[attr-defined]
+            proc.log.close()
             del self.procs[job]
-            jdir = self.job_dir(run, job)
-            record = self._record(jdir)
-            retry = code not in (0, EXIT_BAD_INPUT) and code > 0 and record["attempts"] <= run.spec.jobs.backoff_limit
-            if retry:
-                self._event(
-                    run, EmitEvent("Warning", "Retrying", f"{job} exited {code}; attempt {record['attempts'] + 1}")
-                )
-                self._start(run, job, record["argv"], attempt_reset=False)
-                continue
-            record["exit_code"] = code
+            self._finished_attempt(run, job, code)
+
+    def _finished_attempt(self, run: GodRunView, job: str, returncode: int) -> None:
+        """Count a finished attempt the way the Job controller does (godrun.core.machine.attempt_failure_action)."""
+        jdir = self.job_dir(run, job)
+        record = self._record(jdir)
+        code = exit_code_of(returncode)
+        record["last_exit"] = code
+        if code == 0:
+            record |= {"exit_code": 0, "reason": "Completed"}
             atomic_write_json(jdir / "job.json", record)
+            return
+        action = attempt_failure_action(code)
+        record["failures"] = record.get("failures", 0) + 1
+        limit = run.spec.jobs.backoff_limit
+        what = f"attempt {record['attempts']} {describe_exit(code)}"
+        if action == "Count" and record["failures"] <= limit:
+            atomic_write_json(jdir / "job.json", record)
+            msg = f"{job} {what}; retrying ({record['failures']} of backoffLimit {limit} retries used)"
+            self._event(run, EmitEvent("Warning", "Retrying", msg))
+            self._start(run, job, record["argv"])
+            return
+        reason = "BadInput" if action == "FailJob" else "RetriesExhausted"  # the machine's FailureReason
+        record |= {"exit_code": code, "reason": reason}
+        atomic_write_json(jdir / "job.json", record)
 
     def _stage(self, run: GodRunView, job: str) -> StageObs:
         if job in self.procs:
             return StageObs(state="active")
         record = self._record(self.job_dir(run, job))
         code = record.get("exit_code")
-        if code is None:  # never started, or interrupted (Ctrl-C): absent, so it is started again
+        if code is None:  # never started, or stopped with its runner: absent, so it is started again
             return StageObs()
         if code == 0:
             return StageObs(state="succeeded", exit_code=0)
-        # Exit 2 is never retried (the machine reads BadInput from the code); other exits were retried up to
-        # backoffLimit; a process killed by a signal (negative code) was not.
-        reason = "RetriesExhausted" if code > 0 else "JobFailed"
-        return StageObs(state="failed", exit_code=code, reason=reason, message=self._last_line(run, job))
+        detail = self._last_line(run, job) if code < 128 else describe_exit(code)
+        return StageObs(
+            state="failed",
+            exit_code=code,
+            reason=record.get("reason") or "RetriesExhausted",
+            message=detail,
+            failures=record.get("failures"),
+        )
 
-    def _stop(self, job: str) -> None:
+    def _stop(self, run: GodRunView, job: str) -> None:
+        """Stop a running stage; its record keeps no exit code, so a later run starts it again (not a failure)."""
         proc = self.procs.pop(job, None)
         if proc is None:
             return
-        _terminate(proc.popen)
-        proc.log.close()  # type: ignore[attr-defined]
+        procs.stop_group(proc.popen.pid, leader=proc.popen)
+        proc.popen.wait()
+        proc.log.close()
+        jdir = self.job_dir(run, job)
+        record = self._record(jdir)
+        record |= {"last_exit": "stopped by the runner"}
+        for key in ("pid", "start_ticks"):
+            record.pop(key, None)
+        atomic_write_json(jdir / "job.json", record)
 
-    def stop_all(self) -> None:
-        """Ctrl-C: stop running stages; their records stay without an exit code so a re-run restarts them."""
+    def stop_all(self, run: GodRunView) -> None:
+        """Ctrl-C / SIGTERM: stop running stages; their records stay without an exit code so a re-run restarts them."""
         for job in list(self.procs):
-            self._stop(job)
+            self._stop(run, job)
 
     @property
     def busy(self) -> bool:
@@ -205,15 +240,18 @@ class LocalExecutor:
             print(f"  event  {ev.reason}: {ev.message}", flush=True)
 
 
-def _terminate(popen: subprocess.Popen[bytes], grace: float = 10.0) -> None:
-    try:
-        os.killpg(popen.pid, signal.SIGTERM)
-        popen.wait(timeout=grace)
-    except ProcessLookupError:
-        return
-    except subprocess.TimeoutExpired:
-        os.killpg(popen.pid, signal.SIGKILL)
-        popen.wait()
+def exit_code_of(returncode: int) -> int:
+    """A process' exit as a container reports it: a kill by signal N is exit code 128 + N."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def describe_exit(code: int) -> str:
+    if code > 128:
+        try:
+            return f"was killed by {signal.Signals(code - 128).name} (exit code {code})"
+        except ValueError:
+            pass
+    return f"exited with code {code}"
 
 
 def _now() -> str:

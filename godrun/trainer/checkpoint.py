@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from godrun.errors import InputError
+from godrun.errors import InputError, describe, reading
 from godrun.fsio import atomic_path, sha256_bytes
 
 BEST_NAME = "{model}_best.pt"
@@ -37,14 +37,28 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"checkpoint not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"checkpoint {path} refused: not loadable with weights_only=True ({first})") from exc
-    if not isinstance(obj, dict) or "model" not in obj:
+    with reading(path, "checkpoint"):
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            why = describe(exc)
+            raise InputError(f"checkpoint {path} refused: not loadable with weights_only=True ({why})") from exc
+    if not isinstance(obj, dict) or not isinstance(obj.get("model"), Mapping):
         raise InputError(f"checkpoint {path}: expected a dict with a 'model' state_dict")
+    for key in ("model", "ema"):
+        _check_state_dict(obj.get(key), f"checkpoint {path} {key!r}")
     return obj
+
+
+def _check_state_dict(state: Any, where: str) -> None:
+    """A state_dict maps names to tensors; anything else in it (numbers, strings) is a foreign file."""
+    if state is None:
+        return
+    if not isinstance(state, Mapping):
+        raise InputError(f"{where}: expected a state_dict (name -> tensor), found a {type(state).__name__}")
+    for name, tensor in state.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise InputError(f"{where}: entry {name!r} is a {type(tensor).__name__}, expected a tensor")
 
 
 def save_checkpoint(path: str | Path, payload: Mapping[str, Any]) -> None:

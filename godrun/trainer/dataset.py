@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 import torch
 
 from godrun.errors import InputError
+from godrun.inputs import load_npz, numeric_column, read_csv
 from godrun.spec import Recipe
 from godrun.trainer import normalise
 
@@ -78,10 +80,9 @@ def sampling_weights(csv: str | Path, groups: np.ndarray) -> np.ndarray:
     path = Path(csv)
     if not path.is_file():
         raise InputError(f"--dose_sampling_weights_csv: file not found: {path}")
-    table = pd.read_csv(path)
-    if not {"group_id", "weight"} <= set(table.columns):
-        raise InputError(f"{path}: needs columns group_id and weight, found {list(table.columns)}")
-    w = dict(zip(table["group_id"].astype(str), table["weight"].astype(float), strict=True))
+    table = read_csv(path, "--dose_sampling_weights_csv", required=("group_id", "weight"), dtype={"group_id": str})
+    weights = numeric_column(table, "weight", path, "--dose_sampling_weights_csv")
+    w = dict(zip(table["group_id"].astype(str), weights, strict=True))
     missing = sorted(set(groups.tolist()) - set(w))
     if missing:
         raise InputError(f"{path}: no sampling weight for group {missing[0]!r} ({len(missing)} missing)")
@@ -167,10 +168,7 @@ def load_lambda_weights(recipe: Recipe) -> np.ndarray:
     path = Path(recipe.lambda_weights)
     if not path.is_file():
         raise InputError(f"--lambda_weights: file not found: {path}")
-    with np.load(path, allow_pickle=False) as z:
-        if "weights" not in z:
-            raise InputError(f"--lambda_weights {path}: no `weights` array (has {sorted(z.files)})")
-        w = z["weights"].astype(np.float32)
+    w = load_npz(path, "--lambda_weights", keys=("weights",))["weights"].astype(np.float32)
     if w.shape != (recipe.sequence_length,) or not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
         raise InputError(f"--lambda_weights {path}: `weights` must be {recipe.sequence_length} finite values >= 0")
     return w
@@ -210,16 +208,26 @@ def _random_same_pair(data: SplitData, idx: torch.Tensor, gen: torch.Generator) 
     return out
 
 
+class Batch(NamedTuple):
+    """Model input and target (normalised), FiLM conditioning, and each row's de-normalisation."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    cond: torch.Tensor | None
+    offset: torch.Tensor
+    scale: torch.Tensor
+
+
 def make_batch(
     data: SplitData, idx: torch.Tensor, recipe: Recipe, gen: torch.Generator, wl_step: float, *, train: bool
-) -> dict[str, torch.Tensor | None]:
+) -> Batch:
     off, sc = data.offset[idx], data.scale[idx]
     x = data.x[idx]
     y = (targets_for(data, idx, recipe, gen, panel=not train) - off[:, None]) / sc[:, None]
     if train:
         x, y = augment(x, y, recipe, gen, wl_step)
     cond = None if data.cond is None else data.cond[idx]
-    return {"x": x, "y": y, "cond": cond, "offset": off, "scale": sc}
+    return Batch(x, y, cond, off, sc)
 
 
 def augment(

@@ -19,13 +19,14 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from godrun.errors import InputError
-from godrun.fsio import code_version, sha256_file
+from godrun.fsio import code_version, remove_stale_temps, sha256_file
 from godrun.spec import Gates, Recipe
 from godrun.trainer import checkpoint as ckpt_io
 from godrun.trainer import dataset as ds
 from godrun.trainer import normalise, telemetry
 from godrun.trainer.inference import build_model, predict_normalised, resolve_device
 from godrun.trainer.losses import LossConfig, SpectralLoss
+from godrun.trainer.mamba import fused_scan_error, scan_backend
 
 if TYPE_CHECKING:
     from godrun.trainer.model import MambaTinyUV
@@ -72,12 +73,8 @@ class TrainResult:
 
 
 def _threads(dist: Dist) -> int:
-    """GODRUN_NUM_THREADS, else 2 per machine split over local processes; 1 when the CPUs are already busy.
-
-    Measured on a shared 2-core machine (load ~5): a demo-size step took 0.34 s with 1 thread and 3.5 s
-    with 2 (OpenMP threads spin-waiting for a core), so oversubscription costs 10x while a second thread
-    on an idle machine saves well under 2x.
-    """
+    """GODRUN_NUM_THREADS, else 2 per machine split over local processes; 1 when the CPUs are already busy:
+    OpenMP threads spin-waiting for a busy core cost far more than a second thread saves (bench/README.md)."""
     env = os.environ.get("GODRUN_NUM_THREADS")
     if env:
         return max(1, int(env))
@@ -95,6 +92,11 @@ def _device(recipe: Recipe, dist: Dist) -> torch.device:
         return torch.device("cuda", dist.local_rank)
     torch.set_num_threads(_threads(dist))
     return dev
+
+
+def _fallback_note(device: torch.device) -> str:
+    error = fused_scan_error() if device.type == "cuda" else None
+    return f" (mamba_ssm's fused scan unavailable: {error}; about 30x slower)" if error else ""
 
 
 def _hash(path: str | None) -> str | None:
@@ -193,22 +195,24 @@ class Trainer:
             backend = "nccl" if resolve_device(r.device).type == "cuda" else "gloo"
             torch.distributed.init_process_group(backend)
         self.device = _device(r, self.dist)
+        self.scan_backend = scan_backend(self.device)  # may refuse (GODRUN_REQUIRE_FUSED_SCAN) before any output
         self.wl = ds.load_wavelengths(r)
         lam = ds.load_lambda_weights(r)
         self.cond_stats = ds.cond_stats_for(r)
         self.train_data = ds.load_split(r, r.train_manifest, self.cond_stats, with_weights=True)
         self.panel = ds.load_split(r, r.val_manifest, self.cond_stats, with_weights=False)
         _check_leakage(self.train_data, self.panel)
-        # logs only once the inputs are known good: bad input leaves nothing behind
-        self.logger = telemetry.setup_logger(r.log_dir, enabled=self.dist.main and log)
-        self.progress = telemetry.Progress(self.logger, enabled=self.dist.main and log)
         torch.manual_seed(r.seed)
         self.model = build_model(r)
         self.init_sha: str | None = None
         self.last = ckpt_io.last_path(r.checkpoint_dir, r.model)
+        if self.dist.main:  # half-written checkpoints/metrics of a killed run: never resumed from, never archived
+            for folder in (r.checkpoint_dir, r.log_dir):
+                remove_stale_temps(folder)
         self.resume_ckpt = ckpt_io.load_checkpoint(self.last) if self.last.is_file() else None
+        warm: list[str] | None = None
         if self.resume_ckpt is not None:
-            diff = _config_diff(self.resume_ckpt["config"], r.model_dump())
+            diff = _config_diff(self.resume_ckpt.get("config") or {}, r.model_dump())
             if diff:
                 raise InputError(
                     f"{self.last} was written by a different recipe (differs in {', '.join(diff)}); "
@@ -216,9 +220,13 @@ class Trainer:
                 )
         elif r.init_checkpoint:
             init = ckpt_io.load_checkpoint(r.init_checkpoint)
-            added = ckpt_io.warm_start(self.model, ckpt_io.weights_for_inference(init), r.init_checkpoint)
+            warm = ckpt_io.warm_start(self.model, ckpt_io.weights_for_inference(init), r.init_checkpoint)
             self.init_sha = sha256_file(r.init_checkpoint)
-            self.logger.info("warm start from %s (sha256 %s); new keys: %s", r.init_checkpoint, self.init_sha, added)
+        # logs only once the inputs (the warm start too) are known good: bad input leaves nothing behind
+        self.logger = telemetry.setup_logger(r.log_dir, enabled=self.dist.main and log)
+        self.progress = telemetry.Progress(self.logger, enabled=self.dist.main and log)
+        if warm is not None:
+            self.logger.info("warm start from %s (sha256 %s); new keys: %s", r.init_checkpoint, self.init_sha, warm)
         _freeze(self.model, r)
         self.model.to(self.device)
         self.net: torch.nn.Module = self.model
@@ -238,8 +246,7 @@ class Trainer:
         w = torch.from_numpy(lam)
         self.loss_fn = SpectralLoss(LossConfig.from_recipe(r), torch.from_numpy(self.wl), w).to(self.device)
         self.wl_step = float(np.median(np.diff(self.wl)))
-        amp_dtype = torch.bfloat16 if r.amp_dtype == "bf16" else torch.float16
-        self.autocast = {"device_type": self.device.type, "dtype": amp_dtype, "enabled": r.amp}
+        self.amp_dtype = torch.bfloat16 if r.amp_dtype == "bf16" else torch.float16
         use_scaler = r.amp and r.amp_dtype == "fp16" and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
         self.state = EarlyStop()
@@ -247,9 +254,11 @@ class Trainer:
         self.start_epoch = 1
         self.hashes = data_hashes(r)
         self.code_version = code_version()
-        self.prom = telemetry.PromMetrics(r.metrics_port if self.dist.main else None, self.logger)
+        self.logger.info("selective scan backend: %s%s", self.scan_backend, _fallback_note(self.device))
+        self.prom = telemetry.PromMetrics(r.metrics_port if self.dist.main else None, self.logger, self.scan_backend)
         if self.resume_ckpt is not None:
             self._restore(self.resume_ckpt)
+            self._publish(self.history[-1] if self.history else None)
 
     # -------------------------------------------------------------- state
 
@@ -283,6 +292,7 @@ class Trainer:
             "data_hashes": self.hashes,
             "code_version": self.code_version,
             "init_checkpoint_sha256": self.init_sha,
+            "scan_backend": self.scan_backend,
         }
 
     def _payload(self, epoch: int, panel: dict[str, Any], full: bool) -> dict[str, Any]:
@@ -306,13 +316,14 @@ class Trainer:
 
     def _audit(self) -> None:
         r = self.recipe
-        entries = {f"sha256 {k}": v for k, v in self.hashes.items()}
+        entries: dict[str, object] = {f"sha256 {k}": v for k, v in self.hashes.items()}
         entries["sha256 init_checkpoint"] = f"{r.init_checkpoint} {self.init_sha}"
         entries["sha256 config"] = ckpt_io.config_sha256(r.model_dump())
         entries["code_version"] = self.code_version
         entries["resume_from_epoch"] = self.start_epoch - 1
         entries["world_size"] = self.dist.world
         entries["device"] = str(self.device)
+        entries["scan_backend"] = self.scan_backend
         telemetry.write_audit(r.audit_log, entries, "train start" if self.start_epoch == 1 else "train resume")
 
     # -------------------------------------------------------------- epochs
@@ -328,11 +339,11 @@ class Trainer:
         for i in range(self.steps):
             idx = order[i * r.bs : (i + 1) * r.bs]
             b = ds.make_batch(self.train_data, idx, r, gen, self.wl_step, train=True)
-            x, y = b["x"].to(self.device), b["y"].to(self.device)
-            cond = None if b["cond"] is None else b["cond"].to(self.device)
-            with torch.autocast(**self.autocast):
+            x, y = b.x.to(self.device), b.y.to(self.device)
+            cond = None if b.cond is None else b.cond.to(self.device)
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=r.amp):
                 pred = self.net(x, cond)
-            loss, parts = self.loss_fn(pred, y, b["offset"].to(self.device), b["scale"].to(self.device))
+            loss, parts = self.loss_fn(pred, y, b.offset.to(self.device), b.scale.to(self.device))
             self.opt.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.opt)
@@ -426,19 +437,25 @@ class Trainer:
             row["spectra_per_s"],
             _eta(self.history, r.epochs),
         )
-        self.prom.update(
-            epoch=epoch,
-            epochs=r.epochs,
-            loss=losses["total"],
-            panel_psnr_mean_decibels=panel["panel_psnr_mean"],
-            panel_sam_mean_degrees=panel["panel_sam_mean"],
-            best_epoch=self.state.best_epoch,
-            epoch_seconds=seconds,
-            lr=row["lr"],
-        )
+        self._publish(row)
         if self.state.finished and epoch < r.epochs:
             self.logger.info("early stop: no better panel score for %d epochs", self.state.bad_epochs)
         return self.state.finished
+
+    def _publish(self, row: dict[str, Any] | None) -> None:
+        """Prometheus gauges from one metrics row (on resume: the last checkpointed epoch, so no dip)."""
+        if row is None:
+            return
+        self.prom.update(
+            epoch=row["epoch"],
+            epochs=self.recipe.epochs,
+            loss=row.get("loss"),
+            panel_psnr_mean_decibels=row.get("panel_psnr_mean"),
+            panel_sam_mean_degrees=row.get("panel_sam_mean"),
+            best_epoch=self.state.best_epoch,
+            epoch_seconds=row.get("seconds"),
+            lr=row.get("lr"),
+        )
 
     def _result(self) -> TrainResult:
         last_epoch = int(self.history[-1]["epoch"]) if self.history else 0

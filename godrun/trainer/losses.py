@@ -66,6 +66,14 @@ class LossConfig:
 class SpectralLoss(torch.nn.Module):
     """Total loss for normalised prediction/target [B, L]; `offset`/`scale` [B] de-normalise for the dip term."""
 
+    # buffers (register_buffer): they follow the module's device
+    wl: torch.Tensor
+    lam: torch.Tensor
+    roi: torch.Tensor
+    roi1: torch.Tensor
+    roi2: torch.Tensor
+    kernel: torch.Tensor
+
     def __init__(self, cfg: LossConfig, wavelengths: torch.Tensor, lambda_weights: torch.Tensor | None) -> None:
         super().__init__()
         self.cfg = cfg
@@ -109,9 +117,9 @@ class SpectralLoss(torch.nn.Module):
             dip = self.dip_loss(raw_p, raw_t, base0)
             total = total + cfg.dip_weight * dip
             parts["dip"] = dip
-        parts = {k: float(v.detach()) for k, v in parts.items()}
-        parts["total"] = float(total.detach())
-        return total, parts
+        logged = {k: float(v.detach()) for k, v in parts.items()}
+        logged["total"] = float(total.detach())
+        return total, logged
 
     # ------------------------------------------------------------------ dips
 

@@ -8,6 +8,7 @@ mamba_ssm imports (it needs its compiled extension), its fused ``selective_scan_
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from functools import cache
 
@@ -15,20 +16,42 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from godrun.errors import InputError
 from godrun.trainer.scan import selective_scan
+
+# Set in the CUDA image: on a GPU, falling back to the pure-torch scan (about 30x slower) is an error.
+REQUIRE_FUSED_ENV = "GODRUN_REQUIRE_FUSED_SCAN"
+_import_error: list[str] = []
 
 
 @cache
 def _mamba_ssm_scan() -> Callable | None:
     try:  # mamba_ssm's __init__ imports its CUDA extension unguarded: any failure means "not available"
+        import selective_scan_cuda  # noqa: F401  # the compiled kernel itself
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
-    except Exception:
+    except Exception as exc:
+        _import_error[:] = [f"{type(exc).__name__}: {exc}"]
         return None
     return selective_scan_fn
 
 
+def fused_scan_error() -> str | None:
+    """Why mamba_ssm's fused scan did not import (None when it did or was never tried)."""
+    return _import_error[0] if _import_error else None
+
+
 def scan_backend(device: torch.device) -> str:
-    return "mamba_ssm" if device.type == "cuda" and _mamba_ssm_scan() is not None else "torch"
+    """`mamba_ssm` (fused CUDA kernel) or `torch`; with GODRUN_REQUIRE_FUSED_SCAN=1 a CUDA fallback is an error."""
+    if device.type != "cuda":
+        return "torch"
+    if _mamba_ssm_scan() is not None:
+        return "mamba_ssm"
+    if os.environ.get(REQUIRE_FUSED_ENV) == "1":
+        raise InputError(
+            f"{REQUIRE_FUSED_ENV}=1 but mamba_ssm's fused selective scan does not import on CUDA "
+            f"({fused_scan_error()}); the image (spec.image) lacks a working mamba-ssm build"
+        )
+    return "torch"
 
 
 class Mamba(nn.Module):
@@ -61,8 +84,8 @@ class Mamba(nn.Module):
         self.out_proj = nn.Linear(di, d_model, bias=False)
         self._init_dt(dt_min, dt_max, dt_init_floor)
         # Conventions mamba_ssm's training code reads: no weight decay on the SSM's A and D.
-        self.A_log._no_weight_decay = True
-        self.D._no_weight_decay = True
+        setattr(self.A_log, "_no_weight_decay", True)  # noqa: B010 - a dynamic attribute by convention
+        setattr(self.D, "_no_weight_decay", True)  # noqa: B010
 
     def _init_dt(self, dt_min: float, dt_max: float, floor: float) -> None:
         """dt_proj weight ~ U(+-dt_rank^-0.5); bias = softplus^-1(dt), dt log-uniform in [dt_min, dt_max]."""
@@ -72,7 +95,7 @@ class Mamba(nn.Module):
         dt = torch.exp(log_dt).clamp(min=floor)
         with torch.no_grad():
             self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
-        self.dt_proj.bias._no_reinit = True
+        setattr(self.dt_proj.bias, "_no_reinit", True)  # noqa: B010
 
     def _causal_conv(self, x: Tensor) -> Tensor:
         """conv1d(x)[..., :L] on x stored [B, L, d_inner]; shifted multiply-adds, because CPU depthwise conv
@@ -80,7 +103,9 @@ class Mamba(nn.Module):
         seqlen, k = x.shape[1], self.d_conv
         w = self.conv1d.weight[:, 0].to(x.dtype).t()  # [d_conv, d_inner]
         xp = F.pad(x, (0, 0, k - 1, 0))
-        y = torch.addcmul(self.conv1d.bias.to(x.dtype), w[0], xp[:, :seqlen])
+        bias = self.conv1d.bias
+        assert bias is not None  # built with bias=True
+        y = torch.addcmul(bias.to(x.dtype), w[0], xp[:, :seqlen])
         for j in range(1, k):
             y = torch.addcmul(y, w[j], xp[:, j : j + seqlen])
         return y

@@ -28,9 +28,10 @@ class FiLM(nn.Module):
     def __init__(self, n_cond: int, hidden: int, n_layers: int, d_model: int) -> None:
         super().__init__()
         self.n_layers, self.d_model = n_layers, d_model
-        self.mlp = nn.Sequential(nn.Linear(n_cond, hidden), nn.SiLU(), nn.Linear(hidden, 2 * n_layers * d_model))
-        nn.init.zeros_(self.mlp[2].weight)
-        nn.init.zeros_(self.mlp[2].bias)
+        first, last = nn.Linear(n_cond, hidden), nn.Linear(hidden, 2 * n_layers * d_model)
+        self.mlp = nn.Sequential(first, nn.SiLU(), last)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
 
     def forward(self, cond: Tensor) -> tuple[Tensor, Tensor]:
         out = self.mlp(cond).view(cond.shape[0], self.n_layers, 2, 1, self.d_model)
@@ -46,6 +47,7 @@ class Calibrator(nn.Module):
         self.shift = nn.Parameter(torch.zeros(seq_len))
         self.conv = nn.Conv1d(1, 1, kernel, padding=kernel // 2)
         nn.init.zeros_(self.conv.weight)
+        assert self.conv.bias is not None  # Conv1d has a bias unless bias=False
         nn.init.zeros_(self.conv.bias)
 
     def forward(self, y: Tensor) -> Tensor:

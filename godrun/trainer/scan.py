@@ -7,8 +7,8 @@ come back stored that way.
 
 Recurrence per (b, d, n):  h_t = exp(delta_t * A) * h_{t-1} + delta_t * u_t * B_t,   y_t = sum_n C_t h_t.
 
-Autograd through a Python loop over L records ~L small graph nodes per op and is ~100x slower backward than
-forward. Here the loop is one in-place ``addcmul_`` per step on a [batch, d_state, d_inner] slice, and
+Autograd through a Python loop over L records ~L small graph nodes per op and is far slower backward than
+forward (bench/README.md). Here the loop is one in-place ``addcmul_`` per step on a [batch, d_state, d_inner] slice, and
 everything else (discretisation, readout, all gradients) runs as whole-chunk tensor ops. Forward keeps only
 the state at chunk boundaries; backward recomputes each chunk's states from its boundary, runs the adjoint
 recurrence dh_t = C_t dy_t + exp(delta_{t+1} A) dh_{t+1} in reverse, and forms the gradients. Peak memory is a
@@ -53,7 +53,7 @@ class _Workspace:
 @contextmanager
 def _serial_steps(device: torch.device) -> Iterator[None]:
     """Run the per-step loop on one intra-op thread on CPU: each step is a ~100 K-element op, too small to pay
-    for an OpenMP barrier, and on an oversubscribed machine 2 threads made 1800 such steps 15x slower."""
+    for an OpenMP barrier, which on a busy machine costs many times the step (bench/README.md)."""
     threads = torch.get_num_threads()
     if device.type != "cpu" or threads == 1:
         yield
@@ -138,7 +138,7 @@ class _SelectiveScanCore(torch.autograd.Function):
             m, h0 = (t1 - t0) * nb, boundaries[i]
             decay, states, dh = ws.get(t1 - t0)
             _chunk_states(dl[t0:t1], du[t0:t1], bt[t0:t1], At, h0, decay, states)
-            # contractions over d: multiply into a free buffer and sum the contiguous d axis (2.5x faster than bmm)
+            # contractions over d: multiply into a free buffer and sum the contiguous d axis (faster than bmm here)
             torch.sum(torch.mul(states, gy[t0:t1].unsqueeze(2), out=dh), -1, out=g_ct[t0:t1])
             torch.mul(ct[t0:t1].unsqueeze(-1), gy[t0:t1].unsqueeze(2), out=dh)
             dh[-1] += carry

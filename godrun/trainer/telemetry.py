@@ -132,9 +132,10 @@ class Progress:
 
 
 class PromMetrics:
-    """The trainer's Prometheus metrics (CONTRACTS.md names) on their own registry."""
+    """The trainer's Prometheus metrics (`godrun_train_*`, read back by godrun/core/observe.py) on their own
+    registry."""
 
-    def __init__(self, port: int | None, logger: logging.Logger) -> None:
+    def __init__(self, port: int | None, logger: logging.Logger, scan_backend: str = "torch") -> None:
         self.server = None
         self.port: int | None = None
         if port is None:
@@ -153,6 +154,12 @@ class PromMetrics:
             "lr": "Current learning rate.",
         }
         self.gauges = {k: Gauge(f"godrun_train_{k}", doc, registry=reg) for k, doc in g.items()}
+        for gauge in self.gauges.values():
+            gauge.set(math.nan)  # "no value yet", not 0: no fake 0 dB on dashboards or in the status
+        backend = Gauge(
+            "godrun_train_scan_backend_info", "Selective-scan backend (label backend).", ["backend"], registry=reg
+        )
+        backend.labels(scan_backend).set(1)
         self.spectra = Counter("godrun_train_spectra", "Training spectra processed.", registry=reg)
         self.server, _thread = start_http_server(port, addr="0.0.0.0", registry=reg)
         self.port = self.server.server_port

@@ -412,9 +412,11 @@ class Cluster:
 
         api = client.CoreV1Api(self.api_client())
         spec = client.V1TokenRequestSpec(audiences=[SA_ISSUER], expiration_seconds=seconds)
-        return api.create_namespaced_service_account_token(
+        status = api.create_namespaced_service_account_token(
             name, namespace, client.AuthenticationV1TokenRequest(spec=spec)
-        ).status.token
+        ).status
+        assert status is not None and status.token, f"no token for {namespace}/{name}"
+        return status.token
 
     def service_account_kubeconfig(self, namespace: str, name: str, create: bool = True) -> Path:
         """A kubeconfig acting as system:serviceaccount:<namespace>:<name> (token from TokenRequest)."""

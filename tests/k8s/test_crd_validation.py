@@ -61,6 +61,8 @@ CASES = [
     ("actb-epochs", "spec.fallback.actB.epochs", 0, "spec.fallback.actB.epochs"),
     ("backoff-negative", "spec.jobs.backoffLimit", -1, "spec.jobs.backoffLimit"),
     ("run-as-root", "spec.jobs.runAsUser", 0, "spec.jobs.runAsUser"),
+    ("name-too-long", "metadata.name", "a" * 239, "metadata.name must be at most 238 characters"),
+    ("metrics-port-too-big", "spec.training.metrics_port", 70000, "spec.training.metrics_port"),
 ]
 
 
@@ -123,6 +125,18 @@ def test_malformed_godrun_is_rejected_naming_the_field(
         create(godruns, obj)
     assert err.value.status in (400, 422), err.value.body
     assert expected in err.value.body, err.value.body
+
+
+def test_a_name_without_room_for_the_act_b_child_is_rejected(
+    godruns: client.CustomObjectsApi, k8s_namespace: str
+) -> None:
+    obj = example(k8s_namespace, "a" * 234)
+    obj["spec"].setdefault("fallback", {})["launchActB"] = True
+    with pytest.raises(ApiException) as err:
+        create(godruns, obj)
+    assert "at most 233 characters when spec.fallback.launchActB" in err.value.body, err.value.body
+    obj["metadata"]["name"] = "a" * 233
+    assert create(godruns, obj)["metadata"]["name"] == "a" * 233
 
 
 def test_kubectl_shows_the_field_in_its_error(godruns: client.CustomObjectsApi, k8s_cluster: Cluster) -> None:

@@ -103,7 +103,7 @@ def test_manifests_apply_and_rbac_is_exact(k8s_cluster: Cluster, k8s_namespace: 
         ("list", "pods"),
         ("create", "services"),
         ("create", "events"),
-        ("patch", "events.events.k8s.io"),
+        ("get", "persistentvolumeclaims"),
         ("update", "leases.coordination.k8s.io"),
     ]:
         assert can(verb, resource), f"controller cannot {verb} {resource}"
@@ -111,6 +111,9 @@ def test_manifests_apply_and_rbac_is_exact(k8s_cluster: Cluster, k8s_namespace: 
         ("get", "secrets"),
         ("list", "configmaps"),
         ("update", "godruns.godrun.io"),
+        ("patch", "godruns.godrun.io/status"),
+        ("get", "jobs.batch"),
+        ("list", "services"),
         ("delete", "pods"),
         ("create", "pods/exec"),
         ("delete", "leases.coordination.k8s.io"),
@@ -145,3 +148,19 @@ def test_helm_chart_installs(k8s_cluster: Cluster, k8s_namespace: str, tmp_path:
     for name in ("deployment.apps/godrun", "service/godrun", "serviceaccount/godrun", "configmap/godrun-dashboard"):
         assert name in kinds
     assert k8s_cluster.helm("uninstall", "godrun", "-n", ns, timeout=120).returncode == 0
+
+
+def test_helm_chart_options_pass_a_server_side_dry_run(k8s_cluster: Cluster, k8s_namespace: str) -> None:
+    """NetworkPolicies, OpenShift-style security contexts (no fixed UIDs) and the helm test pod are valid
+    objects, and the pods are still admitted by restricted Pod Security."""
+    ns = k8s_namespace
+    _restricted_namespace(k8s_cluster, ns)
+    nulls = [f"{c}.{k}=null" for c in ("podSecurityContext", "securityContext") for k in ("runAsUser", "runAsGroup")]
+    sets = ["crds.install=false", "networkPolicy.enabled=true", "podSecurityContext.fsGroup=null", *nulls]
+    argv = ["template", "probe", str(ROOT / "helm/godrun"), "-n", ns]
+    for s in sets:
+        argv += ["--set", s]
+    docs = [d for d in yaml.safe_load_all(k8s_cluster.helm(*argv).stdout) if d]
+    kinds = {d["kind"] for d in docs}
+    assert {"NetworkPolicy", "Deployment", "Pod"} <= kinds
+    _apply(k8s_cluster, yaml.safe_dump_all(docs), "--dry-run=server")

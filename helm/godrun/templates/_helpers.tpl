@@ -21,13 +21,20 @@
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* Standard labels on every object. */}}
-{{- define "godrun.labels" -}}
+{{/* Labels of every object but its component. */}}
+{{- define "godrun.baseLabels" -}}
 helm.sh/chart: {{ include "godrun.chart" . }}
-{{ include "godrun.selectorLabels" . }}
+app.kubernetes.io/name: {{ include "godrun.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: godrun
+{{- end }}
+
+{{/* Standard labels on every object (component: controller). */}}
+{{- define "godrun.labels" -}}
+{{ include "godrun.baseLabels" . }}
+app.kubernetes.io/component: controller
 {{- end }}
 
 {{/* Release labels added to the generated CRD (it already carries app.kubernetes.io/name and part-of). */}}
@@ -86,23 +93,23 @@ release: {{ . | quote }}
 {{- end }}
 {{- end }}
 
-{{/* The RBAC rules the controller needs on GodRuns, Jobs, Pods, Services and Events (no secrets, no wildcards). */}}
+{{/* Exactly the verbs godrun/controller calls (tests/test_deploy_manifests.py derives them from the code). */}}
 {{- define "godrun.rbacRules" -}}
 - apiGroups: ["godrun.io"]
   resources: ["godruns"]
   verbs: ["get", "list", "watch", "create"]
 - apiGroups: ["godrun.io"]
   resources: ["godruns/status"]
-  verbs: ["get", "update", "patch"]
+  verbs: ["update"]
 - apiGroups: ["godrun.io"]
   resources: ["godruns/finalizers"]
   verbs: ["update"]
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["get", "list", "watch", "create", "delete"]
+  verbs: ["list", "watch", "create", "delete"]
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
 {{- if eq .Values.controller.progressSource "proxy" }}
 # --progress-source=proxy reads the trainer's metrics through the API server's pod proxy.
 - apiGroups: [""]
@@ -111,34 +118,20 @@ release: {{ . | quote }}
 {{- end }}
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["get", "list", "watch", "create", "delete"]
+  verbs: ["create", "delete"]
+- apiGroups: [""]
+  resources: ["persistentvolumeclaims"]
+  verbs: ["get"]
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
-- apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- end }}
 
-{{/* Restricted Pod Security container context. */}}
+{{/* Security contexts come from values (restricted Pod Security by default). */}}
 {{- define "godrun.containerSecurityContext" -}}
-runAsNonRoot: true
-runAsUser: 1000
-runAsGroup: 1000
-allowPrivilegeEscalation: false
-privileged: false
-readOnlyRootFilesystem: true
-capabilities:
-  drop: ["ALL"]
-seccompProfile:
-  type: RuntimeDefault
+{{- toYaml .Values.securityContext }}
 {{- end }}
 
 {{- define "godrun.podSecurityContext" -}}
-runAsNonRoot: true
-runAsUser: 1000
-runAsGroup: 1000
-fsGroup: 1000
-seccompProfile:
-  type: RuntimeDefault
+{{- toYaml .Values.podSecurityContext }}
 {{- end }}

@@ -1,0 +1,73 @@
+"""Multi-node training: the run volume must be ReadWriteMany, checked before the Indexed Job is created; a run
+put in Error this way (or by an invalid spec) still gets its terminal conditions."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from kubernetes.client.rest import ApiException
+from test_controller_kube import FakeApi, controller, godrun_obj, run_view
+
+from godrun.controller import jobs
+
+MULTI = {"resources": {"nodes": 2, "gpus": 1}, "data": {"claimName": "runs"}}
+
+
+class ClaimApi(FakeApi):
+    def __init__(self, claims: dict[str, list[str]]) -> None:
+        super().__init__()
+        self.claims = claims
+        self.services: list[dict] = []
+
+    def read_namespaced_persistent_volume_claim(self, name, ns):
+        if name not in self.claims:
+            raise ApiException(status=404, reason="NotFound")
+        return {"metadata": {"name": name}, "spec": {"accessModes": self.claims[name]}}
+
+    def create_namespaced_service(self, ns, body):
+        self.services.append(body)
+
+
+def _reconcile(api: ClaimApi, name: str, spec: dict) -> dict:
+    obj = godrun_obj(name)
+    obj["spec"] = {"image": "i", **spec}
+    api.godruns[name] = obj
+    c = controller(api)
+    c.handle("godruns", "ADDED", copy.deepcopy(obj))
+    c.reconcile_key(("lab", name))
+    return api.status_puts[-1]["status"]
+
+
+@pytest.mark.parametrize(
+    ("claims", "needle"),
+    [({"runs": ["ReadWriteOnce"]}, "needs ReadWriteMany"), ({}, "not found")],
+)
+def test_multi_node_refuses_a_volume_not_shared_by_the_nodes(claims: dict, needle: str) -> None:
+    api = ClaimApi(claims)
+    st = _reconcile(api, "r", MULTI)
+    assert (st["phase"], st["reason"]) == ("Error", "JobRejected")
+    assert needle in st["message"] and "spec.data.claimName" in st["message"] and not api.jobs
+    conds = {cd["type"]: (cd["status"], cd["reason"]) for cd in st["conditions"]}
+    assert conds["Failed"] == ("True", "JobRejected") and conds["Succeeded"] == ("False", "JobRejected")
+    assert "Unknown" not in {s for s, _ in conds.values()}
+
+
+def test_multi_node_starts_on_a_read_write_many_volume() -> None:
+    api = ClaimApi({"runs": ["ReadWriteMany"]})
+    st = _reconcile(api, "r", MULTI)
+    assert st["phase"] == "Training"
+    (job,) = api.jobs.values()
+    assert job["spec"]["completionMode"] == "Indexed" and job["spec"]["backoffLimit"] == 0
+    assert len(api.services) == 1
+
+
+def test_single_node_needs_no_shared_volume() -> None:
+    assert jobs.shared_volume_problem(run_view(data={"claimName": "x"}).spec, None) is None
+
+
+def test_an_invalid_spec_has_terminal_conditions() -> None:
+    st = _reconcile(ClaimApi({}), "bad", {"resources": {"cpu": "1.2.3"}})
+    assert st["reason"] == "InvalidSpec"
+    conds = {cd["type"]: cd["status"] for cd in st["conditions"]}
+    assert conds["Succeeded"] == "False" and conds["Failed"] == "True" and "Unknown" not in conds.values()
