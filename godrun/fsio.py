@@ -19,6 +19,7 @@ def _read_umask() -> int:
 
 
 _UMASK = _read_umask()
+TEMP_NAME_HEAD = 128
 
 
 @contextlib.contextmanager
@@ -26,7 +27,9 @@ def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temp path beside `dest`; rename it over `dest` only if the block succeeds."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    # the temp name keeps at most TEMP_NAME_HEAD characters of the final one: a final name that fits the
+    # 255-byte limit must not fail because its temp file (14 bytes longer) does not
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name[:TEMP_NAME_HEAD]}.", suffix=".tmp", dir=dest.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:

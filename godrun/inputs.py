@@ -85,6 +85,7 @@ def load_array(path: str | os.PathLike[str], label: str = "", *, shape: tuple[in
     with reading(path, label):
         arr = np.load(Path(path), allow_pickle=False)
     if not isinstance(arr, np.ndarray):
+        arr.close()
         raise InputError(f"{_name(path, label)}: an .npz archive, expected one .npy array")
     check_numeric(arr, _name(path, label))
     if shape is not None and arr.shape != shape:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
@@ -46,7 +47,18 @@ GATE_NAMES: tuple[str, ...] = ("aggregate", "tail", "roi", "downstream")
 NonNegInt = Annotated[int, Field(ge=0)]
 PosInt = Annotated[int, Field(ge=1)]
 Ratio = Annotated[float, Field(ge=0.0, le=1.0)]
-Port = Annotated[int, Field(ge=0, le=65535)]
+Port = Annotated[int, Field(ge=0, le=65535)]  # 0: let the system pick a free port
+# Lengths in nm that the loss and the gates turn into windows: a grid spans 600 nm, so 100 nm is already absurd.
+WindowNm = Annotated[float, Field(ge=0.0, le=100.0)]
+# A wavelength bound (nm): checked against the data's grid when the data is verified.
+WavelengthNm = Annotated[float, Field(ge=0.0, le=100_000.0)]
+
+RUN_PATH_RULE = (
+    "Relative to the run volume (spec.data.mountPath); absolute paths, `..` components and control "
+    "characters are refused in a GodRun, and a symlink pointing out of the volume is refused when used."
+)
+RUN_PATH_MAX_LENGTH = 1024
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # A Kubernetes resource quantity ("8", "500m", "64Gi", "1e3"): the apimachinery resource.Quantity pattern.
 QUANTITY_PATTERN = (
     r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
@@ -80,7 +92,30 @@ Quantity = Annotated[
 class _Camel(BaseModel):
     """Kubernetes-style models: camelCase in YAML/JSON, snake_case in Python; unknown keys refused."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", allow_inf_nan=False)
+
+
+def run_path(default: str | None, description: str, *, optional: bool = False) -> Any:
+    """A path field: its description states the confinement rule the GodRun validator and the CRD enforce."""
+    return Field(
+        default,
+        description=f"{description} {RUN_PATH_RULE}",
+        max_length=RUN_PATH_MAX_LENGTH,
+        min_length=None if optional else 1,
+    )
+
+
+def run_path_problem(value: str) -> str | None:
+    """Why `value` may not name a file or folder inside the run volume (None when it may)."""
+    if value == "":
+        return "must not be empty"
+    if _CONTROL.search(value):
+        return "must not contain control characters (newline, tab, ...)"
+    if value.startswith("/"):
+        return "must be relative to the run volume, not absolute"
+    if ".." in PurePosixPath(value).parts:
+        return "must not contain `..` (it may not leave the run volume)"
+    return None
 
 
 # --------------------------------------------------------------------------- training recipe
@@ -89,16 +124,14 @@ class _Camel(BaseModel):
 class Recipe(BaseModel):
     """The seed's training recipe: one field per `python -m godrun.trainer` flag, the seed's values as defaults."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     model: Literal["mamba_tiny_uv"] = Field("mamba_tiny_uv", description="Model architecture to train.")
-    train_dir: str = Field("data/spectra_for_fold", description="Folder the training manifest's paths are relative to.")
-    train_manifest: str = Field(
-        "data/spectra_for_fold/manifest_train.csv", description="CSV listing every training spectrum (panel excluded)."
+    train_dir: str = run_path("data/spectra_for_fold", "Folder the training manifest's paths are relative to.")
+    train_manifest: str = run_path(
+        "data/spectra_for_fold/manifest_train.csv", "CSV listing every training spectrum (panel excluded)."
     )
-    val_manifest: str = Field(
-        "data/validation_panel.csv", description="The fixed validation panel evaluated every epoch."
-    )
+    val_manifest: str = run_path("data/validation_panel.csv", "The fixed validation panel evaluated every epoch.")
     sequence_length: PosInt = Field(601, description="Points per spectrum; must match the wavelength grid.")
     epochs: PosInt = Field(400, description="Maximum number of epochs.")
     early_stop_patience: NonNegInt = Field(
@@ -123,21 +156,22 @@ class Recipe(BaseModel):
         min_length=1,
         description="Dose features (columns of dose_features_csv) fed to FiLM.",
     )
-    dose_features_csv: str = Field("data/metadata/dose_features.csv", description="Per-group dose features.")
-    dose_sampling_weights_csv: str = Field(
-        "data/metadata/dose_sampling_weights.csv", description="Per-group sampling weights for the training sampler."
+    dose_features_csv: str = run_path("data/metadata/dose_features.csv", "Per-group dose features.")
+    dose_sampling_weights_csv: str = run_path(
+        "data/metadata/dose_sampling_weights.csv", "Per-group sampling weights for the training sampler."
     )
-    dose_stats_json: str = Field(
-        "data/metadata/dose_stats.json", description="Feature means/stds used to standardise FiLM inputs."
+    dose_stats_json: str = run_path(
+        "data/metadata/dose_stats.json", "Feature means/stds used to standardise FiLM inputs."
     )
-    lambda_weights: str = Field(
-        "data/spectra_for_fold/lambda_stats.npz",
-        description="Per-wavelength statistics; its `weights` array weights the loss.",
+    lambda_weights: str = run_path(
+        "data/spectra_for_fold/lambda_stats.npz", "Per-wavelength statistics; its `weights` array weights the loss."
     )
     dip_loss: bool = Field(True, description="Add the ROI dip loss (area, equivalent width, centroid, depth).")
     dip_weight: float = Field(1.0, ge=0, description="Weight of the dip loss in the total loss.")
     dip_m: PosInt = Field(6, description="Maximum number of dips per spectrum the dip loss tracks.")
-    dip_window_half_nm: float = Field(7.0, gt=0, description="Half-width (nm) of the window measured around each dip.")
+    dip_window_half_nm: float = Field(
+        7.0, gt=0, le=100, description="Half-width (nm) of the window measured around each dip."
+    )
     dip_min_area: float = Field(
         5e-4,
         ge=0,
@@ -154,22 +188,24 @@ class Recipe(BaseModel):
     dip_detect_sigma_nm: float = Field(
         1.0,
         gt=0,
+        le=100,
         description="Gaussian smoothing (nm) before dip detection; with dip_loss it must equal gates.dipSmoothNm.",
     )
     baseline: Literal["local", "none"] = Field("local", description="Baseline model for dip measurement.")
-    baseline_guard_nm: float = Field(
+    baseline_guard_nm: WindowNm = Field(
         10.0,
-        ge=0,
         description="Guard band (nm) around a dip excluded from the local baseline fit; with dip_loss and the "
         "local baseline it must equal gates.dipGuardNm.",
     )
     derivative_weight: float = Field(0.3, ge=0, description="Weight of the first-derivative loss over the whole grid.")
     deriv_weight_roi: float = Field(0.6, ge=0, description="Extra first-derivative loss weight inside the ROI.")
-    deriv_roi_min: float = Field(
-        320.0, description="ROI lower bound (nm) of the ROI losses; must equal gates.roiMinNm (gate 3's band)."
+    deriv_roi_min: WavelengthNm = Field(
+        320.0,
+        description="ROI lower bound (nm) of the ROI losses; must equal gates.roiMinNm (gate 3's band) and lie "
+        "inside the wavelength grid (checked with the data).",
     )
-    deriv_roi_max: float = Field(
-        500.0, description="ROI upper bound (nm); must exceed deriv_roi_min and equal gates.roiMaxNm."
+    deriv_roi_max: WavelengthNm = Field(
+        500.0, description="ROI upper bound (nm); must exceed deriv_roi_min, equal gates.roiMaxNm and lie in the grid."
     )
     curvature_weight_roi: float = Field(
         0.3, ge=0, description="Weight of the second-derivative (curvature) loss inside the ROI."
@@ -184,23 +220,26 @@ class Recipe(BaseModel):
     )
     ema_decay: float = Field(0.999, gt=0, lt=1, description="EMA decay per optimiser step.")
     cudnn_benchmark: bool = Field(True, description="Let cuDNN pick the fastest kernels (CUDA only).")
-    init_checkpoint: str | None = Field(
+    init_checkpoint: str | None = run_path(
         "checkpoints/prod/Track_H_fold_02/mamba_tiny_uv_best.pt",
-        description="Warm-start checkpoint (shape-checked). Empty/null trains from scratch.",
+        "Warm-start checkpoint (shape-checked). Empty/null trains from scratch.",
+        optional=True,
     )
-    log_dir: str = Field("logs/god_run", description="Where train.log and metrics.csv go.")
-    checkpoint_dir: str = Field("checkpoints/god_run", description="Where best/last checkpoints go.")
-    audit_log: str = Field(
-        "logs/god_run/auditing_manifest.log", description="Audit log of manifest, config and code hashes."
+    log_dir: str = run_path("logs/god_run", "Where train.log and metrics.csv go.")
+    checkpoint_dir: str = run_path("checkpoints/god_run", "Where best/last checkpoints go.")
+    audit_log: str = run_path(
+        "logs/god_run/auditing_manifest.log", "Audit log (.log) of manifest, config and code hashes."
     )
     # Options beyond the seed's command line (defaults keep the seed's behaviour).
-    jitter_nm: float = Field(1.0, ge=0, description="Train-only random wavelength shift (nm, uniform ±); 0 disables.")
+    jitter_nm: WindowNm = Field(1.0, description="Train-only random wavelength shift (nm, uniform ±); 0 disables.")
     cutout_prob: float = Field(0.25, ge=0, le=1, description="Train-only probability of zeroing one short window.")
-    cutout_nm: float = Field(8.0, ge=0, description="Width (nm) of the train-only cutout window.")
+    cutout_nm: WindowNm = Field(8.0, description="Width (nm) of the train-only cutout window.")
     seed: NonNegInt = Field(0, description="Random seed for sampling, augmentation and initialisation.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Device to train on.")
     num_workers: NonNegInt = Field(0, description="Data-loader worker processes.")
-    metrics_port: Port | None = Field(None, description="Serve Prometheus metrics on this port while training.")
+    metrics_port: Port | None = Field(
+        None, description="Serve Prometheus metrics on this port while training (0: any free port)."
+    )
     steps_per_epoch: NonNegInt = Field(
         0, description="Optimiser steps per epoch; 0 = one pass over the training manifest."
     )
@@ -256,26 +295,36 @@ class DataSpec(_Camel):
     claim_name: str | None = Field(
         None, description="PersistentVolumeClaim mounted at mountPath (none: emptyDir, for tests)."
     )
-    mount_path: str = Field("/workspace", description="Mount point; the stages run with it as working directory.")
-    verify: bool = Field(True, description="Run the leakage/hash checks on the manifests before training.")
+    mount_path: str = Field(
+        "/workspace",
+        pattern=r"^/[^\x00-\x1f\x7f]*$",
+        max_length=RUN_PATH_MAX_LENGTH,
+        description="Mount point (an absolute path, no control characters); the stages run with it as working "
+        "directory, and every other path of the spec is relative to it.",
+    )
+    verify: bool = Field(
+        True,
+        description="Before training, re-hash every spectrum and clean reference of the training and panel "
+        "manifests against their content_sha256/reference_sha256 columns (the trainer refuses overlap with the "
+        "panel by group_id, spectrum_id or the manifests' content hashes, and wavelength bounds outside the grid, "
+        "either way; the evaluator always re-hashes the panel).",
+    )
 
 
 class PanelSpec(_Camel):
     """The fixed validation panel and the evaluator's inputs (the seed's QA command)."""
 
-    manifest: str = Field("data/validation_panel.csv", description="Panel manifest (750 spectra in the seed).")
+    manifest: str = run_path("data/validation_panel.csv", "Panel manifest (750 spectra in the seed).")
     expected_hash: str | None = Field(
         None, pattern=r"^[0-9a-f]{64}$", description="sha256 of the panel manifest; evaluation refuses a changed panel."
     )
-    root_dir: str = Field("data/spectra_for_fold", description="Folder the panel's spectrum paths are relative to.")
-    baseline_dir: str = Field(
-        "data/spectra_for_fold", description="Folder of the reference spectra for the downstream proxy."
-    )
-    metadata: str = Field("data/metadata/dose_features.csv", description="Dose features per group.")
-    wavelength_grid: str = Field("data/spectra_for_fold/wavelength_grid.npy", description="The 601-point grid (nm).")
-    output_dir: str = Field("final_analytics/panel_eval", description="Where the evaluator writes its outputs.")
-    downstream_script: str | None = Field(
-        "scripts/downstream_proxy_eval.py", description="Downstream proxy entry point (gate 4)."
+    root_dir: str = run_path("data/spectra_for_fold", "Folder the panel's spectrum paths are relative to.")
+    baseline_dir: str = run_path("data/spectra_for_fold", "Folder of the reference spectra for the downstream proxy.")
+    metadata: str = run_path("data/metadata/dose_features.csv", "Dose features per group.")
+    wavelength_grid: str = run_path("data/spectra_for_fold/wavelength_grid.npy", "The 601-point grid (nm).")
+    output_dir: str = run_path("final_analytics/panel_eval", "Where the evaluator writes its outputs.")
+    downstream_script: str | None = run_path(
+        "scripts/downstream_proxy_eval.py", "Downstream proxy entry point (gate 4).", optional=True
     )
 
 
@@ -298,11 +347,14 @@ class Gates(_Camel):
         description="Gate 4: allowed relative excess of the prediction's downstream error over raw+baseline's "
         "(0 = no worse than raw, the seed's rule).",
     )
-    roi_min_nm: float = Field(
-        320.0, ge=0, description="ROI lower bound (nm) gate 3 judges; must equal training.deriv_roi_min."
+    roi_min_nm: WavelengthNm = Field(
+        320.0,
+        description="ROI lower bound (nm) gate 3 judges; must equal training.deriv_roi_min and lie inside the "
+        "wavelength grid (checked with the data).",
     )
-    roi_max_nm: float = Field(
-        500.0, ge=0, description="ROI upper bound (nm); must exceed roiMinNm and equal training.deriv_roi_max."
+    roi_max_nm: WavelengthNm = Field(
+        500.0,
+        description="ROI upper bound (nm); must exceed roiMinNm, equal training.deriv_roi_max and lie in the grid.",
     )
     dip_min_area: float = Field(
         5e-4,
@@ -310,15 +362,13 @@ class Gates(_Camel):
         description="Minimum area for the dip detector to report a dip; with training.dip_loss it must equal "
         "training.dip_min_area.",
     )
-    dip_guard_nm: float = Field(
+    dip_guard_nm: WindowNm = Field(
         10.0,
-        ge=0,
         description="Guard band (nm) of the dip detector's local baseline; with training.dip_loss and the local "
         "baseline it must equal training.baseline_guard_nm.",
     )
-    dip_smooth_nm: float = Field(
+    dip_smooth_nm: WindowNm = Field(
         1.0,
-        ge=0,
         description="Gaussian smoothing (nm) before dip detection; with training.dip_loss it must equal "
         "training.dip_detect_sigma_nm.",
     )
@@ -345,10 +395,9 @@ class Fallback(_Camel):
     """What a failed verdict does (the seed's fallback plan)."""
 
     archive: bool = Field(True, description="Copy the run's artefacts to <archiveDir>/god_run_failed_YYYYMMDD.")
-    archive_dir: str = Field("artifacts", description="Parent folder of failure archives.")
-    analytics_doc: str = Field(
-        "final_analytics/reviewing_the_5fold_run.md",
-        description="Markdown file a dated failure section is appended to.",
+    archive_dir: str = run_path("artifacts", "Parent folder of failure archives.")
+    analytics_doc: str = run_path(
+        "final_analytics/reviewing_the_5fold_run.md", "Markdown file (.md) a dated failure section is appended to."
     )
     launch_act_b: bool = Field(
         False, description="Create the child GodRun <name>-actb warm-started from this run's best checkpoint."
@@ -471,6 +520,72 @@ class GodRunSpec(_Camel):
                 f"gates.dipMinArea/dipSmoothNm/dipGuardNm ({g.dip_min_area:g}/{g.dip_smooth_nm:g}/{g.dip_guard_nm:g})"
             )
         return self
+
+    @model_validator(mode="after")
+    def _paths_inside_run_volume(self) -> GodRunSpec:
+        problems = [
+            f"{where}: {value!r} {why}"
+            for where, value in run_paths(self)
+            if value is not None
+            and (why := run_path_problem(value)) is not None
+            and not (where == "training.init_checkpoint" and value == "")
+        ]
+        for where, suffix in APPENDED_FILES.items():
+            owner, name = where.split(".")
+            value = getattr(getattr(self, owner), name)
+            if value and not value.endswith(suffix):
+                problems.append(f"{where}: {value!r} must be a {suffix} file (the run appends to it)")
+        for where in OWN_FOLDERS:
+            owner, name = where.split(".")
+            value = getattr(getattr(self, owner), name)
+            if value and PurePosixPath(value) == PurePosixPath("."):
+                problems.append(f"{where}: {value!r} must name a folder inside the run volume, not the volume itself")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+# Every spec field naming a file or folder on the run volume, by model (the CRD adds its CEL rule to each).
+RUN_PATH_FIELDS: dict[str, tuple[str, ...]] = {
+    "Recipe": (
+        "train_dir",
+        "train_manifest",
+        "val_manifest",
+        "dose_features_csv",
+        "dose_sampling_weights_csv",
+        "dose_stats_json",
+        "lambda_weights",
+        "init_checkpoint",
+        "log_dir",
+        "checkpoint_dir",
+        "audit_log",
+    ),
+    "PanelSpec": (
+        "manifest",
+        "root_dir",
+        "baseline_dir",
+        "metadata",
+        "wavelength_grid",
+        "output_dir",
+        "downstream_script",
+    ),
+    "Fallback": ("archive_dir", "analytics_doc"),
+}
+# Files the run appends to: only of their own kind, never a manifest, a spectrum or a `.pth`.
+APPENDED_FILES = {"training.audit_log": ".log", "fallback.analytics_doc": ".md"}
+# Folders the run writes into (and archives): never the volume's root.
+OWN_FOLDERS = ("training.checkpoint_dir", "training.log_dir", "panel.output_dir", "fallback.archive_dir")
+_RUN_PATH_OWNERS = {"Recipe": "training", "PanelSpec": "panel", "Fallback": "fallback"}
+
+
+def run_paths(spec: GodRunSpec) -> list[tuple[str, str | None]]:
+    """(`training.checkpoint_dir`, value) for every run-volume path of the spec."""
+    out = []
+    for model, fields in RUN_PATH_FIELDS.items():
+        owner = _RUN_PATH_OWNERS[model]
+        section = getattr(spec, owner)
+        out += [(f"{owner}.{name}", getattr(section, name)) for name in fields]
+    return out
 
 
 # --------------------------------------------------------------------------- status and verdict

@@ -214,6 +214,7 @@ CASES = [
     Case("array", "grid-of-strings", _npy(GRID, STRINGS), TRAIN, "wavelength_grid.npy"),
     Case("array", "grid-wrong-shape", _npy(GRID, np.linspace(200, 800, 600)), TRAIN, "wavelength_grid.npy"),
     Case("array", "grid-a-folder", _folder(GRID), EVALUATE, "wavelength_grid.npy"),
+    Case("array", "grid-an-npz-archive", _npz(GRID, grid=np.linspace(200, 800, 601)), TRAIN, "wavelength_grid.npy"),
     Case("array", "eval-grid-random-bytes", _random_bytes(GRID), EVALUATE, "wavelength_grid.npy"),
     Case("array", "lambda-random-bytes", _random_bytes(LAMBDA), TRAIN, "lambda_stats.npz"),
     Case("array", "lambda-truncated-zip", _write(LAMBDA, b"PK\x03\x04" + b"\0" * 64), TRAIN, "lambda_stats.npz"),

@@ -60,6 +60,8 @@ def test_job_states():
     exhausted = job([("Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit")])
     backoff = job_stage_obs(exhausted, pods)
     assert (backoff.reason, backoff.exit_code, backoff.message) == ("RetriesExhausted", 137, "oom")
+    exhausted["status"]["failed"] = 4  # the Job's count of failed pods: the status message says how many
+    assert job_stage_obs(exhausted, pods).failures == 4
 
 
 def test_progress_parsed_from_a_real_exposition():

@@ -164,6 +164,25 @@ def test_progress_is_copied_into_status_and_data_verified_after_an_epoch():
     assert r.step().status.progress.epoch == 3
 
 
+@pytest.mark.parametrize(
+    ("verify", "status", "reason"), [(True, "True", "TrainerVerifiedData"), (False, "False", "VerificationDisabled")]
+)
+def test_data_verified_says_what_the_trainer_checked(verify, status, reason):
+    r = Runner(spec(data={"verify": verify}))
+    d = r.step()
+    argv = next(a for a in d.actions if isinstance(a, CreateJob)).argv
+    assert ("--verify-data" if verify else "--no-verify-data") in argv
+    assert "--psnr-mean-min" in argv  # the trainer ranks by the GodRun's gates
+    r.set("train", StageObs("succeeded", exit_code=0))
+    d = r.step()
+    verified = condition(d.status, "DataVerified")
+    assert (verified.status, verified.reason) == (status, reason)
+    assert ("re-hashed" in verified.message) is verify and "group_id" in verified.message
+    r.cluster.verdict = verdict(True)
+    r.set("evaluate", StageObs("succeeded", exit_code=0))
+    assert cond(r.step().status, "DataVerified") == status  # accepting the panel does not vouch for training data
+
+
 @pytest.mark.parametrize("phase_steps", [0, 1, 2, 3])
 def test_restart_at_each_phase_finds_its_jobs_no_twins(phase_steps):
     """A restarted controller has only the API objects; even a stale status must not cause twins."""

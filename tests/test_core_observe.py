@@ -1,5 +1,5 @@
-"""Progress and verdict reading shared by both executors: one best-epoch rule, the same Progress from
-the trainer's Prometheus endpoint and from its metrics.csv."""
+"""Progress and verdict reading shared by both executors: the trainer's best epoch (its one ranking rule),
+the same Progress from the trainer's Prometheus endpoint and from its metrics.csv."""
 
 from __future__ import annotations
 
@@ -8,20 +8,16 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
-from godrun.core.observe import best_epoch, parse_progress, read_progress_csv, read_verdict_file
+from godrun.core.observe import parse_progress, read_progress_csv, read_verdict_file
 from godrun.spec import Recipe, Verdict
-
-
-def test_best_epoch_is_the_first_to_reach_the_top_score_like_the_trainer():
-    assert best_epoch([(1, 3.0), (2, 5.0), (3, 5.0), (4, 4.0)]) == 2
-    assert best_epoch([(1, None), (2, 1.0)]) == 2
-    assert best_epoch([(1, None)]) is None and best_epoch([]) is None
 
 
 def _csv(path: Path, rows: list[dict[str, object]]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["epoch", "panel_psnr_mean", "panel_sam_mean", "panel_score"])
+        writer = csv.DictWriter(
+            fh, fieldnames=["epoch", "panel_psnr_mean", "panel_sam_mean", "panel_score", "best_epoch"]
+        )
         writer.writeheader()
         writer.writerows(rows)
     return path
@@ -29,9 +25,9 @@ def _csv(path: Path, rows: list[dict[str, object]]) -> Path:
 
 def test_csv_and_prometheus_give_the_same_progress(tmp_path: Path):
     rows = [
-        {"epoch": 1, "panel_psnr_mean": 17.0, "panel_sam_mean": 9.5, "panel_score": 2.0},
-        {"epoch": 2, "panel_psnr_mean": 18.5, "panel_sam_mean": 8.0, "panel_score": 3.0},
-        {"epoch": 3, "panel_psnr_mean": 18.25, "panel_sam_mean": 8.25, "panel_score": 3.0},
+        {"epoch": 1, "panel_psnr_mean": 17.0, "panel_sam_mean": 9.5, "panel_score": 2.0, "best_epoch": 1},
+        {"epoch": 2, "panel_psnr_mean": 18.5, "panel_sam_mean": 8.0, "panel_score": 3.0, "best_epoch": 2},
+        {"epoch": 3, "panel_psnr_mean": 18.25, "panel_sam_mean": 8.25, "panel_score": 3.0, "best_epoch": 2},
     ]
     from_csv = read_progress_csv(_csv(tmp_path / "metrics.csv", rows), Recipe(epochs=10))
     reg = CollectorRegistry()

@@ -112,7 +112,12 @@ def _cel_rules() -> list[tuple[str, dict]]:
 
 
 def test_cel_rules_are_in_the_schema():
-    found = [r for path, node in _walk(_schema()) if path for r in node.get("x-kubernetes-validations", [])]
+    found = [
+        r
+        for path, node in _walk(_schema())
+        if path and node.get("type") == "object"  # the run-path rules on strings: test_verdict_integrity
+        for r in node.get("x-kubernetes-validations", [])
+    ]
     found = [r for r in found if "oldSelf" not in r["rule"]]  # transition rules: test_spec_parts_immutable
     assert len(found) == len(_cel_rules()) >= 5
     for r in found:

@@ -16,7 +16,7 @@ from godrun.evaluator.panel import (
     load_panel,
     prediction_candidate,
 )
-from godrun.gates import metrics
+from godrun.gates import metrics, ranking
 from godrun.spec import Gates
 
 
@@ -119,4 +119,4 @@ def test_ranking_puts_more_gates_first_then_composite_score(panel: Panel) -> Non
     independent = sorted(ranked, key=lambda e: (-sum(g.passed for g in e.verdict.gates), -e.score))
     assert [e.name for e in ranked] == [e.name for e in independent]
     for ev in ranked:
-        assert ev.score == pytest.approx(metrics.composite_score(ev.verdict))
+        assert ev.score == pytest.approx(ranking.composite_score(ev.verdict))

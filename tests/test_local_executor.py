@@ -62,7 +62,9 @@ def test_the_stage_runs_this_python(tmp_path: Path):
 def test_the_local_command_comes_from_the_shared_launcher(tmp_path: Path):
     from godrun.core.commands import LAUNCHER_MODULE, trainer_argv
 
-    spec = GodRunSpec.model_validate({"image": "local", "resources": {"gpus": 2, "nodes": 3}})
+    spec = GodRunSpec.model_validate(
+        {"image": "local", "resources": {"gpus": 2, "nodes": 3}, "data": {"claimName": "shared"}}
+    )
     run = GodRunView("r", "local", 1, spec)
     ex = LocalExecutor(tmp_path, tmp_path / "status.json", python="/venv/python", echo=False)
     argv = tuple(trainer_argv(spec))

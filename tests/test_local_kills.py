@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,7 +30,8 @@ def _project(small_corpus: Path, tmp_path: Path, name: str, epochs: int, workdir
     proj = tmp_path / "proj"
     work = proj / workdir
     work.mkdir(parents=True)
-    os.symlink(small_corpus / "data", work / "data")  # read-only inputs; every output goes elsewhere
+    # a copy: the run volume holds its inputs (a symlink out of it is refused, godrun.paths)
+    shutil.copytree(small_corpus / "data", work / "data")
     body = godrun_body(name, training=tiny_training(epochs), gates=LENIENT_GATES)
     (proj / f"{name}.yaml").write_text(yaml.safe_dump(body, sort_keys=False))
     return proj

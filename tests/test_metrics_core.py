@@ -10,7 +10,6 @@ from skimage.metrics import peak_signal_noise_ratio
 
 from godrun.gates.metrics import (
     DipConfig,
-    composite_score,
     detect_dips,
     evaluate_gates,
     measure_dip,
@@ -19,6 +18,7 @@ from godrun.gates.metrics import (
     sam_degrees,
     spurious_dips,
 )
+from godrun.gates.ranking import composite_score
 from godrun.spec import GATE_NAMES, Gates
 
 WL = np.linspace(200.0, 800.0, 601)

@@ -20,10 +20,10 @@ def _launch(tmp_path: Path, *trainer_args: str) -> subprocess.CompletedProcess:
 
 
 def test_bad_input_exits_2_through_the_launcher(tmp_path: Path) -> None:
-    """Both workers find no wavelength grid and exit 2; plain torchrun would exit 1 (and the Job would retry)."""
+    """Both workers find no training manifest and exit 2; plain torchrun would exit 1 (and the Job would retry)."""
     out = _launch(tmp_path, "--train_manifest", "missing.csv")
     assert out.returncode == 2, out.stderr[-2000:]
-    assert "wavelength grid not found" in out.stderr
+    assert "--train_manifest: manifest not found: missing.csv" in out.stderr
 
 
 @pytest.mark.parametrize(("exitcode", "expected"), [(2, 2), (1, 1), (-9, 137), (-15, 143)])

@@ -127,6 +127,33 @@ PROPERTY_EXTRAS: dict[tuple[str, str], dict[str, Any]] = {
     ("GateResult", "checks"): {"maxItems": 16},
 }
 
+# Run-volume paths (godrun.spec.RUN_PATH_FIELDS): the same rule as spec.run_path_problem, in CEL and a pattern.
+RUN_PATH_CEL = {
+    "rule": "!self.startsWith('/') && !self.matches('(^|/)[.][.](/|$)')",
+    "message": "must be a path relative to the run volume, without `..`",
+}
+OWN_FOLDER_CEL = {"rule": "self != '.' && self != './'", "message": "must name a folder inside the run volume"}
+NO_CONTROL_PATTERN = r"^[^\x00-\x1f\x7f]*$"
+
+
+def _run_path_extras() -> dict[tuple[str, str], dict[str, Any]]:
+    owners = {"Recipe": "training", "PanelSpec": "panel", "Fallback": "fallback"}
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for model, fields in S.RUN_PATH_FIELDS.items():
+        for name in fields:
+            where = f"{owners[model]}.{name}"
+            rules = [RUN_PATH_CEL]
+            if where in S.OWN_FOLDERS:
+                rules.append(OWN_FOLDER_CEL)
+            if where in S.APPENDED_FILES:
+                suffix = S.APPENDED_FILES[where]
+                rules.append({"rule": f"self.endsWith('{suffix}')", "message": f"must be a {suffix} file"})
+            out[(model, name)] = {"pattern": NO_CONTROL_PATTERN, "x-kubernetes-validations": rules}
+    return out
+
+
+PROPERTY_EXTRAS |= _run_path_extras()
+
 _COPY_KEYS = (
     "type",
     "description",

@@ -15,6 +15,7 @@ from typing import Any
 from godrun.core.commands import Rendezvous, launch_command, with_option
 from godrun.core.machine import FAIL_JOB_EXIT_CODES, CreateJob, GodRunView, owner_reference
 from godrun.core.names import run_label, service_name
+from godrun.paths import RUN_VOLUME_ENV
 from godrun.spec import GodRunSpec
 
 TRAINER_METRICS_PORT = 9090
@@ -162,7 +163,7 @@ def _container(spec: GodRunSpec, stage: str, command: list[str], gpus: int, extr
         "imagePullPolicy": spec.image_pull_policy,
         "command": command,
         "workingDir": spec.data.mount_path,
-        "env": env(extra_env),
+        "env": env([{"name": RUN_VOLUME_ENV, "value": spec.data.mount_path}, *(extra_env or [])]),
         "resources": compute(spec, gpus),
         "securityContext": container_security_context(spec),
         "volumeMounts": volume_mounts(spec),

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from godrun.gates.flags import gate_argv
 from godrun.spec import GodRunSpec
 from godrun.trainer.flags import recipe_to_argv
 
@@ -69,20 +70,11 @@ def with_option(argv: Sequence[str], flag: str, value: str) -> list[str]:
 
 
 def trainer_argv(spec: GodRunSpec) -> list[str]:
-    """`python -m godrun.trainer --model mamba_tiny_uv --train_dir ...` (the seed's flags, in Recipe order)."""
-    return [PYTHON, "-m", TRAINER_MODULE, *recipe_to_argv(spec.training)]
-
-
-def _num(value: float | int) -> str:
-    return repr(value) if isinstance(value, float) else str(value)
-
-
-def gate_flags(spec: GodRunSpec) -> list[str]:
-    """`--psnr-mean-min 18.0 ...`: one flag per Gates field, kebab-case of the field name."""
-    argv: list[str] = []
-    for name in type(spec.gates).model_fields:
-        argv += [f"--{name.replace('_', '-')}", _num(getattr(spec.gates, name))]
-    return argv
+    """`python -m godrun.trainer --model mamba_tiny_uv --train_dir ...`: the seed's flags (Recipe order), then
+    data verification and the GodRun's gates, so the trainer picks its best checkpoint and stops early by the
+    rules the evaluator will judge with."""
+    verify = "--verify-data" if spec.data.verify else "--no-verify-data"
+    return [PYTHON, "-m", TRAINER_MODULE, *recipe_to_argv(spec.training), verify, *gate_argv(spec.gates)]
 
 
 def archived_paths(spec: GodRunSpec) -> list[str]:
@@ -116,7 +108,7 @@ def evaluator_argv(spec: GodRunSpec, run_name: str) -> list[str]:
         argv += ["--downstream-script", panel.downstream_script]
     if panel.expected_hash:
         argv += ["--expected-hash", panel.expected_hash]
-    argv += gate_flags(spec)
+    argv += gate_argv(spec.gates)
     argv += ["--run-name", run_name]
     if spec.fallback.archive:
         argv += ["--archive-on-fail", "--run-dir", *archived_paths(spec), "--archive-dir", spec.fallback.archive_dir]

@@ -332,7 +332,7 @@ def _fail(st: GodRunStatus, stage: str, job: str, obs: StageObs, backoff_limit: 
     reason = failure_reason(obs)
     code = f" (exit code {obs.exit_code})" if obs.exit_code is not None else ""
     tries = ""
-    if obs.failures:
+    if obs.failures and reason == "RetriesExhausted":
         tries = f" after {obs.failures} failed attempt{'s' if obs.failures != 1 else ''} (backoffLimit {backoff_limit})"
     detail = f": {obs.message.strip()[:512]}" if obs.message.strip() else ""
     st.phase, st.reason = "Error", reason
@@ -367,10 +367,7 @@ def _train(run: GodRunView, obs: Observed, st: GodRunStatus, actions: list[Actio
     t = obs.train
     if t.state == "succeeded":
         set_condition(st, "Trained", "True", "TrainingSucceeded", f"training Job {name} succeeded", now)
-        if not _is_true(st, "DataVerified"):
-            set_condition(
-                st, "DataVerified", "True", "TrainerAcceptedData", "the trainer loaded and checked its data", now
-            )
+        _data_checked_by_trainer(run, st, now)
         return True
     if t.state == "failed" and _may_recreate(run.spec, st, t):
         st.restarts += 1
@@ -397,11 +394,29 @@ def _train(run: GodRunView, obs: Observed, st: GodRunStatus, actions: list[Actio
         st.phase, st.reason = "Training", ("PodDisrupted" if t.disrupted else "TrainJobRunning")
         st.message = _progress_message(name, st.progress, t.disrupted)
     set_condition(st, "Trained", "False", "Training", f"training Job {name} has not finished", now)
-    if st.progress.epoch >= 1 and not _is_true(st, "DataVerified"):
-        set_condition(
-            st, "DataVerified", "True", "TrainerAcceptedData", "the trainer finished an epoch on its data", now
-        )
+    if st.progress.epoch >= 1:
+        _data_checked_by_trainer(run, st, now)
     return False
+
+
+VERIFIED_DATA = (
+    "the trainer re-hashed every spectrum and clean reference of the training and panel manifests, found no "
+    "overlap with the panel by group_id, spectrum_id or content hash, and the ROI bounds inside the grid"
+)
+UNVERIFIED_DATA = (
+    "spec.data.verify is false: the trainer found no overlap with the panel by group_id, spectrum_id or the "
+    "manifests' content hashes, but did not re-hash the files"
+)
+
+
+def _data_checked_by_trainer(run: GodRunView, st: GodRunStatus, now: datetime) -> None:
+    """DataVerified says what the trainer (which refuses bad data with exit 2) actually checked."""
+    if _is_true(st, "DataVerified"):
+        return
+    if run.spec.data.verify:
+        set_condition(st, "DataVerified", "True", "TrainerVerifiedData", VERIFIED_DATA, now)
+    else:
+        set_condition(st, "DataVerified", "False", "VerificationDisabled", UNVERIFIED_DATA, now)
 
 
 def _may_recreate(spec: GodRunSpec, st: GodRunStatus, obs: StageObs) -> bool:
@@ -473,8 +488,15 @@ def _record_verdict(run: GodRunView, verdict: Verdict, st: GodRunStatus, now: da
     set_condition(
         st, "Evaluated", "True", "PanelEvaluated", f"{verdict.checkpoints_evaluated} checkpoint(s) ranked", now
     )
-    if not _is_true(st, "DataVerified"):
-        set_condition(st, "DataVerified", "True", "PanelVerified", "the evaluator accepted the panel", now)
+    if not _is_true(st, "DataVerified") and run.spec.data.verify:
+        set_condition(
+            st,
+            "DataVerified",
+            "True",
+            "PanelVerified",
+            "the evaluator checked every panel spectrum and reference against the panel manifest's sha256 columns",
+            now,
+        )
     summary = _verdict_summary(verdict)
     if verdict.verdict == "pass":
         st.phase, st.reason, st.message = "Shipped", "GatesPassed", f"all four gates passed: {summary}"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Iterable
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -56,15 +55,6 @@ def parse_progress(text: str) -> Progress | None:
     return _progress(values) if values else None
 
 
-def best_epoch(scores: Iterable[tuple[int, float | None]]) -> int | None:
-    """The first epoch reaching the highest panel score: the trainer's rule (a later tie does not improve)."""
-    best: tuple[float, int] | None = None
-    for epoch, score in scores:
-        if score is not None and (best is None or score > best[0]):
-            best = (score, epoch)
-    return None if best is None else best[1]
-
-
 def _num(text: str | None) -> float | None:
     try:
         return _finite(float(text)) if text not in (None, "") else None
@@ -82,11 +72,11 @@ def read_progress_csv(path: Path, recipe: Recipe) -> Progress | None:
     if not rows:
         return None
     last = rows[-1]
-    best = best_epoch((int(float(r["epoch"])), _num(r.get("panel_score"))) for r in rows)
     values = {
         "epoch": _num(last["epoch"]),
         "epochs": float(recipe.epochs),
-        "best_epoch": None if best is None else float(best),
+        # the trainer's own choice (godrun.gates.ranking under the GodRun's gates), never re-derived here
+        "best_epoch": _num(last.get("best_epoch")),
         "psnr_mean": _num(last.get("panel_psnr_mean")),
         "sam_mean": _num(last.get("panel_sam_mean")),
         "epoch_seconds": _num(last.get("seconds")),

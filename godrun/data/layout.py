@@ -49,6 +49,7 @@ MANIFEST_COLUMNS = (
     "path",
     "reference_path",
     "content_sha256",
+    "reference_sha256",
 )
 DOSE_FEATURE_COLUMNS: tuple[str, ...] = FILM_FEATURES
 

@@ -1,31 +1,36 @@
-"""Read a manifest into float32 arrays + metadata, with a consolidated on-disk cache.
+"""Read a manifest into float32 arrays + metadata, every file checked against the manifest on every load.
 
-The first load reads one .npy per spectrum and per clean reference, validates every row (file present,
-expected length, finite values, content_sha256 when the manifest has it, unique spectrum_id) and writes
-one .npz holding both arrays. The cache key is the sha256 of the manifest bytes, the root directory, the
-expected length and the size+mtime of every file the manifest names, so any change reloads. Bad rows
-raise InputError naming the row number (1-based data row), spectrum_id and file.
+The manifest is the truth: its `content_sha256` and `reference_sha256` columns name the exact bytes of every
+noisy spectrum and every clean reference, so the sha256 of the manifest (what `panel.expectedHash` pins)
+covers the whole panel. With `verify` (the default) each file is hashed as it is read and must match; there
+is no on-disk cache to trust, so nothing but the files the manifest names can reach a verdict. Without
+`verify` (spec.data.verify: false, for the trainer only) the hashes are not recomputed.
+
+Row paths are relative to the root folder and stay inside it (no absolute paths, no `..`, no symlink leading
+out); only regular files are read (opened non-blocking, so a FIFO cannot hang a stage), at most
+MAX_FILE_BYTES each. Bad rows raise InputError naming the row number (1-based data row), spectrum_id and file.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
-import zipfile
+import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
 
 from godrun.errors import InputError
-from godrun.fsio import atomic_path
 from godrun.inputs import check_numeric, load_array, numeric_column, read_csv, read_json
 
 REQUIRED_COLUMNS = ("spectrum_id", "group_id", "path", "reference_path")
-CACHE_VERSION = "1"
+HASH_COLUMNS = ("content_sha256", "reference_sha256")
+MAX_FILE_BYTES = 1 << 20  # a 601-point float64 .npy is 4.9 KB; anything near this is not a spectrum
 
 
 @dataclass
@@ -36,10 +41,11 @@ class Corpus:
     wavelengths: np.ndarray  # float64 [L]
 
 
-def read_manifest(manifest: str | os.PathLike[str]) -> pd.DataFrame:
+def read_manifest(manifest: str | os.PathLike[str], *, need_hashes: bool = False) -> pd.DataFrame:
     path = Path(manifest)
-    dtype = {"spectrum_id": str, "group_id": str, "pair_id": str, "sample": str}
-    meta = read_csv(path, "manifest", required=REQUIRED_COLUMNS, dtype=dtype)
+    text_columns = ("spectrum_id", "group_id", "pair_id", "sample", "path", "reference_path", *HASH_COLUMNS)
+    required = REQUIRED_COLUMNS + (HASH_COLUMNS if need_hashes else ())
+    meta = read_csv(path, "manifest", required=required, dtype=dict.fromkeys(text_columns, str))
     dup = meta["spectrum_id"].duplicated()
     if dup.any():
         i = int(np.flatnonzero(dup.to_numpy())[0])
@@ -49,58 +55,114 @@ def read_manifest(manifest: str | os.PathLike[str]) -> pd.DataFrame:
     return meta
 
 
-def _read_vector(
-    path: Path, expected_length: int, row: int, sid: str, manifest: Path, want_sha: str | None
-) -> np.ndarray:
-    where = f"manifest {manifest} row {row} (spectrum_id {sid!r}), file {path}"
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{where}: file not found") from None
-    except OSError as exc:
-        raise InputError(f"{where}: cannot read ({exc})") from exc
-    if want_sha and hashlib.sha256(data).hexdigest() != want_sha:
-        raise InputError(f"{where}: content does not match content_sha256 in the manifest")
+class _RowFiles:
+    """Reads the files of one manifest's rows below one root: confined, regular, bounded, hashed."""
+
+    def __init__(self, manifest: Path, root: Path, expected_length: int, verify: bool) -> None:
+        self.manifest, self.root, self.length, self.verify = manifest, root, expected_length, verify
+        self.real_root = os.path.realpath(root)
+        self._real_dirs: dict[str, bool] = {}
+        self._headers: dict[bytes, tuple[np.dtype, int]] = {}
+
+    def where(self, row: int, sid: str, rel: str) -> str:
+        return f"manifest {self.manifest} row {row} (spectrum_id {sid!r}), file {rel}"
+
+    def read(self, rel: str, row: int, sid: str, want_sha: str | None) -> tuple[np.ndarray, str]:
+        """(vector, sha256 of the bytes) of the file `rel`; InputError naming the row on any problem."""
+        where = self.where(row, sid, rel)
+        data = self._read_regular(self._confined(rel, where), where)
+        digest = hashlib.sha256(data).hexdigest()
+        if self.verify and want_sha is None:
+            raise InputError(f"{where}: the manifest gives no sha256 for it")
+        if self.verify and digest != want_sha:
+            raise InputError(
+                f"{where}: content does not match the manifest's sha256 (manifest {want_sha}, file {digest})"
+            )
+        return self._parse(data, where), digest
+
+    def _confined(self, rel: str, where: str) -> str:
+        if not isinstance(rel, str) or not rel or rel.startswith("/") or ".." in PurePosixPath(rel).parts:
+            raise InputError(f"{where}: the path must be relative to {self.root} without `..`")
+        full = os.path.join(self.root, rel)
+        parent = os.path.dirname(full)
+        ok = self._real_dirs.get(parent)
+        if ok is None:  # one realpath per folder; a symlinked file itself is caught when it is opened
+            ok = self._real_dirs[parent] = _within(os.path.realpath(parent), self.real_root)
+        if not ok:
+            raise InputError(f"{where}: its folder leads outside {self.root}")
+        return full
+
+    def _read_regular(self, full: str, where: str) -> bytes:
+        """The bytes of a regular file (a FIFO or device is refused without blocking), at most MAX_FILE_BYTES."""
+        try:
+            fd = os.open(full, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            raise InputError(f"{where}: file not found") from None
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:  # ELOOP: the file is a symlink; allowed while it stays inside
+                raise InputError(f"{where}: cannot read ({exc})") from exc
+            if not _within(os.path.realpath(full), self.real_root):
+                raise InputError(f"{where}: a symlink leading outside {self.root}") from None
+            fd = self._open_followed(full, where)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise InputError(f"{where}: not a regular file")
+            if st.st_size > MAX_FILE_BYTES:
+                raise InputError(f"{where}: {st.st_size} bytes, more than the {MAX_FILE_BYTES} a spectrum may have")
+            data = os.read(fd, st.st_size + 1)  # one read of the size it has (+1 notices a file still growing)
+            if len(data) > st.st_size:
+                raise InputError(f"{where}: changed while it was read")
+            return data
+        except OSError as exc:
+            raise InputError(f"{where}: cannot read ({exc})") from exc
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _open_followed(full: str, where: str) -> int:
+        try:
+            return os.open(full, os.O_RDONLY | os.O_NONBLOCK)
+        except FileNotFoundError:
+            raise InputError(f"{where}: file not found") from None
+        except OSError as exc:
+            raise InputError(f"{where}: cannot read ({exc})") from exc
+
+    def _parse(self, data: bytes, where: str) -> np.ndarray:
+        """The .npy vector; the header of a known layout is recognised by its bytes (the fast path)."""
+        hlen = _header_length(data)
+        known = self._headers.get(data[:hlen]) if hlen else None
+        if known is None:
+            arr = _parse_npy(data, where)
+            if arr.ndim != 1 or arr.shape[0] != self.length:
+                raise InputError(f"{where}: shape {arr.shape}, expected ({self.length},)")
+            if hlen:
+                self._headers[data[:hlen]] = (arr.dtype, hlen)
+            return arr.astype(np.float32, copy=False)
+        dtype, offset = known
+        if len(data) != offset + self.length * dtype.itemsize:
+            raise InputError(f"{where}: {len(data)} bytes, not a ({self.length},) {dtype} .npy")
+        return np.frombuffer(data, dtype=dtype, count=self.length, offset=offset)
+
+
+def _within(real: str, real_root: str) -> bool:
+    return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
+
+
+def _header_length(data: bytes) -> int:
+    """Bytes of the .npy magic + header (0 when it is not a version 1 .npy)."""
+    if len(data) < 10 or data[:8] != b"\x93NUMPY\x01\x00":
+        return 0
+    return 10 + int.from_bytes(data[8:10], "little")
+
+
+def _parse_npy(data: bytes, where: str) -> np.ndarray:
     try:
         arr = np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise InputError(f"{where}: not a readable .npy ({exc})") from exc
     check_numeric(arr, where)
-    if arr.ndim != 1 or arr.shape[0] != expected_length:
-        raise InputError(f"{where}: shape {arr.shape}, expected ({expected_length},)")
-    if not np.all(np.isfinite(arr)):
-        raise InputError(f"{where}: contains NaN or Inf")
-    return arr.astype(np.float32, copy=False)
-
-
-def _cache_key(manifest: Path, root: Path, meta: pd.DataFrame, expected_length: int, grid_sha: str) -> str:
-    h = hashlib.sha256()
-    h.update(f"v{CACHE_VERSION}|{root.resolve()}|{expected_length}|{grid_sha}|".encode())
-    h.update(manifest.read_bytes())
-    base = os.fspath(root)
-    for rel in (*meta["path"], *meta["reference_path"]):
-        try:
-            st = os.stat(os.path.join(base, rel))  # plain strings: pathlib is several times slower here
-            h.update(f"{rel}:{st.st_size}:{st.st_mtime_ns};".encode())
-        except OSError:
-            h.update(f"{rel}:missing;".encode())
-    return h.hexdigest()
-
-
-def _load_cached(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return z["spectra"], z["references"]
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-        return None
-
-
-def _write_cache(path: Path, spectra: np.ndarray, refs: np.ndarray) -> None:
-    try:
-        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, spectra=spectra, references=refs)
-    except OSError:
-        pass  # a read-only cache folder only costs speed
+    return arr
 
 
 def load_wavelengths(path: str | os.PathLike[str] | None, expected_length: int) -> np.ndarray:
@@ -113,39 +175,56 @@ def load_wavelengths(path: str | os.PathLike[str] | None, expected_length: int) 
     return wl
 
 
+def check_inside_grid(bounds: Iterable[tuple[str, float]], wl: np.ndarray, grid: str) -> None:
+    """Every (name, nm) bound within the grid [wl[0], wl[-1]]; InputError naming the first that is not."""
+    lo, hi = float(wl[0]), float(wl[-1])
+    for name, value in bounds:
+        if not lo <= value <= hi:
+            raise InputError(f"{name} = {value:g} nm lies outside the wavelength grid {grid} ({lo:g}-{hi:g} nm)")
+
+
 def load_corpus(
     manifest: str | os.PathLike[str],
     root_dir: str | os.PathLike[str],
     *,
     wavelength_grid: str | os.PathLike[str] | None = None,
-    cache_dir: str | os.PathLike[str] | None = None,
     expected_length: int = 601,
+    verify: bool = True,
 ) -> Corpus:
-    """Load every row of `manifest` (paths relative to root_dir); cache under cache_dir or <root>/.cache."""
+    """Load every row of `manifest` (paths relative to root_dir), each file checked (see the module doc)."""
     manifest, root = Path(manifest), Path(root_dir)
-    meta = read_manifest(manifest)
+    meta = read_manifest(manifest, need_hashes=verify)
     wl = load_wavelengths(wavelength_grid, expected_length)
-    cache = Path(cache_dir) if cache_dir is not None else root / ".cache"
-    key = _cache_key(manifest, root, meta, expected_length, hashlib.sha256(wl.tobytes()).hexdigest())
-    cache_file = cache / f"corpus_{key[:32]}.npz"
-    if cache_file.is_file():
-        hit = _load_cached(cache_file)
-        if hit is not None and hit[0].shape == (len(meta), expected_length) == hit[1].shape:
-            return Corpus(hit[0], hit[1], meta, wl)
+    files = _RowFiles(manifest, root, expected_length, verify)
     spectra = np.empty((len(meta), expected_length), np.float32)
     refs = np.empty_like(spectra)
-    shas = meta["content_sha256"] if "content_sha256" in meta.columns else pd.Series([None] * len(meta))
-    ref_seen: dict[str, np.ndarray] = {}
-    rows = zip(meta["spectrum_id"], meta["path"], meta["reference_path"], shas, strict=True)
-    for i, (sid, rel, ref_rel, sha) in enumerate(rows):
-        want = sha if isinstance(sha, str) else None
-        spectra[i] = _read_vector(root / str(rel), expected_length, i + 1, sid, manifest, want)
-        ref = ref_seen.get(ref_rel)
-        if ref is None:
-            ref = ref_seen[ref_rel] = _read_vector(root / str(ref_rel), expected_length, i + 1, sid, manifest, None)
-        refs[i] = ref
-    _write_cache(cache_file, spectra, refs)
+    no_hash = [None] * len(meta)
+    shas = meta["content_sha256"] if "content_sha256" in meta.columns else no_hash
+    ref_shas = meta["reference_sha256"] if "reference_sha256" in meta.columns else no_hash
+    ref_seen: dict[str, tuple[int, str]] = {}
+    rows = zip(meta["spectrum_id"], meta["path"], meta["reference_path"], shas, ref_shas, strict=True)
+    for i, (sid, rel, ref_rel, sha, ref_sha) in enumerate(rows):
+        spectra[i], _ = files.read(rel, i + 1, sid, _hex(sha))
+        seen = ref_seen.get(ref_rel)
+        if seen is None:
+            refs[i], digest = files.read(ref_rel, i + 1, sid, _hex(ref_sha))
+            ref_seen[ref_rel] = (i, digest)
+            continue
+        first, digest = seen
+        if verify and _hex(ref_sha) != digest:  # one reference file, so every row must claim its one hash
+            raise InputError(f"{files.where(i + 1, sid, ref_rel)}: content does not match the manifest's sha256")
+        refs[i] = refs[first]
+    for name, arr, col in (("spectrum", spectra, "path"), ("reference", refs, "reference_path")):
+        bad = ~np.isfinite(arr).all(axis=1)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            where = files.where(i + 1, meta["spectrum_id"].iloc[i], meta[col].iloc[i])
+            raise InputError(f"{where}: {name} contains NaN or Inf")
     return Corpus(spectra, refs, meta, wl)
+
+
+def _hex(value: object) -> str | None:
+    return value.lower() if isinstance(value, str) else None
 
 
 def load_dose_features(csv: str | os.PathLike[str], features: Sequence[str], groups: Iterable[str]) -> pd.DataFrame:

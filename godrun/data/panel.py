@@ -11,39 +11,37 @@ from godrun.data import audits
 from godrun.data import layout as L
 from godrun.errors import InputError
 from godrun.fsio import atomic_write_json, atomic_write_text, sha256_bytes, sha256_file
-from godrun.inputs import read_csv
 
 
 def leakage(train: pd.DataFrame, panel: pd.DataFrame) -> list[str]:
-    """Every overlap between train and panel: by group_id, by spectrum content hash, by spectrum_id."""
+    """Every overlap between train and panel: group_id, spectrum_id, spectrum content and reference content hashes."""
     problems = []
     shared_groups = sorted(set(train["group_id"]) & set(panel["group_id"]))
     if shared_groups:
         problems.append(f"{len(shared_groups)} group_id(s) in both train and panel, e.g. {shared_groups[0]!r}")
-    if "content_sha256" in train.columns and "content_sha256" in panel.columns:
-        by_hash = train.merge(panel, on="content_sha256", suffixes=("_train", "_panel"))
-        if len(by_hash):
-            r = by_hash.iloc[0]
-            problems.append(
-                f"{len(by_hash)} spectrum content hash(es) in both: train {r['spectrum_id_train']!r} has the same "
-                f"content as panel {r['spectrum_id_panel']!r}"
-            )
     shared_ids = sorted(set(train["spectrum_id"]) & set(panel["spectrum_id"]))
     if shared_ids:
         problems.append(f"{len(shared_ids)} spectrum_id(s) in both, e.g. {shared_ids[0]!r}")
+    for col, what in (("content_sha256", "spectrum"), ("reference_sha256", "clean reference")):
+        if col not in train.columns or col not in panel.columns:
+            continue
+        t = train[["spectrum_id", col]].dropna().assign(**{col: lambda d, c=col: d[c].str.lower()})
+        p = panel[["spectrum_id", col]].dropna().assign(**{col: lambda d, c=col: d[c].str.lower()})
+        both = t.merge(p, on=col, suffixes=("_train", "_panel"))
+        if len(both):
+            r = both.iloc[0]
+            problems.append(
+                f"{len(both)} {what} content hash(es) in both: train {r['spectrum_id_train']!r} has the same "
+                f"{what} as panel {r['spectrum_id_panel']!r}"
+            )
     return problems
 
 
-def verify_hashes(meta: pd.DataFrame, root: Path, name: str) -> None:
-    """Recompute every file's sha256 against the manifest's content_sha256 column."""
-    if "content_sha256" not in meta.columns:
-        raise InputError(f"{name} lacks the content_sha256 column")
-    for i, (sid, rel, want) in enumerate(zip(meta["spectrum_id"], meta["path"], meta["content_sha256"], strict=True)):
-        path = root / str(rel)
-        if not path.is_file():
-            raise InputError(f"{name} row {i + 1} (spectrum_id {sid!r}): file {path} not found")
-        if sha256_file(path) != want:
-            raise InputError(f"{name} row {i + 1} (spectrum_id {sid!r}): file {path} does not match content_sha256")
+def verify_manifest_files(manifest: Path, root: Path) -> None:
+    """Every spectrum and reference the manifest names: inside `root`, regular, finite, matching its sha256."""
+    from godrun.data.loader import load_corpus
+
+    load_corpus(manifest, root, verify=True, expected_length=L.GRID_POINTS)
 
 
 def check(train: pd.DataFrame, panel: pd.DataFrame) -> None:
@@ -61,8 +59,9 @@ def split(manifest_all: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def _read(path: Path) -> pd.DataFrame:
-    dtype = {"spectrum_id": str, "group_id": str, "sample": str, "pair_id": str}
-    return read_csv(path, "manifest", required=("spectrum_id", "group_id", "path"), dtype=dtype)
+    from godrun.data.loader import read_manifest
+
+    return read_manifest(path)
 
 
 def build_panel(root: str | os.PathLike[str], verify_files: bool = True) -> dict[str, str]:
@@ -75,7 +74,7 @@ def build_panel(root: str | os.PathLike[str], verify_files: bool = True) -> dict
     train, panel = split(all_df)
     spectra_root = root / L.SPECTRA_DIR
     if verify_files:
-        verify_hashes(all_df, spectra_root, str(root / L.MANIFEST_ALL))
+        verify_manifest_files(root / L.MANIFEST_ALL, spectra_root)
     check(train, panel)
     train_csv = train.to_csv(index=False, lineterminator="\n").encode()
     panel_csv = panel.to_csv(index=False, lineterminator="\n").encode()

@@ -295,9 +295,13 @@ def synthesise(out: str | Path, scale: float = 1.0, seed: int = 0) -> pd.DataFra
             if d not in made_dirs:
                 d.mkdir(parents=True, exist_ok=True)
                 made_dirs.add(d)
+        ref_sha: dict[str, str] = {}
         for k in range(len(clean)):
-            _write_raw(root / rows[2 * k]["reference_path"], npy_bytes(clean[k]))
+            data = npy_bytes(clean[k])
+            _write_raw(root / rows[2 * k]["reference_path"], data)
+            ref_sha[rows[2 * k]["reference_path"]] = hashlib.sha256(data).hexdigest()
         for row in rows:
+            row["reference_sha256"] = ref_sha[row["reference_path"]]
             data = npy_bytes(noisy[row["_row"]])
             _write_raw(root / row["path"], data)
             row["content_sha256"] = hashlib.sha256(data).hexdigest()

@@ -1,10 +1,13 @@
 """`godrun evaluate` / `python -m godrun.evaluator` / `scripts/evaluate_validation_panel.py`: the seed's panel QA.
 
 Order of work (so bad input fails before anything expensive):
-  1. arguments, gate thresholds (flags generated from godrun.spec.Gates), --expected-hash against the panel
-     manifest: a mismatch exits 2 printing both hashes, before any checkpoint is read or model loaded;
+  1. arguments (inside the run volume when GODRUN_RUN_VOLUME names one; the failure doc only a regular .md),
+     gate thresholds (godrun.gates.flags), --expected-hash against the panel manifest: a mismatch exits 2
+     printing both hashes, before any checkpoint is read or model loaded;
   2. checkpoints listed and hashed (or the --denoiser chosen), --downstream-script checked to exist;
-  3. panel loaded once; every candidate replayed and scored; ranked (gates passed, then composite score);
+  3. panel loaded once, every spectrum and clean reference checked against the manifest's content_sha256 and
+     reference_sha256 (so the pinned manifest hash covers them all), the ROI bounds checked against the grid;
+     every candidate replayed and scored; ranked by godrun.gates.ranking (the trainer's ranking too);
   4. outputs written atomically to --output-dir;
   5. on a failed verdict with --archive-on-fail: run artefacts archived, a dated failure section appended;
   6. the compact verdict (with the archive folder) written to the termination log, the gate table printed.
@@ -30,45 +33,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from godrun.errors import InputError
 from godrun.evaluator.denoisers import DENOISERS
 from godrun.fsio import sha256_file
-from godrun.spec import Gates, PanelSpec, Recipe, Verdict, format_validation_error
+from godrun.gates.flags import add_gate_flags, gates_from_args
+from godrun.paths import confine, writable_file
+from godrun.spec import Gates, PanelSpec, Recipe, Verdict
 from godrun.tables import print_gate_table
 
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
-
-
-def _flag(field: str) -> str:
-    return "--" + field.replace("_", "-")
-
-
-def add_gate_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per Gates field (kebab-case), typed and defaulted from the model."""
-    group = parser.add_argument_group("gate thresholds (godrun.spec.Gates; defaults are the seed's)")
-    for name, info in Gates.model_fields.items():
-        kind = int if type(info.default) is int else float
-        group.add_argument(
-            _flag(name),
-            dest=f"gate_{name}",
-            type=kind,
-            default=info.default,
-            metavar=kind.__name__.upper(),
-            help=f"{info.description} (default {info.default:g})",
-        )
-
-
-def gates_from_args(args: argparse.Namespace) -> Gates:
-    values = {name: getattr(args, f"gate_{name}") for name in Gates.model_fields}
-    try:
-        return Gates(**values)
-    except ValidationError as exc:
-        msg = format_validation_error(exc)
-        for name in Gates.model_fields:  # name the flag the user typed, not the python field
-            msg = msg.replace(f"{name}:", f"{_flag(name)}:")
-        raise InputError(msg) from exc
 
 
 def add_panel_flags(parser: argparse.ArgumentParser, *, metadata_help: str) -> None:
@@ -178,42 +151,14 @@ def default_run_dirs(args: argparse.Namespace) -> list[Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.batch_size < 1:
-        raise InputError("--batch-size must be >= 1")
+    args = _parse(argv)
     gates = gates_from_args(args)
     panel_sha = check_panel_hash(Path(args.manifest), args.expected_hash)  # before any checkpoint is touched
-
-    from godrun.evaluator import panel as panel_mod
+    candidates, ckpt_hashes = _candidates(args)
+    script, metadata = _side_inputs(args)
+    panel = _load_panel(args, panel_sha, metadata, gates)
     from godrun.evaluator.outputs import evaluate_and_write
 
-    if args.denoiser:
-        candidates = [panel_mod.denoiser_candidate(args.denoiser)]
-        ckpt_hashes: dict[str, str] = {}
-    else:
-        paths = panel_mod.list_checkpoints(Path(args.checkpoint_dir))
-        ckpt_hashes = {str(p): sha256_file(p) for p in paths}
-        from godrun.trainer.inference import resolve_device
-
-        device = str(resolve_device(args.device))
-        candidates = panel_mod.checkpoint_candidates(
-            paths, device=device, batch_size=args.batch_size, hashes=ckpt_hashes
-        )
-    script = resolve_script(args.downstream_script) if args.downstream_script else None
-    for flag, value in (("--root-dir", args.root_dir), ("--wavelength-grid", args.wavelength_grid)):
-        if not Path(value).exists():
-            raise InputError(f"{flag}: {value} does not exist")
-    metadata = Path(args.metadata) if args.metadata and Path(args.metadata).is_file() else None
-    if args.metadata and metadata is None and not args.denoiser:
-        raise InputError(f"--metadata: {args.metadata} does not exist")
-    panel = panel_mod.load_panel(
-        Path(args.manifest),
-        Path(args.root_dir),
-        Path(args.wavelength_grid),
-        baseline_dir=Path(args.baseline_dir) if args.baseline_dir else None,
-        metadata_csv=metadata,
-        manifest_sha256=panel_sha,
-    )
     result = evaluate_and_write(
         panel,
         candidates,
@@ -223,28 +168,100 @@ def main(argv: Sequence[str] | None = None) -> int:
         extra_hashes=_input_hashes(args, script, metadata),
         root_dir=Path(args.root_dir),
     )
-    verdict = result.verdict
-    from godrun.evaluator import outputs
-
-    archive = None
-    if verdict.verdict == "fail" and args.archive_on_fail:
-        from godrun.evaluator.fallback import append_failure_doc, archive_run, today_utc, verdict_key
-
-        day = today_utc()
-        run_dirs = [Path(d) for d in args.run_dir] if args.run_dir else default_run_dirs(args)
-        # Once per verdict: a retried evaluator (same run, panel, checkpoints, gates) finds what it did before.
-        inputs = {"panel": panel_sha, "checkpoints": sorted(ckpt_hashes.values()), "denoiser": args.denoiser}
-        key = verdict_key(args.run_name, verdict, inputs | {"gates": gates.model_dump()})
-        # The seed's archive name (artifacts/god_run_failed_YYYYMMDD, _2, _3 ... when taken); the run's own
-        # name goes into the failure doc that points at it.
-        archive = archive_run(run_dirs, Path(args.archive_dir), day, key=key)
-        verdict = verdict.model_copy(update={"archive": str(archive)})
-        append_failure_doc(Path(args.analytics_doc), verdict, args.run_name, day, archive, key=key)
-    term = outputs.termination_path(args.termination_log)  # last: the controller reads the archive from it
-    if term is not None:
-        outputs.write_termination(term, outputs.compact_verdict(verdict))
+    # once per verdict: a retried evaluator (same run, panel, checkpoints, gates) finds what it did before
+    inputs = {"panel": panel_sha, "checkpoints": sorted(ckpt_hashes.values()), "denoiser": args.denoiser}
+    verdict, archive = _fallback(args, result.verdict, inputs | {"gates": gates.model_dump()})
+    term = _write_termination(args, verdict)  # last: the controller reads the archive from it
     print_summary(verdict, result.ranking, result.report, term, archive)
     return 0
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The arguments, every path among them confined to the run volume when there is one (godrun.paths)."""
+    args = build_parser().parse_args(argv)
+    if args.batch_size < 1:
+        raise InputError("--batch-size must be >= 1")
+    for flag in ("checkpoint_dir", "manifest", "root_dir", "baseline_dir", "metadata", "wavelength_grid"):
+        if getattr(args, flag):
+            confine(getattr(args, flag), "--" + flag.replace("_", "-"))
+    for flag in ("output_dir", "archive_dir", "termination_log"):
+        if getattr(args, flag):
+            confine(getattr(args, flag), "--" + flag.replace("_", "-"))
+    for path in args.run_dir or []:
+        confine(path, "--run-dir")
+    if args.archive_on_fail:
+        writable_file(args.analytics_doc, "--analytics-doc", (".md",))
+    return args
+
+
+def _candidates(args: argparse.Namespace) -> tuple[list[Any], dict[str, str]]:
+    """The classical --denoiser, or every checkpoint in --checkpoint-dir (hashed, loaded lazily)."""
+    from godrun.evaluator import panel as panel_mod
+
+    if args.denoiser:
+        return [panel_mod.denoiser_candidate(args.denoiser)], {}
+    paths = panel_mod.list_checkpoints(Path(args.checkpoint_dir))
+    hashes = {str(p): sha256_file(p) for p in paths}
+    from godrun.trainer.inference import resolve_device
+
+    device = str(resolve_device(args.device))
+    return panel_mod.checkpoint_candidates(paths, device=device, batch_size=args.batch_size, hashes=hashes), hashes
+
+
+def _side_inputs(args: argparse.Namespace) -> tuple[Path | None, Path | None]:
+    """The downstream script (must exist) and the dose metadata (needed by FiLM checkpoints)."""
+    script = resolve_script(args.downstream_script) if args.downstream_script else None
+    for flag, value in (("--root-dir", args.root_dir), ("--wavelength-grid", args.wavelength_grid)):
+        if not Path(value).exists():
+            raise InputError(f"{flag}: {value} does not exist")
+    metadata = Path(args.metadata) if args.metadata and Path(args.metadata).is_file() else None
+    if args.metadata and metadata is None and not args.denoiser:
+        raise InputError(f"--metadata: {args.metadata} does not exist")
+    return script, metadata
+
+
+def _load_panel(args: argparse.Namespace, panel_sha: str, metadata: Path | None, gates: Gates) -> Any:
+    """The panel, every spectrum and reference checked against the (pinned) manifest; ROI inside its grid."""
+    from godrun.data.loader import check_inside_grid
+    from godrun.evaluator import panel as panel_mod
+
+    panel = panel_mod.load_panel(
+        Path(args.manifest),
+        Path(args.root_dir),
+        Path(args.wavelength_grid),
+        baseline_dir=Path(args.baseline_dir) if args.baseline_dir else None,
+        metadata_csv=metadata,
+        manifest_sha256=panel_sha,
+    )
+    bounds = [("--roi-min-nm", gates.roi_min_nm), ("--roi-max-nm", gates.roi_max_nm)]
+    check_inside_grid(bounds, panel.wavelengths, args.wavelength_grid)
+    return panel
+
+
+def _fallback(args: argparse.Namespace, verdict: Verdict, inputs: dict[str, Any]) -> tuple[Verdict, Path | None]:
+    """On a failed verdict with --archive-on-fail: archive the run, append the dated failure section."""
+    if verdict.verdict != "fail" or not args.archive_on_fail:
+        return verdict, None
+    from godrun.evaluator.fallback import append_failure_doc, archive_run, today_utc, verdict_key
+
+    day = today_utc()
+    run_dirs = [Path(d) for d in args.run_dir] if args.run_dir else default_run_dirs(args)
+    key = verdict_key(args.run_name, verdict, inputs)
+    # The seed's archive name (artifacts/god_run_failed_YYYYMMDD, _2, _3 ... when taken); the run's own
+    # name goes into the failure doc that points at it.
+    archive = archive_run(run_dirs, Path(args.archive_dir), day, key=key)
+    verdict = verdict.model_copy(update={"archive": str(archive)})
+    append_failure_doc(Path(args.analytics_doc), verdict, args.run_name, day, archive, key=key)
+    return verdict, archive
+
+
+def _write_termination(args: argparse.Namespace, verdict: Verdict) -> Path | None:
+    from godrun.evaluator import outputs
+
+    term = outputs.termination_path(args.termination_log)
+    if term is not None:
+        outputs.write_termination(term, outputs.compact_verdict(verdict))
+    return term
 
 
 def _input_hashes(args: argparse.Namespace, script: Path | None, metadata: Path | None) -> dict[str, Any]:
@@ -333,9 +350,7 @@ def downstream_main(argv: Sequence[str] | None = None) -> int:
         name = args.denoiser or "identity"
         pred, source = DENOISERS[name](panel.raw, panel.wavelengths), f"denoiser:{name}"
     cfg = metrics.DipConfig.from_gates(gates)
-    q_ref = metrics.downstream_quantities(panel.reference, panel.wavelengths, cfg)
-    err = np.abs(metrics.downstream_quantities(pred, panel.wavelengths, cfg) - q_ref).sum(axis=1)
-    err_raw = np.abs(metrics.downstream_quantities(panel.raw, panel.wavelengths, cfg) - q_ref).sum(axis=1)
+    err, err_raw = metrics.downstream_errors(pred, panel.reference, panel.raw, panel.wavelengths, cfg)
     ids = panel.meta[[c for c in ("spectrum_id", "group_id") if c in panel.meta.columns]].reset_index(drop=True)
     table = pd.concat([ids, pd.DataFrame({"downstream_err": err, "downstream_err_raw": err_raw})], axis=1)
     out_csv = Path(args.output_csv)
@@ -347,7 +362,9 @@ def downstream_main(argv: Sequence[str] | None = None) -> int:
         "n": len(table),
         "downstream_err_mean": float(err.mean()),
         "downstream_err_raw_mean": float(err_raw.mean()),
-        "passed": bool(err.mean() <= err_raw.mean()),
+        "downstream_margin": gates.downstream_margin,
+        "threshold": metrics.downstream_bound(float(err_raw.mean()), gates),
+        "passed": metrics.downstream_passed(float(err.mean()), float(err_raw.mean()), gates),
     }
     atomic_write_json(Path(args.output_json) if args.output_json else out_csv.with_suffix(".json"), summary)
     print(json.dumps(summary))

@@ -23,6 +23,7 @@ from typing import Any
 
 from godrun.errors import InputError
 from godrun.fsio import atomic_write_json, atomic_write_text, is_temp_name, sha256_bytes
+from godrun.paths import escape_text, writable_file
 from godrun.spec import Verdict
 
 
@@ -129,11 +130,13 @@ def _copy_sources(present: Sequence[Path], staging: Path, parent_resolved: Path)
 def failure_section(verdict: Verdict, run_name: str, date: Date, archive: Path | None = None) -> str:
     """The dated markdown section: which gates failed, with each failing number against its threshold."""
     failed = [g for g in verdict.gates if not g.passed]
+    # every string from the spec or the file system is escaped onto one line: it cannot add markdown lines
+    run_name = escape_text(run_name)
     lines = [f"## {date.isoformat()} — {run_name}: panel verdict {verdict.verdict.upper()}", ""]
     names = ", ".join(g.name for g in failed) or "none"
     lines.append(f"Failed gates: **{names}** ({verdict.checkpoints_evaluated} checkpoint(s) evaluated).")
     if verdict.lineage.best_checkpoint:
-        lines.append(f"Best checkpoint: `{verdict.lineage.best_checkpoint}`.")
+        lines.append(f"Best checkpoint: `{escape_text(verdict.lineage.best_checkpoint)}`.")
     lines.append("")
     for gate in failed:
         for c in gate.checks:
@@ -141,9 +144,9 @@ def failure_section(verdict: Verdict, run_name: str, date: Date, archive: Path |
             value = "n/a" if c.value is None else f"{c.value:.4g}"
             lines.append(f"- gate `{gate.name}`: {c.metric} = {value} (needs {c.op} {c.threshold:g}) — {mark}")
     if archive is not None:
-        lines += ["", f"Artefacts archived to `{archive}`."]
+        lines += ["", f"Artefacts archived to `{escape_text(archive)}`."]
     if verdict.report:
-        lines.append(f"Panel report: `{verdict.report}`.")
+        lines.append(f"Panel report: `{escape_text(verdict.report)}`.")
     lines += ["", "Next: resume the Act B schedule (calibrator head + loss rebalance), warm-started from this run.", ""]
     return "\n".join(lines) + "\n"
 
@@ -160,9 +163,10 @@ def append_failure_doc(
     """Append a dated failure section to the analytics doc (created with a title when missing).
 
     With `key`, a doc that already holds this verdict's section is left as it is. The doc is rewritten
-    atomically, so a kill never leaves half a section.
+    atomically, so a kill never leaves half a section. Only a regular `.md` file inside the run volume is
+    written (godrun.paths.writable_file).
     """
-    path = Path(doc_path)
+    path = writable_file(doc_path, "--analytics-doc", (".md",))
     old = path.read_text(encoding="utf-8") if path.exists() else ""
     marker = DOC_MARKER.format(key=key) if key else ""
     if marker and marker in old:

@@ -2,9 +2,8 @@
 
 A candidate is anything that turns the raw panel into predictions: a checkpoint (inference replayed with the
 training normalisation through godrun.trainer.inference, EMA weights when present) or a classical denoiser.
-Ranking: more gates passed first, then the composite panel score (godrun.gates.metrics.composite_score),
-then the name, so the order is total and reproducible. The top one is the run's candidate; its Verdict is
-the run's verdict.
+Ranking: godrun.gates.ranking.rank_key, the one the trainer uses for its best checkpoint (gates passed, then
+the composite panel score, then the name). The top one is the run's candidate; its Verdict is the run's verdict.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ import pandas as pd
 from godrun.errors import InputError
 from godrun.evaluator.denoisers import DENOISERS
 from godrun.fsio import sha256_file
-from godrun.gates import metrics
+from godrun.gates import metrics, ranking
 from godrun.spec import Gates, Verdict
 
 META_COLUMNS = ("spectrum_id", "group_id", "treatment", "sample", "angle", "polarity", "replicate")
@@ -65,11 +64,10 @@ class Evaluation:
 
     @property
     def gates_passed(self) -> int:
-        return sum(g.passed for g in self.verdict.gates)
+        return ranking.gates_passed(self.verdict)
 
-    def rank_key(self) -> tuple[int, float, str]:
-        score = self.score if np.isfinite(self.score) else -np.inf
-        return (-self.gates_passed, -score, self.name)
+    def rank_key(self) -> ranking.RankKey:
+        return ranking.rank_key(self.verdict, self.name)
 
 
 def load_panel(
@@ -106,7 +104,7 @@ def evaluate_prediction(panel: Panel, prediction: np.ndarray, gates: Gates) -> t
         raise InputError(f"prediction has shape {pred.shape}, the panel is {panel.reference.shape}")
     per = metrics.panel_metrics(pred, panel.reference, panel.raw, panel.wavelengths, gates)
     verdict = metrics.evaluate_gates(per, gates)
-    return per, verdict, float(metrics.composite_score(verdict))
+    return per, verdict, ranking.composite_score(verdict)
 
 
 def evaluate_candidates(panel: Panel, candidates: Iterable[Candidate], gates: Gates) -> list[Evaluation]:

@@ -23,7 +23,10 @@ Units and conventions
 * Downstream proxy (gate 4): the baseline pipeline smooths (``smooth_nm``), removes an upper-envelope
   local baseline and integrates the relative absorbance 1 − s/b in 10 nm bands across the ROI (area
   units as above). ``downstream_err`` = Σ_bands |Q(p) − Q(r)|; ``downstream_err_raw`` the same for the
-  raw spectrum. Gate 4 passes when the panel mean of the first is ≤ the mean of the second.
+  raw spectrum. Gate 4 passes when the panel mean of the first is ≤ (1 + downstream_margin) × the mean of the
+  second.
+* A prediction holding NaN or inf fails every gate it touches: PSNR −inf (capped at −PSNR_CAP_DB), SAM 180°,
+  ROI failed (and counted as over the spurious-dip limit), downstream error inf.
 """
 
 from __future__ import annotations
@@ -339,9 +342,12 @@ def _roi_row(sp_p: _Prepared, sp_r: _Prepared, cfg: DipConfig) -> dict[str, floa
     }
 
 
-def _roi_pass(area_err: pd.Series, depth_err: pd.Series, tol: float) -> pd.Series:
-    no_dips = area_err.isna() & depth_err.isna()
-    return no_dips | ((area_err <= tol) & (depth_err <= tol))
+def _roi_pass(df: pd.DataFrame, tol: float) -> pd.Series:
+    """A spectrum passes ROI when its prediction is finite and every reference dip is within `tol` (or it has none)."""
+    no_dips = df["n_ref_dips"] == 0
+    within = (df["area_err_max"] <= tol) & (df["depth_err_max"] <= tol)  # NaN compares False: fails
+    finite = df["pred_finite"] if "pred_finite" in df.columns else True
+    return finite & (no_dips | within)
 
 
 def panel_metrics(pred: np.ndarray, ref: np.ndarray, raw: np.ndarray, wl: np.ndarray, gates: Gates) -> pd.DataFrame:
@@ -351,16 +357,36 @@ def panel_metrics(pred: np.ndarray, ref: np.ndarray, raw: np.ndarray, wl: np.nda
     if not (p.shape == r.shape == x.shape) or p.shape[1] != len(wl):
         raise ValueError(f"shape mismatch: pred {p.shape}, ref {r.shape}, raw {x.shape}, wl {wl.shape}")
     cfg = DipConfig.from_gates(gates)
-    df = pd.DataFrame({"psnr": psnr(p, r), "sam": sam_degrees(p, r)})
+    finite = np.all(np.isfinite(p), axis=1)
+    df = pd.DataFrame({"psnr": psnr(p, r), "sam": sam_degrees(p, r), "pred_finite": finite})
+    # a prediction holding NaN/inf is as wrong as a prediction can be, whatever numpy makes of it
+    df.loc[~finite, "psnr"] = -math.inf
+    df.loc[~finite, "sam"] = 180.0
     df["tail_ok"] = (df["psnr"] >= gates.tail_psnr_min) & (df["sam"] <= gates.tail_sam_max)
-    prep_p, prep_r = _prepare(p, wl, cfg), _prepare(r, wl, cfg)
+    prep_p, prep_r = _prepare(np.where(np.isfinite(p), p, 0.0), wl, cfg), _prepare(r, wl, cfg)
     roi = pd.DataFrame([_roi_row(a, b, cfg) for a, b in zip(prep_p, prep_r, strict=True)], index=df.index)
     df = pd.concat([df, roi], axis=1)
-    df["roi_pass"] = _roi_pass(df["area_err_max"], df["depth_err_max"], gates.roi_tolerance)
-    q_r = downstream_quantities(r, wl, cfg)
-    df["downstream_err"] = np.abs(downstream_quantities(p, wl, cfg) - q_r).sum(axis=1)
-    df["downstream_err_raw"] = np.abs(downstream_quantities(x, wl, cfg) - q_r).sum(axis=1)
+    df["roi_pass"] = _roi_pass(df, gates.roi_tolerance)
+    err, err_raw = downstream_errors(p, r, x, wl, cfg)
+    df["downstream_err"], df["downstream_err_raw"] = err, err_raw
     return df
+
+
+def downstream_errors(
+    pred: np.ndarray, ref: np.ndarray, raw: np.ndarray, wl: np.ndarray, cfg: DipConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per spectrum Σ_bands |Q(pred) − Q(ref)| and the same for the raw spectra (inf where pred is not finite)."""
+    q_r = downstream_quantities(ref, wl, cfg)
+    with np.errstate(invalid="ignore", over="ignore"):  # inf/NaN rows are set to inf just below
+        err = np.abs(downstream_quantities(pred, wl, cfg) - q_r).sum(axis=1)
+    err = np.where(np.all(np.isfinite(_as_2d(pred)), axis=1) & np.isfinite(err), err, math.inf)
+    err_raw = np.abs(downstream_quantities(raw, wl, cfg) - q_r).sum(axis=1)
+    return err, err_raw
+
+
+def downstream_passed(err_mean: float, err_raw_mean: float, gates: Gates) -> bool:
+    """Gate 4: the prediction's mean downstream error within (1 + margin) of raw+baseline's."""
+    return math.isfinite(err_mean) and err_mean <= downstream_bound(err_raw_mean, gates)
 
 
 def _check(metric: str, value: float | None, op: str, threshold: float) -> dict:
@@ -372,7 +398,7 @@ def _finite(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
-def _downstream_bound(err_raw: float, gates: Gates) -> float:
+def downstream_bound(err_raw: float, gates: Gates) -> float:
     """Gate 4's threshold: raw+baseline's error, times (1 + margin), plus float round-off (a copy of raw ties)."""
     if not math.isfinite(err_raw):
         return 0.0
@@ -386,15 +412,18 @@ def evaluate_gates(per_spectrum: pd.DataFrame, gates: Gates) -> Verdict:
     df = per_spectrum
     if len(df) == 0:
         raise ValueError("evaluate_gates needs at least one spectrum")
-    ps = np.minimum(df["psnr"].to_numpy(np.float64), PSNR_CAP_DB)
+    ps = np.clip(df["psnr"].to_numpy(np.float64), -PSNR_CAP_DB, PSNR_CAP_DB)
     ps = np.where(np.isnan(ps), -PSNR_CAP_DB, ps)
     sam = df["sam"].to_numpy(np.float64)
-    psnr_mean, psnr_std, sam_mean = float(ps.mean()), float(ps.std()), float(np.nanmean(sam))
+    sam = np.where(np.isnan(sam), 180.0, sam)
+    psnr_mean, psnr_std, sam_mean = float(ps.mean()), float(ps.std()), float(sam.mean())
     tail = float(np.mean((ps >= gates.tail_psnr_min) & (sam <= gates.tail_sam_max)))
-    has_dips = df["n_ref_dips"].to_numpy() > 0
-    passes = _roi_pass(df["area_err_max"], df["depth_err_max"], gates.roi_tolerance).to_numpy()
-    roi_ratio = float(passes[has_dips].mean()) if has_dips.any() else 1.0
-    spurious = int(df["n_spurious"].sum())
+    finite = df["pred_finite"].to_numpy(bool) if "pred_finite" in df.columns else np.ones(len(df), bool)
+    counted = (df["n_ref_dips"].to_numpy() > 0) | ~finite  # a non-finite prediction counts, dips or not
+    passes = _roi_pass(df, gates.roi_tolerance).to_numpy()
+    roi_ratio = float(passes[counted].mean()) if counted.any() else 1.0
+    # a spectrum we cannot look at for spurious dips counts as the worst: over the limit on its own
+    spurious = int(df["n_spurious"].sum()) + int((~finite).sum()) * (gates.spurious_peaks_max + 1)
     ds, ds_raw = float(df["downstream_err"].mean()), float(df["downstream_err_raw"].mean())
     specs = {
         "aggregate": [
@@ -407,7 +436,7 @@ def evaluate_gates(per_spectrum: pd.DataFrame, gates: Gates) -> Verdict:
             _check("roi_ratio", roi_ratio, ">=", gates.roi_pass_fraction_min),
             _check("spurious_peaks", float(spurious), "<=", float(gates.spurious_peaks_max)),
         ],
-        "downstream": [_check("downstream_err_mean", _finite(ds), "<=", _downstream_bound(ds_raw, gates))],
+        "downstream": [_check("downstream_err_mean", _finite(ds), "<=", downstream_bound(ds_raw, gates))],
     }
     results = [
         GateResult(name=name, passed=all(c["passed"] for c in checks), checks=[Check(**c) for c in checks])
@@ -425,17 +454,3 @@ def evaluate_gates(per_spectrum: pd.DataFrame, gates: Gates) -> Verdict:
         gates=results,
         failed_gates=failed,
     )
-
-
-def composite_score(verdict: Verdict) -> float:
-    """Panel score for ranking checkpoints that pass the same number of gates (higher is better).
-
-    score = psnr_mean − 0.5·sam_mean + 10·tail_ratio + 10·roi_ratio − 0.5·min(spurious_peaks, 20)
-    (PSNR in dB, SAM in degrees; a missing value counts as the worst: PSNR 0, SAM 90, ratios 0, 20 spurious).
-    """
-    psnr_mean = verdict.psnr_mean if verdict.psnr_mean is not None else 0.0
-    sam_mean = verdict.sam_mean if verdict.sam_mean is not None else 90.0
-    tail = verdict.tail_ratio or 0.0
-    roi = verdict.roi_ratio or 0.0
-    spurious = 20 if verdict.spurious_peaks is None else min(verdict.spurious_peaks, 20)
-    return float(psnr_mean - 0.5 * sam_mean + 10.0 * tail + 10.0 * roi - 0.5 * spurious)

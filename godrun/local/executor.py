@@ -39,6 +39,7 @@ from godrun.core.names import act_b_name, job_name
 from godrun.core.observe import read_progress_csv, read_verdict_file
 from godrun.fsio import atomic_write_json, atomic_write_text
 from godrun.local import procs
+from godrun.paths import RUN_VOLUME_ENV
 from godrun.spec import GodRunStatus
 
 
@@ -131,7 +132,11 @@ class LocalExecutor:
         for key in ("exit_code", "reason", "pid", "start_ticks"):
             record.pop(key, None)
         (jdir / "termination-log").unlink(missing_ok=True)
-        env = os.environ | {"GODRUN_TERMINATION_LOG": str(jdir / "termination-log"), "PYTHONUNBUFFERED": "1"}
+        env = os.environ | {
+            "GODRUN_TERMINATION_LOG": str(jdir / "termination-log"),
+            "PYTHONUNBUFFERED": "1",
+            RUN_VOLUME_ENV: str(self.workdir.resolve()),
+        }
         log = open(jdir / "output.log", "ab")  # noqa: SIM115 - closed when the process is reaped
         popen = procs.spawn(argv, cwd=self.workdir, env=env, log=log)
         self.procs[job] = _Proc(popen, log)

@@ -109,7 +109,10 @@ def partners(meta: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return partner, codes
 
 
-def load_split(recipe: Recipe, manifest: str, cond_stats: dict | None, *, with_weights: bool) -> SplitData:
+def load_split(
+    recipe: Recipe, manifest: str, cond_stats: dict | None, *, with_weights: bool, verify: bool = True
+) -> SplitData:
+    """One manifest's rows ready for the model; `verify` re-hashes every file against the manifest."""
     from godrun.data.loader import load_corpus
 
     mpath = Path(manifest)
@@ -121,6 +124,7 @@ def load_split(recipe: Recipe, manifest: str, cond_stats: dict | None, *, with_w
         recipe.train_dir,
         wavelength_grid=grid if grid.is_file() else None,
         expected_length=recipe.sequence_length,
+        verify=verify,
     )
     if corpus.spectra.shape[1] != recipe.sequence_length:
         raise InputError(

@@ -3,6 +3,11 @@
 Booleans are `--<name>` (store_true) with a mutually exclusive `--no-<name>`; a boolean that is not
 given is False, so the seed's command means exactly what it lists. Every other flag defaults to the
 Recipe default. `recipe_to_argv` is the inverse the controller uses to build a Job's arguments.
+
+Beyond the recipe the trainer takes the GodRun's gate thresholds (`--psnr-mean-min ...`, the evaluator's
+flags, from godrun.gates.flags) for its best checkpoint and early stopping, and `--verify-data` /
+`--no-verify-data` (spec.data.verify; on by default): re-hash every spectrum and reference against the
+manifests and check the wavelength bounds against the grid before training.
 """
 
 from __future__ import annotations
@@ -11,12 +16,14 @@ import argparse
 import types
 import typing
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal, get_args, get_origin
 
 from pydantic import ValidationError
 
 from godrun.errors import InputError
-from godrun.spec import Recipe, format_validation_error
+from godrun.gates.flags import add_gate_flags, gates_from_args
+from godrun.spec import Gates, Recipe, format_validation_error
 
 NONE_WORDS = frozenset({"", "none", "None", "null"})
 
@@ -74,6 +81,16 @@ def build_parser(prog: str = "python -m godrun.trainer", parser_cls: type = argp
     )
     for name, field in Recipe.model_fields.items():
         _add_field(parser, name, field)
+    verify = parser.add_mutually_exclusive_group()
+    verify.add_argument(
+        "--verify-data",
+        dest="verify_data",
+        action="store_true",
+        default=True,
+        help="Re-hash every spectrum and reference against the manifests and check wavelength bounds (default).",
+    )
+    verify.add_argument("--no-verify-data", dest="verify_data", action="store_false", help="Turn off --verify-data.")
+    add_gate_flags(parser)
     return parser
 
 
@@ -82,14 +99,29 @@ class _RaisingParser(argparse.ArgumentParser):
         raise InputError(f"{self.prog}: {message}")
 
 
-def parse_recipe(argv: Sequence[str]) -> Recipe:
-    """argv -> validated Recipe. Unknown, malformed or contradictory flags raise InputError (exit 2)."""
+@dataclass(frozen=True)
+class TrainerArgs:
+    """Everything the trainer's command line says: the recipe, the gates it ranks by, whether to verify data."""
+
+    recipe: Recipe
+    gates: Gates
+    verify_data: bool = True
+
+
+def parse_trainer_args(argv: Sequence[str]) -> TrainerArgs:
+    """argv -> validated TrainerArgs. Unknown, malformed or contradictory flags raise InputError (exit 2)."""
     parser = build_parser(parser_cls=_RaisingParser)
     ns = parser.parse_args(list(argv))
     try:
-        return Recipe.model_validate(vars(ns))
+        recipe = Recipe.model_validate({k: v for k, v in vars(ns).items() if k in Recipe.model_fields})
     except ValidationError as exc:
         raise InputError("invalid recipe:\n" + format_validation_error(exc, prefix="--")) from exc
+    return TrainerArgs(recipe, gates_from_args(ns), ns.verify_data)
+
+
+def parse_recipe(argv: Sequence[str]) -> Recipe:
+    """argv -> validated Recipe (the gate and verification flags are accepted and ignored)."""
+    return parse_trainer_args(argv).recipe
 
 
 def _fmt(value: Any) -> str:

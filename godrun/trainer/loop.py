@@ -20,7 +20,9 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from godrun.errors import InputError
 from godrun.fsio import code_version, remove_stale_temps, sha256_file
-from godrun.spec import Gates, Recipe
+from godrun.gates.ranking import RankKey, better, composite_score, gates_passed, rank_key
+from godrun.paths import confine, writable_file
+from godrun.spec import RUN_PATH_FIELDS, Gates, Recipe
 from godrun.trainer import checkpoint as ckpt_io
 from godrun.trainer import dataset as ds
 from godrun.trainer import normalise, telemetry
@@ -54,10 +56,11 @@ class Dist:
 
 @dataclass
 class EarlyStop:
-    best_score: float = -math.inf
+    best_score: float = -math.inf  # composite score of the best epoch (for the log and TrainResult)
     best_epoch: int | None = None
     bad_epochs: int = 0
     finished: bool = False
+    best_rank: RankKey | None = None  # godrun.gates.ranking.rank_key of the best epoch
 
 
 @dataclass
@@ -128,24 +131,60 @@ def _freeze(model: MambaTinyUV, recipe: Recipe) -> None:
         p.requires_grad_(id(p) in trained)
 
 
-def _check_leakage(train: ds.SplitData, panel: ds.SplitData) -> None:
-    if "spectrum_id" in train.meta.columns and "spectrum_id" in panel.meta.columns:
-        both = set(train.meta["spectrum_id"].astype(str)) & set(panel.meta["spectrum_id"].astype(str))
-        if both:
-            raise InputError(
-                f"--val_manifest shares {len(both)} spectrum_id(s) with --train_manifest, e.g. {min(both)!r}"
-            )
+def _confine_paths(recipe: Recipe) -> None:
+    """In a GodRun every recipe path must stay inside the run volume, symlinks resolved (godrun.paths)."""
+    for name in RUN_PATH_FIELDS["Recipe"]:
+        value = getattr(recipe, name)
+        if value:
+            confine(value, f"--{name}")
+    writable_file(recipe.audit_log, "--audit_log", (".log",))
+
+
+def _refuse_leaks(recipe: Recipe) -> None:
+    """Refuse a training manifest that shares a group_id, spectrum_id or content hash with the panel.
+
+    Read from the manifests before any spectrum is loaded; the loader then holds every file to the
+    manifest's hashes (--verify-data), so what the hashes say is what the files hold.
+    """
+    from godrun.data.loader import read_manifest
+    from godrun.data.panel import leakage
+
+    for flag, path in (("--train_manifest", recipe.train_manifest), ("--val_manifest", recipe.val_manifest)):
+        if not Path(path).is_file():
+            raise InputError(f"{flag}: manifest not found: {path}")
+    problems = leakage(read_manifest(recipe.train_manifest), read_manifest(recipe.val_manifest))
+    if problems:
+        raise InputError(f"--train_manifest {recipe.train_manifest} leaks into --val_manifest: " + "; ".join(problems))
+
+
+def _check_bounds(recipe: Recipe, gates: Gates, wl: np.ndarray) -> None:
+    """Every wavelength bound of the recipe and the gates inside the grid the data declares."""
+    from godrun.data.loader import check_inside_grid
+
+    bounds = [
+        ("--deriv_roi_min", recipe.deriv_roi_min),
+        ("--deriv_roi_max", recipe.deriv_roi_max),
+        ("--roi-min-nm", gates.roi_min_nm),
+        ("--roi-max-nm", gates.roi_max_nm),
+    ]
+    check_inside_grid(bounds, wl, str(Path(recipe.train_dir) / "wavelength_grid.npy"))
 
 
 # ------------------------------------------------------------------ panel
 
 
 def panel_eval(
-    model: torch.nn.Module, panel: ds.SplitData, recipe: Recipe, wl: np.ndarray, device: torch.device
+    model: torch.nn.Module,
+    panel: ds.SplitData,
+    recipe: Recipe,
+    wl: np.ndarray,
+    device: torch.device,
+    gates: Gates | None = None,
 ) -> dict[str, Any]:
-    """Gate metrics of de-normalised predictions on the panel (clean references unless --val_noise2noise)."""
-    from godrun.gates.metrics import composite_score, evaluate_gates, panel_metrics
+    """The GodRun's gates on de-normalised panel predictions (clean references unless --val_noise2noise)."""
+    from godrun.gates.metrics import evaluate_gates, panel_metrics
 
+    gates = gates or Gates()
     was = model.training
     model.eval()
     bs = max(recipe.bs, 64)
@@ -158,9 +197,7 @@ def panel_eval(
     pred = normalise.denormalise(yn.numpy(), params)
     gen = torch.Generator().manual_seed(recipe.seed)
     ref = ds.targets_for(panel, torch.arange(len(panel)), recipe, gen, panel=True).numpy()
-    gates = Gates()
     verdict = evaluate_gates(panel_metrics(pred, ref, panel.raw.numpy(), wl, gates), gates)
-    passed = sum(g.passed for g in verdict.gates)
     return {
         "panel_psnr_mean": verdict.psnr_mean,
         "panel_psnr_std": verdict.psnr_std,
@@ -168,9 +205,9 @@ def panel_eval(
         "panel_tail_ratio": verdict.tail_ratio,
         "panel_roi_ratio": verdict.roi_ratio,
         "panel_spurious": verdict.spurious_peaks,
-        "panel_gates_passed": passed,
-        # ranked by gates passed, then the evaluator's composite score (same ranking as the evaluator)
-        "panel_score": 1000.0 * passed + composite_score(verdict),
+        "panel_gates_passed": gates_passed(verdict),
+        "panel_score": composite_score(verdict),
+        "rank": rank_key(verdict),  # the evaluator's ranking: gates passed, then the composite score
         "verdict": verdict.verdict,
         "failed_gates": list(verdict.failed_gates),
     }
@@ -187,21 +224,52 @@ def _eta(history: list[dict[str, Any]], epochs: int) -> str:
 
 
 class Trainer:
-    def __init__(self, recipe: Recipe, *, log: bool = True) -> None:
-        self.recipe = r = recipe
+    """One training run; `__init__` prepares it in the order below, `run()` trains."""
+
+    def __init__(
+        self, recipe: Recipe, *, gates: Gates | None = None, verify_data: bool = True, log: bool = True
+    ) -> None:
+        self.recipe, self.gates, self.verify_data = recipe, gates or Gates(), verify_data
         self.dist = Dist.from_env()
+        self._start_processes()
+        self._load_data()  # before anything is written: bad input leaves nothing behind
+        warm = self._build_model()
+        self._start_logging(log, warm)  # only once the inputs (the warm start too) are known good
+        self._build_optimisation()
+        self._start_bookkeeping()
+        if self.resume_ckpt is not None:
+            self._restore(self.resume_ckpt)
+            self._publish(self.history[-1] if self.history else None)
+
+    # -------------------------------------------------------------- set-up steps
+
+    def _start_processes(self) -> None:
+        """Join the process group (torchrun), pick the device, CPU threads and the selective-scan backend."""
         self.owns_group = self.dist.world > 1 and not torch.distributed.is_initialized()
         if self.owns_group:
-            backend = "nccl" if resolve_device(r.device).type == "cuda" else "gloo"
+            backend = "nccl" if resolve_device(self.recipe.device).type == "cuda" else "gloo"
             torch.distributed.init_process_group(backend)
-        self.device = _device(r, self.dist)
+        self.device = _device(self.recipe, self.dist)
         self.scan_backend = scan_backend(self.device)  # may refuse (GODRUN_REQUIRE_FUSED_SCAN) before any output
+
+    def _load_data(self) -> None:
+        """Grid, loss weights, FiLM statistics, training rows and the panel; leaks and bad bounds refused first."""
+        r = self.recipe
+        _confine_paths(r)
+        _refuse_leaks(r)
         self.wl = ds.load_wavelengths(r)
-        lam = ds.load_lambda_weights(r)
+        _check_bounds(r, self.gates, self.wl)
+        self.lam = ds.load_lambda_weights(r)
         self.cond_stats = ds.cond_stats_for(r)
-        self.train_data = ds.load_split(r, r.train_manifest, self.cond_stats, with_weights=True)
-        self.panel = ds.load_split(r, r.val_manifest, self.cond_stats, with_weights=False)
-        _check_leakage(self.train_data, self.panel)
+        self.train_data = ds.load_split(
+            r, r.train_manifest, self.cond_stats, with_weights=True, verify=self.verify_data
+        )
+        self.panel = ds.load_split(r, r.val_manifest, self.cond_stats, with_weights=False, verify=self.verify_data)
+
+    def _build_model(self) -> list[str] | None:
+        """The model, resumed from `<model>_last.pt` when it exists, else warm-started (returns the keys the
+        warm start added); frozen parts; DDP."""
+        r = self.recipe
         torch.manual_seed(r.seed)
         self.model = build_model(r)
         self.init_sha: str | None = None
@@ -212,27 +280,42 @@ class Trainer:
         self.resume_ckpt = ckpt_io.load_checkpoint(self.last) if self.last.is_file() else None
         warm: list[str] | None = None
         if self.resume_ckpt is not None:
-            diff = _config_diff(self.resume_ckpt.get("config") or {}, r.model_dump())
-            if diff:
-                raise InputError(
-                    f"{self.last} was written by a different recipe (differs in {', '.join(diff)}); "
-                    "use another --checkpoint_dir or delete it to start over"
-                )
+            self._check_resumable(self.resume_ckpt)
         elif r.init_checkpoint:
-            init = ckpt_io.load_checkpoint(r.init_checkpoint)
-            warm = ckpt_io.warm_start(self.model, ckpt_io.weights_for_inference(init), r.init_checkpoint)
-            self.init_sha = sha256_file(r.init_checkpoint)
-        # logs only once the inputs (the warm start too) are known good: bad input leaves nothing behind
-        self.logger = telemetry.setup_logger(r.log_dir, enabled=self.dist.main and log)
-        self.progress = telemetry.Progress(self.logger, enabled=self.dist.main and log)
-        if warm is not None:
-            self.logger.info("warm start from %s (sha256 %s); new keys: %s", r.init_checkpoint, self.init_sha, warm)
+            warm = self._warm_start(r.init_checkpoint)
         _freeze(self.model, r)
         self.model.to(self.device)
         self.net: torch.nn.Module = self.model
         if self.dist.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        return warm
+
+    def _check_resumable(self, ckpt: dict[str, Any]) -> None:
+        diff = _config_diff(ckpt.get("config") or {}, self.recipe.model_dump())
+        if diff:
+            raise InputError(
+                f"{self.last} was written by a different recipe (differs in {', '.join(diff)}); "
+                "use another --checkpoint_dir or delete it to start over"
+            )
+
+    def _warm_start(self, path: str) -> list[str]:
+        init = ckpt_io.load_checkpoint(path)
+        added = ckpt_io.warm_start(self.model, ckpt_io.weights_for_inference(init), path)
+        self.init_sha = sha256_file(path)
+        return added
+
+    def _start_logging(self, log: bool, warm: list[str] | None) -> None:
+        on = self.dist.main and log
+        self.logger = telemetry.setup_logger(self.recipe.log_dir, enabled=on)
+        self.progress = telemetry.Progress(self.logger, enabled=on)
+        if warm is not None:
+            r = self.recipe
+            self.logger.info("warm start from %s (sha256 %s); new keys: %s", r.init_checkpoint, self.init_sha, warm)
+
+    def _build_optimisation(self) -> None:
+        """AdamW on the trainable parameters, the cosine schedule, EMA, the loss and mixed precision."""
+        r = self.recipe
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(params, lr=r.lr, weight_decay=r.weight_decay)
         per_step = r.bs * self.dist.world
@@ -243,22 +326,23 @@ class Trainer:
             if r.ema
             else None
         )
-        w = torch.from_numpy(lam)
-        self.loss_fn = SpectralLoss(LossConfig.from_recipe(r), torch.from_numpy(self.wl), w).to(self.device)
+        wl, lam = torch.from_numpy(self.wl), torch.from_numpy(self.lam)
+        self.loss_fn = SpectralLoss(LossConfig.from_recipe(r), wl, lam).to(self.device)
         self.wl_step = float(np.median(np.diff(self.wl)))
         self.amp_dtype = torch.bfloat16 if r.amp_dtype == "bf16" else torch.float16
         use_scaler = r.amp and r.amp_dtype == "fp16" and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+
+    def _start_bookkeeping(self) -> None:
+        """Early-stop state, history, input hashes, code version and the Prometheus endpoint."""
         self.state = EarlyStop()
         self.history: list[dict[str, Any]] = []
         self.start_epoch = 1
-        self.hashes = data_hashes(r)
+        self.hashes = data_hashes(self.recipe)
         self.code_version = code_version()
         self.logger.info("selective scan backend: %s%s", self.scan_backend, _fallback_note(self.device))
-        self.prom = telemetry.PromMetrics(r.metrics_port if self.dist.main else None, self.logger, self.scan_backend)
-        if self.resume_ckpt is not None:
-            self._restore(self.resume_ckpt)
-            self._publish(self.history[-1] if self.history else None)
+        port = self.recipe.metrics_port if self.dist.main else None
+        self.prom = telemetry.PromMetrics(port, self.logger, self.scan_backend)
 
     # -------------------------------------------------------------- state
 
@@ -273,11 +357,13 @@ class Trainer:
             torch.set_rng_state(c["rng"])
         es = c.get("early_stop", {})
         best = es.get("best_score")
+        rank = es.get("best_rank")
         self.state = EarlyStop(
             -math.inf if best is None else float(best),
             es.get("best_epoch"),
             int(es.get("bad_epochs", 0)),
             bool(es.get("finished", False)),
+            None if rank is None else (int(rank[0]), float(rank[1]), str(rank[2])),
         )
         self.history = list(c.get("history", []))
         self.start_epoch = int(c["epoch"]) + 1
@@ -361,11 +447,16 @@ class Trainer:
         return {k: v / self.steps for k, v in sums.items()}
 
     def _update_best(self, epoch: int, panel: dict[str, Any]) -> bool:
-        improved = panel["panel_score"] > self.state.best_score
+        """Early-stop bookkeeping by the evaluator's ranking (godrun.gates.ranking) under the GodRun's gates."""
+        improved = better(panel["rank"], self.state.best_rank)
         if improved:
-            self.state.best_score, self.state.best_epoch, self.state.bad_epochs = panel["panel_score"], epoch, 0
+            self.state.best_rank, self.state.best_score = panel["rank"], panel["panel_score"]
+            self.state.best_epoch, self.state.bad_epochs = epoch, 0
         else:
             self.state.bad_epochs += 1
+        r = self.recipe
+        patience_out = r.early_stop_patience > 0 and self.state.bad_epochs >= r.early_stop_patience
+        self.state.finished = patience_out or epoch >= r.epochs
         return improved
 
     def run(self, stop_after_epoch: int | None = None) -> TrainResult:
@@ -399,31 +490,45 @@ class Trainer:
         return self._result()
 
     def _end_epoch(self, epoch: int, losses: dict[str, float], t0: float, t_train: float) -> bool:
-        r = self.recipe
+        """Judge the epoch on the panel, keep the best checkpoint, log it; True when training is finished."""
         eval_model = self.ema.module if self.ema is not None else self.model
-        panel = panel_eval(eval_model, self.panel, r, self.wl, self.device)
+        panel = panel_eval(eval_model, self.panel, self.recipe, self.wl, self.device, self.gates)
         improved = self._update_best(epoch, panel)
-        patience_out = r.early_stop_patience > 0 and self.state.bad_epochs >= r.early_stop_patience
-        self.state.finished = patience_out or epoch >= r.epochs
-        seconds = time.perf_counter() - t0
+        row = self._history_row(epoch, losses, panel, time.perf_counter() - t0, t_train)
+        self._save_checkpoints(epoch, panel, improved)
+        self._report_epoch(row, panel, improved)
+        return self.state.finished
+
+    def _history_row(
+        self, epoch: int, losses: dict[str, float], panel: dict[str, Any], seconds: float, t_train: float
+    ) -> dict[str, Any]:
         row = {"epoch": epoch, "loss": losses["total"], **{f"loss_{k}": losses.get(k) for k in LOSS_KEYS}}
         row |= {k: v for k, v in panel.items() if k.startswith("panel_")}
         row |= {
+            "best_epoch": self.state.best_epoch,
             "lr": self.opt.param_groups[0]["lr"],
             "seconds": seconds,
-            "spectra_per_s": self.steps * r.bs * self.dist.world / max(t_train, 1e-9),
+            "spectra_per_s": self.steps * self.recipe.bs * self.dist.world / max(t_train, 1e-9),
         }
         self.history.append(row)
+        return row
+
+    def _save_checkpoints(self, epoch: int, panel: dict[str, Any], improved: bool) -> None:
+        r = self.recipe
         if improved:
             ckpt_io.save_checkpoint(ckpt_io.best_path(r.checkpoint_dir, r.model), self._payload(epoch, panel, False))
         ckpt_io.save_checkpoint(self.last, self._payload(epoch, panel, True))
+
+    def _report_epoch(self, row: dict[str, Any], panel: dict[str, Any], improved: bool) -> None:
+        """metrics.csv, the log line and the Prometheus gauges for one finished epoch."""
+        r, epoch = self.recipe, row["epoch"]
         telemetry.write_metrics_csv(Path(r.log_dir) / "metrics.csv", self.history)
         self.logger.info(
             "epoch %d/%d loss %.4g panel psnr %.2f±%.2f sam %.2f tail %.3f roi %.3f spurious %s gates %d/4%s "
             "lr %.3g %.1fs %.0f spectra/s eta %s",
             epoch,
             r.epochs,
-            losses["total"],
+            row["loss"],
             _nz(panel["panel_psnr_mean"]),
             _nz(panel["panel_psnr_std"]),
             _nz(panel["panel_sam_mean"]),
@@ -433,14 +538,13 @@ class Trainer:
             panel["panel_gates_passed"],
             " *best*" if improved else "",
             row["lr"],
-            seconds,
+            row["seconds"],
             row["spectra_per_s"],
             _eta(self.history, r.epochs),
         )
         self._publish(row)
         if self.state.finished and epoch < r.epochs:
-            self.logger.info("early stop: no better panel score for %d epochs", self.state.bad_epochs)
-        return self.state.finished
+            self.logger.info("early stop: no better panel ranking for %d epochs", self.state.bad_epochs)
 
     def _publish(self, row: dict[str, Any] | None) -> None:
         """Prometheus gauges from one metrics row (on resume: the last checkpointed epoch, so no dip)."""
@@ -473,9 +577,16 @@ def _nz(v: float | None) -> float:
     return float("nan") if v is None else float(v)
 
 
-def train(recipe: Recipe, *, log: bool = True, stop_after_epoch: int | None = None) -> TrainResult:
-    """Train (or resume) `recipe`; `stop_after_epoch` ends early as a preemption would (tests)."""
-    trainer = Trainer(recipe, log=log)
+def train(
+    recipe: Recipe,
+    *,
+    gates: Gates | None = None,
+    verify_data: bool = True,
+    log: bool = True,
+    stop_after_epoch: int | None = None,
+) -> TrainResult:
+    """Train (or resume) `recipe`, ranking epochs by `gates`; `stop_after_epoch` ends early as a preemption would."""
+    trainer = Trainer(recipe, gates=gates, verify_data=verify_data, log=log)
     try:
         return trainer.run(stop_after_epoch=stop_after_epoch)
     finally:

@@ -1,9 +1,13 @@
 """Training losses: λ-weighted MSE, derivative (global + ROI), ROI curvature and the dip loss.
 
 Everything is torch and differentiable in the prediction. Dips are *located* on the target (no
-gradient) and then *measured* identically on prediction and target inside the same windows, in raw
-(de-normalised) units as relative absorbance 1 - y/baseline, the quantity the gates measure, so
-that `dip_min_area` (area = equivalent width / grid span) means what the gates mean by it.
+gradient; a cheap detector of windows of ±dip_window_half_nm, not the gate's) and then *measured* on
+prediction and target inside the same windows with the gate's measurement (godrun.gates.metrics
+`_measure_window`): Gaussian smoothing truncated at 4 sigma, a least-squares line through the two
+guard bands of baseline_guard_nm as baseline, relative absorbance d = 1 - s/baseline integrated by the
+trapezoid rule; depth = max d, area = ∫d dλ / span, centroid = Σλ·max(d,0)/Σmax(d,0). The one
+difference: the gate de-spikes the guard bands (running median of 5) first, which has no useful
+gradient; tests/test_dip_measure.py holds the two to agreement on the panel.
 """
 
 from __future__ import annotations
@@ -88,7 +92,7 @@ class SpectralLoss(torch.nn.Module):
         self.span = float(wl[-1] - wl[0])
         self.dx = self.span / (len(wl) - 1)
         sigma = cfg.dip_detect_sigma_nm / self.dx
-        half = max(1, round(3 * sigma))
+        half = max(1, round(4 * sigma))  # scipy's gaussian_filter1d truncation, as the gates smooth
         t = torch.arange(-half, half + 1, dtype=torch.float32)
         k = torch.exp(-0.5 * (t / sigma) ** 2)
         self.register_buffer("kernel", (k / k.sum()).view(1, 1, -1))
@@ -161,17 +165,18 @@ class SpectralLoss(torch.nn.Module):
         offs = torch.arange(-h - g, h + g + 1, device=y.device)
         idx = centres[..., None] + pad + offs  # [B, M, K]
         seg = torch.gather(yp[:, None].expand(-1, centres.shape[1], -1), 2, idx)
-        left = seg[..., :g].mean(-1, keepdim=True)
-        right = seg[..., -g:].mean(-1, keepdim=True)
         win = seg[..., g : g + 2 * h + 1]
         if base0 is None:
+            # least-squares line through both guard bands (symmetric about the centre: mean + slope·x)
+            guards = torch.cat([seg[..., :g], seg[..., -g:]], dim=-1)
+            x = torch.cat([offs[:g], offs[-g:]]).to(y.dtype)
+            slope = (guards * x).sum(-1, keepdim=True) / (x * x).sum()
             pos = torch.arange(-h, h + 1, device=y.device, dtype=y.dtype)
-            span = 2 * h + g + 1  # distance between the two flank centres, in samples
-            base = left + (right - left) * (pos + span / 2) / span
+            base = guards.mean(-1, keepdim=True) + slope * pos
         else:
             base = base0[:, None, None].expand_as(win)
         d = 1.0 - win / base.clamp_min(1e-6)  # relative absorbance, as the gates measure it
-        ew = self.dx * d.sum(-1)
+        ew = self.dx * (d.sum(-1) - 0.5 * (d[..., 0] + d[..., -1]))  # trapezoid rule
         depth = d.amax(-1)
         wl = self.wl[(centres[..., None] + torch.arange(-h, h + 1, device=y.device)).clamp(0, len(self.wl) - 1)]
         dpos = d.clamp_min(0)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from godrun.fsio import atomic_write_text
+from godrun.paths import escape_text
 
 METRICS_COLUMNS = (
     "epoch",
@@ -31,6 +32,7 @@ METRICS_COLUMNS = (
     "panel_spurious",
     "panel_gates_passed",
     "panel_score",
+    "best_epoch",
     "lr",
     "seconds",
     "spectra_per_s",
@@ -88,7 +90,8 @@ def write_audit(path: str | Path, entries: Mapping[str, Any], event: str) -> Non
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    lines = [f"# {stamp} {event}"] + [f"{k}: {v}" for k, v in entries.items()]
+    # one line per entry whatever a spec string holds: a newline in a path cannot forge or split entries
+    lines = [f"# {stamp} {escape_text(event)}"] + [f"{escape_text(k)}: {escape_text(v)}" for k, v in entries.items()]
     with path.open("a", encoding="utf-8") as fh:
         fh.write("\n".join(lines) + "\n")
 

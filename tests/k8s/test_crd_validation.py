@@ -63,6 +63,14 @@ CASES = [
     ("run-as-root", "spec.jobs.runAsUser", 0, "spec.jobs.runAsUser"),
     ("name-too-long", "metadata.name", "a" * 239, "metadata.name must be at most 238 characters"),
     ("metrics-port-too-big", "spec.training.metrics_port", 70000, "spec.training.metrics_port"),
+    ("checkpoint-dir-up", "spec.training.checkpoint_dir", "../../x", "spec.training.checkpoint_dir"),
+    ("checkpoint-dir-empty", "spec.training.checkpoint_dir", "", "spec.training.checkpoint_dir"),
+    ("log-dir-absolute", "spec.training.log_dir", "/etc", "spec.training.log_dir"),
+    ("train-dir-newline", "spec.training.train_dir", "data\nx", "spec.training.train_dir"),
+    ("output-dir-root", "spec.panel.outputDir", ".", "spec.panel.outputDir"),
+    ("panel-manifest-up", "spec.panel.manifest", "a/../../b.csv", "spec.panel.manifest"),
+    ("analytics-doc-csv", "spec.fallback.analyticsDoc", "data/validation_panel.csv", "spec.fallback.analyticsDoc"),
+    ("audit-log-pth", "spec.training.audit_log", "x.pth", "spec.training.audit_log"),
 ]
 
 
