@@ -93,6 +93,10 @@ def _cached(out: Path, tag: str, make) -> Built:
         make(work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    kind = out.name.rsplit("-", 1)[0]
+    for stale in out.parent.glob(f"{kind}-*.tar"):  # earlier builds of the same image
+        if stale != out:
+            stale.unlink(missing_ok=True)
     return Built(out, tag, time.monotonic() - t0)
 
 
