@@ -16,15 +16,19 @@
 # cu128 build of torch 2.15.0 could be checked from this repository's machines (no registry reachable), and
 # no image has been built here (no Docker engine): the file is linted and its text tested only.
 #
+# Base images are build arguments whose defaults are the public images users pull (PYTHON_IMAGE for the
+# wheel and controller stages); a machine without a registry passes locally made ones
+# (tests/k8s/images.py: `buildah bud --pull=never --build-arg PYTHON_IMAGE=...`).
 # Bases are pinned by exact tag. For byte-reproducible builds append the digest you have verified,
 # e.g. `FROM python:3.12.8-slim-bookworm@sha256:<digest>` (none is written here: this repository's
 # machines cannot reach a registry to check one).
 
+ARG PYTHON_IMAGE=python:3.12.8-slim-bookworm
 ARG CUDA_VERSION=13.2.0
 
 # ---------------------------------------------------------------------------------------------
 # godrun wheel (pure Python), shared by both targets
-FROM python:3.12.8-slim-bookworm AS wheel
+FROM ${PYTHON_IMAGE} AS wheel
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -33,7 +37,7 @@ RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 # ---------------------------------------------------------------------------------------------
 # controller: `godrun controller ...` (see manifests/controller/deployment.yaml)
-FROM python:3.12.8-slim-bookworm AS controller
+FROM ${PYTHON_IMAGE} AS controller
 LABEL org.opencontainers.image.title="godrun-controller" \
       org.opencontainers.image.description="GodRun Kubernetes controller (no torch)" \
       org.opencontainers.image.licenses="Apache-2.0"

@@ -149,6 +149,14 @@ def test_example_godrun_validates_and_is_the_seed_recipe() -> None:
     assert {f.alias for f in Gates.model_fields.values()} <= set(raw["spec"]["gates"])
 
 
+def test_user_manifests_name_no_namespace() -> None:
+    """The README applies the sample GodRun and its PVC with `kubectl apply -n NAMESPACE` into the namespace the
+    Helm release watches; a namespace written in them would send the run where no controller looks."""
+    for name in ("godrun.yaml", "workspace-pvc.yaml"):
+        for doc in load_docs(MANIFESTS / name):
+            assert "namespace" not in doc["metadata"], f"manifests/{name}: {doc['kind']} names a namespace"
+
+
 def test_example_godrun_numbers_are_yaml_numbers() -> None:
     """`3e-4` is a string to YAML 1.1 parsers; the example must hold real floats."""
     raw, _ = _example()

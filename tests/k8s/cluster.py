@@ -31,6 +31,8 @@ from tools import cluster_bin
 
 BINARIES = ("kube-apiserver", "kubectl", "etcd", "helm")
 SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
+SERVICE_CIDR = "10.96.0.0/24"
+SERVICE_IP = "10.96.0.1"  # the `kubernetes` Service: the first address of SERVICE_CIDR
 
 
 def bin_dir() -> Path:
@@ -40,6 +42,12 @@ def bin_dir() -> Path:
 def missing_binaries(directory: Path | None = None) -> list[str]:
     directory = directory or bin_dir()
     return [b for b in BINARIES if not os.access(directory / b, os.X_OK)]
+
+
+def in_netns(name: str) -> list[str]:
+    """The prefix that runs a command in network namespace `name` and nowhere else: unlike `ip netns exec`, nsenter
+    keeps this mount namespace, so the cgroup mounts stay visible (kubelet) and mounts stay shared (containerd)."""
+    return ["nsenter", f"--net=/var/run/netns/{name}", "--"]
 
 
 def free_port() -> int:
@@ -52,8 +60,9 @@ def _openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
 
 
-def write_pki(pki: Path) -> None:
-    """CA, apiserver serving cert, admin client cert (O=system:masters), SA signing key; all EC P-256."""
+def write_pki(pki: Path, server_ips: Sequence[str] = ("127.0.0.1",)) -> None:
+    """CA, apiserver serving cert (valid for `server_ips`), admin client cert (O=system:masters), SA signing key;
+    all EC P-256."""
     pki.mkdir(parents=True, exist_ok=True)
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
     _openssl(
@@ -78,7 +87,9 @@ def write_pki(pki: Path) -> None:
         "apiserver": (
             "/CN=kube-apiserver",
             "serverAuth",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default.svc",
+            "subjectAltName="
+            + ",".join(f"IP:{ip}" for ip in server_ips)
+            + ",DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc",
         ),
         "admin": ("/O=system:masters/CN=godrun-test-admin", "clientAuth", None),
     }
@@ -154,11 +165,18 @@ class Process:
 
 @dataclass
 class Cluster:
-    """A running etcd + kube-apiserver; use as a context manager or call start()/stop()."""
+    """A running etcd + kube-apiserver; use as a context manager or call start()/stop().
+
+    By default both listen on free loopback ports of this network namespace. With `netns` they run inside
+    that (test-made) network namespace and the API server listens on `address`:6443, reachable from here
+    through the namespace's veth and advertised as the `kubernetes` Service's endpoint (tests/k8s/kubenode.py).
+    """
 
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="godrun-k8s-")))
     binaries: Path = field(default_factory=bin_dir)
     keep_root: bool = False
+    netns: str | None = None
+    address: str = "127.0.0.1"
     server: str = ""
     kubeconfig: Path = field(init=False)
     start_seconds: float = 0.0
@@ -188,10 +206,10 @@ class Cluster:
             raise FileNotFoundError(f"control-plane binaries missing in {self.binaries}: {', '.join(missing)}")
         t0 = time.monotonic()
         try:
-            write_pki(self.pki)
+            write_pki(self.pki, [self.address, SERVICE_IP] if self.netns else [self.address])
             etcd_url = self._start_etcd()
             port = self._start_apiserver(etcd_url)
-            self.server = f"https://127.0.0.1:{port}"
+            self.server = f"https://{self.address}:{port}"
             self._wait_ready(timeout)
             self.kubeconfig.write_text(yaml.safe_dump(self._admin_kubeconfig()))
         except BaseException:
@@ -207,7 +225,13 @@ class Cluster:
         if not self.keep_root:
             shutil.rmtree(self.root, ignore_errors=True)
 
+    def _port(self, fixed: int) -> int:
+        """`fixed` inside a namespace of our own, else a free loopback port."""
+        return fixed if self.netns else free_port()
+
     def _spawn(self, name: str, argv: list[str]) -> Process:
+        if self.netns:
+            argv = [*in_netns(self.netns), *argv]
         log = self.root / f"{name}.log"
         with log.open("wb") as out:
             popen = subprocess.Popen(
@@ -223,7 +247,7 @@ class Cluster:
         return proc
 
     def _start_etcd(self) -> str:
-        client, peer = free_port(), free_port()
+        client, peer = self._port(2379), self._port(2380)
         client_url, peer_url = f"http://127.0.0.1:{client}", f"http://127.0.0.1:{peer}"
         self._spawn(
             "etcd",
@@ -255,13 +279,14 @@ class Cluster:
         return client_url
 
     def _start_apiserver(self, etcd_url: str) -> int:
-        port, pki = free_port(), self.pki
+        port, pki = self._port(6443), self.pki
+        loopback = self.address.startswith("127.")
         self._spawn(
             "kube-apiserver",
             [
                 str(self.binaries / "kube-apiserver"),
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={self.address}",
+                f"--advertise-address={self.address}",
                 f"--secure-port={port}",
                 f"--etcd-servers={etcd_url}",
                 "--storage-backend=etcd3",
@@ -274,8 +299,12 @@ class Cluster:
                 f"--api-audiences={SA_ISSUER}",
                 f"--service-account-key-file={pki / 'sa.pub'}",
                 f"--service-account-signing-key-file={pki / 'sa.key'}",
-                "--service-cluster-ip-range=10.96.0.0/24",
-                "--endpoint-reconciler-type=none",  # it refuses a loopback advertise address
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                # it refuses a loopback advertise address; a node's address becomes the `kubernetes` endpoint
+                f"--endpoint-reconciler-type={'none' if loopback else 'lease'}",
+                f"--kubelet-client-certificate={pki / 'admin.crt'}",
+                f"--kubelet-client-key={pki / 'admin.key'}",
+                "--kubelet-preferred-address-types=InternalIP",  # a test node's name resolves nowhere
                 "--allow-privileged=true",
                 "--profiling=false",
                 "--v=1",

@@ -4,6 +4,9 @@
                               .api_client(), .create_namespace(), .service_account_kubeconfig(ns, name)
     k8s_namespace  (function) a new namespace with its `default` ServiceAccount
     k8s_node       (function) a started tests.k8s.node.NodeStandIn running that namespace's Jobs
+    kube_node      (session)  tests.k8s.kubenode.KubeNode: a real one-node cluster (containerd, kubelet,
+                              controller-manager, scheduler, kube-proxy, CoreDNS) in its own network namespace;
+                              tests using it carry the `node` marker (`pytest -m node` runs them alone)
 
 Every test under tests/k8s carries the `k8s` marker (applied here). Without the binaries (`make cluster-bin`,
 needs Go) every k8s test skips with one reason line (fails under `make test`, see tests/tools.py).
@@ -20,6 +23,7 @@ import pytest
 from tools import unavailable
 
 from k8s.cluster import Cluster, bin_dir, missing_binaries
+from k8s.kubenode import KubeNode, missing_node_parts
 from k8s.node import NodeStandIn
 
 HERE = Path(__file__).resolve().parent
@@ -41,6 +45,16 @@ def k8s_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     cluster = Cluster(root=tmp_path_factory.mktemp("k8s-cluster"), keep_root=keep)
     with cluster:
         yield cluster
+
+
+@pytest.fixture(scope="session")
+def kube_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeNode]:
+    missing = missing_binaries() + missing_node_parts()
+    if missing:
+        unavailable(f"node: missing {', '.join(missing)}")
+    keep = os.environ.get("GODRUN_KEEP_CLUSTER") == "1"
+    with KubeNode(root=tmp_path_factory.mktemp("kube-node"), keep_root=keep) as node:
+        yield node
 
 
 @pytest.fixture

@@ -1,5 +1,9 @@
 """Node stand-in: plays the Job controller and the kubelet for Jobs in the test cluster.
 
+Still here because the GodRun e2e tests run the trainer, and the trainer image (torch) is not yet built in the
+tests; tests/k8s/kubenode.py is the real node (real kubelet, Job controller, containerd) that replaces it once it
+is. New tests of Job or Pod behaviour belong on the real node (`kube_node` fixture, `node` marker).
+
 For each Job it creates the Pod the Job controller would (generateName `<job>-`, the
 controller-uid/job-name labels, a controller ownerReference), runs the container's
 command + args as a local process with this repository's Python environment, and writes

@@ -16,6 +16,7 @@ from k8s.cluster import Cluster
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"
 SOURCE_NS = "godrun-system"
+CLUSTER_SCOPED = ("ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "Namespace")
 PSA = {"pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/warn": "restricted"}
 
 
@@ -29,8 +30,8 @@ def _into(docs: list[dict[str, Any]], ns: str, suffix: str) -> str:
     for d in docs:
         d = yaml.safe_load(yaml.safe_dump(d))
         meta = d["metadata"]
-        if meta.get("namespace") == SOURCE_NS:
-            meta["namespace"] = ns
+        if meta.get("namespace", SOURCE_NS) == SOURCE_NS and d["kind"] not in CLUSTER_SCOPED:
+            meta["namespace"] = ns  # the sample GodRun and its PVC name none: they go where they are applied
         elif d["kind"] in ("ClusterRole", "ClusterRoleBinding"):
             meta["name"] += suffix
             if "roleRef" in d and d["roleRef"]["kind"] == "ClusterRole":
