@@ -12,61 +12,23 @@ cache="${GODRUN_CACHE:-$HOME/.cache/godrun}"
 bin="$cache/node-bin"
 binaries=(kubelet kube-controller-manager kube-scheduler kube-proxy coredns)
 
-stamp_of_sources() {
-  (cd "$here" && cat build_node.sh node/go.mod node/go.sum coredns/go.mod coredns/go.sum coredns/main.go) |
-    sha256sum | cut -d' ' -f1
-}
+# shellcheck source=lib.sh
+source "$here/lib.sh"
 
-binaries_current() {
-  local want="$1" b
-  [[ -f "$bin/.stamp" && "$(cat "$bin/.stamp")" == "$want" ]] || return 1
-  for b in "${binaries[@]}"; do [[ -x "$bin/$b" ]] || return 1; done
-}
-
-want="$(stamp_of_sources)"
-if binaries_current "$want"; then
-  echo "node-bin: current in $bin"
-  exit 0
-fi
-
-if ! command -v go >/dev/null 2>&1; then
-  echo "node-bin: Go not found; node tests will skip (install Go >= 1.26 to build $bin)" >&2
-  [[ "${GODRUN_REQUIRE_CLUSTER:-0}" == 1 ]] && exit 1
-  exit 0
-fi
-
-mkdir -p "$bin"
-exec 9>"$cache/node-bin.lock"
-flock 9
-if binaries_current "$want"; then
-  echo "node-bin: current in $bin"
-  exit 0
-fi
-
-export GOMODCACHE="$cache/go-mod" GOCACHE="$cache/go-build" CGO_ENABLED=0
-export GOFLAGS="-trimpath -buildvcs=false"
+want="$(cd "$here" && cat build_node.sh lib.sh node/go.mod node/go.sum coredns/go.mod coredns/go.sum coredns/main.go |
+  sha256sum | cut -d' ' -f1)"
+begin_build node-bin
 jobs="${GODRUN_BUILD_JOBS:-2}"
-tmp="$(mktemp -d "$cache/node-bin.tmp.XXXXXX")"
-trap 'rm -rf "$tmp"' EXIT
 
 cd "$here/node"
 k8s_version="$(go list -m -f '{{.Version}}' k8s.io/kubernetes)"
-k8s_minor="$(echo "$k8s_version" | cut -d. -f2)"
-build_date="$(go list -m -f '{{.Time.UTC.Format "2006-01-02T15:04:05Z"}}' k8s.io/kubernetes)"
-ldflags="-s -w"
-for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-  ldflags+=" -X $pkg.gitVersion=$k8s_version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$k8s_minor"
-  ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$build_date"
-done
+ldflags="$(k8s_ldflags)"
 
 # One JSON line per binary set; bench/cluster.py-style cold = the Go build cache was empty.
 record() {
   printf '{"set": "%s", "seconds": %d, "cold": %s, "version": "%s", "finished": "%s"}\n' \
     "$1" "$2" "$3" "$4" "$(date -u +%FT%TZ)" >>"$bin/.builds.jsonl"
 }
-cold=true
-[[ -d "$GOCACHE" && -n "$(ls -A "$GOCACHE" 2>/dev/null)" ]] && cold=false
-
 echo "node-bin: building kubernetes $k8s_version node binaries into $bin"
 start=$(date +%s)
 go build -p "$jobs" -ldflags "$ldflags" -o "$tmp/" k8s.io/kubernetes/cmd/kubelet \
