@@ -188,6 +188,35 @@ def load_lambda_weights(recipe: Recipe) -> np.ndarray:
     return w
 
 
+def replicate_noise_variance(data: SplitData) -> np.ndarray:
+    """Per-wavelength noise variance [L] of the normalised inputs, from replicate pairs alone.
+
+    Two replicates of one clean spectrum differ only by their noise, so E[(x_a - x_b)^2] / 2 is the noise
+    variance — Noise2Noise's own premise, no clean data needed. Both rows are put in row a's frame, as the
+    trainer puts its targets. Rows without a partner are skipped; all-unpaired data give zeros.
+    """
+    idx = torch.arange(len(data))
+    paired = data.partner != idx
+    if not bool(paired.any()):
+        return np.zeros(data.x.shape[1], np.float64)
+    a, b = idx[paired], data.partner[paired]
+    xb = (data.raw[b] - data.offset[a, None]) / data.scale[a, None]
+    diff = (data.x[a] - xb).double()
+    return (diff.pow(2).mean(0) / 2).numpy()
+
+
+def noise_weights(variance: np.ndarray, power: float) -> np.ndarray:
+    """Loss weights ∝ (variance / median variance)^power, mean 1.
+
+    power -1 is inverse-noise-variance weighting; 0.5 (the default) weights each wavelength by its noise
+    std, so the noisy UV/NIR ends, where most of a denoiser's residual error lies, count more
+    (docs/learning-quality.md has the measurements).
+    """
+    v = np.maximum(variance, 1e-12)
+    w = (v / np.median(v)) ** power
+    return (w / w.mean()).astype(np.float32)
+
+
 # ------------------------------------------------------------------ sampling and batches
 
 

@@ -329,7 +329,10 @@ class Trainer:
             if r.ema
             else None
         )
-        wl, lam = torch.from_numpy(self.wl), torch.from_numpy(self.lam)
+        lam_np = self.lam
+        if r.noise_weight_power != 0:
+            lam_np = lam_np * ds.noise_weights(ds.replicate_noise_variance(self.train_data), r.noise_weight_power)
+        wl, lam = torch.from_numpy(self.wl), torch.from_numpy(lam_np)
         self.loss_fn = SpectralLoss(LossConfig.from_recipe(r), wl, lam).to(self.device)
         self.wl_step = float(np.median(np.diff(self.wl)))
         self.amp_dtype = torch.bfloat16 if r.amp_dtype == "bf16" else torch.float16
