@@ -557,21 +557,20 @@ class GodRunSpec(_Camel):
         return self
 
 
+# The recipe's input files and folders, and what it writes (presets re-root them for local runs).
+RECIPE_DATA_FIELDS: tuple[str, ...] = (
+    "train_dir",
+    "train_manifest",
+    "val_manifest",
+    "dose_features_csv",
+    "dose_sampling_weights_csv",
+    "dose_stats_json",
+    "lambda_weights",
+)
+RECIPE_OUTPUT_FIELDS: tuple[str, ...] = ("log_dir", "checkpoint_dir", "audit_log")
 # Every spec field naming a file or folder on the run volume, by model (the CRD adds its CEL rule to each).
 RUN_PATH_FIELDS: dict[str, tuple[str, ...]] = {
-    "Recipe": (
-        "train_dir",
-        "train_manifest",
-        "val_manifest",
-        "dose_features_csv",
-        "dose_sampling_weights_csv",
-        "dose_stats_json",
-        "lambda_weights",
-        "init_checkpoint",
-        "log_dir",
-        "checkpoint_dir",
-        "audit_log",
-    ),
+    "Recipe": (*RECIPE_DATA_FIELDS, "init_checkpoint", *RECIPE_OUTPUT_FIELDS),
     "PanelSpec": (
         "manifest",
         "root_dir",

@@ -12,6 +12,7 @@ import hashlib
 import os
 import random
 import shutil
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -298,3 +299,19 @@ def test_report_draws_user_text_as_written(workspace: Path, capsys: pytest.Captu
     for name in ("per_spectrum_metrics.csv", "per_group_summary.csv", "gates.json", "hashes.json", "report.html"):
         assert (workspace / "out" / name).is_file(), name
     assert "$\\frac{$0" in (workspace / "out/per_spectrum_metrics.csv").read_text()
+
+
+def test_trainer_metrics_port_in_use_exits_2_before_writing(
+    workspace: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A port another process holds is the flag's fault on this machine: exit 2 naming it, no train.log."""
+    with socket.socket() as holder:
+        holder.bind(("0.0.0.0", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        before = _tree_hashes(workspace)
+        code = _run([*TRAIN, "--metrics_port", str(port)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"--metrics_port {port}" in err and "Traceback" not in err
+    assert _tree_hashes(workspace) == before

@@ -137,12 +137,11 @@ def _controller_exposes() -> set[str]:
 
 
 def _trainer_exposes() -> set[str]:
-    import logging
     import urllib.request
 
     from godrun.trainer import telemetry
 
-    prom = telemetry.PromMetrics(0, logging.getLogger("test"))
+    prom = telemetry.PromMetrics(0)
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{prom.port}/metrics", timeout=10) as resp:
             return _exposed(resp.read().decode())

@@ -3,7 +3,6 @@ start as NaN ("no value yet"), not 0."""
 
 from __future__ import annotations
 
-import logging
 import math
 import urllib.request
 
@@ -22,7 +21,7 @@ def _scrape(prom: telemetry.PromMetrics) -> str:
 
 
 def test_gauges_start_nan_and_the_backend_is_a_label() -> None:
-    prom = telemetry.PromMetrics(0, logging.getLogger("test"), scan_backend="mamba_ssm")
+    prom = telemetry.PromMetrics(0, scan_backend="mamba_ssm")
     try:
         text = _scrape(prom)
     finally:

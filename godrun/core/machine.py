@@ -254,28 +254,19 @@ def _stage_names(run: GodRunView, restarts: int) -> dict[Stage, str]:
 
 def set_condition(st: GodRunStatus, type_: str, status: str, reason: str, message: str, now: datetime) -> None:
     """Upsert a condition; lastTransitionTime moves only when the status value changes."""
-    for i, cond in enumerate(st.conditions):
-        if cond.type == type_:
-            when = now if cond.status != status else cond.last_transition_time
-            st.conditions[i] = Condition(
-                type=type_,
-                status=status,
-                reason=reason,
-                message=message,
-                last_transition_time=when,
-                observed_generation=st.observed_generation,
-            )
-            return
-    st.conditions.append(
-        Condition(
-            type=type_,
-            status=status,
-            reason=reason,
-            message=message,
-            last_transition_time=now,
-            observed_generation=st.observed_generation,
-        )
+    old = next((c for c in st.conditions if c.type == type_), None)
+    cond = Condition(
+        type=type_,
+        status=status,
+        reason=reason,
+        message=message,
+        last_transition_time=old.last_transition_time if old is not None and old.status == status else now,
+        observed_generation=st.observed_generation,
     )
+    if old is None:
+        st.conditions.append(cond)
+    else:
+        st.conditions[st.conditions.index(old)] = cond
 
 
 def settle_conditions(st: GodRunStatus, now: datetime) -> None:

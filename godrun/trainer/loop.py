@@ -254,6 +254,8 @@ class Trainer:
             torch.distributed.init_process_group(backend)
         self.device = _device(self.recipe, self.dist)
         self.scan_backend = scan_backend(self.device)  # may refuse (GODRUN_REQUIRE_FUSED_SCAN) before any output
+        port = self.recipe.metrics_port if self.dist.main else None
+        self.prom = telemetry.PromMetrics(port, self.scan_backend)  # a port in use is refused before any output
 
     def _load_data(self) -> None:
         """Grid, loss weights, FiLM statistics, training rows and the panel; leaks and bad bounds refused first."""
@@ -347,8 +349,8 @@ class Trainer:
         self.hashes = data_hashes(self.recipe)
         self.code_version = code_version()
         self.logger.info("selective scan backend: %s%s", self.scan_backend, _fallback_note(self.device))
-        port = self.recipe.metrics_port if self.dist.main else None
-        self.prom = telemetry.PromMetrics(port, self.logger, self.scan_backend)
+        if self.prom.port is not None:
+            self.logger.info("prometheus metrics on :%d/metrics", self.prom.port)
 
     # -------------------------------------------------------------- state
 

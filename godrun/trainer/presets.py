@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from godrun.spec import Recipe
+from godrun.spec import RECIPE_DATA_FIELDS, RECIPE_OUTPUT_FIELDS, Recipe
 
 PRESETS: dict[str, dict[str, Any]] = {
     # the seed's recipe unchanged (GPU sizes)
@@ -73,23 +73,11 @@ def preset_recipe(name: str, **overrides: Any) -> Recipe:
     return Recipe.model_validate(Recipe().model_dump() | PRESETS[name] | overrides)
 
 
-DATA_FIELDS = (
-    "train_dir",
-    "train_manifest",
-    "val_manifest",
-    "dose_features_csv",
-    "dose_sampling_weights_csv",
-    "dose_stats_json",
-    "lambda_weights",
-)
-OUTPUT_FIELDS = ("log_dir", "checkpoint_dir", "audit_log")
-
-
 def rooted(recipe: Recipe, data_root: str | Path, out_root: str | Path | None = None) -> Recipe:
     """The recipe with its (relative) data paths under `data_root` and outputs under `out_root` (default: same)."""
     out = Path(out_root if out_root is not None else data_root)
-    update = {f: str(Path(data_root) / getattr(recipe, f)) for f in DATA_FIELDS}
-    update |= {f: str(out / getattr(recipe, f)) for f in OUTPUT_FIELDS}
+    update = {f: str(Path(data_root) / getattr(recipe, f)) for f in RECIPE_DATA_FIELDS}
+    update |= {f: str(out / getattr(recipe, f)) for f in RECIPE_OUTPUT_FIELDS}
     if recipe.init_checkpoint:
         update["init_checkpoint"] = str(Path(data_root) / recipe.init_checkpoint)
     return recipe.model_copy(update=update)

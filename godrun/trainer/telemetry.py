@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from godrun.errors import InputError
 from godrun.fsio import atomic_write_text
 from godrun.paths import escape_text
 
@@ -140,7 +141,7 @@ class PromMetrics:
     """The trainer's Prometheus metrics (`godrun_train_*`, read back by godrun/core/observe.py) on their own
     registry."""
 
-    def __init__(self, port: int | None, logger: logging.Logger, scan_backend: str = "torch") -> None:
+    def __init__(self, port: int | None, scan_backend: str = "torch") -> None:
         self.server = None
         self.port: int | None = None
         if port is None:
@@ -166,9 +167,11 @@ class PromMetrics:
         )
         backend.labels(scan_backend).set(1)
         self.spectra = Counter("godrun_train_spectra", "Training spectra processed.", registry=reg)
-        self.server, _thread = start_http_server(port, addr="0.0.0.0", registry=reg)
+        try:
+            self.server, _thread = start_http_server(port, addr="0.0.0.0", registry=reg)
+        except OSError as exc:  # in use, or not ours to bind: the flag is wrong for this machine
+            raise InputError(f"--metrics_port {port}: cannot serve metrics there ({exc.strerror or exc})") from None
         self.port = self.server.server_port
-        logger.info("prometheus metrics on :%d/metrics", self.port)
 
     def update(self, **values: float | None) -> None:
         if self.server is None:

@@ -177,19 +177,20 @@ def test_prometheus_scrapes_a_run_and_every_dashboard_and_rule_query_works(
         # as the chart's ServiceMonitor: target namespace = the controller's, honor_labels keeps the run's
         ScrapeTarget("godrun-controller", f"127.0.0.1:{ctrl.metrics_port}", {"namespace": "godrun-system"}, True),
         # as the chart's PodMonitor: the pod's namespace, `godrun` and `generation` from the pod labels;
-        # scraped twice a second so that even a fast tiny run leaves the samples rate() needs
+        # scraped four times a second, and 10 epochs (a few seconds on a quiet machine, where 3 epochs took
+        # 1.2 s and were sometimes scraped once or never), so that a fast run leaves the samples rate() needs
         ScrapeTarget(
             "godrun-trainer",
             f"127.0.0.1:{trainer_port}",
             {"namespace": ns, "godrun": RUN, "generation": "1"},
-            interval="500ms",
+            interval="250ms",
         ),
     ]
     custom = client.CustomObjectsApi(k8s_cluster.api_client())
     node = NodeStandIn(k8s_cluster.api_client(), ns, tmp_path / "node", python=python, volume_dirs={CLAIM: workspace})
     with PrometheusServer(tmp_path / "prometheus", targets, [RULES], binary=prometheus_bin) as prom, node:
         custom.create_namespaced_custom_object(
-            G, V, ns, P, godrun_body(RUN, data={"claimName": CLAIM}, training=tiny_training(3), gates=LENIENT_GATES)
+            G, V, ns, P, godrun_body(RUN, data={"claimName": CLAIM}, training=tiny_training(10), gates=LENIENT_GATES)
         )
         obj = wait_final(custom, ns, node, ctrl)
         status = obj["status"]
