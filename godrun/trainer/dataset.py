@@ -208,7 +208,7 @@ def replicate_noise_variance(data: SplitData) -> np.ndarray:
 def noise_weights(variance: np.ndarray, power: float) -> np.ndarray:
     """Loss weights ∝ (variance / median variance)^power, mean 1.
 
-    power -1 is inverse-noise-variance weighting; 0.5 (the default) weights each wavelength by its noise
+    power -1 is inverse-noise-variance weighting; 0.5 weights each wavelength by its noise
     std, so the noisy UV/NIR ends, where most of a denoiser's residual error lies, count more
     (docs/learning-quality.md has the measurements).
     """
