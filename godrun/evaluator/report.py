@@ -235,6 +235,8 @@ def ranking_html(ranking: Sequence[dict[str, Any]]) -> str:
     return f"<table><tr>{head}</tr>{''.join(body)}</table>{more}"
 
 
+# Spectrum ids and group names are user text: drawn as written, never parsed as mathtext or TeX.
+@matplotlib.rc_context({"text.parse_math": False, "text.usetex": False})
 def render(
     panel: Panel,
     best: Evaluation,
@@ -247,23 +249,6 @@ def render(
     history: pd.DataFrame | None = None,
 ) -> str:
     assert best.prediction is not None, "the top-ranked evaluation keeps its prediction"
-    # Spectrum ids and group names are user text: drawn as written, never parsed as mathtext or TeX.
-    with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
-        return _render(panel, best, verdict, gates, groups, ranking, hashes, title, history)
-
-
-def _render(
-    panel: Panel,
-    best: Evaluation,
-    verdict: Verdict,
-    gates: Gates,
-    groups: pd.DataFrame,
-    ranking: Sequence[dict[str, Any]],
-    hashes: dict[str, Any],
-    title: str,
-    history: pd.DataFrame | None,
-) -> str:
-    assert best.prediction is not None
     ok = verdict.verdict == "pass"
     failed = ", ".join(verdict.failed_gates) or "none"
     parts = [
