@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 TRAINER_PORT = 9090  # godrun.controller.jobs.TRAINER_METRICS_PORT: what the training Job's argv says
 
@@ -41,6 +43,13 @@ def godrun_body(name: str, **spec: Any) -> dict[str, Any]:
     """A GodRun for the test cluster (image godrun:test, TEST_RESOURCES); `spec` adds or replaces fields."""
     body_spec = {"image": "godrun:test", "resources": TEST_RESOURCES} | spec
     return {"apiVersion": "godrun.io/v1alpha1", "kind": "GodRun", "metadata": {"name": name}, "spec": body_spec}
+
+
+def write_godrun(folder: Path, name: str, **spec: Any) -> Path:
+    """godrun_body(name, **spec) as `folder/<name>.yaml`, the file `godrun run` reads."""
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(godrun_body(name, **spec), sort_keys=False))
+    return path
 
 
 def python_with_port(tmp: Path, port: int) -> Path:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
-from run_support import LENIENT_GATES
+from run_support import LENIENT_GATES, write_godrun
 
 from godrun.local.cli import main as run_main
 from godrun.spec import MAX_PARENT_NAME, GodRunStatus, Recipe
@@ -32,15 +32,7 @@ def _workdir(small_corpus: Path, tmp_path: Path) -> Path:
 def _manifest(work: Path, name: str, *, gates: dict[str, Any], epochs: int = 2, **spec: Any) -> Path:
     training = Recipe.model_validate(Recipe().model_dump() | PRESETS["tiny"]).model_dump(mode="json")
     training |= {"init_checkpoint": None, "epochs": epochs}
-    body = {
-        "apiVersion": "godrun.io/v1alpha1",
-        "kind": "GodRun",
-        "metadata": {"name": name},
-        "spec": {"image": "local", "training": training, "gates": gates, **spec},
-    }
-    path = work / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(body, sort_keys=False))
-    return path
+    return write_godrun(work, name, **({"image": "local", "training": training, "gates": gates} | spec))
 
 
 def _status(path: Path) -> GodRunStatus:

@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 import yaml
 from pydantic import ValidationError
-from run_support import LENIENT_GATES
+from run_support import LENIENT_GATES, write_godrun
 
 from godrun.data import layout as L
 from godrun.fsio import sha256_file
@@ -253,15 +253,7 @@ class TestLeakyTrainingIsRefused:
 
 def _godrun_yaml(work: Path, name: str, **spec: Any) -> Path:
     training = _tiny_recipe(epochs=1).model_dump(mode="json") | spec.pop("training", {})
-    body = {
-        "apiVersion": "godrun.io/v1alpha1",
-        "kind": "GodRun",
-        "metadata": {"name": name},
-        "spec": {"image": "local", "training": training, "gates": LENIENT_GATES, **spec},
-    }
-    path = work / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(body, sort_keys=False))
-    return path
+    return write_godrun(work, name, **({"image": "local", "training": training, "gates": LENIENT_GATES} | spec))
 
 
 # --------------------------------------------------------------------------- one set of rules
