@@ -1,14 +1,20 @@
-"""A real Prometheus (Debian's package) on loopback for tests: scrape given targets, query its HTTP API.
+"""A real Prometheus (Debian's package) for tests: scrape given targets, query its HTTP API; and the PromQL of
+the shipped dashboard and alert rules, ready to run.
 
 targets = [ScrapeTarget("godrun-controller", "127.0.0.1:9101", {"namespace": "godrun-system"}, True)]
 with PrometheusServer(tmp / "prom", targets, [rules_yaml]) as prom:
     prom.wait_for('godrun_panel_psnr_mean_decibels{godrun="r1"}')
     code, body = prom.query("sum(godrun_run_phase)")
+
+A target is a ScrapeTarget (one static address) or a whole scrape config as a dict (e.g. kubernetes_sd_configs,
+tests/k8s/monitors.py). With `netns`, the server runs inside that network namespace (a KubeNode's, where the pod
+network is routed) and listens on `address`, which must be reachable from here (the node's veth address).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import time
 import urllib.error
@@ -21,9 +27,24 @@ from pathlib import Path
 import yaml
 from tools import find_tool, require_tool
 
-from k8s.cluster import Process, free_port
+from k8s.cluster import Process, free_port, in_netns
 
-__all__ = ["PrometheusServer", "ScrapeTarget", "free_port", "prometheus_binary", "promtool"]
+__all__ = [
+    "PrometheusServer",
+    "ScrapeTarget",
+    "concrete",
+    "dashboard_queries",
+    "free_port",
+    "prometheus_binary",
+    "promtool",
+    "rule_exprs",
+]
+
+ROOT = Path(__file__).resolve().parents[2]
+DASHBOARD = ROOT / "manifests" / "monitoring" / "dashboard.json"
+RULES = ROOT / "manifests" / "monitoring" / "rules.yaml"
+GRAFANA_RANGES = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h"}
+NETNS_PORT = 9090  # Prometheus's own default port: free in a network namespace the tests made
 
 
 def prometheus_binary() -> str | None:
@@ -53,16 +74,21 @@ class ScrapeTarget:
 
 
 class PrometheusServer:
-    def __init__(self, root: Path, targets: Sequence[ScrapeTarget], rule_files: Sequence[Path] = (),
-                 binary: str | None = None, interval: str = "1s") -> None:  # fmt: skip
+    def __init__(self, root: Path, targets: Sequence[ScrapeTarget | dict], rule_files: Sequence[Path] = (),
+                 binary: str | None = None, interval: str = "1s", netns: str | None = None,
+                 address: str = "127.0.0.1") -> None:  # fmt: skip
         self.root, self.targets, self.rule_files = Path(root), list(targets), [Path(p) for p in rule_files]
         self.binary, self.interval = binary or prometheus_binary(), interval
+        self.netns, self.address = netns, address
         self.port = 0
         self.process: Process | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.address}:{self.port}"
+
+    def _scrape_configs(self) -> list[dict]:
+        return [t.config(self.interval) if isinstance(t, ScrapeTarget) else t for t in self.targets]
 
     def __enter__(self) -> PrometheusServer:
         return self.start()
@@ -77,13 +103,13 @@ class PrometheusServer:
         config = {
             "global": {"scrape_interval": self.interval, "evaluation_interval": self.interval},
             "rule_files": [str(p.resolve()) for p in self.rule_files],
-            "scrape_configs": [t.config(self.interval) for t in self.targets],
+            "scrape_configs": self._scrape_configs(),
         }
         (self.root / "prometheus.yml").write_text(yaml.safe_dump(config))
-        self.port = free_port()
-        argv = [self.binary, f"--config.file={self.root / 'prometheus.yml'}",
-                f"--storage.tsdb.path={self.root / 'tsdb'}", f"--web.listen-address=127.0.0.1:{self.port}",
-                "--log.level=warn"]  # fmt: skip
+        self.port = NETNS_PORT if self.netns else free_port()
+        argv = [*(in_netns(self.netns) if self.netns else ()), self.binary,
+                f"--config.file={self.root / 'prometheus.yml'}", f"--storage.tsdb.path={self.root / 'tsdb'}",
+                f"--web.listen-address={self.address}:{self.port}", "--log.level=warn"]  # fmt: skip
         log = self.root / "prometheus.log"
         with log.open("wb") as out:
             popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -144,3 +170,64 @@ class PrometheusServer:
     def health(self) -> dict[str, str]:
         code, body = self.api("targets")
         return {t["scrapeUrl"]: t["health"] for t in body["data"]["activeTargets"]} if code == 200 else {}
+
+    def last_sample_time(self, selector: str) -> tuple[float, int]:
+        """Timestamp of the newest sample of `selector` (one series) in the last 10 minutes, and how many there are."""
+        (series,) = self.result(f"{selector}[10m]")
+        values = series["values"]
+        return float(values[-1][0]), len(values)
+
+    def dashboard_failures(self, namespace: str, godrun: str, at: Callable[[str], float | None]) -> list[str]:
+        """Every dashboard query for this run, evaluated at `at(expr)` (None: now): what does not run, or returns
+        nothing but NaN (an empty panel); and every alert rule expression that does not run."""
+        failures = []
+        for title, raw in dashboard_queries():
+            expr = concrete(raw, namespace, godrun)
+            when = at(expr)
+            code, body = self.query(expr, when)
+            if code != 200 or body.get("status") != "success":
+                failures.append(f"{title}: does not run (HTTP {code}: {body.get('error')}): {expr}")
+            elif not any(math.isfinite(float(s["value"][1])) for s in body["data"]["result"]):
+                where = f" at {when:.3f}" if when is not None else ""
+                failures.append(f"{title}: no data{where}: {expr} -> {body['data']['result']}")
+        for alert, expr in rule_exprs():
+            code, body = self.query(expr)
+            if code != 200 or body.get("status") != "success":
+                failures.append(f"rule {alert}: does not run (HTTP {code}: {body.get('error')}): {expr}")
+        return failures
+
+    def evaluated_rules(self, timeout: float = 30.0) -> list[tuple[str, dict]]:
+        """(group, rule) of every loaded rule once each has been evaluated; fails unless all of RULES loaded."""
+
+        def settled(_: list) -> bool:
+            loaded = [r for g in self.api("rules")[1]["data"]["groups"] for r in g["rules"]]
+            return len(loaded) == len(rule_exprs()) and all(r.get("lastEvaluation", "").startswith("2") for r in loaded)
+
+        self.wait_for("vector(1)", settled, timeout=timeout)
+        return [(g["name"], r) for g in self.api("rules")[1]["data"]["groups"] for r in g["rules"]]
+
+
+# --------------------------------------------------------------------------- PromQL of the shipped manifests
+
+
+def dashboard_queries(path: Path = DASHBOARD) -> list[tuple[str, str]]:
+    """(panel title, expr) of every target of the Grafana dashboard."""
+    dash = json.loads(path.read_text())
+    return [(p["title"], t["expr"]) for p in dash["panels"] for t in p.get("targets", [])]
+
+
+def rule_exprs(path: Path = RULES) -> list[tuple[str, str]]:
+    """(alert or record name, expr) of every rule of the Prometheus rule file."""
+    groups = yaml.safe_load(path.read_text())["groups"]
+    return [(r.get("alert") or r.get("record"), r["expr"]) for g in groups for r in g["rules"]]
+
+
+def concrete(expr: str, namespace: str, godrun: str) -> str:
+    """Grafana template variables -> values (the dashboard's multi-value vars are used with =~)."""
+    for var, value in GRAFANA_RANGES.items():
+        expr = expr.replace(var, value)
+    for name, value in (("namespace", namespace), ("godrun", godrun)):
+        value = value.replace(".", r"\\.")  # a regex-escaped dot inside a PromQL string (DNS names: [a-z0-9.-])
+        expr = expr.replace(f"${{{name}}}", value).replace(f"${name}", value)
+    assert "$" not in expr, f"unreplaced template variable in {expr}"
+    return expr
