@@ -7,6 +7,9 @@ buildah on the same Dockerfile target and tag (tests/k8s/images.py: no Docker en
 imported into the node's containerd, as a user loads images into their nodes. What the README leaves to the
 cluster is provided as a cluster has it: a PersistentVolume (hostPath, owned by the Jobs' UID 1000) for the
 claim to bind.
+
+After the block, the node tests start more runs with the helpers at the end: `cpu_godrun(name, ...)` (the README's
+CPU GodRun under another name, in folders of its own), `apply`, `get`, `items`, `wait_for` and `phase_in`.
 """
 
 from __future__ import annotations

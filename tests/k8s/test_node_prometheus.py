@@ -82,7 +82,8 @@ def test_prometheus_scrapes_the_pods_and_every_dashboard_query_returns_data(
             pod["metadata"]["name"],
             "1",
         ), labels
-        assert float(epoch["value"][1]) == EPOCHS, epoch
+        # the trainer exits right after its last epoch, often before the next scrape: seen up to that one
+        assert 1 <= float(epoch["value"][1]) <= EPOCHS, epoch
 
         # the trainer is gone: its panels are evaluated at the last instant it was scraped
         t_train, n_train = prom.last_sample_time(f"godrun_train_epoch{{{sel}}}")
