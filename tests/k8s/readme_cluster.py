@@ -11,14 +11,20 @@ claim to bind.
 
 from __future__ import annotations
 
+import copy
+import csv
 import json
 import os
 import re
 import shlex
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from k8s.cluster import bin_dir
 from k8s.images import dockerfile_image, python_image
@@ -129,3 +135,66 @@ def run_readme_block(node: KubeNode) -> ReadmeCluster:
     seconds = time.monotonic() - started
     print(f"README cluster block: {seconds:.0f} s", flush=True)
     return ReadmeCluster(node, volume, seconds)
+
+
+# ---- helpers for tests that run GodRuns on the node the README's block set up
+
+
+def cpu_godrun(name: str, training: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]:
+    """The README's CPU GodRun renamed, writing into folders of its own, with `training`/`spec` changes merged."""
+    docs = yaml.safe_load_all(kubectl("kustomize", str(ROOT / "manifests" / "run-cpu")).stdout)
+    run = copy.deepcopy(next(d for d in docs if d and d["kind"] == "GodRun"))
+    run["metadata"] = {"name": name}
+    run["spec"]["training"] |= {
+        "checkpoint_dir": f"checkpoints/{name}",
+        "log_dir": f"logs/{name}",
+        "audit_log": f"logs/{name}/auditing_manifest.log",
+        **(training or {}),
+    }
+    run["spec"]["panel"]["outputDir"] = f"final_analytics/{name}"
+    run["spec"]["fallback"] |= {"archiveDir": f"artifacts/{name}", "analyticsDoc": f"final_analytics/{name}.md"}
+    for key, value in spec.items():
+        run["spec"][key] = run["spec"].get(key, {}) | value if isinstance(value, dict) else value
+    return run
+
+
+def apply(run: dict[str, Any]) -> None:
+    kubectl("apply", "-n", NS, "-f", "-", input=json.dumps(run))
+
+
+def get(name: str, kind: str = "gr") -> dict[str, Any]:
+    return json.loads(kubectl("get", kind, name, "-n", NS, "-o", "json").stdout)
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 600.0, every: float = 2.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{diagnostics_now()}")
+
+
+def diagnostics_now() -> str:
+    return diagnostics(_NODE[0]) if _NODE else ""
+
+
+def phase_in(name: str, phases: set[str]) -> Callable[[], dict[str, Any] | None]:
+    def check() -> dict[str, Any] | None:
+        status = get(name).get("status") or {}
+        return status if status.get("phase") in phases else None
+
+    return check
+
+
+def items(kind: str, selector: str) -> list[dict[str, Any]]:
+    return json.loads(kubectl("get", kind, "-n", NS, "-l", selector, "-o", "json").stdout)["items"]
+
+
+def epochs_done(volume: Path, name: str) -> list[int]:
+    path = volume / "logs" / name / "metrics.csv"
+    if not path.is_file():
+        return []
+    with path.open() as f:
+        return [int(row["epoch"]) for row in csv.DictReader(f)]
