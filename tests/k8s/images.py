@@ -206,11 +206,3 @@ def dockerfile_image(cache: Path, target: str, tag: str, bases: dict[str, Built]
         buildah.build(target, tag, {name: base.tag for name, base in bases.items()}, out)
 
     return _cached(out, tag, make)
-
-
-def controller_image(cache: Path, tag: str = "godrun.test/godrun-controller:dev") -> Built:
-    return dockerfile_image(cache, "controller", tag, {"PYTHON_IMAGE": python_image(cache)})
-
-
-def trainer_cpu_image(cache: Path, tag: str = "godrun.test/godrun-trainer:dev-cpu") -> Built:
-    return dockerfile_image(cache, "trainer-cpu", tag, {"PYTHON_IMAGE": python_image(cache)})

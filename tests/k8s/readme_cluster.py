@@ -7,14 +7,12 @@ buildah on the same Dockerfile target and tag (tests/k8s/images.py: no Docker en
 imported into the node's containerd, as a user loads images into their nodes. What the README leaves to the
 cluster is provided as a cluster has it: a PersistentVolume (hostPath, owned by the Jobs' UID 1000) for the
 claim to bind.
-
-After the block, the node tests start more runs with the helpers at the end: `cpu_godrun(name, ...)` (the README's
-CPU GodRun under another name, in folders of its own), `apply`, `get`, `items`, `wait_for` and `phase_in`.
 """
 
 from __future__ import annotations
 
 import copy
+import csv
 import json
 import os
 import re
@@ -139,7 +137,7 @@ def run_readme_block(node: KubeNode) -> ReadmeCluster:
     return ReadmeCluster(node, volume, seconds)
 
 
-# -- runs on the node after the block: the README's CPU GodRun under other names ---------------------------
+# ---- helpers for tests that run GodRuns on the node the README's block set up
 
 
 def cpu_godrun(name: str, training: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]:
@@ -192,3 +190,11 @@ def phase_in(name: str, phases: set[str]) -> Callable[[], dict[str, Any] | None]
 
 def items(kind: str, selector: str) -> list[dict[str, Any]]:
     return json.loads(kubectl("get", kind, "-n", NS, "-l", selector, "-o", "json").stdout)["items"]
+
+
+def epochs_done(volume: Path, name: str) -> list[int]:
+    path = volume / "logs" / name / "metrics.csv"
+    if not path.is_file():
+        return []
+    with path.open() as f:
+        return [int(row["epoch"]) for row in csv.DictReader(f)]
