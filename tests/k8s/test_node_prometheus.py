@@ -55,7 +55,11 @@ def test_prometheus_scrapes_the_pods_and_every_dashboard_query_returns_data(
         tmp_path / "prometheus", configs, [RULES], binary=prometheus_bin, netns=node.netns, address=node.node_ip
     )
     with discovery, prom:
-        controllers = {p["status"].get("podIP"): p["metadata"]["name"] for p in items("pods", CONTROLLER_PODS)}
+        controllers = {
+            p["status"]["podIP"]: p["metadata"]["name"]
+            for p in items("pods", CONTROLLER_PODS)
+            if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
+        }
         prom.wait_for(f'up{{job="{RELEASE}"}} == 1', lambda r: len(r) == len(controllers), timeout=60)
 
         apply(cpu_godrun(RUN, {"epochs": EPOCHS}))
