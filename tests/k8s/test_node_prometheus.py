@@ -1,11 +1,11 @@
 """A real Prometheus (Debian's) inside the node's network namespace scrapes the Helm release's controller pods and a
 GodRun's training pod over the pod network, selected and labelled as a cluster's Prometheus does it: the chart's
 ServiceMonitor and PodMonitor rendered into scrape configs as the Prometheus Operator renders them, their targets
-the pods and EndpointSlices of the node's API server (tests/k8s/monitors.py says why a poller writes them for
-Prometheus's file discovery: Debian's build has no Kubernetes discovery). A new
-run of the README's CPU GodRun trains and evaluates to Shipped while it scrapes; then every query of the Grafana
-dashboard returns data for that run, every alert rule loads and evaluates without error, the panel PSNR Prometheus
-holds is the one in the GodRun's status, and the series come from the pods' addresses on the pod network.
+the pods and EndpointSlices of the node's API server (tests/k8s/monitors.py; a poller writes them for Prometheus's
+file discovery because Debian's build has no Kubernetes discovery). A new run of the README's CPU GodRun trains and
+evaluates to Shipped while it scrapes; then every query of the Grafana dashboard returns data for that run, every
+alert rule loads and evaluates without error, the panel PSNR and the final epoch Prometheus holds are the ones in
+the GodRun's status, and the series come from the pods' addresses on the pod network.
 
 `promtool check rules` itself runs in tests/test_deploy_monitoring.py (no cluster needed).
 """
@@ -75,6 +75,8 @@ def test_prometheus_scrapes_the_pods_and_every_dashboard_query_returns_data(
         assert (port, labels["pod"]) == ("8080", controllers.get(ip)), (labels, controllers)  # controller.metricsPort
         assert float(psnr["value"][1]) == pytest.approx(status["panel"]["psnrMean"], rel=1e-12, abs=1e-12)
         prom.wait_for(f'godrun_run_phase{{{sel}, phase="Shipped"}} == 1', timeout=30)
+        prom.wait_for(f"godrun_run_progress_epoch{{{sel}}} == {status['progress']['epoch']}", timeout=30)
+        assert status["progress"]["epoch"] == EPOCHS, status["progress"]
 
         # the trainer's series: from the training pod (rank 0) on the pod network, labelled by the PodMonitor
         (pod,) = items("pods", f"godrun.io/run={RUN},godrun.io/stage=train")
