@@ -200,6 +200,24 @@ def items(kind: str, selector: str) -> list[dict[str, Any]]:
     return json.loads(kubectl("get", kind, "-n", NS, "-l", selector, "-o", "json").stdout)["items"]
 
 
+def _train_log(volume: Path, name: str, pattern: str) -> list[int]:
+    path = volume / "logs" / name / "train.log"
+    return [int(m) for m in re.findall(pattern, path.read_text())] if path.is_file() else []
+
+
+def epochs_trained_twice(volume: Path, name: str) -> list[int]:
+    """Epochs that train.log reports more than once: two trainers of one run at work together (a pod that did not
+    stop when deleted, beside the pod that replaced it). A trainer logs an epoch after saving its checkpoint, so a
+    trainer that resumes never repeats an epoch that was logged."""
+    epochs = _train_log(volume, name, r" INFO epoch (\d+)/\d+ ")
+    return sorted({e for e in epochs if epochs.count(e) > 1})
+
+
+def resumed_at(volume: Path, name: str) -> list[int]:
+    """The epoch each resumed trainer of `name` started from (train.log's "resumed from ... at epoch N")."""
+    return _train_log(volume, name, r" INFO resumed from \S+ at epoch (\d+)")
+
+
 def events_of(name: str) -> list[dict[str, Any]]:
     """The Events the controller recorded on GodRun `name`."""
     selector = f"involvedObject.kind=GodRun,involvedObject.name={name}"

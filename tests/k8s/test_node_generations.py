@@ -29,6 +29,7 @@ from k8s.readme_cluster import (
     cpu_godrun,
     delete_leader,
     epochs_done,
+    epochs_trained_twice,
     events_of,
     get,
     items,
@@ -36,6 +37,7 @@ from k8s.readme_cluster import (
     leader,
     patch_spec,
     phase_in,
+    resumed_at,
     wait_for,
 )
 
@@ -51,11 +53,6 @@ REFUSED = re.compile(r"\(403\)|\b(?:status|code|HTTP)[ =:]*403\b|[Ff]orbidden")
 
 def _train_jobs(name: str) -> list[dict[str, Any]]:
     return items("jobs", f"godrun.io/run={name},godrun.io/stage=train")
-
-
-def _resumes(volume: Path, name: str) -> int:
-    log = volume / "logs" / name / "train.log"
-    return log.read_text().count("resumed from") if log.is_file() else 0
 
 
 def _running_pod(name: str, job: str) -> Callable[[], dict[str, Any] | None]:
@@ -83,7 +80,7 @@ def _edit(node: KubeNode, volume: Path, name: str) -> dict[str, Any]:
     out["image"] = {"first": first, "second": second}
     pod = wait_for("its training pod", _running_pod(name, second), 120, 0.5)
     out["image"]["pod_image"] = pod["spec"]["containers"][0]["image"]
-    wait_for("the new generation resumed", lambda: _resumes(volume, name) >= 1, 300, 0.5)
+    wait_for("the new generation resumed", lambda: resumed_at(volume, name), 300, 0.5)
 
     patch_spec(name, {"suspend": True})
     wait_for("the run suspended", lambda: (get(name).get("status") or {}).get("reason") == "Suspended")
@@ -138,6 +135,7 @@ def test_image_edit_mid_training_starts_a_new_generation_that_resumes(
     assert edited["status"]["phase"] == "Shipped", edited["status"]
     epochs = epochs_done(readme_cluster.volume, EDITED)
     assert epochs == list(range(1, EDITED_EPOCHS + 1)), f"every epoch once, in order: {epochs}"
+    assert not epochs_trained_twice(readme_cluster.volume, EDITED), "the old generation's pod stopped when deleted"
 
 
 def test_suspend_deletes_the_job_and_clearing_it_resumes_from_the_checkpoint(
@@ -146,7 +144,7 @@ def test_suspend_deletes_the_job_and_clearing_it_resumes_from_the_checkpoint(
     suspended = edited["suspend"]
     assert suspended["status"]["phase"] == "Pending", suspended["status"]
     assert 2 <= len(suspended["epochs"]) < EDITED_EPOCHS, f"suspended mid-training: {suspended['epochs']}"
-    assert _resumes(readme_cluster.volume, EDITED) >= 2, "the generation after the suspension resumed"
+    assert len(resumed_at(readme_cluster.volume, EDITED)) == 2, "both later generations resumed"
     status = edited["status"]
     assert status["phase"] == "Shipped" and status["observedGeneration"] == 4, status
     jobs = sorted(j["metadata"]["name"] for j in items("jobs", f"godrun.io/run={EDITED}"))
