@@ -1,8 +1,9 @@
 # syntax=docker/dockerfile:1
 #
-# Two images from one file (run from the repository root):
-#   docker build --target controller -t ghcr.io/godrun/godrun-controller:0.1.0 .
-#   docker build --target trainer    -t ghcr.io/godrun/godrun-trainer:0.1.0 .
+# Three images from one file (run from the repository root):
+#   docker build --target controller  -t ghcr.io/godrun/godrun-controller:0.1.0 .
+#   docker build --target trainer     -t ghcr.io/godrun/godrun-trainer:0.1.0 .
+#   docker build --target trainer-cpu -t ghcr.io/godrun/godrun-trainer:0.1.0-cpu .
 #
 # controller: slim Python, the controller's four dependencies, godrun installed with --no-deps
 #             (no torch, no numpy: godrun.controller never imports them).
@@ -25,6 +26,7 @@
 
 ARG PYTHON_IMAGE=python:3.12.8-slim-bookworm
 ARG CUDA_VERSION=13.2.0
+ARG TORCH_VERSION=2.15.0
 
 # ---------------------------------------------------------------------------------------------
 # godrun wheel (pure Python), shared by both targets
@@ -62,11 +64,40 @@ ENTRYPOINT ["godrun"]
 CMD ["controller"]
 
 # ---------------------------------------------------------------------------------------------
+# trainer-cpu: the same trainer and evaluator without a GPU (the README's CPU try-out; the node tests run it).
+# The same pinned dependency list and godrun wheel as the CUDA trainer, on the slim Python base, no mamba-ssm
+# (its kernel is CUDA only; the pure-torch selective scan runs). torch is PyPI's wheel, a CUDA build that loads
+# the CUDA runtime libraries even on CPU: requirements/torch-cpu.txt installs those, without triton.
+FROM ${PYTHON_IMAGE} AS trainer-cpu
+LABEL org.opencontainers.image.title="godrun-trainer-cpu" \
+      org.opencontainers.image.description="GodRun trainer and evaluator for CPU nodes (torch, no CUDA)" \
+      org.opencontainers.image.licenses="Apache-2.0"
+ARG TORCH_VERSION
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    HOME=/tmp \
+    MPLCONFIGDIR=/tmp/matplotlib \
+    XDG_CACHE_HOME=/tmp/.cache
+COPY requirements/ /tmp/requirements/
+RUN pip install --no-cache-dir --no-deps "torch==${TORCH_VERSION}" \
+    && pip install --no-cache-dir -r /tmp/requirements/torch-cpu.txt -r /tmp/requirements/trainer.txt \
+    && rm -rf /tmp/requirements
+COPY --from=wheel /wheels /wheels
+RUN pip install --no-cache-dir --no-deps /wheels/godrun-*.whl && rm -rf /wheels \
+    && python -c "import godrun, torch; print('godrun', godrun.__version__, 'torch', torch.__version__)"
+COPY scripts /opt/godrun/scripts
+USER 1000:1000
+WORKDIR /workspace
+CMD ["godrun", "--help"]
+
+# ---------------------------------------------------------------------------------------------
 # trainer build stage: nvcc + torch headers; compiles the CUDA extension into a wheel
 FROM nvidia/cuda:${CUDA_VERSION}-cudnn-devel-ubuntu24.04 AS trainer-build
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ARG CUDA_VERSION
-ARG TORCH_VERSION=2.15.0
+ARG TORCH_VERSION
 ARG MAMBA_SSM_VERSION=2.3.2.post1
 # Builder RAM: mamba-ssm's setup.py passes nvcc its own fixed -gencode list (TORCH_CUDA_ARCH_LIST does not
 # narrow it; with a recent nvcc it spans every architecture from sm_75 up to sm_120), so each of the MAX_JOBS
@@ -96,21 +127,10 @@ RUN CUDA_TAG="cu$(echo "${CUDA_VERSION}" | cut -d. -f1,2 | tr -d .)" \
 RUN pip wheel --no-cache-dir --no-build-isolation --no-deps --wheel-dir /wheels \
         "mamba-ssm==${MAMBA_SSM_VERSION}"
 COPY --from=wheel /wheels/ /wheels/
-# godrun's runtime dependencies (pyproject.toml [project.dependencies], torch above), then the wheels.
-RUN pip install --no-cache-dir \
-        "numpy==2.4.6" \
-        "pandas==3.1.1" \
-        "scipy==1.17.1" \
-        "pydantic==2.14.4" \
-        "PyYAML==6.0.4" \
-        "kubernetes==37.0.2" \
-        "prometheus-client==0.26.0" \
-        "rich==15.0.0" \
-        "matplotlib==3.11.2" \
-        "safetensors==0.8.0" \
-        "PyWavelets==1.9.0" \
-        "einops==0.8.2" \
-        "transformers==5.23.0" \
+COPY requirements/trainer.txt /tmp/requirements-trainer.txt
+# godrun's runtime dependencies (requirements/trainer.txt, shared with trainer-cpu; torch above), mamba-ssm's
+# own (einops, transformers), then the wheels.
+RUN pip install --no-cache-dir -r /tmp/requirements-trainer.txt "einops==0.8.2" "transformers==5.23.0" \
     && pip install --no-cache-dir --no-deps /wheels/*.whl \
     && python -c "import godrun, torch; print('godrun', godrun.__version__, 'torch', torch.__version__)"
 

@@ -26,10 +26,9 @@ prometheus:
 	bash scripts/install_prometheus.sh
 
 # Every tool is installed or built first, so a missing one fails its tests instead of skipping (tests/tools.py).
-# The real-node tests run apart (`make test-node`): their cold build (node binaries, CoreDNS, images) does not fit
-# a fresh machine's CI budget beside everything else yet.
-test: setup cluster-bin prometheus
-	GODRUN_REQUIRE_TOOLS=1 $(PY) -m pytest -q -m "not node"
+# The real-node tests (marker `node`, as root) run beside the rest (scripts/test_all.sh).
+test: setup cluster-bin node-bin node-packages prometheus
+	bash scripts/test_all.sh
 
 # Only the tests on the real node (tests/k8s/kubenode.py): pods, Jobs, Services, DNS, the chart.
 test-node: setup cluster-bin node-bin node-packages

@@ -1,4 +1,4 @@
-"""File helpers every stage shares: atomic writes and content hashes."""
+"""File helpers every stage shares: atomic writes, content hashes, the termination message."""
 
 from __future__ import annotations
 
@@ -93,3 +93,31 @@ def code_version() -> str:
         h.update(str(path.relative_to(root)).encode())
         h.update(path.read_bytes())
     return h.hexdigest()
+
+
+# A Job container's termination message: the file Kubernetes reads back into the pod status (at most 4096 bytes).
+K8S_TERMINATION_LOG = Path("/dev/termination-log")
+
+
+def termination_path(explicit: str | None) -> Path | None:
+    """--termination-log, else $GODRUN_TERMINATION_LOG, else /dev/termination-log when Kubernetes mounted it."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("GODRUN_TERMINATION_LOG")
+    if env:
+        return Path(env)
+    # Only the file Kubernetes mounts: creating /dev/termination-log on a workstation would litter /dev.
+    if K8S_TERMINATION_LOG.is_file() and os.access(K8S_TERMINATION_LOG, os.W_OK):
+        return K8S_TERMINATION_LOG
+    return None
+
+
+def write_termination(path: Path, text: str) -> None:
+    """Atomic for ordinary files; in place for the file Kubernetes bind-mounts (renaming over a mount fails)."""
+    if path == K8S_TERMINATION_LOG or (path.exists() and not path.is_file()):
+        path.write_text(text, encoding="utf-8")
+        return
+    try:
+        atomic_write_text(path, text)
+    except OSError:
+        path.write_text(text, encoding="utf-8")

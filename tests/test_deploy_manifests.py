@@ -133,7 +133,7 @@ def test_kustomization_lists_existing_files_and_builds() -> None:
 
 
 def _example() -> tuple[dict[str, Any], GodRun]:
-    docs = objects(load_docs(MANIFESTS / "godrun.yaml"), "GodRun")
+    docs = objects(load_docs(MANIFESTS / "run" / "godrun.yaml"), "GodRun")
     assert len(docs) == 1
     return docs[0], GodRun.model_validate(docs[0])
 
@@ -149,10 +149,39 @@ def test_example_godrun_validates_and_is_the_seed_recipe() -> None:
     assert {f.alias for f in Gates.model_fields.values()} <= set(raw["spec"]["gates"])
 
 
+def _kustomize(path: Path) -> list[dict[str, Any]]:
+    kubectl = require_tool("kubectl", "`make cluster-bin` builds it")
+    out = subprocess.run([kubectl, "kustomize", str(path)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+def test_cpu_overlay_is_the_sample_with_the_demo_preset() -> None:
+    """manifests/run-cpu: the sample GodRun with the CPU image and the demo's sizes and schedule, nothing else."""
+    from godrun.trainer.presets import PRESETS
+
+    sample, _ = _example()
+    docs = _kustomize(MANIFESTS / "run-cpu")
+    assert {d["kind"] for d in docs} == {"GodRun", "PersistentVolumeClaim"}
+    cpu = GodRun.model_validate(objects(docs, "GodRun")[0])
+    assert cpu.spec.training == Recipe.model_validate(Recipe().model_dump() | PRESETS["demo"])
+    assert cpu.spec.resources.gpus == 0 and cpu.spec.image.endswith("-cpu")
+    rest = {
+        k: v for k, v in cpu.model_dump(by_alias=True, exclude={"spec": {"training", "resources", "image"}}).items()
+    }
+    base = GodRun.model_validate(sample).model_dump(by_alias=True, exclude={"spec": {"training", "resources", "image"}})
+    assert rest == base, "the CPU overlay changes only image, resources and the preset's training fields"
+    prepare = objects(load_docs(MANIFESTS / "run-cpu" / "prepare-workspace.yaml"), "Job")[0]
+    pod = prepare["spec"]["template"]["spec"]
+    assert restricted_violations(pod) == []
+    assert pod["containers"][0]["image"] == cpu.spec.image
+    assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == cpu.spec.data.claim_name
+
+
 def test_user_manifests_name_no_namespace() -> None:
     """The README applies the sample GodRun and its PVC with `kubectl apply -n NAMESPACE` into the namespace the
     Helm release watches; a namespace written in them would send the run where no controller looks."""
-    for name in ("godrun.yaml", "workspace-pvc.yaml"):
+    for name in ("run/godrun.yaml", "run/workspace-pvc.yaml"):
         for doc in load_docs(MANIFESTS / name):
             assert "namespace" not in doc["metadata"], f"manifests/{name}: {doc['kind']} names a namespace"
 
@@ -167,7 +196,7 @@ def test_example_godrun_numbers_are_yaml_numbers() -> None:
 
 
 def test_example_has_expected_hash_placeholder_comment() -> None:
-    text = (MANIFESTS / "godrun.yaml").read_text()
+    text = (MANIFESTS / "run" / "godrun.yaml").read_text()
     assert re.search(r"#\s*expectedHash:", text), "panel.expectedHash placeholder comment missing"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import urllib.request
+from pathlib import Path
 
 import pytest
 import torch
@@ -52,3 +53,35 @@ def test_import_failure_is_kept_for_the_log(monkeypatch: pytest.MonkeyPatch) -> 
             assert mamba.fused_scan_error() and "selective_scan_cuda" in mamba.fused_scan_error()
     finally:
         mamba._mamba_ssm_scan.cache_clear()
+
+
+def test_final_gauges_become_the_termination_message(small_corpus: Path, tmp_path: Path, monkeypatch) -> None:
+    """A run shorter than the controller's progress poll still reports its epochs: rank 0 writes its last gauges
+    as the termination message, and they read back as the same progress as metrics.csv's last row."""
+    from test_trainer_train import small_recipe
+
+    from godrun.core.observe import final_progress, read_progress_csv
+    from godrun.trainer.loop import train
+
+    term = tmp_path / "termination-log"
+    monkeypatch.setenv("GODRUN_TERMINATION_LOG", str(term))
+    recipe = small_recipe(small_corpus, tmp_path, epochs=2, metrics_port=0)
+    train(recipe, log=False)
+    text = term.read_text()
+    assert len(text.encode()) < 4096 and "# HELP" not in text
+    from_message = final_progress(text)
+    from_csv = read_progress_csv(Path(recipe.log_dir) / "metrics.csv", recipe)
+    assert from_message is not None and from_message.epoch == 2
+    assert from_csv is not None
+    assert (from_message.epochs, from_message.best_epoch) == (from_csv.epochs, from_csv.best_epoch) == (2, 2)
+    assert from_message.psnr_mean == pytest.approx(from_csv.psnr_mean, abs=1e-4)  # metrics.csv keeps 4 decimals
+    assert from_message.sam_mean == pytest.approx(from_csv.sam_mean, abs=1e-4)
+
+
+def test_final_progress_refuses_what_is_not_a_finished_trainers_gauges() -> None:
+    from godrun.core.observe import final_progress
+
+    assert final_progress("") is None
+    assert final_progress("Traceback (most recent call last):\n  boom {") is None  # a log tail (FallbackToLogs)
+    assert final_progress("godrun_train_epoch NaN\ngodrun_train_epochs 4.0\n") is None  # no epoch finished
+    assert final_progress("godrun_train_epoch 3.0\ngodrun_train_epochs 4.0\n").epoch == 3

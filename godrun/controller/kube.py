@@ -46,7 +46,7 @@ from godrun.core.machine import (
     current_job_names,
 )
 from godrun.core.names import act_b_name, run_label, service_name
-from godrun.core.observe import parse_progress, parse_verdict
+from godrun.core.observe import final_progress, parse_progress, parse_verdict
 from godrun.spec import API_GROUP, API_VERSION, KIND, PLURAL, GodRunStatus, Progress
 
 log = logging.getLogger("godrun.controller")
@@ -149,7 +149,7 @@ class KubeExecutor:
         return Observed(
             train=obs["train"],
             evaluate=obs["evaluate"],
-            progress=self._progress(pods["train"]) if obs["train"].state == "active" else None,
+            progress=self._progress(pods["train"], obs["train"].state),
             verdict=verdict,
             verdict_error=verdict_error,
             act_b_exists=act_b,
@@ -168,12 +168,16 @@ class KubeExecutor:
         )
         return listed.get("items") or []
 
-    def _progress(self, pods: Sequence[dict[str, Any]]) -> Progress | None:
-        if self.progress_mode == "off":
+    def _progress(self, pods: Sequence[dict[str, Any]], state: str) -> Progress | None:
+        """A running trainer's gauges from its metrics endpoint; a finished one's from its termination message
+        (the final gauges), so that a run shorter than the poll interval still reports its epochs."""
+        rank0 = [p for p in pods if completion_index(p) in (None, "0")]  # only rank 0 writes it
+        if state == "succeeded":
+            return final_progress(succeeded_pod_message(rank0))
+        if self.progress_mode == "off" or state != "active":
             return None
-        running = [p for p in pods if (p.get("status") or {}).get("phase") == "Running"]
-        rank0 = [p for p in running if completion_index(p) in (None, "0")]
-        for pod in rank0[:1]:
+        running = [p for p in rank0 if (p.get("status") or {}).get("phase") == "Running"]
+        for pod in running[:1]:
             try:
                 text = self.fetch(pod, J.TRAINER_METRICS_PORT)
             except Exception as exc:  # endpoint not up yet, pod restarting: keep the last progress

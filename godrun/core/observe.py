@@ -55,6 +55,16 @@ def parse_progress(text: str) -> Progress | None:
     return _progress(values) if values else None
 
 
+def final_progress(message: str) -> Progress | None:
+    """Progress from a finished trainer's termination message (its last gauges); None when the message is not
+    such an exposition (an older trainer, a log tail) or records no finished epoch."""
+    try:
+        progress = parse_progress(message) if message else None
+    except ValueError:
+        return None
+    return progress if progress is not None and progress.epoch >= 1 else None
+
+
 def _num(text: str | None) -> float | None:
     try:
         return _finite(float(text)) if text not in (None, "") else None

@@ -35,7 +35,7 @@ from typing import Any
 
 from godrun.errors import InputError
 from godrun.evaluator.denoisers import DENOISERS
-from godrun.fsio import sha256_file
+from godrun.fsio import sha256_file, termination_path, write_termination
 from godrun.gates.flags import add_gate_flags, gates_from_args
 from godrun.paths import confine, writable_file
 from godrun.spec import Gates, PanelSpec, Recipe, Verdict
@@ -259,9 +259,9 @@ def _fallback(args: argparse.Namespace, verdict: Verdict, inputs: dict[str, Any]
 def _write_termination(args: argparse.Namespace, verdict: Verdict) -> Path | None:
     from godrun.evaluator import outputs
 
-    term = outputs.termination_path(args.termination_log)
+    term = termination_path(args.termination_log)
     if term is not None:
-        outputs.write_termination(term, outputs.compact_verdict(verdict))
+        write_termination(term, outputs.compact_verdict(verdict))
     return term
 
 

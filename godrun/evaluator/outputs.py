@@ -6,7 +6,6 @@ All writes are atomic (temp file + rename): a reader never sees half a file.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,11 +14,17 @@ from typing import Any
 import pandas as pd
 
 from godrun.evaluator.panel import Candidate, Evaluation, Panel, evaluate_candidates, group_summary, with_meta
-from godrun.fsio import atomic_path, atomic_write_json, atomic_write_text, code_version, remove_stale_temps, sha256_file
+from godrun.fsio import (
+    atomic_path,
+    atomic_write_json,
+    atomic_write_text,
+    code_version,
+    remove_stale_temps,
+    sha256_file,
+)
 from godrun.spec import Gates, Lineage, Verdict
 
 TERMINATION_LIMIT = 4096
-K8S_TERMINATION_LOG = Path("/dev/termination-log")
 
 
 def write_csv(path: Path, df: pd.DataFrame) -> None:
@@ -95,30 +100,6 @@ def compact_verdict(verdict: Verdict, limit: int = TERMINATION_LIMIT) -> str:
         doc["gates"] = [{"name": g["name"], "passed": g["passed"]} for g in doc.get("gates", [])]
         text = json.dumps(doc, separators=(",", ":"))
     return text
-
-
-def termination_path(explicit: str | None) -> Path | None:
-    """--termination-log, else $GODRUN_TERMINATION_LOG, else /dev/termination-log when Kubernetes mounted it."""
-    if explicit:
-        return Path(explicit)
-    env = os.environ.get("GODRUN_TERMINATION_LOG")
-    if env:
-        return Path(env)
-    # Only the file Kubernetes mounts: creating /dev/termination-log on a workstation would litter /dev.
-    if K8S_TERMINATION_LOG.is_file() and os.access(K8S_TERMINATION_LOG, os.W_OK):
-        return K8S_TERMINATION_LOG
-    return None
-
-
-def write_termination(path: Path, text: str) -> None:
-    """Atomic for ordinary files; in place for the file Kubernetes bind-mounts (renaming over a mount fails)."""
-    if path == K8S_TERMINATION_LOG or (path.exists() and not path.is_file()):
-        path.write_text(text, encoding="utf-8")
-        return
-    try:
-        atomic_write_text(path, text)
-    except OSError:
-        path.write_text(text, encoding="utf-8")
 
 
 @dataclass

@@ -43,6 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--scale", type=float, default=DEMO_CORPUS_SCALE, help=f"corpus scale (default: {DEMO_CORPUS_SCALE})"
     )
     p.add_argument("--fresh", action="store_true", help="delete the workdir first")
+    p.add_argument(
+        "--prepare-only",
+        action="store_true",
+        help="only fill the workdir (corpus, panel, fold-02 warm start; with --fail the sabotaged one too) and "
+        "stop: how a cluster volume is prepared for manifests/run-cpu (manifests/run-cpu/prepare-workspace.yaml)",
+    )
     p.add_argument("--metrics-port", type=tcp_port, help="serve the controller's Prometheus metrics on this port")
     return p
 
@@ -156,6 +162,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         prepare_warm_start(args.seed)
         if args.fail:
             sabotage(FOLD02, SABOTAGED, args.seed)
+        if args.prepare_only:
+            print(f"\n      prepared {args.workdir.resolve()} ({time.monotonic() - started:.0f} s)", flush=True)
+            return 0
         manifest = demo_manifest(args.fail, args.seed)
         path = Path(f"{manifest['metadata']['name']}.yaml")
         atomic_write_text(path, yaml.safe_dump(manifest, sort_keys=False))

@@ -19,7 +19,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from godrun.errors import InputError
-from godrun.fsio import code_version, remove_stale_temps, sha256_file
+from godrun.fsio import code_version, remove_stale_temps, sha256_file, termination_path, write_termination
 from godrun.gates.ranking import RankKey, better, composite_score, gates_passed, rank_key
 from godrun.paths import confine, writable_file
 from godrun.spec import RUN_PATH_FIELDS, Gates, Recipe
@@ -577,6 +577,13 @@ class Trainer:
         stopped = self.state.finished and last_epoch < self.recipe.epochs
         return TrainResult(last_epoch, self.state.best_epoch, self.state.best_score, stopped, list(self.history))
 
+    def write_final_progress(self) -> None:
+        """Rank 0's last gauges as the termination message, where the stage has one (a Job's container, the local
+        executor): a run that ends between two progress polls still reports its epochs."""
+        path = termination_path(None)
+        if self.dist.main and path is not None and (text := self.prom.final_text()):
+            write_termination(path, text)
+
     def close(self) -> None:
         self.prom.close()
         telemetry.close_logger(self.logger)
@@ -599,6 +606,8 @@ def train(
     """Train (or resume) `recipe`, ranking epochs by `gates`; `stop_after_epoch` ends early as a preemption would."""
     trainer = Trainer(recipe, gates=gates, verify_data=verify_data, log=log)
     try:
-        return trainer.run(stop_after_epoch=stop_after_epoch)
+        result = trainer.run(stop_after_epoch=stop_after_epoch)
+        trainer.write_final_progress()
+        return result
     finally:
         trainer.close()

@@ -167,6 +167,7 @@ class PromMetrics:
         )
         backend.labels(scan_backend).set(1)
         self.spectra = Counter("godrun_train_spectra", "Training spectra processed.", registry=reg)
+        self.registry = reg
         try:
             self.server, _thread = start_http_server(port, addr="0.0.0.0", registry=reg)
         except OSError as exc:  # in use, or not ours to bind: the flag is wrong for this machine
@@ -183,6 +184,16 @@ class PromMetrics:
     def add_spectra(self, n: int) -> None:
         if self.server is not None:
             self.spectra.inc(n)
+
+    def final_text(self) -> str:
+        """The gauges' last values as Prometheus text without HELP lines (well under the 4096 bytes of a
+        termination message): how the controller learns the final progress of a run too short to be polled."""
+        if self.server is None:
+            return ""
+        from prometheus_client import generate_latest
+
+        lines = generate_latest(self.registry).decode().splitlines()
+        return "\n".join(line for line in lines if not line.startswith("# HELP")) + "\n"
 
     def close(self) -> None:
         if self.server is not None:

@@ -7,6 +7,8 @@
     kube_node      (session)  tests.k8s.kubenode.KubeNode: a real one-node cluster (containerd, kubelet,
                               controller-manager, scheduler, kube-proxy, CoreDNS) in its own network namespace;
                               tests using it carry the `node` marker (`pytest -m node` runs them alone)
+    readme_cluster (session)  k8s.readme_cluster.ReadmeCluster: `kube_node` after the README's cluster block ran
+                              (release `godrun` in namespace godrun, run act-of-god Shipped, the volume's path)
 
 Every test under tests/k8s carries the `k8s` marker (applied here). Without the binaries (`make cluster-bin`,
 needs Go) every k8s test skips with one reason line (fails under `make test`, see tests/tools.py).
@@ -25,6 +27,7 @@ from tools import unavailable
 from k8s.cluster import Cluster, bin_dir, missing_binaries
 from k8s.kubenode import KubeNode, missing_node_parts
 from k8s.node import NodeStandIn
+from k8s.readme_cluster import ReadmeCluster, run_readme_block
 
 HERE = Path(__file__).resolve().parent
 _names = itertools.count()
@@ -55,6 +58,12 @@ def kube_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeNode]:
     keep = os.environ.get("GODRUN_KEEP_CLUSTER") == "1"
     with KubeNode(root=tmp_path_factory.mktemp("kube-node"), keep_root=keep) as node:
         yield node
+
+
+@pytest.fixture(scope="session")
+def readme_cluster(kube_node: KubeNode) -> ReadmeCluster:
+    """The README's cluster block, run once per session on `kube_node` (tests/k8s/readme_cluster.py)."""
+    return run_readme_block(kube_node)
 
 
 @pytest.fixture

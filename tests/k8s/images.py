@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PYTHON_IMAGE = "godrun.test/python:bookworm"
 PYTHON_VENV = "/opt/python"  # the local Python base's pip and python come first on PATH, as in python:*-slim
 HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
-CONTEXT = ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md", "godrun", "scripts")
+CONTEXT = ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md", "godrun", "scripts", "requirements")
 
 
 def _run(*argv: str) -> subprocess.CompletedProcess[str]:
@@ -162,11 +162,12 @@ def _context_files() -> list[Path]:
 
 
 class Buildah:
-    """buildah with its own vfs storage under the image cache (no daemon, no overlay-on-overlay)."""
+    """buildah with its own overlay storage under the image cache (no daemon). vfs, which copies the whole file
+    system for every layer, took ~5 GB for the controller alone and would take tens of GB for the trainer."""
 
     def __init__(self, cache: Path) -> None:
-        top = images_dir(cache) / "buildah"
-        self.flags = ["--root", str(top / "root"), "--runroot", str(top / "run"), "--storage-driver", "vfs"]
+        top = images_dir(cache) / "buildah-overlay"
+        self.flags = ["--root", str(top / "root"), "--runroot", str(top / "run"), "--storage-driver", "overlay"]
 
     def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
         return _run("buildah", *self.flags, *args)
@@ -205,7 +206,3 @@ def dockerfile_image(cache: Path, target: str, tag: str, bases: dict[str, Built]
         buildah.build(target, tag, {name: base.tag for name, base in bases.items()}, out)
 
     return _cached(out, tag, make)
-
-
-def controller_image(cache: Path, tag: str = "godrun.test/godrun-controller:dev") -> Built:
-    return dockerfile_image(cache, "controller", tag, {"PYTHON_IMAGE": python_image(cache)})

@@ -15,7 +15,7 @@ from tools import require_tool
 from k8s.cluster import Cluster
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = ROOT / "manifests" / "godrun.yaml"
+EXAMPLE = ROOT / "manifests" / "run" / "godrun.yaml"
 DELETE = object()
 
 # (case id, dotted path to change, new value or DELETE, text the rejection must contain)

@@ -64,7 +64,7 @@ def test_manifests_apply_and_rbac_is_exact(k8s_cluster: Cluster, k8s_namespace: 
         "controller/deployment.yaml",
         "controller/service.yaml",
         "controller/poddisruptionbudget.yaml",
-        "workspace-pvc.yaml",
+        "run/workspace-pvc.yaml",
     ):
         docs += _docs(MANIFESTS / rel)
     _apply(k8s_cluster, _into(docs, ns, ""))
@@ -84,7 +84,7 @@ def test_manifests_apply_and_rbac_is_exact(k8s_cluster: Cluster, k8s_namespace: 
     assert res.returncode != 0 and "PodSecurity" in res.stderr, "PSA is not enforcing: the check above proves nothing"
 
     # The example GodRun passes the CRD's structural schema and CEL rules.
-    _apply(k8s_cluster, _into(_docs(MANIFESTS / "godrun.yaml"), ns, ""), "--dry-run=server")
+    _apply(k8s_cluster, _into(_docs(MANIFESTS / "run" / "godrun.yaml"), ns, ""), "--dry-run=server")
 
     sa = k8s_cluster.service_account_kubeconfig(ns, "godrun-controller", create=False)
 

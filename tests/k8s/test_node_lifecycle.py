@@ -1,0 +1,198 @@
+"""A run's life on the real node, after the README's block (tests/k8s/readme_cluster.py) left the release, the
+CPU images and the filled volume: failed gates -> Failed-ActB with its Act B child; bad input (exit 2) -> the Job
+fails through its podFailurePolicy, never retried; an evicted training pod (the API's Eviction, which marks it
+DisruptionTarget) and a deleted controller leader mid-training -> the run resumes from its last checkpoint with
+no lost epoch and no twin Job; a deleted GodRun -> the garbage collector removes its Jobs and pods.
+
+Every run is the README's CPU GodRun (`kubectl kustomize manifests/run-cpu`) under another name, with its own
+checkpoint, log and output folders, changed only where the scenario needs it."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from k8s.kubenode import KubeNode
+from k8s.readme_cluster import (
+    NS,
+    ReadmeCluster,
+    apply,
+    cpu_godrun,
+    epochs_done,
+    get,
+    items,
+    kubectl,
+    phase_in,
+    wait_for,
+)
+
+pytestmark = pytest.mark.node
+
+
+def _shared_claim(volume: Path) -> str:
+    """A ReadWriteMany claim on the README's volume folder (hostPath can be mounted by every pod of the node)."""
+    pv = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": "godrun-shared-pv"},
+        "spec": {
+            "capacity": {"storage": "100Gi"},
+            "accessModes": ["ReadWriteMany"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": "",
+            "hostPath": {"path": str(volume), "type": "Directory"},
+        },
+    }
+    pvc = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "godrun-shared"},
+        "spec": {
+            "accessModes": ["ReadWriteMany"],
+            "storageClassName": "",
+            "volumeName": "godrun-shared-pv",
+            "resources": {"requests": {"storage": "100Gi"}},
+        },
+    }
+    kubectl("apply", "-f", "-", input=json.dumps(pv))
+    kubectl("apply", "-n", NS, "-f", "-", input=json.dumps(pvc))
+    wait_for("the shared claim bound", lambda: get("godrun-shared", "pvc")["status"].get("phase") == "Bound", 60)
+    return "godrun-shared"
+
+
+# Small requests so that every scenario's pods fit the node's 2 CPUs at once: the runs start together.
+SMALL = {"cpu": "200m", "memory": "2Gi"}
+
+
+@pytest.fixture(scope="module")
+def runs(readme_cluster: ReadmeCluster) -> dict[str, dict[str, Any]]:  # name -> {"run": ...} or {"result": ...}
+    """Every scenario's GodRun, applied at once (they run side by side; each test waits for its own)."""
+    claim = _shared_claim(readme_cluster.volume)
+    scenarios = {
+        "gates-fail": cpu_godrun(
+            "gates-fail",
+            gates={"psnrMeanMin": 60.0},
+            fallback={"launchActB": True, "actB": {"epochs": 1}},
+            resources=SMALL,
+        ),
+        "bad-input": cpu_godrun(
+            "bad-input", {"train_manifest": "data/spectra_for_fold/no_such_manifest.csv"}, resources=SMALL
+        ),
+        "disrupted": cpu_godrun("disrupted", {"epochs": 8}, resources=SMALL),
+        "ddp": cpu_godrun("ddp", {"epochs": 2}, resources={**SMALL, "nodes": 2}, data={"claimName": claim}),
+    }
+    for run in scenarios.values():
+        apply(run)
+    # the disruption must catch the run mid-training whatever test runs first: it runs beside the tests
+    pool = ThreadPoolExecutor(max_workers=1)
+    result = pool.submit(_disrupt, readme_cluster.node, readme_cluster.volume, "disrupted")
+    pool.shutdown(wait=False)
+    return {name: {"run": run} for name, run in scenarios.items()} | {"disrupted": {"result": result}}
+
+
+def test_failed_gates_archive_document_and_launch_act_b(readme_cluster: ReadmeCluster, runs: dict) -> None:
+    name = "gates-fail"
+    status = wait_for("Failed-ActB", phase_in(name, {"Failed-ActB", "Shipped", "Error"}))
+    assert status["phase"] == "Failed-ActB", status
+    assert status["panel"]["verdict"] == "fail" and "aggregate" in status["panel"]["failedGates"], status["panel"]
+    assert status["actB"] == f"{name}-actb"
+    child = get(f"{name}-actb")
+    assert child["metadata"]["ownerReferences"][0]["uid"] == get(name)["metadata"]["uid"]
+    assert child["spec"]["training"]["calibrator_head"] is True
+    assert child["spec"]["training"]["init_checkpoint"] == f"checkpoints/{name}/mamba_tiny_uv_best.pt"
+    assert (readme_cluster.volume / f"final_analytics/{name}.md").is_file(), "failure document"
+    assert status.get("archive") and (readme_cluster.volume / status["archive"]).is_dir(), status.get("archive")
+    wait_for("the Act B child's training Job", lambda: items("jobs", f"godrun.io/run={name}-actb"))
+
+    # The GodRun deleted: the garbage collector removes its child run, their Jobs and their pods.
+    kubectl("delete", "gr", name, "-n", NS, "--wait=false")
+    for kind in ("godruns", "jobs", "pods"):
+        for run in (name, f"{name}-actb"):
+            wait_for(f"{kind} of {run} collected", lambda k=kind, r=run: not items(k, f"godrun.io/run={r}"), 120)
+    assert kubectl("get", "gr", f"{name}-actb", "-n", NS, check=False).returncode != 0
+
+
+def test_bad_input_fails_the_job_by_its_pod_failure_policy_without_retry(runs: dict) -> None:
+    name = "bad-input"
+    status = wait_for("Error", phase_in(name, {"Error", "Shipped", "Failed-ActB"}))
+    assert (status["phase"], status["reason"]) == ("Error", "BadInput"), status
+    assert "no_such_manifest.csv" in status["message"], status["message"]
+    (job,) = items("jobs", f"godrun.io/run={name}")
+    failed = {c["type"]: c for c in job["status"]["conditions"]}["Failed"]
+    assert failed["status"] == "True" and failed["reason"] == "PodFailurePolicy", failed
+    pods = items("pods", f"job-name={job['metadata']['name']}")
+    assert len(pods) == 1, "exit 2 is not retried"
+    terminated = pods[0]["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert terminated["exitCode"] == 2
+
+
+def _disrupt(node: KubeNode, volume: Path, name: str) -> dict[str, Any]:
+    """Evict `name`'s training pod after its 2nd epoch, then delete the controller leader; wait for the verdict."""
+    from kubernetes import client
+
+    wait_for("epoch 2 written", lambda: len(epochs_done(volume, name)) >= 2, 600, 0.5)
+    (pod,) = [p for p in items("pods", f"godrun.io/run={name}") if p["status"].get("phase") == "Running"]
+    core = client.CoreV1Api(node.api_client())
+    body = client.V1Eviction(metadata=client.V1ObjectMeta(name=pod["metadata"]["name"], namespace=NS))
+    core.create_namespaced_pod_eviction(pod["metadata"]["name"], NS, body)
+    evicted_at = len(epochs_done(volume, name))
+
+    def replacement() -> dict[str, Any] | None:
+        running = [p for p in items("pods", f"godrun.io/run={name}") if p["status"].get("phase") == "Running"]
+        return next((p for p in running if p["metadata"]["uid"] != pod["metadata"]["uid"]), None)
+
+    second = wait_for("the replacement training pod", replacement, 300, 1.0)
+    leader = get("godrun-controller", "lease")["spec"]["holderIdentity"]
+    kubectl("delete", "pod", leader, "-n", NS, "--wait=false")
+    wait_for("a new leader", lambda: get("godrun-controller", "lease")["spec"]["holderIdentity"] != leader, 120)
+    status = wait_for("the disrupted run's verdict", phase_in(name, {"Shipped", "Failed-ActB", "Error"}), 900)
+    return {"name": name, "status": status, "evicted": pod, "second": second, "evicted_at": evicted_at}
+
+
+@pytest.fixture(scope="module")
+def disrupted(runs: dict) -> dict[str, Any]:
+    result = runs["disrupted"]["result"]
+    if isinstance(result, Future):
+        return result.result(timeout=1200)
+    raise AssertionError("no disruption scheduled")
+
+
+def test_evicted_training_resumes_from_the_last_checkpoint_with_no_lost_epoch(
+    readme_cluster: ReadmeCluster, disrupted: dict[str, Any]
+) -> None:
+    name, status = disrupted["name"], disrupted["status"]
+    assert status["phase"] == "Shipped", status
+    epochs = epochs_done(readme_cluster.volume, name)
+    assert epochs == list(range(1, 9)), f"every epoch once, in order: {epochs}"
+    (job,) = items("jobs", f"godrun.io/run={name},godrun.io/stage=train")
+    assert job["status"].get("failed", 0) == 0, "the disruption is ignored by the pod failure policy"
+    log = (readme_cluster.volume / "logs" / name / "train.log").read_text()
+    assert "resum" in log.lower(), "the second pod resumed from a checkpoint"
+
+
+def test_controller_leader_deleted_mid_training_leaves_no_twin_jobs(disrupted: dict[str, Any]) -> None:
+    name = disrupted["name"]
+    jobs = items("jobs", f"godrun.io/run={name}")
+    stages = sorted(j["metadata"]["labels"]["godrun.io/stage"] for j in jobs)
+    assert stages == ["evaluate", "train"], [j["metadata"]["name"] for j in jobs]
+
+
+def test_two_node_ddp_rendezvous_through_the_headless_service_ships(readme_cluster: ReadmeCluster, runs: dict) -> None:
+    """An Indexed Job of 2 pods (both on the one node) whose torchrun ranks meet over gloo at rank 0's DNS name
+    under the Job's headless Service (CoreDNS, the pod network), on a ReadWriteMany claim of the same volume."""
+    name = "ddp"
+    status = wait_for("the DDP run's verdict", phase_in(name, {"Shipped", "Failed-ActB", "Error"}), 900)
+    assert status["phase"] == "Shipped", status
+    (job,) = items("jobs", f"godrun.io/run={name},godrun.io/stage=train")
+    assert job["spec"]["completionMode"] == "Indexed" and job["spec"]["completions"] == 2
+    assert job["status"].get("succeeded") == 2 and job["status"].get("failed", 0) == 0, job["status"]
+    pods = items("pods", f"job-name={job['metadata']['name']}")
+    indexes = sorted(p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"] for p in pods)
+    assert indexes == ["0", "1"]
+    audit = (readme_cluster.volume / "logs" / name / "auditing_manifest.log").read_text()
+    assert "world_size: 2" in audit.splitlines(), audit[-2000:]
+    assert epochs_done(readme_cluster.volume, name) == [1, 2]
