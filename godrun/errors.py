@@ -12,12 +12,15 @@ import argparse
 import contextlib
 import os
 import pickle
+import signal
 import sys
+import threading
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
+EXIT_TERMINATED = 128 + signal.SIGTERM
 
 
 class InputError(Exception):
@@ -90,13 +93,40 @@ def tcp_port(text: str) -> int:
     return port
 
 
-def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
-    """Run a command's main(); turn InputError into one clear line on stderr and exit code 2."""
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived: the command stops as on Ctrl-C (whatever cleans up after KeyboardInterrupt runs)."""
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm() -> Iterator[None]:
+    """SIGTERM raises Terminated while the block runs. In a container the command is PID 1, and PID 1 ignores
+    every signal it has no handler for: without one, a deleted or evicted pod's stage would keep training and
+    writing to the run volume for the whole grace period, beside the pod that replaces it."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+    signal.signal(signal.SIGTERM, _terminated)
     try:
-        code = main(argv)
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
+    """Run a command's main(); turn InputError into one clear line on stderr and exit code 2, SIGTERM into 143."""
+    try:
+        with _stop_on_sigterm():
+            code = main(argv)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -59,10 +59,24 @@ def _stages() -> dict[str, Stage]:
     return stages
 
 
+def _requirement_files(stage: Stage) -> list[Path]:
+    """The repository's requirements files a stage copies in (for `pip install -r`)."""
+    files: list[Path] = []
+    for arg in (a for kw, a in stage.instructions if kw == "COPY" and "--from" not in a):
+        for src in arg.split()[:-1]:
+            path = ROOT / src
+            files += sorted(path.glob("*.txt")) if path.is_dir() else [path] if path.suffix == ".txt" else []
+    return files
+
+
 def _pins(stage: Stage) -> dict[str, str]:
-    """name -> version of every quoted "name==version" a stage pip-installs."""
+    """name -> version of every quoted "name==version" a stage pip-installs, and of every line of the
+    requirements files it copies in."""
     found = re.findall(r'"([A-Za-z0-9_.\-]+)==([^"]+)"', stage.text("RUN"))
-    return {name.lower().replace("_", "-"): version for name, version in found}
+    for path in _requirement_files(stage):
+        lines = [ln.split("#")[0].strip() for ln in path.read_text(encoding="utf-8").splitlines()]
+        found += [tuple(ln.split("==", 1)) for ln in lines if ln]
+    return {re.sub(r"\[.*\]", "", name).lower().replace("_", "-"): version for name, version in found}
 
 
 def _dist(name: str) -> str:
@@ -260,4 +274,30 @@ def test_dockerignore_keeps_the_context_small() -> None:
         for arg in [a for kw, a in stage.instructions if kw == "COPY" and "--from" not in a]
         for src in arg.split()[:-1]
     }
-    assert copied <= allowed, f"COPY sources ignored by .dockerignore: {sorted(copied - allowed)}"
+    ignored = {src for src in copied if not any(src == a or src.startswith(a + "/") for a in allowed)}
+    assert not ignored, f"COPY sources ignored by .dockerignore: {sorted(ignored)}"
+
+
+def test_requirement_files_pin_every_line() -> None:
+    for path in sorted((ROOT / "requirements").glob("*.txt")):
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            req = line.split("#")[0].strip()
+            assert not req or re.fullmatch(r"[A-Za-z0-9_.\-]+(\[[a-z0-9,]+\])?==[\w.]+", req), (
+                f"{path.name}:{n}: {line}"
+            )
+
+
+def test_cpu_trainer_shares_the_trainer_pins_and_torch_without_cuda_stages() -> None:
+    stages = _stages()
+    cpu, cuda = stages["trainer-cpu"], stages["trainer-build"]
+    assert cpu.base == stages["controller"].base, "the CPU trainer starts from the slim Python base"
+    assert "requirements/trainer.txt" in {p.relative_to(ROOT).as_posix() for p in _requirement_files(cuda)}
+    cuda_pins, cpu_pins = _pins(cuda), _pins(cpu)
+    shared = _pins(Stage("requirements", "", [("COPY", "requirements/trainer.txt /tmp/")]))
+    assert shared and all(cpu_pins.get(n) == cuda_pins.get(n) == v for n, v in shared.items()), "one list, both"
+    assert cpu_pins["torch"] == cuda_pins["torch"] == "${TORCH_VERSION}"
+    assert "mamba-ssm" not in cpu_pins and "triton" not in cpu_pins
+    run = cpu.text("RUN")
+    assert "--no-deps" in run.split("torch==")[0].rsplit("&&", 1)[-1], "torch itself without its CUDA-only extras"
+    users = [arg for kw, arg in cpu.instructions if kw == "USER"]
+    assert users and users[-1].split(":")[0].isdigit() and users[-1] != "0"

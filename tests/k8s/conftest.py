@@ -1,9 +1,10 @@
-"""Fixtures for `k8s`-marked tests: one real control plane per session, a fresh namespace and node per test.
+"""Fixtures for `k8s`-marked tests: a real control plane per session with a fresh namespace per test, and a
+real one-node cluster per session for the `node`-marked tests.
 
     k8s_cluster    (session)  tests.k8s.cluster.Cluster: .kubeconfig (admin), .server, .kubectl(...), .helm(...),
-                              .api_client(), .create_namespace(), .service_account_kubeconfig(ns, name)
+                              .api_client(), .create_namespace(), .service_account_kubeconfig(ns, name);
+                              etcd + kube-apiserver, no node
     k8s_namespace  (function) a new namespace with its `default` ServiceAccount
-    k8s_node       (function) a started tests.k8s.node.NodeStandIn running that namespace's Jobs
     kube_node      (session)  tests.k8s.kubenode.KubeNode: a real one-node cluster (containerd, kubelet,
                               controller-manager, scheduler, kube-proxy, CoreDNS) in its own network namespace;
                               tests using it carry the `node` marker (`pytest -m node` runs them alone)
@@ -26,7 +27,6 @@ from tools import unavailable
 
 from k8s.cluster import Cluster, bin_dir, missing_binaries
 from k8s.kubenode import KubeNode, missing_node_parts
-from k8s.node import NodeStandIn
 from k8s.readme_cluster import ReadmeCluster, run_readme_block
 
 HERE = Path(__file__).resolve().parent
@@ -70,9 +70,3 @@ def readme_cluster(kube_node: KubeNode) -> ReadmeCluster:
 def k8s_namespace(k8s_cluster: Cluster, request: pytest.FixtureRequest) -> str:
     stem = "".join(ch if ch.isalnum() else "-" for ch in request.node.name.lower())[:40].strip("-")
     return k8s_cluster.create_namespace(f"{stem}-{next(_names)}")
-
-
-@pytest.fixture
-def k8s_node(k8s_cluster: Cluster, k8s_namespace: str, tmp_path) -> Iterator[NodeStandIn]:
-    with NodeStandIn(k8s_cluster.api_client(), k8s_namespace, tmp_path / "node") as node:
-        yield node

@@ -1,8 +1,9 @@
 """Node stand-in: plays the Job controller and the kubelet for Jobs in the test cluster.
 
-Still here because the GodRun e2e tests run the trainer, and the trainer image (torch) is not yet built in the
-tests; tests/k8s/kubenode.py is the real node (real kubelet, Job controller, containerd) that replaces it once it
-is. New tests of Job or Pod behaviour belong on the real node (`kube_node` fixture, `node` marker).
+Only tests/k8s/test_prometheus_e2e.py still runs on it, until the real node's Prometheus test
+(tests/k8s/test_node_prometheus.py) replaces it; every other GodRun test runs on the real node
+(tests/k8s/kubenode.py: real kubelet, Job controller, containerd; `readme_cluster` fixture, `node` marker).
+Nothing new belongs here.
 
 For each Job it creates the Pod the Job controller would (generateName `<job>-`, the
 controller-uid/job-name labels, a controller ownerReference), runs the container's
@@ -27,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import datetime as dt
-import fnmatch
 import logging
 import os
 import queue
@@ -59,21 +59,6 @@ def exit_code_of(returncode: int) -> int:
 
 
 @dataclass
-class Fault:
-    """Failure injection for pods of Jobs whose name matches `job` (fnmatch), at pod `attempt` (None: all)."""
-
-    job: str
-    attempt: int | None = 0
-    exit_code: int | None = None  # don't run the command: exit with this code, writing `message`
-    message: str = ""
-    disrupt_after: float | None = None  # seconds after start: DisruptionTarget condition, then the process is killed
-    hang: bool = False  # the process is SIGSTOPped once started: Running forever, no progress
-
-    def matches(self, job_name: str, attempt: int) -> bool:
-        return fnmatch.fnmatchcase(job_name, self.job) and self.attempt in (None, attempt)
-
-
-@dataclass
 class PodRun:
     namespace: str
     name: str
@@ -84,9 +69,7 @@ class PodRun:
     started: str
     popen: subprocess.Popen | None = None
     conditions: list[dict] = field(default_factory=list)
-    disrupt_at: float | None = None
-    disruption: dict | None = None
-    killed_for: str = ""  # "disruption" | "deadline" | "job gone"
+    killed_for: str = ""  # "deadline" | "job gone" | "job failed"
     done: bool = False
 
     @property
@@ -146,7 +129,6 @@ class NodeStandIn:
         self.volume_dirs = dict(volume_dirs or {})
         self.path_map = dict(path_map or {})
         self.extra_env = dict(extra_env or {})
-        self.faults: list[Fault] = []
         self.jobs: dict[str, JobState] = {}
         self.errors: list[str] = []
         self._queue: queue.Queue[tuple[str, dict]] = queue.Queue()
@@ -179,41 +161,10 @@ class NodeStandIn:
             for pod in state.active:
                 self._kill(pod, grace=1.0)
 
-    def add_fault(self, fault: Fault) -> Fault:
-        with self._lock:
-            self.faults.append(fault)
-        return fault
-
-    def disrupt(self, namespace: str, pod_name: str) -> None:
-        """Disrupt a running pod now (DisruptionTarget condition, then its process is killed)."""
-        with self._lock:
-            for state in self.jobs.values():
-                for pod in state.active:
-                    if (pod.namespace, pod.name) == (namespace, pod_name):
-                        pod.disrupt_at = time.monotonic()
-                        return
-        raise KeyError(f"no running pod {namespace}/{pod_name}")
-
     def volume_dir(self, namespace: str, claim: str) -> Path:
         path = self.volume_dirs.get(claim) or self.root / "volumes" / namespace / claim
         path.mkdir(parents=True, exist_ok=True)
         return path
-
-    def pod_runs(self, job_name: str) -> list[PodRun]:
-        return [p for s in self.jobs.values() if s.name == job_name for p in s.pods]
-
-    def wait_for_job(self, namespace: str, name: str, timeout: float = 120.0) -> dict:
-        """Poll the apiserver until the Job has a Complete or Failed condition; return its status (API names)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            job = self.api_client.sanitize_for_serialization(self.batch.read_namespaced_job_status(name, namespace))
-            status = job.get("status") or {}
-            if any(c["type"] in ("Complete", "Failed") and c["status"] == "True" for c in status.get("conditions", [])):
-                return status
-            if self.errors:
-                raise RuntimeError("node stand-in errors: " + "; ".join(self.errors))
-            time.sleep(0.1)
-        raise TimeoutError(f"Job {namespace}/{name} not finished after {timeout:.0f}s")
 
     # -- threads -------------------------------------------------------------------------------------
     def _watch_loop(self) -> None:
@@ -410,10 +361,6 @@ class NodeStandIn:
             self.core.create_namespaced_event(state.namespace, body)
 
     # -- kubelet -------------------------------------------------------------------------------------
-    def _fault_for(self, state: JobState, attempt: int) -> Fault | None:
-        with self._lock:
-            return next((f for f in self.faults if f.matches(state.name, attempt)), None)
-
     def _start_pod(self, state: JobState) -> None:
         from kubernetes import client
 
@@ -453,30 +400,16 @@ class NodeStandIn:
         directory.mkdir(parents=True, exist_ok=True)
         pod = PodRun(state.namespace, pod_name, state.uid, attempt, spec["containers"][0], directory, now_rfc3339())
         state.pods.append(pod)
-        fault = self._fault_for(state, attempt)
-        pod.popen = self._launch(pod, spec, fault)
-        if fault and fault.hang:
-            os.killpg(pod.popen.pid, signal.SIGSTOP)
-        if fault and fault.disrupt_after is not None:
-            pod.disrupt_at = time.monotonic() + fault.disrupt_after
+        pod.popen = self._launch(pod, spec)
         self._write_pod_running(pod)
 
-    def _launch(self, pod: PodRun, spec: dict, fault: Fault | None) -> subprocess.Popen:
+    def _launch(self, pod: PodRun, spec: dict) -> subprocess.Popen:
         mounts = self._mounts(pod, spec)
         container = pod.container
-        if fault and fault.exit_code is not None:
-            code = (
-                f"import os,sys;open(os.environ[{TERMINATION_ENV!r}],'w').write({fault.message!r});"
-                f"sys.exit({fault.exit_code})"
-            )
-            argv = [sys.executable, "-c", code]
-        else:
-            argv = [
-                self._translate(a, mounts) for a in (container.get("command") or []) + (container.get("args") or [])
-            ]
-            if not argv:
-                raise ValueError(f"pod {pod.name}: container {container['name']} has no command (images are not run)")
-            argv[0] = self._executable(argv[0])
+        argv = [self._translate(a, mounts) for a in (container.get("command") or []) + (container.get("args") or [])]
+        if not argv:
+            raise ValueError(f"pod {pod.name}: container {container['name']} has no command (images are not run)")
+        argv[0] = self._executable(argv[0])
         workdir = Path(self._translate(container["workingDir"], mounts)) if container.get("workingDir") else None
         if workdir is None:
             workdir = next(iter(mounts.values()), pod.directory)
@@ -587,14 +520,6 @@ class NodeStandIn:
     def _tick_pod(self, state: JobState, pod: PodRun) -> None:
         if pod.done:
             return
-        if pod.disrupt_at is not None and time.monotonic() >= pod.disrupt_at and not pod.killed_for:
-            pod.disruption = self._condition(
-                "DisruptionTarget", "TerminationByKubelet", "Pod was terminated in response to imminent node shutdown."
-            )
-            pod.disruption.pop("lastProbeTime")
-            pod.conditions.append(pod.disruption)
-            self._patch_pod(pod, {"conditions": pod.conditions})
-            self._kill(pod, grace=2.0, why="disruption")
         if pod.popen is not None and pod.popen.poll() is not None:
             code = self._pod_finished(state, pod)
             self._after_pod(state, pod, code)
@@ -604,7 +529,6 @@ class NodeStandIn:
         if pod.popen is None or pod.popen.poll() is not None:
             return
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(pod.popen.pid, signal.SIGCONT)
             os.killpg(pod.popen.pid, signal.SIGTERM)
         try:
             pod.popen.wait(grace)

@@ -35,6 +35,10 @@ ROOT = Path(__file__).resolve().parents[2]
 NS = "godrun"
 RUN = "act-of-god"
 LINE_TIMEOUT = 1500.0  # the longest README line is a `kubectl wait --timeout=30m`; a hang fails sooner
+LEASE = "godrun-controller"  # the chart's leaderElection.leaseName
+CONTROLLER_PODS = "app.kubernetes.io/component=controller"
+# Small requests so that the runs of a module's scenarios fit the node's 2 CPUs at once: they start together.
+SMALL = {"cpu": "200m", "memory": "2Gi"}
 
 
 def readme_cluster_lines() -> list[str]:
@@ -162,6 +166,10 @@ def apply(run: dict[str, Any]) -> None:
     kubectl("apply", "-n", NS, "-f", "-", input=json.dumps(run))
 
 
+def patch_spec(name: str, spec: dict[str, Any]) -> None:
+    kubectl("patch", "gr", name, "-n", NS, "--type=merge", "-p", json.dumps({"spec": spec}))
+
+
 def get(name: str, kind: str = "gr") -> dict[str, Any]:
     return json.loads(kubectl("get", kind, name, "-n", NS, "-o", "json").stdout)
 
@@ -192,9 +200,45 @@ def items(kind: str, selector: str) -> list[dict[str, Any]]:
     return json.loads(kubectl("get", kind, "-n", NS, "-l", selector, "-o", "json").stdout)["items"]
 
 
+def _train_log(volume: Path, name: str, pattern: str) -> list[int]:
+    path = volume / "logs" / name / "train.log"
+    return [int(m) for m in re.findall(pattern, path.read_text())] if path.is_file() else []
+
+
+def epochs_trained_twice(volume: Path, name: str) -> list[int]:
+    """Epochs that train.log reports more than once: two trainers of one run at work together (a pod that did not
+    stop when deleted, beside the pod that replaced it). A trainer logs an epoch after saving its checkpoint, so a
+    trainer that resumes never repeats an epoch that was logged."""
+    epochs = _train_log(volume, name, r" INFO epoch (\d+)/\d+ ")
+    return sorted({e for e in epochs if epochs.count(e) > 1})
+
+
+def resumed_at(volume: Path, name: str) -> list[int]:
+    """The epoch each resumed trainer of `name` started from (train.log's "resumed from ... at epoch N")."""
+    return _train_log(volume, name, r" INFO resumed from \S+ at epoch (\d+)")
+
+
+def events_of(name: str) -> list[dict[str, Any]]:
+    """The Events the controller recorded on GodRun `name`."""
+    selector = f"involvedObject.kind=GodRun,involvedObject.name={name}"
+    return json.loads(kubectl("get", "events", "-n", NS, "--field-selector", selector, "-o", "json").stdout)["items"]
+
+
 def epochs_done(volume: Path, name: str) -> list[int]:
     path = volume / "logs" / name / "metrics.csv"
     if not path.is_file():
         return []
     with path.open() as f:
         return [int(row["epoch"]) for row in csv.DictReader(f)]
+
+
+def leader() -> str:
+    return get(LEASE, "lease")["spec"]["holderIdentity"]
+
+
+def delete_leader() -> str:
+    """Delete the controller pod holding the Lease (its Deployment replaces it); wait until another holds it."""
+    name = leader()
+    kubectl("delete", "pod", name, "-n", NS, "--wait=false")
+    wait_for("a new leader", lambda: leader() != name, 120)
+    return name

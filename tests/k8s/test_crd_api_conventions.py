@@ -4,8 +4,10 @@ int-or-string quantities, metav1.Condition-shaped status conditions, no `all` ca
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
+import yaml
 from kubernetes.client.rest import ApiException
 
 from k8s.cluster import Cluster
@@ -14,6 +16,7 @@ from k8s.test_crd_validation import create, example, godruns, set_path  # noqa: 
 pytestmark = pytest.mark.k8s
 
 GROUP, VERSION, PLURAL = "godrun.io", "v1alpha1", "godruns"
+CRD = Path(__file__).resolve().parents[2] / "manifests" / "crd" / "godruns.godrun.io.yaml"
 
 
 def _patch(api, ns: str, name: str, spec_patch: dict) -> dict:
@@ -116,3 +119,17 @@ def test_kubectl_delete_all_leaves_godruns(godruns, k8s_cluster: Cluster, k8s_na
     names = k8s_cluster.kubectl("get", "all", "-n", k8s_namespace, "-o", "name").stdout
     assert "godrun" not in names
     assert "godrun.godrun.io/kept" in k8s_cluster.kubectl("get", "godrun", "-n", k8s_namespace, "-o", "name").stdout
+
+
+def _words(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_kubectl_explain_shows_spec_descriptions(godruns, k8s_cluster: Cluster) -> None:  # noqa: F811
+    schema = yaml.safe_load(CRD.read_text())["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    props = schema["properties"]["spec"]["properties"]
+    out = _words(k8s_cluster.kubectl("explain", "godrun.spec").stdout)
+    for name in ("training", "gates"):
+        assert _words(props[name]["description"]) in out, (name, out)
+    deeper = _words(k8s_cluster.kubectl("explain", "godrun.spec.gates.psnrMeanMin").stdout)
+    assert _words(props["gates"]["properties"]["psnrMeanMin"]["description"]) in deeper, deeper

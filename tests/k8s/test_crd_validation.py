@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import subprocess
 from pathlib import Path
 
@@ -145,6 +146,19 @@ def test_a_name_without_room_for_the_act_b_child_is_rejected(
     assert "at most 233 characters when spec.fallback.launchActB" in err.value.body, err.value.body
     obj["metadata"]["name"] = "a" * 233
     assert create(godruns, obj)["metadata"]["name"] == "a" * 233
+
+
+def test_cross_field_rule_rejects_with_its_message(godruns: client.CustomObjectsApi, k8s_namespace: str) -> None:
+    obj = example(k8s_namespace, "cel")
+    obj["spec"]["training"] |= {"lr": 1e-4, "lr_min": 1e-3}
+    with pytest.raises(ApiException) as err:
+        create(godruns, obj)
+    assert err.value.status == 422 and "lr_min must be <= lr" in json.loads(err.value.body)["message"]
+    obj = example(k8s_namespace, "img")
+    obj["spec"]["image"] = ""
+    with pytest.raises(ApiException) as err:
+        create(godruns, obj)
+    assert err.value.status == 422
 
 
 def test_kubectl_shows_the_field_in_its_error(godruns: client.CustomObjectsApi, k8s_cluster: Cluster) -> None:

@@ -164,3 +164,16 @@ def test_helm_chart_options_pass_a_server_side_dry_run(k8s_cluster: Cluster, k8s
     kinds = {d["kind"] for d in docs}
     assert {"NetworkPolicy", "Deployment", "Pod"} <= kinds
     _apply(k8s_cluster, yaml.safe_dump_all(docs), "--dry-run=server")
+
+
+def test_helm_template_passes_server_side_dry_run(k8s_cluster: Cluster, k8s_namespace: str) -> None:
+    k8s_cluster.apply_crd(MANIFESTS / "crd/godruns.godrun.io.yaml")
+    rendered = k8s_cluster.helm("template", "godrun", str(ROOT / "helm/godrun"), "-n", k8s_namespace).stdout
+    kinds = {d["kind"] for d in yaml.safe_load_all(rendered) if d}
+    assert {"Deployment", "Role", "RoleBinding", "ServiceAccount", "CustomResourceDefinition"} <= kinds, kinds
+    res = k8s_cluster.kubectl(
+        "apply", "--dry-run=server", "--server-side", "--force-conflicts", "-n", k8s_namespace, "-f", "-",
+        input=rendered, check=False,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.count("(server dry run)") == len([d for d in yaml.safe_load_all(rendered) if d]), res.stdout

@@ -19,14 +19,19 @@ import pytest
 from k8s.kubenode import KubeNode
 from k8s.readme_cluster import (
     NS,
+    SMALL,
     ReadmeCluster,
     apply,
     cpu_godrun,
+    delete_leader,
     epochs_done,
+    epochs_trained_twice,
+    events_of,
     get,
     items,
     kubectl,
     phase_in,
+    resumed_at,
     wait_for,
 )
 
@@ -62,10 +67,6 @@ def _shared_claim(volume: Path) -> str:
     kubectl("apply", "-n", NS, "-f", "-", input=json.dumps(pvc))
     wait_for("the shared claim bound", lambda: get("godrun-shared", "pvc")["status"].get("phase") == "Bound", 60)
     return "godrun-shared"
-
-
-# Small requests so that every scenario's pods fit the node's 2 CPUs at once: the runs start together.
-SMALL = {"cpu": "200m", "memory": "2Gi"}
 
 
 @pytest.fixture(scope="module")
@@ -146,9 +147,7 @@ def _disrupt(node: KubeNode, volume: Path, name: str) -> dict[str, Any]:
         return next((p for p in running if p["metadata"]["uid"] != pod["metadata"]["uid"]), None)
 
     second = wait_for("the replacement training pod", replacement, 300, 1.0)
-    leader = get("godrun-controller", "lease")["spec"]["holderIdentity"]
-    kubectl("delete", "pod", leader, "-n", NS, "--wait=false")
-    wait_for("a new leader", lambda: get("godrun-controller", "lease")["spec"]["holderIdentity"] != leader, 120)
+    delete_leader()
     status = wait_for("the disrupted run's verdict", phase_in(name, {"Shipped", "Failed-ActB", "Error"}), 900)
     return {"name": name, "status": status, "evicted": pod, "second": second, "evicted_at": evicted_at}
 
@@ -168,10 +167,14 @@ def test_evicted_training_resumes_from_the_last_checkpoint_with_no_lost_epoch(
     assert status["phase"] == "Shipped", status
     epochs = epochs_done(readme_cluster.volume, name)
     assert epochs == list(range(1, 9)), f"every epoch once, in order: {epochs}"
+    assert not epochs_trained_twice(readme_cluster.volume, name), "the evicted pod stopped on its SIGTERM"
     (job,) = items("jobs", f"godrun.io/run={name},godrun.io/stage=train")
     assert job["status"].get("failed", 0) == 0, "the disruption is ignored by the pod failure policy"
-    log = (readme_cluster.volume / "logs" / name / "train.log").read_text()
-    assert "resum" in log.lower(), "the second pod resumed from a checkpoint"
+    (resumed,) = resumed_at(readme_cluster.volume, name)
+    # the evicted pod stopped on its SIGTERM (at most the epoch under way was finished), it did not train on
+    # through the grace period
+    assert resumed <= disrupted["evicted_at"] + 1, (resumed, disrupted["evicted_at"])
+    assert "PodDisrupted" in {e["reason"] for e in events_of(name)}, "the controller saw the DisruptionTarget"
 
 
 def test_controller_leader_deleted_mid_training_leaves_no_twin_jobs(disrupted: dict[str, Any]) -> None:
