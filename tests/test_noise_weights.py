@@ -29,26 +29,38 @@ def test_replicate_pairs_estimate_the_true_noise_variance(split: ds.SplitData) -
     assert np.all((ratio > 0.75) & (ratio < 1.33)), ratio
 
 
-def test_weights_follow_the_noise_power(split: ds.SplitData) -> None:
+def _roi(n: int) -> np.ndarray:
+    wl = np.linspace(200.0, 800.0, n)
+    return (wl >= 320.0) & (wl <= 500.0)
+
+
+def test_weights_follow_the_noise_power_outside_the_roi(split: ds.SplitData) -> None:
     var = ds.replicate_noise_variance(split)
+    roi = _roi(len(var))
+    lam = np.linspace(0.5, 1.5, len(var)).astype(np.float32)
     for power in (-1.0, 0.5):
-        w = ds.noise_weights(var, power)
-        assert w.mean() == pytest.approx(1.0, rel=1e-5)
-        # w * var^-power is the same constant at every wavelength
-        k = w * var ** (-power)
+        w = ds.noise_weighted(lam, var, power, roi)
+        # the ROI keeps its λ-weights; outside it the weight is moved around, its total kept
+        assert np.array_equal(w[roi], lam[roi])
+        assert w[~roi].sum() == pytest.approx(lam[~roi].sum(), rel=1e-5)
+        # outside the ROI, (w / λ) * var^-power is the same constant at every wavelength
+        k = (w / lam * var ** (-power))[~roi]
         assert np.allclose(k, k[0], rtol=1e-4)
-    inverse, std = ds.noise_weights(var, -1.0), ds.noise_weights(var, 0.5)
+    inverse, std = ds.noise_weighted(lam, var, -1.0, roi), ds.noise_weighted(lam, var, 0.5, roi)
     noisiest = int(np.argmax(var))
-    assert inverse[noisiest] < 0.01 < 1.0 < std[noisiest]
+    assert not roi[noisiest]
+    assert inverse[noisiest] < 0.01 * lam[noisiest] < lam[noisiest] < std[noisiest]
 
 
 def test_unpaired_rows_give_no_variance(split: ds.SplitData) -> None:
     alone = ds.SplitData(**{**split.__dict__, "partner": torch.arange(len(split))})
-    assert not ds.replicate_noise_variance(alone).any()
-    assert np.allclose(ds.noise_weights(ds.replicate_noise_variance(alone), 0.5), 1.0)
+    var = ds.replicate_noise_variance(alone)
+    assert not var.any()
+    lam = np.ones(len(var), np.float32)
+    assert np.allclose(ds.noise_weighted(lam, var, 0.5, _roi(len(var))), 1.0)
 
 
-def test_recipe_weighting_reaches_the_loss(small_corpus: Path, tmp_path: Path) -> None:
+def test_recipe_weighting_reaches_the_loss_and_leaves_the_roi_alone(small_corpus: Path, tmp_path: Path) -> None:
     from godrun.trainer.loop import Trainer
 
     lams = {}
@@ -59,6 +71,11 @@ def test_recipe_weighting_reaches_the_loss(small_corpus: Path, tmp_path: Path) -
         lams[power] = t.loss_fn.lam.numpy()
         t.close()
     var = ds.replicate_noise_variance(t.train_data)
+    roi = (t.wl >= 320.0) & (t.wl <= 500.0)
     ratio = lams[0.5] / lams[0.0]
-    k = ratio * var**-0.5
+    k = (ratio * var**-0.5)[~roi]
     assert np.allclose(k, k[0], rtol=1e-3)
+    # the ends gain weight, the ROI's MSE weight (next to the dip and derivative terms) does not move:
+    # spreading the weighting over the whole grid cut the ROI's share of the weight ~6x (ROI ratio fell)
+    assert ratio[np.argmax(var)] > 3.0
+    assert np.allclose(ratio[roi], 1.0, rtol=1e-5)

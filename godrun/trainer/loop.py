@@ -333,7 +333,9 @@ class Trainer:
         )
         lam_np = self.lam
         if r.noise_weight_power != 0:
-            lam_np = lam_np * ds.noise_weights(ds.replicate_noise_variance(self.train_data), r.noise_weight_power)
+            roi = (self.wl >= r.deriv_roi_min) & (self.wl <= r.deriv_roi_max)
+            var = ds.replicate_noise_variance(self.train_data)
+            lam_np = ds.noise_weighted(lam_np, var, r.noise_weight_power, roi)
         wl, lam = torch.from_numpy(self.wl), torch.from_numpy(lam_np)
         self.loss_fn = SpectralLoss(LossConfig.from_recipe(r), wl, lam).to(self.device)
         self.wl_step = float(np.median(np.diff(self.wl)))
