@@ -28,7 +28,7 @@ pytestmark = pytest.mark.node
 
 RELEASE = "godrun"  # the README's `helm install godrun ...`
 RUN = "scraped"
-EPOCHS = 2  # two epochs of the README's CPU recipe: the trainer lives long enough for many 1 s scrapes
+EPOCHS = 3  # of the README's CPU recipe: the trainer lives long enough for several 1 s scrapes (5-11 with 2 epochs)
 FINAL = {"Shipped", "Failed-ActB", "Error"}
 CONTROLLER_PODS = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=controller"
 
