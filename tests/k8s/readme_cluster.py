@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 NS = "godrun"
 RUN = "act-of-god"
+FINAL = {"Shipped", "Failed-ActB", "Error"}  # the phases a run ends in
 LINE_TIMEOUT = 1500.0  # the longest README line is a `kubectl wait --timeout=30m`; a hang fails sooner
 LEASE = "godrun-controller"  # the chart's leaderElection.leaseName
 CONTROLLER_PODS = "app.kubernetes.io/component=controller"
@@ -73,22 +74,25 @@ def _shell(node: KubeNode, line: str) -> subprocess.CompletedProcess[str]:
     return res
 
 
+def host_path_pv(name: str, path: Path, access_mode: str, storage_class: str | None = None) -> dict[str, Any]:
+    """A 100Gi hostPath PersistentVolume on the node (a cluster's storage; none ships with the node)."""
+    spec: dict[str, Any] = {
+        "capacity": {"storage": "100Gi"},
+        "accessModes": [access_mode],
+        "persistentVolumeReclaimPolicy": "Retain",
+        "hostPath": {"path": str(path), "type": "Directory"},
+    }
+    if storage_class is not None:
+        spec["storageClassName"] = storage_class
+    return {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": name}, "spec": spec}
+
+
 def _volume(node: KubeNode) -> Path:
-    """A hostPath PersistentVolume the README's claim can bind (a cluster's storage; none ships with the node)."""
+    """The volume the README's claim binds, owned by the Jobs' UID."""
     path = node.root / "pv-workspace"
     path.mkdir(exist_ok=True)
     os.chown(path, 1000, 1000)
-    pv = {
-        "apiVersion": "v1",
-        "kind": "PersistentVolume",
-        "metadata": {"name": "godrun-workspace-pv"},
-        "spec": {
-            "capacity": {"storage": "100Gi"},
-            "accessModes": ["ReadWriteOnce"],
-            "persistentVolumeReclaimPolicy": "Retain",
-            "hostPath": {"path": str(path), "type": "Directory"},
-        },
-    }
+    pv = host_path_pv("godrun-workspace-pv", path, "ReadWriteOnce")
     node.kubectl("apply", "-f", "-", input=json.dumps(pv))
     return path
 

@@ -21,6 +21,7 @@ import pytest
 from k8s.kubenode import KubeNode
 from k8s.readme_cluster import (
     CONTROLLER_PODS,
+    FINAL,
     NS,
     RUN,
     SMALL,
@@ -43,7 +44,6 @@ from k8s.readme_cluster import (
 
 pytestmark = pytest.mark.node
 
-FINAL = {"Shipped", "Failed-ActB", "Error"}
 EDITED, EDITED_EPOCHS = "edited", 16  # enough epochs that both edits land while it trains
 EVAL_KILL = "eval-kill"
 NEXT_IMAGE = "ghcr.io/godrun/godrun-trainer:0.1.1-cpu"  # the same image under a second tag: a new release

@@ -18,6 +18,7 @@ import pytest
 
 from k8s.kubenode import KubeNode
 from k8s.readme_cluster import (
+    FINAL,
     NS,
     SMALL,
     ReadmeCluster,
@@ -28,6 +29,7 @@ from k8s.readme_cluster import (
     epochs_trained_twice,
     events_of,
     get,
+    host_path_pv,
     items,
     kubectl,
     phase_in,
@@ -40,18 +42,7 @@ pytestmark = pytest.mark.node
 
 def _shared_claim(volume: Path) -> str:
     """A ReadWriteMany claim on the README's volume folder (hostPath can be mounted by every pod of the node)."""
-    pv = {
-        "apiVersion": "v1",
-        "kind": "PersistentVolume",
-        "metadata": {"name": "godrun-shared-pv"},
-        "spec": {
-            "capacity": {"storage": "100Gi"},
-            "accessModes": ["ReadWriteMany"],
-            "persistentVolumeReclaimPolicy": "Retain",
-            "storageClassName": "",
-            "hostPath": {"path": str(volume), "type": "Directory"},
-        },
-    }
+    pv = host_path_pv("godrun-shared-pv", volume, "ReadWriteMany", storage_class="")
     pvc = {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
@@ -70,8 +61,9 @@ def _shared_claim(volume: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def runs(readme_cluster: ReadmeCluster) -> dict[str, dict[str, Any]]:  # name -> {"run": ...} or {"result": ...}
-    """Every scenario's GodRun, applied at once (they run side by side; each test waits for its own)."""
+def runs(readme_cluster: ReadmeCluster) -> Future[dict[str, Any]]:
+    """Every scenario's GodRun, applied at once (they run side by side; each test waits for its own); the
+    disruption of the `disrupted` run, under way."""
     claim = _shared_claim(readme_cluster.volume)
     scenarios = {
         "gates-fail": cpu_godrun(
@@ -92,12 +84,14 @@ def runs(readme_cluster: ReadmeCluster) -> dict[str, dict[str, Any]]:  # name ->
     pool = ThreadPoolExecutor(max_workers=1)
     result = pool.submit(_disrupt, readme_cluster.node, readme_cluster.volume, "disrupted")
     pool.shutdown(wait=False)
-    return {name: {"run": run} for name, run in scenarios.items()} | {"disrupted": {"result": result}}
+    return result
 
 
-def test_failed_gates_archive_document_and_launch_act_b(readme_cluster: ReadmeCluster, runs: dict) -> None:
+def test_failed_gates_archive_document_and_launch_act_b(
+    readme_cluster: ReadmeCluster, runs: Future[dict[str, Any]]
+) -> None:
     name = "gates-fail"
-    status = wait_for("Failed-ActB", phase_in(name, {"Failed-ActB", "Shipped", "Error"}))
+    status = wait_for("Failed-ActB", phase_in(name, FINAL))
     assert status["phase"] == "Failed-ActB", status
     assert status["panel"]["verdict"] == "fail" and "aggregate" in status["panel"]["failedGates"], status["panel"]
     assert status["actB"] == f"{name}-actb"
@@ -117,9 +111,9 @@ def test_failed_gates_archive_document_and_launch_act_b(readme_cluster: ReadmeCl
     assert kubectl("get", "gr", f"{name}-actb", "-n", NS, check=False).returncode != 0
 
 
-def test_bad_input_fails_the_job_by_its_pod_failure_policy_without_retry(runs: dict) -> None:
+def test_bad_input_fails_the_job_by_its_pod_failure_policy_without_retry(runs: Future[dict[str, Any]]) -> None:
     name = "bad-input"
-    status = wait_for("Error", phase_in(name, {"Error", "Shipped", "Failed-ActB"}))
+    status = wait_for("Error", phase_in(name, FINAL))
     assert (status["phase"], status["reason"]) == ("Error", "BadInput"), status
     assert "no_such_manifest.csv" in status["message"], status["message"]
     (job,) = items("jobs", f"godrun.io/run={name}")
@@ -148,16 +142,13 @@ def _disrupt(node: KubeNode, volume: Path, name: str) -> dict[str, Any]:
 
     second = wait_for("the replacement training pod", replacement, 300, 1.0)
     delete_leader()
-    status = wait_for("the disrupted run's verdict", phase_in(name, {"Shipped", "Failed-ActB", "Error"}), 900)
+    status = wait_for("the disrupted run's verdict", phase_in(name, FINAL), 900)
     return {"name": name, "status": status, "evicted": pod, "second": second, "evicted_at": evicted_at}
 
 
 @pytest.fixture(scope="module")
-def disrupted(runs: dict) -> dict[str, Any]:
-    result = runs["disrupted"]["result"]
-    if isinstance(result, Future):
-        return result.result(timeout=1200)
-    raise AssertionError("no disruption scheduled")
+def disrupted(runs: Future[dict[str, Any]]) -> dict[str, Any]:
+    return runs.result(timeout=1200)
 
 
 def test_evicted_training_resumes_from_the_last_checkpoint_with_no_lost_epoch(
@@ -184,11 +175,13 @@ def test_controller_leader_deleted_mid_training_leaves_no_twin_jobs(disrupted: d
     assert stages == ["evaluate", "train"], [j["metadata"]["name"] for j in jobs]
 
 
-def test_two_node_ddp_rendezvous_through_the_headless_service_ships(readme_cluster: ReadmeCluster, runs: dict) -> None:
+def test_two_node_ddp_rendezvous_through_the_headless_service_ships(
+    readme_cluster: ReadmeCluster, runs: Future[dict[str, Any]]
+) -> None:
     """An Indexed Job of 2 pods (both on the one node) whose torchrun ranks meet over gloo at rank 0's DNS name
     under the Job's headless Service (CoreDNS, the pod network), on a ReadWriteMany claim of the same volume."""
     name = "ddp"
-    status = wait_for("the DDP run's verdict", phase_in(name, {"Shipped", "Failed-ActB", "Error"}), 900)
+    status = wait_for("the DDP run's verdict", phase_in(name, FINAL), 900)
     assert status["phase"] == "Shipped", status
     (job,) = items("jobs", f"godrun.io/run={name},godrun.io/stage=train")
     assert job["spec"]["completionMode"] == "Indexed" and job["spec"]["completions"] == 2

@@ -22,14 +22,13 @@ from tools import require_tool
 from k8s.kubenode import POD_CIDR
 from k8s.monitors import KubernetesDiscovery, chart_monitors, scrape_config
 from k8s.prometheus import RULES, PrometheusServer, concrete
-from k8s.readme_cluster import NS, ReadmeCluster, apply, cpu_godrun, items, phase_in, wait_for
+from k8s.readme_cluster import FINAL, NS, ReadmeCluster, apply, cpu_godrun, items, phase_in, wait_for
 
 pytestmark = pytest.mark.node
 
 RELEASE = "godrun"  # the README's `helm install godrun ...`
 RUN = "scraped"
 EPOCHS = 3  # of the README's CPU recipe: the trainer lives long enough for several 1 s scrapes (5-11 with 2 epochs)
-FINAL = {"Shipped", "Failed-ActB", "Error"}
 CONTROLLER_PODS = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=controller"
 
 
