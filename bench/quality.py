@@ -123,14 +123,22 @@ def _history_row(name: str, h: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def best_row(history: list[dict[str, Any]]) -> dict[str, Any]:
+    """The epoch the trainer ranked best (gates passed first, then the composite score)."""
+    return next(h for h in history if int(h["epoch"]) == int(history[-1]["best_epoch"]))
+
+
 def roi_held(history: list[dict[str, Any]], floor: float = 0.9) -> str:
-    """Whether the ROI ratio stayed >= floor at every epoch after the run first passed all four gates."""
+    """Whether the ROI ratio stayed >= floor at every epoch after the run first passed all four gates,
+    and which later epochs failed a gate anyway (e.g. on a spurious dip)."""
     first = next((int(h["epoch"]) for h in history if int(h["panel_gates_passed"]) == 4), None)
     if first is None:
         return "never passed all gates"
     after = [h for h in history if int(h["epoch"]) >= first]
     low = min(float(h["panel_roi_ratio"]) for h in after)
-    return f"first pass epoch {first}; min ROI ratio after {low:.3f} ({'held' if low >= floor else 'DROPPED'})"
+    failed = [f"{h['epoch']} ({int(h['panel_spurious'])} spurious)" for h in after if int(h["panel_gates_passed"]) < 4]
+    text = f"first pass epoch {first}; min ROI ratio after {low:.3f} ({'held' if low >= floor else 'DROPPED'})"
+    return text + (f"; failed a gate again at epochs {', '.join(failed)}" if failed else "; passed every epoch after")
 
 
 def plot(histories: dict[str, list[dict[str, Any]]], path: Path) -> None:
@@ -185,7 +193,7 @@ def main() -> None:
     for name in a.runs.split(","):
         hist = train_run(root, a.out / "runs", name, a.epochs, a.steps, a.seed, extra)
         histories[name] = hist
-        best = max(hist, key=lambda h: h["panel_score"])
+        best = best_row(hist)
         rows += [_history_row(f"{name} best (ep {best['epoch']})", best), _history_row(f"{name} last", hist[-1])]
         notes.append(f"{name}: {roi_held(hist)}")
         plot(histories, a.out / "learning_curves.png")

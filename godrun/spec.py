@@ -182,8 +182,8 @@ class Recipe(BaseModel):
         7.0,
         gt=0,
         le=100,
-        description="Centroid scale (nm) of the dip loss: a centroid off by this much costs as much as a 100 % "
-        "area error. Dips are measured in gate 3's own windows (its detector run on the reference).",
+        description="Centroid scale (nm) of the dip loss: a centroid off by this much costs dip_w_centroid (the "
+        "term's cap). Dips are measured in gate 3's own windows (its detector run on the reference).",
     )
     dip_min_area: float = Field(
         5e-4,
@@ -191,10 +191,19 @@ class Recipe(BaseModel):
         description="Minimum dip area (baseline-relative, nm units) for a dip to count; with dip_loss it must "
         "equal gates.dipMinArea (the loss trains the dips gate 3 detects).",
     )
-    dip_w_area: float = Field(2.5, ge=0, description="Dip loss weight of the area term.")
-    dip_w_equivalent_width: float = Field(1.5, ge=0, description="Dip loss weight of the equivalent-width term.")
+    dip_w_area: float = Field(
+        2.5,
+        ge=0,
+        description="Dip loss weight of the area. Gate 3 fails a dip on its area or its depth, so the area, "
+        "equivalent-width and depth weights together charge the worse of the two relative errors.",
+    )
+    dip_w_equivalent_width: float = Field(
+        1.5, ge=0, description="Dip loss weight of the equivalent width (added to dip_w_area and dip_w_depth)."
+    )
     dip_w_centroid: float = Field(2.0, ge=0, description="Dip loss weight of the centroid term.")
-    dip_w_depth: float = Field(0.3, ge=0, description="Dip loss weight of the depth term.")
+    dip_w_depth: float = Field(
+        0.3, ge=0, description="Dip loss weight of the depth (added to dip_w_area and dip_w_equivalent_width)."
+    )
     dip_underfill_factor: float = Field(
         2.0, ge=1.0, description="Extra penalty factor when a predicted dip is shallower/smaller than the target's."
     )

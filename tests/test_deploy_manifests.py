@@ -157,14 +157,14 @@ def _kustomize(path: Path) -> list[dict[str, Any]]:
 
 
 def test_cpu_overlay_is_the_sample_with_the_demo_preset() -> None:
-    """manifests/run-cpu: the sample GodRun with the CPU image and the demo's sizes and schedule, nothing else."""
-    from godrun.trainer.presets import PRESETS
+    """manifests/run-cpu: the sample GodRun with the CPU image and the demo's sizes, schedule and seed, nothing else."""
+    from godrun.trainer.presets import DEMO_SEED, PRESETS
 
     sample, _ = _example()
     docs = _kustomize(MANIFESTS / "run-cpu")
     assert {d["kind"] for d in docs} == {"GodRun", "PersistentVolumeClaim"}
     cpu = GodRun.model_validate(objects(docs, "GodRun")[0])
-    assert cpu.spec.training == Recipe.model_validate(Recipe().model_dump() | PRESETS["demo"])
+    assert cpu.spec.training == Recipe.model_validate(Recipe().model_dump() | PRESETS["demo"] | {"seed": DEMO_SEED})
     assert cpu.spec.resources.gpus == 0 and cpu.spec.image.endswith("-cpu")
     rest = {
         k: v for k, v in cpu.model_dump(by_alias=True, exclude={"spec": {"training", "resources", "image"}}).items()

@@ -74,3 +74,35 @@ def test_dip_loss_sees_overfilled_wings(refs) -> None:
     _, same = loss(t[:1], t[:1], zero[:1], one[:1])
     _, wrong = loss(t[1:], t[:1], zero[:1], one[:1])
     assert same["dip"] < 1e-8 and wrong["dip"] > 0.01
+
+
+def _gaussian_dip(wl: np.ndarray, depth: float, sigma_nm: float, center_nm: float = 344.0) -> np.ndarray:
+    return 1.0 - depth * np.exp(-0.5 * ((wl - center_nm) / sigma_nm) ** 2)
+
+
+def test_a_dip_failing_on_depth_alone_costs_as_much_as_one_failing_on_both() -> None:
+    """Gate 3 fails a dip 11 % too shallow whether or not its area held; so must the loss.
+
+    A narrow dip blunted at constant area (wider, 11 % shallower: what the small model did to seed 7's
+    344 nm dip) against the same dip scaled 11 % shallower (area and depth both short). Charging each
+    feature by its own weight priced the first at 0.3/4.3 of the second.
+    """
+    wl = wavelength_grid()
+    loss = _loss(wl)
+    ref = _gaussian_dip(wl, 0.11, 4.0)
+    blunted = _gaussian_dip(wl, 0.11 * 0.89, 4.0 / 0.89)
+    scaled = _gaussian_dip(wl, 0.11 * 0.89, 4.0)
+    windows = loss.windows_of(torch.from_numpy(ref[None]))
+    assert int((windows[0, :, 0] >= 0).sum()) == 1
+    for pred in (blunted, scaled):  # gate 3 fails both
+        got = M.measure_dip(pred, wl, M.detect_dips(ref, wl)[0])
+        assert got.depth < 0.9 * M.detect_dips(ref, wl)[0].depth
+    area_of_blunted = M.measure_dip(blunted, wl, M.detect_dips(ref, wl)[0]).area
+    assert area_of_blunted == pytest.approx(M.detect_dips(ref, wl)[0].area, rel=0.03)  # its area held
+
+    def dip_cost(pred: np.ndarray) -> float:
+        t = torch.from_numpy(np.stack([pred, ref]))
+        return float(loss.dip_loss(t[:1], t[1:], None, windows))
+
+    assert dip_cost(ref) < 1e-10
+    assert dip_cost(blunted) >= 0.8 * dip_cost(scaled) > 0

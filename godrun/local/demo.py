@@ -24,7 +24,7 @@ from godrun.errors import InputError, tcp_port
 from godrun.fsio import atomic_write_text, sha256_file
 from godrun.local.cli import run_file
 from godrun.spec import Recipe
-from godrun.trainer.presets import DEMO_CORPUS_SCALE, PRESETS
+from godrun.trainer.presets import DEMO_CORPUS_SCALE, DEMO_SEED, PRESETS
 
 DEMO_NAME = "godrun-demo"
 FOLD02 = Path("checkpoints/prod/Track_H_fold_02/mamba_tiny_uv_best.pt")
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--workdir", type=Path, default=Path(DEMO_NAME), help=f"where everything goes (default: ./{DEMO_NAME})"
     )
     p.add_argument("--fail", action="store_true", help="sabotage the warm start to show the Failed-ActB path")
-    p.add_argument("--seed", type=int, default=0, help="corpus and training seed (default: 0)")
+    p.add_argument("--seed", type=int, default=DEMO_SEED, help=f"corpus and training seed (default: {DEMO_SEED})")
     p.add_argument(
         "--scale", type=float, default=DEMO_CORPUS_SCALE, help=f"corpus scale (default: {DEMO_CORPUS_SCALE})"
     )

@@ -1,0 +1,41 @@
+"""bench/quality.py's verdict lines: the best epoch is the trainer's, and a gate lost after first passing shows."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def quality() -> Any:
+    spec = importlib.util.spec_from_file_location("bench_quality", ROOT / "bench/quality.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _history(rows: list[tuple[float, float, int, int, float]], best_epoch: int) -> list[dict[str, Any]]:
+    keys = ("panel_psnr_mean", "panel_roi_ratio", "panel_gates_passed", "panel_spurious", "panel_score")
+    return [{"epoch": i + 1, **dict(zip(keys, r, strict=True)), "best_epoch": best_epoch} for i, r in enumerate(rows)]
+
+
+def test_best_is_the_trainers_ranking_not_the_highest_score(quality) -> None:
+    # epoch 3 scores higher but fails a gate (a spurious dip): the trainer ranks epoch 2 best
+    hist = _history([(20, 0.95, 3, 0, 1.0), (24, 0.97, 4, 0, 2.0), (25, 0.97, 3, 1, 3.0)], best_epoch=2)
+    assert quality.best_row(hist)["epoch"] == 2
+
+
+def test_roi_held_names_epochs_that_failed_again(quality) -> None:
+    hist = _history([(20, 0.80, 2, 0, 1.0), (24, 0.97, 4, 0, 2.0), (25, 0.95, 3, 1, 3.0)], best_epoch=2)
+    text = quality.roi_held(hist)
+    assert "first pass epoch 2" in text and "0.950 (held)" in text and "epochs 3 (1 spurious)" in text
+    hist[2]["panel_roi_ratio"], hist[2]["panel_gates_passed"], hist[2]["panel_spurious"] = 0.85, 4, 0
+    text = quality.roi_held(hist)
+    assert "DROPPED" in text and "passed every epoch after" in text
+    assert quality.roi_held(hist[:1]) == "never passed all gates"
