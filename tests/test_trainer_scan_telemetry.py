@@ -73,7 +73,8 @@ def test_final_gauges_become_the_termination_message(small_corpus: Path, tmp_pat
     from_csv = read_progress_csv(Path(recipe.log_dir) / "metrics.csv", recipe)
     assert from_message is not None and from_message.epoch == 2
     assert from_csv is not None
-    assert (from_message.epochs, from_message.best_epoch) == (from_csv.epochs, from_csv.best_epoch) == (2, 2)
+    assert from_message.epochs == from_csv.epochs == 2
+    assert from_message.best_epoch == from_csv.best_epoch in (1, 2)
     assert from_message.psnr_mean == pytest.approx(from_csv.psnr_mean, abs=1e-4)  # metrics.csv keeps 4 decimals
     assert from_message.sam_mean == pytest.approx(from_csv.sam_mean, abs=1e-4)
 

@@ -34,7 +34,7 @@ ENV = os.environ | {"GODRUN_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
 
 
 def small_recipe(corpus: Path, out: Path, **kw) -> Recipe:
-    base = {"d_model": 16, "n_layers": 2, "bs": 32, "epochs": 3, "steps_per_epoch": 4, "lr": 1e-2, "lr_min": 1e-3}
+    base = {"d_model": 16, "n_layers": 2, "bs": 32, "epochs": 3, "steps_per_epoch": 8, "lr": 1e-2, "lr_min": 1e-3}
     return rooted(preset_recipe("tiny", **({"init_checkpoint": None} | base | kw)), corpus, out)
 
 
