@@ -181,7 +181,7 @@ class SpectralLoss(torch.nn.Module):
         depth = torch.where(in_win, d, torch.full_like(d, -torch.inf)).amax(-1)
         dpos = dw.clamp_min(0)
         centroid = (x * dpos).sum(-1) / (dpos.sum(-1) + 1e-12)
-        return {"area": ew / self.span, "depth": depth, "centroid": centroid, "ew": ew}
+        return {"area": ew / self.span, "depth": depth, "centroid": centroid}
 
     def dip_loss(
         self, raw_p: torch.Tensor, raw_t: torch.Tensor, base0: torch.Tensor | None, windows: torch.Tensor | None
