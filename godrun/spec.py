@@ -204,6 +204,13 @@ class Recipe(BaseModel):
     dip_w_depth: float = Field(
         0.3, ge=0, description="Dip loss weight of the depth (added to dip_w_area and dip_w_equivalent_width)."
     )
+    dip_spurious: bool = Field(
+        True,
+        description="Also charge dips the prediction grows in the ROI where the reference has none (gate 3's "
+        "spurious count fails a panel on one): gate 3's detector runs on up to 32 predictions per step at half "
+        "dip_min_area, and each unmatched dip costs the area, equivalent-width and depth weights times its "
+        "relative area error against the target, as a reference dip does.",
+    )
     dip_underfill_factor: float = Field(
         2.0, ge=1.0, description="Extra penalty factor when a predicted dip is shallower/smaller than the target's."
     )

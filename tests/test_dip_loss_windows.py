@@ -105,3 +105,37 @@ def test_a_dip_failing_on_depth_alone_costs_as_much_as_one_failing_on_both() -> 
 
     assert dip_cost(ref) < 1e-10
     assert dip_cost(blunted) >= 0.8 * dip_cost(scaled) > 0
+
+
+def test_a_spurious_dip_costs_what_a_missed_one_does_and_gradient_fills_it() -> None:
+    """Gate 3 fails a panel on one dip the prediction grows where the reference has none; the loss charges it.
+
+    Reference: one dip at 440 nm. Prediction: that dip exact plus a 4 % dip at 340 nm (area over gate 3's
+    minimum, matching no reference dip). With dip_spurious the extra dip costs the same weights as a missed
+    dip, and one gradient step makes it shallower; without it the dip loss is blind to it.
+    """
+    wl = wavelength_grid()
+    ref = _gaussian_dip(wl, 0.08, 5.0, center_nm=440.0)
+    pred = ref * _gaussian_dip(wl, 0.04, 5.0, center_nm=340.0)
+    (ref_dip,) = M.detect_dips(ref, wl)
+    spurious = M.spurious_dips(M.detect_dips(pred, wl), [ref_dip])
+    assert len(spurious) == 1 and spurious[0].area >= M.DipConfig().min_area  # gate 3 counts it
+    t = torch.from_numpy(np.stack([pred, ref]))
+    windows = _loss(wl).windows_of(t[1:])
+
+    def cost(spurious_on: bool, p: torch.Tensor) -> torch.Tensor:
+        loss = SpectralLoss(LossConfig.from_recipe(Recipe(dip_spurious=spurious_on)), torch.from_numpy(wl), None)
+        return loss.double().dip_loss(p, t[1:], None, windows)
+
+    assert float(cost(False, t[:1])) < 1e-10  # the reference dip itself is exact
+    assert float(cost(True, t[1:])) < 1e-10  # nothing spurious in the reference
+    weights = Recipe().dip_w_area + Recipe().dip_w_equivalent_width + Recipe().dip_w_depth
+    # one exact reference dip and one spurious dip, its relative area error (against ~0) beyond 1: the mean
+    # of the two costs is between a quarter and a half of the weights (the spurious cost saturates at them)
+    assert weights / 4 < float(cost(True, t[:1])) < weights / 2
+    p = t[:1].clone().requires_grad_(True)
+    cost(True, p).backward()
+    assert p.grad is not None
+    stepped = (p - 1e-4 * p.grad / p.grad.abs().max()).detach().numpy()[0]
+    before, after = (M.measure_dip(y, wl, spurious[0]).area for y in (pred, stepped))
+    assert after < before

@@ -14,7 +14,7 @@ tests/test_dip_measure.py and tests/test_dip_loss_windows.py hold the two to agr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +23,11 @@ from godrun.gates.metrics import DipConfig, dip_windows
 from godrun.spec import Recipe
 
 DIP_REL_CAP = 1.0  # relative dip errors saturate here (the gates fail a dip at 0.1 already)
+# Spurious dips: gate 3's detector (numpy, ~0.3 ms a spectrum) runs on at most this many predictions per step,
+# so a large GPU batch pays for a sample of its rows only (the batch is shuffled).
+SPURIOUS_ROWS = 32
+# ... and at this fraction of the gate's minimum area, so a dip is charged before it grows into one gate 3 counts.
+SPURIOUS_AREA_FRACTION = 0.5
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,7 @@ class LossConfig:
     dip_w_equivalent_width: float
     dip_w_centroid: float
     dip_w_depth: float
+    dip_spurious: bool
     dip_underfill_factor: float
     dip_detect_sigma_nm: float
     baseline: str
@@ -64,6 +70,7 @@ class LossConfig:
             dip_w_equivalent_width=r.dip_w_equivalent_width,
             dip_w_centroid=r.dip_w_centroid,
             dip_w_depth=r.dip_w_depth,
+            dip_spurious=r.dip_spurious,
             dip_underfill_factor=r.dip_underfill_factor,
             dip_detect_sigma_nm=r.dip_detect_sigma_nm,
             baseline=r.baseline,
@@ -141,11 +148,32 @@ class SpectralLoss(torch.nn.Module):
         pad = self.kernel.shape[-1] // 2
         return F.conv1d(F.pad(y[:, None], (pad, pad), mode="replicate"), self.kernel)[:, 0]
 
-    def windows_of(self, raw_target: torch.Tensor) -> torch.Tensor:
-        """Gate 3's dip windows [B, M, 2] of raw targets (the trainer passes its references' instead)."""
-        y = raw_target.detach().double().cpu().numpy()
-        win = dip_windows(y, self.wl.double().cpu().numpy(), self.cfg.detector, self.cfg.dip_m)
-        return torch.from_numpy(win).to(raw_target.device)
+    def windows_of(self, raw: torch.Tensor, detector: DipConfig | None = None) -> torch.Tensor:
+        """Gate 3's dip windows [B, M, 2] of raw spectra, on the CPU (the trainer passes its references')."""
+        y = raw.detach().double().cpu().numpy()
+        win = dip_windows(y, self.wl.double().cpu().numpy(), detector or self.cfg.detector, self.cfg.dip_m)
+        return torch.from_numpy(win)
+
+    def spurious_windows(self, raw_p: torch.Tensor, ref_windows: torch.Tensor) -> torch.Tensor | None:
+        """Windows [B, M, 2] of the dips the prediction has where its reference has none (None when there are none).
+
+        Gate 3 counts a predicted dip as spurious when it matches no reference dip; here a predicted window
+        overlapping no reference window (a little more lenient than the gate's centre test). Searched on the
+        first SPURIOUS_ROWS rows, at SPURIOUS_AREA_FRACTION of the gate's minimum area.
+        """
+        n = min(raw_p.shape[0], SPURIOUS_ROWS)
+        detector = replace(self.cfg.detector, min_area=self.cfg.detector.min_area * SPURIOUS_AREA_FRACTION)
+        found = self.windows_of(raw_p[:n], detector)  # [n, M, 2]
+        ref = ref_windows[:n].cpu()
+        overlap = (
+            (found[..., :1] <= ref[:, None, :, 1]) & (ref[:, None, :, 0] <= found[..., 1:]) & (ref[:, None, :, 0] >= 0)
+        )
+        keep = (found[..., 0] >= 0) & ~overlap.any(-1)
+        if not keep.any():
+            return None
+        out = torch.full((raw_p.shape[0], found.shape[1], 2), -1, dtype=found.dtype)
+        out[:n] = torch.where(keep[..., None], found, torch.full_like(found, -1))
+        return out.to(raw_p.device)
 
     def measure(self, y: torch.Tensor, windows: torch.Tensor, base0: torch.Tensor | None) -> dict[str, torch.Tensor]:
         """Gate 3's measurement of smoothed y [B, L] in windows [B, M, 2] (inclusive grid indices, -1 = none).
@@ -189,7 +217,7 @@ class SpectralLoss(torch.nn.Module):
         cfg = self.cfg
         ps, ts = self.smooth(raw_p), self.smooth(raw_t)
         if windows is None:
-            windows = self.windows_of(raw_t)
+            windows = self.windows_of(raw_t).to(raw_t.device)
         valid = windows[..., 0] >= 0
         with torch.no_grad():
             mt = self.measure(ts, windows, base0)
@@ -207,12 +235,25 @@ class SpectralLoss(torch.nn.Module):
         # charging each feature by its own weight let depth (0.3 against 4.0 for area + equivalent width,
         # the same relative error twice) come out 11 % short while the area held (docs/learning-quality.md).
         # So the three weights together charge the worse of the gate's two features.
+        w_feature = cfg.dip_w_area + cfg.dip_w_equivalent_width + cfg.dip_w_depth
         worst = torch.maximum(rel("area", eps), rel("depth", 1e-3))
-        per_dip = (cfg.dip_w_area + cfg.dip_w_equivalent_width + cfg.dip_w_depth) * worst + cfg.dip_w_centroid * (
-            (mp["centroid"] - mt["centroid"]) / cfg.dip_window_half_nm
-        ).clamp(-1, 1).square()
+        per_dip = (
+            w_feature * worst
+            + cfg.dip_w_centroid * ((mp["centroid"] - mt["centroid"]) / cfg.dip_window_half_nm).clamp(-1, 1).square()
+        )
         w = valid.to(per_dip.dtype)
-        return (per_dip * w).sum() / w.sum().clamp_min(1.0)
+        total, count = (per_dip * w).sum(), w.sum()
+        spurious = self.spurious_windows(raw_p, windows) if cfg.dip_spurious else None
+        if spurious is not None:
+            # a dip the reference lacks fails gate 3 as surely as a missed one: the same weights, on its area
+            sv = (spurious[..., 0] >= 0).to(per_dip.dtype)
+            with torch.no_grad():
+                at = self.measure(ts, spurious, base0)["area"]
+            ap = self.measure(ps, spurious, base0)["area"]
+            e = ((ap - at) / (at.abs() + eps)).square()
+            e = e / (1.0 + e)  # saturates like the cap above, but smoothly: a hard cap leaves it without gradient
+            total, count = total + w_feature * (e * sv).sum(), count + sv.sum()
+        return total / count.clamp_min(1.0)
 
 
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
