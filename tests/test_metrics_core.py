@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.signal import find_peaks
 from scipy.spatial.distance import cosine
 from skimage.metrics import peak_signal_noise_ratio
 
@@ -12,6 +13,7 @@ from godrun.gates.metrics import (
     DipConfig,
     detect_dips,
     evaluate_gates,
+    local_maxima,
     measure_dip,
     panel_metrics,
     psnr,
@@ -118,3 +120,17 @@ def test_evaluate_gates_thresholds_come_from_gates():
     assert "roi" in evaluate_gates(df2, Gates()).failed_gates
     assert evaluate_gates(df2, Gates(spurious_peaks_max=1)).verdict == "pass"
     assert isinstance(df, pd.DataFrame) and {"psnr", "sam", "roi_pass", "downstream_err_raw"} <= set(df.columns)
+
+
+def test_local_maxima_is_scipy_find_peaks() -> None:
+    """The detector's peak finder against scipy.signal.find_peaks(x, height=h): flat tops, ends, NaN, ties."""
+    rng = np.random.default_rng(3)
+    cases = [rng.normal(size=n) for n in (0, 1, 2, 3, 50, 601)]
+    cases += [np.round(rng.normal(size=400), 1) for _ in range(20)]  # many flat runs and plateaus
+    cases += [np.array([0.0, 1.0, 1.0, 1.0, 0.0, 2.0, 2.0]), np.array([3.0, 3.0, 1.0, 2.0, 2.0, 1.0])]
+    with_nan = rng.normal(size=200)
+    with_nan[rng.choice(200, 15, replace=False)] = np.nan
+    cases.append(with_nan)
+    for x in cases:
+        for h in (-np.inf, 0.0, 0.5):
+            assert local_maxima(x, h).tolist() == find_peaks(x, height=h)[0].tolist(), (x, h)

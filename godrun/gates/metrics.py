@@ -39,7 +39,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 from scipy.ndimage import gaussian_filter1d, median_filter, uniform_filter1d
-from scipy.signal import find_peaks
 
 if TYPE_CHECKING:
     from godrun.spec import Gates, Recipe, Verdict
@@ -250,6 +249,24 @@ def _window(d: np.ndarray, m: int, max_half: int) -> tuple[int, int]:
     return max(lo - 1, 0), min(hi + 1, last)
 
 
+def local_maxima(x: np.ndarray, height: float) -> np.ndarray:
+    """Indices of the local maxima of x [L] at least `height` high: scipy.signal.find_peaks(x, height=height)[0].
+
+    A flat top counts once, at its middle; a run touching either end is no peak. Written here because importing
+    scipy.signal costs about a second in every process that loads the gates (tests/test_metrics_core.py
+    holds the two equal).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if len(x) < 3:
+        return np.zeros(0, dtype=np.intp)
+    starts = np.flatnonzero(np.r_[True, x[1:] != x[:-1]])  # first index of each run of equal values
+    ends = np.r_[starts[1:] - 1, len(x) - 1]
+    v = x[starts]
+    k = np.flatnonzero((v[1:-1] > v[:-2]) & (v[1:-1] > v[2:])) + 1
+    peaks = (starts[k] + ends[k]) // 2
+    return peaks[x[peaks] >= height]
+
+
 def _detect(sp: _Prepared, cfg: DipConfig) -> list[Dip]:
     wl = sp.wl
     roi = np.flatnonzero((wl >= cfg.roi_min_nm) & (wl <= cfg.roi_max_nm))
@@ -258,7 +275,7 @@ def _detect(sp: _Prepared, cfg: DipConfig) -> list[Dip]:
     i0, i1 = int(roi[0]), int(roi[-1])
     b = sp.cont
     d = np.where(b > 0, 1.0 - sp.s_med / np.where(b > 0, b, 1.0), 0.0)
-    peaks, _ = find_peaks(d[i0 : i1 + 1], height=CANDIDATE_MIN_DEPTH)
+    peaks = local_maxima(d[i0 : i1 + 1], CANDIDATE_MIN_DEPTH)
     max_half = max(round(MAX_HALF_WIDTH_NM / sp.step), 2)
     dips: list[Dip] = []
     for m in sorted(peaks + i0, key=lambda k: -d[k]):

@@ -30,6 +30,9 @@ DEMO_NAME = "godrun-demo"
 FOLD02 = Path("checkpoints/prod/Track_H_fold_02/mamba_tiny_uv_best.pt")
 SABOTAGED = Path("checkpoints/prod/sabotaged/mamba_tiny_uv_best.pt")
 PANEL = Path("data/validation_panel.csv")
+# Seconds between the runner's looks at its stages: `godrun run` polls every second; the demo's stages last
+# seconds, and each hand-over (training -> evaluation -> verdict) waits up to one poll.
+DEMO_POLL_S = 0.25
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -170,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         atomic_write_text(path, yaml.safe_dump(manifest, sort_keys=False))
         t0 = _step(3, f"GodRun {manifest['metadata']['name']} ({path}): train -> evaluate -> gates")
         status_path = Path(f"status-{manifest['metadata']['name']}.json") if args.fail else Path("status.json")
-        code = run_file(path, Path("."), status_path, metrics_port=args.metrics_port)
+        code = run_file(path, Path("."), status_path, metrics_port=args.metrics_port, poll=DEMO_POLL_S)
         _done(t0, "run finished")
     _step(4, "summary")
     print(f"      workdir {args.workdir.resolve()}; total {time.monotonic() - started:.0f} s")
