@@ -207,9 +207,9 @@ class Recipe(BaseModel):
     dip_spurious: bool = Field(
         True,
         description="Also charge dips the prediction grows in the ROI where the reference has none (gate 3's "
-        "spurious count fails a panel on one): gate 3's detector runs on up to 32 predictions per step at half "
-        "dip_min_area, and each unmatched dip costs the area, equivalent-width and depth weights times its "
-        "relative area error against the target, as a reference dip does.",
+        "spurious count fails a panel on one): gate 3's detector runs on up to 16 predictions per step at half "
+        "dip_min_area, and each dip matching no reference dip costs the area, equivalent-width and depth weights "
+        "times its squared relative area error against the target, saturating at 1 (e²/(1+e²)).",
     )
     dip_underfill_factor: float = Field(
         2.0, ge=1.0, description="Extra penalty factor when a predicted dip is shallower/smaller than the target's."

@@ -11,7 +11,6 @@ from collections.abc import Callable
 import numpy as np
 import pywt
 from scipy.ndimage import gaussian_filter1d, median_filter
-from scipy.signal import savgol_filter
 
 Denoiser = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -34,6 +33,8 @@ def identity(raw: np.ndarray, wl: np.ndarray) -> np.ndarray:
 
 def savgol(raw: np.ndarray, wl: np.ndarray) -> np.ndarray:
     """Savitzky-Golay, cubic over an 11 nm window (a light smoother)."""
+    from scipy.signal import savgol_filter  # importing scipy.signal costs ~1 s; only this denoiser needs it
+
     window = max(round(SAVGOL_WINDOW_NM / _step_nm(wl)) | 1, SAVGOL_POLYORDER + 2)
     return savgol_filter(raw, window, SAVGOL_POLYORDER, axis=-1, mode="interp").astype(np.float32)
 

@@ -25,7 +25,7 @@ from godrun.spec import Recipe
 DIP_REL_CAP = 1.0  # relative dip errors saturate here (the gates fail a dip at 0.1 already)
 # Spurious dips: gate 3's detector (numpy, ~0.3 ms a spectrum) runs on at most this many predictions per step,
 # so a large GPU batch pays for a sample of its rows only (the batch is shuffled).
-SPURIOUS_ROWS = 32
+SPURIOUS_ROWS = 16
 # ... and at this fraction of the gate's minimum area, so a dip is charged before it grows into one gate 3 counts.
 SPURIOUS_AREA_FRACTION = 0.5
 

@@ -52,7 +52,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "d_state": 8,
         "film_hidden_dim": 16,
         "bs": 32,
-        "epochs": 20,
+        "epochs": 16,
         "steps_per_epoch": 15,
         "early_stop_patience": 0,
         "lr": 1e-2,
