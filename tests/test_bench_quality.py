@@ -39,3 +39,29 @@ def test_roi_held_names_epochs_that_failed_again(quality) -> None:
     text = quality.roi_held(hist)
     assert "DROPPED" in text and "passed every epoch after" in text
     assert quality.roi_held(hist[:1]) == "never passed all gates"
+
+
+def test_dip_errors_fail_fraction_is_gate_3s(tmp_path) -> None:
+    """bench/dip_errors.py's per-dip failures of raw add up to the spectra gate 3 fails (panel_metrics)."""
+    from godrun.data.synth import synthesise
+    from godrun.gates.metrics import panel_metrics
+    from godrun.spec import Gates
+
+    spec = importlib.util.spec_from_file_location("bench_dip_errors", ROOT / "bench/dip_errors.py")
+    assert spec and spec.loader
+    dip_errors = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(dip_errors)
+    synthesise(tmp_path, scale=0.05, seed=3)
+    from godrun.cli import main
+
+    assert main(["data", "panel", "--root", str(tmp_path)]) in (0, None)
+    wl, ref, sources = dip_errors.load(tmp_path, [])
+    rows = dip_errors.dip_errors(wl, ref, sources, Gates())
+    failed_dips = sum(round(r["fail"] * r["n"]) for r in rows)
+    df = panel_metrics(sources["raw"], ref, sources["raw"], wl, Gates())
+    with_dips = df[df["n_ref_dips"] > 0]
+    assert failed_dips >= int((~with_dips["roi_pass"]).sum()) > 0  # each failing spectrum has >= 1 failing dip
+    assert sum(r["n"] for r in rows) == int(df["n_ref_dips"].sum())
+    bands = dip_errors.band_errors(wl, ref, {"raw": sources["raw"], "reference": ref})
+    assert all(b["rms"] == 0 for b in bands if b["source"] == "reference")
+    assert all(b["rms_low_pass"] < b["rms"] for b in bands if b["source"] == "raw")

@@ -245,12 +245,11 @@ class SpectralLoss(torch.nn.Module):
         total, count = (per_dip * w).sum(), w.sum()
         spurious = self.spurious_windows(raw_p, windows) if cfg.dip_spurious else None
         if spurious is not None:
-            # a dip the reference lacks fails gate 3 as surely as a missed one: the same weights, on its area
+            # a dip the reference lacks fails gate 3 as surely as a missed one: the same weights, on its area in
+            # units of the gate's minimum area. Against zero, not the target's area: the reference has no dip
+            # there, and a Noise2Noise target's area would only add its noise.
             sv = (spurious[..., 0] >= 0).to(per_dip.dtype)
-            with torch.no_grad():
-                at = self.measure(ts, spurious, base0)["area"]
-            ap = self.measure(ps, spurious, base0)["area"]
-            e = ((ap - at) / (at.abs() + eps)).square()
+            e = (self.measure(ps, spurious, base0)["area"].clamp_min(0) / eps).square()
             e = e / (1.0 + e)  # saturates like the cap above, but smoothly: a hard cap leaves it without gradient
             total, count = total + w_feature * (e * sv).sum(), count + sv.sum()
         return total / count.clamp_min(1.0)

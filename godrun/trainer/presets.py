@@ -66,8 +66,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 # Corpus scale the demo synthesises (`godrun data synth --scale`), kept with the training preset it was tuned for.
 DEMO_CORPUS_SCALE = 0.05
 # The demo's default corpus and training seed. At the demo's one-minute budget the panel's ROI ratio is a draw:
-# 0.81-1.0 over seeds 0-7 (one of them fails gate 3), as one wide, shallow 345 nm dip in the dim band follows
-# the input's noise. Seed 2 is one with margin (ROI 1.0, 23.6 dB); docs/learning-quality.md has every seed.
+# 0.78-1.0 over seeds 0-7 (one of them fails gate 3), as one wide, shallow 345 nm dip in the dim band follows
+# the input's noise. Seed 2 is one with margin (ROI 1.0); docs/learning-quality.md has every seed.
 DEMO_SEED = 2
 
 

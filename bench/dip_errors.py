@@ -1,0 +1,103 @@
+"""Per-dip errors on a panel: how far raw and each checkpoint measure every reference dip, and where the error is.
+
+    PYTHONPATH=$PWD .venv/bin/python bench/dip_errors.py CORPUS [CHECKPOINT ...]
+
+CORPUS is a `godrun data synth` directory (its data/validation_panel.csv is the panel). For every dip gate 3's
+detector finds on a clean reference, grouped by centre (5 nm), prints per source (raw, then each checkpoint)
+the signed relative area and depth errors of gate 3's measurement (mean and sd over the panel's spectra) and
+the fraction beyond gate 3's tolerance. A second table gives the rms error per ROI band, as measured and
+smoothed with a 5 nm Gaussian (the low-frequency part that moves the guard-band baselines gate 3 fits).
+docs/learning-quality.md (the demo section) reads these tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.ndimage import gaussian_filter1d
+
+from godrun.data import layout as L
+from godrun.evaluator.panel import load_panel
+from godrun.gates.metrics import DipConfig, detect_dips, measure_dip
+from godrun.spec import Gates
+
+BANDS_NM = ((300, 330), (330, 360), (360, 390), (390, 450), (450, 500))
+LOW_PASS_NM = 5.0
+GROUP_NM = 5.0
+
+
+def load(corpus: Path, checkpoints: list[Path]) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """(wavelengths, clean references, {source: predictions}) with raw first."""
+    from godrun.trainer.inference import load_model, predict, raw_cond_for
+
+    p = load_panel(corpus / L.PANEL_MANIFEST, corpus / L.SPECTRA_DIR, wavelength_grid=corpus / L.WAVELENGTH_GRID)
+    sources = {"raw": p.raw}
+    for ck in checkpoints:
+        model, meta = load_model(ck)
+        groups = p.meta["group_id"].tolist()
+        cond = raw_cond_for(meta, corpus / L.DOSE_FEATURES, groups) if meta.get("cond_stats") else None
+        sources[str(ck)] = predict(model, meta, p.raw, cond)
+    return p.wavelengths, p.reference, sources
+
+
+def dip_errors(wl: np.ndarray, ref: np.ndarray, sources: dict[str, np.ndarray], gates: Gates) -> list[dict]:
+    """One row per (dip centre, source): signed relative area/depth errors and gate 3's failure fraction."""
+    cfg = DipConfig.from_gates(gates)
+    errs: dict[tuple[float, str], list[tuple[float, float]]] = defaultdict(list)
+    for i, r in enumerate(ref):
+        for dip in detect_dips(r, wl, cfg):
+            centre = round(dip.center_nm / GROUP_NM) * GROUP_NM
+            for name, y in sources.items():
+                m = measure_dip(y[i], wl, dip, cfg)
+                errs[(centre, name)].append(((m.area - dip.area) / dip.area, (m.depth - dip.depth) / dip.depth))
+    rows = []
+    for (centre, name), v in sorted(errs.items()):
+        a = np.array(v)
+        fail = ~(np.abs(a) <= gates.roi_tolerance).all(axis=1)  # NaN (unmeasurable) fails, as in gate 3
+        rows.append(
+            {
+                "dip_nm": centre,
+                "source": name,
+                "n": len(a),
+                "area_mean": a[:, 0].mean(),
+                "area_sd": a[:, 0].std(),
+                "depth_mean": a[:, 1].mean(),
+                "depth_sd": a[:, 1].std(),
+                "fail": fail.mean(),
+            }
+        )
+    return rows
+
+
+def band_errors(wl: np.ndarray, ref: np.ndarray, sources: dict[str, np.ndarray]) -> list[dict]:
+    """rms error per ROI band, as is and low-passed (Gaussian, LOW_PASS_NM)."""
+    sigma = LOW_PASS_NM / float(np.median(np.diff(wl)))
+    rows = []
+    for name, y in sources.items():
+        err = np.asarray(y, dtype=np.float64) - ref
+        low = gaussian_filter1d(err, sigma, axis=1)
+        for lo, hi in BANDS_NM:
+            m = (wl >= lo) & (wl < hi)
+            rms, rms_low = np.sqrt((err[:, m] ** 2).mean()), np.sqrt((low[:, m] ** 2).mean())
+            rows.append({"band_nm": f"{lo}-{hi}", "source": name, "rms": rms, "rms_low_pass": rms_low})
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("corpus", type=Path, help="a `godrun data synth` directory")
+    p.add_argument("checkpoints", type=Path, nargs="*", help="checkpoints to compare with raw")
+    a = p.parse_args()
+    wl, ref, sources = load(a.corpus, a.checkpoints)
+    with pd.option_context("display.width", 200, "display.float_format", "{:.4g}".format):
+        print(pd.DataFrame(dip_errors(wl, ref, sources, Gates())).to_string(index=False))
+        print()
+        print(pd.DataFrame(band_errors(wl, ref, sources)).to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()
