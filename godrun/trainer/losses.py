@@ -9,7 +9,9 @@ d = 1 - s/baseline integrated by the trapezoid rule; depth = max d, area = ∫d 
 Σλ·max(d,0)/Σmax(d,0). Measuring in the gate's windows matters: a fixed ±7 nm window let the wings of
 wide dips over-fill until gate 3 failed them (docs/learning-quality.md). The one difference: the gate
 de-spikes the guard bands (running median of 5) first, which has no useful gradient;
-tests/test_dip_measure.py and tests/test_dip_loss_windows.py hold the two to agreement.
+tests/test_dip_measure.py and tests/test_dip_loss_windows.py hold the two to agreement. With
+`dip_spurious` the detector also runs on the predictions each step, and dips they have where the
+reference has none are measured and charged the same way (`spurious_windows`).
 """
 
 from __future__ import annotations
