@@ -21,7 +21,7 @@ import pandas as pd
 from scipy.ndimage import gaussian_filter1d
 
 from godrun.data import layout as L
-from godrun.evaluator.panel import load_panel
+from godrun.evaluator.panel import checkpoint_candidates, load_panel
 from godrun.gates.metrics import DipConfig, detect_dips, measure_dip
 from godrun.spec import Gates
 
@@ -31,16 +31,14 @@ GROUP_NM = 5.0
 
 
 def load(corpus: Path, checkpoints: list[Path]) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    """(wavelengths, clean references, {source: predictions}) with raw first."""
-    from godrun.trainer.inference import load_model, predict, raw_cond_for
-
-    p = load_panel(corpus / L.PANEL_MANIFEST, corpus / L.SPECTRA_DIR, wavelength_grid=corpus / L.WAVELENGTH_GRID)
-    sources = {"raw": p.raw}
-    for ck in checkpoints:
-        model, meta = load_model(ck)
-        groups = p.meta["group_id"].tolist()
-        cond = raw_cond_for(meta, corpus / L.DOSE_FEATURES, groups) if meta.get("cond_stats") else None
-        sources[str(ck)] = predict(model, meta, p.raw, cond)
+    """(wavelengths, clean references, {source: predictions}) with raw first; checkpoints predict as the evaluator's."""
+    p = load_panel(
+        corpus / L.PANEL_MANIFEST,
+        corpus / L.SPECTRA_DIR,
+        wavelength_grid=corpus / L.WAVELENGTH_GRID,
+        metadata_csv=corpus / L.DOSE_FEATURES,
+    )
+    sources = {"raw": p.raw} | {c.name: c.predict(p) for c in checkpoint_candidates(checkpoints)}
     return p.wavelengths, p.reference, sources
 
 
