@@ -174,7 +174,7 @@ class SpectralLoss(torch.nn.Module):
         if not keep.any():
             return None
         out = torch.full((raw_p.shape[0], found.shape[1], 2), -1, dtype=found.dtype)
-        out[:n] = torch.where(keep[..., None], found, torch.full_like(found, -1))
+        out[:n] = found.masked_fill(~keep[..., None], -1)
         return out.to(raw_p.device)
 
     def measure(self, y: torch.Tensor, windows: torch.Tensor, base0: torch.Tensor | None) -> dict[str, torch.Tensor]:
