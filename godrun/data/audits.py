@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pandas as pd
 
 from godrun.data import layout as L
@@ -14,15 +16,21 @@ def _table(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def train_summary(train: pd.DataFrame) -> str:
+def _role(group: str) -> str:
+    return L.PANEL_GROUPS[group][1] if group in L.PANEL_GROUPS else "held out"
+
+
+def train_summary(train: pd.DataFrame, panel_groups: Sequence[str] = tuple(L.PANEL_GROUPS)) -> str:
     """Per-treatment sample/angle coverage of the training manifest."""
     rows = []
+    present = set(train["angle"].astype(str))
+    angles = [a for a in L.ANGLES if a in present] + sorted(present - set(L.ANGLES))
     for (t, s), g in train.groupby(["treatment", "sample"], sort=True):
         counts = g.groupby("angle").size()
-        rows.append({"treatment": t, "sample": s, **{a: int(counts.get(a, 0)) for a in L.ANGLES}, "spectra": len(g)})
+        rows.append({"treatment": t, "sample": s, **{a: int(counts.get(a, 0)) for a in angles}, "spectra": len(g)})
     cov = pd.DataFrame(rows)
     per_t = train.groupby("treatment")["sample"].nunique()
-    held = [g for g in L.PANEL_GROUPS if g not in set(train["group_id"])]
+    held = [g for g in panel_groups if g not in set(train["group_id"])]
     return (
         "# Training manifest summary\n\n"
         f"`{L.MANIFEST_TRAIN}`: {len(train)} spectra in {train['group_id'].nunique()} groups.\n\n"
@@ -55,10 +63,13 @@ def group_counts(train: pd.DataFrame) -> str:
     )
 
 
-def panel_summary(panel: pd.DataFrame, train: pd.DataFrame, panel_sha256: str) -> str:
+def panel_summary(
+    panel: pd.DataFrame, train: pd.DataFrame, panel_sha256: str, panel_groups: Sequence[str] = tuple(L.PANEL_GROUPS)
+) -> str:
     """The validation hold-outs, their roles and the leakage check result."""
     rows = []
-    for gid, (_, role) in L.PANEL_GROUPS.items():
+    for gid in panel_groups:
+        role = _role(gid)
         g = panel[panel["group_id"] == gid]
         rows.append(
             {

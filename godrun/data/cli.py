@@ -1,4 +1,5 @@
-"""`godrun data synth|panel|check`: synthesise the corpus, build panel + audits, check leakage."""
+"""`godrun data synth|panel|check|import|adopt`: synthesise the corpus, build panel + audits, check leakage,
+import an instrument's files, add the hash columns to a seed-layout dataset."""
 
 from __future__ import annotations
 
@@ -25,11 +26,44 @@ def _parser() -> argparse.ArgumentParser:
     pn = sub.add_parser("panel", help="build validation_panel.csv, manifest_train.csv, audits, manifest hashes")
     pn.add_argument("--root", required=True, help="workspace root holding data/")
     pn.add_argument("--no-verify", action="store_true", help="skip recomputing every file's sha256")
+    _panel_group_flag(pn)
     c = sub.add_parser("check", help="leakage check of the training manifest against the panel")
     c.add_argument("--root", default=".", help="workspace root holding data/")
     c.add_argument("--train", help="training manifest (default ROOT/data/spectra_for_fold/manifest_train.csv)")
     c.add_argument("--panel", help="panel manifest (default ROOT/data/validation_panel.csv)")
+    _import_parser(sub)
+    ad = sub.add_parser("adopt", help="write the missing content_sha256/reference_sha256 columns into ROOT's manifests")
+    ad.add_argument("root", help="workspace root holding data/ in the seed's layout")
     return p
+
+
+def _panel_group_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--panel-group",
+        action="append",
+        default=[],
+        metavar="G",
+        help="a group_id the validation panel holds out whole (repeatable; default: the seed's three where present)",
+    )
+
+
+def _import_parser(sub: argparse._SubParsersAction) -> None:
+    from godrun.data.resample import FILLS
+    from godrun.data.units import UNITS
+
+    im = sub.add_parser("import", help="an instrument's spectrum files + META.csv as a seed-layout dataset in OUT")
+    im.add_argument("spectra_dir", metavar="SPECTRA_DIR", help="folder holding the spectrum files")
+    im.add_argument("--metadata", required=True, metavar="META.csv", help="one row per spectrum (file, group_id, ...)")
+    im.add_argument("--out", required=True, help="workspace root to create (must not exist or be empty)")
+    _panel_group_flag(im)
+    im.add_argument(
+        "--references",
+        choices=("replicate-mean",),
+        help="panel references: the mean of the other replicates of the same sample (default: reference_file)",
+    )
+    im.add_argument("--unit", help=f"unit of files that state none ({', '.join(UNITS)}, or a usual spelling)")
+    im.add_argument("--to-unit", help="convert every spectrum to this unit (absorbance <-> (%%)transmittance)")
+    im.add_argument("--fill", choices=FILLS, default="none", help="edge: extend a partial range by its end values")
 
 
 def synth_into(out: Path, scale: float, seed: int, force: bool) -> int:
@@ -66,13 +100,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         n = synth_into(Path(args.out), args.scale, args.seed, args.force)
         print(f"wrote {n} spectra to {Path(args.out) / 'data'} in {time.perf_counter() - t0:.1f} s")
         if args.panel:
-            args = argparse.Namespace(cmd="panel", root=args.out, no_verify=True)
+            args = argparse.Namespace(cmd="panel", root=args.out, no_verify=True, panel_group=None)
     if args.cmd == "panel":
         from godrun.data.panel import build_panel
 
-        hashes = build_panel(args.root, verify_files=not args.no_verify)
+        hashes = build_panel(
+            args.root, verify_files=not args.no_verify, panel_groups=getattr(args, "panel_group", None)
+        )
         for rel, sha in hashes.items():
             print(f"{sha}  {rel}")
+    elif args.cmd == "import":
+        from godrun.data.importer import ImportOptions, import_dataset
+
+        opts = ImportOptions(
+            Path(args.spectra_dir), Path(args.metadata), Path(args.out), args.panel_group, args.references,
+            args.unit, args.to_unit, args.fill,
+        )  # fmt: skip
+        t0 = time.perf_counter()
+        summary = import_dataset(opts)
+        print(
+            f"imported {summary['spectra']} spectra ({summary['train_rows']} training, {summary['panel_rows']} panel; "
+            f"unit {summary['unit']}) into {args.out} in {time.perf_counter() - t0:.1f} s"
+        )
+        for rel, sha in summary["hashes"].items():
+            print(f"{sha}  {rel}")
+    elif args.cmd == "adopt":
+        from godrun.data.adopt import adopt
+
+        for line in adopt(Path(args.root)):
+            print(line)
     elif args.cmd == "check":
         from godrun.data.panel import check_root
 

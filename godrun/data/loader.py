@@ -39,6 +39,7 @@ class Corpus:
     references: np.ndarray  # float32 [N, L]
     meta: pd.DataFrame  # manifest rows, same order
     wavelengths: np.ndarray  # float64 [L]
+    has_reference: np.ndarray | None = None  # bool [N]; rows without one hold NaN in `references`
 
 
 def read_manifest(manifest: str | os.PathLike[str], *, need_hashes: bool = False) -> pd.DataFrame:
@@ -190,8 +191,13 @@ def load_corpus(
     wavelength_grid: str | os.PathLike[str] | None = None,
     expected_length: int = 601,
     verify: bool = True,
+    require_references: bool = True,
 ) -> Corpus:
-    """Load every row of `manifest` (paths relative to root_dir), each file checked (see the module doc)."""
+    """Load every row of `manifest` (paths relative to root_dir), each file checked (see the module doc).
+
+    Without `require_references` a row may leave reference_path empty (a Noise2Noise training row: replicates,
+    no clean target); its `references` row is NaN and `has_reference` False. With it, such a row is refused.
+    """
     manifest, root = Path(manifest), Path(root_dir)
     meta = read_manifest(manifest, need_hashes=verify)
     wl = load_wavelengths(wavelength_grid, expected_length)
@@ -203,8 +209,14 @@ def load_corpus(
     ref_shas = meta["reference_sha256"] if "reference_sha256" in meta.columns else no_hash
     ref_seen: dict[str, tuple[int, str]] = {}
     rows = zip(meta["spectrum_id"], meta["path"], meta["reference_path"], shas, ref_shas, strict=True)
+    has_ref = np.ones(len(meta), bool)
     for i, (sid, rel, ref_rel, sha, ref_sha) in enumerate(rows):
         spectra[i], _ = files.read(rel, i + 1, sid, _hex(sha))
+        if not isinstance(ref_rel, str) or not ref_rel.strip():
+            if require_references:
+                raise InputError(f"{files.where(i + 1, sid, '(none)')}: no reference_path (this manifest needs one)")
+            has_ref[i], refs[i] = False, np.nan
+            continue
         seen = ref_seen.get(ref_rel)
         if seen is None:
             refs[i], digest = files.read(ref_rel, i + 1, sid, _hex(ref_sha))
@@ -215,12 +227,12 @@ def load_corpus(
             raise InputError(f"{files.where(i + 1, sid, ref_rel)}: content does not match the manifest's sha256")
         refs[i] = refs[first]
     for name, arr, col in (("spectrum", spectra, "path"), ("reference", refs, "reference_path")):
-        bad = ~np.isfinite(arr).all(axis=1)
+        bad = ~np.isfinite(arr).all(axis=1) & (has_ref if name == "reference" else True)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             where = files.where(i + 1, meta["spectrum_id"].iloc[i], meta[col].iloc[i])
             raise InputError(f"{where}: {name} contains NaN or Inf")
-    return Corpus(spectra, refs, meta, wl)
+    return Corpus(spectra, refs, meta, wl, has_ref)
 
 
 def _hex(value: object) -> str | None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from godrun.data import audits
@@ -41,7 +43,7 @@ def verify_manifest_files(manifest: Path, root: Path) -> None:
     """Every spectrum and reference the manifest names: inside `root`, regular, finite, matching its sha256."""
     from godrun.data.loader import load_corpus
 
-    load_corpus(manifest, root, verify=True, expected_length=L.GRID_POINTS)
+    load_corpus(manifest, root, verify=True, expected_length=L.GRID_POINTS, require_references=False)
 
 
 def check(train: pd.DataFrame, panel: pd.DataFrame) -> None:
@@ -50,12 +52,45 @@ def check(train: pd.DataFrame, panel: pd.DataFrame) -> None:
         raise InputError("leakage between training manifest and validation panel: " + "; ".join(problems))
 
 
-def split(manifest_all: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    in_panel = manifest_all["group_id"].isin(list(L.PANEL_GROUPS))
-    missing = sorted(set(L.PANEL_GROUPS) - set(manifest_all["group_id"]))
-    if missing:
-        raise InputError(f"{L.MANIFEST_ALL}: panel group {missing[0]!r} has no spectra")
+def panel_groups_for(manifest_all: pd.DataFrame, requested: Sequence[str] | None = None) -> list[str]:
+    """The panel's group_ids: `requested` (each must have spectra), else those of the seed's three present.
+
+    Whole groups only: a panel group's every row goes to the panel, and at least one group must stay for training.
+    """
+    present = set(manifest_all["group_id"].astype(str))
+    if requested:
+        groups = list(dict.fromkeys(requested))
+        missing = [g for g in groups if g not in present]
+        if missing:
+            raise InputError(f"--panel-group {missing[0]!r}: no spectra of that group_id in {L.MANIFEST_ALL}")
+    else:
+        groups = [g for g in L.PANEL_GROUPS if g in present]
+        if not groups:
+            raise InputError(
+                f"{L.MANIFEST_ALL}: none of the default panel groups ({', '.join(L.PANEL_GROUPS)}) is there; "
+                "name the panel's groups with --panel-group"
+            )
+    if present <= set(groups):
+        raise InputError("--panel-group: every group is in the panel, none is left to train on")
+    return groups
+
+
+def split(manifest_all: pd.DataFrame, groups: Sequence[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    chosen = panel_groups_for(manifest_all, groups)
+    in_panel = manifest_all["group_id"].isin(chosen)
     return manifest_all[~in_panel].reset_index(drop=True), manifest_all[in_panel].reset_index(drop=True)
+
+
+def check_panel_references(panel: pd.DataFrame) -> None:
+    """Every panel row names its clean reference (training rows may go without: Noise2Noise needs none)."""
+    refs = panel["reference_path"]
+    missing = refs.isna() | (refs.astype(str).str.strip() == "")
+    if missing.any():
+        i = int(np.flatnonzero(missing.to_numpy())[0])
+        raise InputError(
+            f"panel row {panel['spectrum_id'].iloc[i]!r} (group {panel['group_id'].iloc[i]!r}) has no "
+            "reference_path: the panel is judged against references"
+        )
 
 
 def _read(path: Path) -> pd.DataFrame:
@@ -64,14 +99,19 @@ def _read(path: Path) -> pd.DataFrame:
     return read_manifest(path)
 
 
-def build_panel(root: str | os.PathLike[str], verify_files: bool = True) -> dict[str, str]:
+def build_panel(
+    root: str | os.PathLike[str], verify_files: bool = True, panel_groups: Sequence[str] | None = None
+) -> dict[str, str]:
     """Write validation_panel.csv, manifest_train.csv, the audits and manifest_hashes.json under `root`.
 
     Everything is checked before anything is written; returns {relative path: sha256} of the manifests.
+    manifest_hashes.json also records the panel's group_ids under "panel_groups".
     """
     root = Path(root)
     all_df = _read(root / L.MANIFEST_ALL)
-    train, panel = split(all_df)
+    groups = panel_groups_for(all_df, panel_groups)
+    train, panel = split(all_df, groups)
+    check_panel_references(panel)
     spectra_root = root / L.SPECTRA_DIR
     if verify_files:
         verify_manifest_files(root / L.MANIFEST_ALL, spectra_root)
@@ -84,15 +124,15 @@ def build_panel(root: str | os.PathLike[str], verify_files: bool = True) -> dict
         str(L.MANIFEST_ALL): sha256_file(root / L.MANIFEST_ALL),
     }
     docs = {
-        L.TRAIN_SUMMARY_MD: audits.train_summary(train),
+        L.TRAIN_SUMMARY_MD: audits.train_summary(train, groups),
         L.GROUP_COUNTS_MD: audits.group_counts(train),
-        L.PANEL_SUMMARY_MD: audits.panel_summary(panel, train, hashes[str(L.PANEL_MANIFEST)]),
+        L.PANEL_SUMMARY_MD: audits.panel_summary(panel, train, hashes[str(L.PANEL_MANIFEST)], groups),
     }
     atomic_write_text(root / L.MANIFEST_TRAIN, train_csv.decode())
     atomic_write_text(root / L.PANEL_MANIFEST, panel_csv.decode())
     for rel, text in docs.items():
         atomic_write_text(root / rel, text)
-    atomic_write_json(root / L.MANIFEST_HASHES, hashes)
+    atomic_write_json(root / L.MANIFEST_HASHES, {**hashes, "panel_groups": groups})
     return hashes
 
 

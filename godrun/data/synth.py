@@ -389,15 +389,28 @@ def _npy_any(arr: np.ndarray) -> bytes:
 
 
 def _write_metadata(out: Path, plans: list[GroupPlan], feats: pd.DataFrame, manifest: pd.DataFrame) -> None:
-    feats_out = feats.reset_index()
-    atomic_write_text(out / L.DOSE_FEATURES, feats_out.to_csv(index=False, lineterminator="\n"))
-    counts = manifest.groupby("group_id", sort=False).size()
     train = [p.group_id for p in plans if p.group_id not in L.PANEL_GROUPS]
-    # Each training group is drawn equally often overall; higher dose groups get a mild boost.
-    w = pd.Series({g: (counts.mean() / counts[g]) * (1.0 + 0.5 * dose_index(feats.loc[g])) for g in counts.index})
+    write_metadata(out, feats, manifest, train)
+
+
+def write_metadata(out: Path, feats: pd.DataFrame | None, manifest: pd.DataFrame, train: list[str]) -> None:
+    """dose_sampling_weights.csv and dose_features.csv (the group_ids alone without `feats`); dose_stats.json
+    when `feats` (indexed by group_id).
+
+    Each training group is drawn equally often overall; with dose features higher dose groups get a mild boost.
+    """
+    counts = manifest.groupby("group_id", sort=False).size()
+    boost = {g: 1.0 + 0.5 * dose_index(feats.loc[g]) if feats is not None else 1.0 for g in counts.index}
+    w = pd.Series({g: (counts.mean() / counts[g]) * boost[g] for g in counts.index})
     w = w / w[train].mean()
     weights = pd.DataFrame({"group_id": w.index, "weight": w.round(6).to_numpy()})
     atomic_write_text(out / L.DOSE_SAMPLING_WEIGHTS, weights.to_csv(index=False, lineterminator="\n"))
+    if feats is None:  # the group list alone: the evaluator's --metadata; FiLM needs the feature columns
+        groups = pd.DataFrame({"group_id": list(counts.index)})
+        atomic_write_text(out / L.DOSE_FEATURES, groups.to_csv(index=False, lineterminator="\n"))
+        return
+    feats_out = feats.reset_index()
+    atomic_write_text(out / L.DOSE_FEATURES, feats_out.to_csv(index=False, lineterminator="\n"))
     tf = feats.loc[train]
     stats = {
         "features": {

@@ -111,9 +111,19 @@ def partners(meta: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_split(
-    recipe: Recipe, manifest: str, cond_stats: dict | None, *, with_weights: bool, verify: bool = True
+    recipe: Recipe,
+    manifest: str,
+    cond_stats: dict | None,
+    *,
+    with_weights: bool,
+    verify: bool = True,
+    require_references: bool = True,
 ) -> SplitData:
-    """One manifest's rows ready for the model; `verify` re-hashes every file against the manifest."""
+    """One manifest's rows ready for the model; `verify` re-hashes every file against the manifest.
+
+    Without `require_references` (the training manifest) rows may have no clean reference: their `clean` row is
+    the mean of their group's replicates (replicate_mean_references), which gives the dip loss its windows.
+    """
     from godrun.data.loader import load_corpus
 
     mpath = Path(manifest)
@@ -126,12 +136,15 @@ def load_split(
         wavelength_grid=grid if grid.is_file() else None,
         expected_length=recipe.sequence_length,
         verify=verify,
+        require_references=require_references,
     )
     if corpus.spectra.shape[1] != recipe.sequence_length:
         raise InputError(
             f"--sequence_length {recipe.sequence_length} but {mpath} spectra have {corpus.spectra.shape[1]}"
         )
     groups = corpus.meta["group_id"].astype(str).to_numpy()
+    if corpus.has_reference is not None and not corpus.has_reference.all():
+        corpus.references = replicate_mean_references(corpus.spectra, corpus.references, corpus.has_reference, groups)
     xn, params = normalise.normalise(corpus.spectra)
     partner, codes = partners(corpus.meta)
     cond = None
@@ -157,6 +170,23 @@ def load_split(
         meta=corpus.meta,
         dip_windows=reference_windows(recipe, corpus.references, corpus.wavelengths) if recipe.dip_loss else None,
     )
+
+
+def replicate_mean_references(
+    spectra: np.ndarray, references: np.ndarray, has_reference: np.ndarray, groups: np.ndarray
+) -> np.ndarray:
+    """References where rows have none: the mean of every replicate of the row's group (itself included).
+
+    Noise2Noise needs no clean target; what the missing reference still serves is the dip loss's windows (and the
+    target of a row without a partner). Dips sit where the sample puts them, so a group's replicates share them;
+    averaging n replicates divides the noise variance by n, and gate 3's detector then finds the dips the clean
+    spectrum has (bench/dip_windows_without_references.py measures this against the partner alone).
+    """
+    out = references.copy()
+    for g in np.unique(groups[~has_reference]):
+        rows = groups == g
+        out[rows & ~has_reference] = spectra[rows].astype(np.float64).mean(axis=0).astype(np.float32)
+    return out
 
 
 def reference_windows(recipe: Recipe, references: np.ndarray, wl: np.ndarray) -> torch.Tensor:

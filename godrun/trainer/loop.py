@@ -267,7 +267,7 @@ class Trainer:
         self.lam = ds.load_lambda_weights(r)
         self.cond_stats = ds.cond_stats_for(r)
         self.train_data = ds.load_split(
-            r, r.train_manifest, self.cond_stats, with_weights=True, verify=self.verify_data
+            r, r.train_manifest, self.cond_stats, with_weights=True, verify=self.verify_data, require_references=False
         )
         self.panel = ds.load_split(r, r.val_manifest, self.cond_stats, with_weights=False, verify=self.verify_data)
 

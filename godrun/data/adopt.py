@@ -1,0 +1,97 @@
+"""`godrun data adopt ROOT`: write the missing content_sha256/reference_sha256 columns into a seed-layout dataset.
+
+The seed's manifests (manifest_all.csv, manifest_train.csv, validation_panel.csv, whichever are there) name
+their files but not their hashes, and every godrun stage checks each file against those hashes. adopt reads
+every file a row names (confined below data/spectra_for_fold, regular, a finite 601-point .npy, like every
+load), and only once every row of every manifest has passed writes the columns: a missing or unreadable file,
+or a hash already in a manifest that does not match its file, refuses the whole adoption (exit 2, nothing
+written). Existing cells are checked, never replaced; a row without a reference_path keeps an empty
+reference_sha256. data/adopt_audit.md states what was added; data/manifest_hashes.json, when there, gets the
+manifests' new sha256.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from godrun.data import layout as L
+from godrun.data.loader import HASH_COLUMNS, _RowFiles, read_manifest
+from godrun.errors import InputError, reading
+from godrun.fsio import atomic_write_json, atomic_write_text, sha256_bytes
+
+MANIFESTS = (L.MANIFEST_ALL, L.MANIFEST_TRAIN, L.PANEL_MANIFEST)
+ADOPT_AUDIT = Path("data/adopt_audit.md")
+
+
+def _read_text_table(path: Path) -> pd.DataFrame:
+    with reading(path, "manifest"):
+        return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+
+
+def _hash_rows(path: Path, table: pd.DataFrame, files: _RowFiles, cache: dict[str, str]) -> tuple[pd.DataFrame, int]:
+    """`table` with both hash columns filled (existing cells checked); and how many cells were added."""
+    files.manifest = path
+    out = table.copy()
+    added = 0
+    for col, src in (("content_sha256", "path"), ("reference_sha256", "reference_path")):
+        if col not in out.columns:
+            out[col] = ""
+        for i, (sid, rel, have) in enumerate(zip(out["spectrum_id"], out[src], out[col], strict=True)):
+            if not rel:
+                if src == "path":
+                    raise InputError(f"{files.where(i + 1, sid, '(none)')}: empty path")
+                continue
+            digest = cache.get(rel)
+            if digest is None:
+                vec, digest = files.read(rel, i + 1, sid, None)
+                if not np.isfinite(vec).all():
+                    raise InputError(f"{files.where(i + 1, sid, rel)}: contains NaN or Inf")
+                cache[rel] = digest
+            if have and have.lower() != digest:
+                raise InputError(f"{files.where(i + 1, sid, rel)}: {col} {have} in the manifest, the file is {digest}")
+            added += not have
+            out.loc[out.index[i], col] = digest
+    return out, added
+
+
+def adopt(root: Path) -> list[str]:
+    """Fill the hash columns of ROOT's manifests (see the module doc); returns the lines to print."""
+    present = [m for m in MANIFESTS if (root / m).is_file()]
+    if not present:
+        raise InputError(f"{root}: no manifest of the seed's layout ({', '.join(map(str, MANIFESTS))})")
+    files = _RowFiles(root / present[0], root / L.SPECTRA_DIR, L.GRID_POINTS, verify=False)
+    cache: dict[str, str] = {}
+    done: dict[Path, tuple[str, int, int]] = {}
+    for rel in present:
+        read_manifest(root / rel)  # required columns, unique spectrum_ids
+        table, added = _hash_rows(root / rel, _read_text_table(root / rel), files, cache)
+        done[rel] = (table.to_csv(index=False, lineterminator="\n"), added, len(table))
+    for rel, (text, _, _) in done.items():
+        atomic_write_text(root / rel, text)
+    hashes_path = root / L.MANIFEST_HASHES
+    if hashes_path.is_file():
+        with reading(hashes_path, "manifest hashes"):
+            hashes = json.loads(hashes_path.read_text(encoding="utf-8"))
+        hashes.update({str(rel): sha256_bytes(text.encode()) for rel, (text, _, _) in done.items()})
+        atomic_write_json(hashes_path, hashes)
+    atomic_write_text(root / ADOPT_AUDIT, _audit(done, len(cache)))
+    return [
+        f"{sha256_bytes(text.encode())}  {rel} ({added} hash cells added)" for rel, (text, added, _) in done.items()
+    ]
+
+
+def _audit(done: dict[Path, tuple[str, int, int]], n_files: int) -> str:
+    lines = [
+        "# Adoption audit",
+        "",
+        f"`godrun data adopt` hashed {n_files} file(s) (each read confined below `{L.SPECTRA_DIR}`, a finite "
+        f"{L.GRID_POINTS}-point .npy) and wrote the columns {', '.join(HASH_COLUMNS)} into:",
+        "",
+    ]
+    lines += [f"- `{rel}`: {rows} rows, {added} hash cells added (existing cells checked)" for rel, (_, added, rows) in
+              done.items()]  # fmt: skip
+    return "\n".join([*lines, ""])

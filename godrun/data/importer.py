@@ -1,0 +1,444 @@
+"""`godrun data import SPECTRA_DIR --metadata META.csv --out OUT`: an instrument's files as a seed-layout dataset.
+
+META.csv has one row per spectrum: `file` (relative to SPECTRA_DIR), `group_id`, `replicate` (an integer);
+optional `column` (which spectrum of a many-column table: its header name or 1-based index), `spectrum_id`
+(default: the file's path, `:column` added), `sample` (default: the group_id), `treatment`, `angle`,
+`polarity`, `unit`, `reference_file` (a clean reference, read like a spectrum), and the FiLM dose/geometry
+feature columns (all of them or none; constant within a group).
+
+Each file is read confined to SPECTRA_DIR (no `..`, no absolute path, no symlink out, regular files of at most
+1 MiB), parsed (spectra_io.py), converted to one unit (units.py) and resampled onto the 601-point grid
+(resample.py). Noise2Noise pairs: the replicates of one sample (group_id + sample), in replicate order, two
+by two (an odd last one joins the pair before it). The panel's references are the rows' reference_file, or
+with `--references replicate-mean` the mean of the *other* replicates of the same sample (the spectrum is
+left out of its own reference, so its noise is not in it; the reference keeps the noise of n − 1 replicates,
+variance σ²/(n − 1), which lowers the panel's PSNR against the truth's by about 10·log10(1 + 1/(n−1)) at most
+for a perfect denoiser — stated in the import audit). Training rows need no reference.
+
+OUT gets the seed's layout, built in a temp folder beside OUT and renamed into place at the end: any bad
+input exits 2 naming the file (and META line) with nothing left in OUT; an existing non-empty OUT is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from godrun.data import layout as L
+from godrun.data import resample as R
+from godrun.data import units as U
+from godrun.data.loader import _RowFiles
+from godrun.data.spectra_io import Table, parse_spectrum_file
+from godrun.errors import InputError, reading
+from godrun.fsio import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
+
+REQUIRED = ("file", "group_id", "replicate")
+REFERENCE_METHODS = ("replicate-mean",)
+TEXT_DEFAULTS = {"treatment": "0", "angle": "na", "polarity": "na"}
+
+
+@dataclass
+class ImportOptions:
+    spectra_dir: Path
+    metadata: Path
+    out: Path
+    panel_groups: list[str] = field(default_factory=list)
+    references: str | None = None
+    unit: str | None = None
+    to_unit: str | None = None
+    fill: str = "none"
+
+
+class _MetaFiles(_RowFiles):
+    """The loader's confined reader, its messages naming the metadata line instead of a manifest row."""
+
+    def where(self, row: int, sid: str, rel: str) -> str:
+        return f"{self.manifest} line {row + 1}: file {rel}"
+
+
+@dataclass
+class _Source:
+    sha256: str
+    table: Table
+
+
+class _Reader:
+    """Reads, parses and resamples the META rows' files; each file parsed once (many-column tables)."""
+
+    def __init__(self, opts: ImportOptions) -> None:
+        self.opts = opts
+        self.files = _MetaFiles(opts.metadata, opts.spectra_dir, 0, verify=False)
+        self.sources: dict[str, _Source] = {}
+        self.grid = np.linspace(L.GRID_MIN_NM, L.GRID_MAX_NM, L.GRID_POINTS)
+        self.units: dict[str, str] = {}  # unit -> first "file (line)" that had it
+
+    def source(self, rel: str, line: int) -> _Source:
+        src = self.sources.get(rel)
+        if src is None:
+            where = self.files.where(line - 1, "", rel)
+            data = self.files._read_regular(self.files._confined(rel, where), where)
+            try:
+                table = parse_spectrum_file(data, rel)
+            except InputError as exc:
+                raise InputError(f"{self.opts.metadata} line {line}: {exc}") from None
+            src = self.sources[rel] = _Source(hashlib.sha256(data).hexdigest(), table)
+        return src
+
+    def spectrum(self, rel: str, column: str | None, line: int, row_unit: str | None) -> tuple[np.ndarray, dict]:
+        """(values on the grid, facts for the manifest) of one spectrum."""
+        src = self.source(rel, line)
+        where = f"{self.opts.metadata} line {line}: file {rel}"
+        y = src.table.column(column, where)
+        unit = self._unit(src.table.unit, row_unit, where)
+        target = self.opts.to_unit or unit
+        y = U.convert(y, unit, target, where)
+        values = R.resample(src.table.wavelengths, y, self.grid, where, self.opts.fill)
+        wl = src.table.wavelengths
+        facts = {"measured_min_nm": round(float(wl[0]), 4), "measured_max_nm": round(float(wl[-1]), 4),
+                 "source_unit": unit, "source_sha256": src.sha256}  # fmt: skip
+        return values, facts
+
+    def _unit(self, file_unit: str | None, row_unit: str | None, where: str) -> str:
+        declared = row_unit or (U.canonical(self.opts.unit, "--unit") if self.opts.unit else None)
+        if file_unit and declared and file_unit != declared:
+            raise InputError(f"{where}: the file states {file_unit}, the metadata/--unit says {declared}")
+        unit = file_unit or declared
+        if unit is None:
+            raise InputError(f"{where}: the file states no unit; declare it with --unit or a `unit` column")
+        if not self.opts.to_unit and self.units and unit not in self.units:
+            first = next(iter(self.units.items()))
+            raise InputError(
+                f"{where}: unit {unit}, but {first[1]} is {first[0]}: one unit per dataset (convert with --to-unit)"
+            )
+        self.units.setdefault(unit, where)
+        return unit
+
+
+# --------------------------------------------------------------------------- metadata
+
+
+def read_metadata(path: Path) -> pd.DataFrame:
+    """META.csv as text columns (no NaN: empty cells are ""), with `meta_line` the row's line in the file."""
+    with reading(path, "metadata"):
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig", skipinitialspace=True)
+    df.columns = [str(c).strip().lstrip("\ufeff") for c in df.columns]
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise InputError(f"metadata {path}: lacks column(s) {', '.join(missing)} (has {list(df.columns)})")
+    if df.empty:
+        raise InputError(f"metadata {path}: no rows")
+    df = df.apply(lambda c: c.str.strip())
+    df["meta_line"] = np.arange(len(df)) + 2
+    for col in REQUIRED:
+        empty = df[col] == ""
+        if empty.any():
+            raise InputError(f"metadata {path} line {int(df['meta_line'][empty].iloc[0])}: empty {col}")
+    rep = pd.to_numeric(df["replicate"], errors="coerce")
+    bad = rep.isna() | (rep < 0) | (rep != rep.round())
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise InputError(f"metadata {path} line {i + 2}: replicate {df['replicate'].iloc[i]!r} is not an integer >= 0")
+    df["replicate"] = rep.astype(int)
+    for col in ("column", "spectrum_id", "sample", "unit", "reference_file", *TEXT_DEFAULTS):
+        if col not in df.columns:
+            df[col] = ""
+    df["sample"] = df["sample"].where(df["sample"] != "", df["group_id"])
+    for col, default in TEXT_DEFAULTS.items():
+        df[col] = df[col].where(df[col] != "", default)
+    default_id = df["file"] + np.where(df["column"] != "", ":" + df["column"], "")
+    df["spectrum_id"] = df["spectrum_id"].where(df["spectrum_id"] != "", default_id)
+    _refuse_duplicates(df, path)
+    return df
+
+
+def _refuse_duplicates(df: pd.DataFrame, path: Path) -> None:
+    keys = (
+        (["spectrum_id"], "spectrum_id"),
+        (["file", "column"], "file/column"),
+        (["group_id", "sample", "polarity", "replicate"], "group_id/sample/polarity/replicate"),
+    )
+    for cols, what in keys:
+        dup = df.duplicated(cols, keep="first")
+        if dup.any():
+            i = int(np.flatnonzero(dup.to_numpy())[0])
+            key = tuple(df[c].iloc[i] for c in cols)
+            first = int(df["meta_line"][(df[cols] == df[cols].iloc[i]).all(axis=1)].iloc[0])
+            raise InputError(f"metadata {path} line {i + 2}: duplicate {what} {key} (first at line {first})")
+    bad = df["spectrum_id"].str.contains(r"[\x00-\x1f]", regex=True)
+    if bad.any():
+        raise InputError(
+            f"metadata {path} line {int(df['meta_line'][bad].iloc[0])}: spectrum_id has control characters"
+        )
+
+
+def dose_features(df: pd.DataFrame, path: Path) -> pd.DataFrame | None:
+    """The FiLM features per group when META has all of them (None when it has none); constant per group."""
+    have = [c for c in L.DOSE_FEATURE_COLUMNS if c in df.columns]
+    if not have:
+        return None
+    if len(have) != len(L.DOSE_FEATURE_COLUMNS):
+        lack = [c for c in L.DOSE_FEATURE_COLUMNS if c not in have]
+        raise InputError(f"metadata {path}: has FiLM feature column(s) {have[0]}... but lacks {', '.join(lack)}")
+    rows = {}
+    for gid, g in df.groupby("group_id", sort=False):
+        vals = {}
+        for c in have:
+            v = pd.to_numeric(g[c], errors="coerce")
+            if v.isna().any() or not np.isfinite(v.to_numpy()).all():
+                raise InputError(f"metadata {path} line {int(g['meta_line'][v.isna()].iloc[0])}: {c} is not a number")
+            if v.nunique() > 1:
+                raise InputError(f"metadata {path} group {gid!r}: {c} differs between its rows")
+            vals[c] = float(v.iloc[0])
+        rows[gid] = vals
+    out = pd.DataFrame.from_dict(rows, orient="index")[list(L.DOSE_FEATURE_COLUMNS)]
+    out.index.name = "group_id"
+    return out
+
+
+# --------------------------------------------------------------------------- pairs and references
+
+
+def assign_pairs(df: pd.DataFrame) -> pd.Series:
+    """pair_id per row: a sample's replicates in replicate order, two by two (an odd last one joins the last pair)."""
+    pair = pd.Series("", index=df.index, dtype=object)
+    for (gid, sample), g in df.groupby(["group_id", "sample"], sort=False):
+        order = g.sort_values(["replicate", "polarity"]).index
+        k = np.arange(len(order)) // 2
+        if len(order) % 2 and len(order) > 1:
+            k[-1] = k[-2]
+        pair[order] = [f"{gid}/{sample}/pair{j:03d}" for j in k]
+    return pair
+
+
+def leave_one_out_means(values: np.ndarray, df: pd.DataFrame, rows: np.ndarray, path: Path) -> np.ndarray:
+    """For each of `rows` (positions): the mean of the other replicates of its sample."""
+    out = np.empty((len(rows), values.shape[1]))
+    keys = (df["group_id"] + "\x00" + df["sample"]).to_numpy()
+    for n, i in enumerate(rows):
+        same = np.flatnonzero(keys == keys[i])
+        if len(same) < 2:
+            raise InputError(
+                f"metadata {path} line {int(df['meta_line'].iloc[i])}: --references replicate-mean needs two or more "
+                f"replicates of sample {df['sample'].iloc[i]!r} in group {df['group_id'].iloc[i]!r}"
+            )
+        out[n] = (values[same].sum(axis=0) - values[i]) / (len(same) - 1)
+    return out
+
+
+# --------------------------------------------------------------------------- build
+
+
+def _prepare_out(out: Path) -> Path:
+    """A temp folder beside OUT (refused when OUT exists and is not an empty folder)."""
+    if out.is_symlink() or (out.exists() and (not out.is_dir() or any(out.iterdir()))):
+        raise InputError(f"--out {out}: exists and is not an empty folder (nothing was written)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{out.name[:64]}.import-", dir=out.parent))
+
+
+def import_dataset(opts: ImportOptions) -> dict:
+    """Build OUT (see the module doc); returns a summary. Nothing is left behind on failure."""
+    if opts.references not in (None, *REFERENCE_METHODS):
+        raise InputError(f"--references {opts.references!r}: choose from {', '.join(REFERENCE_METHODS)}")
+    if opts.fill not in R.FILLS:
+        raise InputError(f"--fill {opts.fill!r}: choose from {', '.join(R.FILLS)}")
+    if opts.to_unit:
+        opts.to_unit = U.canonical(opts.to_unit, "--to-unit")
+    if not opts.spectra_dir.is_dir():
+        raise InputError(f"SPECTRA_DIR {opts.spectra_dir}: not a folder")
+    tmp = _prepare_out(opts.out)
+    try:
+        summary = _build(opts, tmp)
+        if opts.out.exists():
+            opts.out.rmdir()  # empty (checked); a rename onto it would also work, but not across a race
+        os.rename(tmp, opts.out)
+        return summary
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _build(opts: ImportOptions, root: Path) -> dict:
+    meta = read_metadata(opts.metadata)
+    feats = dose_features(meta, opts.metadata)
+    from godrun.data.panel import build_panel, panel_groups_for
+
+    groups = panel_groups_for(meta, opts.panel_groups)
+    reader = _Reader(opts)
+    n = len(meta)
+    values = np.empty((n, L.GRID_POINTS))
+    facts: list[dict] = []
+    for i, row in enumerate(meta.itertuples(index=False)):
+        values[i], f = reader.spectrum(
+            row.file, row.column or None, int(row.meta_line), _row_unit(row.unit, row.meta_line, opts)
+        )
+        facts.append(f)
+    in_panel = meta["group_id"].isin(groups).to_numpy()
+    refs, ref_keys = _references(opts, meta, values, in_panel, reader)
+    manifest = _write_spectra(root, meta, values, refs, ref_keys, facts, opts.metadata)
+    train_groups = [g for g in dict.fromkeys(meta["group_id"]) if g not in groups]
+    _write_grid_and_stats(root, values[~in_panel], manifest, feats, train_groups)
+    unit = opts.to_unit or next(iter(reader.units), "")
+    lineage = _lineage(opts, meta, reader, groups, unit)
+    atomic_write_json(root / IMPORT_LINEAGE, lineage)
+    atomic_write_text(root / IMPORT_AUDIT, _audit(opts, manifest, lineage))
+    hashes = build_panel(root, verify_files=True, panel_groups=groups)
+    return {"spectra": n, "panel_groups": groups, "unit": unit, "hashes": hashes,
+            "panel_rows": int(in_panel.sum()), "train_rows": int((~in_panel).sum())}  # fmt: skip
+
+
+def _row_unit(cell: str, line: int, opts: ImportOptions) -> str | None:
+    return U.canonical(cell, f"{opts.metadata} line {line}: unit") if cell else None
+
+
+def _references(
+    opts: ImportOptions, meta: pd.DataFrame, values: np.ndarray, in_panel: np.ndarray, reader: _Reader
+) -> tuple[dict[int, np.ndarray], dict[int, str]]:
+    """{row: reference values} and {row: key} (rows sharing a key share one reference file)."""
+    refs: dict[int, np.ndarray] = {}
+    keys: dict[int, str] = {}
+    for i, row in enumerate(meta.itertuples(index=False)):
+        if row.reference_file:
+            file, _, column = row.reference_file.partition("::")
+            refs[i], _ = reader.spectrum(
+                file, column or None, int(row.meta_line), _row_unit(row.unit, row.meta_line, opts)
+            )
+            keys[i] = f"file:{row.reference_file}"
+    need = np.flatnonzero(in_panel & ~np.isin(np.arange(len(meta)), list(refs)))
+    if need.size and opts.references == "replicate-mean":
+        for i, ref in zip(need, leave_one_out_means(values, meta, need, opts.metadata), strict=True):
+            refs[int(i)], keys[int(i)] = ref, f"loo:{i}"
+    elif need.size:
+        line = int(meta["meta_line"].iloc[need[0]])
+        raise InputError(
+            f"{opts.metadata} line {line}: panel spectrum (group {meta['group_id'].iloc[need[0]]!r}) has no "
+            "reference_file; give one per panel row or --references replicate-mean"
+        )
+    return refs, keys
+
+
+def _check_partners(manifest: pd.DataFrame, meta: pd.DataFrame, path: Path) -> None:
+    """A training row without a reference needs a Noise2Noise partner."""
+    sizes = manifest.groupby("pair_id")["pair_id"].transform("size").to_numpy()
+    alone = (sizes < 2) & (manifest["reference_path"] == "").to_numpy()
+    if alone.any():
+        i = int(np.flatnonzero(alone)[0])
+        raise InputError(
+            f"metadata {path} line {int(meta['meta_line'].iloc[i])}: sample {meta['sample'].iloc[i]!r} of group "
+            f"{meta['group_id'].iloc[i]!r} has one replicate and no reference_file: Noise2Noise needs two"
+        )
+
+
+def _write_spectra(
+    root: Path, meta: pd.DataFrame, values: np.ndarray, refs: dict[int, np.ndarray], ref_keys: dict[int, str],
+    facts: list[dict], path: Path,
+) -> pd.DataFrame:  # fmt: skip
+    """Every spectrum and reference as float32 .npy under data/spectra_for_fold; manifest_all.csv."""
+    from godrun.data.synth import npy_bytes
+
+    base = root / L.SPECTRA_DIR
+    (base / "spectra").mkdir(parents=True)
+    (base / "references").mkdir()
+    pairs = assign_pairs(meta)
+    ref_file: dict[str, tuple[str, str]] = {}
+    rows = []
+    for i, m in enumerate(meta.itertuples(index=False)):
+        data = npy_bytes(values[i].astype(np.float32))
+        rel = f"spectra/{i:06d}.npy"
+        (base / rel).write_bytes(data)
+        ref_rel = ref_sha = ""
+        if i in refs:
+            key = ref_keys[i]
+            if key not in ref_file:
+                ref_data = npy_bytes(refs[i].astype(np.float32))
+                ref_file[key] = (f"references/{len(ref_file):06d}.npy", hashlib.sha256(ref_data).hexdigest())
+                (base / ref_file[key][0]).write_bytes(ref_data)
+            ref_rel, ref_sha = ref_file[key]
+        rows.append({"spectrum_id": m.spectrum_id, "group_id": m.group_id, "treatment": m.treatment,
+                     "sample": m.sample, "angle": m.angle, "polarity": m.polarity, "replicate": m.replicate,
+                     "pair_id": pairs.iloc[i], "path": rel, "reference_path": ref_rel,
+                     "content_sha256": hashlib.sha256(data).hexdigest(), "reference_sha256": ref_sha,
+                     "source_file": m.file, "source_column": m.column, **facts[i]})  # fmt: skip
+    manifest = pd.DataFrame(rows)
+    _check_partners(manifest, meta, path)
+    atomic_write_text(root / L.MANIFEST_ALL, manifest.to_csv(index=False, lineterminator="\n"))
+    return manifest
+
+
+def _write_grid_and_stats(
+    root: Path, train_values: np.ndarray, manifest: pd.DataFrame, feats: pd.DataFrame | None, train: list[str]
+) -> None:
+    from godrun.data.synth import _lambda_from_moments, _npy_any, npz_bytes, wavelength_grid, write_metadata
+
+    wl = wavelength_grid()
+    x = train_values.astype(np.float32).astype(np.float64)
+    stats = _lambda_from_moments(x.mean(axis=0), x.std(axis=0), wl)
+    atomic_write_bytes(root / L.LAMBDA_STATS, npz_bytes(stats))
+    atomic_write_bytes(root / L.WAVELENGTH_GRID, _npy_any(wl))
+    write_metadata(root, feats, manifest, train)
+
+
+# --------------------------------------------------------------------------- lineage and audit
+
+IMPORT_LINEAGE = Path("data/import_lineage.json")
+IMPORT_AUDIT = Path("data/import_audit.md")
+
+
+def _lineage(opts: ImportOptions, meta: pd.DataFrame, reader: _Reader, groups: Sequence[str], unit: str) -> dict:
+    return {
+        "metadata_sha256": sha256_file(opts.metadata),
+        "source_files": {rel: s.sha256 for rel, s in sorted(reader.sources.items())},
+        "unit": unit,
+        "source_units": sorted(reader.units),
+        "converted": bool(opts.to_unit) and sorted(reader.units) != [opts.to_unit],
+        "grid": {"min_nm": L.GRID_MIN_NM, "max_nm": L.GRID_MAX_NM, "points": L.GRID_POINTS},
+        "resampling": "bin mean of the piecewise-linear interpolant (band integrals kept); godrun/data/resample.py",
+        "fill": opts.fill,
+        "panel_groups": list(groups),
+        "panel_references": opts.references or "reference_file",
+        "training_references": "reference_file where given, else none (Noise2Noise on replicate pairs)",
+        "spectra": len(meta),
+    }
+
+
+def _audit(opts: ImportOptions, manifest: pd.DataFrame, lineage: dict) -> str:
+    filled = manifest[(manifest["measured_min_nm"] > L.GRID_MIN_NM) | (manifest["measured_max_nm"] < L.GRID_MAX_NM)]
+    loo = opts.references == "replicate-mean"
+    lines = [
+        "# Import audit",
+        "",
+        f"- {len(manifest)} spectra from {len(lineage['source_files'])} file(s) under `{opts.spectra_dir}`, "
+        f"metadata `{opts.metadata}` (sha256 `{lineage['metadata_sha256']}`).",
+        f"- unit: **{lineage['unit']}** (read from the files or declared: {', '.join(lineage['source_units'])}; "
+        + ("converted on request)." if lineage["converted"] else "no conversion)."),
+        f"- resampled onto {L.GRID_MIN_NM:g}-{L.GRID_MAX_NM:g} nm, {L.GRID_POINTS} points: {lineage['resampling']}.",
+        f"- fill: `{opts.fill}`; {len(filled)} spectra measured over less than the grid"
+        + (f" (e.g. `{filled['spectrum_id'].iloc[0]}`)" if len(filled) else "")
+        + "; each row's measured range is in manifest_all.csv (measured_min_nm, measured_max_nm).",
+        f"- panel groups: {', '.join(f'`{g}`' for g in lineage['panel_groups'])} (whole groups).",
+        "- panel references: "
+        + ("the mean of the other replicates of the same sample (leave-one-out): the reference holds the noise "
+           "of n-1 replicates, so PSNR against it is lower than against the truth by up to "
+           "10*log10(1 + 1/(n-1)) dB for a perfect prediction." if loo else "the rows' reference_file."),
+        f"- training rows with a reference: {_train_refs(manifest, lineage)}"
+        " (the others train on their Noise2Noise partner; the dip loss takes its windows from their group's mean).",
+        "",
+    ]  # fmt: skip
+    return "\n".join(lines)
+
+
+def _train_refs(manifest: pd.DataFrame, lineage: dict) -> int:
+    train = ~manifest["group_id"].isin(lineage["panel_groups"])
+    return int((train & (manifest["reference_path"] != "")).sum())
+
+
+def summarymeta_line(summary: dict) -> str:
+    return json.dumps({k: v for k, v in summary.items() if k != "hashes"})

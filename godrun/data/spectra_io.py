@@ -1,0 +1,269 @@
+"""Readers for the spectrum files instruments export: delimited text, JCAMP-DX, .npy.
+
+`parse_spectrum_file(data, name)` turns a file's bytes into a `Table`: the wavelengths in nm (increasing)
+and one or more value columns, with the y-unit when the file states one. Every problem is an InputError
+naming the file (and the line when there is one).
+
+Delimited text (.csv, .tsv, .txt, .dat, .asc, anything not below):
+* UTF-8 (a byte-order mark is dropped) or, failing that, Latin-1; CRLF, CR or LF line ends;
+* blank lines and comment lines (starting with `#`, `%`, `//` or `*`) are skipped; the lines before the
+  first numeric line are the header: its last line names the columns;
+* the delimiter is the first of tab, `;`, `,` and white space that splits the first data line into at
+  least two numbers; with a tab, `;` or white-space delimiter a decimal comma (`0,123`) is read as a point;
+* the first column is the x axis, each further column one spectrum (a two-column file is one spectrum);
+* x unit: from the first header cell (`nm`, `µm`/`um`/`micron`, `cm-1`/`1/cm`/`wavenumber`), else nm;
+  y unit: from a value column's header cell when it names one (units.py's names), else undeclared.
+JCAMP-DX (.jdx, .dx, or text starting with `##`): parsed by the `jcamp` package, which applies ##XFACTOR
+and ##YFACTOR; ##XUNITS and ##YUNITS give the units.
+.npy: a [2, L] or [L, 2] array (wavelength nm, value) or a [L] vector on the 601-point grid; no unit.
+
+The x axis must be finite and strictly monotonic (a decreasing one is reversed), without repeated values;
+values must be finite. A wavenumber axis becomes nm as 1e7 / x, a µm axis as 1000 · x.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from godrun.data import units as U
+from godrun.errors import InputError
+
+COMMENT_PREFIXES = ("#", "%", "//", "*")
+JCAMP_SUFFIXES = (".jdx", ".dx", ".jcamp")
+_NUMBER = re.compile(r"^[+-]?(\d+([.,]\d*)?|[.,]\d+)([eE][+-]?\d+)?$|^[+-]?(nan|inf|infinity)$", re.IGNORECASE)
+
+
+@dataclass
+class Table:
+    """One file's spectra: x in nm increasing [L], values [L, C], column names, the y unit if stated."""
+
+    wavelengths: np.ndarray
+    values: np.ndarray
+    columns: list[str]
+    unit: str | None = None
+    x_unit: str = "nm"
+    notes: list[str] = field(default_factory=list)
+
+    def column(self, key: str | None, where: str) -> np.ndarray:
+        """The spectrum of column `key` (a header name or a 1-based index among the value columns)."""
+        if key is None or key == "":
+            if self.values.shape[1] != 1:
+                raise InputError(
+                    f"{where}: holds {self.values.shape[1]} spectra; name one in the metadata's `column` "
+                    f"(a header name or 1..{self.values.shape[1]})"
+                )
+            return self.values[:, 0]
+        if key in self.columns:
+            return self.values[:, self.columns.index(key)]
+        if key.isdigit() and 1 <= int(key) <= self.values.shape[1]:
+            return self.values[:, int(key) - 1]
+        raise InputError(
+            f"{where}: no spectrum column {key!r} (has {self.columns[:5]}{'...' * (len(self.columns) > 5)})"
+        )
+
+
+def parse_spectrum_file(data: bytes, name: str) -> Table:
+    """The spectra in a file's bytes (`name` is used for its suffix and in messages)."""
+    if not data.strip():
+        raise InputError(f"{name}: empty file")
+    lower = name.lower()
+    if lower.endswith(".npy") or data[:6] == b"\x93NUMPY":
+        return _npy(data, name)
+    text = _decode(data)
+    if lower.endswith(JCAMP_SUFFIXES) or text.lstrip().startswith("##"):
+        return _jcamp(text, name)
+    return _delimited(text, name)
+
+
+def _decode(data: bytes) -> str:
+    if b"\x00" in data[:4096]:
+        raise InputError("binary content (NUL bytes), not a text table")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+# --------------------------------------------------------------------------- .npy
+
+
+def _npy(data: bytes, name: str) -> Table:
+    try:
+        arr = np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputError(f"{name}: not a readable .npy ({exc})") from exc
+    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "iuf":
+        raise InputError(f"{name}: expected a numeric .npy array")
+    arr = arr.astype(np.float64)
+    if arr.ndim == 1:
+        from godrun.data import layout as L
+
+        if arr.shape[0] != L.GRID_POINTS:
+            raise InputError(f"{name}: a 1-D .npy must have the grid's {L.GRID_POINTS} points, has {arr.shape[0]}")
+        x = np.linspace(L.GRID_MIN_NM, L.GRID_MAX_NM, L.GRID_POINTS)
+        return _checked(x, arr[:, None], ["value"], None, "nm", name, None)
+    if arr.ndim == 2 and 2 in arr.shape:
+        xy = arr if arr.shape[0] == 2 else arr.T
+        return _checked(xy[0], xy[1][:, None], ["value"], None, "nm", name, None)
+    raise InputError(f"{name}: .npy of shape {arr.shape}; expected [L], [2, L] or [L, 2]")
+
+
+# --------------------------------------------------------------------------- JCAMP-DX
+
+
+def _jcamp(text: str, name: str) -> Table:
+    import contextlib
+
+    import jcamp
+
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # the parser prints its checks; we make our own
+            d = jcamp.read(io.StringIO(text))
+        x = np.asarray(d["x"], dtype=np.float64)
+        y = np.asarray(d["y"], dtype=np.float64)
+    except Exception as exc:  # the parser raises anything on a malformed file
+        raise InputError(f"{name}: not a readable JCAMP-DX file ({type(exc).__name__}: {exc})") from None
+    if x.size == 0 or x.shape != y.shape:
+        raise InputError(f"{name}: JCAMP-DX data block gives {x.size} x and {y.size} y values")
+    npoints = d.get("npoints")
+    if isinstance(npoints, int | float) and int(npoints) != x.size:
+        raise InputError(f"{name}: ##NPOINTS={int(npoints)} but the data block holds {x.size} points")
+    x_unit = U.x_unit_of(str(d.get("xunits", "nm")), name)
+    y_raw = d.get("yunits")
+    unit = U.canonical(str(y_raw), f"{name}: ##YUNITS") if y_raw not in (None, "") else None
+    return _checked(x, y[:, None], [str(d.get("title", "value"))], unit, x_unit, name, None)
+
+
+# --------------------------------------------------------------------------- delimited text
+
+
+def _delimited(text: str, name: str) -> Table:
+    lines = text.splitlines()
+    header: list[str] = []
+    start = None
+    for i, line in enumerate(lines):
+        s = line.strip()
+        if not s or s.startswith(COMMENT_PREFIXES):
+            continue
+        if _split_numbers(s) is not None:
+            start = i
+            break
+        header.append(s)
+    if start is None:
+        raise InputError(f"{name}: no numeric data line")
+    delim, decimal_comma, ncol = _split_numbers(lines[start].strip())  # type: ignore[misc]
+    if ncol < 2:
+        raise InputError(f"{name} line {start + 1}: one column only; expected wavelength and value column(s)")
+    kept = [
+        i for i in range(start, len(lines)) if lines[i].strip() and not lines[i].strip().startswith(COMMENT_PREFIXES)
+    ]
+    body = [lines[i] for i in kept]
+    values = _fast_parse(body, delim, decimal_comma, ncol)
+    if values is None:
+        _raise_bad_line(lines, start, delim, decimal_comma, ncol, name)
+    names = _header_names(header[-1] if header else "", delim, ncol)
+    x_unit = U.x_unit_of(names[0], name) if names[0] else "nm"
+    unit = _unit_from_names(names[1:], name)
+    line_no = np.asarray(kept) + 1
+    return _checked(values[:, 0], values[:, 1:], names[1:], unit, x_unit, name, line_no)  # type: ignore[index]
+
+
+def _split_numbers(line: str) -> tuple[str | None, bool, int] | None:
+    """(delimiter, decimal comma, columns) when `line` is a row of numbers, else None."""
+    for delim in ("\t", ";", ",", None):
+        if delim is not None and delim not in line:
+            continue
+        cells = [c.strip() for c in (line.split(delim) if delim else line.split())]
+        if cells and cells[-1] == "" and delim is not None:
+            cells = cells[:-1]  # a trailing delimiter
+        if len(cells) < 2 and delim is not None:
+            continue
+        if all(_NUMBER.match(c) for c in cells):
+            comma = delim != "," and any("," in c for c in cells)
+            return delim, comma, len(cells)
+    return None
+
+
+def _fast_parse(body: list[str], delim: str | None, comma: bool, ncol: int) -> np.ndarray | None:
+    """All rows at once: split on the delimiter, convert; None when a row is malformed."""
+    text = "\n".join(body)
+    if delim == "," or (delim is not None and not comma):
+        text = text.replace(delim, " ")  # type: ignore[arg-type]
+    elif delim is not None:
+        text = text.replace(delim, " ").replace(",", ".")
+    elif comma:
+        text = text.replace(",", ".")
+    rows = len(body)
+    tokens = text.split()
+    if len(tokens) != rows * ncol:
+        return None
+    try:
+        return np.array(tokens, dtype=np.float64).reshape(rows, ncol)
+    except ValueError:
+        return None
+
+
+def _raise_bad_line(lines: list[str], start: int, delim: str | None, comma: bool, ncol: int, name: str) -> None:
+    for i in range(start, len(lines)):
+        s = lines[i].strip()
+        if not s or s.startswith(COMMENT_PREFIXES):
+            continue
+        got = _split_numbers(s)
+        if got is None or got[2] != ncol or got[0] != delim:
+            raise InputError(f"{name} line {i + 1}: not a row of {ncol} numbers like line {start + 1}: {s[:60]!r}")
+    raise InputError(f"{name}: malformed numeric table")
+
+
+def _header_names(header: str, delim: str | None, ncol: int) -> list[str]:
+    cells = [c.strip().strip('"') for c in (header.split(delim) if delim else header.split())] if header else []
+    if len(cells) != ncol:
+        cells = ([cells[0]] if len(cells) == 1 else []) + [""] * ncol
+        cells = cells[:ncol]
+    return [c if c or k == 0 else str(k) for k, c in enumerate(cells)]
+
+
+def _unit_from_names(names: list[str], name: str) -> str | None:
+    found = {U.unit_in_header(n) for n in names} - {None}
+    if len(found) > 1:
+        raise InputError(f"{name}: its columns state different units {sorted(found)}")  # type: ignore[type-var]
+    return found.pop() if found else None
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _checked(
+    x: np.ndarray, y: np.ndarray, names: list[str], unit: str | None, x_unit: str, name: str, lines: np.ndarray | None
+) -> Table:
+    """x converted to nm, made increasing; refuses non-finite, repeated or non-monotonic wavelengths."""
+    line_of = np.arange(1, x.size + 1) if lines is None else lines
+    kind = "point" if lines is None else "line"
+
+    def line(k: int) -> str:
+        return f" {kind} {int(line_of[k])}"
+
+    bad_x = np.flatnonzero(~np.isfinite(x))
+    if bad_x.size:
+        raise InputError(f"{name}{line(int(bad_x[0]))}: wavelength is not a finite number")
+    bad_y = np.argwhere(~np.isfinite(y))
+    if bad_y.size:
+        r, c = bad_y[0]
+        raise InputError(f"{name}{line(int(r))}: value of column {names[c]!r} is NaN or infinite")
+    if x.size < 2:
+        raise InputError(f"{name}: {x.size} point(s), too few for a spectrum")
+    x_nm = U.to_nm(x, x_unit, name)
+    d = np.diff(x_nm)
+    if np.all(d < 0):
+        x_nm, y, d, line_of = x_nm[::-1], y[::-1], -d[::-1], line_of[::-1]
+    dup = np.flatnonzero(d == 0)
+    if dup.size:
+        raise InputError(f"{name}{line(int(dup[0]) + 1)}: wavelength {x_nm[dup[0]]:g} nm repeated")
+    back = np.flatnonzero(d < 0)
+    if back.size:
+        k = int(back[0]) + 1
+        raise InputError(f"{name}{line(k)}: wavelengths not monotonic ({x_nm[k - 1]:g} then {x_nm[k]:g} nm)")
+    return Table(np.ascontiguousarray(x_nm), np.ascontiguousarray(y), names, unit, x_unit)
