@@ -134,3 +134,33 @@ def test_local_maxima_is_scipy_find_peaks() -> None:
     for x in cases:
         for h in (-np.inf, 0.0, 0.5):
             assert local_maxima(x, h).tolist() == find_peaks(x, height=h)[0].tolist(), (x, h)
+
+
+def test_psnr_of_a_flat_blank_uses_the_documented_floor():
+    """A water blank (flat reference, noise only) has a defined PSNR: the peak is floored, not its noise range."""
+    from godrun.gates.metrics import PSNR_RANGE_ABS, PSNR_RANGE_REL, psnr_data_range
+
+    rng = np.random.default_rng(3)
+    blank = 1e-6 * rng.standard_normal((1, 601))  # absorbance of a blank against itself: ~0, tiny noise
+    pred = blank + 2e-4 * rng.standard_normal((1, 601))
+    assert psnr_data_range(blank)[0] == PSNR_RANGE_ABS
+    rmse = np.sqrt(np.mean((pred - blank) ** 2))
+    expected = 20 * np.log10(PSNR_RANGE_ABS / rmse)  # direct formula
+    np.testing.assert_allclose(psnr(pred, blank), [expected], atol=1e-9)
+    theirs = peak_signal_noise_ratio(blank[0], pred[0], data_range=PSNR_RANGE_ABS)
+    np.testing.assert_allclose(psnr(pred, blank), [theirs], atol=1e-9)
+    old = 20 * np.log10((blank.max() - blank.min()) / rmse)  # the blank's noise range as the peak
+    assert -20 < expected < 30 and expected - old > 20
+    level = np.full((1, 601), 0.8) + 1e-6 * rng.standard_normal((1, 601))  # a flat transmittance blank
+    assert psnr_data_range(level)[0] == pytest.approx(PSNR_RANGE_REL * np.abs(level).max())
+    # a structured reference keeps skimage's data_range
+    ref = 0.2 + np.linspace(0, 1, 601)[None]
+    assert psnr_data_range(ref)[0] == pytest.approx(1.0)
+
+
+def test_sam_is_defined_for_zero_vectors():
+    zero = np.zeros((1, 601))
+    one = np.ones((1, 601))
+    assert sam_degrees(zero, zero)[0] == 0.0
+    assert sam_degrees(zero, one)[0] == 90.0 and sam_degrees(one, zero)[0] == 90.0
+    assert np.isfinite(psnr(zero, zero)).sum() == 0 and psnr(zero, zero)[0] == np.inf

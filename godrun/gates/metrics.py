@@ -2,9 +2,15 @@
 
 Units and conventions
 ---------------------
-* PSNR_i = 10·log10(R_i² / MSE_i) with R_i = max(r_i) − min(r_i) (skimage's ``data_range``); a perfect
-  prediction gives +inf, which the gate aggregates cap at ``PSNR_CAP_DB``.
-* SAM_i = angle between p_i and r_i in degrees (cosine clipped to [−1, 1]).
+* PSNR_i = 10·log10(R_i² / MSE_i) with R_i = max(r_i) − min(r_i) (skimage's ``data_range``), floored for a
+  flat reference (a blank, a featureless control), whose own range is its noise and would give meaningless
+  values (−238 dB was measured on a real water blank): R_i = max(max − min, PSNR_RANGE_REL · max|r_i|,
+  PSNR_RANGE_ABS), i.e. at least 5 % of the reference's level and at least 0.001 in the data's unit (1 mAU
+  for absorbance, 0.1 %T for percent transmittance). A reference with real structure (every synthetic one:
+  its UV edge alone spans most of its level) is untouched. A perfect prediction gives +inf, which the gate
+  aggregates cap at ``PSNR_CAP_DB``.
+* SAM_i = angle between p_i and r_i in degrees (cosine clipped to [−1, 1]); defined for zero vectors too:
+  0° when both are zero, 90° when only one is (no direction shared).
 * Dips are absorption features inside the ROI (320–500 nm). The detector smooths the spectrum with a
   Gaussian of ``smooth_nm``, finds candidates below an upper-envelope continuum, then measures each one
   against a **local linear baseline** fitted by least squares to two guard bands of ``guard_nm`` just
@@ -44,6 +50,8 @@ if TYPE_CHECKING:
     from godrun.spec import Gates, Recipe, Verdict
 
 PSNR_CAP_DB = 100.0
+PSNR_RANGE_REL = 0.05  # floor of PSNR's data range: this fraction of the reference's level (max |r|) ...
+PSNR_RANGE_ABS = 1e-3  # ... and this much in the data's unit
 CONTINUUM_SIGMA_NM = 12.0
 CONTINUUM_ITERS = 10
 CANDIDATE_MIN_DEPTH = 0.002
@@ -61,12 +69,19 @@ def _as_2d(a: np.ndarray) -> np.ndarray:
     return a[None, :] if a.ndim == 1 else a
 
 
+def psnr_data_range(ref: np.ndarray) -> np.ndarray:
+    """PSNR's peak per row: ref.max − ref.min, floored for flat references (see the module doc)."""
+    r = _as_2d(ref)
+    level = np.abs(r).max(axis=1)
+    return np.maximum.reduce([r.max(axis=1) - r.min(axis=1), PSNR_RANGE_REL * level, np.full(len(r), PSNR_RANGE_ABS)])
+
+
 def psnr(pred: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """Per-spectrum PSNR (dB) of pred [N, L] against ref [N, L]; data_range = ref.max − ref.min per row."""
+    """Per-spectrum PSNR (dB) of pred [N, L] against ref [N, L]; data_range = psnr_data_range(ref) per row."""
     p, r = _as_2d(pred), _as_2d(ref)
     if p.shape != r.shape:
         raise ValueError(f"pred {p.shape} and ref {r.shape} differ in shape")
-    data_range = r.max(axis=1) - r.min(axis=1)
+    data_range = psnr_data_range(r)
     mse = np.mean((p - r) ** 2, axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         return 10.0 * np.log10(data_range**2 / mse)
@@ -75,9 +90,11 @@ def psnr(pred: np.ndarray, ref: np.ndarray) -> np.ndarray:
 def sam_degrees(pred: np.ndarray, ref: np.ndarray) -> np.ndarray:
     """Per-spectrum spectral angle (degrees) between pred and ref rows."""
     p, r = _as_2d(pred), _as_2d(ref)
-    norms = np.linalg.norm(p, axis=1) * np.linalg.norm(r, axis=1)
+    np_, nr = np.linalg.norm(p, axis=1), np.linalg.norm(r, axis=1)
+    norms = np_ * nr
     with np.errstate(divide="ignore", invalid="ignore"):
         cos = np.where(norms > 0, np.sum(p * r, axis=1) / norms, 0.0)
+    cos = np.where((np_ == 0) & (nr == 0), 1.0, cos)  # two zero vectors: the same (empty) direction
     return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
 
 
