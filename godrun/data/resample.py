@@ -1,7 +1,8 @@
 """Resampling a measured spectrum onto the 200–800 nm, 1 nm grid, keeping band integrals.
 
 Method: each grid point g_i stands for the bin [g_i − h, g_i + h] (h half the grid step; the first and
-last bins are clipped to the grid's ends, [200, 200.5] and [799.5, 800]). Its value is the mean, over the
+last bins reach out as far as the measurement does, at most 199.5 and 800.5 nm, at least the grid's ends
+200 and 800 nm). Its value is the mean, over the
 bin, of the piecewise-linear interpolant through the measured points:
 
     v_i = (F(b_i+1) − F(b_i)) / (b_i+1 − b_i),  F(x) = ∫ from x_0 to x of the interpolant (quadratic per segment)
@@ -29,9 +30,13 @@ MIN_OVERLAP_NM = 100.0
 EPS_NM = 1e-6
 
 
-def bin_edges(grid: np.ndarray) -> np.ndarray:
+def bin_edges(grid: np.ndarray, x_lo: float, x_hi: float) -> np.ndarray:
+    """Bin edges: midpoints between grid points; the outer edges half a step out, within [x_lo, x_hi]."""
     mid = (grid[1:] + grid[:-1]) / 2.0
-    return np.concatenate([[grid[0]], mid, [grid[-1]]])
+    h0, h1 = (grid[1] - grid[0]) / 2.0, (grid[-1] - grid[-2]) / 2.0
+    first = max(grid[0] - h0, min(x_lo, grid[0]))
+    last = min(grid[-1] + h1, max(x_hi, grid[-1]))
+    return np.concatenate([[first], mid, [last]])
 
 
 def cumulative_integral(x: np.ndarray, y: np.ndarray, at: np.ndarray) -> np.ndarray:
@@ -59,7 +64,7 @@ def resample(x: np.ndarray, y: np.ndarray, grid: np.ndarray, where: str, fill: s
                 + ("; `--fill edge` extends it by its end values" if fill == "none" else "")
             )
         x, y = _extend(x, y, lo, hi)
-    edges = bin_edges(grid)
+    edges = bin_edges(grid, float(x[0]), float(x[-1]))
     F = cumulative_integral(x, y, edges)
     return np.diff(F) / np.diff(edges)
 
