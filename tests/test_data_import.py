@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from pathlib import Path
@@ -34,7 +35,7 @@ def _bin_means(f, grid: np.ndarray) -> np.ndarray:
     """Direct numerical bin means of f over the grid's bins (fine midpoint rule): the independent reference."""
     edges = np.concatenate([[grid[0] - 0.5], (grid[1:] + grid[:-1]) / 2, [grid[-1] + 0.5]])
     out = []
-    for a, b in zip(edges[:-1], edges[1:], strict=True):
+    for a, b in itertools.pairwise(edges):
         t = np.linspace(a, b, 401)
         out.append(np.trapezoid(f(t), t) / (b - a))
     return np.array(out)
@@ -85,7 +86,7 @@ def _csv(rows: list[str], sep: str = ",") -> bytes:
     ("text", "unit"),
     [
         ("Wavelength (nm),Absorbance\n" + "".join(f"{w},{0.5 + w / 1e4}\n" for w in range(190, 811)), "absorbance"),
-        ("# exported\n\nnm;A\n" + "".join(f"{w},0;{0.5 + w / 1e4:.4f}".replace(".", ",") + "\n" for w in range(190, 811)),
+        ("# exported\n\nnm;A\n" + "".join(f"{w},0;{0.5 + w / 1e4:.4f}\n".replace(".", ",") for w in range(190, 811)),
          "absorbance"),
         ("\ufeffwl\tT\r\n" + "".join(f"{w}\t{0.5 + w / 1e4}\r\n" for w in range(190, 811)), "transmittance"),
         ("".join(f"  {w}   {0.5 + w / 1e4}\n" for w in range(190, 811)), None),
@@ -120,8 +121,8 @@ def test_many_column_table_selects_a_column_by_name_or_index():
 
 def _jdx(yfactor: float = 0.001, xunits: str = "NANOMETERS", yunits: str = "ABSORBANCE") -> str:
     ys = [round((0.5 + w / 1e4) / yfactor) for w in range(190, 811)]
-    lines = ["##TITLE=t", "##JCAMP-DX=4.24", f"##XUNITS={xunits}", f"##YUNITS={yunits}", "##XFACTOR=1",
-             f"##YFACTOR={yfactor}", "##FIRSTX=190", "##LASTX=810", "##NPOINTS=621", "##XYDATA=(X++(Y..Y))"]  # fmt: skip
+    lines = ["##TITLE=t", "##JCAMP-DX=4.24", f"##XUNITS={xunits}", f"##YUNITS={yunits}", "##XFACTOR=1"]
+    lines += [f"##YFACTOR={yfactor}", "##FIRSTX=190", "##LASTX=810", "##NPOINTS=621", "##XYDATA=(X++(Y..Y))"]
     lines += [f"{190 + k} " + " ".join(map(str, ys[k : k + 8])) for k in range(0, 621, 8)]
     return "\n".join([*lines, "##END="]) + "\n"
 
