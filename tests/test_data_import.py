@@ -253,6 +253,7 @@ def _append(meta: Path, line: str) -> None:
         ("mixed-units", "one unit per dataset"),
         ("lonely", "has one replicate and no reference_file"),
         ("unknown-panel", "--panel-group 'g3': no spectra"),
+        ("unlisted", "extra.csv: a spectrum file with no row in metadata"),
     ],
 )
 def test_bad_input_exits_2_naming_the_file_and_leaves_nothing(tmp_path: Path, capsys, case: str, match: str):
@@ -293,6 +294,8 @@ def test_bad_input_exits_2_naming_the_file_and_leaves_nothing(tmp_path: Path, ca
         elif case == "lonely":
             (spectra / "lonely.csv").write_text((spectra / "g1_0.csv").read_text())
             _append(meta, "lonely.csv,g9,0,lonely")
+        elif case == "unlisted":
+            (spectra / "extra.csv").write_text((spectra / "g1_0.csv").read_text())
         elif case == "unknown-panel":
             meta.write_text(meta.read_text().replace(",g3,", ",g4,"))
 

@@ -3,8 +3,10 @@
 META.csv has one row per spectrum: `file` (relative to SPECTRA_DIR), `group_id`, `replicate` (an integer);
 optional `column` (which spectrum of a many-column table: its header name or 1-based index), `spectrum_id`
 (default: the file's path, `:column` added), `sample` (default: the group_id), `treatment`, `angle`,
-`polarity`, `unit`, `reference_file` (a clean reference, read like a spectrum), and the FiLM dose/geometry
-feature columns (all of them or none; constant within a group).
+`polarity`, `unit`, `reference_file` (a clean reference, read like a spectrum; `FILE::COLUMN` picks a column
+of a many-column table), and the FiLM dose/geometry feature columns (all of them or none; constant within a
+group). A spectrum file (by its suffix) in SPECTRA_DIR that no row names is refused: a forgotten row would
+silently drop a measurement.
 
 Each file is read confined to SPECTRA_DIR (no `..`, no absolute path, no symlink out, regular files of at most
 1 MiB), parsed (spectra_io.py), converted to one unit (units.py) and resampled onto the 601-point grid
@@ -42,6 +44,7 @@ from godrun.errors import InputError, reading
 from godrun.fsio import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
 
 REQUIRED = ("file", "group_id", "replicate")
+SPECTRUM_SUFFIXES = (".csv", ".tsv", ".txt", ".dat", ".asc", ".prn", ".jdx", ".dx", ".jcamp", ".npy")
 REFERENCE_METHODS = ("replicate-mean",)
 TEXT_DEFAULTS = {"treatment": "0", "angle": "na", "polarity": "na"}
 
@@ -204,6 +207,19 @@ def dose_features(df: pd.DataFrame, path: Path) -> pd.DataFrame | None:
     return out
 
 
+def refuse_unlisted(spectra_dir: Path, meta: pd.DataFrame, path: Path) -> None:
+    """A spectrum file in SPECTRA_DIR that no metadata row names (as `file` or `reference_file`) is refused:
+    a forgotten row would silently drop a measurement. Other files (notes, licences) are left alone."""
+    listed = set(meta["file"]) | {r.partition("::")[0] for r in meta["reference_file"] if r}
+    listed = {os.path.normpath(f) for f in listed}
+    for folder, dirs, names in os.walk(spectra_dir):  # symlinked folders are not walked into
+        dirs.sort()
+        for name in sorted(names):
+            rel = os.path.relpath(os.path.join(folder, name), spectra_dir)
+            if name.lower().endswith(SPECTRUM_SUFFIXES) and os.path.normpath(rel) not in listed:
+                raise InputError(f"{spectra_dir / rel}: a spectrum file with no row in metadata {path}")
+
+
 # --------------------------------------------------------------------------- pairs and references
 
 
@@ -282,6 +298,7 @@ def _build(opts: ImportOptions, root: Path) -> dict:
         )
         facts.append(f)
     in_panel = meta["group_id"].isin(groups).to_numpy()
+    refuse_unlisted(opts.spectra_dir, meta, opts.metadata)
     refs, ref_keys = _references(opts, meta, values, in_panel, reader)
     manifest = _write_spectra(root, meta, values, refs, ref_keys, facts, opts.metadata)
     train_groups = [g for g in dict.fromkeys(meta["group_id"]) if g not in groups]

@@ -1,0 +1,51 @@
+"""README "Your own data": its commands, run literally on the shipped scikit-spectra example, reach a verdict.
+
+The example's training rows have no clean reference (Noise2Noise on replicate pairs only); the panel's
+references are the leave-one-out replicate means the import made.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from godrun.cli import main as godrun_main
+from godrun.data import layout as L
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def readme_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"<!-- your-own-data:begin -->\s*```bash\n(.*?)```\s*<!-- your-own-data:end -->", text, re.S)
+    assert block, "README lost its 'Your own data' command block"
+    return [line for line in block.group(1).splitlines() if line.strip()]
+
+
+def test_readme_own_data_commands_import_run_and_give_a_verdict(tmp_path: Path, monkeypatch, capsys):
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    monkeypatch.chdir(tmp_path)
+    commands = readme_commands()
+    assert [c.split()[:2] for c in commands] == [["godrun", "data"], ["godrun", "run"], ["grep", "-m1"]]
+    for line in commands[:2]:
+        assert godrun_main(shlex.split(line)[1:]) in (0, 3), line  # 3: the run ended Failed-ActB (a verdict)
+    out = capsys.readouterr().out
+    assert "imported 36 spectra (28 training, 8 panel; unit counts)" in out
+    verdict = subprocess.run(shlex.split(commands[2]), capture_output=True, text=True, check=True).stdout
+    assert re.search(r'"verdict": "(pass|fail)"', verdict)
+    work = tmp_path / "aunps"
+    status = json.loads((work / "status.json").read_text())
+    assert status["phase"] in ("Shipped", "Failed-ActB") and status["panel"]["verdict"] in ("pass", "fail")
+    train = pd.read_csv(work / L.MANIFEST_TRAIN, keep_default_na=False)
+    assert (train["reference_path"] == "").all()  # no clean training references
+    assert set(train["source_file"].str.rsplit(".", n=1).str[-1]) == {"csv", "jdx"}
+    panel = pd.read_csv(work / L.PANEL_MANIFEST, keep_default_na=False)
+    assert set(panel["group_id"]) == {"aunp_stage3"} and (panel["reference_sha256"].str.len() == 64).all()
