@@ -24,6 +24,7 @@ input exits 2 naming the file (and META line) with nothing left in OUT; an exist
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -77,8 +78,9 @@ class _Source:
 class _Reader:
     """Reads, parses and resamples the META rows' files; each file parsed once (many-column tables)."""
 
-    def __init__(self, opts: ImportOptions) -> None:
+    def __init__(self, opts: ImportOptions, check_dataset_unit: bool = True) -> None:
         self.opts = opts
+        self.check_dataset_unit = check_dataset_unit
         self.files = _MetaFiles(opts.metadata, opts.spectra_dir, 0, verify=False)
         self.sources: dict[str, _Source] = {}
         self.grid = np.linspace(L.GRID_MIN_NM, L.GRID_MAX_NM, L.GRID_POINTS)
@@ -117,7 +119,7 @@ class _Reader:
         unit = file_unit or declared
         if unit is None:
             raise InputError(f"{where}: the file states no unit; declare it with --unit or a `unit` column")
-        if not self.opts.to_unit and self.units and unit not in self.units:
+        if self.check_dataset_unit and not self.opts.to_unit and self.units and unit not in self.units:
             first = next(iter(self.units.items()))
             raise InputError(
                 f"{where}: unit {unit}, but {first[1]} is {first[0]}: one unit per dataset (convert with --to-unit)"
@@ -290,17 +292,11 @@ def _build(opts: ImportOptions, root: Path) -> dict:
     groups = panel_groups_for(meta, opts.panel_groups)
     reader = _Reader(opts)
     n = len(meta)
-    values = np.empty((n, L.GRID_POINTS))
-    facts: list[dict] = []
-    for i, row in enumerate(meta.itertuples(index=False)):
-        values[i], f = reader.spectrum(
-            row.file, row.column or None, int(row.meta_line), _row_unit(row.unit, row.meta_line, opts)
-        )
-        facts.append(f)
+    values, facts, shas = read_all(opts, meta, root / L.SPECTRA_DIR, reader)
     in_panel = meta["group_id"].isin(groups).to_numpy()
     refuse_unlisted(opts.spectra_dir, meta, opts.metadata)
     refs, ref_keys = _references(opts, meta, values, in_panel, reader)
-    manifest = _write_spectra(root, meta, values, refs, ref_keys, facts, opts.metadata)
+    manifest = _write_spectra(root, meta, shas, refs, ref_keys, facts, opts.metadata)
     train_groups = [g for g in dict.fromkeys(meta["group_id"]) if g not in groups]
     _write_grid_and_stats(root, values[~in_panel], manifest, feats, train_groups)
     unit = opts.to_unit or next(iter(reader.units), "")
@@ -314,6 +310,84 @@ def _build(opts: ImportOptions, root: Path) -> dict:
 
 def _row_unit(cell: str, line: int, opts: ImportOptions) -> str | None:
     return U.canonical(cell, f"{opts.metadata} line {line}: unit") if cell else None
+
+
+ROWS_PER_WORKER = 400  # below this many rows per process, one process reads them all
+
+
+def read_all(
+    opts: ImportOptions, meta: pd.DataFrame, base: Path, reader: _Reader
+) -> tuple[np.ndarray, list[dict], list[str]]:
+    """Every row's spectrum on the grid, its facts and the sha256 of its .npy (written to base/spectra).
+
+    Large imports are read by one process per CPU, in contiguous chunks of rows; the first failing row (in
+    META order) is the one reported, and the one-unit check runs over all rows in order afterwards.
+    """
+    (base / "spectra").mkdir(parents=True)
+    rows = [(r.file, r.column or None, int(r.meta_line), r.unit) for r in meta.itertuples(index=False)]
+    workers = min(os.cpu_count() or 1, len(rows) // ROWS_PER_WORKER)
+    if workers <= 1:
+        parts = [_read_chunk(opts, rows, 0, base, reader)]
+    else:
+        import concurrent.futures as cf
+        import multiprocessing as mp
+
+        bounds = np.linspace(0, len(rows), 4 * workers + 1).astype(int)
+        with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
+            futures = [
+                pool.submit(_read_chunk, opts, rows[a:b], int(a), base, None) for a, b in itertools.pairwise(bounds)
+            ]
+            try:
+                parts = [f.result() for f in futures]
+            finally:
+                for f in futures:
+                    f.cancel()
+    values = np.concatenate([p[0] for p in parts])
+    facts = [f for p in parts for f in p[1]]
+    shas = [h for p in parts for h in p[2]]
+    for p in parts:
+        reader.sources.update(p[3])
+    _check_one_unit(opts, meta, facts, reader)
+    return values, facts, shas
+
+
+def _read_chunk(
+    opts: ImportOptions, rows: list[tuple], start: int, base: Path, reader: _Reader | None
+) -> tuple[np.ndarray, list[dict], list[str], dict[str, _Source]]:
+    from godrun.data.synth import npy_bytes
+
+    reader = reader or _Reader(opts, check_dataset_unit=False)
+    values = np.empty((len(rows), L.GRID_POINTS))
+    facts, shas = [], []
+    for k, (file, column, line, unit_cell) in enumerate(rows):
+        values[k], f = reader.spectrum(file, column, line, _row_unit(unit_cell, line, opts))
+        data = npy_bytes(values[k].astype(np.float32))
+        fd = os.open(base / f"spectra/{start + k:06d}.npy", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        facts.append(f)
+        shas.append(hashlib.sha256(data).hexdigest())
+    sources = {
+        rel: _Source(src.sha256, Table(np.empty(0), np.empty((0, 0)), [])) for rel, src in reader.sources.items()
+    }
+    return values, facts, shas, sources
+
+
+def _check_one_unit(opts: ImportOptions, meta: pd.DataFrame, facts: list[dict], reader: _Reader) -> None:
+    units = [f["source_unit"] for f in facts]
+    if not opts.to_unit:
+        bad = [i for i, u in enumerate(units) if u != units[0]]
+        if bad:
+            i = bad[0]
+            where = f"{opts.metadata} line {int(meta['meta_line'].iloc[i])}: file {meta['file'].iloc[i]}"
+            raise InputError(
+                f"{where}: unit {units[i]}, but line {int(meta['meta_line'].iloc[0])} is {units[0]}: "
+                "one unit per dataset (convert with --to-unit)"
+            )
+    for i, u in enumerate(units):
+        reader.units.setdefault(u, f"{opts.metadata} line {int(meta['meta_line'].iloc[i])}")
 
 
 def _references(
@@ -355,22 +429,19 @@ def _check_partners(manifest: pd.DataFrame, meta: pd.DataFrame, path: Path) -> N
 
 
 def _write_spectra(
-    root: Path, meta: pd.DataFrame, values: np.ndarray, refs: dict[int, np.ndarray], ref_keys: dict[int, str],
+    root: Path, meta: pd.DataFrame, shas: list[str], refs: dict[int, np.ndarray], ref_keys: dict[int, str],
     facts: list[dict], path: Path,
 ) -> pd.DataFrame:  # fmt: skip
-    """Every spectrum and reference as float32 .npy under data/spectra_for_fold; manifest_all.csv."""
+    """Every reference as float32 .npy under data/spectra_for_fold (the spectra are there); manifest_all.csv."""
     from godrun.data.synth import npy_bytes
 
     base = root / L.SPECTRA_DIR
-    (base / "spectra").mkdir(parents=True)
     (base / "references").mkdir()
     pairs = assign_pairs(meta)
     ref_file: dict[str, tuple[str, str]] = {}
     rows = []
     for i, m in enumerate(meta.itertuples(index=False)):
-        data = npy_bytes(values[i].astype(np.float32))
         rel = f"spectra/{i:06d}.npy"
-        (base / rel).write_bytes(data)
         ref_rel = ref_sha = ""
         if i in refs:
             key = ref_keys[i]
@@ -382,7 +453,7 @@ def _write_spectra(
         rows.append({"spectrum_id": m.spectrum_id, "group_id": m.group_id, "treatment": m.treatment,
                      "sample": m.sample, "angle": m.angle, "polarity": m.polarity, "replicate": m.replicate,
                      "pair_id": pairs.iloc[i], "path": rel, "reference_path": ref_rel,
-                     "content_sha256": hashlib.sha256(data).hexdigest(), "reference_sha256": ref_sha,
+                     "content_sha256": shas[i], "reference_sha256": ref_sha,
                      "source_file": m.file, "source_column": m.column, **facts[i]})  # fmt: skip
     manifest = pd.DataFrame(rows)
     _check_partners(manifest, meta, path)

@@ -158,11 +158,13 @@ def _delimited(text: str, name: str) -> Table:
     delim, decimal_comma, ncol = _split_numbers(lines[start].strip())  # type: ignore[misc]
     if ncol < 2:
         raise InputError(f"{name} line {start + 1}: one column only; expected wavelength and value column(s)")
-    kept = [
-        i for i in range(start, len(lines)) if lines[i].strip() and not lines[i].strip().startswith(COMMENT_PREFIXES)
-    ]
-    body = [lines[i] for i in kept]
-    values = _fast_parse(body, delim, decimal_comma, ncol)
+    kept = list(range(start, len(lines)))
+    while kept and not lines[kept[-1]].strip():
+        kept.pop()  # trailing blank lines
+    values = _fast_parse(lines[start : start + len(kept)], delim, decimal_comma, ncol)
+    if values is None:  # comment or blank lines inside the data (or a malformed row): the careful path
+        kept = [i for i in kept if lines[i].strip() and not lines[i].lstrip().startswith(COMMENT_PREFIXES)]
+        values = _fast_parse([lines[i] for i in kept], delim, decimal_comma, ncol)
     if values is None:
         _raise_bad_line(lines, start, delim, decimal_comma, ncol, name)
     names = _header_names(header[-1] if header else "", delim, ncol)
