@@ -1,12 +1,12 @@
 """Import speed: `godrun data import` of N files of P points each (default 10 000 x 1 000), wall time.
 
-The files are two-column CSV (wavelength nm, absorbance with 6 decimals; 199.7-800.7 nm, 0.6 nm steps at
-P = 1 000, so the source is finer than the grid and every bin is averaged), one spectrum each, in 20 groups
-of replicate pairs; the last group is the panel with leave-one-out references. The import reads, parses,
-converts and resamples every file, writes every .npy, then the panel build re-reads and hashes every one (the check every load
-does). The goal: 10 000 x 1 000 in <= 30 s on 2 cores. The CPUs may be shared: the 1-minute load average
-before and after is printed with the figure, and the CPU time of the import (its worker processes included)
-beside the wall time.
+The files are two-column CSV (wavelength nm, absorbance with 6 decimals; 199.7-800.7 nm, 0.6 nm steps at P = 1
+000, so the source is finer than the grid and every bin is averaged), one spectrum each, in 20 groups of
+replicate pairs; the last group is the panel with leave-one-out references. The import reads, parses, converts
+and resamples every file, writes every .npy, then the panel build re-reads and hashes every one (the check
+every load does). The goal: 10 000 x 1 000 in <= 30 s on 2 cores. The CPUs may be shared: the 1-minute load
+average before and after is printed with the figure, and the CPU time of the import (its worker processes
+included) beside the wall time.
 
     python bench/import_speed.py [N] [P]
 """
