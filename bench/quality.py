@@ -3,6 +3,9 @@
     PYTHONPATH=$PWD .venv/bin/python bench/quality.py [--scale 0.2] [--seed 7] [--epochs 15] [--steps 40]
         [--runs n2n-small,clean-small,n2n-medium,clean-medium] [--set FIELD=VALUE ...] [--out bench-out/quality]
 
+Run kinds: n2n (Noise2Noise), clean (clean targets), n2nnoref (Noise2Noise with the training manifest's
+clean references removed: the dip loss's windows then come from each group's replicate mean).
+
 Synthesises a corpus (`godrun data synth --scale --seed`; seed 7 by default: seed 1 was used to tune the
 noise weighting), judges raw and every classical denoiser on its panel, then trains the seed's recipe at CPU sizes
 (small: d_model 16, 2 layers, d_state 8; medium: 32, 4, 16) with Noise2Noise and with clean targets,
@@ -102,9 +105,20 @@ def train_run(
     over |= {"film_hidden_dim": 16, "device": "cpu", "seed": seed}
     if kind == "clean":
         over |= {"noise2noise": False, "noise2noise_pairwise": False}
+    if kind == "n2nnoref":  # Noise2Noise without clean training references (a real dataset's case)
+        over["train_manifest"] = str(without_references(root))
     over |= {"log_dir": f"logs/{name}", "checkpoint_dir": f"checkpoints/{name}", "audit_log": f"logs/{name}/audit.log"}
     recipe = rooted(Recipe.model_validate(Recipe().model_dump() | over), root, out)
     return train(recipe, log=False).history
+
+
+def without_references(root: Path) -> Path:
+    """The training manifest with reference_path/reference_sha256 emptied (relative to `root`)."""
+    rel = L.SPECTRA_DIR / "manifest_train_noref.csv"
+    train = pd.read_csv(root / L.MANIFEST_TRAIN, dtype=str, keep_default_na=False)
+    train[["reference_path", "reference_sha256"]] = ""
+    atomic_write_text(root / rel, train.to_csv(index=False, lineterminator="\n"))
+    return rel
 
 
 def _history_row(name: str, h: dict[str, Any]) -> dict[str, Any]:
@@ -205,6 +219,13 @@ def main() -> None:
         if n2n and clean:
             gap = clean[-1]["panel_psnr_mean"] - n2n[-1]["panel_psnr_mean"]
             gaps.append(f"{size}: clean - N2N PSNR gap at the last epoch {gap:+.2f} dB")
+        noref = histories.get(f"n2nnoref-{size}")
+        if n2n and noref:
+            d = {k: n2n[-1][f"panel_{k}"] - noref[-1][f"panel_{k}"] for k in ("psnr_mean", "sam_mean", "roi_ratio")}
+            gaps.append(
+                f"{size}: N2N with - without clean training references at the last epoch: PSNR "
+                f"{d['psnr_mean']:+.2f} dB, SAM {d['sam_mean']:+.3f} deg, ROI {d['roi_ratio']:+.3f}"
+            )
     header = f"corpus scale {a.scale} seed {a.seed}; budget {a.epochs} epochs x {a.steps} steps x bs {BUDGET['bs']}"
     header += "".join(f"; {k} {v}" for k, v in extra.items())
     report = "\n".join([header, "", text, "", *notes, *gaps])

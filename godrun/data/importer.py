@@ -405,8 +405,8 @@ def _references(
             keys[i] = f"file:{row.reference_file}"
     need = np.flatnonzero(in_panel & ~np.isin(np.arange(len(meta)), list(refs)))
     if need.size and opts.references == "replicate-mean":
-        for i, ref in zip(need, leave_one_out_means(values, meta, need, opts.metadata), strict=True):
-            refs[int(i)], keys[int(i)] = ref, f"loo:{i}"
+        for j, ref in zip(need, leave_one_out_means(values, meta, need, opts.metadata), strict=True):
+            refs[int(j)], keys[int(j)] = ref, f"loo:{j}"
     elif need.size:
         line = int(meta["meta_line"].iloc[need[0]])
         raise InputError(

@@ -194,7 +194,7 @@ def _fast_parse(body: list[str], delim: str | None, comma: bool, ncol: int) -> n
     """All rows at once: split on the delimiter, convert; None when a row is malformed."""
     text = "\n".join(body)
     if delim == "," or (delim is not None and not comma):
-        text = text.replace(delim, " ")  # type: ignore[arg-type]
+        text = text.replace(delim, " ")
     elif delim is not None:
         text = text.replace(delim, " ").replace(",", ".")
     elif comma:
