@@ -149,8 +149,21 @@ def test_jcamp_honours_yfactor_and_units():
         (b"wl,A\nx,y\n", "no numeric data line"),
         (b"\x00\x01\x02garbage", "binary content"),
         (b"##TITLE=x\n##XYDATA=(X++(Y..Y))\n1 2 3\n", "JCAMP-DX"),
+        (b"wl,A\n200,5,0,1\n201,5,0,1\n", "the header has 2 columns, the data rows 4"),
+        (b"wl,A\n200,0.1\n201,inf\n", "line 3: value of column 'A' is NaN or infinite"),
     ],
-    ids=["empty", "nan", "non-monotonic", "duplicate", "ragged", "no-numbers", "binary", "jcamp-broken"],
+    ids=[
+        "empty",
+        "nan",
+        "non-monotonic",
+        "duplicate",
+        "ragged",
+        "no-numbers",
+        "binary",
+        "jcamp-broken",
+        "decimal-comma-in-csv",
+        "inf",
+    ],
 )
 def test_bad_files_are_refused_naming_the_line(data: bytes, match: str):
     with pytest.raises(InputError, match=match):
@@ -254,6 +267,7 @@ def _append(meta: Path, line: str) -> None:
         ("lonely", "has one replicate and no reference_file"),
         ("unknown-panel", "--panel-group 'g3': no spectra"),
         ("unlisted", "extra.csv: a spectrum file with no row in metadata"),
+        ("fifo-meta", "not a regular file"),
     ],
 )
 def test_bad_input_exits_2_naming_the_file_and_leaves_nothing(tmp_path: Path, capsys, case: str, match: str):
@@ -294,6 +308,9 @@ def test_bad_input_exits_2_naming_the_file_and_leaves_nothing(tmp_path: Path, ca
         elif case == "lonely":
             (spectra / "lonely.csv").write_text((spectra / "g1_0.csv").read_text())
             _append(meta, "lonely.csv,g9,0,lonely")
+        elif case == "fifo-meta":
+            meta.unlink()
+            os.mkfifo(meta)
         elif case == "unlisted":
             (spectra / "extra.csv").write_text((spectra / "g1_0.csv").read_text())
         elif case == "unknown-panel":

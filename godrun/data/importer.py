@@ -28,6 +28,7 @@ import itertools
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ from godrun.errors import InputError, reading
 from godrun.fsio import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
 
 REQUIRED = ("file", "group_id", "replicate")
+MAX_METADATA_BYTES = 256 << 20
 SPECTRUM_SUFFIXES = (".csv", ".tsv", ".txt", ".dat", ".asc", ".prn", ".jdx", ".dx", ".jcamp", ".npy")
 REFERENCE_METHODS = ("replicate-mean",)
 TEXT_DEFAULTS = {"treatment": "0", "angle": "na", "polarity": "na"}
@@ -134,6 +136,12 @@ class _Reader:
 def read_metadata(path: Path) -> pd.DataFrame:
     """META.csv as text columns (no NaN: empty cells are ""), with `meta_line` the row's line in the file."""
     with reading(path, "metadata"):
+        st = os.stat(path)  # a FIFO or device would block or never end: regular files only
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError(f"metadata {path}: not a regular file")
+    if st.st_size > MAX_METADATA_BYTES:
+        raise InputError(f"metadata {path}: {st.st_size} bytes, more than the {MAX_METADATA_BYTES} allowed")
+    with reading(path, "metadata"):
         df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig", skipinitialspace=True)
     df.columns = [str(c).strip().lstrip("\ufeff") for c in df.columns]
     missing = [c for c in REQUIRED if c not in df.columns]
@@ -209,13 +217,14 @@ def dose_features(df: pd.DataFrame, path: Path) -> pd.DataFrame | None:
     return out
 
 
-def refuse_unlisted(spectra_dir: Path, meta: pd.DataFrame, path: Path) -> None:
+def refuse_unlisted(spectra_dir: Path, meta: pd.DataFrame, path: Path, skip: Path | None = None) -> None:
     """A spectrum file in SPECTRA_DIR that no metadata row names (as `file` or `reference_file`) is refused:
     a forgotten row would silently drop a measurement. Other files (notes, licences) are left alone."""
     listed = set(meta["file"]) | {r.partition("::")[0] for r in meta["reference_file"] if r}
     listed = {os.path.normpath(f) for f in listed}
+    skip_real = os.path.realpath(skip) if skip else None
     for folder, dirs, names in os.walk(spectra_dir):  # symlinked folders are not walked into
-        dirs.sort()
+        dirs[:] = sorted(d for d in dirs if os.path.realpath(os.path.join(folder, d)) != skip_real)
         for name in sorted(names):
             rel = os.path.relpath(os.path.join(folder, name), spectra_dir)
             if name.lower().endswith(SPECTRUM_SUFFIXES) and os.path.normpath(rel) not in listed:
@@ -294,7 +303,7 @@ def _build(opts: ImportOptions, root: Path) -> dict:
     n = len(meta)
     values, facts, shas = read_all(opts, meta, root / L.SPECTRA_DIR, reader)
     in_panel = meta["group_id"].isin(groups).to_numpy()
-    refuse_unlisted(opts.spectra_dir, meta, opts.metadata)
+    refuse_unlisted(opts.spectra_dir, meta, opts.metadata, skip=root)
     refs, ref_keys = _references(opts, meta, values, in_panel, reader)
     manifest = _write_spectra(root, meta, shas, refs, ref_keys, facts, opts.metadata)
     train_groups = [g for g in dict.fromkeys(meta["group_id"]) if g not in groups]

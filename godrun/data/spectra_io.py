@@ -23,6 +23,7 @@ values must be finite. A wavenumber axis becomes nm as 1e7 / x, a µm axis as 10
 
 from __future__ import annotations
 
+import csv
 import io
 import re
 from dataclasses import dataclass, field
@@ -167,6 +168,7 @@ def _delimited(text: str, name: str) -> Table:
         values = _fast_parse([lines[i] for i in kept], delim, decimal_comma, ncol)
     if values is None:
         _raise_bad_line(lines, start, delim, decimal_comma, ncol, name)
+    _check_header_width(header[-1] if header else "", delim, ncol, name)
     names = _header_names(header[-1] if header else "", delim, ncol)
     x_unit = U.x_unit_of(names[0], name) if names[0] else "nm"
     unit = _unit_from_names(names[1:], name)
@@ -220,8 +222,30 @@ def _raise_bad_line(lines: list[str], start: int, delim: str | None, comma: bool
     raise InputError(f"{name}: malformed numeric table")
 
 
+def _header_cells(header: str, delim: str | None) -> list[str]:
+    """The header's cells (quoted cells may hold the delimiter)."""
+    if delim is None:
+        return header.split()
+    return next(csv.reader([header], delimiter=delim, skipinitialspace=True))
+
+
+def _check_header_width(header: str, delim: str | None, ncol: int, name: str) -> None:
+    """A header splitting into more than one cell but not into the data's column count: refused (a decimal
+    comma inside a comma-delimited file reads as extra columns)."""
+    if not header or delim is None:
+        return
+    cells = _header_cells(header, delim)
+    if cells and not cells[-1].strip():
+        cells = cells[:-1]
+    if len(cells) > 1 and len(cells) != ncol:
+        raise InputError(
+            f"{name}: the header has {len(cells)} columns, the data rows {ncol} "
+            "(decimal commas in a comma-delimited file? use `;` or tab between columns)"
+        )
+
+
 def _header_names(header: str, delim: str | None, ncol: int) -> list[str]:
-    cells = [c.strip().strip('"') for c in (header.split(delim) if delim else header.split())] if header else []
+    cells = [c.strip().strip('"') for c in _header_cells(header, delim)] if header else []
     if len(cells) != ncol:
         cells = ([cells[0]] if len(cells) == 1 else []) + [""] * ncol
         cells = cells[:ncol]
