@@ -78,3 +78,19 @@ def test_panel_group_flag_holds_out_the_named_groups(small_corpus: Path, tmp_pat
     assert "'no/such/group': no spectra" in capsys.readouterr().err
     default = json.loads((small_corpus / L.MANIFEST_HASHES).read_text())["panel_groups"]
     assert default == list(L.PANEL_GROUPS)
+
+
+def test_panel_rows_need_references_training_rows_do_not(small_corpus: Path, tmp_path: Path, capsys):
+    root = tmp_path / "ws"
+    shutil.copytree(small_corpus / "data", root / "data")
+    all_ = pd.read_csv(root / L.MANIFEST_ALL, dtype=str, keep_default_na=False)
+    train = ~all_["group_id"].isin(list(L.PANEL_GROUPS))
+    all_.loc[train, ["reference_path", "reference_sha256"]] = ""
+    all_.to_csv(root / L.MANIFEST_ALL, index=False, lineterminator="\n")
+    assert godrun_main(["data", "panel", "--root", str(root)]) == 0
+    assert godrun_main(["data", "check", "--root", str(root)]) == 0
+    panel_row = all_.index[~train][0]
+    all_.loc[panel_row, ["reference_path", "reference_sha256"]] = ""
+    all_.to_csv(root / L.MANIFEST_ALL, index=False, lineterminator="\n")
+    assert godrun_main(["data", "panel", "--root", str(root)]) == 2
+    assert f"panel row {all_.spectrum_id[panel_row]!r}" in capsys.readouterr().err

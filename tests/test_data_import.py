@@ -100,6 +100,14 @@ def test_delimited_variants_read_the_same_spectrum(text: str, unit: str | None):
     assert t.wavelengths[0] == 190 and t.wavelengths[-1] == 810
 
 
+def test_utf16_and_quoted_numbers_read():
+    text = "wl\tA\r\n" + "".join(f"{w}\t0,{w}\r\n" for w in range(190, 811))
+    t = parse_spectrum_file(text.encode("utf-16"), "u16.txt")
+    assert t.unit == "absorbance" and t.values[0, 0] == pytest.approx(0.19)
+    quoted = '"wl","A"\n' + "".join(f'"{w}","0.5"\n' for w in range(190, 811))
+    assert parse_spectrum_file(quoted.encode(), "q.csv").values.shape == (621, 1)
+
+
 def test_wavenumber_and_micrometre_axes_become_nm_and_descending_is_reversed():
     wn = np.linspace(50000.0, 12000.0, 800)  # 200-833 nm, descending in nm after 1e7/x? ascending in cm-1 reversed
     text = "Wavenumber (cm-1),Abs\n" + "".join(f"{k},{0.1}\n" for k in wn)

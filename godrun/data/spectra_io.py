@@ -5,7 +5,8 @@ and one or more value columns, with the y-unit when the file states one. Every p
 naming the file (and the line when there is one).
 
 Delimited text (.csv, .tsv, .txt, .dat, .asc, anything not below):
-* UTF-8 (a byte-order mark is dropped) or, failing that, Latin-1; CRLF, CR or LF line ends;
+* UTF-8 (a byte-order mark is dropped), UTF-16 with a byte-order mark, or, failing those, Latin-1; CRLF, CR
+  or LF line ends; numbers may be quoted;
 * blank lines and comment lines (starting with `#`, `%`, `//` or `*`) are skipped; the lines before the
   first numeric line are the header: its last line names the columns;
 * the delimiter is the first of tab, `;`, `,` and white space that splits the first data line into at
@@ -74,15 +75,20 @@ def parse_spectrum_file(data: bytes, name: str) -> Table:
     lower = name.lower()
     if lower.endswith(".npy") or data[:6] == b"\x93NUMPY":
         return _npy(data, name)
-    text = _decode(data)
+    text = _decode(data, name)
     if lower.endswith(JCAMP_SUFFIXES) or text.lstrip().startswith("##"):
         return _jcamp(text, name)
     return _delimited(text, name)
 
 
-def _decode(data: bytes) -> str:
+def _decode(data: bytes, name: str) -> str:
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):  # UTF-16 with its byte-order mark (some instruments' exports)
+        try:
+            return data.decode("utf-16")
+        except UnicodeDecodeError:
+            raise InputError(f"{name}: not decodable UTF-16 text") from None
     if b"\x00" in data[:4096]:
-        raise InputError("binary content (NUL bytes), not a text table")
+        raise InputError(f"{name}: binary content (NUL bytes), not a text table")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -181,7 +187,7 @@ def _split_numbers(line: str) -> tuple[str | None, bool, int] | None:
     for delim in ("\t", ";", ",", None):
         if delim is not None and delim not in line:
             continue
-        cells = [c.strip() for c in (line.split(delim) if delim else line.split())]
+        cells = [c.strip().strip('"') for c in (line.split(delim) if delim else line.split())]
         if cells and cells[-1] == "" and delim is not None:
             cells = cells[:-1]  # a trailing delimiter
         if len(cells) < 2 and delim is not None:
@@ -194,7 +200,7 @@ def _split_numbers(line: str) -> tuple[str | None, bool, int] | None:
 
 def _fast_parse(body: list[str], delim: str | None, comma: bool, ncol: int) -> np.ndarray | None:
     """All rows at once: split on the delimiter, convert; None when a row is malformed."""
-    text = "\n".join(body)
+    text = "\n".join(body).replace('"', "")
     if delim == "," or (delim is not None and not comma):
         text = text.replace(delim, " ")
     elif delim is not None:
