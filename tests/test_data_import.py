@@ -343,3 +343,24 @@ def test_panel_rows_without_references_are_refused(tmp_path: Path, capsys):
     assert godrun_main([*argv, "--panel-group", "g3"]) == 2
     assert "has no reference_file; give one per panel row or --references replicate-mean" in capsys.readouterr().err
     assert not (tmp_path / "ws").exists()
+
+
+def test_dose_features_in_the_metadata_become_the_film_files(tmp_path: Path):
+    from godrun.spec import FILM_FEATURES
+
+    meta = _dataset(tmp_path, {"g1": 2, "g2": 2, "g3": 2})
+    lines = meta.read_text().splitlines()
+    dose = {"g1": 0.2, "g2": 0.6, "g3": 1.0}
+    rows = [lines[0] + "," + ",".join(FILM_FEATURES)]
+    rows += [
+        ln + "," + ",".join(str(dose[ln.split(",")[1]] + k) for k in range(len(FILM_FEATURES))) for ln in lines[1:]
+    ]
+    meta.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "ws"
+    assert _import(tmp_path, meta, out) == 0
+    feats = pd.read_csv(out / L.DOSE_FEATURES).set_index("group_id")
+    assert list(feats.columns) == list(FILM_FEATURES) and feats.loc["g2", FILM_FEATURES[0]] == 0.6
+    stats = json.loads((out / L.DOSE_STATS).read_text())
+    assert stats["groups"] == 2 and stats["features"][FILM_FEATURES[0]]["mean"] == pytest.approx(0.4)  # train only
+    weights = pd.read_csv(out / L.DOSE_SAMPLING_WEIGHTS).set_index("group_id")["weight"]
+    assert weights["g2"] > weights["g1"]  # the higher dose drawn more, as the synthetic corpus does

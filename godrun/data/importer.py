@@ -10,8 +10,8 @@ silently drop a measurement.
 
 Each file is read confined to SPECTRA_DIR (no `..`, no absolute path, no symlink out, regular files of at most
 1 MiB), parsed (spectra_io.py), converted to one unit (units.py) and resampled onto the 601-point grid
-(resample.py). Noise2Noise pairs: the replicates of one sample (group_id + sample), in replicate order, two
-by two (an odd last one joins the pair before it). The panel's references are the rows' reference_file, or
+(resample.py). Noise2Noise pairs: the replicates of one sample (group_id + sample + polarity), in replicate
+order, two by two (an odd last one joins the pair before it). The panel's references are the rows' reference_file, or
 with `--references replicate-mean` the mean of the *other* replicates of the same sample (the spectrum is
 left out of its own reference, so its noise is not in it; the reference keeps the noise of n − 1 replicates,
 variance σ²/(n − 1), which lowers the panel's PSNR against the truth's by about 10·log10(1 + 1/(n−1)) at most
@@ -235,21 +235,23 @@ def refuse_unlisted(spectra_dir: Path, meta: pd.DataFrame, path: Path, skip: Pat
 
 
 def assign_pairs(df: pd.DataFrame) -> pd.Series:
-    """pair_id per row: a sample's replicates in replicate order, two by two (an odd last one joins the last pair)."""
+    """pair_id per row: the replicates of a sample (and polarity, when given) in replicate order, two by two (an
+    odd last one joins the last pair), as the synthetic corpus pairs two replicates of one clean spectrum."""
     pair = pd.Series("", index=df.index, dtype=object)
-    for (gid, sample), g in df.groupby(["group_id", "sample"], sort=False):
-        order = g.sort_values(["replicate", "polarity"]).index
+    for (gid, sample, pol), g in df.groupby(["group_id", "sample", "polarity"], sort=False):
+        order = g.sort_values("replicate").index
         k = np.arange(len(order)) // 2
         if len(order) % 2 and len(order) > 1:
             k[-1] = k[-2]
-        pair[order] = [f"{gid}/{sample}/pair{j:03d}" for j in k]
+        tag = f"{gid}/{sample}" if pol == TEXT_DEFAULTS["polarity"] else f"{gid}/{sample}/{pol}"
+        pair[order] = [f"{tag}/pair{j:03d}" for j in k]
     return pair
 
 
 def leave_one_out_means(values: np.ndarray, df: pd.DataFrame, rows: np.ndarray, path: Path) -> np.ndarray:
     """For each of `rows` (positions): the mean of the other replicates of its sample."""
     out = np.empty((len(rows), values.shape[1]))
-    keys = (df["group_id"] + "\x00" + df["sample"]).to_numpy()
+    keys = (df["group_id"] + "\x00" + df["sample"] + "\x00" + df["polarity"]).to_numpy()
     for n, i in enumerate(rows):
         same = np.flatnonzero(keys == keys[i])
         if len(same) < 2:
@@ -280,6 +282,8 @@ def import_dataset(opts: ImportOptions) -> dict:
         raise InputError(f"--fill {opts.fill!r}: choose from {', '.join(R.FILLS)}")
     if opts.to_unit:
         opts.to_unit = U.canonical(opts.to_unit, "--to-unit")
+    if opts.unit:
+        U.canonical(opts.unit, "--unit")
     if not opts.spectra_dir.is_dir():
         raise InputError(f"SPECTRA_DIR {opts.spectra_dir}: not a folder")
     tmp = _prepare_out(opts.out)
