@@ -11,7 +11,10 @@ from godrun.errors import run_main
 
 # subcommand -> (module with `main(argv) -> int | None`, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "data": ("godrun.data.cli", "synthesise the corpus, build the panel and audits, check leakage, import or adopt your own data"),
+    "data": (
+        "godrun.data.cli",
+        "synthesise the corpus, build the panel and audits, check leakage, import or adopt your own data",
+    ),
     "train": ("godrun.trainer.cli", "train mamba_tiny_uv with the seed's recipe flags"),
     "folds": ("godrun.trainer.folds", "train the Track_H group folds (makes the fold-02 warm start)"),
     "evaluate": ("godrun.evaluator.cli", "evaluate checkpoints on the validation panel against the gates"),
