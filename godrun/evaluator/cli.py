@@ -13,6 +13,11 @@ Order of work (so bad input fails before anything expensive):
   6. the compact verdict (with the archive folder) written to the termination log, the gate table printed.
 Exit 0 whether the verdict is pass or fail; 2 for bad input.
 
+Metrics are defined for every reference (godrun.gates.metrics): PSNR's peak is the reference's max − min,
+floored at 5 % of its level (max |r|) and at 0.001 in the data's unit, so a flat reference (a blank, a
+featureless control) gets a finite, meaningful PSNR instead of one set by its own noise (−238 dB was measured on
+a real water blank); SAM is 0° between two zero vectors and 90° when only one is zero.
+
 Downstream proxy (gate 4): always computed in-process by godrun.gates.metrics (the same function
 scripts/downstream_proxy_eval.py runs). --downstream-script is the seed's flag: it must name an existing file
 (a relative path is looked up from the cwd, then $GODRUN_HOME, the godrun source checkout and the image's
