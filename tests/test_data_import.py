@@ -364,3 +364,15 @@ def test_dose_features_in_the_metadata_become_the_film_files(tmp_path: Path):
     assert stats["groups"] == 2 and stats["features"][FILM_FEATURES[0]]["mean"] == pytest.approx(0.4)  # train only
     weights = pd.read_csv(out / L.DOSE_SAMPLING_WEIGHTS).set_index("group_id")["weight"]
     assert weights["g2"] > weights["g1"]  # the higher dose drawn more, as the synthetic corpus does
+
+
+def test_jcamp_wavenumber_axis_and_percent_transmittance():
+    wn = np.linspace(12000.0, 50000.0, 400)  # 833-200 nm
+    ys = [round(50.0 / 0.01)] * 400
+    lines = ["##TITLE=t", "##JCAMP-DX=5.01", "##XUNITS=1/CM", "##YUNITS=% TRANSMITTANCE", "##XFACTOR=1"]
+    lines += ["##YFACTOR=0.01", f"##FIRSTX={wn[0]}", f"##LASTX={wn[-1]}", "##NPOINTS=400", "##XYDATA=(XY..XY)"]
+    lines += [f"{x:.6f}, {y}" for x, y in zip(wn, ys, strict=True)]
+    t = parse_spectrum_file(("\r\n".join([*lines, "##END="]) + "\r\n").encode(), "ir.jdx")
+    assert t.unit == "percent_transmittance" and t.x_unit == "cm-1"
+    np.testing.assert_allclose(t.wavelengths[[0, -1]], [200.0, 1e7 / 12000.0])
+    np.testing.assert_allclose(t.values[:, 0], 50.0)

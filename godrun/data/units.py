@@ -1,7 +1,7 @@
 """Spectral units: the names godrun accepts, the x-axis conversions to nm and the y conversions on request.
 
 y units (canonical name: accepted spellings, case-insensitive):
-* `absorbance`: A, abs, absorbance, absorbance units, AU (decadic: A = −log10 T);
+* `absorbance`: A, abs, absorbance, absorbance units, AU, log(1/T), log(1/R), OD (decadic: A = −log10 T);
 * `transmittance`: T, transmittance, transmission (a fraction, 1 = all light through);
 * `percent_transmittance`: %T, percent transmittance, transmittance (%), transmission (%) (100 · T);
 * `reflectance`, `percent_reflectance`: R, reflectance; %R (100 · R);
@@ -26,12 +26,14 @@ from godrun.errors import InputError
 UNITS = ("absorbance", "transmittance", "percent_transmittance", "reflectance", "percent_reflectance", "counts",
          "arbitrary")  # fmt: skip
 _ALIASES = {
-    "absorbance": ("a", "abs", "absorbance", "absorbance units", "au", "absorbance (au)", "absorbance(au)"),
+    "absorbance": ("a", "abs", "absorbance", "absorbance units", "au", "absorbance (au)", "absorbance(au)",
+                   "log(1/t)", "log(1/r)", "optical density", "od"),
     "transmittance": ("t", "transmittance", "transmission", "transmittance (fraction)"),
-    "percent_transmittance": ("%t", "percent transmittance", "percent_transmittance", "transmittance (%)",
-                              "transmission (%)", "transmittance %", "%transmittance"),
+    "percent_transmittance": ("%t", "% t", "% transmittance", "percent transmittance", "percent_transmittance",
+                              "transmittance (%)", "transmission (%)", "transmittance %", "%transmittance"),
     "reflectance": ("r", "reflectance"),
-    "percent_reflectance": ("%r", "percent reflectance", "percent_reflectance", "reflectance (%)"),
+    "percent_reflectance": ("%r", "% r", "% reflectance", "percent reflectance", "percent_reflectance",
+                            "reflectance (%)"),
     "counts": ("counts", "count", "raw counts", "intensity", "signal", "cts"),
     "arbitrary": ("a.u.", "arb. units", "arbitrary units", "arbitrary", "arb"),
 }  # fmt: skip
