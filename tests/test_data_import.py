@@ -123,6 +123,7 @@ def test_many_column_table_selects_a_column_by_name_or_index():
     text = "Wavelength,a,b\n" + "".join(f"{w},{w},{-w}\n" for w in range(190, 811))
     t = parse_spectrum_file(text.encode(), "m.csv")
     assert t.column("b", "w")[0] == -190 and t.column("1", "w")[0] == 190
+    assert t.unit is None  # sample names, not units; ("A" and "T" would be too)
     with pytest.raises(InputError, match="holds 2 spectra"):
         t.column(None, "m.csv")
 

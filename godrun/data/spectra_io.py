@@ -259,7 +259,10 @@ def _header_names(header: str, delim: str | None, ncol: int) -> list[str]:
 
 
 def _unit_from_names(names: list[str], name: str) -> str | None:
-    found = {U.unit_in_header(n) for n in names} - {None}
+    """The unit the value columns' headers state. In a many-column table the headers are mostly sample names,
+    so a one-letter header (`A`, `T`, `R`) counts as a unit only in a two-column file."""
+    cells = names if len(names) == 1 else [n for n in names if len(n.strip().strip('"')) > 1]
+    found = {U.unit_in_header(n) for n in cells} - {None}
     if len(found) > 1:
         raise InputError(f"{name}: its columns state different units {sorted(found)}")  # type: ignore[type-var]
     return found.pop() if found else None
