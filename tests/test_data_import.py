@@ -377,3 +377,42 @@ def test_jcamp_wavenumber_axis_and_percent_transmittance():
     assert t.unit == "percent_transmittance" and t.x_unit == "cm-1"
     np.testing.assert_allclose(t.wavelengths[[0, -1]], [200.0, 1e7 / 12000.0])
     np.testing.assert_allclose(t.values[:, 0], 50.0)
+
+
+def test_reference_files_are_read_hashed_and_shared(tmp_path: Path):
+    meta = _dataset(tmp_path, {"g1": 2, "g2": 2, "g3": 2})
+    x = np.arange(190.0, 811.0, 1.0)
+    table = "Wavelength,clean_a,clean_b\n" + "".join(
+        f"{a},{b:.6f},{b + 0.01:.6f}\n" for a, b in zip(x, _shape(x), strict=True)
+    )
+    (tmp_path / "spectra" / "clean.csv").write_text(table)
+    lines = meta.read_text().splitlines()
+    rows = [lines[0] + ",reference_file"]
+    rows += [
+        ln + (",clean.csv::clean_b" if ",g3," in ln else ",clean.csv::clean_a" if ",g1," in ln else ",")
+        for ln in lines[1:]
+    ]
+    meta.write_text("\n".join(rows) + "\n")
+    argv = ["data", "import", str(tmp_path / "spectra"), "--metadata", str(meta), "--out", str(tmp_path / "ws")]
+    assert godrun_main([*argv, "--panel-group", "g3", "--unit", "absorbance"]) == 0
+    all_ = pd.read_csv(tmp_path / "ws" / L.MANIFEST_ALL, keep_default_na=False).set_index("spectrum_id")
+    base = tmp_path / "ws" / L.SPECTRA_DIR
+    g1, g2, g3 = (all_[all_.group_id == g] for g in ("g1", "g2", "g3"))
+    assert g1.reference_path.nunique() == 1 and (g2.reference_path == "").all()  # one file per distinct reference
+    np.testing.assert_allclose(
+        np.load(base / g3.reference_path.iloc[0]), resample(x, _shape(x) + 0.01, GRID, "r"), atol=1e-6
+    )
+    assert all_.loc[g1.index[0], "reference_sha256"] != all_.loc[g3.index[0], "reference_sha256"]
+
+
+def test_fill_edge_imports_a_partial_range_and_records_it(tmp_path: Path):
+    meta = _dataset(tmp_path, {"g1": 2, "g2": 2, "g3": 2})
+    lines = (tmp_path / "spectra" / "g1_0.csv").read_text().splitlines()
+    (tmp_path / "spectra" / "g1_0.csv").write_text("\n".join([lines[0], *lines[221:]]) + "\n")  # from 300 nm
+    assert _import(tmp_path, meta, tmp_path / "ws", "--fill", "edge") == 0
+    all_ = pd.read_csv(tmp_path / "ws" / L.MANIFEST_ALL, keep_default_na=False).set_index("spectrum_id")
+    assert all_.loc["g1_0.csv", "measured_min_nm"] == 300.0 and all_.loc["g1_1.csv", "measured_min_nm"] == 190.0
+    assert (
+        "1 spectra measured over less than the grid (e.g. `g1_0.csv`)"
+        in (tmp_path / "ws/data/import_audit.md").read_text()
+    )
