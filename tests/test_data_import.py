@@ -108,6 +108,20 @@ def test_utf16_and_quoted_numbers_read():
     assert parse_spectrum_file(quoted.encode(), "q.csv").values.shape == (621, 1)
 
 
+def test_instrument_headers_footers_and_xy_pairs():
+    rows = "".join(f"{w}.00,{0.5 + w / 1e4:.4f},{w}.00,{0.6:.4f},\n" for w in range(190, 811))
+    cary = "Baseline,,Sample1,,\nWavelength (nm),Abs,Wavelength (nm),Abs,\n" + rows + "\nMethod Log\nScan rate,600\n"
+    t = parse_spectrum_file(cary.encode(), "cary.csv")
+    assert t.values.shape == (621, 2) and t.unit == "absorbance" and t.values[0, 1] == 0.6
+    ocean = "SpectraSuite Data File\nIntegration Time (usec): 100000\nNumber of Pixels in Spectrum: 2048\n2048\n"
+    ocean += ">>>>>Begin Spectral Data<<<<<\n" + "".join(f"{w}.5\t{w * 2}\n" for w in range(190, 811))
+    ocean += ">>>>>End Spectral Data<<<<<\n"
+    t = parse_spectrum_file(ocean.encode(), "ocean.txt")
+    assert t.values.shape == (621, 1) and t.wavelengths[0] == 190.5
+    with pytest.raises(InputError, match="line 5: not a row of 2 numbers"):
+        parse_spectrum_file(b"wl,A\n200,1\n201,1\n202,1\n203,x\n", "bad.csv")
+
+
 def test_wavenumber_and_micrometre_axes_become_nm_and_descending_is_reversed():
     wn = np.linspace(50000.0, 12000.0, 800)  # 200-833 nm, descending in nm after 1e7/x? ascending in cm-1 reversed
     text = "Wavenumber (cm-1),Abs\n" + "".join(f"{k},{0.1}\n" for k in wn)
@@ -120,9 +134,9 @@ def test_wavenumber_and_micrometre_axes_become_nm_and_descending_is_reversed():
 
 
 def test_many_column_table_selects_a_column_by_name_or_index():
-    text = "Wavelength,a,b\n" + "".join(f"{w},{w},{-w}\n" for w in range(190, 811))
+    text = "Wavelength,a,b\n" + "".join(f"{w},{w + 1},{-w}\n" for w in range(190, 811))
     t = parse_spectrum_file(text.encode(), "m.csv")
-    assert t.column("b", "w")[0] == -190 and t.column("1", "w")[0] == 190
+    assert t.column("b", "w")[0] == -190 and t.column("1", "w")[0] == 191
     assert t.unit is None  # sample names, not units; ("A" and "T" would be too)
     with pytest.raises(InputError, match="holds 2 spectra"):
         t.column(None, "m.csv")
@@ -155,7 +169,7 @@ def test_jcamp_honours_yfactor_and_units():
         (b"wl,A\n200,0.1\n202,0.1\n201,0.1\n", "line 4: wavelengths not monotonic"),
         (b"wl,A\n200,0.1\n201,0.1\n201,0.2\n", "line 4: wavelength 201 nm repeated"),
         (b"wl,A\n200,0.1\n201,0.1,7\n", "line 3: not a row of 2 numbers"),
-        (b"wl,A\nx,y\n", "no numeric data line"),
+        (b"wl,A\nx,y\n", "no line of two or more numbers"),
         (b"\x00\x01\x02garbage", "binary content"),
         (b"##TITLE=x\n##XYDATA=(X++(Y..Y))\n1 2 3\n", "JCAMP-DX"),
         (b"wl,A\n200,5,0,1\n201,5,0,1\n", "the header has 2 columns, the data rows 4"),

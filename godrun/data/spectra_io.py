@@ -8,10 +8,12 @@ Delimited text (.csv, .tsv, .txt, .dat, .asc, anything not below):
 * UTF-8 (a byte-order mark is dropped), UTF-16 with a byte-order mark, or, failing those, Latin-1; CRLF, CR
   or LF line ends; numbers may be quoted;
 * blank lines and comment lines (starting with `#`, `%`, `//` or `*`) are skipped; the lines before the
-  first numeric line are the header: its last line names the columns;
+  first line of two or more numbers are the header (its last line names the columns), the text after the last
+  one a footer (unless it begins like a number: a malformed row is refused);
 * the delimiter is the first of tab, `;`, `,` and white space that splits the first data line into at
   least two numbers; with a tab, `;` or white-space delimiter a decimal comma (`0,123`) is read as a point;
 * the first column is the x axis, each further column one spectrum (a two-column file is one spectrum);
+  further columns equal to the x axis (x, y, x, y ... exports) are dropped;
 * x unit: from the first header cell (`nm`, `µm`/`um`/`micron`, `cm-1`/`1/cm`/`wavenumber`), else nm;
   y unit: from a value column's header cell when it names one (units.py's names), else undeclared.
 JCAMP-DX (.jdx, .dx, or text starting with `##`): parsed by the `jcamp` package, which applies ##XFACTOR
@@ -161,16 +163,17 @@ def _delimited(text: str, name: str) -> Table:
             break
         header.append(s)
     if start is None:
-        raise InputError(f"{name}: no numeric data line")
+        raise InputError(f"{name}: no line of two or more numbers (wavelength and value columns)")
     delim, decimal_comma, ncol = _split_numbers(lines[start].strip())  # type: ignore[misc]
-    if ncol < 2:
-        raise InputError(f"{name} line {start + 1}: one column only; expected wavelength and value column(s)")
     kept = list(range(start, len(lines)))
     while kept and not lines[kept[-1]].strip():
         kept.pop()  # trailing blank lines
     values = _fast_parse(lines[start : start + len(kept)], delim, decimal_comma, ncol)
-    if values is None:  # comment or blank lines inside the data (or a malformed row): the careful path
-        kept = [i for i in kept if lines[i].strip() and not lines[i].lstrip().startswith(COMMENT_PREFIXES)]
+    if values is None:  # comment or blank lines inside the data, a footer (or a malformed row): the careful path
+        end = _data_end(lines, start)
+        kept = [
+            i for i in kept[: end - start] if lines[i].strip() and not lines[i].lstrip().startswith(COMMENT_PREFIXES)
+        ]
         values = _fast_parse([lines[i] for i in kept], delim, decimal_comma, ncol)
     if values is None:
         _raise_bad_line(lines, start, delim, decimal_comma, ncol, name)
@@ -179,7 +182,24 @@ def _delimited(text: str, name: str) -> Table:
     x_unit = U.x_unit_of(names[0], name) if names[0] else "nm"
     unit = _unit_from_names(names[1:], name)
     line_no = np.asarray(kept) + 1
+    same_x = [k for k in range(1, ncol) if np.array_equal(values[:, k], values[:, 0])]  # type: ignore[index]
+    if same_x:  # x, y, x, y ... (one wavelength column per spectrum, as some instruments export): keep the y
+        keep = [k for k in range(1, ncol) if k not in same_x]
+        values = values[:, [0, *keep]]  # type: ignore[index]
+        names = [names[0], *(names[k] for k in keep)]
     return _checked(values[:, 0], values[:, 1:], names[1:], unit, x_unit, name, line_no)  # type: ignore[index]
+
+
+def _data_end(lines: list[str], start: int) -> int:
+    """One past the last line of the data block: text after the last row of numbers is a footer (instrument
+    settings, an end marker) when its first line does not itself begin like a number (that is a malformed row)."""
+    last = len(lines) - 1
+    while last > start and _split_numbers(lines[last].strip()) is None:
+        last -= 1
+    after = [ln.strip() for ln in lines[last + 1 :] if ln.strip()]
+    if after and re.match(r"^[+\-.,\d]", after[0]):
+        return len(lines)
+    return last + 1
 
 
 def _split_numbers(line: str) -> tuple[str | None, bool, int] | None:
@@ -190,7 +210,7 @@ def _split_numbers(line: str) -> tuple[str | None, bool, int] | None:
         cells = [c.strip().strip('"') for c in (line.split(delim) if delim else line.split())]
         if cells and cells[-1] == "" and delim is not None:
             cells = cells[:-1]  # a trailing delimiter
-        if len(cells) < 2 and delim is not None:
+        if len(cells) < 2:  # a lone number (a pixel count in a header) is not a data row
             continue
         if all(_NUMBER.match(c) for c in cells):
             comma = delim != "," and any("," in c for c in cells)
@@ -252,6 +272,8 @@ def _check_header_width(header: str, delim: str | None, ncol: int, name: str) ->
 
 def _header_names(header: str, delim: str | None, ncol: int) -> list[str]:
     cells = [c.strip().strip('"') for c in _header_cells(header, delim)] if header else []
+    if cells and not cells[-1] and len(cells) == ncol + 1:
+        cells = cells[:-1]  # a trailing delimiter
     if len(cells) != ncol:
         cells = ([cells[0]] if len(cells) == 1 else []) + [""] * ncol
         cells = cells[:ncol]

@@ -26,10 +26,10 @@ from godrun.errors import InputError
 UNITS = ("absorbance", "transmittance", "percent_transmittance", "reflectance", "percent_reflectance", "counts",
          "arbitrary")  # fmt: skip
 _ALIASES = {
-    "absorbance": ("a", "abs", "absorbance", "absorbance units", "au", "absorbance (au)", "absorbance(au)",
+    "absorbance": ("a", "abs", "absorbance", "absorbance units", "abs.", "au", "absorbance (au)", "absorbance(au)",
                    "log(1/t)", "log(1/r)", "optical density", "od"),
     "transmittance": ("t", "transmittance", "transmission", "transmittance (fraction)"),
-    "percent_transmittance": ("%t", "% t", "% transmittance", "percent transmittance", "percent_transmittance",
+    "percent_transmittance": ("%t", "t%", "% t", "% transmittance", "percent transmittance", "percent_transmittance",
                               "transmittance (%)", "transmission (%)", "transmittance %", "%transmittance"),
     "reflectance": ("r", "reflectance"),
     "percent_reflectance": ("%r", "% r", "% reflectance", "percent reflectance", "percent_reflectance",
