@@ -9,7 +9,7 @@ group). A spectrum file (by its suffix) in SPECTRA_DIR that no row names is refu
 silently drop a measurement.
 
 Each file is read confined to SPECTRA_DIR (no `..`, no absolute path, no symlink out, regular files of at most
-1 MiB), parsed (spectra_io.py), converted to one unit (units.py) and resampled onto the 601-point grid
+64 MiB), parsed (spectra_io.py), converted to one unit (units.py) and resampled onto the 601-point grid
 (resample.py). Noise2Noise pairs: the replicates of one sample (group_id + sample + polarity), in replicate
 order, two by two (an odd last one joins the pair before it). The panel's references are the rows' reference_file, or
 with `--references replicate-mean` the mean of the *other* replicates of the same sample (the spectrum is
@@ -47,6 +47,7 @@ from godrun.fsio import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 REQUIRED = ("file", "group_id", "replicate")
 MAX_METADATA_BYTES = 256 << 20
+MAX_SOURCE_BYTES = 64 << 20  # one instrument file (a table of many spectra); larger ones are split by the user
 SPECTRUM_SUFFIXES = (".csv", ".tsv", ".txt", ".dat", ".asc", ".prn", ".jdx", ".dx", ".jcamp", ".npy")
 REFERENCE_METHODS = ("replicate-mean",)
 TEXT_DEFAULTS = {"treatment": "0", "angle": "na", "polarity": "na"}
@@ -65,7 +66,10 @@ class ImportOptions:
 
 
 class _MetaFiles(_RowFiles):
-    """The loader's confined reader, its messages naming the metadata line instead of a manifest row."""
+    """The loader's confined reader, its messages naming the metadata line instead of a manifest row; a file
+    may hold a table of many spectra, so it may be larger than one spectrum's .npy (MAX_SOURCE_BYTES)."""
+
+    max_bytes = MAX_SOURCE_BYTES
 
     def where(self, row: int, sid: str, rel: str) -> str:
         return f"{self.manifest} line {row + 1}: file {rel}"
@@ -85,6 +89,7 @@ class _Reader:
         self.check_dataset_unit = check_dataset_unit
         self.files = _MetaFiles(opts.metadata, opts.spectra_dir, 0, verify=False)
         self.sources: dict[str, _Source] = {}
+        self.hashes: dict[str, str] = {}  # every source file read (here or by a worker process) -> sha256
         self.grid = np.linspace(L.GRID_MIN_NM, L.GRID_MAX_NM, L.GRID_POINTS)
         self.units: dict[str, str] = {}  # unit -> first "file (line)" that had it
 
@@ -98,6 +103,7 @@ class _Reader:
             except InputError as exc:
                 raise InputError(f"{self.opts.metadata} line {line}: {exc}") from None
             src = self.sources[rel] = _Source(hashlib.sha256(data).hexdigest(), table)
+            self.hashes[rel] = src.sha256
         return src
 
     def spectrum(self, rel: str, column: str | None, line: int, row_unit: str | None) -> tuple[np.ndarray, dict]:
@@ -359,14 +365,14 @@ def read_all(
     facts = [f for p in parts for f in p[1]]
     shas = [h for p in parts for h in p[2]]
     for p in parts:
-        reader.sources.update(p[3])
+        reader.hashes.update(p[3])
     _check_one_unit(opts, meta, facts, reader)
     return values, facts, shas
 
 
 def _read_chunk(
     opts: ImportOptions, rows: list[tuple], start: int, base: Path, reader: _Reader | None
-) -> tuple[np.ndarray, list[dict], list[str], dict[str, _Source]]:
+) -> tuple[np.ndarray, list[dict], list[str], dict[str, str]]:
     from godrun.data.synth import npy_bytes
 
     reader = reader or _Reader(opts, check_dataset_unit=False)
@@ -382,10 +388,7 @@ def _read_chunk(
             os.close(fd)
         facts.append(f)
         shas.append(hashlib.sha256(data).hexdigest())
-    sources = {
-        rel: _Source(src.sha256, Table(np.empty(0), np.empty((0, 0)), [])) for rel, src in reader.sources.items()
-    }
-    return values, facts, shas, sources
+    return values, facts, shas, reader.hashes
 
 
 def _check_one_unit(opts: ImportOptions, meta: pd.DataFrame, facts: list[dict], reader: _Reader) -> None:
@@ -496,7 +499,7 @@ IMPORT_AUDIT = Path("data/import_audit.md")
 def _lineage(opts: ImportOptions, meta: pd.DataFrame, reader: _Reader, groups: Sequence[str], unit: str) -> dict:
     return {
         "metadata_sha256": sha256_file(opts.metadata),
-        "source_files": {rel: s.sha256 for rel, s in sorted(reader.sources.items())},
+        "source_files": dict(sorted(reader.hashes.items())),
         "unit": unit,
         "source_units": sorted(reader.units),
         "converted": bool(opts.to_unit) and sorted(reader.units) != [opts.to_unit],
