@@ -248,6 +248,13 @@ def test_import_writes_the_seed_layout_with_pairs_and_leave_one_out_references(t
     assert godrun_main(["data", "check", "--root", str(out)]) == 0
 
 
+def test_semicolon_metadata_with_bom_and_crlf(tmp_path: Path):
+    meta = _dataset(tmp_path, {"g1": 2, "g2": 2, "g3": 2})
+    meta.write_bytes(b"\xef\xbb\xbf" + meta.read_text().replace(",", ";").replace("\n", "\r\n").encode())
+    assert _import(tmp_path, meta, tmp_path / "ws") == 0
+    assert len(pd.read_csv(tmp_path / "ws" / L.MANIFEST_ALL)) == 6
+
+
 def test_import_converts_units_on_request(tmp_path: Path):
     meta = _dataset(tmp_path, {"g1": 2, "g2": 2, "g3": 2})
     out = tmp_path / "ws"

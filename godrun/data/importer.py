@@ -1,7 +1,7 @@
 """`godrun data import SPECTRA_DIR --metadata META.csv --out OUT`: an instrument's files as a seed-layout dataset.
 
-META.csv has one row per spectrum: `file` (relative to SPECTRA_DIR), `group_id`, `replicate` (an integer);
-optional `column` (which spectrum of a many-column table: its header name or 1-based index), `spectrum_id`
+META.csv (comma-, semicolon- or tab-separated, UTF-8) has one row per spectrum: `file` (relative to
+SPECTRA_DIR), `group_id`, `replicate` (an integer); optional `column` (which spectrum of a many-column table: its header name or 1-based index), `spectrum_id`
 (default: the file's path, `:column` added), `sample` (default: the group_id), `treatment`, `angle`,
 `polarity`, `unit`, `reference_file` (a clean reference, read like a spectrum; `FILE::COLUMN` picks a column
 of a many-column table), and the FiLM dose/geometry feature columns (all of them or none; constant within a
@@ -148,7 +148,10 @@ def read_metadata(path: Path) -> pd.DataFrame:
     if st.st_size > MAX_METADATA_BYTES:
         raise InputError(f"metadata {path}: {st.st_size} bytes, more than the {MAX_METADATA_BYTES} allowed")
     with reading(path, "metadata"):
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig", skipinitialspace=True)
+        with open(path, encoding="utf-8-sig") as fh:
+            first = fh.readline()
+        sep = next((d for d in (",", ";", "\t") if d in first), ",")  # spreadsheets export `;` or tabs too
+        df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8-sig", skipinitialspace=True)
     df.columns = [str(c).strip().lstrip("\ufeff") for c in df.columns]
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
