@@ -1,12 +1,12 @@
 """`godrun data import SPECTRA_DIR --metadata META.csv --out OUT`: an instrument's files as a seed-layout dataset.
 
 META.csv (comma-, semicolon- or tab-separated, UTF-8) has one row per spectrum: `file` (relative to
-SPECTRA_DIR), `group_id`, `replicate` (an integer); optional `column` (which spectrum of a many-column table: its header name or 1-based index), `spectrum_id`
-(default: the file's path, `:column` added), `sample` (default: the group_id), `treatment`, `angle`,
-`polarity`, `unit`, `reference_file` (a clean reference, read like a spectrum; `FILE::COLUMN` picks a column
-of a many-column table), and the FiLM dose/geometry feature columns (all of them or none; constant within a
-group). A spectrum file (by its suffix) in SPECTRA_DIR that no row names is refused: a forgotten row would
-silently drop a measurement.
+SPECTRA_DIR), `group_id`, `replicate` (an integer); optional `column` (which spectrum of a many-column table:
+its header name or 1-based index), `spectrum_id` (default: the file's path, `:column` added), `sample` (default:
+the group_id), `treatment`, `angle`, `polarity`, `unit`, `reference_file` (a clean reference, read like a
+spectrum; `FILE::COLUMN` picks a column of a many-column table), and the FiLM dose/geometry feature columns (all
+of them or none; constant within a group). A spectrum file (by its suffix) in SPECTRA_DIR that no row names is
+refused: a forgotten row would silently drop a measurement.
 
 Each file is read confined to SPECTRA_DIR (no `..`, no absolute path, no symlink out, regular files of at most
 64 MiB), parsed (spectra_io.py), converted to one unit (units.py) and resampled onto the 601-point grid
