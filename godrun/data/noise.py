@@ -10,9 +10,10 @@ A replicate of a transmittance-like clean spectrum T(λ) is read as
 * drift: a per-replicate zero-mean offset and tilt (`drift.rel`, lamp flicker between the reference
   and sample scans) plus a lamp warm-up over the session, W(λ)·(1 − exp(−i/τ)) for the i-th replicate
   of a group (`drift.warmup_*`);
-* c: correlated (low-frequency) relative noise along wavelength, a stationary AR(1) sequence with
-  lag-1 coefficient ρ and marginal σ_rel(λ) (`correlated`): the fluctuation of the lamp's spectrum and
-  of the optical bench between scans, which moves neighbouring wavelengths together;
+* c: correlated (low-frequency) noise along wavelength, a stationary AR(1) sequence with lag-1
+  coefficient ρ and marginal σ(λ) (`correlated`): the fluctuation of the lamp's spectrum and of the
+  optical bench between scans, which moves neighbouring wavelengths together; relative (a factor
+  1 + c, as written above) or absolute (added in transmittance units: `correlated.mode`);
 * spikes: cosmic-ray hits, one or two positive pixels (`spikes`).
 
 Profiles live in godrun/data/profiles/NAME.json; docs/noise.md describes the physics and the fit.
@@ -48,7 +49,7 @@ class _Table(_Model):
     """A function of wavelength given at knots (nm, strictly increasing); linear in between, flat outside."""
 
     nm: list[float] = Field(default_factory=list)
-    value: list[_NonNeg] = Field(default_factory=list)
+    value: list[float] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _check(self) -> _Table:
@@ -57,6 +58,10 @@ class _Table(_Model):
         if any(b <= a for a, b in zip(self.nm, self.nm[1:], strict=False)):
             raise ValueError("nm must be strictly increasing")
         return self
+
+    def non_negative(self, what: str) -> None:
+        if any(v < 0 for v in self.value):
+            raise ValueError(f"{what} must be >= 0 at every knot")
 
     def at(self, wl: np.ndarray) -> np.ndarray:
         if not self.nm:
@@ -90,15 +95,28 @@ class WhiteTable(_Model):
     kind: Literal["table"] = "table"
     sigma: _Table
 
+    @model_validator(mode="after")
+    def _check(self) -> WhiteTable:
+        self.sigma.non_negative("white.sigma")
+        return self
+
 
 class Correlated(_Model):
-    sigma_rel: _Table = Field(default_factory=_Table)  # marginal σ of the relative AR(1) term
+    sigma_rel: _Table = Field(default_factory=_Table)  # marginal σ of the AR(1) term
     rho: float = Field(default=0.0, ge=0.0, lt=1.0)  # lag-1 coefficient along the 1 nm grid
+    # relative: multiplies the spectrum (lamp spectrum flicker); absolute: adds in transmittance units,
+    # the same at any sample level (baseline wander of the reference/sample beams, stray light)
+    mode: Literal["relative", "absolute"] = "relative"
+
+    @model_validator(mode="after")
+    def _check(self) -> Correlated:
+        self.sigma_rel.non_negative("correlated.sigma_rel")
+        return self
 
 
 class Drift(_Model):
     rel: _NonNeg = 0.002  # per-replicate offset and tilt (relative, 1σ)
-    warmup_rel: _Table = Field(default_factory=_Table)  # warm-up amplitude W(λ), relative
+    warmup_rel: _Table = Field(default_factory=_Table)  # warm-up amplitude W(λ), relative, signed
     warmup_tau: _Pos = 10.0  # in replicates
 
 
@@ -231,7 +249,8 @@ def add_noise(clean: np.ndarray, wl: np.ndarray, rng: np.random.Generator, profi
         noisy = noisy * (1.0 + warm.at(wl)[None, :] * (1.0 - np.exp(-t / profile.drift.warmup_tau)))
     corr = profile.correlated
     if not corr.sigma_rel.is_zero:
-        noisy = noisy * (1.0 + corr.sigma_rel.at(wl)[None, :] * ar1(rng, n, length, corr.rho))
+        c = corr.sigma_rel.at(wl)[None, :] * ar1(rng, n, length, corr.rho)
+        noisy = noisy * (1.0 + c) if corr.mode == "relative" else noisy + c
     return noisy
 
 
