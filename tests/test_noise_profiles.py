@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -120,3 +121,15 @@ def test_synth_noise_profile_flag_changes_the_noise(tmp_path) -> None:
     (r_def, ref_def), (r_fit, ref_fit) = residual("default"), residual("skspec-fit")
     assert ref_def == ref_fit
     assert np.median(np.abs(r_fit)) < 0.3 * np.median(np.abs(r_def))
+
+
+def test_skspec_runs_split_at_level_jumps() -> None:
+    spec = importlib.util.spec_from_file_location("bench_skspec", ROOT / "bench/skspec.py")
+    assert spec and spec.loader
+    skspec = importlib.util.module_from_spec(spec)
+    sys.modules["bench_skspec"] = skspec  # its dataclass looks its module up
+    spec.loader.exec_module(skspec)
+    wl = np.arange(200.0, 851.0)
+    level = np.array([1000.0] * 5 + [600.0] * 3 + [560.0] * 4)  # a 40 % and a 6.7 % drop start runs
+    counts = level[:, None] * (1 + 1e-3 * np.random.default_rng(0).standard_normal((12, len(wl))))
+    assert skspec.split_runs(counts, wl) == [slice(0, 5), slice(5, 8), slice(8, 12)]
