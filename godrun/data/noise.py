@@ -130,8 +130,10 @@ class Spikes(_Model):
     def _ordered(self) -> Spikes:
         for field in ("count", "width", "amp_rel"):
             lo, hi = getattr(self, field)
-            if lo > hi or (field != "amp_rel" and lo < 1):
-                raise ValueError(f"spikes.{field} must be [low, high] with 1 <= low <= high (amp_rel: 0 <= low)")
+            if lo > hi or (field != "amp_rel" and not 1 <= lo <= hi <= 100):
+                raise ValueError(
+                    f"spikes.{field} must be [low, high] with low <= high (count, width: 1 <= low, high <= 100)"
+                )
         return self
 
 
