@@ -133,3 +133,24 @@ def test_skspec_runs_split_at_level_jumps() -> None:
     level = np.array([1000.0] * 5 + [600.0] * 3 + [560.0] * 4)  # a 40 % and a 6.7 % drop start runs
     counts = level[:, None] * (1 + 1e-3 * np.random.default_rng(0).standard_normal((12, len(wl))))
     assert skspec.split_runs(counts, wl) == [slice(0, 5), slice(5, 8), slice(8, 12)]
+
+
+def test_realdata_pairs_are_leave_one_out_means(monkeypatch) -> None:
+    """bench/realdata.py's natural pairs: each AuNP scan against the mean of the *other* scans of its run."""
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    spec = importlib.util.spec_from_file_location("bench_realdata", ROOT / "bench/realdata.py")
+    assert spec and spec.loader
+    realdata = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(realdata)
+    skspec = sys.modules["skspec"]
+    wl = np.arange(200.0, 851.0)
+    sizes = {"blank": 3, "aunp1": 4, "aunp2": 2, "aunp3": 3}
+    counts = np.random.default_rng(4).uniform(500, 2000, (sum(sizes.values()), len(wl)))
+    cuts = np.cumsum([0, *sizes.values()])
+    runs = {k: slice(int(a), int(b)) for k, a, b in zip(sizes, cuts[:-1], cuts[1:], strict=True)}
+    session = skspec.Session(wl=wl, counts=counts, seconds=np.arange(len(counts)) * 46.0, runs=runs)
+    grid, noisy, clean = realdata.natural_pairs(session)
+    assert grid[0] == 200 and grid[-1] == 800 and noisy.shape == clean.shape == (9, 601)
+    t = counts[3:7, :601] / counts[:3, :601].mean(axis=0)  # aunp1 in transmittance
+    np.testing.assert_allclose(noisy[:4], t)
+    np.testing.assert_allclose(clean[1], t[[0, 2, 3]].mean(axis=0))
