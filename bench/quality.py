@@ -1,6 +1,7 @@
 """Learning quality against the gates: raw, classical denoisers and trained models side by side.
 
     PYTHONPATH=$PWD .venv/bin/python bench/quality.py [--scale 0.2] [--seed 7] [--epochs 15] [--steps 40]
+        [--noise-profile default|skspec-fit|PATH]
         [--runs n2n-small,clean-small,n2n-medium,clean-medium] [--set FIELD=VALUE ...] [--out bench-out/quality]
 
 Run kinds: n2n (Noise2Noise), clean (clean targets), n2nnoref (Noise2Noise with the training manifest's
@@ -58,12 +59,13 @@ CURVES = (
 COLUMNS = ("psnr", "psnr_std", "sam", "tail", "roi", "spurious", "downstream", "ds_raw", "verdict")
 
 
-def corpus(root: Path, scale: float, seed: int) -> None:
+def corpus(root: Path, scale: float, seed: int, noise_profile: str = "default") -> None:
     from godrun.cli import main
 
     if (root / L.PANEL_MANIFEST).is_file():
         return
-    if main(["data", "synth", "--out", str(root), "--scale", str(scale), "--seed", str(seed)]) != 0:
+    args = ["--out", str(root), "--scale", str(scale), "--seed", str(seed), "--noise-profile", noise_profile]
+    if main(["data", "synth", *args]) != 0:
         raise SystemExit("corpus synthesis failed")
     if main(["data", "panel", "--root", str(root)]) != 0:
         raise SystemExit("panel construction failed")
@@ -196,11 +198,13 @@ def main() -> None:
     p.add_argument("--runs", default="n2n-small,clean-small,n2n-medium,clean-medium")
     p.add_argument("--set", action="append", default=[], type=_field, help="recipe FIELD=VALUE for every run")
     p.add_argument("--out", type=Path, default=Path("bench-out/quality"))
+    p.add_argument("--noise-profile", default="default", help="instrument noise profile of the corpus (docs/noise.md)")
     a = p.parse_args()
     extra = dict(a.set)
     a.out.mkdir(parents=True, exist_ok=True)
-    root = a.out / f"corpus-s{a.seed}-x{a.scale}"
-    corpus(root, a.scale, a.seed)
+    tag = "" if a.noise_profile == "default" else f"-{Path(a.noise_profile).stem}"
+    root = a.out / f"corpus-s{a.seed}-x{a.scale}{tag}"
+    corpus(root, a.scale, a.seed, a.noise_profile)
     rows = classical(root)
     histories: dict[str, list[dict[str, Any]]] = {}
     notes = []
@@ -226,7 +230,8 @@ def main() -> None:
                 f"{size}: N2N with - without clean training references at the last epoch: PSNR "
                 f"{d['psnr_mean']:+.2f} dB, SAM {d['sam_mean']:+.3f} deg, ROI {d['roi_ratio']:+.3f}"
             )
-    header = f"corpus scale {a.scale} seed {a.seed}; budget {a.epochs} epochs x {a.steps} steps x bs {BUDGET['bs']}"
+    header = f"corpus scale {a.scale} seed {a.seed} noise profile {a.noise_profile}; "
+    header += f"budget {a.epochs} epochs x {a.steps} steps x bs {BUDGET['bs']}"
     header += "".join(f"; {k} {v}" for k, v in extra.items())
     report = "\n".join([header, "", text, "", *notes, *gaps])
     print(report)

@@ -22,6 +22,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--scale", type=float, default=1.0, help="fraction of replicates per group (0 < F <= 1)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--force", action="store_true", help="replace an existing OUT/data corpus")
+    s.add_argument(
+        "--noise-profile",
+        default="default",
+        metavar="NAME|PATH",
+        help="instrument noise profile: a packaged one (default, skspec-fit) or a JSON file (docs/noise.md)",
+    )
     s.add_argument("--panel", action="store_true", help="also build the panel, training manifest and audits")
     pn = sub.add_parser("panel", help="build validation_panel.csv, manifest_train.csv, audits, manifest hashes")
     pn.add_argument("--root", required=True, help="workspace root holding data/")
@@ -66,12 +72,14 @@ def _import_parser(sub: argparse._SubParsersAction) -> None:
     im.add_argument("--fill", choices=FILLS, default="none", help="edge: extend a partial range by its end values")
 
 
-def synth_into(out: Path, scale: float, seed: int, force: bool) -> int:
+def synth_into(out: Path, scale: float, seed: int, force: bool, noise_profile: str = "default") -> int:
     """Build the corpus in a temp folder beside OUT/data and move it in whole (nothing half-written)."""
+    from godrun.data.noise import load_profile
     from godrun.data.synth import synthesise
 
     if not (0 < scale <= 1):
         raise InputError(f"--scale must be in (0, 1], got {scale}")
+    profile = load_profile(noise_profile)  # bad profile: exit 2 before anything is written
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out}: exists and is not a folder")
     target = out / "data"
@@ -80,7 +88,7 @@ def synth_into(out: Path, scale: float, seed: int, force: bool) -> int:
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".synth-", dir=out))
     try:
-        manifest = synthesise(tmp, scale=scale, seed=seed)
+        manifest = synthesise(tmp, scale=scale, seed=seed, noise_profile=profile)
         old = None
         if target.exists():
             old = out / f".data-old-{os.getpid()}"
@@ -97,8 +105,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.cmd == "synth":
         t0 = time.perf_counter()
-        n = synth_into(Path(args.out), args.scale, args.seed, args.force)
-        print(f"wrote {n} spectra to {Path(args.out) / 'data'} in {time.perf_counter() - t0:.1f} s")
+        n = synth_into(Path(args.out), args.scale, args.seed, args.force, args.noise_profile)
+        took = time.perf_counter() - t0
+        print(f"wrote {n} spectra to {Path(args.out) / 'data'} (noise profile {args.noise_profile}) in {took:.1f} s")
         if args.panel:
             args = argparse.Namespace(cmd="panel", root=args.out, no_verify=True, panel_group=None)
     if args.cmd == "panel":

@@ -8,10 +8,12 @@ Physics imitated (per group = treatment × sample × angle):
   a_j is chosen so that every dip's area is ≥ ~2.5× the detector's min_area at the lowest dose;
   treatment-6 controls have no dips;
 * Noise2Noise pairs: each pair of replicates shares one clean spectrum (small per-pair amplitude,
-  tilt and dip-depth variation); each replicate adds the noise of a dual-lamp spectrometer (see the
-  noise section): shot + read noise through the lamp × grating × detector throughput, so it is large
-  at the deep-UV and NIR ends, moderate in the dim 320–400 nm part of the ROI and smallest near
-  450–650 nm; plus a slow lamp drift and occasional positive one- or two-point (cosmic-ray) spikes.
+  tilt and dip-depth variation); each replicate adds the noise of an instrument profile
+  (godrun/data/noise.py, godrun/data/profiles/; docs/noise.md). The default profile: shot + read noise
+  of a dual-lamp spectrometer through the lamp × grating × detector throughput, so it is large at the
+  deep-UV and NIR ends, moderate in the dim 320–400 nm part of the ROI and smallest near 450–650 nm;
+  plus a slow lamp drift and occasional positive one- or two-point (cosmic-ray) spikes. The fitted
+  profile (skspec-fit) adds correlated low-frequency noise and a lamp warm-up over the session.
 Spectra and clean references are float32 .npy files, one per spectrum / per pair.
 """
 
@@ -28,6 +30,8 @@ import numpy as np
 import pandas as pd
 
 from godrun.data import layout as L
+from godrun.data.noise import NoiseProfile, PhotonTransfer, add_noise, load_profile, white_sigma
+from godrun.data.noise import throughput as _throughput
 from godrun.fsio import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 SCALE_MIN_GROUP = 4  # one pair per polarity
@@ -169,77 +173,19 @@ def dip_profile(shape: SampleShape, wl: np.ndarray, dose: float, depth_scale: np
 
 
 # --------------------------------------------------------------------------- noise
-#
-# A dual-lamp UV-vis spectrometer reading a transmittance-like spectrum T(λ) (the clean spectrum).
-# The detector collects C(λ) = N_FULL · S(λ) · T(λ) photo-electrons per pixel, with the system
-# throughput S = lamp × grating × detector (max 1 over the grid):
-#   * lamp: a deuterium arc (strong below ~300 nm, falling roughly exponentially towards the visible)
-#     plus a tungsten-halogen filament, a Planck emitter at HALOGEN_K (Planck's law; weak in the UV,
-#     rising to the red), so 300-400 nm, between the two, is the dim part of the ROI;
-#   * grating: first-order efficiency of a grating blazed near BLAZE_NM (a broad peak);
-#   * detector: front-illuminated silicon, whose quantum efficiency is poor in the deep UV (absorption
-#     in the gate/passivation layers) and falls in the NIR (silicon's absorption length grows past the
-#     depletion depth), behind a hot mirror that keeps the halogen's heat (NIR) off it.
-# Counting statistics give Poisson shot noise, variance C; the readout adds Gaussian read noise of
-# READ_E electrons (Janesick, "Photon Transfer", SPIE 2007: σ² = C + σ_read²). Divided back by
-# N_FULL·S, the noise on T is σ_T = sqrt(C + σ_read²) / (N_FULL·S): read-noise dominated and large
-# where the throughput is low (deep UV, NIR), shot-noise dominated and small where it is high.
-# Each replicate also carries a slow multiplicative drift of the lamp between its reference and sample
-# scans (a zero-mean offset and tilt, DRIFT_REL), and cosmic-ray spikes (one or two pixels, positive).
-
-N_FULL = 3.0e6  # photo-electrons at full throughput and T = 1
-READ_E = 300.0  # read noise, electrons rms (a long-integration readout)
-HALOGEN_K = 3000.0
-D2_SHARE = 0.06  # deuterium continuum relative to the halogen's peak on the grid
-D2_DECAY_NM = 55.0
-BLAZE_NM = 420.0
-UV_EDGE_NM = 272.0  # the silicon detector's deep-UV cut-on ...
-UV_QE_FLOOR = 0.036  # ... below which it keeps a small response
-HOT_MIRROR_NM = 690.0  # heat filter in front of the detector: blocks the halogen's NIR ...
-STOPBAND = 0.004  # ... transmitting this fraction in its stop band
-DRIFT_REL = 0.002
-SPIKE_PROB = 0.35
-
-
-def _planck(wl_nm: np.ndarray, kelvin: float) -> np.ndarray:
-    hc_over_k = 1.4388e7  # h·c/k in nm·K
-    return 1.0 / (wl_nm**5 * np.expm1(hc_over_k / (wl_nm * kelvin)))
+# The noise model and its instrument profiles live in godrun/data/noise.py and godrun/data/profiles/.
 
 
 def throughput(wl: np.ndarray) -> np.ndarray:
-    """System throughput S(λ) = lamp × grating × detector, normalised to max 1 (see the comment above)."""
-    halogen = _planck(wl, HALOGEN_K)
-    halogen = halogen / halogen.max()
-    d2 = np.exp(-(wl - 200.0) / D2_DECAY_NM)
-    lamp = D2_SHARE * d2 / d2.max() + halogen
-    grating = np.exp(-0.5 * ((wl - BLAZE_NM) / 220.0) ** 2)
-    qe = (UV_QE_FLOOR + _sigmoid((wl - UV_EDGE_NM) / 6.0)) * np.exp(-0.5 * ((wl - 540.0) / 140.0) ** 2)
-    hot_mirror = STOPBAND + _sigmoid((HOT_MIRROR_NM - wl) / 8.0)
-    s = lamp * grating * qe * hot_mirror
-    return s / s.max()
+    """The default profile's system throughput S(λ) (godrun/data/noise.py)."""
+    white = load_profile().white
+    assert isinstance(white, PhotonTransfer)
+    return _throughput(wl, white)
 
 
-def noise_sigma(clean: np.ndarray, wl: np.ndarray) -> np.ndarray:
-    """Shot + read noise σ_T [..., L] of a transmittance-like spectrum (photon transfer, see above)."""
-    electrons_per_unit = N_FULL * throughput(wl)
-    counts = np.clip(clean, 0.0, None) * electrons_per_unit
-    return np.sqrt(counts + READ_E**2) / electrons_per_unit
-
-
-def add_noise(clean: np.ndarray, wl: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    n, length = clean.shape
-    exposure = rng.uniform(0.8, 1.25, size=(n, 1))  # integration time differs between replicates
-    noisy = clean + exposure * noise_sigma(clean, wl) * rng.standard_normal((n, length))
-    x = (wl - 500.0) / 300.0
-    drift = 1.0 + DRIFT_REL * (rng.standard_normal((n, 1)) + rng.standard_normal((n, 1)) * x[None, :])
-    noisy = noisy * drift
-    level = clean.mean(axis=1)
-    for i in np.flatnonzero(rng.random(n) < SPIKE_PROB):
-        for _ in range(int(rng.integers(1, 4))):
-            k = int(rng.integers(0, length - 1))
-            width = int(rng.integers(1, 3))
-            noisy[i, k : k + width] += rng.uniform(0.2, 0.6) * level[i]
-    return noisy
+def noise_sigma(clean: np.ndarray, wl: np.ndarray, profile: NoiseProfile | None = None) -> np.ndarray:
+    """White (per-pixel) σ_T [..., L] of a clean spectrum under `profile` (default: the default profile)."""
+    return white_sigma(clean, wl, profile or load_profile())
 
 
 # --------------------------------------------------------------------------- group synthesis
@@ -259,12 +205,14 @@ def _pair_clean(plan: GroupPlan, feats: pd.Series, wl: np.ndarray, seed: int, rn
     return base[None, :] * gain[:, None] * (1.0 + tilt[:, None] * x[None, :]) * (1.0 - absorb)
 
 
-def synth_group(plan: GroupPlan, feats: pd.Series, wl: np.ndarray, seed: int, index: int):
-    """(clean [P, L], noisy [N, L], rows) for one group; replicate pairs are (2k, 2k+1)."""
+def synth_group(
+    plan: GroupPlan, feats: pd.Series, wl: np.ndarray, seed: int, index: int, profile: NoiseProfile | None = None
+):
+    """(clean [P, L], noisy [N, L], rows) for one group; replicate pairs are (2k, 2k+1), scanned in row order."""
     rng = np.random.default_rng([seed, 1, index])
     clean = _pair_clean(plan, feats, wl, seed, rng)
     pair_of = np.repeat(np.arange(plan.n // 2), 2)
-    noisy = add_noise(clean[pair_of], wl, rng)
+    noisy = add_noise(clean[pair_of], wl, rng, profile or load_profile())
     tag = f"t{plan.treatment}_{plan.sample}_{plan.angle}"
     rows = []
     rep_count = {pol: 0 for pol in L.POLARITIES}
@@ -324,9 +272,15 @@ def _write_raw(path: Path, data: bytes) -> None:
     path.write_bytes(data)
 
 
-def synthesise(out: str | Path, scale: float = 1.0, seed: int = 0) -> pd.DataFrame:
-    """Write the whole corpus under `out` (a workspace root holding data/); returns manifest_all."""
+def synthesise(
+    out: str | Path, scale: float = 1.0, seed: int = 0, noise_profile: str | Path | NoiseProfile | None = None
+) -> pd.DataFrame:
+    """Write the whole corpus under `out` (a workspace root holding data/); returns manifest_all.
+
+    `noise_profile`: a profile, a packaged profile's name or a JSON file (default: the default profile).
+    """
     out = Path(out)
+    profile = noise_profile if isinstance(noise_profile, NoiseProfile) else load_profile(noise_profile)
     root = out / L.SPECTRA_DIR
     plans = plan_groups(scale)
     feats = dose_features(plans).set_index("group_id")
@@ -337,7 +291,7 @@ def synthesise(out: str | Path, scale: float = 1.0, seed: int = 0) -> pd.DataFra
     acc_n = 0
     made_dirs: set[Path] = set()
     for gi, plan in enumerate(plans):
-        clean, noisy, rows = synth_group(plan, feats.loc[plan.group_id], wl, seed, gi)
+        clean, noisy, rows = synth_group(plan, feats.loc[plan.group_id], wl, seed, gi, profile)
         for sub in ("spectra", "references"):
             d = root / sub / plan.group_id
             if d not in made_dirs:

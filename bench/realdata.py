@@ -1,0 +1,245 @@
+"""Trained models on real spectra (scikit-spectra's AuNP session, bench/skspec.py): do no harm, and the gates.
+
+    PYTHONPATH=$PWD .venv/bin/python bench/realdata.py [--fit-model CKPT --fit-corpus WS]
+        [--default-model CKPT --default-corpus WS] [--plot docs/realdata.png] [--out bench-out/realdata]
+
+CKPT: a checkpoint (`*_best.pt`) trained on the synthetic corpus in WS (a `godrun data synth` workspace; its
+data/metadata/dose_features.csv conditions the model), e.g. bench/quality.py's
+`runs/checkpoints/n2n-small/mamba_tiny_uv_best.pt` with `--noise-profile skspec-fit` / `default`. Without
+either model, both are trained here first as bench/quality.py's n2n-small run does (scale 0.2, --seed 11,
+15 x 40 steps; cached under --out).
+
+The real session is converted in the bench, in memory, into the evaluator's panel (godrun.evaluator.panel.Panel):
+transmittance = scans / mean blank, cropped to the corpus grid (200-800 nm, 1 nm); every row conditioned as the
+zero-dose control group (treatment_6/sample_I/6Oclock). `godrun data import` (another issue) is not used.
+
+(a) do no harm on natural noise (--fit-model): noisy = each single AuNP scan (52), clean = the leave-one-out
+    mean of the other scans of its run; natural replicate noise. The model must not lower PSNR below raw's
+    (panel mean, and per spectrum), add no spurious dip in 320-500 nm and keep the downstream quantities
+    (gate 4's band integrals) within 10 % (Σ|Q(p) − Q(r)| / Σ|Q(r)|, every spectrum).
+(b) real shapes, project noise (--default-model): the three AuNP run means, 60 noisy copies each (180) through
+    the default profile's noise (godrun/data/noise.py), the four gates at their default thresholds for raw,
+    the classical denoisers and the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from skspec import ATTRIBUTION, Session, load_session
+
+from godrun.data import layout as L
+from godrun.data.noise import add_noise, load_profile
+from godrun.evaluator.denoisers import DENOISERS
+from godrun.evaluator.panel import Panel, checkpoint_candidates
+from godrun.gates.metrics import downstream_quantities, evaluate_gates, panel_metrics
+from godrun.spec import Gates, Verdict
+
+CONTROL_GROUP = "treatment_6/sample_I/6Oclock"
+AUNP_RUNS = ("aunp1", "aunp2", "aunp3")
+COPIES = 60
+DOWNSTREAM_TOL = 0.10
+
+
+def _grid(session: Session) -> tuple[np.ndarray, np.ndarray]:
+    keep = (session.wl >= L.GRID_MIN_NM) & (session.wl <= L.GRID_MAX_NM)
+    assert keep.sum() == L.GRID_POINTS
+    return session.wl[keep], keep
+
+
+def natural_pairs(session: Session) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(wl, noisy [N, L], clean [N, L]): each AuNP scan against the mean of the other scans of its run."""
+    wl, keep = _grid(session)
+    noisy, clean = [], []
+    for name in AUNP_RUNS:
+        t = session.transmittance(name)[:, keep]
+        total = t.sum(axis=0)
+        for row in t:
+            noisy.append(row)
+            clean.append((total - row) / (len(t) - 1))
+    return wl, np.array(noisy), np.array(clean)
+
+
+def project_noise(session: Session, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(wl, noisy [3·COPIES, L], clean): the AuNP run means read through the default profile."""
+    wl, keep = _grid(session)
+    rng = np.random.default_rng([seed, 21])
+    clean = np.repeat(np.stack([session.transmittance(n)[:, keep].mean(axis=0) for n in AUNP_RUNS]), COPIES, axis=0)
+    noisy = np.concatenate(
+        [add_noise(clean[i : i + COPIES], wl, rng, load_profile("default")) for i in range(0, len(clean), COPIES)]
+    )
+    return wl, noisy, clean
+
+
+def panel_of(wl: np.ndarray, noisy: np.ndarray, clean: np.ndarray, corpus: Path) -> Panel:
+    meta = pd.DataFrame(
+        {"group_id": [CONTROL_GROUP] * len(noisy), "spectrum_id": [f"real{i:03d}" for i in range(len(noisy))]}
+    )
+    return Panel(
+        raw=noisy.astype(np.float32),
+        reference=clean.astype(np.float32),
+        meta=meta,
+        wavelengths=wl,
+        manifest=Path("in-memory"),
+        manifest_sha256="",
+        metadata_csv=corpus / L.DOSE_FEATURES,
+    )
+
+
+def predict(model: Path, panel: Panel) -> np.ndarray:
+    (cand,) = checkpoint_candidates([model])
+    return np.asarray(cand.predict(panel), dtype=np.float64)
+
+
+def downstream_rel(pred: np.ndarray, ref: np.ndarray, wl: np.ndarray) -> np.ndarray:
+    q_p, q_r = downstream_quantities(pred, wl), downstream_quantities(ref, wl)
+    return np.abs(q_p - q_r).sum(axis=1) / np.maximum(np.abs(q_r).sum(axis=1), 1e-12)
+
+
+def no_harm(session: Session, model: Path, corpus: Path) -> tuple[bool, list[str], dict[str, np.ndarray]]:
+    wl, noisy, clean = natural_pairs(session)
+    panel = panel_of(wl, noisy, clean, corpus)
+    pred = predict(model, panel)
+    gates = Gates()
+    per_raw = panel_metrics(noisy, clean, noisy, wl, gates)
+    per_model = panel_metrics(pred, clean, noisy, wl, gates)
+    ds_raw, ds_model = downstream_rel(noisy, clean, wl), downstream_rel(pred, clean, wl)
+    psnr_r, psnr_m = per_raw["psnr"].to_numpy(float), per_model["psnr"].to_numpy(float)
+    lines = [
+        f"(a) natural noise, {len(noisy)} AuNP scans vs leave-one-out run means; model {model}",
+        f"    PSNR dB        raw mean {psnr_r.mean():.2f} (min {psnr_r.min():.2f}) | model {psnr_m.mean():.2f} "
+        f"(min {psnr_m.min():.2f}); model below raw on {int((psnr_m < psnr_r).sum())} of {len(psnr_r)} spectra",
+        f"    SAM deg        raw {per_raw['sam'].mean():.4f} | model {per_model['sam'].mean():.4f}",
+        f"    spurious dips  raw {int(per_raw['n_spurious'].sum())} | model {int(per_model['n_spurious'].sum())} "
+        f"(reference dips found: {int(per_raw['n_ref_dips'].sum())})",
+        f"    downstream rel raw median {np.median(ds_raw):.3f} max {ds_raw.max():.3f} | model median "
+        f"{np.median(ds_model):.3f} max {ds_model.max():.3f} (limit {DOWNSTREAM_TOL})",
+    ]
+    ok_psnr = psnr_m.mean() >= psnr_r.mean()
+    ok_spur = int(per_model["n_spurious"].sum()) == 0
+    ok_ds = bool((ds_model <= DOWNSTREAM_TOL).all())
+    lines.append(
+        f"    verdict: PSNR not lowered {_word(ok_psnr)}; no spurious dip {_word(ok_spur)}; "
+        f"downstream within 10 % {_word(ok_ds)}"
+    )
+    return ok_psnr and ok_spur and ok_ds, lines, {"wl": wl, "noisy": noisy, "clean": clean, "pred": pred}
+
+
+def _word(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def project_gates(session: Session, model: Path, corpus: Path) -> tuple[bool, list[str], dict[str, np.ndarray]]:
+    wl, noisy, clean = project_noise(session)
+    panel = panel_of(wl, noisy, clean, corpus)
+    gates = Gates()
+    sources = {name: np.asarray(f(noisy, wl), dtype=np.float64) for name, f in DENOISERS.items()}
+    sources["model"] = predict(model, panel)
+    rows = []
+    for name, pred in sources.items():
+        per = panel_metrics(pred, clean, noisy, wl, gates)
+        v = evaluate_gates(per, gates)
+        rows.append({"source": "raw" if name == "identity" else name, **_verdict_row(per, v)})
+    table = pd.DataFrame(rows).to_string(index=False, float_format="%.4g")
+    model_pass = rows[-1]["verdict"] == "pass"
+    lines = [
+        f"(b) real shapes + default-profile noise, {len(noisy)} spectra (3 AuNP run means x {COPIES}); model {model}",
+        *("    " + s for s in table.splitlines()),
+    ]
+    return model_pass, lines, {"wl": wl, "noisy": noisy, "clean": clean, "pred": sources["model"]}
+
+
+def _verdict_row(per: pd.DataFrame, v: Verdict) -> dict:
+    return {
+        "psnr": v.psnr_mean,
+        "sam": v.sam_mean,
+        "tail": v.tail_ratio,
+        "roi": v.roi_ratio,
+        "ref_dips": int(per["n_ref_dips"].sum()),
+        "spurious": v.spurious_peaks,
+        "downstream": float(per["downstream_err"].mean()),
+        "ds_raw": float(per["downstream_err_raw"].mean()),
+        "verdict": v.verdict if v.verdict == "pass" else f"fail ({', '.join(v.failed_gates)})",
+    }
+
+
+def plot(parts: dict[str, dict[str, np.ndarray]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(parts), figsize=(7 * len(parts), 4.2), squeeze=False)
+    for ax, (title, d) in zip(axes[0], parts.items(), strict=True):
+        i = 0
+        ax.plot(d["wl"], d["noisy"][i], color="0.6", lw=0.8, label="input")
+        ax.plot(d["wl"], d["clean"][i], "k", lw=1.2, label="clean")
+        ax.plot(d["wl"], d["pred"][i], "C0", lw=1.0, label="model")
+        ax.axvspan(320, 500, color="C2", alpha=0.07)
+        ax.set(xlabel="nm", ylabel="T", title=title)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=90)
+    tmp.replace(path)
+    plt.close(fig)
+
+
+def trained(out: Path, profile: str, seed: int) -> tuple[Path, Path]:
+    """(checkpoint, corpus) of bench/quality.py's small N2N run on a scale-0.2 corpus under `profile` (reused)."""
+    from quality import corpus, train_run
+
+    root = out / f"corpus-s{seed}-{profile}"
+    ckpt = out / f"runs-{profile}" / "checkpoints" / "n2n-small" / "mamba_tiny_uv_best.pt"
+    if not ckpt.is_file():
+        corpus(root, 0.2, seed, profile)
+        train_run(root, out / f"runs-{profile}", "n2n-small", 15, 40, seed)
+    return ckpt, root
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--fit-model", type=Path, help="checkpoint trained under skspec-fit: part (a)")
+    ap.add_argument("--fit-corpus", type=Path, help="its synth workspace (for dose_features.csv)")
+    ap.add_argument("--default-model", type=Path, help="checkpoint trained under the default profile: part (b)")
+    ap.add_argument("--default-corpus", type=Path, help="its synth workspace")
+    ap.add_argument("--plot", type=Path)
+    ap.add_argument("--strict", action="store_true", help="exit 1 when (a) or the model in (b) fails")
+    ap.add_argument(
+        "--out", type=Path, default=Path("bench-out/realdata"), help="where models are trained when none given"
+    )
+    ap.add_argument("--seed", type=int, default=11, help="corpus seed of the models trained here")
+    a = ap.parse_args(argv)
+    if a.fit_model is None and a.default_model is None:  # train both here (bench/quality.py's small N2N run)
+        a.fit_model, a.fit_corpus = trained(a.out, "skspec-fit", a.seed)
+        a.default_model, a.default_corpus = trained(a.out, "default", a.seed)
+    print(ATTRIBUTION)
+    session = load_session()
+    verdicts, parts = [], {}
+    for model, corpus, run, title in (
+        (a.fit_model, a.fit_corpus, no_harm, "(a) natural noise"),
+        (a.default_model, a.default_corpus, project_gates, "(b) default-profile noise"),
+    ):
+        if model is None:
+            continue
+        if corpus is None:
+            ap.error(f"{model}: give its corpus workspace too")
+        ok, lines, data = run(session, model, corpus)
+        print("\n" + "\n".join(lines))
+        verdicts.append(ok)
+        parts[title] = data
+    if not parts:
+        ap.error("give --fit-model and/or --default-model")
+    if a.plot:
+        plot(parts, a.plot)
+        print(f"\nwrote {a.plot}")
+    print(f"\nreal-data verdicts: {'all PASS' if all(verdicts) else 'FAIL (see above)'}")
+    return 1 if a.strict and not all(verdicts) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
