@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import io
 import os
 import stat
 from collections.abc import Iterable, Sequence
@@ -26,7 +25,8 @@ import numpy as np
 import pandas as pd
 
 from godrun.errors import InputError
-from godrun.inputs import check_numeric, load_array, numeric_column, read_csv, read_json
+from godrun.fsio import ConfinementError, confinement_root, open_file
+from godrun.inputs import load_array, numeric_column, parse_npy, read_csv, read_json
 
 REQUIRED_COLUMNS = ("spectrum_id", "group_id", "path", "reference_path")
 HASH_COLUMNS = ("content_sha256", "reference_sha256")
@@ -84,6 +84,8 @@ class _RowFiles:
         if not isinstance(rel, str) or not rel or rel.startswith("/") or ".." in PurePosixPath(rel).parts:
             raise InputError(f"{where}: the path must be relative to {self.root} without `..`")
         full = os.path.join(self.root, rel)
+        if confinement_root() is not None:
+            return full  # opened component by component from the run volume, no symlink followed (godrun.fsio)
         parent = os.path.dirname(full)
         ok = self._real_dirs.get(parent)
         if ok is None:  # one realpath per folder; a symlinked file itself is caught when it is opened
@@ -95,7 +97,12 @@ class _RowFiles:
     def _read_regular(self, full: str, where: str) -> bytes:
         """The bytes of a regular file (a FIFO or device is refused without blocking), at most MAX_FILE_BYTES."""
         try:
-            fd = os.open(full, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+            if confinement_root() is not None:
+                fd = open_file(full, os.O_RDONLY | os.O_NONBLOCK)
+            else:
+                fd = os.open(full, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+        except ConfinementError as exc:
+            raise InputError(f"{where}: {exc}") from None
         except FileNotFoundError:
             raise InputError(f"{where}: file not found") from None
         except OSError as exc:
@@ -157,12 +164,7 @@ def _header_length(data: bytes) -> int:
 
 
 def _parse_npy(data: bytes, where: str) -> np.ndarray:
-    try:
-        arr = np.load(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise InputError(f"{where}: not a readable .npy ({exc})") from exc
-    check_numeric(arr, where)
-    return arr
+    return parse_npy(data, where)
 
 
 def load_wavelengths(path: str | os.PathLike[str] | None, expected_length: int) -> np.ndarray:

@@ -37,7 +37,7 @@ from godrun.core.machine import (
 )
 from godrun.core.names import act_b_name, job_name
 from godrun.core.observe import read_progress_csv, read_verdict_file
-from godrun.fsio import atomic_write_json, atomic_write_text
+from godrun.fsio import append_text, atomic_write_json, atomic_write_text, make_dirs, open_append, read_bytes
 from godrun.local import procs
 from godrun.paths import RUN_VOLUME_ENV
 from godrun.spec import GodRunStatus
@@ -106,7 +106,10 @@ class LocalExecutor:
         return True
 
     def write_status(self, run: GodRunView, status: GodRunStatus) -> None:
-        atomic_write_json(self.status_path, status.model_dump(mode="json", by_alias=True, exclude_none=True))
+        """The run's own copy under .godrun/<name>/ (the one a re-run resumes from), then the user's status file."""
+        body = status.model_dump(mode="json", by_alias=True, exclude_none=True)
+        atomic_write_json(self.run_dir(run) / "status.json", body)
+        atomic_write_json(self.status_path, body)
 
     # ------------------------------------------------------------------ processes
 
@@ -121,7 +124,7 @@ class LocalExecutor:
     def _start(self, run: GodRunView, job: str, argv: list[str]) -> None:
         """Start an attempt of `job` (a record without an exit code is a Job still going: its next attempt)."""
         jdir = self.job_dir(run, job)
-        jdir.mkdir(parents=True, exist_ok=True)
+        make_dirs(jdir)
         record = self._record(jdir)
         if "argv" not in record:
             record = {"argv": argv, "attempts": 0, "failures": 0, "created": _now()}
@@ -137,7 +140,7 @@ class LocalExecutor:
             "PYTHONUNBUFFERED": "1",
             RUN_VOLUME_ENV: str(self.workdir.resolve()),
         }
-        log = open(jdir / "output.log", "ab")  # noqa: SIM115 - closed when the process is reaped
+        log = open_append(jdir / "output.log")  # closed when the process is reaped
         popen = procs.spawn(argv, cwd=self.workdir, env=env, log=log)
         self.procs[job] = _Proc(popen, log)
         record |= {"pid": popen.pid, "start_ticks": procs.start_ticks(popen.pid), "started": _now()}
@@ -223,24 +226,21 @@ class LocalExecutor:
     @staticmethod
     def _record(jdir: Path) -> dict:
         try:
-            return json.loads((jdir / "job.json").read_text())
+            return json.loads(read_bytes(jdir / "job.json"))
         except (FileNotFoundError, json.JSONDecodeError):
             return {}
 
     def _last_line(self, run: GodRunView, job: str) -> str:
         """The stage's last non-empty output line: its `error: ...` message when it failed."""
         try:
-            text = (self.job_dir(run, job) / "output.log").read_text(errors="replace")
+            text = read_bytes(self.job_dir(run, job) / "output.log").decode(errors="replace")
         except FileNotFoundError:
             return ""
         return next((line for line in reversed(text.splitlines()) if line.strip()), "")
 
     def _event(self, run: GodRunView, ev: EmitEvent) -> None:
         line = f"{_now()} {ev.type:<7} {ev.reason:<22} {ev.message}"
-        path = self.run_dir(run) / "events.log"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a", encoding="utf-8") as fh:
-            fh.write(line + "\n")
+        append_text(self.run_dir(run) / "events.log", line + "\n")
         if self.echo:
             print(f"  event  {ev.reason}: {ev.message}", flush=True)
 
