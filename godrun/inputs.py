@@ -50,12 +50,14 @@ def read_csv(
     required: Sequence[str] = (),
     dtype: dict[str, Any] | None = None,
     min_rows: int = 1,
+    data: bytes | None = None,
 ) -> pd.DataFrame:
-    """A UTF-8 CSV with at least `min_rows` data rows and every `required` column."""
+    """A UTF-8 CSV with at least `min_rows` data rows and every `required` column (`data`: its bytes, read already)."""
     import pandas as pd
 
     with reading(path, label):
-        data = read_bytes(path, max_bytes=MAX_INPUT_BYTES)
+        if data is None:
+            data = read_bytes(path, max_bytes=MAX_INPUT_BYTES)
         df = pd.read_csv(io.BytesIO(data), dtype=dtype, encoding="utf-8", encoding_errors="strict")
     missing = [c for c in required if c not in df.columns]
     if missing:

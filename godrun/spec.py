@@ -675,6 +675,12 @@ class Lineage(_Camel):
     """Hashes tying a verdict to its inputs and outputs."""
 
     panel_sha256: str | None = Field(None, description="sha256 of the panel manifest.")
+    wavelength_grid_sha256: str | None = Field(
+        None, description="sha256 of the wavelength grid the verdict used (pinned by the panel's grid_sha256)."
+    )
+    metadata_sha256: str | None = Field(
+        None, description="sha256 of the dose features the verdict used (rows pinned by the panel's dose_sha256)."
+    )
     manifest_sha256: str | None = Field(None, description="sha256 of the training manifest.")
     init_checkpoint_sha256: str | None = Field(None, description="sha256 of the warm-start checkpoint.")
     code_version: str | None = Field(None, description="sha256 of the godrun sources that evaluated.")

@@ -64,6 +64,21 @@ def _read(path: Path) -> pd.DataFrame:
     return read_manifest(path)
 
 
+def pin_inputs(panel: pd.DataFrame, root: Path) -> pd.DataFrame:
+    """The panel with what its verdict reads besides its files pinned in its rows (so expectedHash pins them):
+    grid_sha256, the sha256 of the wavelength grid; dose_sha256, the pin of each row's group's dose-feature row
+    (empty when there is no dose_features.csv or no row for the group: FiLM checkpoints are then refused)."""
+    from godrun.data.loader import dose_row_hashes
+
+    grid = root / L.WAVELENGTH_GRID
+    if not grid.is_file():
+        raise InputError(f"{grid}: the wavelength grid the panel is evaluated on does not exist")
+    doses = root / L.DOSE_FEATURES
+    rows = dose_row_hashes(doses) if doses.is_file() else {}
+    pins = {"grid_sha256": sha256_file(grid), "dose_sha256": [rows.get(str(g), "") for g in panel["group_id"]]}
+    return panel.drop(columns=[c for c in pins if c in panel.columns]).assign(**pins)
+
+
 def build_panel(root: str | os.PathLike[str], verify_files: bool = True) -> dict[str, str]:
     """Write validation_panel.csv, manifest_train.csv, the audits and manifest_hashes.json under `root`.
 
@@ -76,6 +91,7 @@ def build_panel(root: str | os.PathLike[str], verify_files: bool = True) -> dict
     if verify_files:
         verify_manifest_files(root / L.MANIFEST_ALL, spectra_root)
     check(train, panel)
+    panel = pin_inputs(panel, root)
     train_csv = train.to_csv(index=False, lineterminator="\n").encode()
     panel_csv = panel.to_csv(index=False, lineterminator="\n").encode()
     hashes = {

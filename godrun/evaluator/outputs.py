@@ -20,6 +20,7 @@ from godrun.fsio import (
     atomic_write_text,
     code_version,
     remove_stale_temps,
+    sha256_bytes,
     sha256_file,
 )
 from godrun.spec import Gates, Lineage, Verdict
@@ -111,7 +112,7 @@ class Result:
     hashes: dict[str, Any]
 
 
-def lineage_for(best: Evaluation, panel_sha: str, root_dir: Path | None) -> Lineage:
+def lineage_for(best: Evaluation, panel_sha: str, root_dir: Path | None, panel: Panel | None = None) -> Lineage:
     """Hashes tying the verdict to its inputs: panel, training manifest (when known), init checkpoint, code."""
     info = best.info
     data_hashes = info.get("data_hashes") or {}
@@ -122,8 +123,11 @@ def lineage_for(best: Evaluation, panel_sha: str, root_dir: Path | None) -> Line
         manifest_sha = sha256_file(root_dir / "manifest_train.csv")
     init = info.get("init_checkpoint")
     init_sha = sha256_file(init) if init and Path(init).is_file() else data_hashes.get("init_checkpoint")
+    meta_bytes = panel.metadata_bytes if panel is not None else None
     return Lineage(
         panel_sha256=panel_sha,
+        wavelength_grid_sha256=panel.grid_sha256 if panel is not None else None,
+        metadata_sha256=sha256_bytes(meta_bytes) if meta_bytes is not None else None,
         manifest_sha256=manifest_sha,
         init_checkpoint_sha256=init_sha if isinstance(init_sha, str) else None,
         code_version=code_version(),
@@ -169,7 +173,7 @@ def evaluate_and_write(
         update={
             "checkpoints_evaluated": len(evals),
             "report": str(report_path),
-            "lineage": lineage_for(best, panel.manifest_sha256, root_dir),
+            "lineage": lineage_for(best, panel.manifest_sha256, root_dir, panel),
         }
     )
     ranking = ranking_rows(evals)
