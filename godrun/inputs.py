@@ -48,7 +48,7 @@ def read_csv(
     label: str = "",
     *,
     required: Sequence[str] = (),
-    dtype: dict[str, Any] | None = None,
+    dtype: dict[str, Any] | type | None = None,
     min_rows: int = 1,
     data: bytes | None = None,
 ) -> pd.DataFrame:

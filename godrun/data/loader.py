@@ -237,7 +237,7 @@ def load_corpus(
                 "features (rebuild it with `godrun data panel`)"
             )
     pinned = _one_pin(meta, "grid_sha256", manifest) if verify and "grid_sha256" in meta.columns else None
-    if pinned is not None and wavelength_grid is None:
+    if require_pins and wavelength_grid is None:
         raise InputError(f"manifest {manifest}: pins a wavelength grid (grid_sha256); give the grid file")
     wl = load_wavelengths(wavelength_grid, expected_length, pinned=pinned)
     files = _RowFiles(manifest, root, expected_length, verify)

@@ -118,4 +118,25 @@ def check_root(root: str | os.PathLike[str], train: str | None = None, panel: st
     train_df = _read(Path(train) if train else root / L.MANIFEST_TRAIN)
     panel_df = _read(Path(panel) if panel else root / L.PANEL_MANIFEST)
     check(train_df, panel_df)
+    check_values(
+        Path(train) if train else root / L.MANIFEST_TRAIN,
+        Path(panel) if panel else root / L.PANEL_MANIFEST,
+        root / L.SPECTRA_DIR,
+    )
     return len(train_df), len(panel_df)
+
+
+def check_values(train: Path, panel: Path, files_root: Path) -> None:
+    """Leakage judged on the values (godrun.data.overlap): every file of both manifests is read."""
+    from godrun.data.loader import load_corpus
+    from godrun.data.overlap import Vectors, value_leakage
+
+    t = load_corpus(train, files_root, verify=False)
+    p = load_corpus(panel, files_root, verify=False)
+    tid, pid = t.meta["spectrum_id"].tolist(), p.meta["spectrum_id"].tolist()
+    problems = value_leakage(
+        [Vectors("spectrum", t.spectra, tid), Vectors("clean reference", t.references, tid)],
+        [Vectors("spectrum", p.spectra, pid), Vectors("clean reference", p.references, pid)],
+    )
+    if problems:
+        raise InputError(f"leakage between {train} and the panel {panel}: " + "; ".join(problems))

@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,7 +41,7 @@ from godrun.core.observe import read_progress_csv, read_verdict_file
 from godrun.fsio import append_text, atomic_write_json, atomic_write_text, make_dirs, open_append, read_bytes
 from godrun.local import procs
 from godrun.paths import RUN_VOLUME_ENV
-from godrun.spec import GodRunStatus
+from godrun.spec import GodRunStatus, Progress
 
 
 @dataclass
@@ -80,7 +81,7 @@ class LocalExecutor:
         verdict, verdict_error = None, None
         if evaluate.state == "succeeded":
             verdict, verdict_error = read_verdict_file(self.job_dir(run, eval_job) / "termination-log")
-        progress = read_progress_csv(self.workdir / run.spec.training.log_dir / "metrics.csv", run.spec.training)
+        progress = self._progress(run, train_job)
         child = self.workdir / f"{act_b_name(run.name)}.yaml"
         return Observed(
             train=train,
@@ -90,6 +91,20 @@ class LocalExecutor:
             verdict_error=verdict_error,
             act_b_exists=child.exists(),
         )
+
+    def _progress(self, run: GodRunView, train_job: str) -> Progress | None:
+        """This generation's trainer's progress: a metrics.csv older than its training Job (another run's, a
+        stale one) is never read, so neither its epochs nor the conditions they imply reach the status."""
+        created = self._record(self.job_dir(run, train_job)).get("created_ts")
+        if not isinstance(created, int | float):
+            return None
+        path = self.workdir / run.spec.training.log_dir / "metrics.csv"
+        try:
+            if os.lstat(path).st_mtime < created:
+                return None
+        except OSError:
+            return None
+        return read_progress_csv(path, run.spec.training)
 
     def apply(self, run: GodRunView, actions: Sequence[Action]) -> bool:
         for action in actions:
@@ -127,7 +142,7 @@ class LocalExecutor:
         make_dirs(jdir)
         record = self._record(jdir)
         if "argv" not in record:
-            record = {"argv": argv, "attempts": 0, "failures": 0, "created": _now()}
+            record = {"argv": argv, "attempts": 0, "failures": 0, "created": _now(), "created_ts": time.time()}
         if procs.kill_leftover(record.get("pid"), record.get("start_ticks")):
             msg = f"{job}: stopped the process group (pid {record['pid']}) a killed runner left behind"
             self._event(run, EmitEvent("Warning", "LeftoverStopped", msg))

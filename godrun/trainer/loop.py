@@ -157,6 +157,19 @@ def _refuse_leaks(recipe: Recipe) -> None:
         raise InputError(f"--train_manifest {recipe.train_manifest} leaks into --val_manifest: " + "; ".join(problems))
 
 
+def _refuse_value_leaks(recipe: Recipe, train: ds.SplitData, panel: ds.SplitData) -> None:
+    """Refuse training rows that hold a panel spectrum's or reference's values (re-encoded, renamed, re-hashed)."""
+    from godrun.data.overlap import Vectors, value_leakage
+
+    tid, pid = train.meta["spectrum_id"].astype(str).tolist(), panel.meta["spectrum_id"].astype(str).tolist()
+    problems = value_leakage(
+        [Vectors("spectrum", train.raw.numpy(), tid), Vectors("clean reference", train.clean.numpy(), tid)],
+        [Vectors("spectrum", panel.raw.numpy(), pid), Vectors("clean reference", panel.clean.numpy(), pid)],
+    )
+    if problems:
+        raise InputError(f"--train_manifest {recipe.train_manifest} leaks into --val_manifest: " + "; ".join(problems))
+
+
 def _check_bounds(recipe: Recipe, gates: Gates, wl: np.ndarray) -> None:
     """Every wavelength bound of the recipe and the gates inside the grid the data declares."""
     from godrun.data.loader import check_inside_grid
@@ -270,6 +283,7 @@ class Trainer:
             r, r.train_manifest, self.cond_stats, with_weights=True, verify=self.verify_data
         )
         self.panel = ds.load_split(r, r.val_manifest, self.cond_stats, with_weights=False, verify=self.verify_data)
+        _refuse_value_leaks(r, self.train_data, self.panel)
 
     def _build_model(self) -> list[str] | None:
         """The model, resumed from `<model>_last.pt` when it exists, else warm-started (returns the keys the
