@@ -197,6 +197,14 @@ def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
         os.close(dfd)
 
 
+@contextlib.contextmanager
+def atomic_paths(dests: Iterator[str | os.PathLike[str]] | list[Path]) -> Iterator[list[Path]]:
+    """atomic_path for several files at once: every temp file is written before any is renamed into place, so
+    a failure while writing (ENOSPC, a bug) leaves every destination as it was, never some new and some old."""
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(atomic_path(d)) for d in dests]
+
+
 def is_temp_name(name: str) -> bool:
     """A temp file of atomic_path (`.<name>.<random>.tmp`): never a result, never archived."""
     return name.startswith(".") and name.endswith(".tmp")
@@ -206,13 +214,17 @@ def remove_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:
     """Delete the temp files a killed writer left in `folder` (call it before this folder's writer starts)."""
     removed: list[Path] = []
     try:
-        entries = list(os.scandir(folder))
+        fd = open_dir(folder)
     except (FileNotFoundError, NotADirectoryError):
         return removed
-    for entry in entries:
-        if is_temp_name(entry.name) and entry.is_file(follow_symlinks=False):
-            Path(entry.path).unlink(missing_ok=True)
-            removed.append(Path(entry.path))
+    try:
+        for entry in list(os.scandir(fd)):
+            if is_temp_name(entry.name) and entry.is_file(follow_symlinks=False):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.name, dir_fd=fd)
+                removed.append(Path(folder) / entry.name)
+    finally:
+        os.close(fd)
     return removed
 
 

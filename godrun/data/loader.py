@@ -98,6 +98,8 @@ class _RowFiles:
     def _confined(self, rel: str, where: str) -> str:
         if not isinstance(rel, str) or not rel or rel.startswith("/") or ".." in PurePosixPath(rel).parts:
             raise InputError(f"{where}: the path must be relative to {self.root} without `..`")
+        if "\x00" in rel:
+            raise InputError(f"{where}: the path holds a NUL byte")
         full = os.path.join(self.root, rel)
         if confinement_root() is not None:
             return full  # opened component by component from the run volume, no symlink followed (godrun.fsio)

@@ -16,8 +16,8 @@ import pandas as pd
 from godrun.evaluator.panel import Candidate, Evaluation, Panel, evaluate_candidates, group_summary, with_meta
 from godrun.fsio import (
     atomic_path,
+    atomic_paths,
     atomic_write_json,
-    atomic_write_text,
     code_version,
     remove_stale_temps,
     sha256_bytes,
@@ -28,9 +28,27 @@ from godrun.spec import Gates, Lineage, Verdict
 TERMINATION_LIMIT = 4096
 
 
+FORMULA_LEADS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _defused(value: object) -> object:
+    """A text cell a spreadsheet would run as a formula (=, +, -, @ first) gets a leading quote."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_LEADS) else value
+
+
+def csv_safe(df: pd.DataFrame) -> pd.DataFrame:
+    """`df` with every text cell defused (numbers, negative ones included, are left as numbers)."""
+    text = [c for c in df.columns if df[c].dtype == object or pd.api.types.is_string_dtype(df[c].dtype)]
+    return df.assign(**{c: df[c].map(_defused) for c in text}) if text else df
+
+
+def _to_csv(path: Path, df: pd.DataFrame) -> None:
+    csv_safe(df).to_csv(path, index=False, float_format="%.6g")
+
+
 def write_csv(path: Path, df: pd.DataFrame) -> None:
     with atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False, float_format="%.6g")
+        _to_csv(tmp, df)
 
 
 def ranking_rows(evals: Sequence[Evaluation]) -> list[dict[str, Any]]:
@@ -193,9 +211,21 @@ def evaluate_and_write(
     page = render(panel, best, verdict, gates, groups, ranking, hashes, history=history)
     out = Path(output_dir)
     remove_stale_temps(out)  # what a killed evaluator left half-written
-    write_csv(out / "per_spectrum_metrics.csv", with_meta(panel, best.per_spectrum, best.name))
-    write_csv(out / "per_group_summary.csv", groups)
-    write_gates_json(out / "gates.json", verdict, gates, evals)
-    write_hashes_json(out / "hashes.json", hashes)
-    atomic_write_text(report_path, page)
+    texts = {
+        "gates.json": json.dumps(gates_document(verdict, gates, evals), indent=2, default=str) + "\n",
+        "hashes.json": json.dumps(hashes, indent=2, default=str) + "\n",
+        "report.html": page,
+    }
+    tables = {
+        "per_spectrum_metrics.csv": with_meta(panel, best.per_spectrum, best.name),
+        "per_group_summary.csv": groups,
+    }
+    names = [*tables, *texts]
+    # all or nothing: every file is written to its temp first (a full disk fails here, renaming none)
+    with atomic_paths([out / n for n in names]) as tmps:
+        for name, tmp in zip(names, tmps, strict=True):
+            if name in tables:
+                _to_csv(tmp, tables[name])
+            else:
+                tmp.write_text(texts[name], encoding="utf-8")
     return Result(verdict, evals, ranking, report_path, hashes)

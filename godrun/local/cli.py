@@ -281,6 +281,11 @@ def run_file(
     One runner per workdir: the workdir's lock is held for the whole call, the child run included.
     """
     run = load_manifest(manifest)
+    if run.spec.suspend:
+        raise InputError(
+            f"{manifest}: spec.suspend is true; a local run has no controller to resume it later, so nothing "
+            "would ever start: set spec.suspend to false (or remove it) and run again"
+        )
     workdir = _workdir(Path(workdir))
     status_path = _status_path(status_path, workdir)
     _check_poll(poll)

@@ -56,7 +56,8 @@ class LocalExecutor:
     def __init__(self, workdir: Path, status_path: Path, *, python: str = sys.executable, echo: bool = True) -> None:
         # Absolute: the stages run with the workdir as cwd, so every path handed to them must not depend on ours.
         self.workdir = Path(workdir).resolve()
-        self.status_path = Path(status_path).resolve()
+        # never resolved: a symlink at the status path is replaced, its target never written
+        self.status_path = Path(os.path.abspath(status_path))
         self.python = python
         self.echo = echo
         self.procs: dict[str, _Proc] = {}

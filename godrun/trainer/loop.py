@@ -138,6 +138,10 @@ def _confine_paths(recipe: Recipe) -> None:
         if value:
             confine(value, f"--{name}")
     writable_file(recipe.audit_log, "--audit_log", (".log",))
+    for flag in ("checkpoint_dir", "log_dir"):  # outputs go below them: a file there is refused before any work
+        folder = Path(getattr(recipe, flag))
+        if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+            raise InputError(f"--{flag} {folder}: exists and is not a folder (a file or a symlink)")
 
 
 def _refuse_leaks(recipe: Recipe) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import logging
 import math
@@ -13,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from godrun.errors import InputError
+from godrun.errors import InputError, TransientError
 from godrun.fsio import append_text, atomic_write_text, open_append
 from godrun.paths import escape_text
 
@@ -179,8 +180,11 @@ class PromMetrics:
         self.registry = reg
         try:
             self.server, _thread = start_http_server(port, addr="0.0.0.0", registry=reg)
-        except OSError as exc:  # in use, or not ours to bind: the flag is wrong for this machine
-            raise InputError(f"--metrics_port {port}: cannot serve metrics there ({exc.strerror or exc})") from None
+        except OSError as exc:
+            msg = f"--metrics_port {port}: cannot serve metrics there ({exc.strerror or exc})"
+            if exc.errno == errno.EADDRINUSE:  # another process holds it now: a retry may find it free
+                raise TransientError(msg + "; retrying may succeed once it is free") from None
+            raise InputError(msg) from None  # not ours to bind: the flag is wrong for this machine
         self.port = self.server.server_port
 
     def update(self, **values: float | None) -> None:
