@@ -258,3 +258,23 @@ def test_a_stale_metrics_csv_never_reaches_the_status(small_corpus: Path, tmp_pa
     for s in seen:
         verified = next((c for c in s.conditions if c.type == "DataVerified"), None)
         assert verified is None or verified.status != "True"
+
+
+# --------------------------------------------------------------------------- Act B resumes like its parent
+
+
+def test_a_rerun_resumes_the_act_b_child_the_parent_created(small_corpus: Path, tmp_path: Path) -> None:
+    """The child's manifest exists and the parent ended Failed-ActB: running the same command again runs (or
+    resumes) the child instead of returning 3 at once with the child left where it stopped."""
+    work = _copy(small_corpus, tmp_path)
+    strict = LENIENT_GATES | {"psnrMeanMin": 99.0}
+    fallback = {"launchActB": True, "actB": {"epochs": 1}}
+    path = write_godrun(work, "parent", image="local", training=_training(), gates=strict, fallback=fallback)
+    argv = [str(path), "--workdir", str(work), "--poll", "0.2", "--quiet"]
+    assert run_main([*argv, "--no-act-b"]) == 3  # the child is created, not run (as after a SIGTERM)
+    child_status = work / "status-parent-actb.json"
+    assert (work / "parent-actb.yaml").is_file() and not child_status.exists()
+    assert run_main(argv) == 3
+    child = GodRunStatus.model_validate_json(child_status.read_text())
+    assert child.phase in ("Failed-ActB", "Shipped") and child.progress.epoch == 1
+    assert any((work / "checkpoints/god_run_actb").glob("*.pt"))
