@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
 import json
 import os
@@ -49,7 +50,13 @@ def confinement_root() -> Path | None:
     if _ROOT_OVERRIDE:
         return _ROOT_OVERRIDE[-1]
     value = os.environ.get(RUN_VOLUME_ENV)
-    return Path(os.path.realpath(value)) if value else None
+    return _real(value) if value else None
+
+
+@functools.lru_cache(maxsize=8)
+def _real(value: str) -> Path:
+    """The volume's real path, once per value: it is the trusted root (set by the executor), not user input."""
+    return Path(os.path.realpath(value))
 
 
 def _below_root(path: str | os.PathLike[str]) -> tuple[str, list[str]] | None:
