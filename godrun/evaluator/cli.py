@@ -333,13 +333,13 @@ def downstream_main(argv: Sequence[str] | None = None) -> int:
     """Write per-spectrum downstream errors (CSV) and the gate-4 summary (JSON); print the summary."""
     import json
 
-    import numpy as np
     import pandas as pd
 
     from godrun.evaluator.outputs import write_csv
     from godrun.evaluator.panel import load_panel
     from godrun.fsio import atomic_write_json
     from godrun.gates import metrics
+    from godrun.inputs import load_array
 
     args = build_downstream_parser().parse_args(argv)
     gates = gates_from_args(args)
@@ -352,7 +352,7 @@ def downstream_main(argv: Sequence[str] | None = None) -> int:
     if args.predictions:
         if not Path(args.predictions).is_file():
             raise InputError(f"--predictions: {args.predictions} does not exist")
-        pred = np.load(args.predictions, allow_pickle=False)
+        pred = load_array(args.predictions, "--predictions")
         if pred.shape != panel.reference.shape:
             raise InputError(f"--predictions: shape {pred.shape}, the panel is {panel.reference.shape}")
         source = str(args.predictions)

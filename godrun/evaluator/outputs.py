@@ -5,6 +5,7 @@ All writes are atomic (temp file + rename): a reader never sees half a file.
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -13,12 +14,14 @@ from typing import Any
 
 import pandas as pd
 
+from godrun.errors import InputError
 from godrun.evaluator.panel import Candidate, Evaluation, Panel, evaluate_candidates, group_summary, with_meta
 from godrun.fsio import (
     atomic_path,
     atomic_paths,
     atomic_write_json,
     code_version,
+    read_bytes,
     remove_stale_temps,
     sha256_bytes,
     sha256_file,
@@ -161,8 +164,8 @@ def training_history(checkpoint_dir: Path) -> pd.DataFrame | None:
     if not path.is_file():
         return None
     try:
-        history = pd.read_csv(path)
-    except (OSError, ValueError, pd.errors.ParserError):
+        history = pd.read_csv(io.BytesIO(read_bytes(path, max_bytes=64 << 20)))  # confined, regular file only
+    except (OSError, ValueError, pd.errors.ParserError, InputError):
         return None  # the curves are a picture in the report, never a reason to fail the evaluation
     return history if "epoch" in history.columns else None
 
