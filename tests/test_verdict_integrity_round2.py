@@ -86,6 +86,22 @@ def test_a_second_run_never_inherits_the_first_ones_status(small_corpus: Path, t
     assert any(ckpts.glob("*.pt"))
 
 
+def test_a_second_run_never_takes_over_the_first_ones_folders(small_corpus: Path, tmp_path: Path) -> None:
+    """`first` shipped from checkpoints/god_run; `second` (same folders, stricter gates) must not resume,
+    evaluate or ship first's checkpoints: refused before anything starts, naming the folder and the owner."""
+    work = _copy(small_corpus, tmp_path)
+    first = write_godrun(work, "first", image="local", training=_training(), gates=LENIENT_GATES)
+    assert run_main([str(first), "--workdir", str(work), "--poll", "0.2", "--quiet"]) == 0
+    shipped = (work / "status.json").read_bytes()
+    for gates in (LENIENT_GATES | {"psnrMeanMin": 100.0}, LENIENT_GATES):
+        second = write_godrun(work, "second", image="local", training=_training(), gates=gates)
+        out = _godrun("run", str(second), "--workdir", str(work), "--quiet", cwd=work)
+        assert out.returncode == 2, out.stdout + out.stderr
+        assert "'first'" in out.stderr and "checkpointDir" in out.stderr
+        assert (work / "status.json").read_bytes() == shipped
+        shutil.rmtree(work / ".godrun" / "second", ignore_errors=True)
+
+
 def test_editing_the_recipe_of_a_finished_run_is_refused(small_corpus: Path, tmp_path: Path) -> None:
     work = _copy(small_corpus, tmp_path)
     path = write_godrun(work, "edit", image="local", training=_training(), gates=LENIENT_GATES)

@@ -12,6 +12,7 @@ import contextlib
 import json
 import math
 import os
+import posixpath
 import signal
 import threading
 import time
@@ -78,6 +79,7 @@ class RunState:
     generation: int
     spec_sha256: str
     immutable: dict[str, str] | None = None  # sha256 of each field the CRD makes immutable
+    folders: dict[str, str] | None = None  # the output folders this run owns in the workdir
 
 
 # The fields the CRD makes immutable (godrun.controller.crd.IMMUTABLE_SPEC_FIELDS): a new recipe is a new GodRun.
@@ -102,8 +104,9 @@ def _generation(state_path: Path, run: GodRun) -> int:
     spec_sha = _sha(spec)
     immutable = {f: _sha(spec.get(f)) for f in IMMUTABLE_FIELDS}
     try:
-        old = RunState(**json.loads(read_bytes(state_path)))
-    except (FileNotFoundError, json.JSONDecodeError, TypeError, UnicodeDecodeError):
+        data = json.loads(read_bytes(state_path))
+        old = RunState(**{k: v for k, v in data.items() if k in RunState.__dataclass_fields__})
+    except (FileNotFoundError, json.JSONDecodeError, TypeError, UnicodeDecodeError, AttributeError):
         old = None
     if old is not None and old.immutable is not None:
         changed = [f for f in IMMUTABLE_FIELDS if old.immutable.get(f) != immutable[f]]
@@ -113,9 +116,48 @@ def _generation(state_path: Path, run: GodRun) -> int:
                 f"another {', '.join('spec.' + f for f in changed)}; create a new GodRun (another metadata.name) "
                 "for a new recipe"
             )
+    folders = own_folders(run)
+    _refuse_shared_folders(state_path.parent.parent, run.metadata.name, folders)
     gen = 1 if old is None else old.generation + (old.spec_sha256 != spec_sha)
-    atomic_write_json(state_path, {"generation": gen, "spec_sha256": spec_sha, "immutable": immutable})
+    body = {"generation": gen, "spec_sha256": spec_sha, "immutable": immutable, "folders": folders}
+    atomic_write_json(state_path, body)
     return gen
+
+
+def own_folders(run: GodRun) -> dict[str, str]:
+    """The folders this run writes its outputs to (field -> normalised path)."""
+    t, spec = run.spec.training, run.spec
+    fields = {
+        "spec.training.checkpointDir": t.checkpoint_dir,
+        "spec.training.logDir": t.log_dir,
+        "spec.panel.outputDir": spec.panel.output_dir,
+    }
+    return {k: posixpath.normpath(v) for k, v in fields.items() if v}
+
+
+def _overlap(a: str, b: str) -> bool:
+    return a == b or a.startswith(b.rstrip("/") + "/") or b.startswith(a.rstrip("/") + "/")
+
+
+def _refuse_shared_folders(godrun_dir: Path, name: str, folders: dict[str, str]) -> None:
+    """Outputs belong to one run: a folder another GodRun of this workdir writes to is refused (exit 2), so a run
+    never resumes, evaluates or ships another run's checkpoints."""
+    try:
+        others = sorted(e.name for e in os.scandir(godrun_dir) if e.is_dir(follow_symlinks=False) and e.name != name)
+    except FileNotFoundError:
+        return
+    for other in others:
+        try:
+            theirs = json.loads(read_bytes(godrun_dir / other / "state.json")).get("folders") or {}
+        except (OSError, ValueError, AttributeError, InputError):
+            continue
+        for field, mine in folders.items():
+            clash = next((f for f, t in theirs.items() if isinstance(t, str) and _overlap(mine, t)), None)
+            if clash is not None:
+                raise InputError(
+                    f"{field} {mine!r}: GodRun {other!r} of this workdir writes there ({clash}); outputs belong to "
+                    "one run: give this run its own folders (or another --workdir)"
+                )
 
 
 def _load_status(path: Path) -> GodRunStatus:
