@@ -141,8 +141,8 @@ def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[
     except OSError as exc:
         if exc.errno not in STORAGE_ERRNOS:
             raise
-        where = f" writing {exc.filename}" if exc.filename else ""
-        print(f"error: the run volume refused a write{where}: {os.strerror(exc.errno or 0)}", file=sys.stderr)
+        where = f" of {exc.filename}" if exc.filename else ""
+        print(f"error: the run volume refused the write{where}: {os.strerror(exc.errno or 0)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except Terminated:
         print("terminated", file=sys.stderr)

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from godrun.errors import InputError
+from godrun.errors import STORAGE_ERRNOS, InputError
 
 RUN_VOLUME_ENV = "GODRUN_RUN_VOLUME"
 TEMP_NAME_HEAD = 128
@@ -195,7 +195,12 @@ def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
         os.close(os.open(tmp, flags, 0o666, dir_fd=dfd))  # the mode the umask gives any new file
         via = _PROC_FD / str(dfd) / tmp if _PROC_FD.is_dir() else Path(parent) / tmp
         try:
-            yield via
+            try:
+                yield via
+            except OSError as exc:  # a full disk names the file being written, not its /proc/self/fd temp
+                if exc.errno in STORAGE_ERRNOS:
+                    raise OSError(exc.errno, exc.strerror, os.fspath(dest)) from exc
+                raise
             os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
         finally:
             with contextlib.suppress(FileNotFoundError):

@@ -388,3 +388,32 @@ def test_checkpoint_dir_symlinked_to_the_volume_is_refused(small_corpus: Path, t
     status = json.loads((work / "status.json").read_text())
     assert status["phase"] == "Error" and "checkpoint_dir" in status["message"]
     assert not (work / "artifacts").exists()
+
+
+def test_a_full_disk_while_saving_a_checkpoint_leaves_the_old_one_and_names_it(tmp_path: Path) -> None:
+    import errno
+
+    import torch
+
+    from godrun.errors import run_main
+    from godrun.trainer.checkpoint import save_checkpoint
+
+    dest = tmp_path / "ckpts" / "best.pt"
+    save_checkpoint(dest, {"model": {"w": torch.zeros(2)}})
+    before = dest.read_bytes()
+    real = torch.save
+
+    def full(obj: object, f: object) -> None:
+        real(obj, f)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def save() -> int:
+        torch.save = full  # type: ignore[assignment]
+        try:
+            save_checkpoint(dest, {"model": {"w": torch.ones(2)}})
+        finally:
+            torch.save = real  # type: ignore[assignment]
+        return 0
+
+    assert run_main(lambda _argv: save()) == 2
+    assert dest.read_bytes() == before and [p.name for p in dest.parent.iterdir()] == ["best.pt"]
