@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import os
 import pickle
 import signal
@@ -21,6 +22,16 @@ from collections.abc import Callable, Iterator, Sequence
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
 EXIT_TERMINATED = 128 + signal.SIGTERM
+
+
+class TransientError(Exception):
+    """A failure of the moment (a port another process holds): exit 1 with the message, so the stage is retried."""
+
+
+EXIT_TRANSIENT = 1
+
+# A full disk, a quota, a read-only volume: what the user has to fix before a re-run, said in one line.
+STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
 class InputError(Exception):
@@ -123,6 +134,15 @@ def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[
             code = main(argv)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except TransientError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_TRANSIENT
+    except OSError as exc:
+        if exc.errno not in STORAGE_ERRNOS:
+            raise
+        where = f" of {exc.filename}" if exc.filename else ""
+        print(f"error: the run volume refused the write{where}: {os.strerror(exc.errno or 0)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except Terminated:
         print("terminated", file=sys.stderr)

@@ -1,25 +1,31 @@
 """Readers for the user's files: each one is an input boundary (godrun.errors.reading).
 
 A malformed file, a wrong dtype, a wrong shape or a table without rows becomes an InputError (exit 2)
-whose message names the file (and the row or column when there is one), never a traceback.
+whose message names the file (and the row or column when there is one), never a traceback. Every file is
+read through godrun.fsio.read_bytes: confined (no symlink followed below the run volume), regular files
+only (a FIFO is refused, never waited on), at most MAX_INPUT_BYTES; an .npy header is checked against the
+bytes that follow it before any array is allocated.
 numpy and pandas are imported on use, so that torch-free, numpy-free callers can import this module.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import zipfile
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from godrun.errors import InputError, reading
+from godrun.fsio import read_bytes
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
 NUMERIC_KINDS = "biuf"  # bool, signed, unsigned, float: what a spectrum, a grid or a weight may hold
+MAX_INPUT_BYTES = 1 << 30  # a table, grid or archive larger than this is not one of ours
 
 
 def _name(path: str | os.PathLike[str], label: str) -> str:
@@ -29,12 +35,12 @@ def _name(path: str | os.PathLike[str], label: str) -> str:
 def read_text(path: str | os.PathLike[str], label: str = "") -> str:
     """The file as UTF-8 text."""
     with reading(path, label):
-        return Path(path).read_text(encoding="utf-8")
+        return read_bytes(path, max_bytes=MAX_INPUT_BYTES).decode("utf-8")
 
 
 def read_json(path: str | os.PathLike[str], label: str = "") -> Any:
     with reading(path, label):
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        return json.loads(read_bytes(path, max_bytes=MAX_INPUT_BYTES).decode("utf-8"))
 
 
 def read_csv(
@@ -42,14 +48,17 @@ def read_csv(
     label: str = "",
     *,
     required: Sequence[str] = (),
-    dtype: dict[str, Any] | None = None,
+    dtype: dict[str, Any] | type | None = None,
     min_rows: int = 1,
+    data: bytes | None = None,
 ) -> pd.DataFrame:
-    """A UTF-8 CSV with at least `min_rows` data rows and every `required` column."""
+    """A UTF-8 CSV with at least `min_rows` data rows and every `required` column (`data`: its bytes, read already)."""
     import pandas as pd
 
     with reading(path, label):
-        df = pd.read_csv(Path(path), dtype=dtype, encoding="utf-8", encoding_errors="strict")
+        if data is None:
+            data = read_bytes(path, max_bytes=MAX_INPUT_BYTES)
+        df = pd.read_csv(io.BytesIO(data), dtype=dtype, encoding="utf-8", encoding_errors="strict")
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise InputError(f"{_name(path, label)}: lacks column(s) {', '.join(missing)} (has {list(df.columns)})")
@@ -78,16 +87,39 @@ def check_numeric(arr: np.ndarray, where: str) -> np.ndarray:
     return arr
 
 
-def load_array(path: str | os.PathLike[str], label: str = "", *, shape: tuple[int, ...] | None = None) -> np.ndarray:
-    """A numeric .npy array (no pickles), optionally of exactly `shape`."""
+def parse_npy(data: bytes, where: str) -> np.ndarray:
+    """The array of an .npy file's bytes (no pickles); a header whose shape the bytes do not hold is refused
+    before anything is allocated (a header may claim (601, 2**40))."""
     import numpy as np
 
+    buf = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(buf)
+        read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+        if version not in read_header:
+            raise ValueError(f".npy format version {version} is not read here")
+        shape, fortran, dtype = read_header[version](buf)
+    except (ValueError, OSError, EOFError, TypeError, SyntaxError) as exc:
+        raise InputError(f"{where}: not a readable .npy ({exc})") from exc
+    if dtype.hasobject or dtype.kind not in NUMERIC_KINDS:
+        raise InputError(f"{where}: holds {dtype} values, expected numbers")
+    count = 1
+    for n in shape:
+        count *= int(n)
+    if count * dtype.itemsize != len(data) - buf.tell():
+        raise InputError(f"{where}: its header claims shape {shape} of {dtype}, the file holds {len(data)} bytes")
+    arr = np.frombuffer(data, dtype=dtype, count=count, offset=buf.tell())
+    return arr.reshape(shape, order="F" if fortran else "C").copy()
+
+
+def load_array(path: str | os.PathLike[str], label: str = "", *, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """A numeric .npy array (no pickles), optionally of exactly `shape`."""
+
     with reading(path, label):
-        arr = np.load(Path(path), allow_pickle=False)
-    if not isinstance(arr, np.ndarray):
-        arr.close()
+        data = read_bytes(path, max_bytes=MAX_INPUT_BYTES)
+    if data[:2] == b"PK":
         raise InputError(f"{_name(path, label)}: an .npz archive, expected one .npy array")
-    check_numeric(arr, _name(path, label))
+    arr = parse_npy(data, _name(path, label))
     if shape is not None and arr.shape != shape:
         raise InputError(f"{_name(path, label)}: shape {arr.shape}, expected {shape}")
     return arr
@@ -95,14 +127,18 @@ def load_array(path: str | os.PathLike[str], label: str = "", *, shape: tuple[in
 
 def load_npz(path: str | os.PathLike[str], label: str = "", *, keys: Sequence[str] = ()) -> dict[str, np.ndarray]:
     """Every array of a .npz archive (no pickles); each of `keys` must be there and numeric."""
-    import numpy as np
 
     with reading(path, label):
-        z = np.load(Path(path), allow_pickle=False)
-    if isinstance(z, np.ndarray):
+        data = read_bytes(path, max_bytes=MAX_INPUT_BYTES)
+    if data[:6] == b"\x93NUMPY":
         raise InputError(f"{_name(path, label)}: a single .npy array, expected an .npz archive")
-    with z, reading(path, label):
-        arrays = {k: z[k] for k in z.files}  # reads (and checks) every member now, while the file is open
+    arrays: dict[str, np.ndarray] = {}
+    with reading(path, label, extra=(zipfile.BadZipFile,)), zipfile.ZipFile(io.BytesIO(data)) as z:
+        for info in z.infolist():
+            if info.file_size > MAX_INPUT_BYTES:
+                raise InputError(f"{_name(path, label)}: member {info.filename} unpacks to {info.file_size} bytes")
+            key = info.filename.removesuffix(".npy")
+            arrays[key] = parse_npy(z.read(info), f"{_name(path, label)} `{key}`")
     missing = [k for k in keys if k not in arrays]
     if missing:
         raise InputError(f"{_name(path, label)}: no `{missing[0]}` array (has {sorted(arrays)})")

@@ -13,13 +13,13 @@ import stat
 from pathlib import Path
 
 from godrun.errors import InputError
+from godrun.fsio import RUN_VOLUME_ENV, confinement_root
 
-RUN_VOLUME_ENV = "GODRUN_RUN_VOLUME"
+__all__ = ["RUN_VOLUME_ENV", "confine", "escape_text", "inside", "run_volume", "writable_file"]
 
 
 def run_volume() -> Path | None:
-    value = os.environ.get(RUN_VOLUME_ENV)
-    return Path(value).resolve() if value else None
+    return confinement_root()
 
 
 def inside(path: Path, root: Path) -> bool:

@@ -58,6 +58,7 @@ RUN_PATH_RULE = (
     "characters are refused in a GodRun, and a symlink pointing out of the volume is refused when used."
 )
 RUN_PATH_MAX_LENGTH = 1024
+MAX_GPUS_PER_NODE = 64  # more than any node carries: a larger number is a typo that would start that many processes
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # A Kubernetes resource quantity ("8", "500m", "64Gi", "1e3"): the apimachinery resource.Quantity pattern.
 QUANTITY_PATTERN = (
@@ -309,7 +310,11 @@ class Toleration(_Camel):
 class Resources(_Camel):
     """Compute for the training Job (the evaluation Job uses one GPU when gpus > 0)."""
 
-    gpus: NonNegInt = Field(1, description="GPUs per node (nvidia.com/gpu); >1 runs torchrun with one process per GPU.")
+    gpus: NonNegInt = Field(
+        1,
+        le=MAX_GPUS_PER_NODE,
+        description="GPUs per node (nvidia.com/gpu); >1 runs torchrun with one process per GPU.",
+    )
     nodes: PosInt = Field(1, description="Nodes for training; >1 runs an Indexed Job with a headless Service.")
     cpu: Quantity = Field("8", description='CPU request per pod (a Kubernetes quantity: 8, "8", "500m").')
     memory: Quantity = Field("64Gi", description="Memory request and limit per pod (a Kubernetes quantity).")
@@ -675,6 +680,12 @@ class Lineage(_Camel):
     """Hashes tying a verdict to its inputs and outputs."""
 
     panel_sha256: str | None = Field(None, description="sha256 of the panel manifest.")
+    wavelength_grid_sha256: str | None = Field(
+        None, description="sha256 of the wavelength grid the verdict used (pinned by the panel's grid_sha256)."
+    )
+    metadata_sha256: str | None = Field(
+        None, description="sha256 of the dose features the verdict used (rows pinned by the panel's dose_sha256)."
+    )
     manifest_sha256: str | None = Field(None, description="sha256 of the training manifest.")
     init_checkpoint_sha256: str | None = Field(None, description="sha256 of the warm-start checkpoint.")
     code_version: str | None = Field(None, description="sha256 of the godrun sources that evaluated.")
@@ -744,7 +755,7 @@ ACT_B_SUFFIX = "-actb"
 LONGEST_DERIVED_FILE = "status-{name}" + ACT_B_SUFFIX + ".json"
 MAX_RUN_NAME = MAX_FILE_NAME_BYTES - len(LONGEST_DERIVED_FILE.format(name=""))
 MAX_PARENT_NAME = MAX_RUN_NAME - len(ACT_B_SUFFIX)
-NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+NAME_PATTERN = DNS_SUBDOMAIN_PATTERN  # what the API server takes: dot-separated labels, each alphanumeric at both ends
 
 
 class ObjectMeta(BaseModel):

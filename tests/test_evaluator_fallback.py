@@ -141,13 +141,14 @@ def test_evaluator_retried_after_archiving_archives_and_documents_once(failing_r
 
 
 KILL_MID_ARCHIVE = """
-import os, shutil, signal, sys
+import os, signal, sys
 from godrun.cli import main
-real = shutil.copytree
-def copytree(*args, **kwargs):
+from godrun.evaluator import fallback
+real = fallback._copy_tree
+def copy_tree(*args, **kwargs):
     real(*args, **kwargs)
     os.kill(os.getpid(), signal.SIGKILL)  # killed after the first folder is copied
-shutil.copytree = copytree
+fallback._copy_tree = copy_tree
 sys.exit(main(sys.argv[1:]))
 """
 

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol, get_args
 
+from pydantic import ValidationError
+
 from godrun.core.commands import evaluator_argv, trainer_argv
 from godrun.core.names import act_b_name, job_name, run_label
 from godrun.errors import EXIT_BAD_INPUT
@@ -40,6 +42,7 @@ from godrun.spec import (
     Progress,
     Recipe,
     Verdict,
+    format_validation_error,
 )
 
 StageState = Literal["absent", "active", "succeeded", "failed"]
@@ -197,8 +200,9 @@ def decide(run: GodRunView, observed: Observed, now: datetime, polling: Polling 
     """The new status and the actions that bring the world closer to `run.spec` (pure; see module doc)."""
     new_generation = run.status.observed_generation != run.generation
     st = _fresh_status(run, now) if new_generation else run.status.model_copy(deep=True)
-    if observed.spec_error is not None:
-        return _invalid_spec(run, observed.spec_error, st, new_generation, now)
+    spec_error = observed.spec_error or derived_spec_error(run.spec)
+    if spec_error is not None:
+        return _invalid_spec(run, spec_error, st, new_generation, now)
     actions: list[Action] = [DeleteJob(name) for name in observed.stale_jobs]
     if new_generation and run.status.observed_generation > 0:
         msg = f"spec changed (generation {run.generation}): starting this generation's Jobs"
@@ -216,6 +220,19 @@ def decide(run: GodRunView, observed: Observed, now: datetime, polling: Polling 
             st.completion_time = now
     actions += _transition_events(run.status if not new_generation else GodRunStatus(), st)
     return Decision(st, tuple(actions), _requeue_after(st, polling))
+
+
+def derived_spec_error(spec: GodRunSpec) -> str | None:
+    """Why the Act B child derived from `spec` would be invalid (paths too long once suffixed), or None.
+
+    Checked before anything starts, so a run never trains for hours to fail (or stick) at the fallback."""
+    if not spec.fallback.launch_act_b:
+        return None
+    try:
+        act_b_spec(spec, f"{spec.training.checkpoint_dir}/{spec.training.model}_best.pt")
+    except ValidationError as exc:
+        return f"the Act B child this spec derives is invalid: {format_validation_error(exc)}"
+    return None
 
 
 def _invalid_spec(run: GodRunView, error: str, st: GodRunStatus, new_generation: bool, now: datetime) -> Decision:
@@ -417,6 +434,9 @@ def _may_recreate(spec: GodRunSpec, st: GodRunStatus, obs: StageObs) -> bool:
     return spec.resources.nodes > 1 and retriable and st.restarts < spec.jobs.backoff_limit
 
 
+MAX_ETA_SECONDS = 100 * 365 * 86400.0
+
+
 def _next_progress(before: Progress, seen: Progress, recipe: Recipe, now: datetime) -> Progress:
     """The observed progress with epochs filled in, lastUpdateTime moved when it changed, and an ETA."""
     new = seen if seen.epochs else seen.model_copy(update={"epochs": recipe.epochs})
@@ -425,7 +445,9 @@ def _next_progress(before: Progress, seen: Progress, recipe: Recipe, now: dateti
     updated = now if changed else before.last_update_time
     eta = None
     if new.epoch_seconds is not None and new.epoch >= 1 and updated is not None:
-        eta = updated + timedelta(seconds=round(max(new.epochs - new.epoch, 0) * new.epoch_seconds))
+        left = max(new.epochs - new.epoch, 0) * new.epoch_seconds
+        if left <= MAX_ETA_SECONDS:  # beyond it (a huge epochs) no ETA: a datetime cannot hold one
+            eta = updated + timedelta(seconds=round(left))
     return new.model_copy(update={"last_update_time": updated, "eta": eta})
 
 
@@ -516,7 +538,13 @@ def _ensure_act_b(run: GodRunView, obs: Observed, st: GodRunStatus, actions: lis
     if obs.act_b_exists or st.act_b:  # never recreate a child someone deleted on purpose
         st.act_b = st.act_b or child
         return
-    actions.append(CreateActB(child, act_b_manifest(run, st)))
+    try:
+        body = act_b_manifest(run, st)
+    except ValidationError as exc:  # e.g. a best checkpoint whose file name the spec refuses
+        st.phase, st.reason = "Error", "InvalidSpec"
+        st.message = f"cannot create the Act B child: {format_validation_error(exc)}"[:1024]
+        return
+    actions.append(CreateActB(child, body))
     st.act_b = child
 
 

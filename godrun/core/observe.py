@@ -8,15 +8,19 @@ evaluator wrote through GODRUN_TERMINATION_LOG. The parsing (and the rule for th
 from __future__ import annotations
 
 import csv
+import io
 import math
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 
+from godrun.errors import InputError
+from godrun.fsio import read_bytes
 from godrun.spec import Progress, Recipe, Verdict, format_validation_error
 
 MESSAGE_LIMIT = 300
+MAX_PROGRESS_BYTES = 64 << 20
 PROGRESS_METRICS = {  # the trainer's gauge -> Progress field
     "godrun_train_epoch": "epoch",
     "godrun_train_epochs": "epochs",
@@ -75,9 +79,9 @@ def _num(text: str | None) -> float | None:
 def read_progress_csv(path: Path, recipe: Recipe) -> Progress | None:
     """Progress after the last finished epoch of the trainer's metrics.csv, or None before the first one."""
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            rows = [r for r in csv.DictReader(fh) if r.get("epoch")]
-    except FileNotFoundError:
+        text = read_bytes(path, max_bytes=MAX_PROGRESS_BYTES).decode("utf-8", errors="replace")
+        rows = [r for r in csv.DictReader(io.StringIO(text, newline="")) if r.get("epoch")]
+    except (OSError, csv.Error, InputError):  # missing, not a regular file, a symlink: no progress to show
         return None
     if not rows:
         return None
@@ -109,7 +113,9 @@ def parse_verdict(message: str) -> tuple[Verdict | None, str | None]:
 def read_verdict_file(path: Path) -> tuple[Verdict | None, str | None]:
     """The verdict a stage wrote to its termination-log file; a missing or empty file is an error here."""
     try:
-        verdict, error = parse_verdict(path.read_text(encoding="utf-8", errors="replace"))
+        verdict, error = parse_verdict(read_bytes(path, max_bytes=1 << 20).decode("utf-8", errors="replace"))
     except FileNotFoundError:
         return None, f"{path} is missing"
+    except (OSError, InputError) as exc:
+        return None, f"{path}: {exc}"
     return (verdict, error) if verdict is not None or error else (None, f"{path} is empty")

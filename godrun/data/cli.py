@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -86,7 +87,8 @@ def synth_into(out: Path, scale: float, seed: int, force: bool, noise_profile: s
     if target.exists() and not force:
         raise InputError(f"{target} already exists (use --force to replace it)")
     out.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".synth-", dir=out))
+    _remove_debris(out)
+    tmp = Path(tempfile.mkdtemp(prefix=f".synth-{os.getpid()}-", dir=out))
     try:
         manifest = synthesise(tmp, scale=scale, seed=seed, noise_profile=profile)
         old = None
@@ -99,6 +101,27 @@ def synth_into(out: Path, scale: float, seed: int, force: bool, noise_profile: s
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return len(manifest)
+
+
+def _remove_debris(out: Path) -> None:
+    """What a killed `data synth` left in OUT (`.synth-<pid>-*`, `.data-old-<pid>`): removed once its pid is gone."""
+    for entry in out.iterdir():
+        m = re.fullmatch(r"\.(?:synth-(\d+)-\w+|data-old-(\d+))", entry.name)
+        if m is None or not entry.is_dir() or entry.is_symlink():
+            continue
+        pid = int(m.group(1) or m.group(2))
+        if pid != os.getpid() and not _alive(pid):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def main(argv: Sequence[str] | None = None) -> int:

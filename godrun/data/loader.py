@@ -15,20 +15,26 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import io
+import json
 import os
+import re
 import stat
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
 
-from godrun.errors import InputError
-from godrun.inputs import check_numeric, load_array, numeric_column, read_csv, read_json
+from godrun.errors import InputError, reading
+from godrun.fsio import ConfinementError, confinement_root, open_file, read_bytes
+from godrun.inputs import MAX_INPUT_BYTES, load_array, numeric_column, parse_npy, read_csv, read_json
 
 REQUIRED_COLUMNS = ("spectrum_id", "group_id", "path", "reference_path")
+# What a panel pins besides its files: the wavelength grid (one sha256 on every row) and each row's group's
+# dose-feature row (dose_row_sha256). The panel manifest's sha256 (expectedHash) thereby pins them too.
+PIN_COLUMNS = ("grid_sha256", "dose_sha256")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 HASH_COLUMNS = ("content_sha256", "reference_sha256")
 MAX_FILE_BYTES = 1 << 20  # a 601-point float64 .npy is 4.9 KB; anything near this is not a spectrum
 
@@ -44,7 +50,16 @@ class Corpus:
 
 def read_manifest(manifest: str | os.PathLike[str], *, need_hashes: bool = False) -> pd.DataFrame:
     path = Path(manifest)
-    text_columns = ("spectrum_id", "group_id", "pair_id", "sample", "path", "reference_path", *HASH_COLUMNS)
+    text_columns = (
+        "spectrum_id",
+        "group_id",
+        "pair_id",
+        "sample",
+        "path",
+        "reference_path",
+        *HASH_COLUMNS,
+        *PIN_COLUMNS,
+    )
     required = REQUIRED_COLUMNS + (HASH_COLUMNS if need_hashes else ())
     meta = read_csv(path, "manifest", required=required, dtype=dict.fromkeys(text_columns, str))
     dup = meta["spectrum_id"].duplicated()
@@ -86,7 +101,11 @@ class _RowFiles:
     def _confined(self, rel: str, where: str) -> str:
         if not isinstance(rel, str) or not rel or rel.startswith("/") or ".." in PurePosixPath(rel).parts:
             raise InputError(f"{where}: the path must be relative to {self.root} without `..`")
+        if "\x00" in rel:
+            raise InputError(f"{where}: the path holds a NUL byte")
         full = os.path.join(self.root, rel)
+        if confinement_root() is not None:
+            return full  # opened component by component from the run volume, no symlink followed (godrun.fsio)
         parent = os.path.dirname(full)
         ok = self._real_dirs.get(parent)
         if ok is None:  # one realpath per folder; a symlinked file itself is caught when it is opened
@@ -98,7 +117,12 @@ class _RowFiles:
     def _read_regular(self, full: str, where: str) -> bytes:
         """The bytes of a regular file (a FIFO or device is refused without blocking), at most MAX_FILE_BYTES."""
         try:
-            fd = os.open(full, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+            if confinement_root() is not None:
+                fd = open_file(full, os.O_RDONLY | os.O_NONBLOCK)
+            else:
+                fd = os.open(full, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+        except ConfinementError as exc:
+            raise InputError(f"{where}: {exc}") from None
         except FileNotFoundError:
             raise InputError(f"{where}: file not found") from None
         except OSError as exc:
@@ -160,19 +184,31 @@ def _header_length(data: bytes) -> int:
 
 
 def _parse_npy(data: bytes, where: str) -> np.ndarray:
-    try:
-        arr = np.load(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise InputError(f"{where}: not a readable .npy ({exc})") from exc
-    check_numeric(arr, where)
-    return arr
+    return parse_npy(data, where)
 
 
-def load_wavelengths(path: str | os.PathLike[str] | None, expected_length: int) -> np.ndarray:
+def load_wavelengths(
+    path: str | os.PathLike[str] | None, expected_length: int, *, pinned: str | None = None
+) -> np.ndarray:
+    """The grid; with `pinned` (a manifest's grid_sha256) its bytes must hash to it, read and parsed once."""
     if path is None:
         return np.linspace(200.0, 800.0, expected_length)
     p = Path(path)
-    wl = load_array(p, "wavelength grid", shape=(expected_length,)).astype(np.float64)
+    if pinned is None:
+        arr = load_array(p, "wavelength grid", shape=(expected_length,))
+    else:
+        with reading(p, "wavelength grid"):
+            data = read_bytes(p, max_bytes=MAX_FILE_BYTES)
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != pinned:
+            raise InputError(
+                f"wavelength grid {p}: content does not match the manifest's grid_sha256 "
+                f"(manifest {pinned}, file {digest}); the grid is part of the pinned panel"
+            )
+        arr = parse_npy(data, f"wavelength grid {p}")
+        if arr.shape != (expected_length,):
+            raise InputError(f"wavelength grid {p}: shape {arr.shape}, expected ({expected_length},)")
+    wl = arr.astype(np.float64)
     if not np.all(np.isfinite(wl)) or np.any(np.diff(wl) <= 0):
         raise InputError(f"wavelength grid {p}: must be finite and strictly increasing")
     return wl
@@ -194,6 +230,7 @@ def load_corpus(
     expected_length: int = 601,
     verify: bool = True,
     require_references: bool = True,
+    require_pins: bool = False,
 ) -> Corpus:
     """Load every row of `manifest` (paths relative to root_dir), each file checked (see the module doc).
 
@@ -202,7 +239,17 @@ def load_corpus(
     """
     manifest, root = Path(manifest), Path(root_dir)
     meta = read_manifest(manifest, need_hashes=verify)
-    wl = load_wavelengths(wavelength_grid, expected_length)
+    if require_pins:
+        missing = [c for c in PIN_COLUMNS if c not in meta.columns]
+        if missing:
+            raise InputError(
+                f"manifest {manifest}: lacks {', '.join(missing)}; a panel pins its wavelength grid and dose "
+                "features (rebuild it with `godrun data panel`)"
+            )
+    pinned = _one_pin(meta, "grid_sha256", manifest) if verify and "grid_sha256" in meta.columns else None
+    if require_pins and wavelength_grid is None:
+        raise InputError(f"manifest {manifest}: pins a wavelength grid (grid_sha256); give the grid file")
+    wl = load_wavelengths(wavelength_grid, expected_length, pinned=pinned)
     files = _RowFiles(manifest, root, expected_length, verify)
     spectra = np.empty((len(meta), expected_length), np.float32)
     refs = np.empty_like(spectra)
@@ -237,14 +284,58 @@ def load_corpus(
     return Corpus(spectra, refs, meta, wl, has_ref)
 
 
+def _one_pin(meta: pd.DataFrame, column: str, manifest: Path) -> str:
+    """The one sha256 every row of `column` names (a grid is one file: rows that disagree are refused)."""
+    values = meta[column].fillna("").str.strip().str.lower()
+    bad = (values.eq("") | values.ne(values.iloc[0])).to_numpy()
+    if bad.any() or not _HEX64.fullmatch(values.iloc[0]):
+        i = int(np.flatnonzero(bad)[0]) if bad.any() else 0
+        raise InputError(f"manifest {manifest} row {i + 1}: {column} must be one 64-digit sha256 on every row")
+    return str(values.iloc[0])
+
+
+def dose_row_sha256(row: Mapping[str, object]) -> str:
+    """The pin of one group's dose-feature row: sha256 over its cells as written (column name -> text)."""
+    cells = {str(k): "" if v is None or (isinstance(v, float) and v != v) else str(v) for k, v in row.items()}
+    return hashlib.sha256(json.dumps(cells, sort_keys=True).encode()).hexdigest()
+
+
+def dose_row_hashes(csv: str | os.PathLike[str], data: bytes | None = None) -> dict[str, str]:
+    """group_id -> dose_row_sha256 of its row in dose_features.csv."""
+    df = read_csv(Path(csv), "dose features", required=("group_id",), dtype=str, data=data)
+    return {str(r["group_id"]): dose_row_sha256(r) for r in df.to_dict("records")}
+
+
+def verified_dose_features(csv: str | os.PathLike[str], meta: pd.DataFrame, manifest: str | os.PathLike[str]) -> bytes:
+    """The bytes of dose_features.csv, read once, whose rows for the manifest's groups match its dose_sha256."""
+    path = Path(csv)
+    with reading(path, "dose features"):
+        data = read_bytes(path, max_bytes=MAX_INPUT_BYTES)
+    if "dose_sha256" not in meta.columns:
+        raise InputError(f"manifest {manifest}: lacks dose_sha256; it does not pin the dose features {path}")
+    have = dose_row_hashes(path, data)
+    for i, (group, want) in enumerate(zip(meta["group_id"], meta["dose_sha256"], strict=True)):
+        got = have.get(str(group))
+        if got is None or not isinstance(want, str) or got != want.strip().lower():
+            raise InputError(
+                f"dose features {path}: the row of group {group!r} does not match the manifest's dose_sha256 "
+                f"(manifest {manifest} row {i + 1}); the dose features are part of the pinned panel"
+            )
+    return data
+
+
 def _hex(value: object) -> str | None:
     return value.lower() if isinstance(value, str) else None
 
 
-def load_dose_features(csv: str | os.PathLike[str], features: Sequence[str], groups: Iterable[str]) -> pd.DataFrame:
-    """The requested feature columns indexed by group_id; every group in `groups` must be present."""
+def load_dose_features(
+    csv: str | os.PathLike[str], features: Sequence[str], groups: Iterable[str], *, data: bytes | None = None
+) -> pd.DataFrame:
+    """The requested feature columns indexed by group_id; every group in `groups` must be present.
+
+    `data`: the file's bytes when they were read (and verified against the panel's pins) already."""
     path = Path(csv)
-    df = read_csv(path, "dose features", required=("group_id",), dtype={"group_id": str})
+    df = read_csv(path, "dose features", required=("group_id",), dtype={"group_id": str}, data=data)
     missing = [f for f in features if f not in df.columns]
     if missing:
         raise InputError(f"dose features {path} lacks feature column(s) {', '.join(missing)}")

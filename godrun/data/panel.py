@@ -99,6 +99,21 @@ def _read(path: Path) -> pd.DataFrame:
     return read_manifest(path)
 
 
+def pin_inputs(panel: pd.DataFrame, root: Path) -> pd.DataFrame:
+    """The panel with what its verdict reads besides its files pinned in its rows (so expectedHash pins them):
+    grid_sha256, the sha256 of the wavelength grid; dose_sha256, the pin of each row's group's dose-feature row
+    (empty when there is no dose_features.csv or no row for the group: FiLM checkpoints are then refused)."""
+    from godrun.data.loader import dose_row_hashes
+
+    grid = root / L.WAVELENGTH_GRID
+    if not grid.is_file():
+        raise InputError(f"{grid}: the wavelength grid the panel is evaluated on does not exist")
+    doses = root / L.DOSE_FEATURES
+    rows = dose_row_hashes(doses) if doses.is_file() else {}
+    pins = {"grid_sha256": sha256_file(grid), "dose_sha256": [rows.get(str(g), "") for g in panel["group_id"]]}
+    return panel.drop(columns=[c for c in pins if c in panel.columns]).assign(**pins)
+
+
 def build_panel(
     root: str | os.PathLike[str], verify_files: bool = True, panel_groups: Sequence[str] | None = None
 ) -> dict[str, str]:
@@ -116,6 +131,7 @@ def build_panel(
     if verify_files:
         verify_manifest_files(root / L.MANIFEST_ALL, spectra_root)
     check(train, panel)
+    panel = pin_inputs(panel, root)
     train_csv = train.to_csv(index=False, lineterminator="\n").encode()
     panel_csv = panel.to_csv(index=False, lineterminator="\n").encode()
     hashes = {
@@ -142,4 +158,25 @@ def check_root(root: str | os.PathLike[str], train: str | None = None, panel: st
     train_df = _read(Path(train) if train else root / L.MANIFEST_TRAIN)
     panel_df = _read(Path(panel) if panel else root / L.PANEL_MANIFEST)
     check(train_df, panel_df)
+    check_values(
+        Path(train) if train else root / L.MANIFEST_TRAIN,
+        Path(panel) if panel else root / L.PANEL_MANIFEST,
+        root / L.SPECTRA_DIR,
+    )
     return len(train_df), len(panel_df)
+
+
+def check_values(train: Path, panel: Path, files_root: Path) -> None:
+    """Leakage judged on the values (godrun.data.overlap): every file of both manifests is read."""
+    from godrun.data.loader import load_corpus
+    from godrun.data.overlap import Vectors, value_leakage
+
+    t = load_corpus(train, files_root, verify=False, require_references=False)
+    p = load_corpus(panel, files_root, verify=False)
+    tid, pid = t.meta["spectrum_id"].tolist(), p.meta["spectrum_id"].tolist()
+    problems = value_leakage(
+        [Vectors("spectrum", t.spectra, tid), Vectors("clean reference", t.references, tid)],
+        [Vectors("spectrum", p.spectra, pid), Vectors("clean reference", p.references, pid)],
+    )
+    if problems:
+        raise InputError(f"leakage between {train} and the panel {panel}: " + "; ".join(problems))

@@ -197,6 +197,13 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         confine(path, "--run-dir")
     if args.archive_on_fail:
         writable_file(args.analytics_doc, "--analytics-doc", (".md",))
+        archive = Path(args.archive_dir)
+        if archive.is_symlink() or (archive.exists() and not archive.is_dir()):
+            raise InputError(f"--archive-dir {args.archive_dir}: exists and is not a folder (a file or a symlink)")
+    for flag in ("output_dir", "checkpoint_dir"):
+        value = getattr(args, flag, None)
+        if value and Path(value).exists() and not Path(value).is_dir():
+            raise InputError(f"--{flag.replace('_', '-')} {value}: exists and is not a folder")
     return args
 
 
@@ -220,6 +227,8 @@ def _side_inputs(args: argparse.Namespace) -> tuple[Path | None, Path | None]:
     for flag, value in (("--root-dir", args.root_dir), ("--wavelength-grid", args.wavelength_grid)):
         if not Path(value).exists():
             raise InputError(f"{flag}: {value} does not exist")
+    if args.metadata and Path(args.metadata).exists() and not Path(args.metadata).is_file():
+        raise InputError(f"--metadata {args.metadata}: not a regular file (a folder, FIFO or device)")
     metadata = Path(args.metadata) if args.metadata and Path(args.metadata).is_file() else None
     if args.metadata and metadata is None and not args.denoiser:
         raise InputError(f"--metadata: {args.metadata} does not exist")
@@ -329,13 +338,13 @@ def downstream_main(argv: Sequence[str] | None = None) -> int:
     """Write per-spectrum downstream errors (CSV) and the gate-4 summary (JSON); print the summary."""
     import json
 
-    import numpy as np
     import pandas as pd
 
     from godrun.evaluator.outputs import write_csv
     from godrun.evaluator.panel import load_panel
     from godrun.fsio import atomic_write_json
     from godrun.gates import metrics
+    from godrun.inputs import load_array
 
     args = build_downstream_parser().parse_args(argv)
     gates = gates_from_args(args)
@@ -348,7 +357,7 @@ def downstream_main(argv: Sequence[str] | None = None) -> int:
     if args.predictions:
         if not Path(args.predictions).is_file():
             raise InputError(f"--predictions: {args.predictions} does not exist")
-        pred = np.load(args.predictions, allow_pickle=False)
+        pred = load_array(args.predictions, "--predictions")
         if pred.shape != panel.reference.shape:
             raise InputError(f"--predictions: shape {pred.shape}, the panel is {panel.reference.shape}")
         source = str(args.predictions)

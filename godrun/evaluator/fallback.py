@@ -12,9 +12,11 @@ key, so the debris of a killed copy is removed by the next attempt at the same v
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import stat
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from datetime import date as Date
@@ -22,7 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from godrun.errors import InputError
-from godrun.fsio import atomic_write_json, atomic_write_text, is_temp_name, sha256_bytes
+from godrun.fsio import (
+    atomic_write_json,
+    atomic_write_text,
+    is_temp_name,
+    open_dir,
+    open_file,
+    read_bytes,
+    sha256_bytes,
+)
 from godrun.paths import escape_text, writable_file
 from godrun.spec import Verdict
 
@@ -42,24 +52,32 @@ def verdict_key(run_name: str, verdict: Verdict, inputs: dict[str, Any]) -> str:
 
 
 def find_archive(archive_parent: str | os.PathLike[str], key: str) -> Path | None:
-    """The archive already written for this verdict key, if any."""
+    """The archive already written for this verdict key, if any (markers read confined: no symlink followed)."""
     parent = Path(archive_parent)
-    for marker in sorted(parent.glob(f"*/{ARCHIVE_MARKER}")):
+    try:
+        pfd = open_dir(parent)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    try:
+        names = sorted(e.name for e in os.scandir(pfd) if e.is_dir(follow_symlinks=False))
+    finally:
+        os.close(pfd)
+    for name in names:
         try:
-            if json.loads(marker.read_text(encoding="utf-8")).get("key") == key:
-                return marker.parent
-        except (OSError, ValueError, AttributeError):
+            if json.loads(read_bytes(parent / name / ARCHIVE_MARKER, max_bytes=1 << 20)).get("key") == key:
+                return parent / name
+        except (OSError, ValueError, AttributeError, InputError):
             continue
     return None
 
 
-def _claim_target(archive_parent: Path, base: str) -> Path:
+def _claim_target(pfd: int, base: str) -> str:
     """Create the first free `base`, `base_2`, ... exclusively: the mkdir is the claim, two runs never share one."""
     n = 1
     while True:
-        target = archive_parent / (base if n == 1 else f"{base}_{n}")
+        target = base if n == 1 else f"{base}_{n}"
         try:
-            target.mkdir()
+            os.mkdir(target, dir_fd=pfd)
             return target
         except FileExistsError:
             n += 1
@@ -68,7 +86,7 @@ def _claim_target(archive_parent: Path, base: str) -> Path:
 def _inside_name(src: Path) -> Path:
     """Where `src` goes inside the archive: its path relative to the cwd when below it, else its name."""
     try:
-        rel = src.resolve().relative_to(Path.cwd().resolve())
+        rel = Path(os.path.abspath(src)).relative_to(Path.cwd())
     except ValueError:
         rel = Path(src.name)
     return rel  # Path(".") when src is the cwd itself: its contents go to the archive's top
@@ -87,44 +105,125 @@ def archive_run(
     `run_dir` is one path or several; each keeps its path relative to the cwd inside the archive
     (checkpoints/god_run/..., logs/god_run/...). Missing sources are skipped; none existing is an InputError.
     With `key` (verdict_key), the archive already made for that key is returned instead of a second copy.
-    Temp files of interrupted writes are never archived.
+    Everything is opened relative to folder descriptors, symlinks never followed (a source, or anything in
+    one, that is a symlink is not archived; a symlinked archive folder is refused). Temp files of
+    interrupted writes are never archived.
     """
     parent = Path(archive_parent)
+    if parent.exists() and not parent.is_dir():
+        raise InputError(f"archive folder {parent}: exists and is not a folder")
     if key is not None and (done := find_archive(parent, key)) is not None:
         return done
     sources = [Path(run_dir)] if isinstance(run_dir, str | os.PathLike) else [Path(p) for p in run_dir]
-    present = [p for p in sources if p.exists()]
+    # a source that is itself a symlink (checkpoint_dir -> the volume root) is never followed nor archived
+    present = [p for p in sources if p.exists() and not p.is_symlink()]
     if not present:
         raise InputError(f"--run-dir: nothing to archive, none of {[str(p) for p in sources]} exists")
-    parent.mkdir(parents=True, exist_ok=True)
     base = f"{name}_failed_{(date or today_utc()).strftime('%Y%m%d')}"
-    staging = parent / (f".{base}.{key}.partial" if key else f".{base}.partial-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)  # a killed attempt at this same verdict
+    staging = f".{base}.{key}.partial" if key else f".{base}.partial-{os.getpid()}"
+    pfd = open_dir(parent, create=True)
     try:
-        _copy_sources(present, staging, parent.resolve())
-        marker = {"key": key, "run": name, "sources": [str(p) for p in present], "created": datetime.now(UTC)}
-        atomic_write_json(staging / ARCHIVE_MARKER, marker)
-        target = _claim_target(parent, base)  # claimed only now: a kill during the copy leaves no empty archive
-        os.replace(staging, target)  # target is the empty folder this call claimed
+        shutil.rmtree(staging, dir_fd=pfd, ignore_errors=True)  # a killed attempt at this same verdict
+        try:
+            os.mkdir(staging, dir_fd=pfd)
+            _copy_sources(present, pfd, staging)
+            marker = {"key": key, "run": name, "sources": [str(p) for p in present], "created": datetime.now(UTC)}
+            atomic_write_json(parent / staging / ARCHIVE_MARKER, marker)
+            target = _claim_target(pfd, base)  # claimed only now: a kill during the copy leaves no empty archive
+            os.replace(staging, target, src_dir_fd=pfd, dst_dir_fd=pfd)  # target: the empty folder just claimed
+        except BaseException:
+            shutil.rmtree(staging, dir_fd=pfd, ignore_errors=True)
+            raise
+    finally:
+        os.close(pfd)
+    return parent / target
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _copy_sources(present: Sequence[Path], pfd: int, staging: str) -> None:
+    skip = os.fstat(pfd)  # never copy the archive parent into itself when a run dir contains it
+    sfd = os.open(staging, _DIR_FLAGS, dir_fd=pfd)
+    try:
+        for src in present:
+            rel = _inside_name(src)
+            dfd = _make_dirs_at(sfd, rel.parts if src_is_dir(src) else rel.parent.parts)
+            try:
+                if src_is_dir(src):
+                    srcfd = open_dir(src)  # confined: a source that is (or lies behind) a symlink is refused
+                    try:
+                        _copy_tree(srcfd, dfd, (skip.st_dev, skip.st_ino))
+                    finally:
+                        os.close(srcfd)
+                else:
+                    sfile = open_file(src, os.O_RDONLY | os.O_NONBLOCK)
+                    try:
+                        _copy_file(sfile, dfd, rel.name)
+                    finally:
+                        os.close(sfile)
+            finally:
+                os.close(dfd)
+    finally:
+        os.close(sfd)
+
+
+def src_is_dir(src: Path) -> bool:
+    return src.is_dir() and not src.is_symlink()
+
+
+def _make_dirs_at(fd: int, parts: Sequence[str]) -> int:
+    cur = os.dup(fd)
+    try:
+        for part in parts:
+            if part in ("", "."):
+                continue
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(part, dir_fd=cur)
+            nxt = os.open(part, _DIR_FLAGS, dir_fd=cur)
+            os.close(cur)
+            cur = nxt
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        os.close(cur)
         raise
-    return target
+    return cur
 
 
-def _copy_sources(present: Sequence[Path], staging: Path, parent_resolved: Path) -> None:
-    def skip(d: str, names: list[str]) -> list[str]:
-        # never copy the archive parent into itself when a run dir contains it, nor half-written temp files
-        return [n for n in names if is_temp_name(n) or (Path(d) / n).resolve() == parent_resolved]
+def _copy_tree(src_fd: int, dst_fd: int, skip: tuple[int, int]) -> None:
+    """Copy folders and regular files (never symlinks, FIFOs or devices, never temp files) fd to fd."""
+    for entry in sorted(os.scandir(src_fd), key=lambda e: e.name):
+        if is_temp_name(entry.name):
+            continue
+        st = entry.stat(follow_symlinks=False)
+        if stat.S_ISDIR(st.st_mode) and (st.st_dev, st.st_ino) != skip:
+            child = os.open(entry.name, _DIR_FLAGS, dir_fd=src_fd)
+            try:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(entry.name, dir_fd=dst_fd)
+                out = os.open(entry.name, _DIR_FLAGS, dir_fd=dst_fd)
+                try:
+                    _copy_tree(child, out, skip)
+                finally:
+                    os.close(out)
+            finally:
+                os.close(child)
+        elif stat.S_ISREG(st.st_mode):
+            fd = os.open(entry.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=src_fd)
+            try:
+                _copy_file(fd, dst_fd, entry.name)
+            finally:
+                os.close(fd)
 
-    staging.mkdir()
-    for src in present:
-        dest = staging / _inside_name(src)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if src.is_dir():
-            shutil.copytree(src, dest, ignore=skip, symlinks=True, dirs_exist_ok=True)
-        else:
-            shutil.copy2(src, dest)
+
+def _copy_file(src: int, dst_dir: int, name: str) -> None:
+    if not stat.S_ISREG(os.fstat(src).st_mode):
+        return
+    out = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666, dir_fd=dst_dir)
+    try:
+        while block := os.read(src, 1 << 20):
+            os.write(out, block)
+    finally:
+        os.close(out)
 
 
 def failure_section(verdict: Verdict, run_name: str, date: Date, archive: Path | None = None) -> str:
@@ -167,7 +266,12 @@ def append_failure_doc(
     written (godrun.paths.writable_file).
     """
     path = writable_file(doc_path, "--analytics-doc", (".md",))
-    old = path.read_text(encoding="utf-8") if path.exists() else ""
+    try:
+        old = read_bytes(path).decode("utf-8")
+    except FileNotFoundError:
+        old = ""
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"--analytics-doc {path}: cannot read it ({exc})") from None
     marker = DOC_MARKER.format(key=key) if key else ""
     if marker and marker in old:
         return path

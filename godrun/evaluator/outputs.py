@@ -5,6 +5,7 @@ All writes are atomic (temp file + rename): a reader never sees half a file.
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -13,13 +14,16 @@ from typing import Any
 
 import pandas as pd
 
+from godrun.errors import InputError
 from godrun.evaluator.panel import Candidate, Evaluation, Panel, evaluate_candidates, group_summary, with_meta
 from godrun.fsio import (
     atomic_path,
+    atomic_paths,
     atomic_write_json,
-    atomic_write_text,
     code_version,
+    read_bytes,
     remove_stale_temps,
+    sha256_bytes,
     sha256_file,
 )
 from godrun.spec import Gates, Lineage, Verdict
@@ -27,9 +31,27 @@ from godrun.spec import Gates, Lineage, Verdict
 TERMINATION_LIMIT = 4096
 
 
+FORMULA_LEADS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _defused(value: object) -> object:
+    """A text cell a spreadsheet would run as a formula (=, +, -, @ first) gets a leading quote."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_LEADS) else value
+
+
+def csv_safe(df: pd.DataFrame) -> pd.DataFrame:
+    """`df` with every text cell defused (numbers, negative ones included, are left as numbers)."""
+    text = [c for c in df.columns if df[c].dtype == object or pd.api.types.is_string_dtype(df[c].dtype)]
+    return df.assign(**{c: df[c].map(_defused) for c in text}) if text else df
+
+
+def _to_csv(path: Path, df: pd.DataFrame) -> None:
+    csv_safe(df).to_csv(path, index=False, float_format="%.6g")
+
+
 def write_csv(path: Path, df: pd.DataFrame) -> None:
     with atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False, float_format="%.6g")
+        _to_csv(tmp, df)
 
 
 def ranking_rows(evals: Sequence[Evaluation]) -> list[dict[str, Any]]:
@@ -111,7 +133,7 @@ class Result:
     hashes: dict[str, Any]
 
 
-def lineage_for(best: Evaluation, panel_sha: str, root_dir: Path | None) -> Lineage:
+def lineage_for(best: Evaluation, panel_sha: str, root_dir: Path | None, panel: Panel | None = None) -> Lineage:
     """Hashes tying the verdict to its inputs: panel, training manifest (when known), init checkpoint, code."""
     info = best.info
     data_hashes = info.get("data_hashes") or {}
@@ -122,8 +144,11 @@ def lineage_for(best: Evaluation, panel_sha: str, root_dir: Path | None) -> Line
         manifest_sha = sha256_file(root_dir / "manifest_train.csv")
     init = info.get("init_checkpoint")
     init_sha = sha256_file(init) if init and Path(init).is_file() else data_hashes.get("init_checkpoint")
+    meta_bytes = panel.metadata_bytes if panel is not None else None
     return Lineage(
         panel_sha256=panel_sha,
+        wavelength_grid_sha256=panel.grid_sha256 if panel is not None else None,
+        metadata_sha256=sha256_bytes(meta_bytes) if meta_bytes is not None else None,
         manifest_sha256=manifest_sha,
         init_checkpoint_sha256=init_sha if isinstance(init_sha, str) else None,
         code_version=code_version(),
@@ -139,8 +164,8 @@ def training_history(checkpoint_dir: Path) -> pd.DataFrame | None:
     if not path.is_file():
         return None
     try:
-        history = pd.read_csv(path)
-    except (OSError, ValueError, pd.errors.ParserError):
+        history = pd.read_csv(io.BytesIO(read_bytes(path, max_bytes=64 << 20)))  # confined, regular file only
+    except (OSError, ValueError, pd.errors.ParserError, InputError):
         return None  # the curves are a picture in the report, never a reason to fail the evaluation
     return history if "epoch" in history.columns else None
 
@@ -169,7 +194,7 @@ def evaluate_and_write(
         update={
             "checkpoints_evaluated": len(evals),
             "report": str(report_path),
-            "lineage": lineage_for(best, panel.manifest_sha256, root_dir),
+            "lineage": lineage_for(best, panel.manifest_sha256, root_dir, panel),
         }
     )
     ranking = ranking_rows(evals)
@@ -189,9 +214,21 @@ def evaluate_and_write(
     page = render(panel, best, verdict, gates, groups, ranking, hashes, history=history)
     out = Path(output_dir)
     remove_stale_temps(out)  # what a killed evaluator left half-written
-    write_csv(out / "per_spectrum_metrics.csv", with_meta(panel, best.per_spectrum, best.name))
-    write_csv(out / "per_group_summary.csv", groups)
-    write_gates_json(out / "gates.json", verdict, gates, evals)
-    write_hashes_json(out / "hashes.json", hashes)
-    atomic_write_text(report_path, page)
+    texts = {
+        "gates.json": json.dumps(gates_document(verdict, gates, evals), indent=2, default=str) + "\n",
+        "hashes.json": json.dumps(hashes, indent=2, default=str) + "\n",
+        "report.html": page,
+    }
+    tables = {
+        "per_spectrum_metrics.csv": with_meta(panel, best.per_spectrum, best.name),
+        "per_group_summary.csv": groups,
+    }
+    names = [*tables, *texts]
+    # all or nothing: every file is written to its temp first (a full disk fails here, renaming none)
+    with atomic_paths([out / n for n in names]) as tmps:
+        for name, tmp in zip(names, tmps, strict=True):
+            if name in tables:
+                _to_csv(tmp, tables[name])
+            else:
+                tmp.write_text(texts[name], encoding="utf-8")
     return Result(verdict, evals, ranking, report_path, hashes)

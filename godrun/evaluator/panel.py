@@ -37,6 +37,8 @@ class Panel:
     manifest: Path
     manifest_sha256: str
     metadata_csv: Path | None = None
+    metadata_bytes: bytes | None = None  # dose_features.csv as read once and verified against the panel's pins
+    grid_sha256: str | None = None  # the pinned grid the wavelengths were parsed from
 
 
 @dataclass
@@ -79,13 +81,17 @@ def load_panel(
     metadata_csv: Path | None = None,
     manifest_sha256: str | None = None,
 ) -> Panel:
-    """Read the panel's raw spectra (root_dir) and clean references (baseline_dir, default root_dir)."""
-    from godrun.data.loader import load_corpus
+    """Read the panel's raw spectra (root_dir) and clean references (baseline_dir, default root_dir).
 
-    corpus = load_corpus(manifest, root_dir, wavelength_grid=wavelength_grid)
+    The panel must pin its wavelength grid and dose features (grid_sha256, dose_sha256): both are checked
+    here, at use, and the metadata is kept as the verified bytes (never re-read from the path)."""
+    from godrun.data.loader import load_corpus, verified_dose_features
+
+    corpus = load_corpus(manifest, root_dir, wavelength_grid=wavelength_grid, require_pins=True)
     reference = corpus.references
     if baseline_dir is not None and Path(baseline_dir).resolve() != Path(root_dir).resolve():
-        reference = load_corpus(manifest, baseline_dir, wavelength_grid=wavelength_grid).references
+        reference = load_corpus(manifest, baseline_dir, wavelength_grid=wavelength_grid, require_pins=True).references
+    metadata_bytes = verified_dose_features(metadata_csv, corpus.meta, manifest) if metadata_csv else None
     return Panel(
         raw=np.asarray(corpus.spectra, dtype=np.float32),
         reference=np.asarray(reference, dtype=np.float32),
@@ -94,6 +100,8 @@ def load_panel(
         manifest=Path(manifest),
         manifest_sha256=manifest_sha256 or sha256_file(manifest),
         metadata_csv=Path(metadata_csv) if metadata_csv else None,
+        metadata_bytes=metadata_bytes,
+        grid_sha256=str(corpus.meta["grid_sha256"].iloc[0]).lower(),
     )
 
 
@@ -198,7 +206,7 @@ def conditioning(meta: dict[str, Any], panel: Panel) -> np.ndarray | None:
         raise InputError("--metadata: the checkpoint uses FiLM dose features; give data/metadata/dose_features.csv")
     from godrun.trainer.inference import raw_cond_for
 
-    return raw_cond_for(meta, panel.metadata_csv, panel.meta["group_id"].astype(str).tolist())
+    return raw_cond_for(meta, panel.metadata_csv, panel.meta["group_id"].astype(str).tolist(), panel.metadata_bytes)
 
 
 def group_summary(panel: Panel, per_spectrum: pd.DataFrame, gates: Gates) -> pd.DataFrame:

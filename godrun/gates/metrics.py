@@ -501,6 +501,10 @@ def evaluate_gates(per_spectrum: pd.DataFrame, gates: Gates) -> Verdict:
         ],
         "downstream": [_check("downstream_err_mean", _finite(ds), "<=", downstream_bound(ds_raw, gates))],
     }
+    n_bad = int((~finite).sum())
+    if n_bad:  # a NaN/inf prediction fails every gate, whatever the thresholds (lenient ones included)
+        for checks in specs.values():
+            checks.append(_check("nonfinite_predictions", float(n_bad), "<=", 0.0))
     results = [
         GateResult(name=name, passed=all(c["passed"] for c in checks), checks=[Check(**c) for c in checks])
         for name, checks in specs.items()

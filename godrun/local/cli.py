@@ -10,6 +10,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
+import os
+import posixpath
 import signal
 import threading
 import time
@@ -22,8 +25,9 @@ import yaml
 from pydantic import ValidationError
 
 from godrun.core.machine import GodRunView, Polling, reconcile
+from godrun.core.names import act_b_name
 from godrun.errors import EXIT_BAD_INPUT, InputError, describe, reading, tcp_port
-from godrun.fsio import atomic_write_json, sha256_bytes
+from godrun.fsio import atomic_write_json, confined_to, read_bytes, sha256_bytes
 from godrun.inputs import read_text
 from godrun.local import procs
 from godrun.local.executor import LocalExecutor
@@ -70,27 +74,96 @@ def load_manifest(path: Path) -> GodRun:
 
 @dataclass
 class RunState:
-    """What the local runner keeps besides status.json: the generation and the spec it belongs to."""
+    """What the local runner keeps per run name besides its status: the generation and the spec it belongs to."""
 
     generation: int
     spec_sha256: str
+    immutable: dict[str, str] | None = None  # sha256 of each field the CRD makes immutable
+    folders: dict[str, str] | None = None  # the output folders this run owns in the workdir
+
+
+# The fields the CRD makes immutable (godrun.controller.crd.IMMUTABLE_SPEC_FIELDS): a new recipe is a new GodRun.
+IMMUTABLE_FIELDS = ("training", "data", "panel", "gates", "resources")
+
+
+def _sha(obj: object) -> str:
+    return sha256_bytes(json.dumps(obj, sort_keys=True, default=str).encode())
+
+
+def run_state_dir(workdir: Path, name: str) -> Path:
+    return workdir / ".godrun" / name
 
 
 def _generation(state_path: Path, run: GodRun) -> int:
-    """Bump the generation when the spec changed since the last run of this name (like metadata.generation)."""
-    spec_sha = sha256_bytes(json.dumps(run.spec.model_dump(mode="json"), sort_keys=True).encode())
+    """Bump the generation when the spec changed since the last run of this name (like metadata.generation).
+
+    A change to a field the CRD makes immutable is refused (exit 2), as the API server refuses it: a finished
+    run's status is never overwritten by another recipe under the same name.
+    """
+    spec = run.spec.model_dump(mode="json")
+    spec_sha = _sha(spec)
+    immutable = {f: _sha(spec.get(f)) for f in IMMUTABLE_FIELDS}
     try:
-        old = RunState(**json.loads(state_path.read_text()))
-    except (FileNotFoundError, json.JSONDecodeError, TypeError):
+        data = json.loads(read_bytes(state_path))
+        old = RunState(**{k: v for k, v in data.items() if k in RunState.__dataclass_fields__})
+    except (FileNotFoundError, json.JSONDecodeError, TypeError, UnicodeDecodeError, AttributeError):
         old = None
+    if old is not None and old.immutable is not None:
+        changed = [f for f in IMMUTABLE_FIELDS if old.immutable.get(f) != immutable[f]]
+        if changed:
+            raise InputError(
+                f"spec.{changed[0]} is immutable: the workdir already holds GodRun {run.metadata.name!r} made with "
+                f"another {', '.join('spec.' + f for f in changed)}; create a new GodRun (another metadata.name) "
+                "for a new recipe"
+            )
+    folders = own_folders(run)
+    _refuse_shared_folders(state_path.parent.parent, run.metadata.name, folders)
     gen = 1 if old is None else old.generation + (old.spec_sha256 != spec_sha)
-    atomic_write_json(state_path, {"generation": gen, "spec_sha256": spec_sha})
+    body = {"generation": gen, "spec_sha256": spec_sha, "immutable": immutable, "folders": folders}
+    atomic_write_json(state_path, body)
     return gen
 
 
-def _load_status(path: Path) -> GodRunStatus:
+def own_folders(run: GodRun) -> dict[str, str]:
+    """The folders this run writes its outputs to (field -> normalised path)."""
+    t, spec = run.spec.training, run.spec
+    fields = {
+        "spec.training.checkpointDir": t.checkpoint_dir,
+        "spec.training.logDir": t.log_dir,
+        "spec.panel.outputDir": spec.panel.output_dir,
+    }
+    return {k: posixpath.normpath(v) for k, v in fields.items() if v}
+
+
+def _overlap(a: str, b: str) -> bool:
+    return a == b or a.startswith(b.rstrip("/") + "/") or b.startswith(a.rstrip("/") + "/")
+
+
+def _refuse_shared_folders(godrun_dir: Path, name: str, folders: dict[str, str]) -> None:
+    """Outputs belong to one run: a folder another GodRun of this workdir writes to is refused (exit 2), so a run
+    never resumes, evaluates or ships another run's checkpoints."""
     try:
-        return GodRunStatus.model_validate_json(path.read_text())
+        others = sorted(e.name for e in os.scandir(godrun_dir) if e.is_dir(follow_symlinks=False) and e.name != name)
+    except FileNotFoundError:
+        return
+    for other in others:
+        try:
+            theirs = json.loads(read_bytes(godrun_dir / other / "state.json")).get("folders") or {}
+        except (OSError, ValueError, AttributeError, InputError):
+            continue
+        for field, mine in folders.items():
+            clash = next((f for f, t in theirs.items() if isinstance(t, str) and _overlap(mine, t)), None)
+            if clash is not None:
+                raise InputError(
+                    f"{field} {mine!r}: GodRun {other!r} of this workdir writes there ({clash}); outputs belong to "
+                    "one run: give this run its own folders (or another --workdir)"
+                )
+
+
+def _load_status(path: Path) -> GodRunStatus:
+    """The status this run (name) last wrote under .godrun/<name>/; never another run's status file."""
+    try:
+        return GodRunStatus.model_validate_json(read_bytes(path))
     except (FileNotFoundError, ValidationError):
         return GodRunStatus()
 
@@ -156,8 +229,8 @@ def drive(
     name = run.metadata.name
     stop = stop or StopRequest()
     executor = executor or LocalExecutor(workdir, status_path, echo=not quiet)
-    generation = _generation(executor.workdir / ".godrun" / name / "state.json", run)
-    status = _load_status(executor.status_path)
+    generation = _generation(run_state_dir(executor.workdir, name) / "state.json", run)
+    status = _load_status(run_state_dir(executor.workdir, name) / "status.json")
     view = GodRunView(name=name, namespace="local", generation=generation, spec=run.spec, status=status)
     shown: tuple[str, ...] = ()
     eta = _Eta()
@@ -250,17 +323,51 @@ def run_file(
     One runner per workdir: the workdir's lock is held for the whole call, the child run included.
     """
     run = load_manifest(manifest)
-    workdir = Path(workdir).resolve()  # stages run inside it: paths handed to them must not depend on our cwd
-    workdir.mkdir(parents=True, exist_ok=True)
-    status_path = Path(status_path).resolve() if status_path else workdir / "status.json"
+    if run.spec.suspend:
+        raise InputError(
+            f"{manifest}: spec.suspend is true; a local run has no controller to resume it later, so nothing "
+            "would ever start: set spec.suspend to false (or remove it) and run again"
+        )
+    workdir = _workdir(Path(workdir))
+    status_path = _status_path(status_path, workdir)
+    _check_poll(poll)
     stop = StopRequest()
-    with procs.workdir_lock(workdir), stop.installed():
+    with confined_to(workdir), procs.workdir_lock(workdir), stop.installed():
         metrics = _serve_metrics(metrics_port)
         try:
             return _run(run, manifest, workdir, status_path, stop, metrics=metrics, poll=poll, act_b=act_b, quiet=quiet)
         except (Interrupted, KeyboardInterrupt) as exc:
             print(f"\ninterrupted: stages stopped; run `godrun run {manifest}` again to resume", flush=True)
             return exc.exit_code if isinstance(exc, Interrupted) else 130
+
+
+def _workdir(path: Path) -> Path:
+    """The workdir, resolved (stages run inside it: paths handed to them must not depend on our cwd), created."""
+    resolved = path.resolve()
+    if resolved.exists() and not resolved.is_dir():
+        raise InputError(f"--workdir {path}: exists and is not a folder")
+    try:
+        resolved.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"--workdir {path}: cannot create it ({describe(exc)})") from None
+    if not os.access(resolved, os.W_OK | os.X_OK):
+        raise InputError(f"--workdir {path}: not writable (the run writes its status, jobs and outputs there)")
+    return resolved
+
+
+def _status_path(path: Path | None, workdir: Path) -> Path:
+    status = Path(os.path.abspath(path)) if path else workdir / "status.json"
+    if status.is_dir() or (not status.parent.is_dir() and status.parent.exists()):
+        raise InputError(f"--status {path or status}: is a folder (or lies below a file); name a file")
+    return status
+
+
+MAX_POLL_S = 3600.0
+
+
+def _check_poll(poll: float) -> None:
+    if not (math.isfinite(poll) and 0 < poll <= MAX_POLL_S):
+        raise InputError(f"--poll {poll!r}: must be a number of seconds in (0, {MAX_POLL_S:g}]")
 
 
 def _run(
@@ -279,8 +386,8 @@ def _run(
         print(f"godrun run {run.metadata.name}: workdir {workdir}, status {status_path}", flush=True)
     status, executor = drive(run, workdir, status_path, poll=poll, metrics=metrics, quiet=quiet, stop=stop)
     print_final(run.metadata.name, status, workdir)
-    if status.phase == "Failed-ActB" and act_b and executor.act_b_manifests:
-        child = executor.act_b_manifests[-1]
+    child = _act_b_manifest(run, executor)
+    if status.phase == "Failed-ActB" and act_b and child is not None:
         print(
             f"\nAct B: running {child.name} (calibrator head + loss rebalance, warm-started from the best checkpoint)"
         )
@@ -291,6 +398,14 @@ def _run(
     if status.phase == "Error":
         return EXIT_BAD_INPUT if status.reason == "BadInput" else 1
     return EXIT_CODES[status.phase]
+
+
+def _act_b_manifest(run: GodRun, executor: LocalExecutor) -> Path | None:
+    """The Act B child this run created: in this call, or in an earlier one that was stopped (it resumes)."""
+    if executor.act_b_manifests:
+        return executor.act_b_manifests[-1]
+    path = executor.workdir / f"{act_b_name(run.metadata.name)}.yaml"
+    return path if path.is_file() and not path.is_symlink() else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

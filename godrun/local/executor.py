@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,10 +38,10 @@ from godrun.core.machine import (
 )
 from godrun.core.names import act_b_name, job_name
 from godrun.core.observe import read_progress_csv, read_verdict_file
-from godrun.fsio import atomic_write_json, atomic_write_text
+from godrun.fsio import append_text, atomic_write_json, atomic_write_text, make_dirs, open_append, read_bytes
 from godrun.local import procs
 from godrun.paths import RUN_VOLUME_ENV
-from godrun.spec import GodRunStatus
+from godrun.spec import GodRunStatus, Progress
 
 
 @dataclass
@@ -55,7 +56,8 @@ class LocalExecutor:
     def __init__(self, workdir: Path, status_path: Path, *, python: str = sys.executable, echo: bool = True) -> None:
         # Absolute: the stages run with the workdir as cwd, so every path handed to them must not depend on ours.
         self.workdir = Path(workdir).resolve()
-        self.status_path = Path(status_path).resolve()
+        # never resolved: a symlink at the status path is replaced, its target never written
+        self.status_path = Path(os.path.abspath(status_path))
         self.python = python
         self.echo = echo
         self.procs: dict[str, _Proc] = {}
@@ -80,7 +82,7 @@ class LocalExecutor:
         verdict, verdict_error = None, None
         if evaluate.state == "succeeded":
             verdict, verdict_error = read_verdict_file(self.job_dir(run, eval_job) / "termination-log")
-        progress = read_progress_csv(self.workdir / run.spec.training.log_dir / "metrics.csv", run.spec.training)
+        progress = self._progress(run, train_job)
         child = self.workdir / f"{act_b_name(run.name)}.yaml"
         return Observed(
             train=train,
@@ -90,6 +92,20 @@ class LocalExecutor:
             verdict_error=verdict_error,
             act_b_exists=child.exists(),
         )
+
+    def _progress(self, run: GodRunView, train_job: str) -> Progress | None:
+        """This generation's trainer's progress: a metrics.csv older than its training Job (another run's, a
+        stale one) is never read, so neither its epochs nor the conditions they imply reach the status."""
+        created = self._record(self.job_dir(run, train_job)).get("created_ts")
+        if not isinstance(created, int | float):
+            return None
+        path = self.workdir / run.spec.training.log_dir / "metrics.csv"
+        try:
+            if os.lstat(path).st_mtime < created:
+                return None
+        except OSError:
+            return None
+        return read_progress_csv(path, run.spec.training)
 
     def apply(self, run: GodRunView, actions: Sequence[Action]) -> bool:
         for action in actions:
@@ -106,7 +122,10 @@ class LocalExecutor:
         return True
 
     def write_status(self, run: GodRunView, status: GodRunStatus) -> None:
-        atomic_write_json(self.status_path, status.model_dump(mode="json", by_alias=True, exclude_none=True))
+        """The run's own copy under .godrun/<name>/ (the one a re-run resumes from), then the user's status file."""
+        body = status.model_dump(mode="json", by_alias=True, exclude_none=True)
+        atomic_write_json(self.run_dir(run) / "status.json", body)
+        atomic_write_json(self.status_path, body)
 
     # ------------------------------------------------------------------ processes
 
@@ -121,10 +140,10 @@ class LocalExecutor:
     def _start(self, run: GodRunView, job: str, argv: list[str]) -> None:
         """Start an attempt of `job` (a record without an exit code is a Job still going: its next attempt)."""
         jdir = self.job_dir(run, job)
-        jdir.mkdir(parents=True, exist_ok=True)
+        make_dirs(jdir)
         record = self._record(jdir)
         if "argv" not in record:
-            record = {"argv": argv, "attempts": 0, "failures": 0, "created": _now()}
+            record = {"argv": argv, "attempts": 0, "failures": 0, "created": _now(), "created_ts": time.time()}
         if procs.kill_leftover(record.get("pid"), record.get("start_ticks")):
             msg = f"{job}: stopped the process group (pid {record['pid']}) a killed runner left behind"
             self._event(run, EmitEvent("Warning", "LeftoverStopped", msg))
@@ -137,7 +156,7 @@ class LocalExecutor:
             "PYTHONUNBUFFERED": "1",
             RUN_VOLUME_ENV: str(self.workdir.resolve()),
         }
-        log = open(jdir / "output.log", "ab")  # noqa: SIM115 - closed when the process is reaped
+        log = open_append(jdir / "output.log")  # closed when the process is reaped
         popen = procs.spawn(argv, cwd=self.workdir, env=env, log=log)
         self.procs[job] = _Proc(popen, log)
         record |= {"pid": popen.pid, "start_ticks": procs.start_ticks(popen.pid), "started": _now()}
@@ -223,24 +242,21 @@ class LocalExecutor:
     @staticmethod
     def _record(jdir: Path) -> dict:
         try:
-            return json.loads((jdir / "job.json").read_text())
+            return json.loads(read_bytes(jdir / "job.json"))
         except (FileNotFoundError, json.JSONDecodeError):
             return {}
 
     def _last_line(self, run: GodRunView, job: str) -> str:
         """The stage's last non-empty output line: its `error: ...` message when it failed."""
         try:
-            text = (self.job_dir(run, job) / "output.log").read_text(errors="replace")
+            text = read_bytes(self.job_dir(run, job) / "output.log").decode(errors="replace")
         except FileNotFoundError:
             return ""
         return next((line for line in reversed(text.splitlines()) if line.strip()), "")
 
     def _event(self, run: GodRunView, ev: EmitEvent) -> None:
         line = f"{_now()} {ev.type:<7} {ev.reason:<22} {ev.message}"
-        path = self.run_dir(run) / "events.log"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a", encoding="utf-8") as fh:
-            fh.write(line + "\n")
+        append_text(self.run_dir(run) / "events.log", line + "\n")
         if self.echo:
             print(f"  event  {ev.reason}: {ev.message}", flush=True)
 

@@ -16,6 +16,7 @@ import ctypes.util
 import fcntl
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -23,7 +24,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
-from godrun.errors import InputError
+from godrun import fsio
+from godrun.errors import InputError, describe
 
 LOCK_NAME = "runner.lock"
 PR_SET_PDEATHSIG = 1
@@ -43,12 +45,26 @@ def _prctl() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
 _PRCTL = _prctl()
 
 
+def _open_lock(path: Path) -> IO[str]:
+    """The lock file, confined (no symlink followed) and only ever a regular file: never a FIFO or folder."""
+    try:
+        fd = fsio.open_file(path, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK)
+    except fsio.ConfinementError as exc:
+        raise InputError(f"runner lock {path}: {exc}") from None
+    except OSError as exc:
+        raise InputError(f"runner lock {path}: cannot open it ({describe(exc)})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise InputError(f"runner lock {path}: exists and is not a regular file (a FIFO, device or folder)")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "r+", encoding="utf-8")
+
+
 @contextlib.contextmanager
 def workdir_lock(workdir: Path) -> Iterator[None]:
     """Hold the workdir's runner lock; a second runner gets an InputError (exit 2) naming the holder's pid."""
     path = workdir / ".godrun" / LOCK_NAME
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fh: IO[str] = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the whole block
+    fh = _open_lock(path)
     try:
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

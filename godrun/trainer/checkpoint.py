@@ -8,6 +8,7 @@ Keys: model, ema, config, epoch, panel, data_hashes, code_version, norm, cond_st
 
 from __future__ import annotations
 
+import io
 import json
 import pickle
 from collections.abc import Mapping
@@ -17,7 +18,7 @@ from typing import Any
 import torch
 
 from godrun.errors import InputError, describe, reading
-from godrun.fsio import atomic_path, sha256_bytes
+from godrun.fsio import atomic_path, read_bytes, sha256_bytes
 
 BEST_NAME = "{model}_best.pt"
 LAST_NAME = "{model}_last.pt"
@@ -38,8 +39,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise InputError(f"checkpoint not found: {path}")
     with reading(path, "checkpoint"):
+        data = read_bytes(path)  # confined: a symlinked checkpoint or folder below the run volume is refused
         try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
             why = describe(exc)
             raise InputError(f"checkpoint {path} refused: not loadable with weights_only=True ({why})") from exc

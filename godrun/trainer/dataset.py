@@ -59,14 +59,16 @@ def cond_stats_for(recipe: Recipe) -> dict | None:
     return {"features": feats, "mean": [float(stats[f][0]) for f in feats], "std": std}
 
 
-def raw_cond(dose_features_csv: str | Path, features: list[str], groups: np.ndarray) -> np.ndarray:
-    """Raw (unstandardised) dose features per row [N, F] from the per-group CSV."""
+def raw_cond(
+    dose_features_csv: str | Path, features: list[str], groups: np.ndarray, *, data: bytes | None = None
+) -> np.ndarray:
+    """Raw (unstandardised) dose features per row [N, F] from the per-group CSV (or its bytes, `data`)."""
     from godrun.data.loader import load_dose_features
 
     path = Path(dose_features_csv)
-    if not path.is_file():
+    if data is None and not path.is_file():
         raise InputError(f"--dose_features_csv: file not found: {path}")
-    table = load_dose_features(path, features, sorted(set(groups.tolist())))
+    table = load_dose_features(path, features, sorted(set(groups.tolist())), data=data)
     return table.loc[groups, features].to_numpy(np.float32)
 
 

@@ -67,14 +67,17 @@ def load_model(path: str | Path, device: str = "cpu", prefer_ema: bool = True) -
     return model, meta
 
 
-def raw_cond_for(meta: dict, dose_features_csv: str | Path, group_ids: Iterable[str]) -> np.ndarray | None:
-    """Raw dose features [N, F] for rows with these group_ids, in the order the checkpoint's FiLM expects."""
+def raw_cond_for(
+    meta: dict, dose_features_csv: str | Path, group_ids: Iterable[str], data: bytes | None = None
+) -> np.ndarray | None:
+    """Raw dose features [N, F] for rows with these group_ids, in the order the checkpoint's FiLM expects
+    (`data`: the CSV's bytes, read and verified already)."""
     stats = meta.get("cond_stats")
     if not stats:
         return None
     from godrun.trainer.dataset import raw_cond
 
-    return raw_cond(dose_features_csv, list(stats["features"]), np.asarray(list(group_ids), dtype=str))
+    return raw_cond(dose_features_csv, list(stats["features"]), np.asarray(list(group_ids), dtype=str), data=data)
 
 
 @torch.no_grad()

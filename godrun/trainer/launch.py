@@ -7,6 +7,7 @@ a crash and be retried. This runs the same launcher and exits with the first fai
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
@@ -24,6 +25,7 @@ def worker_exit_code(err: ChildFailedError) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    os.environ["GODRUN_LAUNCHER_PID"] = str(os.getpid())  # its workers die with it (godrun.trainer.cli)
     try:
         torchrun_main(list(argv) if argv is not None else None)
     except ChildFailedError as err:  # torchrun has already logged the failure summary

@@ -138,6 +138,10 @@ def _confine_paths(recipe: Recipe) -> None:
         if value:
             confine(value, f"--{name}")
     writable_file(recipe.audit_log, "--audit_log", (".log",))
+    for flag in ("checkpoint_dir", "log_dir"):  # outputs go below them: a file there is refused before any work
+        folder = Path(getattr(recipe, flag))
+        if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+            raise InputError(f"--{flag} {folder}: exists and is not a folder (a file or a symlink)")
 
 
 def _refuse_leaks(recipe: Recipe) -> None:
@@ -153,6 +157,19 @@ def _refuse_leaks(recipe: Recipe) -> None:
         if not Path(path).is_file():
             raise InputError(f"{flag}: manifest not found: {path}")
     problems = leakage(read_manifest(recipe.train_manifest), read_manifest(recipe.val_manifest))
+    if problems:
+        raise InputError(f"--train_manifest {recipe.train_manifest} leaks into --val_manifest: " + "; ".join(problems))
+
+
+def _refuse_value_leaks(recipe: Recipe, train: ds.SplitData, panel: ds.SplitData) -> None:
+    """Refuse training rows that hold a panel spectrum's or reference's values (re-encoded, renamed, re-hashed)."""
+    from godrun.data.overlap import Vectors, value_leakage
+
+    tid, pid = train.meta["spectrum_id"].astype(str).tolist(), panel.meta["spectrum_id"].astype(str).tolist()
+    problems = value_leakage(
+        [Vectors("spectrum", train.raw.numpy(), tid), Vectors("clean reference", train.clean.numpy(), tid)],
+        [Vectors("spectrum", panel.raw.numpy(), pid), Vectors("clean reference", panel.clean.numpy(), pid)],
+    )
     if problems:
         raise InputError(f"--train_manifest {recipe.train_manifest} leaks into --val_manifest: " + "; ".join(problems))
 
@@ -270,6 +287,7 @@ class Trainer:
             r, r.train_manifest, self.cond_stats, with_weights=True, verify=self.verify_data, require_references=False
         )
         self.panel = ds.load_split(r, r.val_manifest, self.cond_stats, with_weights=False, verify=self.verify_data)
+        _refuse_value_leaks(r, self.train_data, self.panel)
 
     def _build_model(self) -> list[str] | None:
         """The model, resumed from `<model>_last.pt` when it exists, else warm-started (returns the keys the

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import logging
 import math
@@ -13,8 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from godrun.errors import InputError
-from godrun.fsio import atomic_write_text
+from godrun.errors import InputError, TransientError
+from godrun.fsio import append_text, atomic_write_text, open_append
 from godrun.paths import escape_text
 
 METRICS_COLUMNS = (
@@ -53,15 +54,27 @@ def setup_logger(log_dir: str | Path, enabled: bool = True) -> logging.Logger:
     if not enabled:
         logger.addHandler(logging.NullHandler())
         return logger
-    Path(log_dir).mkdir(parents=True, exist_ok=True)
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S")
-    fh = logging.FileHandler(Path(log_dir) / "train.log", encoding="utf-8")
+    fh = _AppendHandler(Path(log_dir) / "train.log")
     fh.setFormatter(fmt)
     sh = logging.StreamHandler(sys.stderr)
     sh.setFormatter(fmt)
     logger.addHandler(fh)
     logger.addHandler(sh)
     return logger
+
+
+class _AppendHandler(logging.StreamHandler):
+    """train.log opened confined (godrun.fsio.open_append: no symlink followed, a regular file only)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(io.TextIOWrapper(open_append(path), encoding="utf-8", line_buffering=True))
+
+    def close(self) -> None:
+        try:
+            self.stream.close()
+        finally:
+            super().close()
 
 
 def close_logger(logger: logging.Logger) -> None:
@@ -90,13 +103,10 @@ def _fmt(v: Any) -> str:
 
 def write_audit(path: str | Path, entries: Mapping[str, Any], event: str) -> None:
     """Append one block of `key: value` lines (hashes of manifests, init checkpoint, config, code)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     # one line per entry whatever a spec string holds: a newline in a path cannot forge or split entries
     lines = [f"# {stamp} {escape_text(event)}"] + [f"{escape_text(k)}: {escape_text(v)}" for k, v in entries.items()]
-    with path.open("a", encoding="utf-8") as fh:
-        fh.write("\n".join(lines) + "\n")
+    append_text(path, "\n".join(lines) + "\n")
 
 
 class Progress:
@@ -170,8 +180,11 @@ class PromMetrics:
         self.registry = reg
         try:
             self.server, _thread = start_http_server(port, addr="0.0.0.0", registry=reg)
-        except OSError as exc:  # in use, or not ours to bind: the flag is wrong for this machine
-            raise InputError(f"--metrics_port {port}: cannot serve metrics there ({exc.strerror or exc})") from None
+        except OSError as exc:
+            msg = f"--metrics_port {port}: cannot serve metrics there ({exc.strerror or exc})"
+            if exc.errno == errno.EADDRINUSE:  # another process holds it now: a retry may find it free
+                raise TransientError(msg + "; retrying may succeed once it is free") from None
+            raise InputError(msg) from None  # not ours to bind: the flag is wrong for this machine
         self.port = self.server.server_port
 
     def update(self, **values: float | None) -> None:
