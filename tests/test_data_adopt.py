@@ -11,16 +11,19 @@ import pytest
 
 from godrun.cli import main as godrun_main
 from godrun.data import layout as L
-from godrun.data.loader import HASH_COLUMNS
+from godrun.data.loader import HASH_COLUMNS, PIN_COLUMNS
 
 
 def _seedlike(small_corpus: Path, tmp_path: Path) -> Path:
-    """The small corpus as the seed ships it: manifests without content_sha256/reference_sha256."""
+    """The small corpus as the seed ships it: manifests without content_sha256/reference_sha256 (nor the panel's
+    grid/dose pins)."""
     root = tmp_path / "seed"
     shutil.copytree(small_corpus / "data", root / "data")
     for rel in (L.MANIFEST_ALL, L.MANIFEST_TRAIN, L.PANEL_MANIFEST):
         df = pd.read_csv(root / rel, dtype=str, keep_default_na=False)
-        df.drop(columns=list(HASH_COLUMNS)).to_csv(root / rel, index=False, lineterminator="\n")
+        df.drop(columns=[c for c in (*HASH_COLUMNS, *PIN_COLUMNS) if c in df.columns]).to_csv(
+            root / rel, index=False, lineterminator="\n"
+        )
     return root
 
 

@@ -5,7 +5,8 @@ their files but not their hashes, and every godrun stage checks each file agains
 every file a row names (confined below data/spectra_for_fold, regular, a finite 601-point .npy, like every
 load), and only once every row of every manifest has passed writes the columns: a missing or unreadable file,
 or a hash already in a manifest that does not match its file, refuses the whole adoption (exit 2, nothing
-written). Existing cells are checked, never replaced; a row without a reference_path keeps an empty
+written). A panel without grid_sha256/dose_sha256 gets them (the wavelength grid's sha256 and each group's
+dose-feature row pin, as `godrun data panel` writes them). Existing cells are checked, never replaced; a row without a reference_path keeps an empty
 reference_sha256. data/adopt_audit.md states what was added; data/manifest_hashes.json, when there, gets the
 manifests' new sha256.
 """
@@ -19,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from godrun.data import layout as L
-from godrun.data.loader import HASH_COLUMNS, _RowFiles, read_manifest
+from godrun.data.loader import HASH_COLUMNS, PIN_COLUMNS, _RowFiles, read_manifest
 from godrun.errors import InputError, reading
 from godrun.fsio import atomic_write_json, atomic_write_text, sha256_bytes
 
@@ -38,8 +39,9 @@ def _hash_rows(path: Path, table: pd.DataFrame, files: _RowFiles, cache: dict[st
     out = table.copy()
     added = 0
     for col, src in (("content_sha256", "path"), ("reference_sha256", "reference_path")):
-        if col not in out.columns:
-            out[col] = ""
+        if col not in out.columns:  # where synth puts it: before the panel's pins
+            pins = [c for c in PIN_COLUMNS if c in out.columns]
+            out.insert(out.columns.get_loc(pins[0]) if pins else len(out.columns), col, "")
         for i, (sid, rel, have) in enumerate(zip(out["spectrum_id"], out[src], out[col], strict=True)):
             if not rel:
                 if src == "path":
@@ -69,6 +71,11 @@ def adopt(root: Path) -> list[str]:
     for rel in present:
         read_manifest(root / rel)  # required columns, unique spectrum_ids
         table, added = _hash_rows(root / rel, _read_text_table(root / rel), files, cache)
+        if rel == L.PANEL_MANIFEST and not set(PIN_COLUMNS) <= set(table.columns):
+            from godrun.data.panel import pin_inputs
+
+            table = pin_inputs(table, root)  # the grid and dose features its verdict reads
+            added += len(PIN_COLUMNS) * len(table)
         done[rel] = (table.to_csv(index=False, lineterminator="\n"), added, len(table))
     for rel, (text, _, _) in done.items():
         atomic_write_text(root / rel, text)
