@@ -7,17 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from script_support import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def quality() -> Any:
-    spec = importlib.util.spec_from_file_location("bench_quality", ROOT / "bench/quality.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench/quality.py")
 
 
 def _history(rows: list[tuple[float, float, int, int, float]], best_epoch: int) -> list[dict[str, Any]]:

@@ -4,7 +4,6 @@ and every toggle renders what it promises (CRD keep policy, RBAC scope, monitori
 from __future__ import annotations
 
 import difflib
-import importlib.util
 import json
 import subprocess
 from functools import cache
@@ -24,16 +23,14 @@ from deploy_support import (
     pod_specs,
     restricted_violations,
 )
+from script_support import load_script
 from tools import require_tool
 
 RELEASE, NAMESPACE = "godrun", "godrun-system"
 
 
 def _sync_module():
-    spec = importlib.util.spec_from_file_location("sync_chart", ROOT / "scripts/sync_chart.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/sync_chart.py")
 
 
 def test_chart_copies_equal_their_sources() -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from script_support import load_script
 
 from godrun.cli import main as godrun_main
 from godrun.data.noise import add_noise, ar1, available_profiles, load_profile
@@ -20,11 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def stats() -> Any:
-    spec = importlib.util.spec_from_file_location("bench_noise_stats", ROOT / "bench/noise_stats.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench/noise_stats.py")
 
 
 def test_statistics_on_analytic_noise(stats) -> None:

@@ -6,9 +6,9 @@ every file a row names (confined below data/spectra_for_fold, regular, a finite 
 load), and only once every row of every manifest has passed writes the columns: a missing or unreadable file,
 or a hash already in a manifest that does not match its file, refuses the whole adoption (exit 2, nothing
 written). A panel without grid_sha256/dose_sha256 gets them (the wavelength grid's sha256 and each group's
-dose-feature row pin, as `godrun data panel` writes them). Existing cells are checked, never replaced; a row without a reference_path keeps an empty
-reference_sha256. data/adopt_audit.md states what was added; data/manifest_hashes.json, when there, gets the
-manifests' new sha256.
+dose-feature row pin, as `godrun data panel` writes them). Existing cells are checked, never replaced; a row
+without a reference_path keeps an empty reference_sha256. data/adopt_audit.md states what was added;
+data/manifest_hashes.json, when there, gets the manifests' new sha256.
 """
 
 from __future__ import annotations
