@@ -4,8 +4,10 @@
 
 Phases: Pending/Training (train Job) -> Evaluating (evaluation Job) -> Shipped (all gates pass) or
 Failed-ActB (a gate failed; the fallback archives and may start the Act B child run); Error when a stage
-fails, the spec is invalid or the API refuses a Job. Shipped, Failed-ActB and Error are final for a
-generation; a spec change (new generation) starts over. docs/design.md draws the whole picture.
+fails, the spec is invalid or the API refuses a Job. Shipped, Failed-ActB and Error are final: a later edit
+of the spec (a new generation) starts nothing and changes nothing in the status but observedGeneration; a
+new run is a new GodRun. The one exception is Error/InvalidSpec, where nothing ran: a corrected spec starts.
+docs/design.md draws the whole picture.
 
 `run` is what is declared (spec, generation) plus the status last written; `observed` is what the executor
 sees right now for THIS generation's stages. Like a controller-runtime Reconcile it is level-triggered and
@@ -196,6 +198,8 @@ def reconcile(
 def decide(run: GodRunView, observed: Observed, now: datetime, polling: Polling = DEFAULT_POLLING) -> Decision:
     """The new status and the actions that bring the world closer to `run.spec` (pure; see module doc)."""
     new_generation = run.status.observed_generation != run.generation
+    if is_final(run.status):
+        return _final(run, observed)
     st = _fresh_status(run, now) if new_generation else run.status.model_copy(deep=True)
     if observed.spec_error is not None:
         return _invalid_spec(run, observed.spec_error, st, new_generation, now)
@@ -216,6 +220,31 @@ def decide(run: GodRunView, observed: Observed, now: datetime, polling: Polling 
             st.completion_time = now
     actions += _transition_events(run.status if not new_generation else GodRunStatus(), st)
     return Decision(st, tuple(actions), _requeue_after(st, polling))
+
+
+def is_final(st: GodRunStatus) -> bool:
+    """A run that ended is never started again, whatever its spec says later (InvalidSpec: nothing ran)."""
+    return st.phase in TERMINAL_PHASES and st.reason != "InvalidSpec" and st.observed_generation > 0
+
+
+def _final(run: GodRunView, observed: Observed) -> Decision:
+    """A finished run: its verdict, conditions and Jobs stay; an edit is acknowledged (observedGeneration and
+    one Event) and Act B is still ensured; running Jobs of other generations (none should exist) are stopped."""
+    st = run.status.model_copy(deep=True)
+    actions: list[Action] = [DeleteJob(name) for name in observed.stale_jobs]
+    if st.observed_generation != run.generation:
+        # The conditions still hold for the new generation (kubectl wait compares their observedGeneration).
+        st.observed_generation = run.generation
+        for cond in st.conditions:
+            cond.observed_generation = run.generation
+        msg = (
+            f"the run ended ({st.phase}); spec changes (generation {run.generation}) start nothing: "
+            "create a new GodRun for a new run"
+        )
+        actions.append(EmitEvent("Normal", "SpecChangeIgnored", msg))
+    if st.phase == "Failed-ActB":
+        _ensure_act_b(run, observed, st, actions)
+    return Decision(st, tuple(actions))
 
 
 def _invalid_spec(run: GodRunView, error: str, st: GodRunStatus, new_generation: bool, now: datetime) -> Decision:
