@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from godrun.controller.cache import Key
 from godrun.controller.jobs import COMPLETION_INDEX_ANNOTATION
-from godrun.core.machine import GodRunView, StageObs
+from godrun.core.machine import FAIL_JOB_EXIT_CODES, GodRunView, StageObs
 from godrun.spec import API_GROUP, KIND, GodRunSpec, GodRunStatus, format_validation_error
 
 Obj = dict[str, Any]
@@ -36,8 +36,7 @@ def job_stage_obs(job: Obj | None, pods: Sequence[Obj] = ()) -> StageObs:
     for failed in ("Failed", "FailureTarget"):
         if failed in conds:
             c = conds[failed]
-            if exit_code is None and (m := _EXIT_IN_MESSAGE.search(c.get("message") or "")):
-                exit_code = int(m.group(1))
+            exit_code, term_message = _failure_termination(c, pods, exit_code, term_message)
             message = term_message or c.get("message") or ""
             reason = JOB_FAILURE_REASONS.get(c.get("reason") or "", "JobFailed")
             failures = int(status.get("failed") or 0) or None
@@ -78,6 +77,24 @@ def _last_termination(pods: Sequence[Obj]) -> tuple[int | None, str]:
         return None, ""
     term = terminated(max(finished, key=_pod_time)) or {}
     return term.get("exitCode"), term.get("message") or ""
+
+
+def _failure_termination(cond: Obj, pods: Sequence[Obj], code: int | None, message: str) -> tuple[int | None, str]:
+    """Why a Job failed, from the Job's own failure and every pod, not from whichever pod ended last.
+
+    A multi-node Job whose rank 1 exits 2 fails by its pod failure policy, and the other ranks are then killed
+    (exit 143): the newest termination is a signal, but the Job's condition (reason PodFailurePolicy, message
+    "... failed with exit code 2 matching FailJob rule ...") and rank 1's own record both say bad input.
+    """
+    for pod in pods:  # a pod that exited with a never-retried code decides, whichever ended last
+        term = terminated(pod) or {}
+        if term.get("exitCode") in FAIL_JOB_EXIT_CODES:
+            return term["exitCode"], term.get("message") or ""
+    if cond.get("reason") == "PodFailurePolicy" and (m := _EXIT_IN_MESSAGE.search(cond.get("message") or "")):
+        return int(m.group(1)), ""
+    if code is None and (m := _EXIT_IN_MESSAGE.search(cond.get("message") or "")):
+        return int(m.group(1)), message
+    return code, message
 
 
 def succeeded_pod_message(pods: Sequence[Obj]) -> str:
