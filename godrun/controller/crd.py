@@ -56,6 +56,16 @@ CEL_RULES: dict[str, list[dict[str, Any]]] = {
             "example": {"gates": {"roiMinNm": 500.0, "roiMaxNm": 400.0}},
         },
     ],
+    "PodOverrides": [
+        {
+            "rule": "!has(self.labels) || self.labels.all(k, "
+            + " && ".join(f"!k.startsWith('{p}')" for p in S.RESERVED_LABEL_PREFIXES)
+            + ")",
+            "message": S.RESERVED_LABELS_MESSAGE,
+            "fieldPath": ".labels",
+            "example": {"podOverrides": {"labels": {"app.kubernetes.io/name": "mine"}}},
+        },
+    ],
     "GodRunSpec": [
         {
             "rule": "self.training.deriv_roi_min == self.gates.roiMinNm"
@@ -115,7 +125,12 @@ PROPERTY_EXTRAS: dict[tuple[str, str], dict[str, Any]] = {
     ("Recipe", "film_features"): {"maxItems": len(S.FILM_FEATURES), "x-kubernetes-list-type": "set"},
     ("Resources", "tolerations"): {"maxItems": 32},
     ("Resources", "node_selector"): {"maxProperties": 32},
-    ("PodOverrides", "labels"): {"maxProperties": 32},
+    # label values as the API server checks them (keys: the reserved prefixes by CEL; the key syntax is checked
+    # by pydantic and, for a Job, by the API server: a CEL regex over unbounded map keys is beyond its cost budget)
+    ("PodOverrides", "labels"): {
+        "maxProperties": 32,
+        "additionalProperties": {"type": "string", "maxLength": 63, "pattern": S.LABEL_VALUE_PATTERN},
+    },
     ("PodOverrides", "annotations"): {"maxProperties": 32},
     ("GodRunStatus", "conditions"): {
         "maxItems": 16,

@@ -138,7 +138,7 @@ class KubeExecutor:
             elif job is None and self.cache.expectations.pending((ns, name)):
                 obs[stage] = StageObs("active")  # created by us, not in the cache yet: never create a twin
             else:
-                obs[stage] = job_stage_obs(job, pods[stage])
+                obs[stage] = job_stage_obs(job, pods[stage], utcnow())
         verdict, verdict_error = None, None
         if obs["evaluate"].state == "succeeded":
             verdict, verdict_error = parse_verdict(succeeded_pod_message(pods["evaluate"]))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -25,8 +26,8 @@ JOB_FAILURE_REASONS = {"BackoffLimitExceeded": "RetriesExhausted", "DeadlineExce
 _EXIT_IN_MESSAGE = re.compile(r"exit code (\d+)")
 
 
-def job_stage_obs(job: Obj | None, pods: Sequence[Obj] = ()) -> StageObs:
-    """A Job (raw API dict) and its pods -> StageObs."""
+def job_stage_obs(job: Obj | None, pods: Sequence[Obj] = (), now: datetime | None = None) -> StageObs:
+    """A Job (raw API dict) and its pods -> StageObs (`now`: to tell a Job whose pods are refused)."""
     if job is None:
         return StageObs()
     status, spec = job.get("status") or {}, job.get("spec") or {}
@@ -43,7 +44,61 @@ def job_stage_obs(job: Obj | None, pods: Sequence[Obj] = ()) -> StageObs:
             return StageObs("failed", reason=reason, exit_code=exit_code, message=message, failures=failures)
     if "Complete" in conds or "SuccessCriteriaMet" in conds:
         return StageObs("succeeded", exit_code=0, message=term_message)
-    return StageObs("active", disrupted=disrupted, suspended=bool(spec.get("suspend")) or "Suspended" in conds)
+    suspended = bool(spec.get("suspend")) or "Suspended" in conds
+    stalled, why = ("", "") if suspended else stalled_pods(job, pods, now)
+    return StageObs("active", disrupted=disrupted, suspended=suspended, stalled=stalled, stalled_message=why)
+
+
+# A container waiting for one of these reasons will not start by itself (restartPolicy Never: no CrashLoop).
+STALLED_WAITING = frozenset(
+    {
+        "ImagePullBackOff",
+        "ErrImagePull",
+        "ErrImageNeverPull",
+        "InvalidImageName",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "RunContainerError",
+    }
+)
+# A Job with no pod this long after it started: its pods are refused (quota, admission: FailedCreate events).
+FAILED_CREATE_AFTER_SECONDS = 60.0
+
+
+def stalled_pods(job: Obj, pods: Sequence[Obj], now: datetime | None) -> tuple[str, str]:
+    """(reason, message) when the active Job's pods cannot start, else ("", "")."""
+    for pod in pods:
+        st = pod.get("status") or {}
+        if st.get("phase") not in (None, "Pending"):
+            continue
+        for cs in [*(st.get("initContainerStatuses") or []), *(st.get("containerStatuses") or [])]:
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") in STALLED_WAITING:
+                return waiting["reason"], f"pod {pod['metadata'].get('name')}: {waiting.get('message') or ''}"
+        for c in st.get("conditions") or []:
+            if c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason") == "Unschedulable":
+                return "Unschedulable", f"pod {pod['metadata'].get('name')}: {c.get('message') or ''}"
+    live = [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
+    started = _time((job.get("status") or {}).get("startTime") or (job.get("metadata") or {}).get("creationTimestamp"))
+    if not live and now is not None and started is not None:
+        waited = (now - started).total_seconds()
+        if waited >= FAILED_CREATE_AFTER_SECONDS:
+            name = (job.get("metadata") or {}).get("name")
+            return "FailedCreate", (
+                f"no pod of Job {name} exists {waited:.0f} s after it started: the Job controller's pod creation "
+                f"is refused (a ResourceQuota or an admission webhook; `kubectl describe job {name}` shows its "
+                "FailedCreate events)"
+            )
+    return "", ""
+
+
+def _time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
 
 
 def job_finished(job: Obj) -> bool:
