@@ -12,8 +12,10 @@ from kubernetes.client.rest import ApiException
 from test_controller_kube import FakeApi, controller, godrun_obj, run_view
 
 from godrun.controller import jobs
+from godrun.controller.kube import KubeExecutor
 from godrun.controller.observe import job_stage_obs
 from godrun.core.machine import CreateJob, GodRunView, Observed, decide
+from godrun.core.names import job_name, service_name
 from godrun.spec import GodRunSpec
 
 MULTI = {"resources": {"nodes": 2, "gpus": 1}, "data": {"claimName": "runs"}}
@@ -24,6 +26,7 @@ class ClaimApi(FakeApi):
         super().__init__()
         self.claims = claims
         self.services: list[dict] = []
+        self.deleted_services: list[str] = []
 
     def read_namespaced_persistent_volume_claim(self, name, ns):
         if name not in self.claims:
@@ -32,6 +35,9 @@ class ClaimApi(FakeApi):
 
     def create_namespaced_service(self, ns, body):
         self.services.append(body)
+
+    def delete_namespaced_service(self, name, ns):
+        self.deleted_services.append(name)
 
 
 def _reconcile(api: ClaimApi, name: str, spec: dict) -> dict:
@@ -101,3 +107,13 @@ def test_bad_input_on_rank_1_is_never_retried_whichever_rank_ends_last(with_pods
     d = decide(run, Observed(train=obs), datetime(2025, 1, 1, tzinfo=UTC))
     assert (d.status.phase, d.status.reason, d.status.restarts) == ("Error", "BadInput", 0)
     assert not [a for a in d.actions if isinstance(a, CreateJob)]
+
+
+def test_a_recreated_multi_node_job_removes_the_services_of_the_failed_attempts() -> None:
+    api = ClaimApi({"runs": ["ReadWriteMany"]})
+    ex = KubeExecutor(api, progress="off")
+    view = run_view(**MULTI)
+    third = job_name("r", "train", 1, 2)
+    assert ex.apply(view, [CreateJob("train", third, 1, ("python", "-m", "godrun.trainer"))])
+    assert api.deleted_services == [service_name(job_name("r", "train", 1, k)) for k in (0, 1)]
+    assert [s["metadata"]["name"] for s in api.services] == [service_name(third)]

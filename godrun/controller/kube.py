@@ -46,7 +46,7 @@ from godrun.core.machine import (
     StageObs,
     current_job_names,
 )
-from godrun.core.names import act_b_name, run_label, service_name
+from godrun.core.names import act_b_name, job_name, run_label, service_name
 from godrun.core.observe import final_progress, parse_verdict
 from godrun.spec import API_GROUP, API_VERSION, KIND, PLURAL, GodRunStatus, Progress
 
@@ -220,6 +220,7 @@ class KubeExecutor:
                 return False
             svc = J.headless_service(run, action.name, action.generation)
             _ignore(409, self.api.core.create_namespaced_service, run.namespace, svc)
+            self._delete_earlier_services(run, action)
         body = J.job_for(run, action)
         key = (run.namespace, action.name)
         try:
@@ -233,6 +234,15 @@ class KubeExecutor:
                 return False
             raise
         return True
+
+    def _delete_earlier_services(self, run: GodRunView, action: CreateJob) -> None:
+        """A recreated multi-node Job: the headless Services of this generation's failed attempts go (their
+        Jobs stay for their logs until their TTL)."""
+        for restart in range(run.spec.jobs.backoff_limit + 1):
+            earlier = job_name(run.name, "train", action.generation, restart)
+            if earlier == action.name:
+                return
+            _ignore(404, self.api.core.delete_namespaced_service, service_name(earlier), run.namespace)
 
     def _shared_volume_problem(self, run: GodRunView) -> str | None:
         read = self.api.core.read_namespaced_persistent_volume_claim
