@@ -474,6 +474,8 @@ class EnvVar(_Camel):
 
 
 RESERVED_VOLUMES = ("data", "dshm", "tmp")
+RESERVED_VOLUMES_MESSAGE = "volumes names data, dshm and tmp are the controller's"
+RESERVED_ENV_MESSAGE = "env names under GODRUN_ are set by the controller"
 
 
 class PodOverrides(_Camel):
@@ -522,10 +524,13 @@ class PodOverrides(_Camel):
                     raise ValueError(f"{kind} key {key!r} is not a valid Kubernetes label/annotation key")
         for env in self.env:
             if env.name.startswith("GODRUN_"):
-                raise ValueError(f"env names under GODRUN_ are set by the controller ({env.name!r})")
+                raise ValueError(f"{RESERVED_ENV_MESSAGE} ({env.name!r})")
+        for vol in [*self.volumes, *self.volume_mounts]:
+            if not isinstance(vol.get("name"), str) or not vol["name"]:
+                raise ValueError("volumes and volumeMounts entries need a name")
         for vol in self.volumes:
-            if vol.get("name") in RESERVED_VOLUMES:
-                raise ValueError(f"volumes names data, dshm and tmp are the controller's ({vol.get('name')!r})")
+            if vol["name"] in RESERVED_VOLUMES:
+                raise ValueError(f"{RESERVED_VOLUMES_MESSAGE} ({vol['name']!r})")
         for key, value in self.labels.items():
             if key.startswith(RESERVED_LABEL_PREFIXES):
                 raise ValueError(f"{RESERVED_LABELS_MESSAGE} ({key!r})")

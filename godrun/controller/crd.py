@@ -65,6 +65,32 @@ CEL_RULES: dict[str, list[dict[str, Any]]] = {
             "fieldPath": ".labels",
             "example": {"podOverrides": {"labels": {"app.kubernetes.io/name": "mine"}}},
         },
+        {
+            "rule": "!has(self.env) || self.env.all(e, !e.name.startsWith('GODRUN_'))",
+            "message": S.RESERVED_ENV_MESSAGE,
+            "fieldPath": ".env",
+            "example": {"podOverrides": {"env": [{"name": "GODRUN_TERMINATION_LOG", "value": "x"}]}},
+        },
+        {
+            "rule": "!has(self.volumes) || self.volumes.all(v, !(v.name in "
+            + repr(list(S.RESERVED_VOLUMES)).replace('"', "'")
+            + "))",
+            "message": S.RESERVED_VOLUMES_MESSAGE,
+            "fieldPath": ".volumes",
+            "example": {"podOverrides": {"volumes": [{"name": "data", "emptyDir": {}}]}},
+        },
+    ],
+    "JobPolicy": [
+        {
+            "rule": "!has(self.labels) || self.labels.all(k, "
+            + " || ".join(f"k == '{k}'" for k in S.JOB_LABELS_ALLOWED)
+            + " || ("
+            + " && ".join(f"!k.startsWith('{p}')" for p in S.RESERVED_LABEL_PREFIXES)
+            + "))",
+            "message": S.RESERVED_LABELS_MESSAGE,
+            "fieldPath": ".labels",
+            "example": {"jobs": {"labels": {"godrun.io/run": "other"}}},
+        },
     ],
     "GodRunSpec": [
         {
@@ -119,6 +145,15 @@ def _immutable_rule(field: str) -> dict[str, str]:
     }
 
 
+_LABEL_VALUE = {"type": "string", "maxLength": 63, "pattern": S.LABEL_VALUE_PATTERN}
+_NAMED_OBJECT = {
+    "type": "object",
+    "required": ["name"],
+    "description": "A core/v1 object with a name; the API server checks the rest when it checks the Job.",
+    "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 253, "description": "Name."}},
+    "x-kubernetes-preserve-unknown-fields": True,
+}
+
 # Kubernetes-only additions to single properties: (model, python field name) -> schema keys.
 # maxItems/maxProperties bound CEL cost and etcd size; list-type set/map makes the server refuse duplicates.
 PROPERTY_EXTRAS: dict[tuple[str, str], dict[str, Any]] = {
@@ -129,8 +164,13 @@ PROPERTY_EXTRAS: dict[tuple[str, str], dict[str, Any]] = {
     # by pydantic and, for a Job, by the API server: a CEL regex over unbounded map keys is beyond its cost budget)
     ("PodOverrides", "labels"): {
         "maxProperties": 32,
-        "additionalProperties": {"type": "string", "maxLength": 63, "pattern": S.LABEL_VALUE_PATTERN},
+        "additionalProperties": _LABEL_VALUE,
     },
+    ("JobPolicy", "labels"): {"maxProperties": 32, "additionalProperties": _LABEL_VALUE},
+    ("JobPolicy", "annotations"): {"maxProperties": 32},
+    # a name CEL can read (the rest of a core/v1 Volume or VolumeMount is the API server's to check)
+    ("PodOverrides", "volumes"): {"maxItems": 16, "items": _NAMED_OBJECT},
+    ("PodOverrides", "volume_mounts"): {"maxItems": 16, "items": _NAMED_OBJECT},
     ("PodOverrides", "annotations"): {"maxProperties": 32},
     ("GodRunStatus", "conditions"): {
         "maxItems": 16,
