@@ -233,10 +233,10 @@ def is_final(st: GodRunStatus) -> bool:
 
 
 def _final(run: GodRunView, observed: Observed) -> Decision:
-    """A finished run: its verdict, conditions and Jobs stay; an edit is acknowledged (observedGeneration and
-    one Event) and Act B is still ensured; running Jobs of other generations (none should exist) are stopped."""
+    """A finished run: its verdict, conditions and Jobs stay (nothing is created or deleted for an edit); the
+    edit is acknowledged (observedGeneration and one Event) and Act B is still ensured."""
     st = run.status.model_copy(deep=True)
-    actions: list[Action] = [DeleteJob(name) for name in observed.stale_jobs]
+    actions: list[Action] = []
     if st.observed_generation != run.generation:
         # The conditions still hold for the new generation (kubectl wait compares their observedGeneration).
         st.observed_generation = run.generation
