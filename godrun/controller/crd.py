@@ -138,11 +138,19 @@ NAME_RULES: list[dict[str, Any]] = [
 IMMUTABLE_SPEC_FIELDS: tuple[str, ...] = ("training", "data", "panel", "gates", "resources")
 
 
+# Kueue lets a Job that is not admitted yet move to another LocalQueue: spec.resources.queueName stays editable
+# (a new generation: the queued Job is replaced by one labelled with the new queue).
+MUTABLE_IN_IMMUTABLE: dict[str, tuple[type[BaseModel], tuple[str, ...]]] = {"resources": (S.Resources, ("queueName",))}
+
+
 def _immutable_rule(field: str) -> dict[str, str]:
-    return {
-        "rule": "self == oldSelf",
-        "message": f"spec.{field} is immutable: create a new GodRun for a new recipe",
-    }
+    message = f"spec.{field} is immutable: create a new GodRun for a new recipe"
+    if field not in MUTABLE_IN_IMMUTABLE:
+        return {"rule": "self == oldSelf", "message": message}
+    cls, editable = MUTABLE_IN_IMMUTABLE[field]
+    keys = [_alias(cls, f) for f in cls.model_fields if _alias(cls, f) not in editable]
+    same = [f"(has(self.{k}) ? has(oldSelf.{k}) && self.{k} == oldSelf.{k} : !has(oldSelf.{k}))" for k in keys]
+    return {"rule": " && ".join(same), "message": f"{message} (only {', '.join(editable)} may change)"}
 
 
 _LABEL_VALUE = {"type": "string", "maxLength": 63, "pattern": S.LABEL_VALUE_PATTERN}

@@ -166,3 +166,20 @@ def test_run_as_user_null_is_admitted_and_its_pods_pass_restricted(
     assert "runAsUser" not in template["securityContext"]
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "restricted-pod"}, "spec": template}
     core.create_namespaced_pod(ns, pod)  # Pod Security admission (enforce: restricted) lets it in
+
+
+def test_queue_name_stays_editable_the_rest_of_resources_does_not(
+    godruns,  # noqa: F811
+    k8s_namespace: str,
+) -> None:
+    """Kueue lets a Job that is not admitted move to another LocalQueue: so may the GodRun."""
+    obj = example(k8s_namespace, "queued")
+    obj["spec"]["resources"]["queueName"] = "gpu-low"
+    create(godruns, obj)
+    patch = {"spec": {"resources": {"queueName": "gpu-high"}}}
+    out = godruns.patch_namespaced_custom_object(GROUP, VERSION, k8s_namespace, PLURAL, "queued", patch)
+    assert out["spec"]["resources"]["queueName"] == "gpu-high"
+    with pytest.raises(ApiException) as err:
+        patch = {"spec": {"resources": {"gpus": 7}}}
+        godruns.patch_namespaced_custom_object(GROUP, VERSION, k8s_namespace, PLURAL, "queued", patch)
+    assert err.value.status == 422 and "spec.resources is immutable" in err.value.body
