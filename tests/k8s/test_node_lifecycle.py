@@ -1,6 +1,7 @@
 """A run's life on the real node, after the README's block (tests/k8s/readme_cluster.py) left the release, the
 CPU images and the filled volume: failed gates -> Failed-ActB with its Act B child; bad input (exit 2) -> the Job
-fails through its podFailurePolicy, never retried; an evicted training pod (the API's Eviction, which marks it
+fails through its podFailurePolicy, never retried, also when only rank 1 of a 2-pod Job reads it; an evicted
+training pod (the API's Eviction, which marks it
 DisruptionTarget) and a deleted controller leader mid-training -> the run resumes from its last checkpoint with
 no lost epoch and no twin Job; a deleted GodRun -> the garbage collector removes its Jobs and pods.
 
@@ -77,6 +78,7 @@ def runs(readme_cluster: ReadmeCluster) -> Future[dict[str, Any]]:
         ),
         "disrupted": cpu_godrun("disrupted", {"epochs": 8}, resources=SMALL),
         "ddp": cpu_godrun("ddp", {"epochs": 2}, resources={**SMALL, "nodes": 2}, data={"claimName": claim}),
+        "ddp-bad-rank1": _bad_rank_1(readme_cluster.volume, claim),
     }
     for run in scenarios.values():
         apply(run)
@@ -85,6 +87,25 @@ def runs(readme_cluster: ReadmeCluster) -> Future[dict[str, Any]]:
     result = pool.submit(_disrupt, readme_cluster.node, readme_cluster.volume, "disrupted")
     pool.shutdown(wait=False)
     return result
+
+
+def _bad_rank_1(volume: Path, claim: str) -> dict[str, Any]:
+    """A 2-pod run whose rank 1 alone reads bad input: each rank mounts `inputs-<its completion index>` of the
+    volume at `inputs/` (a podOverrides volumeMount with subPathExpr); only inputs-0 holds the manifest."""
+    name = "ddp-bad-rank1"
+    for rank in (0, 1):
+        (volume / f"inputs-{rank}").mkdir(exist_ok=True)
+    (volume / "inputs").mkdir(exist_ok=True)
+    good = volume / "data/spectra_for_fold/manifest_train.csv"
+    (volume / "inputs-0/manifest_train.csv").write_bytes(good.read_bytes())
+    mount = {"name": "data", "mountPath": "/workspace/inputs", "subPathExpr": "inputs-$(JOB_COMPLETION_INDEX)"}
+    return cpu_godrun(
+        name,
+        {"epochs": 2, "train_manifest": "inputs/manifest_train.csv"},
+        resources={**SMALL, "nodes": 2},
+        data={"claimName": claim},
+        podOverrides={"volumeMounts": [mount]},
+    )
 
 
 def test_failed_gates_archive_document_and_launch_act_b(
@@ -123,6 +144,21 @@ def test_bad_input_fails_the_job_by_its_pod_failure_policy_without_retry(runs: F
     assert len(pods) == 1, "exit 2 is not retried"
     terminated = pods[0]["status"]["containerStatuses"][0]["state"]["terminated"]
     assert terminated["exitCode"] == 2
+
+
+def test_bad_input_on_rank_1_of_two_is_never_retried_whichever_rank_ends_last(runs: Future[dict[str, Any]]) -> None:
+    """Rank 1 exits 2; rank 0, waiting for it, then ends too (killed with 143 when the Job fails, or its own
+    error): the run is BadInput from rank 1's exit, and the Indexed Job is not recreated."""
+    name = "ddp-bad-rank1"
+    status = wait_for("Error", phase_in(name, FINAL), 600)
+    assert (status["phase"], status["reason"], status.get("restarts", 0)) == ("Error", "BadInput", 0), status
+    (job,) = items("jobs", f"godrun.io/run={name}")
+    pods = {
+        p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"]: p
+        for p in items("pods", f"job-name={job['metadata']['name']}")
+    }
+    exits = {i: p["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] for i, p in pods.items()}
+    assert exits["1"] == 2 and exits["0"] != 2, exits
 
 
 def _disrupt(node: KubeNode, volume: Path, name: str) -> dict[str, Any]:
