@@ -2,7 +2,8 @@
 CPU images and the filled volume: failed gates -> Failed-ActB with its Act B child; bad input (exit 2) -> the Job
 fails through its podFailurePolicy, never retried, also when only rank 1 of a 2-pod Job reads it; an evicted
 training pod (the API's Eviction, which marks it DisruptionTarget) and a deleted controller leader mid-training
--> the run resumes from its last checkpoint with no lost epoch and no twin Job; a deleted GodRun -> the garbage collector removes its Jobs and pods.
+-> the run resumes from its last checkpoint with no lost epoch and no twin Job; a deleted GodRun -> the garbage
+collector removes its Jobs and pods.
 
 Every run is the README's CPU GodRun (`kubectl kustomize manifests/run-cpu`) under another name, with its own
 checkpoint, log and output folders, changed only where the scenario needs it."""
