@@ -685,11 +685,12 @@ _PHASE_EVENTS: dict[str, tuple[Literal["Normal", "Warning"], str]] = {
 def _transition_events(before: GodRunStatus, after: GodRunStatus) -> list[Action]:
     """One Event per phase transition (plus disruption, archive and Act B notices)."""
     events: list[Action] = []
-    if after.phase != before.phase:
+    stalled = _is_true(after, "Stalled") and not _is_true(before, "Stalled")
+    if stalled:  # says why the phase moved back to Pending, instead of a "Queued"
+        events.append(EmitEvent("Warning", "PodsNotStarting", after.message))
+    elif after.phase != before.phase:
         type_, reason = _PHASE_EVENTS.get(after.phase, ("Warning", after.reason or "Error"))
         events.append(EmitEvent(type_, reason, after.message or f"phase {after.phase}"))
-    if _is_true(after, "Stalled") and not _is_true(before, "Stalled"):
-        events.append(EmitEvent("Warning", "PodsNotStarting", after.message))
     if after.reason == "PodDisrupted" and before.reason != "PodDisrupted":
         events.append(EmitEvent("Warning", "PodDisrupted", after.message))
     if after.archive and not before.archive:
