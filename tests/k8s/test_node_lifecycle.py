@@ -79,6 +79,10 @@ def runs(readme_cluster: ReadmeCluster) -> Future[dict[str, Any]]:
         "disrupted": cpu_godrun("disrupted", {"epochs": 8}, resources=SMALL),
         "ddp": cpu_godrun("ddp", {"epochs": 2}, resources={**SMALL, "nodes": 2}, data={"claimName": claim}),
         "ddp-bad-rank1": _bad_rank_1(readme_cluster.volume, claim),
+        # an image the node does not have and may not pull: the kubelet reports ErrImageNeverPull
+        "no-image": cpu_godrun(
+            "no-image", image="godrun.test/absent:0", resources=SMALL, jobs={"startTimeoutSeconds": 40}
+        ),
     }
     for run in scenarios.values():
         apply(run)
@@ -159,6 +163,25 @@ def test_bad_input_on_rank_1_of_two_is_never_retried_whichever_rank_ends_last(ru
     }
     exits = {i: p["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] for i, p in pods.items()}
     assert exits["1"] == 2 and exits["0"] != 2, exits
+
+
+def test_pods_that_never_start_are_stalled_not_training_then_given_up(runs: Future[dict[str, Any]]) -> None:
+    """The kubelet's own waiting reason reaches the status: Pending with a Stalled condition (not Training),
+    then, after jobs.startTimeoutSeconds, Error/StartTimeout with the Job deleted."""
+    name = "no-image"
+
+    def stalled() -> dict[str, Any] | None:
+        st = get(name).get("status") or {}
+        conds = {c["type"]: c for c in st.get("conditions") or []}
+        return st if conds.get("Stalled", {}).get("status") == "True" else None
+
+    st = wait_for("Stalled", stalled, 300, 1.0)
+    assert (st["phase"], st["reason"]) == ("Pending", "ErrImageNeverPull"), st
+    assert "godrun.test/absent:0" in st["message"], st["message"]
+    assert "PodsNotStarting" in {e["reason"] for e in events_of(name)}
+    final = wait_for("given up", phase_in(name, FINAL), 300)
+    assert (final["phase"], final["reason"]) == ("Error", "StartTimeout"), final
+    wait_for("its Job deleted", lambda: not items("jobs", f"godrun.io/run={name}"), 120)
 
 
 def _disrupt(node: KubeNode, volume: Path, name: str) -> dict[str, Any]:
