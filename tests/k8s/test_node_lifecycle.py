@@ -79,7 +79,7 @@ def runs(readme_cluster: ReadmeCluster) -> Future[dict[str, Any]]:
         "disrupted": cpu_godrun("disrupted", {"epochs": 8}, resources=SMALL),
         "ddp": cpu_godrun("ddp", {"epochs": 2}, resources={**SMALL, "nodes": 2}, data={"claimName": claim}),
         "ddp-bad-rank1": _bad_rank_1(readme_cluster.volume, claim),
-        # an image the node does not have and may not pull: the kubelet reports ErrImageNeverPull
+        # an image the node does not have (and no registry to pull it from)
         "no-image": cpu_godrun(
             "no-image", image="godrun.test/absent:0", resources=SMALL, jobs={"startTimeoutSeconds": 40}
         ),
@@ -176,7 +176,7 @@ def test_pods_that_never_start_are_stalled_not_training_then_given_up(runs: Futu
         return st if conds.get("Stalled", {}).get("status") == "True" else None
 
     st = wait_for("Stalled", stalled, 300, 1.0)
-    assert (st["phase"], st["reason"]) == ("Pending", "ErrImageNeverPull"), st
+    assert st["phase"] == "Pending" and st["reason"] in ("ErrImageNeverPull", "ErrImagePull", "ImagePullBackOff"), st
     assert "godrun.test/absent:0" in st["message"], st["message"]
     assert "PodsNotStarting" in {e["reason"] for e in events_of(name)}
     final = wait_for("given up", phase_in(name, FINAL), 300)
