@@ -445,6 +445,7 @@ class Fallback(_Camel):
 # Labels the controller sets itself (selectors, metrics and Kueue read them): pods cannot override them.
 RESERVED_LABEL_PREFIXES = ("godrun.io/", "app.kubernetes.io/", "batch.kubernetes.io/", "kueue.x-k8s.io/")
 AFFINITY_KINDS = ("nodeAffinity", "podAffinity", "podAntiAffinity")
+KEY_SYNTAX_MESSAGE = "keys must be Kubernetes label keys: [prefix/]name, a DNS subdomain prefix, a name of 1-63"
 # Job labels a user may set under the reserved prefixes: Kueue's WorkloadPriorityClass.
 JOB_LABELS_ALLOWED = ("kueue.x-k8s.io/priority-class",)
 RESERVED_LABELS_MESSAGE = (
@@ -521,7 +522,7 @@ class PodOverrides(_Camel):
         for kind, mapping in (("labels", self.labels), ("annotations", self.annotations)):
             for key in mapping:
                 if len(key) > 316 or not re.match(LABEL_KEY_PATTERN, key):
-                    raise ValueError(f"{kind} key {key!r} is not a valid Kubernetes label/annotation key")
+                    raise ValueError(f"{kind} {KEY_SYNTAX_MESSAGE} ({key!r})")
         for env in self.env:
             if env.name.startswith("GODRUN_"):
                 raise ValueError(f"{RESERVED_ENV_MESSAGE} ({env.name!r})")
@@ -570,9 +571,12 @@ class JobPolicy(_Camel):
 
     @model_validator(mode="after")
     def _job_labels(self) -> JobPolicy:
+        for key in self.annotations:
+            if len(key) > 316 or not re.match(LABEL_KEY_PATTERN, key):
+                raise ValueError(f"annotations {KEY_SYNTAX_MESSAGE} ({key!r})")
         for key, value in self.labels.items():
             if len(key) > 316 or not re.match(LABEL_KEY_PATTERN, key):
-                raise ValueError(f"labels key {key!r} is not a valid Kubernetes label key")
+                raise ValueError(f"labels {KEY_SYNTAX_MESSAGE} ({key!r})")
             if key.startswith(RESERVED_LABEL_PREFIXES) and key not in JOB_LABELS_ALLOWED:
                 raise ValueError(f"{RESERVED_LABELS_MESSAGE} ({key!r})")
             if len(value) > 63 or not re.match(LABEL_VALUE_PATTERN, value):

@@ -19,6 +19,17 @@ from pydantic import BaseModel
 
 from godrun import spec as S
 
+
+def _key_rule(field: str, example: dict[str, Any]) -> dict[str, Any]:
+    """Label/annotation key syntax (the API server's own rule) on a map's keys."""
+    return {
+        "rule": f"!has(self.{field}) || self.{field}.all(k, size(k) <= 316 && k.matches(r'{S.LABEL_KEY_PATTERN}'))",
+        "message": f"{field} {S.KEY_SYNTAX_MESSAGE}",
+        "fieldPath": f".{field}",
+        "example": example,
+    }
+
+
 # CEL rules, keyed by the pydantic model they sit on; each mirrors a model_validator in godrun.spec.
 # `example` is a spec patch (YAML path into GodRunSpec) that breaks the rule; tests feed it to pydantic.
 CEL_RULES: dict[str, list[dict[str, Any]]] = {
@@ -57,6 +68,8 @@ CEL_RULES: dict[str, list[dict[str, Any]]] = {
         },
     ],
     "PodOverrides": [
+        _key_rule("labels", {"podOverrides": {"labels": {"team/": "x"}}}),
+        _key_rule("annotations", {"podOverrides": {"annotations": {"has space": "x"}}}),
         {
             "rule": "!has(self.labels) || self.labels.all(k, "
             + " && ".join(f"!k.startsWith('{p}')" for p in S.RESERVED_LABEL_PREFIXES)
@@ -81,6 +94,8 @@ CEL_RULES: dict[str, list[dict[str, Any]]] = {
         },
     ],
     "JobPolicy": [
+        _key_rule("labels", {"jobs": {"labels": {"-bad-": "x"}}}),
+        _key_rule("annotations", {"jobs": {"annotations": {"a/b/c": "x"}}}),
         {
             "rule": "!has(self.labels) || self.labels.all(k, "
             + " || ".join(f"k == '{k}'" for k in S.JOB_LABELS_ALLOWED)

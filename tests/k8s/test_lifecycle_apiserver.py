@@ -126,6 +126,8 @@ def test_a_pod_that_cannot_pull_its_image_is_pending_and_stalled_not_training(
         ({"podOverrides": {"env": [{"name": "GODRUN_TERMINATION_LOG", "value": "/x"}]}}, "GODRUN_"),
         ({"podOverrides": {"volumes": [{"name": "data", "emptyDir": {}}]}}, "data, dshm and tmp"),
         ({"podOverrides": {"labels": {"team": "not a value"}}}, "spec.podOverrides.labels.team"),
+        ({"podOverrides": {"annotations": {"has space": "x"}}}, "must be Kubernetes label keys"),
+        ({"jobs": {"labels": {"-bad-": "x"}}}, "must be Kubernetes label keys"),
     ],
 )
 def test_what_pydantic_refuses_in_overrides_is_refused_at_admission(
