@@ -183,8 +183,7 @@ PROPERTY_EXTRAS: dict[tuple[str, str], dict[str, Any]] = {
     ("Recipe", "film_features"): {"maxItems": len(S.FILM_FEATURES), "x-kubernetes-list-type": "set"},
     ("Resources", "tolerations"): {"maxItems": 32},
     ("Resources", "node_selector"): {"maxProperties": 32},
-    # label values as the API server checks them (keys: the reserved prefixes by CEL; the key syntax is checked
-    # by pydantic and, for a Job, by the API server: a CEL regex over unbounded map keys is beyond its cost budget)
+    # label values as the API server checks them (keys: their syntax and the reserved prefixes by CEL rules)
     ("PodOverrides", "labels"): {
         "maxProperties": 32,
         "additionalProperties": _LABEL_VALUE,
