@@ -157,12 +157,20 @@ def test_bad_input_on_rank_1_of_two_is_never_retried_whichever_rank_ends_last(ru
     status = wait_for("Error", phase_in(name, FINAL), 600)
     assert (status["phase"], status["reason"], status.get("restarts", 0)) == ("Error", "BadInput", 0), status
     (job,) = items("jobs", f"godrun.io/run={name}")
-    pods = {
-        p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"]: p
-        for p in items("pods", f"job-name={job['metadata']['name']}")
-    }
-    exits = {i: p["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] for i, p in pods.items()}
-    assert exits["1"] == 2 and exits["0"] != 2, exits
+
+    def exits() -> dict[str, int | None] | None:
+        """Exit code per rank once every pod still there has ended (rank 0 is stopped after the Job fails)."""
+        codes = {}
+        for p in items("pods", f"job-name={job['metadata']['name']}"):
+            state = ((p["status"].get("containerStatuses") or [{}])[0]).get("state") or {}
+            codes[p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"]] = (
+                state.get("terminated") or {}
+            ).get("exitCode")
+        return codes if None not in codes.values() else None
+
+    codes = wait_for("the ranks ended", exits, 180)
+    assert codes.get("1") == 2 and codes.get("0") != 2, codes
+    assert len(items("jobs", f"godrun.io/run={name}")) == 1, "the Indexed Job was not recreated"
 
 
 def test_pods_that_never_start_are_stalled_not_training_then_given_up(runs: Future[dict[str, Any]]) -> None:
