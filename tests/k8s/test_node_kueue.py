@@ -97,7 +97,11 @@ class Timeline:
             listed = json.loads(kubectl("get", "godruns", "-n", NS, "-o", "json").stdout)["items"]
             runs = {r["metadata"]["name"]: r.get("status") or {} for r in listed}
             pods = items("pods", "godrun.io/stage=train")
-            running = {p["metadata"]["labels"]["godrun.io/run"] for p in pods if p["status"].get("phase") == "Running"}
+            running = {  # a pod stopping after a preemption is Running until it has gone: not counted
+                p["metadata"]["labels"]["godrun.io/run"]
+                for p in pods
+                if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
+            }
             for name in self.names:
                 st = runs.get(name) or {}
                 conds = {c["type"]: c["status"] for c in st.get("conditions") or []}
@@ -138,7 +142,8 @@ def queued(readme_cluster: ReadmeCluster) -> Iterator[dict[str, Any]]:
         low, high = timeline.of("kq-low"), timeline.of("kq-high")
         ran = next(r[0] for r in low if r[5])
         stopped = next(r[0] for r in low if r[0] > ran and r[3] == "AwaitingAdmission")  # preempted
-        resumed = next(r[0] for r in low if r[0] > stopped and r[5])
+        gone = next(r[0] for r in low if r[0] >= stopped and not r[5])
+        resumed = next(r[0] for r in low if r[0] > gone and r[5])
         high_done = max(r[0] for r in high if r[2] != "Shipped")
         print(
             f"\nKueue figures: install {installed:.0f} s; GodRun applied -> training pod Running: "
