@@ -1,7 +1,7 @@
 PY := .venv/bin/python
 CLUSTER_BIN := $(or $(GODRUN_CACHE),$(HOME)/.cache/godrun)/cluster-bin
 
-.PHONY: setup test test-unit test-node lint bench cluster-bin node-bin node-packages prometheus demo crd docs sync-chart
+.PHONY: setup test test-unit test-node lint bench cluster-bin node-bin kueue-bin node-packages prometheus demo crd docs sync-chart
 
 setup:
 	bash scripts/setup_env.sh
@@ -18,6 +18,10 @@ cluster-bin:
 node-bin:
 	bash tests/cluster/build_node.sh
 
+# Kueue's controller manager from its Go module, and its CRDs, into ~/.cache/godrun/kueue-bin (tests/k8s/kueue.py)
+kueue-bin:
+	bash tests/cluster/build_kueue.sh
+
 # containerd, runc, CNI plugins, buildah, mmdebstrap, iptables (Debian; the node tests start their own containerd)
 node-packages:
 	bash scripts/install_node_packages.sh
@@ -27,11 +31,11 @@ prometheus:
 
 # Every tool is installed or built first, so a missing one fails its tests instead of skipping (tests/tools.py).
 # The real-node tests (marker `node`, as root) run beside the rest (scripts/test_all.sh).
-test: setup cluster-bin node-bin node-packages prometheus
+test: setup cluster-bin node-bin kueue-bin node-packages prometheus
 	bash scripts/test_all.sh
 
 # Only the tests on the real node (tests/k8s/kubenode.py): pods, Jobs, Services, DNS, the chart.
-test-node: setup cluster-bin node-bin node-packages
+test-node: setup cluster-bin node-bin kueue-bin node-packages
 	GODRUN_REQUIRE_TOOLS=1 $(PY) -m pytest -q -m node
 
 test-unit: setup

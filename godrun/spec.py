@@ -322,6 +322,13 @@ class Resources(_Camel):
     node_selector: dict[str, str] = Field(default_factory=dict, description="Node selector for the Job pods.")
     tolerations: list[Toleration] = Field(default_factory=list, description="Tolerations for the Job pods.")
     queue_name: str | None = Field(None, description="Kueue LocalQueue; sets the kueue.x-k8s.io/queue-name label.")
+    gpu_resource: str = Field(
+        "nvidia.com/gpu",
+        max_length=253,
+        pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)[-A-Za-z0-9_.]{1,63}$",
+        description="Extended resource the gpus count is requested as: nvidia.com/gpu, a MIG profile "
+        "(nvidia.com/mig-1g.10gb) or amd.com/gpu.",
+    )
 
 
 class DataSpec(_Camel):
@@ -443,6 +450,13 @@ class Fallback(_Camel):
 # Labels the controller sets itself (selectors, metrics and Kueue read them): pods cannot override them.
 RESERVED_LABEL_PREFIXES = ("godrun.io/", "app.kubernetes.io/", "batch.kubernetes.io/", "kueue.x-k8s.io/")
 AFFINITY_KINDS = ("nodeAffinity", "podAffinity", "podAntiAffinity")
+KEY_SYNTAX_MESSAGE = "keys must be Kubernetes label keys: [prefix/]name, a DNS subdomain prefix, a name of 1-63"
+# Job labels a user may set under the reserved prefixes: Kueue's WorkloadPriorityClass.
+JOB_LABELS_ALLOWED = ("kueue.x-k8s.io/priority-class",)
+RESERVED_LABELS_MESSAGE = (
+    "labels keys under godrun.io/, app.kubernetes.io/, batch.kubernetes.io/ and kueue.x-k8s.io/ are set by the "
+    "controller and cannot be overridden"
+)
 
 DnsSubdomain = Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)]
 # A Kubernetes object left to the API server to validate in full when it checks the Job.
@@ -455,6 +469,19 @@ class Affinity(_Camel):
     node_affinity: _K8sObject | None = Field(None, description="core/v1 NodeAffinity.")
     pod_affinity: _K8sObject | None = Field(None, description="core/v1 PodAffinity.")
     pod_anti_affinity: _K8sObject | None = Field(None, description="core/v1 PodAntiAffinity.")
+
+
+class EnvVar(_Camel):
+    """An extra environment variable (core/v1 EnvVar); GODRUN_* names are the controller's."""
+
+    name: str = Field(..., min_length=1, max_length=256, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$", description="Name.")
+    value: str | None = Field(None, description="Literal value.")
+    value_from: _K8sObject | None = Field(None, description="core/v1 EnvVarSource (secretKeyRef, fieldRef, ...).")
+
+
+RESERVED_VOLUMES = ("data", "dshm", "tmp")
+RESERVED_VOLUMES_MESSAGE = "volumes names data, dshm and tmp are the controller's"
+RESERVED_ENV_MESSAGE = "env names under GODRUN_ are set by the controller"
 
 
 class PodOverrides(_Camel):
@@ -479,16 +506,40 @@ class PodOverrides(_Camel):
         "kueue.x-k8s.io/ are the controller's).",
     )
     annotations: dict[str, str] = Field(default_factory=dict, max_length=32, description="Extra pod annotations.")
+    env: list[EnvVar] = Field(
+        default_factory=list, max_length=64, description="Extra environment variables of both stages' containers."
+    )
+    volumes: list[_K8sObject] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Extra core/v1 Volumes of the pods (the names data, dshm and tmp are the controller's).",
+    )
+    volume_mounts: list[_K8sObject] = Field(
+        default_factory=list, max_length=16, description="Extra core/v1 VolumeMounts of the stage containers."
+    )
+    scheduler_name: DnsSubdomain | None = Field(None, description="schedulerName of the pods (e.g. a gang scheduler).")
+    topology_spread_constraints: list[_K8sObject] = Field(
+        default_factory=list, max_length=8, description="core/v1 TopologySpreadConstraints of the pods."
+    )
 
     @model_validator(mode="after")
     def _keys(self) -> PodOverrides:
         for kind, mapping in (("labels", self.labels), ("annotations", self.annotations)):
             for key in mapping:
                 if len(key) > 316 or not re.match(LABEL_KEY_PATTERN, key):
-                    raise ValueError(f"{kind} key {key!r} is not a valid Kubernetes label/annotation key")
+                    raise ValueError(f"{kind} {KEY_SYNTAX_MESSAGE} ({key!r})")
+        for env in self.env:
+            if env.name.startswith("GODRUN_"):
+                raise ValueError(f"{RESERVED_ENV_MESSAGE} ({env.name!r})")
+        for vol in [*self.volumes, *self.volume_mounts]:
+            if not isinstance(vol.get("name"), str) or not vol["name"]:
+                raise ValueError("volumes and volumeMounts entries need a name")
+        for vol in self.volumes:
+            if vol["name"] in RESERVED_VOLUMES:
+                raise ValueError(f"{RESERVED_VOLUMES_MESSAGE} ({vol['name']!r})")
         for key, value in self.labels.items():
             if key.startswith(RESERVED_LABEL_PREFIXES):
-                raise ValueError(f"labels key {key!r} is set by the controller and cannot be overridden")
+                raise ValueError(f"{RESERVED_LABELS_MESSAGE} ({key!r})")
             if len(value) > 63 or not re.match(LABEL_VALUE_PATTERN, value):
                 raise ValueError(f"labels value {value!r} of {key!r} is not a valid label value")
         return self
@@ -503,7 +554,39 @@ class JobPolicy(_Camel):
     ttl_seconds_after_finished: NonNegInt | None = Field(
         7 * 24 * 3600, description="ttlSecondsAfterFinished of both Jobs (null keeps them)."
     )
-    run_as_user: PosInt = Field(1000, description="Numeric non-root UID the containers run as.")
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=32,
+        description="Extra labels of the Job objects themselves (Kueue reads kueue.x-k8s.io/priority-class, a "
+        "WorkloadPriorityClass, there); other keys under the controller's prefixes are refused.",
+    )
+    annotations: dict[str, str] = Field(default_factory=dict, max_length=32, description="Extra Job annotations.")
+    start_timeout_seconds: PosInt = Field(
+        1800,
+        description="How long a stage's pods may stay unable to start (ImagePullBackOff, ErrImagePull, "
+        "Unschedulable, CreateContainerConfigError, no pod created: FailedCreate) before the run gives up: the Job "
+        "is deleted and the run ends Error/StartTimeout. Until then the Stalled condition names the pod's reason.",
+    )
+    run_as_user: PosInt | None = Field(
+        1000,
+        description="Numeric non-root UID (and GID, fsGroup) the containers run as; null leaves them to the "
+        "platform (OpenShift's restricted-v2 assigns one from the namespace's range; elsewhere the image's "
+        "numeric USER is used, runAsNonRoot still holds).",
+    )
+
+    @model_validator(mode="after")
+    def _job_labels(self) -> JobPolicy:
+        for key in self.annotations:
+            if len(key) > 316 or not re.match(LABEL_KEY_PATTERN, key):
+                raise ValueError(f"annotations {KEY_SYNTAX_MESSAGE} ({key!r})")
+        for key, value in self.labels.items():
+            if len(key) > 316 or not re.match(LABEL_KEY_PATTERN, key):
+                raise ValueError(f"labels {KEY_SYNTAX_MESSAGE} ({key!r})")
+            if key.startswith(RESERVED_LABEL_PREFIXES) and key not in JOB_LABELS_ALLOWED:
+                raise ValueError(f"{RESERVED_LABELS_MESSAGE} ({key!r})")
+            if len(value) > 63 or not re.match(LABEL_VALUE_PATTERN, value):
+                raise ValueError(f"labels value {value!r} of {key!r} is not a valid label value")
+        return self
 
 
 class GodRunSpec(_Camel):

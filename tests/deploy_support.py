@@ -36,6 +36,8 @@ CONTROLLER_METRICS = frozenset(
         "godrun_controller_leader",
         "godrun_runs_finished_total",
         "godrun_run_held",
+        "godrun_run_stalled",
+        "godrun_run_progress_last_update_timestamp_seconds",
     }
 )
 TRAINER_METRICS = frozenset(

@@ -239,3 +239,59 @@ def test_one_launcher_for_one_process_torchrun_and_indexed_nodes():
     with pytest.raises(ValueError, match="python -m"):
         launch_command(["torchrun", "x"], gpus=2)
     assert with_option(argv, "--epochs", "9")[-1] == "9" and with_option(argv, "--x", "1")[-2:] == ["--x", "1"]
+
+
+def _job(**spec_over) -> dict:
+    s = GodRunSpec.model_validate({"image": "reg/godrun:1", **spec_over})
+    run = GodRunView("r", "lab", 1, s, uid="u")
+    return jobs.train_job(run, job_name("r", "train", 1), 1, trainer_argv(s))
+
+
+def test_run_as_user_null_leaves_the_ids_to_the_platform_and_stays_restricted():
+    """OpenShift's restricted-v2 assigns the UID: the pods must not name one (runAsNonRoot still holds)."""
+    pod = _job(jobs={"runAsUser": None})["spec"]["template"]["spec"]
+    assert restricted_violations(pod) == []
+    ctx, cctx = pod["securityContext"], pod["containers"][0]["securityContext"]
+    assert not {"runAsUser", "runAsGroup", "fsGroup"} & (set(ctx) | set(cctx))
+    assert ctx["runAsNonRoot"] and cctx["runAsNonRoot"]
+
+
+def test_pod_overrides_env_volumes_scheduler_spread_gpu_resource_and_job_labels():
+    spread = {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway"}
+    job = _job(
+        resources={"gpus": 1, "gpuResource": "nvidia.com/mig-1g.10gb"},
+        jobs={"labels": {"kueue.x-k8s.io/priority-class": "low", "team": "uv"}, "annotations": {"a": "b"}},
+        podOverrides={
+            "env": [{"name": "HF_HOME", "value": "/cache"}],
+            "volumes": [{"name": "cache", "emptyDir": {}}],
+            "volumeMounts": [{"name": "cache", "mountPath": "/cache"}],
+            "schedulerName": "volcano",
+            "topologySpreadConstraints": [spread],
+        },
+    )
+    meta, pod = job["metadata"], job["spec"]["template"]["spec"]
+    assert meta["labels"]["kueue.x-k8s.io/priority-class"] == "low" and meta["labels"]["team"] == "uv"
+    assert meta["labels"]["godrun.io/run"] and meta["annotations"] == {"a": "b"}
+    c = pod["containers"][0]
+    assert (
+        c["resources"]["limits"]["nvidia.com/mig-1g.10gb"] == "1" and "nvidia.com/gpu" not in c["resources"]["limits"]
+    )
+    assert {"name": "HF_HOME", "value": "/cache"} in c["env"] and {"name": "cache", "mountPath": "/cache"} in c[
+        "volumeMounts"
+    ]
+    assert {"name": "cache", "emptyDir": {}} in pod["volumes"] and pod["schedulerName"] == "volcano"
+    assert pod["topologySpreadConstraints"] == [spread]
+
+
+@pytest.mark.parametrize(
+    "over",
+    [
+        {"podOverrides": {"env": [{"name": "GODRUN_TERMINATION_LOG", "value": "x"}]}},
+        {"podOverrides": {"volumes": [{"name": "data", "emptyDir": {}}]}},
+        {"jobs": {"labels": {"godrun.io/run": "x"}}},
+        {"resources": {"gpuResource": "gpu"}},
+    ],
+)
+def test_overrides_cannot_take_the_controllers_names(over):
+    with pytest.raises(ValueError):
+        GodRunSpec.model_validate({"image": "x", **over})

@@ -271,6 +271,51 @@ def run_view(**over) -> GodRunView:
     return GodRunView("r", "lab", 1, spec, uid="uid-r", resource_version="1")
 
 
+def _wait(cond, timeout: float = 10.0) -> None:
+    end = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.01)
+
+
+def test_progress_reads_never_block_a_reconcile_and_stay_bounded():
+    """A metrics endpoint that never answers (default-deny NetworkPolicy) must not hold a reconcile worker:
+    observe() returns at once, reads are bounded, and a read that lands reconciles its run."""
+    release = threading.Event()
+    calls: list[str] = []
+
+    def hanging(pod, port):
+        calls.append(pod["metadata"]["name"])
+        release.wait(10)
+        return "godrun_train_epoch 3\n"
+
+    api = FakeApi()
+    ex = KubeExecutor(api, metrics_fetcher=hanging)
+    ex.poller.max_pending = 8
+    updated: list = []
+    ex.poller.on_update = updated.append
+    views = []
+    for i in range(20):
+        name = f"r{i}"
+        spec = GodRunSpec.model_validate({"image": "i"})
+        view = GodRunView(name, "lab", 1, spec, uid=f"uid-{name}")
+        train = job_name(name, "train", 1)
+        ex.cache.jobs.upsert(owned_job(train, uid=f"uid-{name}", run=name))
+        p = job_pod(f"{name}-p", train)
+        p["metadata"]["labels"]["godrun.io/run"] = name
+        ex.cache.pods.upsert(p)
+        views.append(view)
+    for _ in range(3):  # three rounds of 20 reconciles while every endpoint hangs
+        assert all(ex.observe(v).progress is None for v in views)
+    assert ex.poller.pending() == 8, "at most max_pending reads wait; one per pod"
+    release.set()
+    _wait(lambda: ex.poller.pending() == 0 and len(updated) == 8)
+    assert sorted(updated) == sorted({("lab", c.removesuffix("-p")) for c in calls}) and len(calls) == 8
+    ex.poller.min_interval = 0
+    _wait(lambda: ex.observe(views[0]).progress is not None)
+    assert ex.observe(views[0]).progress.epoch == 3
+
+
 def test_executor_observes_owned_jobs_progress_and_verdict_from_the_cache():
     api = FakeApi()
     ex = KubeExecutor(api, metrics_fetcher=lambda p, port: "godrun_train_epoch 5\n")
@@ -279,8 +324,11 @@ def test_executor_observes_owned_jobs_progress_and_verdict_from_the_cache():
     for obj in (owned_job(train), owned_job("stale"), owned_job("other", uid="someone")):
         ex.cache.jobs.upsert(obj)
     ex.cache.pods.upsert(job_pod("p", train))
+    obs = ex.observe(view)  # the first look only asks the poller for a read
+    assert obs.train.state == "active" and obs.progress is None and obs.stale_jobs == ("stale",)
+    _wait(lambda: ex.poller.pending() == 0)
     obs = ex.observe(view)
-    assert obs.train.state == "active" and obs.progress.epoch == 5 and obs.stale_jobs == ("stale",)
+    assert obs.progress.epoch == 5
     assert obs.evaluate.state == "absent" and api.pod_lists == 0
     done = {"status": {"conditions": [{"type": "Complete", "status": "True"}]}}
     ex.cache.jobs.upsert(owned_job(train, **done))

@@ -347,18 +347,38 @@ def test_succeeded_without_verdict_waits_then_unreadable_is_error():
     assert (d.status.phase, d.status.reason) == ("Error", "VerdictUnreadable")
 
 
-def test_spec_change_after_verdict_starts_new_generation():
-    r = Runner()
-    _to_verdict(r, verdict(False))
-    r.cluster.verdict = None
-    r.change_spec(spec(training={"lr": 1e-4, "lr_min": 1e-5}))
+@pytest.mark.parametrize("passed", [True, False])
+@pytest.mark.parametrize(
+    "edit",
+    [{"image": "reg/godrun:2"}, {"jobs": {"ttlSecondsAfterFinished": 60}}, {"suspend": True}],
+    ids=["image", "ttl", "suspend"],
+)
+def test_a_verdict_is_final_later_edits_start_nothing(passed, edit):
+    """A finished run stays finished: no new Job, the verdict, conditions and counters untouched."""
+    r = Runner(spec(fallback={"launchActB": True}))
+    _to_verdict(r, verdict(passed))
+    done, created = r.view.status, len(r.cluster.created)
+    r.change_spec(spec(fallback={"launchActB": True}, **edit))
     d = r.step()
-    assert d.status.observed_generation == 2 and d.status.phase == "Training"
-    assert d.status.panel is None and d.status.archive is None and cond(d.status, "GatesPassed") == "Unknown"
-    (create,) = [a for a in d.actions if isinstance(a, CreateJob)]
-    assert create.name == job_name("god-run", "train", 2) and create.generation == 2
-    assert create.argv[create.argv.index("--lr") + 1] == "0.0001"
-    assert any(isinstance(a, EmitEvent) and a.reason == "NewGeneration" for a in d.actions)
+    assert len(r.cluster.created) == created and not [a for a in d.actions if isinstance(a, CreateJob | DeleteJob)]
+    assert (d.status.phase, d.status.reason, d.status.panel) == (done.phase, done.reason, done.panel)
+    assert d.status.observed_generation == 2 and {c.observed_generation for c in d.status.conditions} == {2}
+    assert [(c.type, c.status, c.reason, c.last_transition_time) for c in d.status.conditions] == [
+        (c.type, c.status, c.reason, c.last_transition_time) for c in done.conditions
+    ]
+    assert [a.reason for a in d.actions if isinstance(a, EmitEvent)] == ["SpecChangeIgnored"]
+    assert len(r.cluster.children) == (0 if passed else 1)  # Act B once, not again
+    assert r.step().actions == ()
+
+
+def test_an_error_is_final_too_but_a_corrected_invalid_spec_starts():
+    r = Runner()
+    r.step()
+    r.set("train", StageObs("failed", exit_code=2))
+    assert r.step().status.reason == "BadInput"
+    r.change_spec(spec(image="reg/godrun:2"))
+    d = r.step()
+    assert (d.status.phase, d.status.reason, len(r.cluster.created)) == ("Error", "BadInput", 1)
 
 
 def test_spec_change_while_training_deletes_old_generation_job():

@@ -47,3 +47,19 @@ def test_registry_has_process_metrics():
     text = generate_latest(ControllerMetrics().registry).decode()
     assert "process_cpu_seconds_total" in text and "process_resident_memory_bytes" in text
     assert "python_info" in text
+
+
+def test_a_finished_run_edited_later_is_not_counted_again():
+    m = ControllerMetrics()
+    m.observe("lab", "r", _st("Shipped", "GatesPassed"), before=_st("Evaluating"))
+    m.observe("lab", "r", _st("Shipped", "GatesPassed", 2), before=_st("Shipped", "GatesPassed", 1))
+    _value(m, "godrun_runs_finished_total", namespace="lab", godrun="r", phase="Shipped")  # the first scrape
+    assert _value(m, "godrun_runs_finished_total", namespace="lab", godrun="r", phase="Shipped") == 1
+
+
+def test_a_run_final_at_first_sight_is_exposed_at_0_then_1():
+    """InvalidSpec on the first reconcile: counted when its series is created, yet scraped 0 first (increase())."""
+    m = ControllerMetrics()
+    m.observe("lab", "bad", _st("Error", "InvalidSpec"), before=GodRunStatus())
+    scrapes = [_value(m, "godrun_runs_finished_total", namespace="lab", godrun="bad", phase="Error") for _ in "abc"]
+    assert scrapes == [0, 1, 1]

@@ -163,11 +163,15 @@ def test_name_rules_at_the_root_match_the_pydantic_limits():
 
 def test_spec_parts_immutable():
     spec = _schema()["properties"]["spec"]["properties"]
-    for field in ("training", "data", "panel", "gates", "resources"):
+    for field in ("training", "data", "panel", "gates"):
         rules = [r for r in spec[field]["x-kubernetes-validations"] if "oldSelf" in r["rule"]]
         assert rules == [
             {"rule": "self == oldSelf", "message": f"spec.{field} is immutable: create a new GodRun for a new recipe"}
         ], field
+    (resources,) = [r for r in spec["resources"]["x-kubernetes-validations"] if "oldSelf" in r["rule"]]
+    assert "queueName" not in resources["rule"] and "(only queueName may change)" in resources["message"]
+    for key in spec["resources"]["properties"]:  # every other field is compared
+        assert key == "queueName" or f"self.{key} == oldSelf.{key}" in resources["rule"], key
     for field in ("image", "jobs", "fallback", "suspend", "podOverrides"):
         assert "oldSelf" not in str(spec[field].get("x-kubernetes-validations", [])), field
 

@@ -121,6 +121,8 @@ def test_default_render() -> None:
             "PodDisruptionBudget",
             "ConfigMap",
             "Pod",
+            "ClusterRole",  # godrun-edit and godrun-view, aggregated into the built-in roles
+            "ClusterRole",
         ]
     ), kinds
     for d in docs:
@@ -195,10 +197,17 @@ def test_rbac_namespaced_cluster_and_watch_namespace() -> None:
     manifest_roles = objects(load_docs(MANIFESTS / "rbac/namespaced.yaml"), "Role")
     docs = _render()
     assert _grants(objects(list(docs), "Role")) == _grants(manifest_roles), "chart and manifests RBAC differ"
-    assert not objects(list(docs), "ClusterRole")
+    user_roles = objects(list(docs), "ClusterRole")  # for users, not the controller: no binding of the chart's
+    assert sorted(r["metadata"]["name"][len(RELEASE) :] for r in user_roles) == ["-edit", "-view"], user_roles
+    assert all(
+        any(k.startswith("rbac.authorization.k8s.io/aggregate-to-") for k in r["metadata"]["labels"])
+        for r in user_roles
+    )
+    assert not objects(list(_render("rbac.aggregateToDefaultRoles=false")), "ClusterRole")
 
     cluster = _render("rbac.clusterWide=true")
-    assert _one(cluster, "ClusterRole") and _one(cluster, "ClusterRoleBinding")
+    controller_roles = [r for r in objects(list(cluster), "ClusterRole") if r not in user_roles]
+    assert len(controller_roles) == 1 and _one(cluster, "ClusterRoleBinding")
     (lease_role,) = objects(list(cluster), "Role")
     assert lease_role["metadata"]["namespace"] == NAMESPACE
     args = _one(cluster, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]

@@ -331,3 +331,15 @@ def test_controller_deployment_wiring() -> None:
     assert {p["targetPort"] for p in svc["spec"]["ports"]} == {"metrics", "health"}
     for obj in (dep, svc, sa):
         assert obj["metadata"]["namespace"] == NAMESPACE
+
+
+def test_users_get_godruns_through_the_built_in_roles() -> None:
+    """edit/admin may create GodRuns and view may read them, by aggregation (the kustomization applies it)."""
+    docs = {d["metadata"]["name"]: d for d in load_docs(MANIFESTS / "rbac/user-roles.yaml")}
+    assert "rbac/user-roles.yaml" in load_docs(MANIFESTS / "kustomization.yaml")[0]["resources"]
+    edit, view = docs["godrun-edit"]["metadata"]["labels"], docs["godrun-view"]["metadata"]["labels"]
+    assert edit["rbac.authorization.k8s.io/aggregate-to-edit"] == edit["rbac.authorization.k8s.io/aggregate-to-admin"]
+    assert view["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    verbs = {v for r in docs["godrun-edit"]["rules"] if "godruns" in r["resources"] for v in r["verbs"]}
+    assert {"create", "patch", "delete"} <= verbs
+    assert {v for r in docs["godrun-view"]["rules"] for v in r["verbs"]} == {"get", "list", "watch"}

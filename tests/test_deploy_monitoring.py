@@ -311,3 +311,48 @@ def test_kustomize_monitoring_scrapes_the_controller_and_rank_0() -> None:
     assert keep["sourceLabels"] == ["__meta_kubernetes_pod_annotation_batch_kubernetes_io_job_completion_index"]
     chart_pm = (CHART / "templates/podmonitor.yaml").read_text()
     assert "__meta_kubernetes_pod_annotation_batch_kubernetes_io_job_completion_index" in chart_pm
+
+
+def test_a_run_final_at_first_sight_pages_from_the_controllers_own_series(tmp_path: Path) -> None:
+    """An InvalidSpec run is Error on the controller's first reconcile: the counter scraped from the real
+    ControllerMetrics must still show a step for increase(), and the alert fires once."""
+    from godrun.core.metrics import ControllerMetrics
+    from godrun.spec import GodRunStatus
+
+    m = ControllerMetrics()
+    m.observe("ml", "bad", GodRunStatus(phase="Error", reason="InvalidSpec", observed_generation=1), GodRunStatus())
+
+    def scrape() -> str:
+        for family in m.registry.collect():
+            for s in family.samples:
+                if s.name == "godrun_runs_finished_total" and s.labels.get("phase") == "Error":
+                    return str(int(s.value))
+        return "_"
+
+    values = " ".join(scrape() for _ in range(60))  # one scrape a minute
+    series = [('godrun_runs_finished_total{namespace="ml",godrun="bad",phase="Error"}', values)]
+    fired = [{"namespace": "ml", "godrun": "bad", "severity": "critical"}]
+    alerts = [_alert("GodRunFailed", "5m", fired), _alert("GodRunFailed", "40m", [])]
+    _promtool_test(tmp_path, [_case(series, alerts)])
+
+
+def test_training_without_progress_and_stalled_pods_alert(tmp_path: Path) -> None:
+    """Training is stuck when its progress stops (2 h), not after 7 days; pods that cannot start alert after 5m."""
+    series = [
+        ('godrun_run_phase{namespace="ml",godrun="slow",phase="Training"}', "1x300"),
+        ('godrun_run_held{namespace="ml",godrun="slow"}', "0x300"),
+        ('godrun_run_progress_last_update_timestamp_seconds{namespace="ml",godrun="slow"}', "0x300"),
+        ('godrun_run_phase{namespace="ml",godrun="busy",phase="Training"}', "1x300"),
+        ('godrun_run_held{namespace="ml",godrun="busy"}', "0x300"),
+        ('godrun_run_progress_last_update_timestamp_seconds{namespace="ml",godrun="busy"}', "0+60x300"),
+        ('godrun_run_stalled{namespace="ml",godrun="img"}', "0x2 1x30"),
+    ]
+    stuck = {"namespace": "ml", "godrun": "slow", "phase": "Training", "severity": "warning"}
+    stuck["stuck_after"] = "2h-without-progress"
+    alerts = [
+        _alert("GodRunStuckInPhase", "100m", []),
+        _alert("GodRunStuckInPhase", "135m", [stuck]),  # 2 h without progress + 10 m; "busy" never
+        _alert("GodRunStalled", "5m", []),
+        _alert("GodRunStalled", "8m", [{"namespace": "ml", "godrun": "img", "severity": "warning"}]),
+    ]
+    _promtool_test(tmp_path, [_case(series, alerts)])

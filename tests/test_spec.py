@@ -59,7 +59,7 @@ def test_minimal_manifest_fills_defaults_and_round_trips() -> None:
         ({"image": "i", "resources": {"nodes": 2}}, "nodes > 1 requires data.claimName"),
         ({"image": "i", "podOverrides": {"labels": {"godrun.io/run": "x"}}}, "set by the controller"),
         ({"image": "i", "podOverrides": {"labels": {"team": "a b"}}}, "not a valid label value"),
-        ({"image": "i", "podOverrides": {"annotations": {"bad key!": "v"}}}, "not a valid Kubernetes label"),
+        ({"image": "i", "podOverrides": {"annotations": {"bad key!": "v"}}}, "must be Kubernetes label keys"),
         ({"image": "i", "podOverrides": {"runtimeClassName": "NVIDIA"}}, "spec.podOverrides.runtimeClassName"),
         ({"image": "i", "podOverrides": {"imagePullSecrets": ["ok", "Bad_Name"]}}, "imagePullSecrets.1"),
         ({"image": "i", "podOverrides": {"affinity": {"nodeAfinity": {}}}}, "spec.podOverrides.affinity.nodeAfinity"),

@@ -19,6 +19,17 @@ from pydantic import BaseModel
 
 from godrun import spec as S
 
+
+def _key_rule(field: str, example: dict[str, Any]) -> dict[str, Any]:
+    """Label/annotation key syntax (the API server's own rule) on a map's keys."""
+    return {
+        "rule": f"!has(self.{field}) || self.{field}.all(k, size(k) <= 316 && k.matches(r'{S.LABEL_KEY_PATTERN}'))",
+        "message": f"{field} {S.KEY_SYNTAX_MESSAGE}",
+        "fieldPath": f".{field}",
+        "example": example,
+    }
+
+
 # CEL rules, keyed by the pydantic model they sit on; each mirrors a model_validator in godrun.spec.
 # `example` is a spec patch (YAML path into GodRunSpec) that breaks the rule; tests feed it to pydantic.
 CEL_RULES: dict[str, list[dict[str, Any]]] = {
@@ -54,6 +65,46 @@ CEL_RULES: dict[str, list[dict[str, Any]]] = {
             "message": "roiMaxNm must be > roiMinNm",
             "fieldPath": ".roiMaxNm",
             "example": {"gates": {"roiMinNm": 500.0, "roiMaxNm": 400.0}},
+        },
+    ],
+    "PodOverrides": [
+        _key_rule("labels", {"podOverrides": {"labels": {"team/": "x"}}}),
+        _key_rule("annotations", {"podOverrides": {"annotations": {"has space": "x"}}}),
+        {
+            "rule": "!has(self.labels) || self.labels.all(k, "
+            + " && ".join(f"!k.startsWith('{p}')" for p in S.RESERVED_LABEL_PREFIXES)
+            + ")",
+            "message": S.RESERVED_LABELS_MESSAGE,
+            "fieldPath": ".labels",
+            "example": {"podOverrides": {"labels": {"app.kubernetes.io/name": "mine"}}},
+        },
+        {
+            "rule": "!has(self.env) || self.env.all(e, !e.name.startsWith('GODRUN_'))",
+            "message": S.RESERVED_ENV_MESSAGE,
+            "fieldPath": ".env",
+            "example": {"podOverrides": {"env": [{"name": "GODRUN_TERMINATION_LOG", "value": "x"}]}},
+        },
+        {
+            "rule": "!has(self.volumes) || self.volumes.all(v, !(v.name in "
+            + repr(list(S.RESERVED_VOLUMES)).replace('"', "'")
+            + "))",
+            "message": S.RESERVED_VOLUMES_MESSAGE,
+            "fieldPath": ".volumes",
+            "example": {"podOverrides": {"volumes": [{"name": "data", "emptyDir": {}}]}},
+        },
+    ],
+    "JobPolicy": [
+        _key_rule("labels", {"jobs": {"labels": {"-bad-": "x"}}}),
+        _key_rule("annotations", {"jobs": {"annotations": {"a/b/c": "x"}}}),
+        {
+            "rule": "!has(self.labels) || self.labels.all(k, "
+            + " || ".join(f"k == '{k}'" for k in S.JOB_LABELS_ALLOWED)
+            + " || ("
+            + " && ".join(f"!k.startsWith('{p}')" for p in S.RESERVED_LABEL_PREFIXES)
+            + "))",
+            "message": S.RESERVED_LABELS_MESSAGE,
+            "fieldPath": ".labels",
+            "example": {"jobs": {"labels": {"godrun.io/run": "other"}}},
         },
     ],
     "GodRunSpec": [
@@ -102,12 +153,29 @@ NAME_RULES: list[dict[str, Any]] = [
 IMMUTABLE_SPEC_FIELDS: tuple[str, ...] = ("training", "data", "panel", "gates", "resources")
 
 
-def _immutable_rule(field: str) -> dict[str, str]:
-    return {
-        "rule": "self == oldSelf",
-        "message": f"spec.{field} is immutable: create a new GodRun for a new recipe",
-    }
+# Kueue lets a Job that is not admitted yet move to another LocalQueue: spec.resources.queueName stays editable
+# (a new generation: the queued Job is replaced by one labelled with the new queue).
+MUTABLE_IN_IMMUTABLE: dict[str, tuple[type[BaseModel], tuple[str, ...]]] = {"resources": (S.Resources, ("queueName",))}
 
+
+def _immutable_rule(field: str) -> dict[str, str]:
+    message = f"spec.{field} is immutable: create a new GodRun for a new recipe"
+    if field not in MUTABLE_IN_IMMUTABLE:
+        return {"rule": "self == oldSelf", "message": message}
+    cls, editable = MUTABLE_IN_IMMUTABLE[field]
+    keys = [_alias(cls, f) for f in cls.model_fields if _alias(cls, f) not in editable]
+    same = [f"(has(self.{k}) ? has(oldSelf.{k}) && self.{k} == oldSelf.{k} : !has(oldSelf.{k}))" for k in keys]
+    return {"rule": " && ".join(same), "message": f"{message} (only {', '.join(editable)} may change)"}
+
+
+_LABEL_VALUE = {"type": "string", "maxLength": 63, "pattern": S.LABEL_VALUE_PATTERN}
+_NAMED_OBJECT = {
+    "type": "object",
+    "required": ["name"],
+    "description": "A core/v1 object with a name; the API server checks the rest when it checks the Job.",
+    "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 253, "description": "Name."}},
+    "x-kubernetes-preserve-unknown-fields": True,
+}
 
 # Kubernetes-only additions to single properties: (model, python field name) -> schema keys.
 # maxItems/maxProperties bound CEL cost and etcd size; list-type set/map makes the server refuse duplicates.
@@ -115,7 +183,16 @@ PROPERTY_EXTRAS: dict[tuple[str, str], dict[str, Any]] = {
     ("Recipe", "film_features"): {"maxItems": len(S.FILM_FEATURES), "x-kubernetes-list-type": "set"},
     ("Resources", "tolerations"): {"maxItems": 32},
     ("Resources", "node_selector"): {"maxProperties": 32},
-    ("PodOverrides", "labels"): {"maxProperties": 32},
+    # label values as the API server checks them (keys: their syntax and the reserved prefixes by CEL rules)
+    ("PodOverrides", "labels"): {
+        "maxProperties": 32,
+        "additionalProperties": _LABEL_VALUE,
+    },
+    ("JobPolicy", "labels"): {"maxProperties": 32, "additionalProperties": _LABEL_VALUE},
+    ("JobPolicy", "annotations"): {"maxProperties": 32},
+    # a name CEL can read (the rest of a core/v1 Volume or VolumeMount is the API server's to check)
+    ("PodOverrides", "volumes"): {"maxItems": 16, "items": _NAMED_OBJECT},
+    ("PodOverrides", "volume_mounts"): {"maxItems": 16, "items": _NAMED_OBJECT},
     ("PodOverrides", "annotations"): {"maxProperties": 32},
     ("GodRunStatus", "conditions"): {
         "maxItems": 16,

@@ -22,7 +22,6 @@ TRAINER_METRICS_PORT = 9090
 RENDEZVOUS_PORT = 29500
 TERMINATION_LOG = "/dev/termination-log"
 CONTAINER = {"train": "trainer", "evaluate": "evaluator"}
-GPU_RESOURCE = "nvidia.com/gpu"
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 
@@ -49,21 +48,19 @@ def escape_expansion(argv: Sequence[str]) -> list[str]:
 
 def pod_security_context(spec: GodRunSpec) -> dict[str, Any]:
     uid = spec.jobs.run_as_user
-    return {
-        "runAsNonRoot": True,
-        "runAsUser": uid,
-        "runAsGroup": uid,
-        "fsGroup": uid,
-        # chown the run volume only when its root is not already ours, not on every pod start
-        "fsGroupChangePolicy": "OnRootMismatch",
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
+    ids = {} if uid is None else {"runAsUser": uid, "runAsGroup": uid, "fsGroup": uid}
+    out: dict[str, Any] = {"runAsNonRoot": True, **ids}
+    if uid is not None:  # chown the run volume only when its root is not already ours, not on every pod start
+        out["fsGroupChangePolicy"] = "OnRootMismatch"
+    out["seccompProfile"] = {"type": "RuntimeDefault"}
+    return out
 
 
 def container_security_context(spec: GodRunSpec) -> dict[str, Any]:
+    uid = {} if spec.jobs.run_as_user is None else {"runAsUser": spec.jobs.run_as_user}
     return {
         "runAsNonRoot": True,
-        "runAsUser": spec.jobs.run_as_user,
+        **uid,
         "allowPrivilegeEscalation": False,
         "privileged": False,
         "readOnlyRootFilesystem": True,
@@ -80,6 +77,7 @@ def volumes(spec: GodRunSpec) -> list[dict[str, Any]]:
         {"name": "data", **data},
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.resources.shm_size}},
         {"name": "tmp", "emptyDir": {}},
+        *(dict(v) for v in spec.pod_overrides.volumes),
     ]
 
 
@@ -88,6 +86,7 @@ def volume_mounts(spec: GodRunSpec) -> list[dict[str, Any]]:
         {"name": "data", "mountPath": spec.data.mount_path},
         {"name": "dshm", "mountPath": "/dev/shm"},
         {"name": "tmp", "mountPath": "/tmp"},
+        *(dict(m) for m in spec.pod_overrides.volume_mounts),
     ]
 
 
@@ -107,8 +106,8 @@ def compute(spec: GodRunSpec, gpus: int) -> dict[str, Any]:
     requests: dict[str, str] = {"cpu": res.cpu, "memory": res.memory}
     limits: dict[str, str] = {"memory": res.memory}
     if gpus > 0:
-        limits[GPU_RESOURCE] = str(gpus)
-        requests[GPU_RESOURCE] = str(gpus)
+        limits[res.gpu_resource] = str(gpus)
+        requests[res.gpu_resource] = str(gpus)
     return {"requests": requests, "limits": limits}
 
 
@@ -148,9 +147,12 @@ def _pod_spec(spec: GodRunSpec, container: dict[str, Any]) -> dict[str, Any]:
         ("serviceAccountName", over.service_account_name),
         ("priorityClassName", over.priority_class_name),
         ("runtimeClassName", over.runtime_class_name),
+        ("schedulerName", over.scheduler_name),
     ):
         if value:
             pod[key] = value
+    if over.topology_spread_constraints:
+        pod["topologySpreadConstraints"] = [dict(c) for c in over.topology_spread_constraints]
     if over.affinity is not None:
         pod["affinity"] = over.affinity.model_dump(by_alias=True, exclude_none=True)
     return pod
@@ -163,7 +165,13 @@ def _container(spec: GodRunSpec, stage: str, command: list[str], gpus: int, extr
         "imagePullPolicy": spec.image_pull_policy,
         "command": command,
         "workingDir": spec.data.mount_path,
-        "env": env([{"name": RUN_VOLUME_ENV, "value": spec.data.mount_path}, *(extra_env or [])]),
+        "env": env(
+            [
+                {"name": RUN_VOLUME_ENV, "value": spec.data.mount_path},
+                *(extra_env or []),
+                *(e.model_dump(by_alias=True, exclude_none=True) for e in spec.pod_overrides.env),
+            ]
+        ),
         "resources": compute(spec, gpus),
         "securityContext": container_security_context(spec),
         "volumeMounts": volume_mounts(spec),
@@ -189,7 +197,9 @@ def _job(run: GodRunView, stage: str, name: str, generation: int, pod: dict[str,
     }
     if spec.jobs.ttl_seconds_after_finished is not None:
         job_spec["ttlSecondsAfterFinished"] = spec.jobs.ttl_seconds_after_finished
-    meta: dict[str, Any] = {"name": name, "namespace": run.namespace, "labels": lab}
+    meta: dict[str, Any] = {"name": name, "namespace": run.namespace, "labels": spec.jobs.labels | lab}
+    if spec.jobs.annotations:
+        meta["annotations"] = dict(spec.jobs.annotations)
     if run.uid:
         meta["ownerReferences"] = [owner_reference(run)]
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": job_spec}

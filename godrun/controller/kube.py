@@ -34,6 +34,7 @@ from godrun.controller.observe import (
     succeeded_pod_message,
     terminated,
 )
+from godrun.controller.progress import ProgressPoller
 from godrun.core.machine import (
     Action,
     CreateActB,
@@ -45,8 +46,8 @@ from godrun.core.machine import (
     StageObs,
     current_job_names,
 )
-from godrun.core.names import act_b_name, run_label, service_name
-from godrun.core.observe import final_progress, parse_progress, parse_verdict
+from godrun.core.names import act_b_name, job_name, run_label, service_name
+from godrun.core.observe import final_progress, parse_verdict
 from godrun.spec import API_GROUP, API_VERSION, KIND, PLURAL, GodRunStatus, Progress
 
 log = logging.getLogger("godrun.controller")
@@ -114,6 +115,7 @@ class KubeExecutor:
     ) -> None:
         self.api, self.identity, self.progress_mode = api, identity, progress
         self.fetch = metrics_fetcher or (fetch_metrics_direct if progress == "direct" else self._fetch_via_proxy)
+        self.poller = ProgressPoller(self.fetch, J.TRAINER_METRICS_PORT)  # reads off the reconcile workers
         self.cache = cache or ClusterCache()
         self.events = EventSender(self._send_event, maxsize=event_queue)
         # Jobs the API server refused (invalid) -> (the run's UID, the API's message). A Job name carries the
@@ -138,7 +140,7 @@ class KubeExecutor:
             elif job is None and self.cache.expectations.pending((ns, name)):
                 obs[stage] = StageObs("active")  # created by us, not in the cache yet: never create a twin
             else:
-                obs[stage] = job_stage_obs(job, pods[stage])
+                obs[stage] = job_stage_obs(job, pods[stage], utcnow())
         verdict, verdict_error = None, None
         if obs["evaluate"].state == "succeeded":
             verdict, verdict_error = parse_verdict(succeeded_pod_message(pods["evaluate"]))
@@ -149,7 +151,7 @@ class KubeExecutor:
         return Observed(
             train=obs["train"],
             evaluate=obs["evaluate"],
-            progress=self._progress(pods["train"], obs["train"].state),
+            progress=self._progress((ns, run.name), pods["train"], obs["train"].state),
             verdict=verdict,
             verdict_error=verdict_error,
             act_b_exists=act_b,
@@ -168,23 +170,17 @@ class KubeExecutor:
         )
         return listed.get("items") or []
 
-    def _progress(self, pods: Sequence[dict[str, Any]], state: str) -> Progress | None:
-        """A running trainer's gauges from its metrics endpoint; a finished one's from its termination message
-        (the final gauges), so that a run shorter than the poll interval still reports its epochs."""
+    def _progress(self, run: Key, pods: Sequence[dict[str, Any]], state: str) -> Progress | None:
+        """A running trainer's gauges as the poller last read them from its metrics endpoint (never waiting on
+        the network here); a finished one's from its termination message (the final gauges), so that a run
+        shorter than the poll interval still reports its epochs."""
         rank0 = [p for p in pods if completion_index(p) in (None, "0")]  # only rank 0 writes it
         if state == "succeeded":
             return final_progress(succeeded_pod_message(rank0))
         if self.progress_mode == "off" or state != "active":
             return None
         running = [p for p in rank0 if (p.get("status") or {}).get("phase") == "Running"]
-        for pod in running[:1]:
-            try:
-                text = self.fetch(pod, J.TRAINER_METRICS_PORT)
-            except Exception as exc:  # endpoint not up yet, pod restarting: keep the last progress
-                log.debug("metrics of %s not readable: %s", pod["metadata"]["name"], exc)
-                return None
-            return parse_progress(text) if text else None
-        return None
+        return self.poller.latest(run, running[0]) if running else None
 
     def _fetch_via_proxy(self, pod: dict[str, Any], port: int) -> str | None:
         meta = pod["metadata"]
@@ -224,6 +220,7 @@ class KubeExecutor:
                 return False
             svc = J.headless_service(run, action.name, action.generation)
             _ignore(409, self.api.core.create_namespaced_service, run.namespace, svc)
+            self._delete_earlier_services(run, action)
         body = J.job_for(run, action)
         key = (run.namespace, action.name)
         try:
@@ -237,6 +234,15 @@ class KubeExecutor:
                 return False
             raise
         return True
+
+    def _delete_earlier_services(self, run: GodRunView, action: CreateJob) -> None:
+        """A recreated multi-node Job: the headless Services of this generation's failed attempts go (their
+        Jobs stay for their logs until their TTL)."""
+        for restart in range(run.spec.jobs.backoff_limit + 1):
+            earlier = job_name(run.name, "train", action.generation, restart)
+            if earlier == action.name:
+                return
+            _ignore(404, self.api.core.delete_namespaced_service, service_name(earlier), run.namespace)
 
     def _shared_volume_problem(self, run: GodRunView) -> str | None:
         read = self.api.core.read_namespaced_persistent_volume_claim

@@ -49,6 +49,7 @@ class Controller:
         self.api, self.executor, self.metrics, self.cfg = api, executor, metrics, cfg
         self.cache = executor.cache
         self.queue: WorkQueue[Key] = WorkQueue()
+        executor.poller.on_update = self.queue.add  # a new epoch read off the workers reconciles its run
         self.stop = threading.Event()
         self.synced = {kind: threading.Event() for kind in self.KINDS}
         self._threads: list[threading.Thread] = []
@@ -75,6 +76,7 @@ class Controller:
     def shutdown(self) -> None:
         self.stop.set()
         self.queue.shutdown()
+        self.executor.poller.shutdown()
         self.executor.events.flush(timeout=2.0)  # the Events already decided still go out
 
     def ready(self) -> bool:

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
 
 from godrun.controller.cache import Key
 from godrun.controller.jobs import COMPLETION_INDEX_ANNOTATION
-from godrun.core.machine import GodRunView, StageObs
+from godrun.core.machine import FAIL_JOB_EXIT_CODES, GodRunView, StageObs
 from godrun.spec import API_GROUP, KIND, GodRunSpec, GodRunStatus, format_validation_error
 
 Obj = dict[str, Any]
@@ -25,8 +26,8 @@ JOB_FAILURE_REASONS = {"BackoffLimitExceeded": "RetriesExhausted", "DeadlineExce
 _EXIT_IN_MESSAGE = re.compile(r"exit code (\d+)")
 
 
-def job_stage_obs(job: Obj | None, pods: Sequence[Obj] = ()) -> StageObs:
-    """A Job (raw API dict) and its pods -> StageObs."""
+def job_stage_obs(job: Obj | None, pods: Sequence[Obj] = (), now: datetime | None = None) -> StageObs:
+    """A Job (raw API dict) and its pods -> StageObs (`now`: to tell a Job whose pods are refused)."""
     if job is None:
         return StageObs()
     status, spec = job.get("status") or {}, job.get("spec") or {}
@@ -36,15 +37,68 @@ def job_stage_obs(job: Obj | None, pods: Sequence[Obj] = ()) -> StageObs:
     for failed in ("Failed", "FailureTarget"):
         if failed in conds:
             c = conds[failed]
-            if exit_code is None and (m := _EXIT_IN_MESSAGE.search(c.get("message") or "")):
-                exit_code = int(m.group(1))
+            exit_code, term_message = _failure_termination(c, pods, exit_code, term_message)
             message = term_message or c.get("message") or ""
             reason = JOB_FAILURE_REASONS.get(c.get("reason") or "", "JobFailed")
             failures = int(status.get("failed") or 0) or None
             return StageObs("failed", reason=reason, exit_code=exit_code, message=message, failures=failures)
     if "Complete" in conds or "SuccessCriteriaMet" in conds:
         return StageObs("succeeded", exit_code=0, message=term_message)
-    return StageObs("active", disrupted=disrupted, suspended=bool(spec.get("suspend")) or "Suspended" in conds)
+    suspended = bool(spec.get("suspend")) or "Suspended" in conds
+    stalled, why = ("", "") if suspended else stalled_pods(job, pods, now)
+    return StageObs("active", disrupted=disrupted, suspended=suspended, stalled=stalled, stalled_message=why)
+
+
+# A container waiting for one of these reasons will not start by itself (restartPolicy Never: no CrashLoop).
+STALLED_WAITING = frozenset(
+    {
+        "ImagePullBackOff",
+        "ErrImagePull",
+        "ErrImageNeverPull",
+        "InvalidImageName",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "RunContainerError",
+    }
+)
+# A Job with no pod this long after it started: its pods are refused (quota, admission: FailedCreate events).
+FAILED_CREATE_AFTER_SECONDS = 60.0
+
+
+def stalled_pods(job: Obj, pods: Sequence[Obj], now: datetime | None) -> tuple[str, str]:
+    """(reason, message) when the active Job's pods cannot start, else ("", "")."""
+    for pod in pods:
+        st = pod.get("status") or {}
+        if st.get("phase") not in (None, "Pending"):
+            continue
+        for cs in [*(st.get("initContainerStatuses") or []), *(st.get("containerStatuses") or [])]:
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") in STALLED_WAITING:
+                return waiting["reason"], f"pod {pod['metadata'].get('name')}: {waiting.get('message') or ''}"
+        for c in st.get("conditions") or []:
+            if c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason") == "Unschedulable":
+                return "Unschedulable", f"pod {pod['metadata'].get('name')}: {c.get('message') or ''}"
+    live = [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
+    started = _time((job.get("status") or {}).get("startTime") or (job.get("metadata") or {}).get("creationTimestamp"))
+    if not live and now is not None and started is not None:
+        waited = (now - started).total_seconds()
+        if waited >= FAILED_CREATE_AFTER_SECONDS:
+            name = (job.get("metadata") or {}).get("name")
+            return "FailedCreate", (
+                f"no pod of Job {name} exists {waited:.0f} s after it started: the Job controller's pod creation "
+                f"is refused (a ResourceQuota or an admission webhook; `kubectl describe job {name}` shows its "
+                "FailedCreate events)"
+            )
+    return "", ""
+
+
+def _time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
 
 
 def job_finished(job: Obj) -> bool:
@@ -78,6 +132,24 @@ def _last_termination(pods: Sequence[Obj]) -> tuple[int | None, str]:
         return None, ""
     term = terminated(max(finished, key=_pod_time)) or {}
     return term.get("exitCode"), term.get("message") or ""
+
+
+def _failure_termination(cond: Obj, pods: Sequence[Obj], code: int | None, message: str) -> tuple[int | None, str]:
+    """Why a Job failed, from the Job's own failure and every pod, not from whichever pod ended last.
+
+    A multi-node Job whose rank 1 exits 2 fails by its pod failure policy, and the other ranks are then killed
+    (exit 143): the newest termination is a signal, but the Job's condition (reason PodFailurePolicy, message
+    "... failed with exit code 2 matching FailJob rule ...") and rank 1's own record both say bad input.
+    """
+    for pod in pods:  # a pod that exited with a never-retried code decides, whichever ended last
+        term = terminated(pod) or {}
+        if term.get("exitCode") in FAIL_JOB_EXIT_CODES:
+            return term["exitCode"], term.get("message") or ""
+    if cond.get("reason") == "PodFailurePolicy" and (m := _EXIT_IN_MESSAGE.search(cond.get("message") or "")):
+        return int(m.group(1)), ""
+    if code is None and (m := _EXIT_IN_MESSAGE.search(cond.get("message") or "")):
+        return int(m.group(1)), message
+    return code, message
 
 
 def succeeded_pod_message(pods: Sequence[Obj]) -> str:

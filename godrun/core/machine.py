@@ -4,8 +4,10 @@
 
 Phases: Pending/Training (train Job) -> Evaluating (evaluation Job) -> Shipped (all gates pass) or
 Failed-ActB (a gate failed; the fallback archives and may start the Act B child run); Error when a stage
-fails, the spec is invalid or the API refuses a Job. Shipped, Failed-ActB and Error are final for a
-generation; a spec change (new generation) starts over. docs/design.md draws the whole picture.
+fails, the spec is invalid or the API refuses a Job. Shipped, Failed-ActB and Error are final: a later edit
+of the spec (a new generation) starts nothing and changes nothing in the status but observedGeneration; a
+new run is a new GodRun. The one exception is Error/InvalidSpec, where nothing ran: a corrected spec starts.
+docs/design.md draws the whole picture.
 
 `run` is what is declared (spec, generation) plus the status last written; `observed` is what the executor
 sees right now for THIS generation's stages. Like a controller-runtime Reconcile it is level-triggered and
@@ -49,7 +51,8 @@ StageState = Literal["absent", "active", "succeeded", "failed"]
 Stage = Literal["train", "evaluate"]
 # Why a failed stage failed, in the machine's own terms (each executor maps what it sees onto these).
 # BadInput is decided here from the exit code; JobRejected: the Job was refused before anything ran.
-FailureReason = Literal["BadInput", "RetriesExhausted", "DeadlineExceeded", "JobFailed", "JobRejected"]
+# StartTimeout: the stage's pods never started (stalled) for spec.jobs.startTimeoutSeconds.
+FailureReason = Literal["BadInput", "RetriesExhausted", "DeadlineExceeded", "JobFailed", "JobRejected", "StartTimeout"]
 FAILURE_REASONS: tuple[str, ...] = get_args(FailureReason)
 
 
@@ -91,6 +94,10 @@ class StageObs:
     disrupted: bool = False  # a pod was disrupted (DisruptionTarget) while the Job goes on
     suspended: bool = False  # Job suspended (e.g. waiting for Kueue admission)
     failures: int | None = None  # failed attempts counted against backoffLimit (Job status.failed), when known
+    # An active stage whose pods cannot start (ImagePullBackOff, Unschedulable, FailedCreate, ...): the
+    # reason (CamelCase) and the pod's or Job's message; "" while they start or run.
+    stalled: str = ""
+    stalled_message: str = ""
 
 
 @dataclass(frozen=True)
@@ -199,6 +206,8 @@ def reconcile(
 def decide(run: GodRunView, observed: Observed, now: datetime, polling: Polling = DEFAULT_POLLING) -> Decision:
     """The new status and the actions that bring the world closer to `run.spec` (pure; see module doc)."""
     new_generation = run.status.observed_generation != run.generation
+    if is_final(run.status):
+        return _final(run, observed)
     st = _fresh_status(run, now) if new_generation else run.status.model_copy(deep=True)
     spec_error = observed.spec_error or derived_spec_error(run.spec)
     if spec_error is not None:
@@ -233,6 +242,31 @@ def derived_spec_error(spec: GodRunSpec) -> str | None:
     except ValidationError as exc:
         return f"the Act B child this spec derives is invalid: {format_validation_error(exc)}"
     return None
+
+
+def is_final(st: GodRunStatus) -> bool:
+    """A run that ended is never started again, whatever its spec says later (InvalidSpec: nothing ran)."""
+    return st.phase in TERMINAL_PHASES and st.reason != "InvalidSpec" and st.observed_generation > 0
+
+
+def _final(run: GodRunView, observed: Observed) -> Decision:
+    """A finished run: its verdict, conditions and Jobs stay (nothing is created or deleted for an edit); the
+    edit is acknowledged (observedGeneration and one Event) and Act B is still ensured."""
+    st = run.status.model_copy(deep=True)
+    actions: list[Action] = []
+    if st.observed_generation != run.generation:
+        # The conditions still hold for the new generation (kubectl wait compares their observedGeneration).
+        st.observed_generation = run.generation
+        for cond in st.conditions:
+            cond.observed_generation = run.generation
+        msg = (
+            f"the run ended ({st.phase}); spec changes (generation {run.generation}) start nothing: "
+            "create a new GodRun for a new run"
+        )
+        actions.append(EmitEvent("Normal", "SpecChangeIgnored", msg))
+    if st.phase == "Failed-ActB":
+        _ensure_act_b(run, observed, st, actions)
+    return Decision(st, tuple(actions))
 
 
 def _invalid_spec(run: GodRunView, error: str, st: GodRunStatus, new_generation: bool, now: datetime) -> Decision:
@@ -292,6 +326,8 @@ def settle_conditions(st: GodRunStatus, now: datetime) -> None:
     outcome = st.reason or st.phase.replace("-", "")
     set_condition(st, "Succeeded", "True" if succeeded else "False", outcome, st.message, now)
     set_condition(st, "Failed", "False" if succeeded else "True", outcome, st.message, now)
+    for type_ in ("Stalled", "Suspended"):
+        _clear(st, type_, outcome, f"the run ended ({st.phase})", now)
     for cond in list(st.conditions):
         if cond.status == "Unknown" and cond.type not in TERMINAL_CONDITIONS:
             set_condition(st, cond.type, "False", "NotReached", f"the run ended ({st.phase}) before this step", now)
@@ -362,6 +398,7 @@ def _suspend(run: GodRunView, obs: Observed, st: GodRunStatus, actions: list[Act
             actions.append(DeleteJob(names[stage], reason="Suspended"))
     st.phase, st.reason = "Pending", "Suspended"
     st.message = "spec.suspend is true: no stage runs until it is set back to false"
+    set_condition(st, "Suspended", "True", "SpecSuspend", st.message, now)
 
 
 def _train(run: GodRunView, obs: Observed, st: GodRunStatus, actions: list[Action], now: datetime) -> bool:
@@ -398,9 +435,17 @@ def _train(run: GodRunView, obs: Observed, st: GodRunStatus, actions: list[Actio
         st.phase, st.reason, st.message = "Training", "TrainJobRunning", _progress_message(name, st.progress, False)
     elif t.suspended:
         st.phase, st.reason, st.message = "Pending", "AwaitingAdmission", f"training Job {name} is suspended (queued)"
+        set_condition(st, "Suspended", "True", "AwaitingAdmission", st.message, now)
+    elif t.stalled:
+        if _stalled(run, "training", name, t, st, actions, now):
+            return False
     else:
         st.phase, st.reason = "Training", ("PodDisrupted" if t.disrupted else "TrainJobRunning")
         st.message = _progress_message(name, st.progress, t.disrupted)
+    if not t.suspended:
+        _clear(st, "Suspended", "Running", f"training Job {name} runs", now)
+    if not t.stalled:
+        _clear(st, "Stalled", "PodsStarted", f"the pods of training Job {name} started", now)
     set_condition(st, "Trained", "False", "Training", f"training Job {name} has not finished", now)
     if st.progress.epoch >= 1:
         _data_checked_by_trainer(run, st, now)
@@ -427,10 +472,39 @@ def _data_checked_by_trainer(run: GodRunView, st: GodRunStatus, now: datetime) -
         set_condition(st, "DataVerified", "False", "VerificationDisabled", UNVERIFIED_DATA, now)
 
 
+def _clear(st: GodRunStatus, type_: str, reason: str, message: str, now: datetime) -> None:
+    """Set a condition that is True back to False (conditions that never held are not added)."""
+    if _is_true(st, type_):
+        set_condition(st, type_, "False", reason, message, now)
+
+
+def _stalled(
+    run: GodRunView, stage: str, name: str, obs: StageObs, st: GodRunStatus, actions: list[Action], now: datetime
+) -> bool:
+    """A stage whose pods cannot start: Stalled=True with the pod's reason (the phase stays honest: Pending
+    while training has not begun, Evaluating otherwise); after spec.jobs.startTimeoutSeconds of it the run gives
+    up: its Job is deleted and the run ends Error/StartTimeout. True when the run gave up."""
+    detail = f"{obs.stalled}: {obs.stalled_message.strip()[:512]}" if obs.stalled_message.strip() else obs.stalled
+    msg = f"{stage} Job {name} cannot start its pods ({detail})"
+    set_condition(st, "Stalled", "True", obs.stalled, msg, now)
+    since = condition(st, "Stalled")
+    limit = run.spec.jobs.start_timeout_seconds
+    if since is not None and (now - since.last_transition_time).total_seconds() >= limit:
+        actions.append(DeleteJob(name, reason="StartTimeout"))
+        give_up = StageObs("failed", reason="StartTimeout", message=f"{msg} for {limit} s (jobs.startTimeoutSeconds)")
+        _fail(st, stage, name, give_up, run.spec.jobs.backoff_limit, now)
+        set_condition(st, "Stalled", "False", "StartTimeout", st.message, now)
+        return True
+    started = stage == "evaluation" or st.progress.epoch > 0
+    st.phase = "Evaluating" if stage == "evaluation" else ("Training" if started else "Pending")
+    st.reason, st.message = obs.stalled, msg
+    return False
+
+
 def _may_recreate(spec: GodRunSpec, st: GodRunStatus, obs: StageObs) -> bool:
     """Multi-node training recovers by recreating the whole Indexed Job (its Job has backoffLimit 0: a lone
     replacement pod cannot rejoin the static rendezvous), counted here against jobs.backoffLimit."""
-    retriable = failure_reason(obs) not in ("BadInput", "DeadlineExceeded", "JobRejected")
+    retriable = failure_reason(obs) not in ("BadInput", "DeadlineExceeded", "JobRejected", "StartTimeout")
     return spec.resources.nodes > 1 and retriable and st.restarts < spec.jobs.backoff_limit
 
 
@@ -490,8 +564,16 @@ def _evaluate(run: GodRunView, obs: Observed, st: GodRunStatus, actions: list[Ac
             "AwaitingAdmission",
             f"evaluation Job {name} is suspended (queued)",
         )
+        set_condition(st, "Suspended", "True", "AwaitingAdmission", st.message, now)
+    elif e.stalled:
+        if _stalled(run, "evaluation", name, e, st, actions, now):
+            return
     else:
         st.phase, st.reason, st.message = "Evaluating", "EvalJobRunning", f"evaluation Job {name} is running"
+    if not e.suspended:
+        _clear(st, "Suspended", "Running", f"evaluation Job {name} runs", now)
+    if not e.stalled:
+        _clear(st, "Stalled", "PodsStarted", f"the pods of evaluation Job {name} started", now)
     set_condition(st, "Evaluated", "False", "Evaluating", f"evaluation Job {name} has not finished", now)
 
 
@@ -631,7 +713,10 @@ _PHASE_EVENTS: dict[str, tuple[Literal["Normal", "Warning"], str]] = {
 def _transition_events(before: GodRunStatus, after: GodRunStatus) -> list[Action]:
     """One Event per phase transition (plus disruption, archive and Act B notices)."""
     events: list[Action] = []
-    if after.phase != before.phase:
+    stalled = _is_true(after, "Stalled") and not _is_true(before, "Stalled")
+    if stalled:  # says why the phase moved back to Pending, instead of a "Queued"
+        events.append(EmitEvent("Warning", "PodsNotStarting", after.message))
+    elif after.phase != before.phase:
         type_, reason = _PHASE_EVENTS.get(after.phase, ("Warning", after.reason or "Error"))
         events.append(EmitEvent(type_, reason, after.message or f"phase {after.phase}"))
     if after.reason == "PodDisrupted" and before.reason != "PodDisrupted":

@@ -7,8 +7,13 @@ the exposition does not grow with history.
 from __future__ import annotations
 
 import contextlib
+import threading
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector, ProcessCollector
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from godrun.spec import GATE_NAMES, PHASES, TERMINAL_PHASES, GodRunStatus
 
@@ -42,6 +47,47 @@ HELD_REASONS = frozenset({"AwaitingAdmission", "Suspended"})
 FINISHED_PHASES = tuple(p for p in PHASES if p in TERMINAL_PHASES)
 
 
+class FinishCounter(Collector):
+    """`godrun_runs_finished_total`, whose every series is first exposed at 0.
+
+    The alerts use increase(), which needs a sample before the step. A run already final when the controller
+    first sees it (Error/InvalidSpec, JobRejected, a run that ended while the controller was down) is counted
+    in the same reconcile that creates its series: a plain counter would be born at 1 and increase() would
+    never see the step. Here a series reads 0 on its first collection (scrape) and its count from then on.
+    """
+
+    NAME = "godrun_runs_finished"
+    HELP = "Runs that reached a final phase (alert on increase(): once per run, not for as long as it stays failed)."
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._series: dict[tuple[str, ...], list[float | bool]] = {}  # labels -> [count, collected before]
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def touch(self, *labels: str) -> None:
+        with self._lock:
+            self._series.setdefault(labels, [0.0, False])
+
+    def inc(self, *labels: str) -> None:
+        with self._lock:
+            self._series.setdefault(labels, [0.0, False])[0] += 1
+
+    def remove(self, *labels: str) -> None:
+        with self._lock:
+            self._series.pop(labels, None)
+
+    def describe(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(self.NAME, self.HELP, labels=(*RUN_LABELS, "phase"))
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self.NAME, self.HELP, labels=(*RUN_LABELS, "phase"))
+        with self._lock:
+            for labels, entry in sorted(self._series.items()):
+                family.add_metric(list(labels), float(entry[0]) if entry[1] else 0.0)
+                entry[1] = True
+        yield family
+
+
 class ControllerMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -67,15 +113,22 @@ class ControllerMetrics:
         )
         self.reconcile_errors = Counter("godrun_reconcile_errors_total", "Reconciles that raised.", registry=r)
         self.leader = Gauge("godrun_controller_leader", "1 while this replica holds the leader lease.", registry=r)
-        self.finished = Counter(
-            "godrun_runs_finished",
-            "Runs that reached a final phase (alert on increase(): once per run, not for as long as it stays failed).",
-            (*RUN_LABELS, "phase"),
-            registry=r,
-        )
+        self.finished = FinishCounter(r)
         self.held = Gauge(
             "godrun_run_held",
             "1 while the run waits on purpose (Kueue admission or spec.suspend), 0 otherwise.",
+            RUN_LABELS,
+            registry=r,
+        )
+        self.stalled = Gauge(
+            "godrun_run_stalled",
+            "1 while a stage's pods cannot start (the Stalled condition: ImagePullBackOff, Unschedulable, ...).",
+            RUN_LABELS,
+            registry=r,
+        )
+        self.progress_time = Gauge(
+            "godrun_run_progress_last_update_timestamp_seconds",
+            "When the run last showed training progress (status.progress.lastUpdateTime, else its start), Unix s.",
             RUN_LABELS,
             registry=r,
         )
@@ -86,6 +139,10 @@ class ControllerMetrics:
         """Set every per-run series from the status just written (`before`: the status it replaced)."""
         self._count_finish(namespace, name, status, before)
         self.held.labels(namespace, name).set(1.0 if status.reason in HELD_REASONS else 0.0)
+        stalled = any(c.type == "Stalled" and c.status == "True" for c in status.conditions)
+        self.stalled.labels(namespace, name).set(1.0 if stalled else 0.0)
+        moved = status.progress.last_update_time or status.start_time
+        self._set_or_remove(self.progress_time, (namespace, name), moved.timestamp() if moved else None)
         for phase in PHASES:
             self.run_phase.labels(namespace, name, phase).set(1.0 if status.phase == phase else 0.0)
         for metric, (attr, _) in PROGRESS_FIELDS.items():
@@ -99,21 +156,24 @@ class ControllerMetrics:
             self._set_or_remove(self.gate_passed, (namespace, name, gate), results.get(gate))
 
     def _count_finish(self, namespace: str, name: str, status: GodRunStatus, before: GodRunStatus | None) -> None:
-        """Count a transition into a final phase; the series exist at 0 from the run's first sight, so that
-        increase() sees the step from 0 to 1 (a counter born at 1 shows no increase)."""
+        """Count a transition into a final phase; each series is exposed at 0 first (FinishCounter), so that
+        increase() sees the step from 0 to 1 even for a run counted on its first sight."""
         for phase in FINISHED_PHASES:
-            self.finished.labels(namespace, name, phase)
+            self.finished.touch(namespace, name, phase)
         if status.phase not in TERMINAL_PHASES or before is None:
             return
-        same_generation = before.observed_generation == status.observed_generation
-        if not (same_generation and before.phase == status.phase):
-            self.finished.labels(namespace, name, status.phase).inc()
+        # A final run stays final (an edit only moves observedGeneration); an invalid spec corrected into
+        # another invalid one is a new finish.
+        new_invalid = before.reason == "InvalidSpec" and before.observed_generation != status.observed_generation
+        if before.phase not in TERMINAL_PHASES or new_invalid:
+            self.finished.inc(namespace, name, status.phase)
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop every series of a deleted GodRun."""
-        self._remove(self.held, (namespace, name))
+        for gauge in (self.held, self.stalled, self.progress_time):
+            self._remove(gauge, (namespace, name))
         for phase in FINISHED_PHASES:
-            self._remove(self.finished, (namespace, name, phase))
+            self.finished.remove(namespace, name, phase)
         for phase in PHASES:
             self._remove(self.run_phase, (namespace, name, phase))
         for gauge in (*self.panel.values(), *self.progress.values()):

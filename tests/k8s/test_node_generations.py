@@ -220,3 +220,19 @@ def test_the_controller_runs_as_the_charts_service_account_and_is_never_refused(
     assert can("get", "secrets") == "no", "the chart's Role grants no secrets"
     assert can("list", "godruns.godrun.io", namespace="default") == "no", "the namespaced Role stays in its namespace"
     print(json.dumps({"account": account, "log_lines": sum(len(log.splitlines()) for log in logs)}))
+
+
+def test_users_bound_to_the_built_in_edit_and_view_roles_may_create_and_read_godruns(
+    readme_cluster: ReadmeCluster,
+) -> None:
+    """The chart's ClusterRoles are aggregated (by the controller manager's aggregation controller) into `edit`
+    and `view`: a user with the namespace's ordinary edit RoleBinding creates GodRuns, a viewer only reads."""
+    for who, role in (("editor", "edit"), ("viewer", "view")):
+        kubectl("create", "rolebinding", f"godrun-test-{who}", f"--clusterrole={role}", f"--user={who}", "-n", NS)
+
+    def can(who: str, verb: str) -> str:
+        return kubectl("auth", "can-i", verb, "godruns.godrun.io", "-n", NS, f"--as={who}", check=False).stdout.strip()
+
+    wait_for("edit aggregates godrun-edit", lambda: can("editor", "create") == "yes", 60, 1.0)
+    assert can("editor", "patch") == "yes" and can("viewer", "list") == "yes"
+    assert can("viewer", "create") == "no" and can("viewer", "delete") == "no"

@@ -1,8 +1,9 @@
 """A run's life on the real node, after the README's block (tests/k8s/readme_cluster.py) left the release, the
 CPU images and the filled volume: failed gates -> Failed-ActB with its Act B child; bad input (exit 2) -> the Job
-fails through its podFailurePolicy, never retried; an evicted training pod (the API's Eviction, which marks it
-DisruptionTarget) and a deleted controller leader mid-training -> the run resumes from its last checkpoint with
-no lost epoch and no twin Job; a deleted GodRun -> the garbage collector removes its Jobs and pods.
+fails through its podFailurePolicy, never retried, also when only rank 1 of a 2-pod Job reads it; an evicted
+training pod (the API's Eviction, which marks it DisruptionTarget) and a deleted controller leader mid-training
+-> the run resumes from its last checkpoint with no lost epoch and no twin Job; a deleted GodRun -> the garbage
+collector removes its Jobs and pods.
 
 Every run is the README's CPU GodRun (`kubectl kustomize manifests/run-cpu`) under another name, with its own
 checkpoint, log and output folders, changed only where the scenario needs it."""
@@ -77,6 +78,11 @@ def runs(readme_cluster: ReadmeCluster) -> Future[dict[str, Any]]:
         ),
         "disrupted": cpu_godrun("disrupted", {"epochs": 8}, resources=SMALL),
         "ddp": cpu_godrun("ddp", {"epochs": 2}, resources={**SMALL, "nodes": 2}, data={"claimName": claim}),
+        "ddp-bad-rank1": _bad_rank_1(readme_cluster.volume, claim),
+        # an image the node does not have (and no registry to pull it from)
+        "no-image": cpu_godrun(
+            "no-image", image="godrun.test/absent:0", resources=SMALL, jobs={"startTimeoutSeconds": 40}
+        ),
     }
     for run in scenarios.values():
         apply(run)
@@ -85,6 +91,25 @@ def runs(readme_cluster: ReadmeCluster) -> Future[dict[str, Any]]:
     result = pool.submit(_disrupt, readme_cluster.node, readme_cluster.volume, "disrupted")
     pool.shutdown(wait=False)
     return result
+
+
+def _bad_rank_1(volume: Path, claim: str) -> dict[str, Any]:
+    """A 2-pod run whose rank 1 alone reads bad input: each rank mounts `inputs-<its completion index>` of the
+    volume at `inputs/` (a podOverrides volumeMount with subPathExpr); only inputs-0 holds the manifest."""
+    name = "ddp-bad-rank1"
+    for rank in (0, 1):
+        (volume / f"inputs-{rank}").mkdir(exist_ok=True)
+    (volume / "inputs").mkdir(exist_ok=True)
+    good = volume / "data/spectra_for_fold/manifest_train.csv"
+    (volume / "inputs-0/manifest_train.csv").write_bytes(good.read_bytes())
+    mount = {"name": "data", "mountPath": "/workspace/inputs", "subPathExpr": "inputs-$(JOB_COMPLETION_INDEX)"}
+    return cpu_godrun(
+        name,
+        {"epochs": 2, "train_manifest": "inputs/manifest_train.csv"},
+        resources={**SMALL, "nodes": 2},
+        data={"claimName": claim},
+        podOverrides={"volumeMounts": [mount]},
+    )
 
 
 def test_failed_gates_archive_document_and_launch_act_b(
@@ -123,6 +148,45 @@ def test_bad_input_fails_the_job_by_its_pod_failure_policy_without_retry(runs: F
     assert len(pods) == 1, "exit 2 is not retried"
     terminated = pods[0]["status"]["containerStatuses"][0]["state"]["terminated"]
     assert terminated["exitCode"] == 2
+
+
+def test_bad_input_on_rank_1_of_two_is_never_retried_whichever_rank_ends_last(runs: Future[dict[str, Any]]) -> None:
+    """Rank 1 exits 2; rank 0, waiting for it, then ends too (killed with 143 when the Job fails, or its own
+    error): the run is BadInput from rank 1's exit, and the Indexed Job is not recreated."""
+    name = "ddp-bad-rank1"
+    status = wait_for("Error", phase_in(name, FINAL), 600)
+    assert (status["phase"], status["reason"], status.get("restarts", 0)) == ("Error", "BadInput", 0), status
+    (job,) = items("jobs", f"godrun.io/run={name}")
+
+    def exits() -> dict[str, int | None] | None:
+        """Exit code per rank once every pod still there has ended (rank 0 is stopped after the Job fails)."""
+        codes = {}
+        for p in items("pods", f"job-name={job['metadata']['name']}"):
+            state = ((p["status"].get("containerStatuses") or [{}])[0]).get("state") or {}
+            codes[p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"]] = (
+                state.get("terminated") or {}
+            ).get("exitCode")
+        return codes if None not in codes.values() else None
+
+    codes = wait_for("the ranks ended", exits, 180)
+    assert codes.get("1") == 2 and codes.get("0") != 2, codes
+    assert len(items("jobs", f"godrun.io/run={name}")) == 1, "the Indexed Job was not recreated"
+
+
+def test_pods_that_never_start_are_stalled_not_training_then_given_up(runs: Future[dict[str, Any]]) -> None:
+    """The kubelet's own waiting reason reaches the run: a PodsNotStarting Warning naming it (the run is Stalled,
+    not Training), then, after jobs.startTimeoutSeconds, Error/StartTimeout with the Job deleted. The scenarios
+    run side by side, so this reads what the run recorded rather than catching it mid-way."""
+    name = "no-image"
+    final = wait_for("given up", phase_in(name, FINAL), 600)
+    assert (final["phase"], final["reason"]) == ("Error", "StartTimeout"), final
+    pulls = ("ErrImageNeverPull", "ErrImagePull", "ImagePullBackOff")
+    assert any(p in final["message"] for p in pulls) and "godrun.test/absent:0" in final["message"], final
+    stalled = {c["type"]: c for c in final["conditions"]}["Stalled"]
+    assert (stalled["status"], stalled["reason"]) == ("False", "StartTimeout")
+    (warning,) = [e for e in events_of(name) if e["reason"] == "PodsNotStarting"]
+    assert warning["type"] == "Warning" and any(p in warning["message"] for p in pulls), warning["message"]
+    wait_for("its Job deleted", lambda: not items("jobs", f"godrun.io/run={name}"), 120)
 
 
 def _disrupt(node: KubeNode, volume: Path, name: str) -> dict[str, Any]:
