@@ -17,8 +17,7 @@ from pathlib import Path
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from godrun.controller.crd import IMMUTABLE_SPEC_FIELDS
-from godrun.spec import GodRunSpec, GodRunStatus, Recipe
+from godrun.spec import IMMUTABLE_SPEC_FIELDS, GodRunSpec, GodRunStatus, Recipe
 
 
 def _type_name(annotation: object) -> str:

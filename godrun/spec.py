@@ -835,6 +835,12 @@ class GodRunStatus(_Camel):
 # GodRun itself, so a run that launches one leaves room for the suffix.
 MAX_FILE_NAME_BYTES = 255
 ACT_B_SUFFIX = "-actb"
+
+# Fixed once a GodRun exists (the CRD's transition rules; the local runner refuses the same edits): a new recipe is
+# a new GodRun. Within them only EDITABLE_IN_IMMUTABLE's fields may change (Kueue lets a Job that is not admitted
+# yet move to another LocalQueue).
+IMMUTABLE_SPEC_FIELDS: tuple[str, ...] = ("training", "data", "panel", "gates", "resources")
+EDITABLE_IN_IMMUTABLE: dict[str, tuple[str, ...]] = {"resources": ("queue_name",)}
 LONGEST_DERIVED_FILE = "status-{name}" + ACT_B_SUFFIX + ".json"
 MAX_RUN_NAME = MAX_FILE_NAME_BYTES - len(LONGEST_DERIVED_FILE.format(name=""))
 MAX_PARENT_NAME = MAX_RUN_NAME - len(ACT_B_SUFFIX)

@@ -116,6 +116,14 @@ def test_editing_the_recipe_of_a_finished_run_is_refused(small_corpus: Path, tmp
         assert out.returncode == 2, out.stdout + out.stderr
         assert f"spec.{field}" in out.stderr and "immutable" in out.stderr
         assert (work / "status.json").read_bytes() == before
+    # resources.queueName is the one editable part of the fixed fields (as on the API server); the run stays final
+    body = yaml.safe_load(path.read_text())
+    body["spec"].setdefault("resources", {})["queueName"] = "another-queue"
+    path.write_text(yaml.safe_dump(body))
+    out = _godrun("run", str(path), "--workdir", str(work), "--quiet", cwd=work)
+    assert out.returncode == 0, out.stdout + out.stderr
+    old, new = json.loads(before), json.loads((work / "status.json").read_bytes())
+    assert (new["phase"], new["panel"], new["lineage"]) == (old["phase"], old["panel"], old["lineage"])
 
 
 # --------------------------------------------------------------------------- the panel pins grid and metadata

@@ -150,19 +150,16 @@ NAME_RULES: list[dict[str, Any]] = [
 # Transition rules (CEL `self == oldSelf`, which pydantic cannot mirror): the recipe, its data, panel, gates
 # and compute are fixed once a GodRun exists; a new recipe is a new GodRun (a mid-run edit would resume a
 # checkpoint of another recipe). image, jobs, fallback, suspend and podOverrides stay editable.
-IMMUTABLE_SPEC_FIELDS: tuple[str, ...] = ("training", "data", "panel", "gates", "resources")
-
-
-# Kueue lets a Job that is not admitted yet move to another LocalQueue: spec.resources.queueName stays editable
-# (a new generation: the queued Job is replaced by one labelled with the new queue).
-MUTABLE_IN_IMMUTABLE: dict[str, tuple[type[BaseModel], tuple[str, ...]]] = {"resources": (S.Resources, ("queueName",))}
+IMMUTABLE_SPEC_FIELDS = S.IMMUTABLE_SPEC_FIELDS
 
 
 def _immutable_rule(field: str) -> dict[str, str]:
     message = f"spec.{field} is immutable: create a new GodRun for a new recipe"
-    if field not in MUTABLE_IN_IMMUTABLE:
+    if field not in S.EDITABLE_IN_IMMUTABLE:
         return {"rule": "self == oldSelf", "message": message}
-    cls, editable = MUTABLE_IN_IMMUTABLE[field]
+    cls = S.GodRunSpec.model_fields[field].annotation
+    assert isinstance(cls, type) and issubclass(cls, BaseModel), field
+    editable = [_alias(cls, f) for f in S.EDITABLE_IN_IMMUTABLE[field]]
     keys = [_alias(cls, f) for f in cls.model_fields if _alias(cls, f) not in editable]
     same = [f"(has(self.{k}) ? has(oldSelf.{k}) && self.{k} == oldSelf.{k} : !has(oldSelf.{k}))" for k in keys]
     return {"rule": " && ".join(same), "message": f"{message} (only {', '.join(editable)} may change)"}

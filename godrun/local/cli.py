@@ -20,6 +20,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
@@ -31,7 +32,14 @@ from godrun.fsio import atomic_write_json, confined_to, read_bytes, sha256_bytes
 from godrun.inputs import read_text
 from godrun.local import procs
 from godrun.local.executor import LocalExecutor
-from godrun.spec import TERMINAL_PHASES, GodRun, GodRunStatus, format_validation_error
+from godrun.spec import (
+    EDITABLE_IN_IMMUTABLE,
+    IMMUTABLE_SPEC_FIELDS,
+    TERMINAL_PHASES,
+    GodRun,
+    GodRunStatus,
+    format_validation_error,
+)
 from godrun.tables import RUN_HEADER, format_plain, print_gate_table, run_row
 
 EXIT_FAILED_ACTB = 3
@@ -82,12 +90,16 @@ class RunState:
     folders: dict[str, str] | None = None  # the output folders this run owns in the workdir
 
 
-# The fields the CRD makes immutable (godrun.controller.crd.IMMUTABLE_SPEC_FIELDS): a new recipe is a new GodRun.
-IMMUTABLE_FIELDS = ("training", "data", "panel", "gates", "resources")
-
-
 def _sha(obj: object) -> str:
     return sha256_bytes(json.dumps(obj, sort_keys=True, default=str).encode())
+
+
+def _fixed(spec: dict[str, Any], field: str) -> str:
+    """The sha256 of what the CRD keeps fixed in spec.<field> (its editable sub-fields left out)."""
+    value = spec.get(field)
+    if isinstance(value, dict):
+        value = {k: v for k, v in value.items() if k not in EDITABLE_IN_IMMUTABLE.get(field, ())}
+    return _sha(value)
 
 
 def run_state_dir(workdir: Path, name: str) -> Path:
@@ -102,14 +114,14 @@ def _generation(state_path: Path, run: GodRun) -> int:
     """
     spec = run.spec.model_dump(mode="json")
     spec_sha = _sha(spec)
-    immutable = {f: _sha(spec.get(f)) for f in IMMUTABLE_FIELDS}
+    immutable = {f: _fixed(spec, f) for f in IMMUTABLE_SPEC_FIELDS}
     try:
         data = json.loads(read_bytes(state_path))
         old = RunState(**{k: v for k, v in data.items() if k in RunState.__dataclass_fields__})
     except (FileNotFoundError, json.JSONDecodeError, TypeError, UnicodeDecodeError, AttributeError):
         old = None
     if old is not None and old.immutable is not None:
-        changed = [f for f in IMMUTABLE_FIELDS if old.immutable.get(f) != immutable[f]]
+        changed = [f for f in IMMUTABLE_SPEC_FIELDS if old.immutable.get(f) != immutable[f]]
         if changed:
             raise InputError(
                 f"spec.{changed[0]} is immutable: the workdir already holds GodRun {run.metadata.name!r} made with "
