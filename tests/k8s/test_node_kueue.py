@@ -94,18 +94,21 @@ class Timeline:
 
     def _loop(self) -> None:
         while not self.stop.wait(1.0):
-            listed = json.loads(kubectl("get", "godruns", "-n", NS, "-o", "json").stdout)["items"]
-            runs = {r["metadata"]["name"]: r.get("status") or {} for r in listed}
-            pods = items("pods", "godrun.io/stage=train")
-            running = {  # a pod stopping after a preemption is Running until it has gone: not counted
-                p["metadata"]["labels"]["godrun.io/run"]
-                for p in pods
-                if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
-            }
-            for name in self.names:
-                st = runs.get(name) or {}
-                conds = {c["type"]: c["status"] for c in st.get("conditions") or []}
-                self.rows.append((time.monotonic(), name, st.get("phase"), st.get("reason"), conds, name in running))
+            self.sample()
+
+    def sample(self) -> None:
+        listed = json.loads(kubectl("get", "godruns", "-n", NS, "-o", "json").stdout)["items"]
+        runs = {r["metadata"]["name"]: r.get("status") or {} for r in listed}
+        pods = items("pods", "godrun.io/stage=train")
+        running = {  # a pod stopping after a preemption is Running until it has gone: not counted
+            p["metadata"]["labels"]["godrun.io/run"]
+            for p in pods
+            if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
+        }
+        for name in self.names:
+            st = runs.get(name) or {}
+            conds = {c["type"]: c["status"] for c in st.get("conditions") or []}
+            self.rows.append((time.monotonic(), name, st.get("phase"), st.get("reason"), conds, name in running))
 
     def of(self, name: str) -> list[tuple]:
         return [r for r in self.rows if r[1] == name]
@@ -138,6 +141,7 @@ def queued(readme_cluster: ReadmeCluster) -> Iterator[dict[str, Any]]:
             wait_for(f"{name} ends", phase_in(name, FINAL), 1200)
         timeline.stop.set()
         timeline.thread.join()
+        timeline.sample()  # the ends just waited for (the loop's last sample may predate them)
         yield {"timeline": timeline, "volume": readme_cluster.volume}
         low, high = timeline.of("kq-low"), timeline.of("kq-high")
         ran = next(r[0] for r in low if r[5])
