@@ -23,7 +23,9 @@ input exits 2 naming the file (and META line) with nothing left in OUT; an exist
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import itertools
 import json
 import os
@@ -47,6 +49,7 @@ from godrun.fsio import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 REQUIRED = ("file", "group_id", "replicate")
 MAX_METADATA_BYTES = 256 << 20
+MAX_REPLICATE = 1 << 31
 MAX_SOURCE_BYTES = 64 << 20  # one instrument file (a table of many spectra); larger ones are split by the user
 SPECTRUM_SUFFIXES = (".csv", ".tsv", ".txt", ".dat", ".asc", ".prn", ".jdx", ".dx", ".jcamp", ".npy")
 REFERENCE_METHODS = ("replicate-mean",)
@@ -147,28 +150,24 @@ def read_metadata(path: Path) -> pd.DataFrame:
         raise InputError(f"metadata {path}: not a regular file")
     if st.st_size > MAX_METADATA_BYTES:
         raise InputError(f"metadata {path}: {st.st_size} bytes, more than the {MAX_METADATA_BYTES} allowed")
-    with reading(path, "metadata"):
-        with open(path, encoding="utf-8-sig") as fh:
-            first = fh.readline()
-        sep = next((d for d in (",", ";", "\t") if d in first), ",")  # spreadsheets export `;` or tabs too
-        df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8-sig", skipinitialspace=True)
-    df.columns = [str(c).strip().lstrip("\ufeff") for c in df.columns]
+    df = _metadata_table(path)
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise InputError(f"metadata {path}: lacks column(s) {', '.join(missing)} (has {list(df.columns)})")
     if df.empty:
         raise InputError(f"metadata {path}: no rows")
-    df = df.apply(lambda c: c.str.strip())
-    df["meta_line"] = np.arange(len(df)) + 2
     for col in REQUIRED:
         empty = df[col] == ""
         if empty.any():
             raise InputError(f"metadata {path} line {int(df['meta_line'][empty].iloc[0])}: empty {col}")
     rep = pd.to_numeric(df["replicate"], errors="coerce")
-    bad = rep.isna() | (rep < 0) | (rep != rep.round())
+    bad = ~np.isfinite(rep) | (rep < 0) | (rep >= MAX_REPLICATE) | (rep != rep.round())
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise InputError(f"metadata {path} line {i + 2}: replicate {df['replicate'].iloc[i]!r} is not an integer >= 0")
+        raise InputError(
+            f"metadata {path} line {int(df['meta_line'].iloc[i])}: replicate {df['replicate'].iloc[i]!r} is not an "
+            f"integer 0..{MAX_REPLICATE - 1}"
+        )
     df["replicate"] = rep.astype(int)
     for col in ("column", "spectrum_id", "sample", "unit", "reference_file", *TEXT_DEFAULTS):
         if col not in df.columns:
@@ -179,6 +178,42 @@ def read_metadata(path: Path) -> pd.DataFrame:
     default_id = df["file"] + np.where(df["column"] != "", ":" + df["column"], "")
     df["spectrum_id"] = df["spectrum_id"].where(df["spectrum_id"] != "", default_id)
     _refuse_duplicates(df, path)
+    return df
+
+
+def _metadata_table(path: Path) -> pd.DataFrame:
+    """META's cells as stripped text, with `meta_line` each row's first line (quoted cells may span lines);
+    a duplicate column name or a row with more non-empty cells than the header is refused."""
+    with reading(path, "metadata"):
+        text = path.read_text(encoding="utf-8-sig")
+    first = text.split("\n", 1)[0]
+    sep = next((d for d in (",", ";", "\t") if d in first), ",")  # spreadsheets export `;` or tabs too
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep, skipinitialspace=True)
+    records: list[tuple[int, list[str]]] = []
+    try:
+        line = 1
+        for cells in reader:
+            if any(c.strip() for c in cells):
+                records.append((line, [c.strip() for c in cells]))
+            line = reader.line_num + 1
+    except csv.Error as exc:
+        raise InputError(f"metadata {path} line {reader.line_num}: {exc}") from None
+    if not records:
+        raise InputError(f"metadata {path}: empty (no header line)")
+    header = [c.lstrip("\ufeff") for c in records[0][1]]
+    while header and not header[-1]:
+        header.pop()  # a trailing delimiter
+    dup = next((c for c in header if c and header.count(c) > 1), None)
+    if dup is not None:
+        raise InputError(f"metadata {path} line {records[0][0]}: duplicate column {dup!r}")
+    rows = []
+    for line, cells in records[1:]:
+        if len(cells) > len(header) and any(cells[len(header) :]):
+            raise InputError(f"metadata {path} line {line}: {len(cells)} cells, the header has {len(header)}")
+        rows.append([*cells[: len(header)], *[""] * (len(header) - len(cells)), line])
+    names = [c or f"unnamed_{k + 1}" for k, c in enumerate(header)]
+    df = pd.DataFrame(rows, columns=[*names, "meta_line"]).astype({"meta_line": int})
+    df[names] = df[names].astype(str)
     return df
 
 
@@ -194,7 +229,9 @@ def _refuse_duplicates(df: pd.DataFrame, path: Path) -> None:
             i = int(np.flatnonzero(dup.to_numpy())[0])
             key = tuple(df[c].iloc[i] for c in cols)
             first = int(df["meta_line"][(df[cols] == df[cols].iloc[i]).all(axis=1)].iloc[0])
-            raise InputError(f"metadata {path} line {i + 2}: duplicate {what} {key} (first at line {first})")
+            raise InputError(
+                f"metadata {path} line {int(df['meta_line'].iloc[i])}: duplicate {what} {key} (first at line {first})"
+            )
     bad = df["spectrum_id"].str.contains(r"[\x00-\x1f]", regex=True)
     if bad.any():
         raise InputError(
@@ -295,6 +332,8 @@ def import_dataset(opts: ImportOptions) -> dict:
         U.canonical(opts.unit, "--unit")
     if not opts.spectra_dir.is_dir():
         raise InputError(f"SPECTRA_DIR {opts.spectra_dir}: not a folder")
+    if opts.out.resolve().is_relative_to(opts.spectra_dir.resolve()):
+        raise InputError(f"--out {opts.out}: inside SPECTRA_DIR {opts.spectra_dir} (would mix with the spectra)")
     tmp = _prepare_out(opts.out)
     try:
         summary = _build(opts, tmp)

@@ -187,6 +187,12 @@ def _delimited(text: str, name: str) -> Table:
         keep = [k for k in range(1, ncol) if k not in same_x]
         values = values[:, [0, *keep]]  # type: ignore[index]
         names = [names[0], *(names[k] for k in keep)]
+    second_x = next((n for n in names[1:] if U.is_x_header(n)), None)
+    if second_x is not None:  # x, y, x', y' with differing x axes: x' is no spectrum
+        raise InputError(
+            f"{name}: column {second_x!r} is a second wavelength axis that differs from the first; "
+            "one wavelength column per file (or identical ones)"
+        )
     return _checked(values[:, 0], values[:, 1:], names[1:], unit, x_unit, name, line_no)  # type: ignore[index]
 
 

@@ -86,6 +86,11 @@ def x_unit_of(cell: str, where: str) -> str:
     raise InputError(f"{where}: x axis in {cell!r}, not a wavelength unit godrun converts (nm, µm, cm-1)")
 
 
+def is_x_header(cell: str) -> bool:
+    """Whether a header cell names an x axis (`nm`, `Wavelength (nm)`, `cm-1` ...), not a spectrum."""
+    return _norm(cell) in _X_LOOKUP
+
+
 def to_nm(x: np.ndarray, x_unit: str, where: str) -> np.ndarray:
     if x_unit == "nm":
         return x

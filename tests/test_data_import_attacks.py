@@ -1,0 +1,90 @@
+"""Attacks on `godrun data import` found by red-teaming: each exits 2 naming the file/line, nothing left in OUT."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from godrun.cli import main as godrun_main
+from godrun.data.spectra_io import parse_spectrum_file
+from godrun.errors import InputError
+
+X = np.arange(195.0, 806.0, 1.0)
+
+
+def _dataset(tmp_path: Path, groups=("g1", "g2", "g3"), reps: int = 2) -> tuple[Path, Path]:
+    sp = tmp_path / "sp"
+    sp.mkdir()
+    rng = np.random.default_rng(0)
+    rows = ["file,group_id,replicate"]
+    for g in groups:
+        for r in range(reps):
+            body = "\n".join(f"{a},{0.5 + 0.01 * rng.standard_normal():.5f}" for a in X)
+            (sp / f"{g}_{r}.csv").write_text(f"nm,Abs\n{body}\n")
+            rows.append(f"{g}_{r}.csv,{g},{r}")
+    meta = tmp_path / "META.csv"
+    meta.write_text("\n".join(rows) + "\n")
+    return sp, meta
+
+
+def _import(sp: Path, meta: Path, out: Path, *extra: str) -> int:
+    args = ["data", "import", str(sp), "--metadata", str(meta), "--out", str(out)]
+    args += ["--panel-group", "g3", "--references", "replicate-mean", *extra]
+    return godrun_main(args)
+
+
+def _refused(tmp_path: Path, sp: Path, meta: Path, capsys, *needles: str, out: Path | None = None) -> None:
+    out = out or tmp_path / "OUT"
+    before = set(os.listdir(out.parent))
+    assert _import(sp, meta, out) == 2
+    err = capsys.readouterr().err
+    for needle in needles:
+        assert needle in err, err
+    assert set(os.listdir(out.parent)) == before  # neither OUT nor its temp folder
+
+
+def test_the_attack_fixture_imports(tmp_path, capsys):
+    sp, meta = _dataset(tmp_path)
+    assert _import(sp, meta, tmp_path / "OUT") == 0
+
+
+@pytest.mark.parametrize("cell", ["inf", "-inf", "nan", "1e30"])
+def test_replicate_not_a_finite_small_integer_is_refused_naming_the_line(tmp_path, capsys, cell):
+    sp, meta = _dataset(tmp_path)
+    meta.write_text(meta.read_text().replace("g1_1.csv,g1,1", f"g1_1.csv,g1,{cell}"))
+    _refused(tmp_path, sp, meta, capsys, "line 3", "replicate")
+
+
+def test_duplicate_metadata_column_is_refused(tmp_path, capsys):
+    sp, meta = _dataset(tmp_path)
+    lines = meta.read_text().splitlines()
+    meta.write_text("\n".join([lines[0] + ",group_id"] + [ln + ",other" for ln in lines[1:]]) + "\n")
+    _refused(tmp_path, sp, meta, capsys, "duplicate column", "group_id")
+
+
+def test_metadata_row_with_more_cells_than_the_header_is_refused_naming_its_line(tmp_path, capsys):
+    sp, meta = _dataset(tmp_path)
+    meta.write_text(meta.read_text().replace("g1_0.csv,g1,0", "g1_0.csv,g1,0,extra,more"))
+    _refused(tmp_path, sp, meta, capsys, "line 2", "5 cells")
+
+
+def test_metadata_line_numbers_count_quoted_newlines(tmp_path, capsys):
+    sp, meta = _dataset(tmp_path)
+    lines = meta.read_text().splitlines()
+    rows = [lines[0] + ",sample"] + [ln + ',"a\nb"' if i == 0 else ln + ",s" for i, ln in enumerate(lines[1:])]
+    meta.write_text("\n".join(rows).replace("g1_1.csv,g1,1", "g1_1.csv,g1,x") + "\n")
+    _refused(tmp_path, sp, meta, capsys, "line 4", "replicate 'x'")  # the quoted newline makes row 2 two lines
+
+
+def test_out_inside_the_spectra_folder_is_refused(tmp_path, capsys):
+    sp, meta = _dataset(tmp_path)
+    _refused(tmp_path, sp, meta, capsys, "inside SPECTRA_DIR", out=sp / "OUT")
+
+
+def test_a_second_wavelength_column_that_differs_is_not_read_as_a_spectrum():
+    text = "nm,A,nm,B\n" + "\n".join(f"{a},1,{a + 0.5},2" for a in X)
+    with pytest.raises(InputError, match=r"f\.csv.*column 'nm'.*wavelength"):
+        parse_spectrum_file(text.encode(), "f.csv")
