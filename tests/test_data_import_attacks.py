@@ -88,3 +88,14 @@ def test_a_second_wavelength_column_that_differs_is_not_read_as_a_spectrum():
     text = "nm,A,nm,B\n" + "\n".join(f"{a},1,{a + 0.5},2" for a in X)
     with pytest.raises(InputError, match=r"f\.csv.*column 'nm'.*wavelength"):
         parse_spectrum_file(text.encode(), "f.csv")
+
+
+def test_percent_values_declared_as_transmittance_are_refused_not_made_negative_absorbance(tmp_path, capsys):
+    sp, meta = _dataset(tmp_path)
+    for f in sp.iterdir():  # 50.x %T values under a `T` (fraction) header
+        f.write_text(f.read_text().replace("nm,Abs", "nm,T").replace(",0.", ",50."))
+    out = tmp_path / "OUT"
+    assert _import(sp, meta, out, "--to-unit", "absorbance") == 2
+    err = capsys.readouterr().err
+    assert "g1_0.csv" in err and "transmittance 50" in err and "%T" in err, err
+    assert sorted(os.listdir(tmp_path)) == ["META.csv", "sp"]
