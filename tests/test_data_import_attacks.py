@@ -99,3 +99,24 @@ def test_percent_values_declared_as_transmittance_are_refused_not_made_negative_
     err = capsys.readouterr().err
     assert "g1_0.csv" in err and "transmittance 50" in err and "%T" in err, err
     assert sorted(os.listdir(tmp_path)) == ["META.csv", "sp"]
+
+
+def _jdx(body: str, extra: str = "") -> bytes:
+    head = "##TITLE=t\n##JCAMP-DX=4.24\n##DATA TYPE=UV/VIS SPECTRUM\n##XUNITS=NANOMETERS\n##YUNITS=ABSORBANCE\n"
+    return (head + extra + body + "\n##END=\n").encode()
+
+
+def test_jcamp_peak_table_is_refused_not_interpolated_as_a_spectrum():
+    body = "##NPOINTS=13\n##PEAK TABLE=(XY..XY)\n" + " ".join(f"{a},0.5" for a in range(200, 801, 50))
+    with pytest.raises(InputError, match=r"p\.jdx: .*PEAK TABLE"):
+        parse_spectrum_file(_jdx(body), "p.jdx")
+
+
+def test_jcamp_link_file_of_several_blocks_is_refused_saying_so():
+    block = _jdx(
+        "##FIRSTX=200\n##LASTX=800\n##DELTAX=1\n##NPOINTS=601\n##XYDATA=(X++(Y..Y))\n"
+        + "\n".join(f"{a} {a}" for a in range(200, 801))
+    ).decode()
+    link = "##TITLE=link\n##JCAMP-DX=5.00\n##DATA TYPE=LINK\n##BLOCKS=2\n" + block + block + "##END=\n"
+    with pytest.raises(InputError, match=r"l\.jdx: .*2 blocks"):
+        parse_spectrum_file(link.encode(), "l.jdx")

@@ -17,7 +17,8 @@ Delimited text (.csv, .tsv, .txt, .dat, .asc, anything not below):
 * x unit: from the first header cell (`nm`, `µm`/`um`/`micron`, `cm-1`/`1/cm`/`wavenumber`), else nm;
   y unit: from a value column's header cell when it names one (units.py's names), else undeclared.
 JCAMP-DX (.jdx, .dx, or text starting with `##`): parsed by the `jcamp` package, which applies ##XFACTOR
-and ##YFACTOR; ##XUNITS and ##YUNITS give the units.
+and ##YFACTOR; ##XUNITS and ##YUNITS give the units. A LINK file of one block is that block; of several,
+refused (one spectrum per file); a ##PEAK TABLE (peak positions, not a spectrum) is refused.
 .npy: a [2, L] or [L, 2] array (wavelength nm, value) or a [L] vector on the 601-point grid; no unit.
 
 The x axis must be finite and strictly monotonic (a decreasing one is reversed), without repeated values;
@@ -132,8 +133,16 @@ def _jcamp(text: str, name: str) -> Table:
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # the parser prints its checks; we make our own
             d = jcamp.read(io.StringIO(text))
+        children = d.get("children") or []
+        if len(children) > 1:
+            raise InputError(f"{name}: a LINK file of {len(children)} blocks; one spectrum per file (split it)")
+        d = children[0] if children else d
+        if "peak table" in d or "peak assignments" in d:  # sticks at peak positions: no spectrum to resample
+            raise InputError(f"{name}: ##PEAK TABLE data (peak positions), not a measured spectrum (##XYDATA)")
         x = np.asarray(d["x"], dtype=np.float64)
         y = np.asarray(d["y"], dtype=np.float64)
+    except InputError:
+        raise
     except Exception as exc:  # the parser raises anything on a malformed file
         raise InputError(f"{name}: not a readable JCAMP-DX file ({type(exc).__name__}: {exc})") from None
     if x.size == 0 or x.shape != y.shape:
