@@ -120,3 +120,18 @@ def test_jcamp_link_file_of_several_blocks_is_refused_saying_so():
     link = "##TITLE=link\n##JCAMP-DX=5.00\n##DATA TYPE=LINK\n##BLOCKS=2\n" + block + block + "##END=\n"
     with pytest.raises(InputError, match=r"l\.jdx: .*2 blocks"):
         parse_spectrum_file(link.encode(), "l.jdx")
+
+
+@pytest.mark.parametrize(
+    ("header", "key", "needle"),
+    [
+        ("nm,s1,s1", "s1", "2 columns named 's1'"),  # the metadata's name picks no one column
+        ("nm,2,,s3", "2", "2 columns named '2'"),  # an unnamed column is called by its index: the same name
+        ("nm,3,2,1", "1", "both the name of column 3 and the index of column 1"),
+    ],
+)
+def test_a_column_key_that_names_two_columns_is_refused(header, key, needle):
+    text = header + "\n" + "\n".join(",".join([f"{a}", *(str(k) for k in range(1, header.count(",") + 1))]) for a in X)
+    table = parse_spectrum_file(text.encode(), "f.csv")
+    with pytest.raises(InputError, match=needle):
+        table.column(key, "META line 2: file f.csv")

@@ -62,8 +62,16 @@ class Table:
                     f"(a header name or 1..{self.values.shape[1]})"
                 )
             return self.values[:, 0]
+        if self.columns.count(key) > 1:
+            raise InputError(f"{where}: {self.columns.count(key)} columns named {key!r}; rename one in the file")
         if key in self.columns:
-            return self.values[:, self.columns.index(key)]
+            at = self.columns.index(key)
+            if key.isdigit() and 1 <= int(key) <= self.values.shape[1] and int(key) != at + 1:
+                raise InputError(
+                    f"{where}: column {key!r} is both the name of column {at + 1} and the index of column {key}; "
+                    "rename the column in the file"
+                )
+            return self.values[:, at]
         if key.isdigit() and 1 <= int(key) <= self.values.shape[1]:
             return self.values[:, int(key) - 1]
         raise InputError(
