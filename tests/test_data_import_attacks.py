@@ -135,3 +135,16 @@ def test_a_column_key_that_names_two_columns_is_refused(header, key, needle):
     table = parse_spectrum_file(text.encode(), "f.csv")
     with pytest.raises(InputError, match=needle):
         table.column(key, "META line 2: file f.csv")
+
+
+def test_an_infinite_film_feature_is_refused_naming_its_line(tmp_path, capsys):
+    from godrun.data import layout as L
+
+    sp, meta = _dataset(tmp_path)
+    lines = meta.read_text().splitlines()
+    rows = [lines[0] + "," + ",".join(L.DOSE_FEATURE_COLUMNS)]
+    for ln in lines[1:]:
+        first = "inf" if ln.startswith("g2_") else "1.0"
+        rows.append(ln + "," + ",".join([first] + ["1.0"] * (len(L.DOSE_FEATURE_COLUMNS) - 1)))
+    meta.write_text("\n".join(rows) + "\n")
+    _refused(tmp_path, sp, meta, capsys, "line 4", L.DOSE_FEATURE_COLUMNS[0], "not a finite number")

@@ -252,8 +252,10 @@ def dose_features(df: pd.DataFrame, path: Path) -> pd.DataFrame | None:
         vals = {}
         for c in have:
             v = pd.to_numeric(g[c], errors="coerce")
-            if v.isna().any() or not np.isfinite(v.to_numpy()).all():
-                raise InputError(f"metadata {path} line {int(g['meta_line'][v.isna()].iloc[0])}: {c} is not a number")
+            bad = ~np.isfinite(v.to_numpy(dtype=float))
+            if bad.any():
+                line = int(g["meta_line"].to_numpy()[bad][0])
+                raise InputError(f"metadata {path} line {line}: {c} {g[c].to_numpy()[bad][0]!r} is not a finite number")
             if v.nunique() > 1:
                 raise InputError(f"metadata {path} group {gid!r}: {c} differs between its rows")
             vals[c] = float(v.iloc[0])
