@@ -148,3 +148,11 @@ def test_an_infinite_film_feature_is_refused_naming_its_line(tmp_path, capsys):
         rows.append(ln + "," + ",".join([first] + ["1.0"] * (len(L.DOSE_FEATURE_COLUMNS) - 1)))
     meta.write_text("\n".join(rows) + "\n")
     _refused(tmp_path, sp, meta, capsys, "line 4", L.DOSE_FEATURE_COLUMNS[0], "not a finite number")
+
+
+def test_a_refused_import_leaves_no_parent_folders_it_made_for_out(tmp_path, capsys):
+    sp, meta = _dataset(tmp_path)
+    (sp / "g1_0.csv").write_text("not a spectrum\n")
+    assert _import(sp, meta, tmp_path / "new" / "deeper" / "OUT") == 2
+    assert "g1_0.csv" in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path)) == ["META.csv", "sp"]

@@ -23,6 +23,7 @@ input exits 2 naming the file (and META line) with nothing left in OUT; an exist
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -314,12 +315,14 @@ def leave_one_out_means(values: np.ndarray, df: pd.DataFrame, rows: np.ndarray, 
 # --------------------------------------------------------------------------- build
 
 
-def _prepare_out(out: Path) -> Path:
-    """A temp folder beside OUT (refused when OUT exists and is not an empty folder)."""
+def _prepare_out(out: Path) -> tuple[Path, list[Path]]:
+    """A temp folder beside OUT (refused when OUT exists and is not an empty folder), and the parent folders
+    made for it (deepest first: removed again when the import fails)."""
     if out.is_symlink() or (out.exists() and (not out.is_dir() or any(out.iterdir()))):
         raise InputError(f"--out {out}: exists and is not an empty folder (nothing was written)")
+    made = [p for p in out.absolute().parents if not p.exists()]
     out.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out.name[:64]}.import-", dir=out.parent))
+    return Path(tempfile.mkdtemp(prefix=f".{out.name[:64]}.import-", dir=out.parent)), made
 
 
 def import_dataset(opts: ImportOptions) -> dict:
@@ -336,15 +339,19 @@ def import_dataset(opts: ImportOptions) -> dict:
         raise InputError(f"SPECTRA_DIR {opts.spectra_dir}: not a folder")
     if opts.out.resolve().is_relative_to(opts.spectra_dir.resolve()):
         raise InputError(f"--out {opts.out}: inside SPECTRA_DIR {opts.spectra_dir} (would mix with the spectra)")
-    tmp = _prepare_out(opts.out)
+    tmp, made = _prepare_out(opts.out)
     try:
         summary = _build(opts, tmp)
         if opts.out.exists():
             opts.out.rmdir()  # empty (checked); a rename onto it would also work, but not across a race
         os.rename(tmp, opts.out)
+        made = []
         return summary
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        for folder in made:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if still empty
 
 
 def _build(opts: ImportOptions, root: Path) -> dict:
