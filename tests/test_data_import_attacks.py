@@ -156,3 +156,17 @@ def test_a_refused_import_leaves_no_parent_folders_it_made_for_out(tmp_path, cap
     assert _import(sp, meta, tmp_path / "new" / "deeper" / "OUT") == 2
     assert "g1_0.csv" in capsys.readouterr().err
     assert sorted(os.listdir(tmp_path)) == ["META.csv", "sp"]
+
+
+@pytest.mark.parametrize("ref", ["g1_0.csv", "self"])
+def test_a_panel_reference_that_is_one_of_the_imported_spectra_is_refused(tmp_path, capsys, ref):
+    """A training spectrum as a panel target is leakage; the panel spectrum itself as its target makes the raw
+    input a perfect prediction. Both are measured spectra, not references."""
+    sp, meta = _dataset(tmp_path)
+    lines = meta.read_text().splitlines()
+    rows = [lines[0] + ",reference_file"]
+    for ln in lines[1:]:
+        name = ln.split(",")[0]
+        rows.append(ln + "," + ((name if ref == "self" else ref) if ln.startswith("g3") else ""))
+    meta.write_text("\n".join(rows) + "\n")
+    _refused(tmp_path, sp, meta, capsys, "line 6", "same spectrum as")

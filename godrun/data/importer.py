@@ -367,6 +367,7 @@ def _build(opts: ImportOptions, root: Path) -> dict:
     refuse_unlisted(opts.spectra_dir, meta, opts.metadata, skip=root)
     refs, ref_keys = _references(opts, meta, values, in_panel, reader)
     manifest = _write_spectra(root, meta, shas, refs, ref_keys, facts, opts.metadata)
+    _check_panel_references(manifest, meta, in_panel, opts.metadata)
     train_groups = [g for g in dict.fromkeys(meta["group_id"]) if g not in groups]
     _write_grid_and_stats(root, values[~in_panel], manifest, feats, train_groups)
     unit = opts.to_unit or next(iter(reader.units), "")
@@ -493,6 +494,21 @@ def _check_partners(manifest: pd.DataFrame, meta: pd.DataFrame, path: Path) -> N
             f"metadata {path} line {int(meta['meta_line'].iloc[i])}: sample {meta['sample'].iloc[i]!r} of group "
             f"{meta['group_id'].iloc[i]!r} has one replicate and no reference_file: Noise2Noise needs two"
         )
+
+
+def _check_panel_references(manifest: pd.DataFrame, meta: pd.DataFrame, in_panel: np.ndarray, path: Path) -> None:
+    """A panel reference_file holding one of the imported spectra (a training one: leakage; the row's own: its
+    raw input would be a perfect prediction) is refused: a panel target is a clean reference or a replicate mean
+    (with two replicates that is the other one, as the audit states)."""
+    first = dict(zip(manifest["content_sha256"][::-1], manifest["spectrum_id"][::-1], strict=True))
+    for i in np.flatnonzero(in_panel & (meta["reference_file"] != "").to_numpy()):
+        same = first.get(manifest["reference_sha256"].iloc[i])
+        if same is not None:
+            raise InputError(
+                f"metadata {path} line {int(meta['meta_line'].iloc[i])}: the panel reference "
+                f"{meta['reference_file'].iloc[i]!r} holds the same spectrum as {same!r}, an imported spectrum; "
+                "a panel target must be a clean reference (or --references replicate-mean)"
+            )
 
 
 def _write_spectra(
