@@ -170,3 +170,12 @@ def test_a_panel_reference_that_is_one_of_the_imported_spectra_is_refused(tmp_pa
         rows.append(ln + "," + ((name if ref == "self" else ref) if ln.startswith("g3") else ""))
     meta.write_text("\n".join(rows) + "\n")
     _refused(tmp_path, sp, meta, capsys, "line 6", "same spectrum as")
+
+
+def test_a_cary_multi_sample_export_names_its_spectra_by_the_sample_line():
+    """Cary-style: a line of sample names (each over its x column) above `Wavelength (nm),Abs` repeated."""
+    head = '"blank","","sample A",""\n"Wavelength (nm)","Abs","Wavelength (nm)","Abs"\n'
+    text = head + "\n".join(f"{a},0.5,{a},0.6" for a in X) + "\n\nMethod\nCollection Time: 1/1/2026\n"
+    table = parse_spectrum_file(text.encode(), "cary.csv")
+    assert table.columns == ["blank", "sample A"] and table.unit == "absorbance"
+    np.testing.assert_array_equal(table.column("sample A", "META"), np.full(X.size, 0.6))

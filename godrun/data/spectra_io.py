@@ -13,7 +13,9 @@ Delimited text (.csv, .tsv, .txt, .dat, .asc, anything not below):
 * the delimiter is the first of tab, `;`, `,` and white space that splits the first data line into at
   least two numbers; with a tab, `;` or white-space delimiter a decimal comma (`0,123`) is read as a point;
 * the first column is the x axis, each further column one spectrum (a two-column file is one spectrum);
-  further columns equal to the x axis (x, y, x, y ... exports) are dropped;
+  further columns equal to the x axis (x, y, x, y ... exports) are dropped (a differing one is refused); when
+  the value columns' labels repeat (`Abs`, `Abs`), a header line above naming a sample over each x column
+  (Cary-style) names them;
 * x unit: from the first header cell (`nm`, `µm`/`um`/`micron`, `cm-1`/`1/cm`/`wavenumber`), else nm;
   y unit: from a value column's header cell when it names one (units.py's names), else undeclared.
 JCAMP-DX (.jdx, .dx, or text starting with `##`): parsed by the `jcamp` package, which applies ##XFACTOR
@@ -198,6 +200,8 @@ def _delimited(text: str, name: str) -> Table:
     names = _header_names(header[-1] if header else "", delim, ncol)
     x_unit = U.x_unit_of(names[0], name) if names[0] else "nm"
     unit = _unit_from_names(names[1:], name)
+    if len(header) >= 2:
+        names = _sample_names_above(header[-2], delim, names)
     line_no = np.asarray(kept) + 1
     same_x = [k for k in range(1, ncol) if np.array_equal(values[:, k], values[:, 0])]  # type: ignore[index]
     if same_x:  # x, y, x, y ... (one wavelength column per spectrum, as some instruments export): keep the y
@@ -301,6 +305,19 @@ def _header_names(header: str, delim: str | None, ncol: int) -> list[str]:
         cells = ([cells[0]] if len(cells) == 1 else []) + [""] * ncol
         cells = cells[:ncol]
     return [c if c or k == 0 else str(k) for k, c in enumerate(cells)]
+
+
+def _sample_names_above(line: str, delim: str | None, names: list[str]) -> list[str]:
+    """Cary-style exports: value columns whose labels repeat (`Abs`, `Abs`) under a line of sample names, each
+    over its x column (`"blank","","sample A",""`), are named by the sample above their x column."""
+    if delim is None or len(set(names[1:])) == len(names) - 1:
+        return names
+    above = [c.strip().strip('"') for c in _header_cells(line, delim)]
+    if len(above) == len(names) + 1 and not above[-1]:
+        above = above[:-1]
+    if len(above) != len(names):
+        return names
+    return [names[0], *(above[k - 1] if not above[k] and above[k - 1] else names[k] for k in range(1, len(names)))]
 
 
 def _unit_from_names(names: list[str], name: str) -> str | None:
