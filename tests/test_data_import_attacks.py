@@ -179,3 +179,16 @@ def test_a_cary_multi_sample_export_names_its_spectra_by_the_sample_line():
     table = parse_spectrum_file(text.encode(), "cary.csv")
     assert table.columns == ["blank", "sample A"] and table.unit == "absorbance"
     np.testing.assert_array_equal(table.column("sample A", "META"), np.full(X.size, 0.6))
+
+
+def test_a_spectrum_sampled_more_coarsely_than_max_gap_is_refused_not_drawn_as_a_line():
+    from godrun.data.resample import MAX_GAP_NM, resample
+
+    grid = np.linspace(200.0, 800.0, 601)
+    with pytest.raises(InputError, match=r"two\.npy: .*gap of 600 nm"):
+        resample(np.array([200.0, 800.0]), np.array([1.0, 2.0]), grid, "two.npy")
+    x = np.concatenate([np.arange(190.0, 400.0), np.arange(400.0 + MAX_GAP_NM + 1, 811.0)])  # one hole in the grid
+    with pytest.raises(InputError, match=r"hole\.csv: .*399-411 nm"):
+        resample(x, np.ones_like(x), grid, "hole.csv")
+    x = np.arange(150.0, 811.0, MAX_GAP_NM)  # coarse but within the limit: interpolated
+    assert np.isfinite(resample(x, np.ones_like(x), grid, "coarse.csv")).all()
