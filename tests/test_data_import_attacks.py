@@ -192,3 +192,33 @@ def test_a_spectrum_sampled_more_coarsely_than_max_gap_is_refused_not_drawn_as_a
         resample(x, np.ones_like(x), grid, "hole.csv")
     x = np.arange(150.0, 811.0, MAX_GAP_NM)  # coarse but within the limit: interpolated
     assert np.isfinite(resample(x, np.ones_like(x), grid, "coarse.csv")).all()
+
+
+# --------------------------------------------------------------------------- adopt
+
+
+@pytest.fixture(scope="module")
+def seed_layout(tmp_path_factory) -> Path:
+    """A synthetic seed-layout dataset with its panel (built once; each test copies it)."""
+    root = tmp_path_factory.mktemp("seed") / "X"
+    assert godrun_main(["data", "synth", "--scale", "0.02", "--out", str(root)]) == 0
+    assert godrun_main(["data", "panel", "--root", str(root)]) == 0
+    return root
+
+
+@pytest.mark.parametrize("hashes", ["{nope", "[1, 2]"])
+def test_adopt_with_a_bad_manifest_hashes_file_writes_nothing(tmp_path, capsys, seed_layout, hashes):
+    import shutil
+
+    import pandas as pd
+
+    root = tmp_path / "X"
+    shutil.copytree(seed_layout, root)
+    for rel in ("data/spectra_for_fold/manifest_all.csv", "data/validation_panel.csv"):
+        df = pd.read_csv(root / rel, dtype=str, keep_default_na=False)
+        df.drop(columns=["content_sha256", "reference_sha256"]).to_csv(root / rel, index=False)
+    (root / "data/manifest_hashes.json").write_text(hashes)
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    assert godrun_main(["data", "adopt", str(root)]) == 2
+    assert "manifest_hashes.json" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before

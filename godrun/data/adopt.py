@@ -65,6 +65,7 @@ def adopt(root: Path) -> list[str]:
     present = [m for m in MANIFESTS if (root / m).is_file()]
     if not present:
         raise InputError(f"{root}: no manifest of the seed's layout ({', '.join(map(str, MANIFESTS))})")
+    hashes = _manifest_hashes(root / L.MANIFEST_HASHES)  # read first: a bad one refuses before any write
     files = _RowFiles(root / present[0], root / L.SPECTRA_DIR, L.GRID_POINTS, verify=False)
     cache: dict[str, str] = {}
     done: dict[Path, tuple[str, int, int]] = {}
@@ -79,16 +80,24 @@ def adopt(root: Path) -> list[str]:
         done[rel] = (table.to_csv(index=False, lineterminator="\n"), added, len(table))
     for rel, (text, _, _) in done.items():
         atomic_write_text(root / rel, text)
-    hashes_path = root / L.MANIFEST_HASHES
-    if hashes_path.is_file():
-        with reading(hashes_path, "manifest hashes"):
-            hashes = json.loads(hashes_path.read_text(encoding="utf-8"))
+    if hashes is not None:
         hashes.update({str(rel): sha256_bytes(text.encode()) for rel, (text, _, _) in done.items()})
-        atomic_write_json(hashes_path, hashes)
+        atomic_write_json(root / L.MANIFEST_HASHES, hashes)
     atomic_write_text(root / ADOPT_AUDIT, _audit(done, len(cache)))
     return [
         f"{sha256_bytes(text.encode())}  {rel} ({added} hash cells added)" for rel, (text, added, _) in done.items()
     ]
+
+
+def _manifest_hashes(path: Path) -> dict | None:
+    """data/manifest_hashes.json when there (a JSON object), else None."""
+    if not path.is_file():
+        return None
+    with reading(path, "manifest hashes"):
+        hashes = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(hashes, dict):
+        raise InputError(f"manifest hashes {path}: a JSON {type(hashes).__name__}, expected an object")
+    return hashes
 
 
 def _audit(done: dict[Path, tuple[str, int, int]], n_files: int) -> str:
