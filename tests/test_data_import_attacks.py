@@ -222,3 +222,9 @@ def test_adopt_with_a_bad_manifest_hashes_file_writes_nothing(tmp_path, capsys, 
     assert godrun_main(["data", "adopt", str(root)]) == 2
     assert "manifest_hashes.json" in capsys.readouterr().err
     assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
+
+
+def test_the_metadata_table_may_live_in_the_spectra_folder(tmp_path):
+    sp, meta = _dataset(tmp_path)
+    inside = meta.rename(sp / "META.csv")
+    assert _import(sp, inside, tmp_path / "OUT") == 0

@@ -272,10 +272,13 @@ def refuse_unlisted(spectra_dir: Path, meta: pd.DataFrame, path: Path, skip: Pat
     listed = set(meta["file"]) | {r.partition("::")[0] for r in meta["reference_file"] if r}
     listed = {os.path.normpath(f) for f in listed}
     skip_real = os.path.realpath(skip) if skip else None
+    meta_real = os.path.realpath(path)  # the metadata table itself may sit among the spectra
     for folder, dirs, names in os.walk(spectra_dir):  # symlinked folders are not walked into
         dirs[:] = sorted(d for d in dirs if os.path.realpath(os.path.join(folder, d)) != skip_real)
         for name in sorted(names):
             rel = os.path.relpath(os.path.join(folder, name), spectra_dir)
+            if os.path.realpath(os.path.join(folder, name)) == meta_real:
+                continue
             if name.lower().endswith(SPECTRUM_SUFFIXES) and os.path.normpath(rel) not in listed:
                 raise InputError(f"{spectra_dir / rel}: a spectrum file with no row in metadata {path}")
 
