@@ -228,3 +228,10 @@ def test_the_metadata_table_may_live_in_the_spectra_folder(tmp_path):
     sp, meta = _dataset(tmp_path)
     inside = meta.rename(sp / "META.csv")
     assert _import(sp, inside, tmp_path / "OUT") == 0
+
+
+def test_semicolon_metadata_whose_header_holds_a_comma_is_read_by_its_semicolons(tmp_path):
+    sp, meta = _dataset(tmp_path)
+    lines = meta.read_text().replace(",", ";").splitlines()
+    meta.write_text("\n".join([lines[0] + ";note, free text"] + [ln + ";a, b" for ln in lines[1:]]) + "\n")
+    assert _import(sp, meta, tmp_path / "OUT") == 0

@@ -188,7 +188,9 @@ def _metadata_table(path: Path) -> pd.DataFrame:
     with reading(path, "metadata"):
         text = path.read_text(encoding="utf-8-sig")
     first = text.split("\n", 1)[0]
-    sep = next((d for d in (",", ";", "\t") if d in first), ",")  # spreadsheets export `;` or tabs too
+    # spreadsheets export `;` or tabs too: the delimiter that splits the header into the required columns
+    split = {d: {c.strip().strip('"').lstrip("\ufeff") for c in first.split(d)} for d in (",", ";", "\t")}
+    sep = next((d for d in split if set(REQUIRED) <= split[d]), next((d for d in split if d in first), ","))
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep, skipinitialspace=True)
     records: list[tuple[int, list[str]]] = []
     try:
