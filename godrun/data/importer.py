@@ -576,7 +576,8 @@ def _lineage(opts: ImportOptions, meta: pd.DataFrame, reader: _Reader, groups: S
         "source_units": sorted(reader.units),
         "converted": bool(opts.to_unit) and sorted(reader.units) != [opts.to_unit],
         "grid": {"min_nm": L.GRID_MIN_NM, "max_nm": L.GRID_MAX_NM, "points": L.GRID_POINTS},
-        "resampling": "bin mean of the piecewise-linear interpolant (band integrals kept); godrun/data/resample.py",
+        "resampling": "bin mean of the piecewise-linear interpolant (band integrals kept), a measurement on the grid's "
+        "points taken as is; godrun/data/resample.py",
         "fill": opts.fill,
         "panel_groups": list(groups),
         "panel_references": opts.references or "reference_file",
