@@ -250,3 +250,21 @@ def test_a_measurement_sampled_on_the_grid_points_is_taken_as_is_not_smoothed(st
     inside = (x >= 200.0) & (x <= 800.0)
     np.testing.assert_array_equal(got[np.isin(grid, x)], y[inside])
     np.testing.assert_array_equal(got[grid < start], np.full(int((grid < start).sum()), y[0]))  # edge fill
+
+
+def test_adopting_twice_changes_nothing_the_second_time_and_keeps_the_audit(tmp_path, seed_layout):
+    import shutil
+
+    import pandas as pd
+
+    root = tmp_path / "X"
+    shutil.copytree(seed_layout, root)
+    rel = "data/spectra_for_fold/manifest_all.csv"
+    df = pd.read_csv(root / rel, dtype=str, keep_default_na=False)
+    df.drop(columns=["content_sha256", "reference_sha256"]).to_csv(root / rel, index=False)
+    assert godrun_main(["data", "adopt", str(root)]) == 0
+    audit = (root / "data/adopt_audit.md").read_text()
+    assert "manifest_all.csv`: " in audit and " 0 hash cells added" not in audit.split("manifest_all.csv`")[1][:40]
+    files = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+    assert godrun_main(["data", "adopt", str(root)]) == 0
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()} == files

@@ -8,7 +8,8 @@ or a hash already in a manifest that does not match its file, refuses the whole 
 written). A panel without grid_sha256/dose_sha256 gets them (the wavelength grid's sha256 and each group's
 dose-feature row pin, as `godrun data panel` writes them). Existing cells are checked, never replaced; a row
 without a reference_path keeps an empty reference_sha256. data/adopt_audit.md states what was added;
-data/manifest_hashes.json, when there, gets the manifests' new sha256.
+data/manifest_hashes.json, when there, gets the manifests' new sha256. Adopting an adopted dataset writes
+nothing (its audit stays).
 """
 
 from __future__ import annotations
@@ -78,7 +79,10 @@ def adopt(root: Path) -> list[str]:
             table = pin_inputs(table, root)  # the grid and dose features its verdict reads
             added += len(PIN_COLUMNS) * len(table)
         done[rel] = (table.to_csv(index=False, lineterminator="\n"), added, len(table))
-    for rel, (text, _, _) in done.items():
+    changed = {rel: text for rel, (text, _, _) in done.items() if (root / rel).read_bytes() != text.encode()}
+    if not changed:  # adopted already: nothing to write, and the audit of the adoption stays as it was
+        return [f"{sha256_bytes(text.encode())}  {rel} (already adopted)" for rel, (text, _, _) in done.items()]
+    for rel, text in changed.items():
         atomic_write_text(root / rel, text)
     if hashes is not None:
         hashes.update({str(rel): sha256_bytes(text.encode()) for rel, (text, _, _) in done.items()})
