@@ -268,3 +268,10 @@ def test_adopting_twice_changes_nothing_the_second_time_and_keeps_the_audit(tmp_
     files = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
     assert godrun_main(["data", "adopt", str(root)]) == 0
     assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()} == files
+
+
+def test_a_metadata_column_named_meta_line_is_refused_not_a_crash(tmp_path, capsys):
+    sp, meta = _dataset(tmp_path)
+    lines = meta.read_text().splitlines()
+    meta.write_text("\n".join([lines[0] + ",meta_line"] + [ln + ",7" for ln in lines[1:]]) + "\n")
+    _refused(tmp_path, sp, meta, capsys, "line 1", "meta_line", "reserved")

@@ -206,6 +206,8 @@ def _metadata_table(path: Path) -> pd.DataFrame:
     header = [c.lstrip("\ufeff") for c in records[0][1]]
     while header and not header[-1]:
         header.pop()  # a trailing delimiter
+    if "meta_line" in header:
+        raise InputError(f"metadata {path} line {records[0][0]}: column name 'meta_line' is reserved (rename it)")
     dup = next((c for c in header if c and header.count(c) > 1), None)
     if dup is not None:
         raise InputError(f"metadata {path} line {records[0][0]}: duplicate column {dup!r}")
