@@ -275,3 +275,11 @@ def test_a_metadata_column_named_meta_line_is_refused_not_a_crash(tmp_path, caps
     lines = meta.read_text().splitlines()
     meta.write_text("\n".join([lines[0] + ",meta_line"] + [ln + ",7" for ln in lines[1:]]) + "\n")
     _refused(tmp_path, sp, meta, capsys, "line 1", "meta_line", "reserved")
+
+
+def test_jcamp_comments_on_data_lines_are_comments():
+    """`$$` starts a comment anywhere in a JCAMP-DX line, data lines included (the parser failed on them)."""
+    body = "##FIRSTX=200\n##LASTX=800\n##NPOINTS=601\n##XYDATA=(X++(Y..Y))\n"
+    body += "\n".join(f"{a} {a - 100} $$ checked" for a in range(200, 801))
+    table = parse_spectrum_file(_jdx(body, extra="##YFACTOR=0.001\n"), "c.jdx")
+    np.testing.assert_allclose(table.values[:, 0], (np.arange(200, 801) - 100) * 0.001)

@@ -20,7 +20,8 @@ Delimited text (.csv, .tsv, .txt, .dat, .asc, anything not below):
   y unit: from a value column's header cell when it names one (units.py's names), else undeclared.
 JCAMP-DX (.jdx, .dx, or text starting with `##`): parsed by the `jcamp` package, which applies ##XFACTOR
 and ##YFACTOR; ##XUNITS and ##YUNITS give the units. A LINK file of one block is that block; of several,
-refused (one spectrum per file); a ##PEAK TABLE (peak positions, not a spectrum) is refused.
+refused (one spectrum per file); a ##PEAK TABLE (peak positions, not a spectrum) and ##NTUPLES are refused;
+`$$` comments are dropped (data lines included) before the parser sees the text.
 .npy: a [2, L] or [L, 2] array (wavelength nm, value) or a [L] vector on the 601-point grid; no unit.
 
 The x axis must be finite and strictly monotonic (a decreasing one is reversed), without repeated values;
@@ -142,7 +143,7 @@ def _jcamp(text: str, name: str) -> Table:
 
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # the parser prints its checks; we make our own
-            d = jcamp.read(io.StringIO(text))
+            d = jcamp.read(io.StringIO(re.sub(r"\$\$[^\r\n]*", "", text)))  # `$$`: a comment to the line's end
         children = d.get("children") or []
         if len(children) > 1:
             raise InputError(f"{name}: a LINK file of {len(children)} blocks; one spectrum per file (split it)")
@@ -155,6 +156,8 @@ def _jcamp(text: str, name: str) -> Table:
         raise
     except Exception as exc:  # the parser raises anything on a malformed file
         raise InputError(f"{name}: not a readable JCAMP-DX file ({type(exc).__name__}: {exc})") from None
+    if x.size == 0 and "ntuples" in d:
+        raise InputError(f"{name}: ##NTUPLES data (JCAMP-DX 5) is not read; export it as ##XYDATA")
     if x.size == 0 or x.shape != y.shape:
         raise InputError(f"{name}: JCAMP-DX data block gives {x.size} x and {y.size} y values")
     npoints = d.get("npoints")
