@@ -283,3 +283,9 @@ def test_jcamp_comments_on_data_lines_are_comments():
     body += "\n".join(f"{a} {a - 100} $$ checked" for a in range(200, 801))
     table = parse_spectrum_file(_jdx(body, extra="##YFACTOR=0.001\n"), "c.jdx")
     np.testing.assert_allclose(table.values[:, 0], (np.arange(200, 801) - 100) * 0.001)
+
+
+def test_metadata_saved_as_excel_unicode_text_utf16_tabs_is_read(tmp_path):
+    sp, meta = _dataset(tmp_path)
+    meta.write_bytes(meta.read_text().replace(",", "\t").replace("\n", "\r\n").encode("utf-16"))  # BOM + UTF-16LE
+    assert _import(sp, meta, tmp_path / "OUT") == 0

@@ -1,12 +1,12 @@
 """`godrun data import SPECTRA_DIR --metadata META.csv --out OUT`: an instrument's files as a seed-layout dataset.
 
-META.csv (comma-, semicolon- or tab-separated, UTF-8) has one row per spectrum: `file` (relative to
-SPECTRA_DIR), `group_id`, `replicate` (an integer); optional `column` (which spectrum of a many-column table:
-its header name or 1-based index), `spectrum_id` (default: the file's path, `:column` added), `sample` (default:
-the group_id), `treatment`, `angle`, `polarity`, `unit`, `reference_file` (a clean reference, read like a
-spectrum; `FILE::COLUMN` picks a column of a many-column table), and the FiLM dose/geometry feature columns (all
-of them or none; constant within a group). A spectrum file (by its suffix) in SPECTRA_DIR that no row names is
-refused: a forgotten row would silently drop a measurement.
+META.csv (comma-, semicolon- or tab-separated, UTF-8 or UTF-16 with its BOM) has one row per spectrum: `file`
+(relative to SPECTRA_DIR), `group_id`, `replicate` (an integer); optional `column` (which spectrum of a
+many-column table: its header name or 1-based index), `spectrum_id` (default: the file's path, `:column`
+added), `sample` (default: the group_id), `treatment`, `angle`, `polarity`, `unit`, `reference_file` (a clean
+reference, read like a spectrum; `FILE::COLUMN` picks a column of a many-column table), and the FiLM
+dose/geometry feature columns (all of them or none; constant within a group). A spectrum file (by its suffix)
+in SPECTRA_DIR that no row names is refused: a forgotten row would silently drop a measurement.
 
 Each file is read confined to SPECTRA_DIR (no `..`, no absolute path, no symlink out, regular files of at most
 64 MiB), parsed (spectra_io.py), converted to one unit (units.py) and resampled onto the 601-point grid
@@ -186,7 +186,9 @@ def _metadata_table(path: Path) -> pd.DataFrame:
     """META's cells as stripped text, with `meta_line` each row's first line (quoted cells may span lines);
     a duplicate column name or a row with more non-empty cells than the header is refused."""
     with reading(path, "metadata"):
-        text = path.read_text(encoding="utf-8-sig")
+        data = path.read_bytes()
+        utf16 = data[:2] in (b"\xff\xfe", b"\xfe\xff")  # spreadsheets' "Unicode text" export
+        text = data.decode("utf-16" if utf16 else "utf-8-sig")
     first = text.split("\n", 1)[0]
     # spreadsheets export `;` or tabs too: the delimiter that splits the header into the required columns
     split = {d: {c.strip().strip('"').lstrip("\ufeff") for c in first.split(d)} for d in (",", ";", "\t")}
