@@ -289,3 +289,11 @@ def test_metadata_saved_as_excel_unicode_text_utf16_tabs_is_read(tmp_path):
     sp, meta = _dataset(tmp_path)
     meta.write_bytes(meta.read_text().replace(",", "\t").replace("\n", "\r\n").encode("utf-16"))  # BOM + UTF-16LE
     assert _import(sp, meta, tmp_path / "OUT") == 0
+
+
+def test_a_value_beyond_float32_is_refused_naming_the_source_file_and_line(tmp_path, capsys):
+    sp, meta = _dataset(tmp_path)
+    lines = (sp / "g2_1.csv").read_text().splitlines()
+    lines[50] = lines[50].split(",")[0] + ",1e40"  # finite as read; inf once stored as the layout's float32
+    (sp / "g2_1.csv").write_text("\n".join(lines) + "\n")
+    _refused(tmp_path, sp, meta, capsys, "META.csv line 5: file g2_1.csv", "float32")  # not the temp's .npy

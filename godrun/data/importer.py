@@ -119,6 +119,9 @@ class _Reader:
         target = self.opts.to_unit or unit
         y = U.convert(y, unit, target, where)
         values = R.resample(src.table.wavelengths, y, self.grid, where, self.opts.fill)
+        big = np.flatnonzero(np.abs(values) > np.finfo(np.float32).max)
+        if big.size:  # the layout stores float32: this would be inf there
+            raise InputError(f"{where}: value {values[big[0]]:g} at {self.grid[big[0]]:g} nm is beyond float32's range")
         wl = src.table.wavelengths
         facts = {"measured_min_nm": round(float(wl[0]), 4), "measured_max_nm": round(float(wl[-1]), 4),
                  "source_unit": unit, "source_sha256": src.sha256}  # fmt: skip
