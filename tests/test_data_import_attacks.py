@@ -297,3 +297,12 @@ def test_a_value_beyond_float32_is_refused_naming_the_source_file_and_line(tmp_p
     lines[50] = lines[50].split(",")[0] + ",1e40"  # finite as read; inf once stored as the layout's float32
     (sp / "g2_1.csv").write_text("\n".join(lines) + "\n")
     _refused(tmp_path, sp, meta, capsys, "META.csv line 5: file g2_1.csv", "float32")  # not the temp's .npy
+
+
+def test_a_one_letter_unit_header_beside_a_column_stating_another_unit_is_refused():
+    """`nm,A,%T`: the %T column's unit was applied to the absorbance column too."""
+    text = "nm,A,%T\n" + "\n".join(f"{a},0.5,50" for a in X)
+    with pytest.raises(InputError, match=r"f\.csv: its columns state different units"):
+        parse_spectrum_file(text.encode(), "f.csv")
+    samples = "nm,A,B,C\n" + "\n".join(f"{a},1,2,3" for a in X)  # sample names A, B, C: no unit stated
+    assert parse_spectrum_file(samples.encode(), "g.csv").unit is None

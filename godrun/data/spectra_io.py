@@ -325,9 +325,12 @@ def _sample_names_above(line: str, delim: str | None, names: list[str]) -> list[
 
 def _unit_from_names(names: list[str], name: str) -> str | None:
     """The unit the value columns' headers state. In a many-column table the headers are mostly sample names,
-    so a one-letter header (`A`, `T`, `R`) counts as a unit only in a two-column file."""
+    so a one-letter header (`A`, `T`, `R`) counts as a unit only in a two-column file, or beside a column that
+    states a unit (then a different one is refused)."""
     cells = names if len(names) == 1 else [n for n in names if len(n.strip().strip('"')) > 1]
     found = {U.unit_in_header(n) for n in cells} - {None}
+    if found:  # a column stating a unit: a one-letter header naming another one is no sample name
+        found |= {U.unit_in_header(n) for n in names} - {None}
     if len(found) > 1:
         raise InputError(f"{name}: its columns state different units {sorted(found)}")  # type: ignore[type-var]
     return found.pop() if found else None
