@@ -306,3 +306,15 @@ def test_a_one_letter_unit_header_beside_a_column_stating_another_unit_is_refuse
         parse_spectrum_file(text.encode(), "f.csv")
     samples = "nm,A,B,C\n" + "\n".join(f"{a},1,2,3" for a in X)  # sample names A, B, C: no unit stated
     assert parse_spectrum_file(samples.encode(), "g.csv").unit is None
+
+
+@pytest.mark.parametrize("column", ["group_id", "sample"])
+def test_control_characters_in_an_identifier_column_are_refused(tmp_path, capsys, column):
+    """A quoted newline in a group_id went into every manifest, summary and label."""
+    sp, meta = _dataset(tmp_path)
+    lines = meta.read_text().splitlines()
+    rows = [lines[0] + ",sample"] + [ln + ",s" for ln in lines[1:]]
+    bad = '"g\n1"'
+    rows[1] = rows[1].replace(",g1,", f",{bad},") if column == "group_id" else rows[1][:-2] + "," + bad
+    meta.write_text("\n".join(rows) + "\n")
+    _refused(tmp_path, sp, meta, capsys, "line 2", f"{column} has control characters")

@@ -242,11 +242,10 @@ def _refuse_duplicates(df: pd.DataFrame, path: Path) -> None:
             raise InputError(
                 f"metadata {path} line {int(df['meta_line'].iloc[i])}: duplicate {what} {key} (first at line {first})"
             )
-    bad = df["spectrum_id"].str.contains(r"[\x00-\x1f]", regex=True)
-    if bad.any():
-        raise InputError(
-            f"metadata {path} line {int(df['meta_line'][bad].iloc[0])}: spectrum_id has control characters"
-        )
+    for col in ("spectrum_id", "group_id", "sample", *TEXT_DEFAULTS):  # written into manifests and summaries
+        bad = df[col].str.contains(r"[\x00-\x1f\x7f]", regex=True)
+        if bad.any():
+            raise InputError(f"metadata {path} line {int(df['meta_line'][bad].iloc[0])}: {col} has control characters")
 
 
 def dose_features(df: pd.DataFrame, path: Path) -> pd.DataFrame | None:
