@@ -8,7 +8,8 @@ or a hash already in a manifest that does not match its file, refuses the whole 
 written). A panel without grid_sha256/dose_sha256 gets them (the wavelength grid's sha256 and each group's
 dose-feature row pin, as `godrun data panel` writes them). Existing cells are checked, never replaced; a row
 without a reference_path keeps an empty reference_sha256. data/adopt_audit.md states what was added;
-data/manifest_hashes.json, when there, gets the manifests' new sha256.
+data/manifest_hashes.json, when there, gets the manifests' new sha256. Adopting an adopted dataset writes
+nothing (its audit stays).
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ def adopt(root: Path) -> list[str]:
     present = [m for m in MANIFESTS if (root / m).is_file()]
     if not present:
         raise InputError(f"{root}: no manifest of the seed's layout ({', '.join(map(str, MANIFESTS))})")
+    hashes = _manifest_hashes(root / L.MANIFEST_HASHES)  # read first: a bad one refuses before any write
     files = _RowFiles(root / present[0], root / L.SPECTRA_DIR, L.GRID_POINTS, verify=False)
     cache: dict[str, str] = {}
     done: dict[Path, tuple[str, int, int]] = {}
@@ -77,18 +79,29 @@ def adopt(root: Path) -> list[str]:
             table = pin_inputs(table, root)  # the grid and dose features its verdict reads
             added += len(PIN_COLUMNS) * len(table)
         done[rel] = (table.to_csv(index=False, lineterminator="\n"), added, len(table))
-    for rel, (text, _, _) in done.items():
+    changed = {rel: text for rel, (text, _, _) in done.items() if (root / rel).read_bytes() != text.encode()}
+    if not changed:  # adopted already: nothing to write, and the audit of the adoption stays as it was
+        return [f"{sha256_bytes(text.encode())}  {rel} (already adopted)" for rel, (text, _, _) in done.items()]
+    for rel, text in changed.items():
         atomic_write_text(root / rel, text)
-    hashes_path = root / L.MANIFEST_HASHES
-    if hashes_path.is_file():
-        with reading(hashes_path, "manifest hashes"):
-            hashes = json.loads(hashes_path.read_text(encoding="utf-8"))
+    if hashes is not None:
         hashes.update({str(rel): sha256_bytes(text.encode()) for rel, (text, _, _) in done.items()})
-        atomic_write_json(hashes_path, hashes)
+        atomic_write_json(root / L.MANIFEST_HASHES, hashes)
     atomic_write_text(root / ADOPT_AUDIT, _audit(done, len(cache)))
     return [
         f"{sha256_bytes(text.encode())}  {rel} ({added} hash cells added)" for rel, (text, added, _) in done.items()
     ]
+
+
+def _manifest_hashes(path: Path) -> dict | None:
+    """data/manifest_hashes.json when there (a JSON object), else None."""
+    if not path.is_file():
+        return None
+    with reading(path, "manifest hashes"):
+        hashes = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(hashes, dict):
+        raise InputError(f"manifest hashes {path}: a JSON {type(hashes).__name__}, expected an object")
+    return hashes
 
 
 def _audit(done: dict[Path, tuple[str, int, int]], n_files: int) -> str:

@@ -1,12 +1,12 @@
 """`godrun data import SPECTRA_DIR --metadata META.csv --out OUT`: an instrument's files as a seed-layout dataset.
 
-META.csv (comma-, semicolon- or tab-separated, UTF-8) has one row per spectrum: `file` (relative to
-SPECTRA_DIR), `group_id`, `replicate` (an integer); optional `column` (which spectrum of a many-column table:
-its header name or 1-based index), `spectrum_id` (default: the file's path, `:column` added), `sample` (default:
-the group_id), `treatment`, `angle`, `polarity`, `unit`, `reference_file` (a clean reference, read like a
-spectrum; `FILE::COLUMN` picks a column of a many-column table), and the FiLM dose/geometry feature columns (all
-of them or none; constant within a group). A spectrum file (by its suffix) in SPECTRA_DIR that no row names is
-refused: a forgotten row would silently drop a measurement.
+META.csv (comma-, semicolon- or tab-separated, UTF-8 or UTF-16 with its BOM) has one row per spectrum: `file`
+(relative to SPECTRA_DIR), `group_id`, `replicate` (an integer); optional `column` (which spectrum of a
+many-column table: its header name or 1-based index), `spectrum_id` (default: the file's path, `:column`
+added), `sample` (default: the group_id), `treatment`, `angle`, `polarity`, `unit`, `reference_file` (a clean
+reference, read like a spectrum; `FILE::COLUMN` picks a column of a many-column table), and the FiLM
+dose/geometry feature columns (all of them or none; constant within a group). A spectrum file (by its suffix)
+in SPECTRA_DIR that no row names is refused: a forgotten row would silently drop a measurement.
 
 Each file is read confined to SPECTRA_DIR (no `..`, no absolute path, no symlink out, regular files of at most
 64 MiB), parsed (spectra_io.py), converted to one unit (units.py) and resampled onto the 601-point grid
@@ -23,7 +23,10 @@ input exits 2 naming the file (and META line) with nothing left in OUT; an exist
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import hashlib
+import io
 import itertools
 import json
 import os
@@ -47,6 +50,7 @@ from godrun.fsio import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 REQUIRED = ("file", "group_id", "replicate")
 MAX_METADATA_BYTES = 256 << 20
+MAX_REPLICATE = 1 << 31
 MAX_SOURCE_BYTES = 64 << 20  # one instrument file (a table of many spectra); larger ones are split by the user
 SPECTRUM_SUFFIXES = (".csv", ".tsv", ".txt", ".dat", ".asc", ".prn", ".jdx", ".dx", ".jcamp", ".npy")
 REFERENCE_METHODS = ("replicate-mean",)
@@ -115,6 +119,9 @@ class _Reader:
         target = self.opts.to_unit or unit
         y = U.convert(y, unit, target, where)
         values = R.resample(src.table.wavelengths, y, self.grid, where, self.opts.fill)
+        big = np.flatnonzero(np.abs(values) > np.finfo(np.float32).max)
+        if big.size:  # the layout stores float32: this would be inf there
+            raise InputError(f"{where}: value {values[big[0]]:g} at {self.grid[big[0]]:g} nm is beyond float32's range")
         wl = src.table.wavelengths
         facts = {"measured_min_nm": round(float(wl[0]), 4), "measured_max_nm": round(float(wl[-1]), 4),
                  "source_unit": unit, "source_sha256": src.sha256}  # fmt: skip
@@ -147,28 +154,24 @@ def read_metadata(path: Path) -> pd.DataFrame:
         raise InputError(f"metadata {path}: not a regular file")
     if st.st_size > MAX_METADATA_BYTES:
         raise InputError(f"metadata {path}: {st.st_size} bytes, more than the {MAX_METADATA_BYTES} allowed")
-    with reading(path, "metadata"):
-        with open(path, encoding="utf-8-sig") as fh:
-            first = fh.readline()
-        sep = next((d for d in (",", ";", "\t") if d in first), ",")  # spreadsheets export `;` or tabs too
-        df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8-sig", skipinitialspace=True)
-    df.columns = [str(c).strip().lstrip("\ufeff") for c in df.columns]
+    df = _metadata_table(path)
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise InputError(f"metadata {path}: lacks column(s) {', '.join(missing)} (has {list(df.columns)})")
     if df.empty:
         raise InputError(f"metadata {path}: no rows")
-    df = df.apply(lambda c: c.str.strip())
-    df["meta_line"] = np.arange(len(df)) + 2
     for col in REQUIRED:
         empty = df[col] == ""
         if empty.any():
             raise InputError(f"metadata {path} line {int(df['meta_line'][empty].iloc[0])}: empty {col}")
     rep = pd.to_numeric(df["replicate"], errors="coerce")
-    bad = rep.isna() | (rep < 0) | (rep != rep.round())
+    bad = ~np.isfinite(rep) | (rep < 0) | (rep >= MAX_REPLICATE) | (rep != rep.round())
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise InputError(f"metadata {path} line {i + 2}: replicate {df['replicate'].iloc[i]!r} is not an integer >= 0")
+        raise InputError(
+            f"metadata {path} line {int(df['meta_line'].iloc[i])}: replicate {df['replicate'].iloc[i]!r} is not an "
+            f"integer 0..{MAX_REPLICATE - 1}"
+        )
     df["replicate"] = rep.astype(int)
     for col in ("column", "spectrum_id", "sample", "unit", "reference_file", *TEXT_DEFAULTS):
         if col not in df.columns:
@@ -179,6 +182,48 @@ def read_metadata(path: Path) -> pd.DataFrame:
     default_id = df["file"] + np.where(df["column"] != "", ":" + df["column"], "")
     df["spectrum_id"] = df["spectrum_id"].where(df["spectrum_id"] != "", default_id)
     _refuse_duplicates(df, path)
+    return df
+
+
+def _metadata_table(path: Path) -> pd.DataFrame:
+    """META's cells as stripped text, with `meta_line` each row's first line (quoted cells may span lines);
+    a duplicate column name or a row with more non-empty cells than the header is refused."""
+    with reading(path, "metadata"):
+        data = path.read_bytes()
+        utf16 = data[:2] in (b"\xff\xfe", b"\xfe\xff")  # spreadsheets' "Unicode text" export
+        text = data.decode("utf-16" if utf16 else "utf-8-sig")
+    first = text.split("\n", 1)[0]
+    # spreadsheets export `;` or tabs too: the delimiter that splits the header into the required columns
+    split = {d: {c.strip().strip('"').lstrip("\ufeff") for c in first.split(d)} for d in (",", ";", "\t")}
+    sep = next((d for d in split if set(REQUIRED) <= split[d]), next((d for d in split if d in first), ","))
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep, skipinitialspace=True)
+    records: list[tuple[int, list[str]]] = []
+    try:
+        line = 1
+        for cells in reader:
+            if any(c.strip() for c in cells):
+                records.append((line, [c.strip() for c in cells]))
+            line = reader.line_num + 1
+    except csv.Error as exc:
+        raise InputError(f"metadata {path} line {reader.line_num}: {exc}") from None
+    if not records:
+        raise InputError(f"metadata {path}: empty (no header line)")
+    header = [c.lstrip("\ufeff") for c in records[0][1]]
+    while header and not header[-1]:
+        header.pop()  # a trailing delimiter
+    if "meta_line" in header:
+        raise InputError(f"metadata {path} line {records[0][0]}: column name 'meta_line' is reserved (rename it)")
+    dup = next((c for c in header if c and header.count(c) > 1), None)
+    if dup is not None:
+        raise InputError(f"metadata {path} line {records[0][0]}: duplicate column {dup!r}")
+    rows = []
+    for line, cells in records[1:]:
+        if len(cells) > len(header) and any(cells[len(header) :]):
+            raise InputError(f"metadata {path} line {line}: {len(cells)} cells, the header has {len(header)}")
+        rows.append([*cells[: len(header)], *[""] * (len(header) - len(cells)), line])
+    names = [c or f"unnamed_{k + 1}" for k, c in enumerate(header)]
+    df = pd.DataFrame(rows, columns=[*names, "meta_line"]).astype({"meta_line": int})
+    df[names] = df[names].astype(str)
     return df
 
 
@@ -194,12 +239,13 @@ def _refuse_duplicates(df: pd.DataFrame, path: Path) -> None:
             i = int(np.flatnonzero(dup.to_numpy())[0])
             key = tuple(df[c].iloc[i] for c in cols)
             first = int(df["meta_line"][(df[cols] == df[cols].iloc[i]).all(axis=1)].iloc[0])
-            raise InputError(f"metadata {path} line {i + 2}: duplicate {what} {key} (first at line {first})")
-    bad = df["spectrum_id"].str.contains(r"[\x00-\x1f]", regex=True)
-    if bad.any():
-        raise InputError(
-            f"metadata {path} line {int(df['meta_line'][bad].iloc[0])}: spectrum_id has control characters"
-        )
+            raise InputError(
+                f"metadata {path} line {int(df['meta_line'].iloc[i])}: duplicate {what} {key} (first at line {first})"
+            )
+    for col in ("spectrum_id", "group_id", "sample", *TEXT_DEFAULTS):  # written into manifests and summaries
+        bad = df[col].str.contains(r"[\x00-\x1f\x7f]", regex=True)
+        if bad.any():
+            raise InputError(f"metadata {path} line {int(df['meta_line'][bad].iloc[0])}: {col} has control characters")
 
 
 def dose_features(df: pd.DataFrame, path: Path) -> pd.DataFrame | None:
@@ -215,8 +261,10 @@ def dose_features(df: pd.DataFrame, path: Path) -> pd.DataFrame | None:
         vals = {}
         for c in have:
             v = pd.to_numeric(g[c], errors="coerce")
-            if v.isna().any() or not np.isfinite(v.to_numpy()).all():
-                raise InputError(f"metadata {path} line {int(g['meta_line'][v.isna()].iloc[0])}: {c} is not a number")
+            bad = ~np.isfinite(v.to_numpy(dtype=float))
+            if bad.any():
+                line = int(g["meta_line"].to_numpy()[bad][0])
+                raise InputError(f"metadata {path} line {line}: {c} {g[c].to_numpy()[bad][0]!r} is not a finite number")
             if v.nunique() > 1:
                 raise InputError(f"metadata {path} group {gid!r}: {c} differs between its rows")
             vals[c] = float(v.iloc[0])
@@ -232,10 +280,13 @@ def refuse_unlisted(spectra_dir: Path, meta: pd.DataFrame, path: Path, skip: Pat
     listed = set(meta["file"]) | {r.partition("::")[0] for r in meta["reference_file"] if r}
     listed = {os.path.normpath(f) for f in listed}
     skip_real = os.path.realpath(skip) if skip else None
+    meta_real = os.path.realpath(path)  # the metadata table itself may sit among the spectra
     for folder, dirs, names in os.walk(spectra_dir):  # symlinked folders are not walked into
         dirs[:] = sorted(d for d in dirs if os.path.realpath(os.path.join(folder, d)) != skip_real)
         for name in sorted(names):
             rel = os.path.relpath(os.path.join(folder, name), spectra_dir)
+            if os.path.realpath(os.path.join(folder, name)) == meta_real:
+                continue
             if name.lower().endswith(SPECTRUM_SUFFIXES) and os.path.normpath(rel) not in listed:
                 raise InputError(f"{spectra_dir / rel}: a spectrum file with no row in metadata {path}")
 
@@ -275,12 +326,14 @@ def leave_one_out_means(values: np.ndarray, df: pd.DataFrame, rows: np.ndarray, 
 # --------------------------------------------------------------------------- build
 
 
-def _prepare_out(out: Path) -> Path:
-    """A temp folder beside OUT (refused when OUT exists and is not an empty folder)."""
+def _prepare_out(out: Path) -> tuple[Path, list[Path]]:
+    """A temp folder beside OUT (refused when OUT exists and is not an empty folder), and the parent folders
+    made for it (deepest first: removed again when the import fails)."""
     if out.is_symlink() or (out.exists() and (not out.is_dir() or any(out.iterdir()))):
         raise InputError(f"--out {out}: exists and is not an empty folder (nothing was written)")
+    made = [p for p in out.absolute().parents if not p.exists()]
     out.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out.name[:64]}.import-", dir=out.parent))
+    return Path(tempfile.mkdtemp(prefix=f".{out.name[:64]}.import-", dir=out.parent)), made
 
 
 def import_dataset(opts: ImportOptions) -> dict:
@@ -295,15 +348,21 @@ def import_dataset(opts: ImportOptions) -> dict:
         U.canonical(opts.unit, "--unit")
     if not opts.spectra_dir.is_dir():
         raise InputError(f"SPECTRA_DIR {opts.spectra_dir}: not a folder")
-    tmp = _prepare_out(opts.out)
+    if opts.out.resolve().is_relative_to(opts.spectra_dir.resolve()):
+        raise InputError(f"--out {opts.out}: inside SPECTRA_DIR {opts.spectra_dir} (would mix with the spectra)")
+    tmp, made = _prepare_out(opts.out)
     try:
         summary = _build(opts, tmp)
         if opts.out.exists():
             opts.out.rmdir()  # empty (checked); a rename onto it would also work, but not across a race
         os.rename(tmp, opts.out)
+        made = []
         return summary
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        for folder in made:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if still empty
 
 
 def _build(opts: ImportOptions, root: Path) -> dict:
@@ -319,6 +378,7 @@ def _build(opts: ImportOptions, root: Path) -> dict:
     refuse_unlisted(opts.spectra_dir, meta, opts.metadata, skip=root)
     refs, ref_keys = _references(opts, meta, values, in_panel, reader)
     manifest = _write_spectra(root, meta, shas, refs, ref_keys, facts, opts.metadata)
+    _check_panel_references(manifest, meta, in_panel, opts.metadata)
     train_groups = [g for g in dict.fromkeys(meta["group_id"]) if g not in groups]
     _write_grid_and_stats(root, values[~in_panel], manifest, feats, train_groups)
     unit = opts.to_unit or next(iter(reader.units), "")
@@ -447,6 +507,21 @@ def _check_partners(manifest: pd.DataFrame, meta: pd.DataFrame, path: Path) -> N
         )
 
 
+def _check_panel_references(manifest: pd.DataFrame, meta: pd.DataFrame, in_panel: np.ndarray, path: Path) -> None:
+    """A panel reference_file holding one of the imported spectra (a training one: leakage; the row's own: its
+    raw input would be a perfect prediction) is refused: a panel target is a clean reference or a replicate mean
+    (with two replicates that is the other one, as the audit states)."""
+    first = dict(zip(manifest["content_sha256"][::-1], manifest["spectrum_id"][::-1], strict=True))
+    for i in np.flatnonzero(in_panel & (meta["reference_file"] != "").to_numpy()):
+        same = first.get(manifest["reference_sha256"].iloc[i])
+        if same is not None:
+            raise InputError(
+                f"metadata {path} line {int(meta['meta_line'].iloc[i])}: the panel reference "
+                f"{meta['reference_file'].iloc[i]!r} holds the same spectrum as {same!r}, an imported spectrum; "
+                "a panel target must be a clean reference (or --references replicate-mean)"
+            )
+
+
 def _write_spectra(
     root: Path, meta: pd.DataFrame, shas: list[str], refs: dict[int, np.ndarray], ref_keys: dict[int, str],
     facts: list[dict], path: Path,
@@ -507,7 +582,8 @@ def _lineage(opts: ImportOptions, meta: pd.DataFrame, reader: _Reader, groups: S
         "source_units": sorted(reader.units),
         "converted": bool(opts.to_unit) and sorted(reader.units) != [opts.to_unit],
         "grid": {"min_nm": L.GRID_MIN_NM, "max_nm": L.GRID_MAX_NM, "points": L.GRID_POINTS},
-        "resampling": "bin mean of the piecewise-linear interpolant (band integrals kept); godrun/data/resample.py",
+        "resampling": "bin mean of the piecewise-linear interpolant (band integrals kept), a measurement on the grid's "
+        "points taken as is; godrun/data/resample.py",
         "fill": opts.fill,
         "panel_groups": list(groups),
         "panel_references": opts.references or "reference_file",

@@ -13,11 +13,15 @@ Delimited text (.csv, .tsv, .txt, .dat, .asc, anything not below):
 * the delimiter is the first of tab, `;`, `,` and white space that splits the first data line into at
   least two numbers; with a tab, `;` or white-space delimiter a decimal comma (`0,123`) is read as a point;
 * the first column is the x axis, each further column one spectrum (a two-column file is one spectrum);
-  further columns equal to the x axis (x, y, x, y ... exports) are dropped;
+  further columns equal to the x axis (x, y, x, y ... exports) are dropped (a differing one is refused); when
+  the value columns' labels repeat (`Abs`, `Abs`), a header line above naming a sample over each x column
+  (Cary-style) names them;
 * x unit: from the first header cell (`nm`, `µm`/`um`/`micron`, `cm-1`/`1/cm`/`wavenumber`), else nm;
   y unit: from a value column's header cell when it names one (units.py's names), else undeclared.
 JCAMP-DX (.jdx, .dx, or text starting with `##`): parsed by the `jcamp` package, which applies ##XFACTOR
-and ##YFACTOR; ##XUNITS and ##YUNITS give the units.
+and ##YFACTOR; ##XUNITS and ##YUNITS give the units. A LINK file of one block is that block; of several,
+refused (one spectrum per file); a ##PEAK TABLE (peak positions, not a spectrum) and ##NTUPLES are refused;
+`$$` comments are dropped (data lines included) before the parser sees the text.
 .npy: a [2, L] or [L, 2] array (wavelength nm, value) or a [L] vector on the 601-point grid; no unit.
 
 The x axis must be finite and strictly monotonic (a decreasing one is reversed), without repeated values;
@@ -61,8 +65,16 @@ class Table:
                     f"(a header name or 1..{self.values.shape[1]})"
                 )
             return self.values[:, 0]
+        if self.columns.count(key) > 1:
+            raise InputError(f"{where}: {self.columns.count(key)} columns named {key!r}; rename one in the file")
         if key in self.columns:
-            return self.values[:, self.columns.index(key)]
+            at = self.columns.index(key)
+            if key.isdigit() and 1 <= int(key) <= self.values.shape[1] and int(key) != at + 1:
+                raise InputError(
+                    f"{where}: column {key!r} is both the name of column {at + 1} and the index of column {key}; "
+                    "rename the column in the file"
+                )
+            return self.values[:, at]
         if key.isdigit() and 1 <= int(key) <= self.values.shape[1]:
             return self.values[:, int(key) - 1]
         raise InputError(
@@ -131,11 +143,21 @@ def _jcamp(text: str, name: str) -> Table:
 
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # the parser prints its checks; we make our own
-            d = jcamp.read(io.StringIO(text))
+            d = jcamp.read(io.StringIO(re.sub(r"\$\$[^\r\n]*", "", text)))  # `$$`: a comment to the line's end
+        children = d.get("children") or []
+        if len(children) > 1:
+            raise InputError(f"{name}: a LINK file of {len(children)} blocks; one spectrum per file (split it)")
+        d = children[0] if children else d
+        if "peak table" in d or "peak assignments" in d:  # sticks at peak positions: no spectrum to resample
+            raise InputError(f"{name}: ##PEAK TABLE data (peak positions), not a measured spectrum (##XYDATA)")
         x = np.asarray(d["x"], dtype=np.float64)
         y = np.asarray(d["y"], dtype=np.float64)
+    except InputError:
+        raise
     except Exception as exc:  # the parser raises anything on a malformed file
         raise InputError(f"{name}: not a readable JCAMP-DX file ({type(exc).__name__}: {exc})") from None
+    if x.size == 0 and "ntuples" in d:
+        raise InputError(f"{name}: ##NTUPLES data (JCAMP-DX 5) is not read; export it as ##XYDATA")
     if x.size == 0 or x.shape != y.shape:
         raise InputError(f"{name}: JCAMP-DX data block gives {x.size} x and {y.size} y values")
     npoints = d.get("npoints")
@@ -181,12 +203,20 @@ def _delimited(text: str, name: str) -> Table:
     names = _header_names(header[-1] if header else "", delim, ncol)
     x_unit = U.x_unit_of(names[0], name) if names[0] else "nm"
     unit = _unit_from_names(names[1:], name)
+    if len(header) >= 2:
+        names = _sample_names_above(header[-2], delim, names)
     line_no = np.asarray(kept) + 1
     same_x = [k for k in range(1, ncol) if np.array_equal(values[:, k], values[:, 0])]  # type: ignore[index]
     if same_x:  # x, y, x, y ... (one wavelength column per spectrum, as some instruments export): keep the y
         keep = [k for k in range(1, ncol) if k not in same_x]
         values = values[:, [0, *keep]]  # type: ignore[index]
         names = [names[0], *(names[k] for k in keep)]
+    second_x = next((n for n in names[1:] if U.is_x_header(n)), None)
+    if second_x is not None:  # x, y, x', y' with differing x axes: x' is no spectrum
+        raise InputError(
+            f"{name}: column {second_x!r} is a second wavelength axis that differs from the first; "
+            "one wavelength column per file (or identical ones)"
+        )
     return _checked(values[:, 0], values[:, 1:], names[1:], unit, x_unit, name, line_no)  # type: ignore[index]
 
 
@@ -280,11 +310,27 @@ def _header_names(header: str, delim: str | None, ncol: int) -> list[str]:
     return [c if c or k == 0 else str(k) for k, c in enumerate(cells)]
 
 
+def _sample_names_above(line: str, delim: str | None, names: list[str]) -> list[str]:
+    """Cary-style exports: value columns whose labels repeat (`Abs`, `Abs`) under a line of sample names, each
+    over its x column (`"blank","","sample A",""`), are named by the sample above their x column."""
+    if delim is None or len(set(names[1:])) == len(names) - 1:
+        return names
+    above = [c.strip().strip('"') for c in _header_cells(line, delim)]
+    if len(above) == len(names) + 1 and not above[-1]:
+        above = above[:-1]
+    if len(above) != len(names):
+        return names
+    return [names[0], *(above[k - 1] if not above[k] and above[k - 1] else names[k] for k in range(1, len(names)))]
+
+
 def _unit_from_names(names: list[str], name: str) -> str | None:
     """The unit the value columns' headers state. In a many-column table the headers are mostly sample names,
-    so a one-letter header (`A`, `T`, `R`) counts as a unit only in a two-column file."""
+    so a one-letter header (`A`, `T`, `R`) counts as a unit only in a two-column file, or beside a column that
+    states a unit (then a different one is refused)."""
     cells = names if len(names) == 1 else [n for n in names if len(n.strip().strip('"')) > 1]
     found = {U.unit_in_header(n) for n in cells} - {None}
+    if found:  # a column stating a unit: a one-letter header naming another one is no sample name
+        found |= {U.unit_in_header(n) for n in names} - {None}
     if len(found) > 1:
         raise InputError(f"{name}: its columns state different units {sorted(found)}")  # type: ignore[type-var]
     return found.pop() if found else None

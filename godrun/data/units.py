@@ -9,7 +9,8 @@ y units (canonical name: accepted spellings, case-insensitive):
 * `arbitrary`: a.u., arb. units, arbitrary units (no conversion defined).
 Conversions (`godrun data import --to-unit`): between absorbance, transmittance and percent transmittance
 (T = 10^−A, A = −log10 T, %T = 100 · T), and between reflectance and percent reflectance. A transmittance
-≤ 0 has no absorbance: refused, naming the file. Any other pair is refused.
+≤ 0 has no absorbance, and one above 2 (200 %) is a percentage declared as a fraction: both refused, naming
+the file. Any other pair is refused.
 
 x units: nm (nanometers, wavelength), µm (um, micrometers, microns: nm = 1000 · x), cm⁻¹ (1/cm, cm-1,
 wavenumber: nm = 1e7 / x, x > 0).
@@ -38,6 +39,7 @@ _ALIASES = {
     "arbitrary": ("a.u.", "arb. units", "arbitrary units", "arbitrary", "arb"),
 }  # fmt: skip
 _LOOKUP = {alias: unit for unit, names in _ALIASES.items() for alias in names}
+MAX_TRANSMITTANCE = 2.0  # a fraction above this is a %T mislabelled, not noise around 1
 _CONVERTIBLE = ({"absorbance", "transmittance", "percent_transmittance"}, {"reflectance", "percent_reflectance"})
 _X_ALIASES = {
     "nm": ("nm", "nanometers", "nanometer", "nanometres", "wavelength", "wavelength (nm)", "wavelength_nm",
@@ -86,6 +88,11 @@ def x_unit_of(cell: str, where: str) -> str:
     raise InputError(f"{where}: x axis in {cell!r}, not a wavelength unit godrun converts (nm, µm, cm-1)")
 
 
+def is_x_header(cell: str) -> bool:
+    """Whether a header cell names an x axis (`nm`, `Wavelength (nm)`, `cm-1` ...), not a spectrum."""
+    return _norm(cell) in _X_LOOKUP
+
+
 def to_nm(x: np.ndarray, x_unit: str, where: str) -> np.ndarray:
     if x_unit == "nm":
         return x
@@ -112,5 +119,11 @@ def convert(values: np.ndarray, src: str, dst: str, where: str) -> np.ndarray:
         bad = np.flatnonzero(values <= 0)
         if bad.size:
             raise InputError(f"{where}: transmittance {values[bad[0]]:g} <= 0 has no absorbance")
+        over = np.flatnonzero(values > MAX_TRANSMITTANCE)
+        if over.size:  # noise puts a T a little above 1, never above MAX_TRANSMITTANCE
+            raise InputError(
+                f"{where}: transmittance {values[over[0]]:g} > {MAX_TRANSMITTANCE:g} (a percentage declared as a "
+                "fraction? declare %T)"
+            )
         return -np.log10(values)
     return values * 100.0 if dst.startswith("percent_") else values
