@@ -1,0 +1,105 @@
+"""Variants of the issue-22 attacks that the first fixes missed: hard links to outside files (a write in place
+through one changes the outside file), checkpoints planted in the run's checkpoint folder (judged as the
+run's own), and the other classes tried as hidden variants."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from run_support import LENIENT_GATES, write_godrun
+from test_evaluator_cli import make_tiny_checkpoint
+
+from godrun import fsio
+from godrun.cli import main as godrun_main
+from godrun.errors import InputError
+from godrun.spec import Recipe
+from godrun.trainer.presets import PRESETS
+
+
+def _training(epochs: int = 1) -> dict[str, Any]:
+    training = Recipe.model_validate(Recipe().model_dump() | PRESETS["tiny"]).model_dump(mode="json")
+    return training | {"init_checkpoint": None, "epochs": epochs}
+
+
+def _copy(small_corpus: Path, tmp_path: Path) -> Path:
+    work = tmp_path / "vol"
+    shutil.copytree(small_corpus / "data", work / "data")
+    return work
+
+
+def _victim(tmp_path: Path) -> Path:
+    out = tmp_path / "outside"
+    out.mkdir(exist_ok=True)
+    victim = out / "victim.txt"
+    victim.write_text("precious\n")
+    return victim
+
+
+# --------------------------------------------------------------------------- hard links
+
+
+@pytest.mark.parametrize("op", ["append", "truncate", "read-write"])
+def test_a_hard_linked_file_is_never_written_in_place(tmp_path: Path, op: str) -> None:
+    root, victim = tmp_path / "root", _victim(tmp_path)
+    root.mkdir()
+    link = root / "train.log"
+    os.link(victim, link)
+    calls = {
+        "append": lambda: fsio.append_text(link, "forged"),
+        "truncate": lambda: os.close(fsio.open_file(link, os.O_WRONLY | os.O_TRUNC)),
+        "read-write": lambda: os.close(fsio.open_file(link, os.O_RDWR | os.O_CREAT)),
+    }
+    with fsio.confined_to(root), pytest.raises(InputError, match="hard link"):
+        calls[op]()
+    assert victim.read_text() == "precious\n"
+
+
+def test_an_atomic_write_over_a_hard_link_replaces_the_name_not_the_content(tmp_path: Path) -> None:
+    root, victim = tmp_path / "root", _victim(tmp_path)
+    root.mkdir()
+    os.link(victim, root / "status.json")
+    with fsio.confined_to(root):
+        fsio.atomic_write_text(root / "status.json", "{}")
+    assert victim.read_text() == "precious\n" and (root / "status.json").read_text() == "{}"
+
+
+def test_a_hard_linked_input_is_read_as_the_file_it_is(tmp_path: Path) -> None:
+    """Reading through a hard link is reading a file of the volume: its bytes are what is hashed and parsed."""
+    root, victim = tmp_path / "root", _victim(tmp_path)
+    root.mkdir()
+    os.link(victim, root / "in.txt")
+    with fsio.confined_to(root):
+        assert fsio.read_bytes(root / "in.txt") == b"precious\n"
+
+
+@pytest.mark.parametrize("planted", [".godrun/runner.lock", ".godrun/NAME/events.log", "logs/god_run/train.log"])
+def test_runner_and_trainer_never_append_through_a_hard_link(small_corpus: Path, tmp_path: Path, planted: str) -> None:
+    work, victim = _copy(small_corpus, tmp_path), _victim(tmp_path)
+    name = "hardlink"
+    link = work / planted.replace("NAME", name)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    os.link(victim, link)
+    path = write_godrun(work, name, image="local", training=_training(), gates=LENIENT_GATES)
+    assert godrun_main(["run", str(path), "--workdir", str(work), "--poll", "0.2", "--quiet"]) == 2
+    assert victim.read_text() == "precious\n"
+
+
+# --------------------------------------------------------------------------- planted checkpoints
+
+
+def test_a_checkpoint_planted_before_the_run_never_produces_its_verdict(small_corpus: Path, tmp_path: Path) -> None:
+    """A *.pt in the checkpoint folder that this run's trainer did not write (copied from another run, any
+    name) would be ranked with the run's own by the evaluator: the trainer refuses to start beside it."""
+    work = _copy(small_corpus, tmp_path)
+    folder = work / "checkpoints" / "god_run"
+    folder.mkdir(parents=True)
+    make_tiny_checkpoint(folder / "aaa_better.pt")
+    path = write_godrun(work, "planted", image="local", training=_training(), gates=LENIENT_GATES)
+    assert godrun_main(["run", str(path), "--workdir", str(work), "--poll", "0.2", "--quiet"]) == 2
+    status = (work / "status.json").read_text()
+    assert "aaa_better.pt" in status and "Shipped" not in status
+    assert not (work / "final_analytics").exists()
