@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from run_support import LENIENT_GATES, write_godrun
 from test_evaluator_cli import make_tiny_checkpoint
@@ -103,3 +104,24 @@ def test_a_checkpoint_planted_before_the_run_never_produces_its_verdict(small_co
     status = (work / "status.json").read_text()
     assert "aaa_better.pt" in status and "Shipped" not in status
     assert not (work / "final_analytics").exists()
+
+
+# --------------------------------------------------------------------------- .npy headers
+
+
+def _npy(header: dict[str, Any], body: bytes) -> bytes:
+    text = repr(header).encode()
+    text += b" " * (63 - (10 + len(text)) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text + body
+
+
+@pytest.mark.parametrize("shape", [(-1, -601), (2**64, 0), (-601, -1, 1)])
+def test_an_npy_shape_with_negative_or_absurd_dimensions_is_bad_input(tmp_path: Path, shape: tuple[int, ...]) -> None:
+    """The product of the dimensions matches the bytes, the dimensions do not: exit 2, not a traceback."""
+    from godrun.inputs import load_array
+
+    count = abs(int(np.prod([float(n) for n in shape])))
+    path = tmp_path / "grid.npy"
+    path.write_bytes(_npy({"descr": "<f4", "fortran_order": False, "shape": shape}, b"\0" * 4 * count))
+    with pytest.raises(InputError, match="claims shape"):
+        load_array(path, "--wavelength-grid")
