@@ -125,3 +125,23 @@ def test_an_npy_shape_with_negative_or_absurd_dimensions_is_bad_input(tmp_path: 
     path.write_bytes(_npy({"descr": "<f4", "fortran_order": False, "shape": shape}, b"\0" * 4 * count))
     with pytest.raises(InputError, match="claims shape"):
         load_array(path, "--wavelength-grid")
+
+
+# --------------------------------------------------------------------------- numbers at their extremes
+
+
+@pytest.mark.parametrize("seed", [2**45, 2**63, 2**64])
+def test_a_seed_the_trainer_cannot_use_is_bad_input_before_anything_starts(tmp_path: Path, seed: int) -> None:
+    """seed * 1_000_003 + epoch seeds torch (at most 2**64 - 1): a larger seed used to crash every attempt."""
+    path = write_godrun(tmp_path, "seeded", image="local", training=_training() | {"seed": seed}, gates=LENIENT_GATES)
+    assert godrun_main(["run", str(path), "--workdir", str(tmp_path), "--quiet"]) == 2
+    assert not (tmp_path / ".godrun").exists()
+
+
+def test_the_largest_seed_allowed_seeds_every_epoch() -> None:
+    import torch
+
+    from godrun.spec import MAX_SEED, Recipe
+
+    recipe = Recipe.model_validate(Recipe().model_dump() | {"seed": MAX_SEED, "epochs": 10**9})
+    torch.Generator().manual_seed(recipe.seed * 1_000_003 + recipe.epochs)
