@@ -145,3 +145,30 @@ def test_the_largest_seed_allowed_seeds_every_epoch() -> None:
 
     recipe = Recipe.model_validate(Recipe().model_dump() | {"seed": MAX_SEED, "epochs": 10**9})
     torch.Generator().manual_seed(recipe.seed * 1_000_003 + recipe.epochs)
+
+
+# --------------------------------------------------------------------------- the Act B child's name
+
+
+@pytest.mark.parametrize("launch", [False, True])
+def test_a_planted_act_b_manifest_is_never_run_as_the_child(small_corpus: Path, tmp_path: Path, launch: bool) -> None:
+    """`<parent>-actb.yaml` that the parent did not write (another GodRun, lenient gates, its own folders) is
+    not the parent's Act B child: never run under that title, never overwritten."""
+    work = _copy(small_corpus, tmp_path)
+    planted = write_godrun(
+        work,
+        "parent-actb",
+        image="local",
+        training=_training() | {"checkpoint_dir": "checkpoints/other", "log_dir": "logs/other"},
+        gates=LENIENT_GATES,
+        panel={"outputDir": "final_analytics/other"},
+    )
+    before = planted.read_bytes()
+    strict = LENIENT_GATES | {"psnrMeanMin": 100.0}
+    path = write_godrun(
+        work, "parent", image="local", training=_training(), gates=strict, fallback={"launchActB": launch}
+    )
+    code = godrun_main(["run", str(path), "--workdir", str(work), "--poll", "0.2", "--quiet"])
+    assert code == (2 if launch else 3)
+    assert planted.read_bytes() == before
+    assert not (work / "status-parent-actb.json").exists() and not (work / "checkpoints" / "other").exists()

@@ -25,7 +25,6 @@ import yaml
 from pydantic import ValidationError
 
 from godrun.core.machine import GodRunView, Polling, reconcile
-from godrun.core.names import act_b_name
 from godrun.errors import EXIT_BAD_INPUT, InputError, describe, reading, tcp_port
 from godrun.fsio import atomic_write_json, confined_to, read_bytes, sha256_bytes
 from godrun.inputs import read_text
@@ -404,8 +403,7 @@ def _act_b_manifest(run: GodRun, executor: LocalExecutor) -> Path | None:
     """The Act B child this run created: in this call, or in an earlier one that was stopped (it resumes)."""
     if executor.act_b_manifests:
         return executor.act_b_manifests[-1]
-    path = executor.workdir / f"{act_b_name(run.metadata.name)}.yaml"
-    return path if path.is_file() and not path.is_symlink() else None
+    return executor.act_b_child(run.metadata.name)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
