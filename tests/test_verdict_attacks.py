@@ -172,3 +172,26 @@ def test_a_planted_act_b_manifest_is_never_run_as_the_child(small_corpus: Path, 
     assert code == (2 if launch else 3)
     assert planted.read_bytes() == before
     assert not (work / "status-parent-actb.json").exists() and not (work / "checkpoints" / "other").exists()
+
+
+# --------------------------------------------------------------------------- leakage on the values: the stated limits
+
+
+def test_leakage_catches_re_encoded_and_slightly_noisy_panel_values_not_scaled_ones() -> None:
+    """What the README states: re-encodings and 1e-4 relative noise are the same spectrum; a scaled, offset or
+    reversed copy is not (a scaled spectrum is the same sample at another concentration)."""
+    from godrun.data.overlap import near_duplicates
+
+    rng = np.random.default_rng(1)
+    x = np.linspace(0.0, 3.0, 601)
+    panel = np.stack([np.exp(-((x - c) ** 2) / 0.1) + 0.05 for c in (1.0, 1.5, 2.0)]).astype(np.float32)
+    p = panel[1].astype(np.float64)
+    same = {
+        "float16": p.astype(np.float16),
+        "big-endian": p.astype(">f8"),
+        "noise": p * (1 + 1e-4 * rng.standard_normal(p.shape)),
+    }
+    for name, row in same.items():
+        assert near_duplicates(np.asarray(row)[None], panel) == [(0, 1)], name
+    for name, row in {"scaled": p * 1.05, "offset": p + 0.01, "reversed": p[::-1]}.items():
+        assert near_duplicates(row[None], panel) == [], name
