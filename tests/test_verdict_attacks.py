@@ -184,7 +184,7 @@ def test_leakage_catches_re_encoded_and_slightly_noisy_panel_values_not_scaled_o
 
     rng = np.random.default_rng(1)
     x = np.linspace(0.0, 3.0, 601)
-    panel = np.stack([np.exp(-((x - c) ** 2) / 0.1) + 0.05 for c in (1.0, 1.5, 2.0)]).astype(np.float32)
+    panel = np.stack([np.exp(-((x - c) ** 2) / 0.1) + 0.1 * x + 0.05 for c in (1.0, 1.4, 2.0)]).astype(np.float32)
     p = panel[1].astype(np.float64)
     same = {
         "float16": p.astype(np.float16),
