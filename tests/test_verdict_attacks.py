@@ -195,3 +195,10 @@ def test_leakage_catches_re_encoded_and_slightly_noisy_panel_values_not_scaled_o
         assert near_duplicates(np.asarray(row)[None], panel) == [(0, 1)], name
     for name, row in {"scaled": p * 1.05, "offset": p + 0.01, "reversed": p[::-1]}.items():
         assert near_duplicates(row[None], panel) == [], name
+
+
+@pytest.mark.parametrize("poll", ["1e-300", "0.001", "5e-324"])
+def test_a_poll_interval_that_would_spin_a_core_is_bad_input(tmp_path: Path, poll: str) -> None:
+    path = write_godrun(tmp_path, "spin", image="local", training=_training(), gates=LENIENT_GATES)
+    assert godrun_main(["run", str(path), "--workdir", str(tmp_path), "--poll", poll, "--quiet"]) == 2
+    assert not (tmp_path / ".godrun").exists()
