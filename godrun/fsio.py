@@ -130,18 +130,37 @@ def _split(path: str | os.PathLike[str]) -> tuple[str, str]:
 
 
 def open_file(path: str | os.PathLike[str], flags: int, mode: int = 0o666) -> int:
-    """os.open of `path` relative to its confined folder; never follows a symlink below the root (writes: ever)."""
+    """os.open of `path` relative to its confined folder; never follows a symlink below the root (writes: ever),
+    never writes in place a regular file that has other hard links."""
     parent, name = _split(path)
     dfd = open_dir(parent, create=bool(flags & os.O_CREAT))
-    follow = _below_root(path) is None and (flags & os.O_ACCMODE) == os.O_RDONLY
+    writes = (flags & os.O_ACCMODE) != os.O_RDONLY
+    follow = _below_root(path) is None and not writes
     try:
-        return os.open(name, flags | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW), mode, dir_fd=dfd)
+        # O_TRUNC waits for the hard-link check: truncating first would already change the shared inode
+        fd = os.open(name, (flags & ~os.O_TRUNC) | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW), mode, dir_fd=dfd)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise ConfinementError(f"{os.fspath(path)}: a symlink; refusing to follow it") from None
         raise
     finally:
         os.close(dfd)
+    if writes:
+        _refuse_hard_link(fd, path)
+        if flags & os.O_TRUNC:
+            os.ftruncate(fd, 0)
+    return fd
+
+
+def _refuse_hard_link(fd: int, path: str | os.PathLike[str]) -> None:
+    """A regular file with another name (a hard link, maybe to a file outside the volume) is never written in
+    place: appending or truncating would change the other name's content too."""
+    st = os.fstat(fd)
+    if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+        os.close(fd)
+        raise ConfinementError(
+            f"{os.fspath(path)}: has {st.st_nlink} hard links (another name shares its content); refusing to write it"
+        )
 
 
 def read_bytes(path: str | os.PathLike[str], *, max_bytes: int | None = None) -> bytes:

@@ -106,7 +106,8 @@ def parse_npy(data: bytes, where: str) -> np.ndarray:
     count = 1
     for n in shape:
         count *= int(n)
-    if count * dtype.itemsize != len(data) - buf.tell():
+    # a negative or absurd dimension can multiply to the right byte count: (-1, -601), (2**64, 0)
+    if any(not 0 <= int(n) < 2**31 for n in shape) or count * dtype.itemsize != len(data) - buf.tell():
         raise InputError(f"{where}: its header claims shape {shape} of {dtype}, the file holds {len(data)} bytes")
     arr = np.frombuffer(data, dtype=dtype, count=count, offset=buf.tell())
     return arr.reshape(shape, order="F" if fortran else "C").copy()

@@ -59,6 +59,7 @@ RUN_PATH_RULE = (
 )
 RUN_PATH_MAX_LENGTH = 1024
 MAX_GPUS_PER_NODE = 64  # more than any node carries: a larger number is a typo that would start that many processes
+MAX_SEED = 2**32 - 1  # numpy's legacy seeding takes no more; the epoch order seeds torch with seed * 1_000_003 + epoch
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # A Kubernetes resource quantity ("8", "500m", "64Gi", "1e3"): the apimachinery resource.Quantity pattern.
 QUANTITY_PATTERN = (
@@ -265,7 +266,9 @@ class Recipe(BaseModel):
     jitter_nm: WindowNm = Field(1.0, description="Train-only random wavelength shift (nm, uniform ±); 0 disables.")
     cutout_prob: float = Field(0.25, ge=0, le=1, description="Train-only probability of zeroing one short window.")
     cutout_nm: WindowNm = Field(8.0, description="Width (nm) of the train-only cutout window.")
-    seed: NonNegInt = Field(0, description="Random seed for sampling, augmentation and initialisation.")
+    seed: NonNegInt = Field(
+        0, le=MAX_SEED, description="Random seed for sampling, augmentation and initialisation (below 2**32)."
+    )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Device to train on.")
     num_workers: NonNegInt = Field(0, description="Data-loader worker processes.")
     metrics_port: Port | None = Field(

@@ -26,7 +26,6 @@ import yaml
 from pydantic import ValidationError
 
 from godrun.core.machine import GodRunView, Polling, reconcile
-from godrun.core.names import act_b_name
 from godrun.errors import EXIT_BAD_INPUT, InputError, describe, reading, tcp_port
 from godrun.fsio import atomic_write_json, confined_to, read_bytes, sha256_bytes
 from godrun.inputs import read_text
@@ -59,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", type=Path, default=Path("."), help="the run volume: stages run here (default: .)")
     p.add_argument("--status", type=Path, help="status file (default: <workdir>/status.json)")
     p.add_argument("--metrics-port", type=tcp_port, help="serve the controller's Prometheus metrics on this port")
-    p.add_argument("--poll", type=float, default=1.0, help="seconds between observations (default: 1)")
+    p.add_argument("--poll", type=float, default=1.0, help="seconds between observations, 0.01 to 3600 (default: 1)")
     p.add_argument("--no-act-b", action="store_true", help="write the Act B child manifest but do not run it")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the final table")
     return p
@@ -375,11 +374,12 @@ def _status_path(path: Path | None, workdir: Path) -> Path:
 
 
 MAX_POLL_S = 3600.0
+MIN_POLL_S = 0.01  # below this the runner only spins a core: a stage's state changes far more slowly
 
 
 def _check_poll(poll: float) -> None:
-    if not (math.isfinite(poll) and 0 < poll <= MAX_POLL_S):
-        raise InputError(f"--poll {poll!r}: must be a number of seconds in (0, {MAX_POLL_S:g}]")
+    if not (math.isfinite(poll) and MIN_POLL_S <= poll <= MAX_POLL_S):
+        raise InputError(f"--poll {poll!r}: must be a number of seconds in [{MIN_POLL_S:g}, {MAX_POLL_S:g}]")
 
 
 def _run(
@@ -416,8 +416,7 @@ def _act_b_manifest(run: GodRun, executor: LocalExecutor) -> Path | None:
     """The Act B child this run created: in this call, or in an earlier one that was stopped (it resumes)."""
     if executor.act_b_manifests:
         return executor.act_b_manifests[-1]
-    path = executor.workdir / f"{act_b_name(run.metadata.name)}.yaml"
-    return path if path.is_file() and not path.is_symlink() else None
+    return executor.act_b_child(run.metadata.name)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

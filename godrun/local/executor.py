@@ -38,10 +38,21 @@ from godrun.core.machine import (
 )
 from godrun.core.names import act_b_name, job_name
 from godrun.core.observe import read_progress_csv, read_verdict_file
-from godrun.fsio import append_text, atomic_write_json, atomic_write_text, make_dirs, open_append, read_bytes
+from godrun.errors import InputError
+from godrun.fsio import (
+    append_text,
+    atomic_write_json,
+    atomic_write_text,
+    make_dirs,
+    open_append,
+    read_bytes,
+    sha256_bytes,
+)
 from godrun.local import procs
 from godrun.paths import RUN_VOLUME_ENV
 from godrun.spec import GodRunStatus, Progress
+
+ACT_B_RECORD = "act_b.json"  # under .godrun/<parent>/: the child manifest's sha256, as the parent wrote it
 
 
 @dataclass
@@ -83,15 +94,24 @@ class LocalExecutor:
         if evaluate.state == "succeeded":
             verdict, verdict_error = read_verdict_file(self.job_dir(run, eval_job) / "termination-log")
         progress = self._progress(run, train_job)
-        child = self.workdir / f"{act_b_name(run.name)}.yaml"
         return Observed(
             train=train,
             evaluate=evaluate,
             progress=progress,
             verdict=verdict,
             verdict_error=verdict_error,
-            act_b_exists=child.exists(),
+            act_b_exists=self.act_b_child(run.name) is not None,
         )
+
+    def act_b_child(self, parent: str) -> Path | None:
+        """The Act B child manifest `parent` wrote (its sha256 is recorded under .godrun/<parent>/), unchanged;
+        a `<parent>-actb.yaml` someone else put there is never taken for the child."""
+        path = self.workdir / f"{act_b_name(parent)}.yaml"
+        try:
+            recorded = json.loads(read_bytes(self.workdir / ".godrun" / parent / ACT_B_RECORD)).get("sha256")
+            return path if recorded == sha256_bytes(read_bytes(path)) else None
+        except (OSError, ValueError, AttributeError):
+            return None
 
     def _progress(self, run: GodRunView, train_job: str) -> Progress | None:
         """This generation's trainer's progress: a metrics.csv older than its training Job (another run's, a
@@ -114,12 +134,23 @@ class LocalExecutor:
             elif isinstance(action, DeleteJob):
                 self._stop(run, action.name)
             elif isinstance(action, CreateActB):
-                path = self.workdir / f"{action.name}.yaml"
-                atomic_write_text(path, yaml.safe_dump(action.body, sort_keys=False))
-                self.act_b_manifests.append(path)
+                self._write_act_b(run, action)
             elif isinstance(action, EmitEvent):
                 self._event(run, action)
         return True
+
+    def _write_act_b(self, run: GodRunView, action: CreateActB) -> None:
+        path = self.workdir / f"{action.name}.yaml"
+        if os.path.lexists(path):
+            raise InputError(
+                f"{path}: exists, and {run.name} did not write it; the Act B child of {run.name} is written there: "
+                "move the file away and run again"
+            )
+        text = yaml.safe_dump(action.body, sort_keys=False)
+        record = {"name": action.name, "sha256": sha256_bytes(text.encode())}
+        atomic_write_json(self.run_dir(run) / ACT_B_RECORD, record)
+        atomic_write_text(path, text)
+        self.act_b_manifests.append(path)
 
     def write_status(self, run: GodRunView, status: GodRunStatus) -> None:
         """The run's own copy under .godrun/<name>/ (the one a re-run resumes from), then the user's status file."""

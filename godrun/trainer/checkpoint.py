@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
@@ -31,6 +32,22 @@ def best_path(checkpoint_dir: str | Path, model: str = "mamba_tiny_uv") -> Path:
 
 def last_path(checkpoint_dir: str | Path, model: str = "mamba_tiny_uv") -> Path:
     return Path(checkpoint_dir) / LAST_NAME.format(model=model)
+
+
+def foreign_checkpoints(checkpoint_dir: str | Path, model: str) -> list[str]:
+    """The *.pt files in `checkpoint_dir` other than this model's best and last: a training that starts afresh
+    there would have them judged with its own (the evaluator ranks every *.pt in the folder)."""
+    from godrun.fsio import open_dir
+
+    try:
+        fd = open_dir(checkpoint_dir)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    own = {BEST_NAME.format(model=model), LAST_NAME.format(model=model)}
+    try:
+        return sorted(e.name for e in os.scandir(fd) if e.name.endswith(".pt") and e.name not in own)
+    finally:
+        os.close(fd)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

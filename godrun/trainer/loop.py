@@ -304,7 +304,9 @@ class Trainer:
         warm: list[str] | None = None
         if self.resume_ckpt is not None:
             self._check_resumable(self.resume_ckpt)
-        elif r.init_checkpoint:
+        else:
+            self._refuse_foreign_checkpoints()
+        if self.resume_ckpt is None and r.init_checkpoint:
             warm = self._warm_start(r.init_checkpoint)
         _freeze(self.model, r)
         self.model.to(self.device)
@@ -313,6 +315,14 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         return warm
+
+    def _refuse_foreign_checkpoints(self) -> None:
+        foreign = ckpt_io.foreign_checkpoints(self.recipe.checkpoint_dir, self.recipe.model)
+        if foreign:
+            raise InputError(
+                f"--checkpoint_dir {self.recipe.checkpoint_dir}: holds {', '.join(foreign)}, which this training "
+                "did not write (the evaluator judges every *.pt there); use another --checkpoint_dir or move them"
+            )
 
     def _check_resumable(self, ckpt: dict[str, Any]) -> None:
         diff = _config_diff(ckpt.get("config") or {}, self.recipe.model_dump())
