@@ -39,6 +39,7 @@ import numpy as np
 
 from godrun.data import units as U
 from godrun.errors import InputError
+from godrun.inputs import parse_npy
 
 COMMENT_PREFIXES = ("#", "%", "//", "*")
 JCAMP_SUFFIXES = (".jdx", ".dx", ".jcamp")
@@ -113,11 +114,8 @@ def _decode(data: bytes, name: str) -> str:
 
 
 def _npy(data: bytes, name: str) -> Table:
-    try:
-        arr = np.load(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise InputError(f"{name}: not a readable .npy ({exc})") from exc
-    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "iuf":
+    arr = parse_npy(data, name)  # no pickles; a header claiming more than the bytes hold is refused
+    if arr.dtype.kind not in "iuf":
         raise InputError(f"{name}: expected a numeric .npy array")
     arr = arr.astype(np.float64)
     if arr.ndim == 1:
