@@ -28,6 +28,11 @@ class Vectors:
     ids: Sequence[str]  # spectrum_id of each row
 
 
+def spectra_and_references(spectra: np.ndarray, references: np.ndarray, ids: Sequence[str]) -> list[Vectors]:
+    """One manifest's rows as value_leakage compares them: its noisy spectra and its clean references."""
+    return [Vectors("spectrum", spectra, ids), Vectors("clean reference", references, ids)]
+
+
 def near_duplicates(train: np.ndarray, panel: np.ndarray, tol: float = VALUE_TOLERANCE) -> list[tuple[int, int]]:
     """(train row, panel row) pairs whose relative L2 distance is at most `tol` (first panel match per row)."""
     t = np.asarray(train, np.float64)

@@ -169,14 +169,13 @@ def check_root(root: str | os.PathLike[str], train: str | None = None, panel: st
 def check_values(train: Path, panel: Path, files_root: Path) -> None:
     """Leakage judged on the values (godrun.data.overlap): every file of both manifests is read."""
     from godrun.data.loader import load_corpus
-    from godrun.data.overlap import Vectors, value_leakage
+    from godrun.data.overlap import spectra_and_references, value_leakage
 
     t = load_corpus(train, files_root, verify=False, require_references=False)
     p = load_corpus(panel, files_root, verify=False)
     tid, pid = t.meta["spectrum_id"].tolist(), p.meta["spectrum_id"].tolist()
     problems = value_leakage(
-        [Vectors("spectrum", t.spectra, tid), Vectors("clean reference", t.references, tid)],
-        [Vectors("spectrum", p.spectra, pid), Vectors("clean reference", p.references, pid)],
+        spectra_and_references(t.spectra, t.references, tid), spectra_and_references(p.spectra, p.references, pid)
     )
     if problems:
         raise InputError(f"leakage between {train} and the panel {panel}: " + "; ".join(problems))

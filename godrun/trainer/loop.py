@@ -163,12 +163,12 @@ def _refuse_leaks(recipe: Recipe) -> None:
 
 def _refuse_value_leaks(recipe: Recipe, train: ds.SplitData, panel: ds.SplitData) -> None:
     """Refuse training rows that hold a panel spectrum's or reference's values (re-encoded, renamed, re-hashed)."""
-    from godrun.data.overlap import Vectors, value_leakage
+    from godrun.data.overlap import spectra_and_references, value_leakage
 
     tid, pid = train.meta["spectrum_id"].astype(str).tolist(), panel.meta["spectrum_id"].astype(str).tolist()
     problems = value_leakage(
-        [Vectors("spectrum", train.raw.numpy(), tid), Vectors("clean reference", train.clean.numpy(), tid)],
-        [Vectors("spectrum", panel.raw.numpy(), pid), Vectors("clean reference", panel.clean.numpy(), pid)],
+        spectra_and_references(train.raw.numpy(), train.clean.numpy(), tid),
+        spectra_and_references(panel.raw.numpy(), panel.clean.numpy(), pid),
     )
     if problems:
         raise InputError(f"--train_manifest {recipe.train_manifest} leaks into --val_manifest: " + "; ".join(problems))
