@@ -487,6 +487,20 @@ RESERVED_VOLUMES_MESSAGE = "volumes names data, dshm and tmp are the controller'
 RESERVED_ENV_MESSAGE = "env names under GODRUN_ are set by the controller"
 
 
+def check_labels(labels: dict[str, str], annotations: dict[str, str], allowed: tuple[str, ...] = ()) -> None:
+    """Extra labels/annotations as the API server takes them (key syntax, label values), the controller's own
+    label keys refused except `allowed`."""
+    for kind, mapping in (("labels", labels), ("annotations", annotations)):
+        for key in mapping:
+            if len(key) > 316 or not re.match(LABEL_KEY_PATTERN, key):
+                raise ValueError(f"{kind} {KEY_SYNTAX_MESSAGE} ({key!r})")
+    for key, value in labels.items():
+        if key.startswith(RESERVED_LABEL_PREFIXES) and key not in allowed:
+            raise ValueError(f"{RESERVED_LABELS_MESSAGE} ({key!r})")
+        if len(value) > 63 or not re.match(LABEL_VALUE_PATTERN, value):
+            raise ValueError(f"labels value {value!r} of {key!r} is not a valid label value")
+
+
 class PodOverrides(_Camel):
     """Settings copied onto both stages' pods, in the spirit of TrainJob's pod template overrides."""
 
@@ -527,10 +541,7 @@ class PodOverrides(_Camel):
 
     @model_validator(mode="after")
     def _keys(self) -> PodOverrides:
-        for kind, mapping in (("labels", self.labels), ("annotations", self.annotations)):
-            for key in mapping:
-                if len(key) > 316 or not re.match(LABEL_KEY_PATTERN, key):
-                    raise ValueError(f"{kind} {KEY_SYNTAX_MESSAGE} ({key!r})")
+        check_labels(self.labels, self.annotations)
         for env in self.env:
             if env.name.startswith("GODRUN_"):
                 raise ValueError(f"{RESERVED_ENV_MESSAGE} ({env.name!r})")
@@ -540,11 +551,6 @@ class PodOverrides(_Camel):
         for vol in self.volumes:
             if vol["name"] in RESERVED_VOLUMES:
                 raise ValueError(f"{RESERVED_VOLUMES_MESSAGE} ({vol['name']!r})")
-        for key, value in self.labels.items():
-            if key.startswith(RESERVED_LABEL_PREFIXES):
-                raise ValueError(f"{RESERVED_LABELS_MESSAGE} ({key!r})")
-            if len(value) > 63 or not re.match(LABEL_VALUE_PATTERN, value):
-                raise ValueError(f"labels value {value!r} of {key!r} is not a valid label value")
         return self
 
 
@@ -579,16 +585,7 @@ class JobPolicy(_Camel):
 
     @model_validator(mode="after")
     def _job_labels(self) -> JobPolicy:
-        for key in self.annotations:
-            if len(key) > 316 or not re.match(LABEL_KEY_PATTERN, key):
-                raise ValueError(f"annotations {KEY_SYNTAX_MESSAGE} ({key!r})")
-        for key, value in self.labels.items():
-            if len(key) > 316 or not re.match(LABEL_KEY_PATTERN, key):
-                raise ValueError(f"labels {KEY_SYNTAX_MESSAGE} ({key!r})")
-            if key.startswith(RESERVED_LABEL_PREFIXES) and key not in JOB_LABELS_ALLOWED:
-                raise ValueError(f"{RESERVED_LABELS_MESSAGE} ({key!r})")
-            if len(value) > 63 or not re.match(LABEL_VALUE_PATTERN, value):
-                raise ValueError(f"labels value {value!r} of {key!r} is not a valid label value")
+        check_labels(self.labels, self.annotations, allowed=JOB_LABELS_ALLOWED)
         return self
 
 
