@@ -73,6 +73,11 @@ def test_a_best_checkpoint_the_child_cannot_take_ends_in_error(best: str) -> Non
     decision = decide(view, obs, T0)  # raised inside _ensure_act_b before
     assert decision.status.phase == "Error" and "Act B" in decision.status.message
     assert not any(type(a).__name__ == "CreateActB" for a in decision.actions)
+    # the run trained: an edit afterwards starts nothing (it is not an InvalidSpec, where nothing ran)
+    edited = GodRunView(name="run", namespace="ns", generation=2, spec=spec, status=decision.status)
+    again = decide(edited, Observed(), T0)
+    assert again.status.phase == "Error" and again.status.reason == decision.status.reason
+    assert not any(type(a).__name__ in ("CreateJob", "CreateActB") for a in again.actions)
 
 
 @pytest.mark.parametrize("epochs", [10**11, 10**15, 2**62])

@@ -623,7 +623,8 @@ def _ensure_act_b(run: GodRunView, obs: Observed, st: GodRunStatus, actions: lis
     try:
         body = act_b_manifest(run, st)
     except ValidationError as exc:  # e.g. a best checkpoint whose file name the spec refuses
-        st.phase, st.reason = "Error", "InvalidSpec"
+        # Not InvalidSpec: this run trained, so it is final like any other ending (is_final).
+        st.phase, st.reason = "Error", "ActBInvalid"
         st.message = f"cannot create the Act B child: {format_validation_error(exc)}"[:1024]
         return
     actions.append(CreateActB(child, body))
