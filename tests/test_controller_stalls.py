@@ -4,6 +4,7 @@ for spec.suspend and Kueue's queueing."""
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -88,3 +89,33 @@ def test_suspended_condition_for_spec_suspend_and_kueue():
     d = r.step()
     assert (d.status.reason, condition(d.status, "Suspended").reason) == ("Suspended", "SpecSuspend")
     assert cond(d.status, "Suspended") == "True" and condition(d.status, "Suspended").last_transition_time > T0
+
+
+def test_an_evicted_pod_and_the_gap_before_its_replacement_are_not_a_refused_pod_creation():
+    """Eviction marks the pod DisruptionTarget and deletes it; the Job controller creates the replacement only
+    once it has gone. Neither the terminating pod nor the moment without any pod is 'no pod since start'."""
+    evicted = _pod(phase="Running") | {"metadata": {"name": "p", "deletionTimestamp": "2025-03-01T12:10:00Z"}}
+    evicted["status"]["conditions"] = [{"type": "DisruptionTarget", "status": "True"}]
+    obs = job_stage_obs(JOB, [evicted], T0 + timedelta(minutes=10))
+    assert (obs.stalled, obs.disrupted) == ("", True)
+    gone = T0 + timedelta(minutes=10)
+    assert job_stage_obs(JOB, [], gone + timedelta(seconds=2), pods_gone_at=gone).stalled == ""
+    late = job_stage_obs(JOB, [], gone + timedelta(minutes=2), pods_gone_at=gone)
+    assert late.stalled == "FailedCreate" and "lost its last one" in late.stalled_message
+
+
+def test_the_pod_cache_knows_when_a_jobs_last_pod_went():
+    from godrun.controller.cache import Store
+
+    store = Store(index=lambda o: o["metadata"].get("job"))
+    a, b = ({"metadata": {"namespace": "ns", "name": n, "job": "j"}} for n in ("a", "b"))
+    store.upsert(a)
+    store.upsert(b)
+    assert store.emptied_at("j") is None
+    store.delete(("ns", "a"))
+    assert store.emptied_at("j") is None  # b is still there
+    store.delete(("ns", "b"))
+    gone = store.emptied_at("j")
+    assert gone is not None and abs(gone - time.time()) < 5
+    store.upsert(a)  # the replacement
+    assert store.emptied_at("j") is None

@@ -19,6 +19,7 @@ from typing import Any
 log = logging.getLogger("godrun.controller")
 Key = tuple[str, str]  # (namespace, name)
 Obj = dict[str, Any]
+EMPTIED_KEPT_SECONDS = 600.0
 
 
 def obj_key(obj: Obj) -> Key:
@@ -41,6 +42,7 @@ class Store:
         self._items: dict[Key, Obj] = {}
         self._index_fn = index
         self._index: dict[Hashable, set[Key]] = {}
+        self._emptied: dict[Hashable, float] = {}  # index value -> when its last object went (time.time())
 
     def get(self, key: Key) -> Obj | None:
         with self._lock:
@@ -53,6 +55,11 @@ class Store:
     def by_index(self, value: Hashable) -> list[Obj]:
         with self._lock:
             return [self._items[k] for k in sorted(self._index.get(value, ()))]
+
+    def emptied_at(self, value: Hashable) -> float | None:
+        """When the last object under `value` was deleted (None: it has objects, or never lost one)."""
+        with self._lock:
+            return None if value in self._index else self._emptied.get(value)
 
     def __len__(self) -> int:
         with self._lock:
@@ -69,6 +76,7 @@ class Store:
             self._items[key] = obj
             if self._index_fn and (value := self._index_fn(obj)) is not None:
                 self._index.setdefault(value, set()).add(key)
+                self._emptied.pop(value, None)
             return True
 
     def delete(self, key: Key) -> Obj | None:
@@ -94,6 +102,15 @@ class Store:
             keys.discard(key)
             if not keys:
                 del self._index[value]
+                self._note_emptied(value)
+
+    def _note_emptied(self, value: Hashable) -> None:
+        # Only a recent time changes what a reader concludes (a stall needs a minute without pods), so old
+        # entries go and the map stays as small as the recent deletions.
+        now = time.time()
+        for old in [v for v, t in self._emptied.items() if now - t > EMPTIED_KEPT_SECONDS]:
+            del self._emptied[old]
+        self._emptied[value] = now
 
 
 class Expectations:
@@ -119,6 +136,11 @@ class Expectations:
                 del self._pending[key]  # the watch never showed it: trust the cache (a create would 409)
                 return False
             return due is not None
+
+    def emptied_at(self, value: Hashable) -> float | None:
+        """When the last object under `value` was deleted (None: it has objects, or never lost one)."""
+        with self._lock:
+            return None if value in self._index else self._emptied.get(value)
 
     def __len__(self) -> int:
         with self._lock:

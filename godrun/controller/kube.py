@@ -140,7 +140,9 @@ class KubeExecutor:
             elif job is None and self.cache.expectations.pending((ns, name)):
                 obs[stage] = StageObs("active")  # created by us, not in the cache yet: never create a twin
             else:
-                obs[stage] = job_stage_obs(job, pods[stage], utcnow())
+                gone = self.cache.pods.emptied_at((ns, name))
+                gone_at = datetime.fromtimestamp(gone, UTC) if gone is not None else None
+                obs[stage] = job_stage_obs(job, pods[stage], utcnow(), gone_at)
         verdict, verdict_error = None, None
         if obs["evaluate"].state == "succeeded":
             verdict, verdict_error = parse_verdict(succeeded_pod_message(pods["evaluate"]))

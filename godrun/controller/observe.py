@@ -26,8 +26,11 @@ JOB_FAILURE_REASONS = {"BackoffLimitExceeded": "RetriesExhausted", "DeadlineExce
 _EXIT_IN_MESSAGE = re.compile(r"exit code (\d+)")
 
 
-def job_stage_obs(job: Obj | None, pods: Sequence[Obj] = (), now: datetime | None = None) -> StageObs:
-    """A Job (raw API dict) and its pods -> StageObs (`now`: to tell a Job whose pods are refused)."""
+def job_stage_obs(
+    job: Obj | None, pods: Sequence[Obj] = (), now: datetime | None = None, pods_gone_at: datetime | None = None
+) -> StageObs:
+    """A Job (raw API dict) and its pods -> StageObs (`now`: to tell a Job whose pods are refused;
+    `pods_gone_at`: when the cache last saw the Job's last pod go, e.g. an evicted one before its replacement)."""
     if job is None:
         return StageObs()
     status, spec = job.get("status") or {}, job.get("spec") or {}
@@ -45,7 +48,7 @@ def job_stage_obs(job: Obj | None, pods: Sequence[Obj] = (), now: datetime | Non
     if "Complete" in conds or "SuccessCriteriaMet" in conds:
         return StageObs("succeeded", exit_code=0, message=term_message)
     suspended = bool(spec.get("suspend")) or "Suspended" in conds
-    stalled, why = ("", "") if suspended else stalled_pods(job, pods, now)
+    stalled, why = ("", "") if suspended else stalled_pods(job, pods, now, pods_gone_at)
     return StageObs("active", disrupted=disrupted, suspended=suspended, stalled=stalled, stalled_message=why)
 
 
@@ -65,8 +68,13 @@ STALLED_WAITING = frozenset(
 FAILED_CREATE_AFTER_SECONDS = 60.0
 
 
-def stalled_pods(job: Obj, pods: Sequence[Obj], now: datetime | None) -> tuple[str, str]:
-    """(reason, message) when the active Job's pods cannot start, else ("", "")."""
+def stalled_pods(
+    job: Obj, pods: Sequence[Obj], now: datetime | None, pods_gone_at: datetime | None = None
+) -> tuple[str, str]:
+    """(reason, message) when the active Job's pods cannot start, else ("", "").
+
+    "No pod" counts from the Job's start or from when its last pod went, whichever is later, and a pod still
+    terminating counts as a pod: the Job controller replaces an evicted pod only once it has gone."""
     for pod in pods:
         st = pod.get("status") or {}
         if st.get("phase") not in (None, "Pending"):
@@ -78,16 +86,17 @@ def stalled_pods(job: Obj, pods: Sequence[Obj], now: datetime | None) -> tuple[s
         for c in st.get("conditions") or []:
             if c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason") == "Unschedulable":
                 return "Unschedulable", f"pod {pod['metadata'].get('name')}: {c.get('message') or ''}"
-    live = [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
     started = _time((job.get("status") or {}).get("startTime") or (job.get("metadata") or {}).get("creationTimestamp"))
-    if not live and now is not None and started is not None:
+    if started is not None and pods_gone_at is not None:
+        started = max(started, pods_gone_at)
+    if not pods and now is not None and started is not None:
         waited = (now - started).total_seconds()
         if waited >= FAILED_CREATE_AFTER_SECONDS:
             name = (job.get("metadata") or {}).get("name")
             return "FailedCreate", (
-                f"no pod of Job {name} exists {waited:.0f} s after it started: the Job controller's pod creation "
-                f"is refused (a ResourceQuota or an admission webhook; `kubectl describe job {name}` shows its "
-                "FailedCreate events)"
+                f"no pod of Job {name} exists {waited:.0f} s after it started or lost its last one: the Job "
+                "controller's pod creation is refused (a ResourceQuota or an admission webhook; "
+                f"`kubectl describe job {name}` shows its FailedCreate events)"
             )
     return "", ""
 
