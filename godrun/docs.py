@@ -8,6 +8,7 @@ Tests fail when a committed copy drifts: edit godrun/spec.py or the parser, then
 from __future__ import annotations
 
 import argparse
+import enum
 import re
 import sys
 import typing
@@ -25,6 +26,8 @@ def _type_name(annotation: object) -> str:
     args = typing.get_args(annotation)
     if origin is typing.Literal:
         return " \\| ".join(f"`{a}`" for a in args)
+    if isinstance(annotation, type) and issubclass(annotation, enum.StrEnum):  # like the Literal of its values
+        return " \\| ".join(f"`{a}`" for a in annotation)
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
         return " or ".join(_type_name(a) for a in args if a is not type(None)) + " (optional)"
     if origin is typing.Annotated:

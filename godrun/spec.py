@@ -16,6 +16,13 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 from pydantic.alias_generators import to_camel
 
+# The run's words live in godrun.contract.words; re-exported here for the models' readers.
+from godrun.contract.words import CONDITION_TYPES as CONDITION_TYPES
+from godrun.contract.words import STEP_CONDITIONS as STEP_CONDITIONS
+from godrun.contract.words import TERMINAL_CONDITIONS as TERMINAL_CONDITIONS
+from godrun.contract.words import TERMINAL_PHASES as TERMINAL_PHASES
+from godrun.contract.words import Phase
+
 API_GROUP = "godrun.io"
 API_VERSION = "v1alpha1"
 KIND = "GodRun"
@@ -35,13 +42,7 @@ FilmFeature = Literal[
 ]
 FILM_FEATURES: tuple[FilmFeature, ...] = get_args(FilmFeature)
 
-Phase = Literal["Pending", "Training", "Evaluating", "Shipped", "Failed-ActB", "Error"]
-PHASES: tuple[str, ...] = get_args(Phase)
-TERMINAL_PHASES = frozenset({"Shipped", "Failed-ActB", "Error"})
-STEP_CONDITIONS: tuple[str, ...] = ("DataVerified", "Trained", "Evaluated", "GatesPassed")
-# Terminal conditions for `kubectl wait --for=condition=Succeeded|Failed` (Job/TrainJob style).
-TERMINAL_CONDITIONS: tuple[str, ...] = ("Succeeded", "Failed")
-CONDITION_TYPES: tuple[str, ...] = STEP_CONDITIONS + TERMINAL_CONDITIONS
+PHASES: tuple[Phase, ...] = tuple(Phase)
 GATE_NAMES: tuple[str, ...] = ("aggregate", "tail", "roi", "downstream")
 
 NonNegInt = Annotated[int, Field(ge=0)]
@@ -807,7 +808,7 @@ class JobRefs(_Camel):
 class GodRunStatus(_Camel):
     """Observed state of a GodRun, written by the controller through the status subresource."""
 
-    phase: Phase = Field("Pending", description="Pending, Training, Evaluating, Shipped, Failed-ActB or Error.")
+    phase: Phase = Field(Phase.PENDING, description="Pending, Training, Evaluating, Shipped, Failed-ActB or Error.")
     reason: str = Field("", description="Why the run is in this phase (CamelCase).")
     message: str = Field("", description="Human-readable detail.")
     observed_generation: NonNegInt = Field(0, description="metadata.generation the status describes.")
