@@ -24,10 +24,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal, Protocol, get_args
+from typing import Any, Literal, Protocol
 
 from pydantic import ValidationError
 
+from godrun.contract.words import (
+    ANNOTATION_INIT_CHECKPOINT_SHA256,
+    ANNOTATION_PARENT_GENERATION,
+    ConditionType,
+    DeleteReason,
+    EventReason,
+    EventType,
+    FailureReason,
+    Phase,
+    Reason,
+    Stage,
+    labels,
+)
 from godrun.core.commands import evaluator_argv, trainer_argv
 from godrun.core.names import act_b_name, job_name, run_label
 from godrun.errors import EXIT_BAD_INPUT
@@ -48,12 +61,6 @@ from godrun.spec import (
 )
 
 StageState = Literal["absent", "active", "succeeded", "failed"]
-Stage = Literal["train", "evaluate"]
-# Why a failed stage failed, in the machine's own terms (each executor maps what it sees onto these).
-# BadInput is decided here from the exit code; JobRejected: the Job was refused before anything ran.
-# StartTimeout: the stage's pods never started (stalled) for spec.jobs.startTimeoutSeconds.
-FailureReason = Literal["BadInput", "RetriesExhausted", "DeadlineExceeded", "JobFailed", "JobRejected", "StartTimeout"]
-FAILURE_REASONS: tuple[str, ...] = get_args(FailureReason)
 
 
 @dataclass(frozen=True)
@@ -132,7 +139,7 @@ class DeleteJob:
     """Stop and delete a Job of a superseded generation."""
 
     name: str
-    reason: str = "SupersededGeneration"
+    reason: str = DeleteReason.SUPERSEDED_GENERATION
 
 
 @dataclass(frozen=True)
@@ -147,7 +154,7 @@ class CreateActB:
 class EmitEvent:
     """A Kubernetes Event on the GodRun (the local runner logs it)."""
 
-    type: Literal["Normal", "Warning"]
+    type: EventType
     reason: str
     message: str
 
@@ -215,13 +222,13 @@ def decide(run: GodRunView, observed: Observed, now: datetime, polling: Polling 
     actions: list[Action] = [DeleteJob(name) for name in observed.stale_jobs]
     if new_generation and run.status.observed_generation > 0:
         msg = f"spec changed (generation {run.generation}): starting this generation's Jobs"
-        actions.append(EmitEvent("Normal", "NewGeneration", msg))
+        actions.append(EmitEvent(EventType.NORMAL, EventReason.NEW_GENERATION, msg))
 
     if st.phase not in TERMINAL_PHASES and run.spec.suspend:
         _suspend(run, observed, st, actions, now)
     elif st.phase not in TERMINAL_PHASES and _train(run, observed, st, actions, now):
         _evaluate(run, observed, st, actions, now)
-    if st.phase == "Failed-ActB":
+    if st.phase == Phase.FAILED_ACT_B:
         _ensure_act_b(run, observed, st, actions)
     if st.phase in TERMINAL_PHASES:
         settle_conditions(st, now)
@@ -246,7 +253,7 @@ def derived_spec_error(spec: GodRunSpec) -> str | None:
 
 def is_final(st: GodRunStatus) -> bool:
     """A run that ended is never started again, whatever its spec says later (InvalidSpec: nothing ran)."""
-    return st.phase in TERMINAL_PHASES and st.reason != "InvalidSpec" and st.observed_generation > 0
+    return st.phase in TERMINAL_PHASES and st.reason != Reason.INVALID_SPEC and st.observed_generation > 0
 
 
 def _final(run: GodRunView, observed: Observed) -> Decision:
@@ -263,8 +270,8 @@ def _final(run: GodRunView, observed: Observed) -> Decision:
             f"the run ended ({st.phase}); spec changes (generation {run.generation}) start nothing: "
             "create a new GodRun for a new run"
         )
-        actions.append(EmitEvent("Normal", "SpecChangeIgnored", msg))
-    if st.phase == "Failed-ActB":
+        actions.append(EmitEvent(EventType.NORMAL, EventReason.SPEC_CHANGE_IGNORED, msg))
+    if st.phase == Phase.FAILED_ACT_B:
         _ensure_act_b(run, observed, st, actions)
     return Decision(st, tuple(actions))
 
@@ -272,8 +279,8 @@ def _final(run: GodRunView, observed: Observed) -> Decision:
 def _invalid_spec(run: GodRunView, error: str, st: GodRunStatus, new_generation: bool, now: datetime) -> Decision:
     """Error/InvalidSpec for this generation: nothing is started, one Warning Event on the transition."""
     before = GodRunStatus() if new_generation else run.status
-    st.phase, st.reason, st.message = "Error", "InvalidSpec", error[:1024]
-    st.completion_time = st.completion_time if before.reason == "InvalidSpec" else now
+    st.phase, st.reason, st.message = Phase.ERROR, Reason.INVALID_SPEC, error[:1024]
+    st.completion_time = st.completion_time if before.reason == Reason.INVALID_SPEC else now
     settle_conditions(st, now)
     return Decision(st, tuple(_transition_events(before, st)))
 
@@ -283,7 +290,11 @@ def _fresh_status(run: GodRunView, now: datetime) -> GodRunStatus:
     st.progress.epochs = run.spec.training.epochs
     st.conditions = [
         Condition(
-            type=t, status="Unknown", reason="Pending", last_transition_time=now, observed_generation=run.generation
+            type=t,
+            status="Unknown",
+            reason=Reason.PENDING,
+            last_transition_time=now,
+            observed_generation=run.generation,
         )
         for t in CONDITION_TYPES
     ]
@@ -298,13 +309,25 @@ def current_job_names(run: GodRunView) -> dict[Stage, str]:
 
 def _stage_names(run: GodRunView, restarts: int) -> dict[Stage, str]:
     return {
-        "train": job_name(run.name, "train", run.generation, restarts),
-        "evaluate": job_name(run.name, "evaluate", run.generation),
+        Stage.TRAIN: job_name(run.name, Stage.TRAIN, run.generation, restarts),
+        Stage.EVALUATE: job_name(run.name, Stage.EVALUATE, run.generation),
     }
 
 
-def set_condition(st: GodRunStatus, type_: str, status: str, reason: str, message: str, now: datetime) -> None:
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+def set_condition(
+    st: GodRunStatus, type_: ConditionType, status: ConditionStatus, reason: str, message: str, now: datetime
+) -> None:
     """Upsert a condition; lastTransitionTime moves only when the status value changes."""
+    _upsert_condition(st, type_, status, reason, message, now)
+
+
+def _upsert_condition(
+    st: GodRunStatus, type_: str, status: ConditionStatus, reason: str, message: str, now: datetime
+) -> None:
+    """set_condition for any type, also one the machine does not own (settle_conditions closes them all)."""
     old = next((c for c in st.conditions if c.type == type_), None)
     cond = Condition(
         type=type_,
@@ -322,22 +345,23 @@ def set_condition(st: GodRunStatus, type_: str, status: str, reason: str, messag
 
 def settle_conditions(st: GodRunStatus, now: datetime) -> None:
     """A finished run: Succeeded/Failed say how (for `kubectl wait`), and no condition stays Unknown."""
-    succeeded = st.phase == "Shipped"
+    succeeded = st.phase == Phase.SHIPPED
     outcome = st.reason or st.phase.replace("-", "")
-    set_condition(st, "Succeeded", "True" if succeeded else "False", outcome, st.message, now)
-    set_condition(st, "Failed", "False" if succeeded else "True", outcome, st.message, now)
-    for type_ in ("Stalled", "Suspended"):
+    set_condition(st, ConditionType.SUCCEEDED, "True" if succeeded else "False", outcome, st.message, now)
+    set_condition(st, ConditionType.FAILED, "False" if succeeded else "True", outcome, st.message, now)
+    for type_ in (ConditionType.STALLED, ConditionType.SUSPENDED):
         _clear(st, type_, outcome, f"the run ended ({st.phase})", now)
     for cond in list(st.conditions):
         if cond.status == "Unknown" and cond.type not in TERMINAL_CONDITIONS:
-            set_condition(st, cond.type, "False", "NotReached", f"the run ended ({st.phase}) before this step", now)
+            why = f"the run ended ({st.phase}) before this step"
+            _upsert_condition(st, cond.type, "False", Reason.NOT_REACHED, why, now)
 
 
-def condition(st: GodRunStatus, type_: str) -> Condition | None:
+def condition(st: GodRunStatus, type_: ConditionType) -> Condition | None:
     return next((c for c in st.conditions if c.type == type_), None)
 
 
-def _is_true(st: GodRunStatus, type_: str) -> bool:
+def _is_true(st: GodRunStatus, type_: ConditionType) -> bool:
     cond = condition(st, type_)
     return cond is not None and cond.status == "True"
 
@@ -365,88 +389,91 @@ def attempt_failure_action(exit_code: int, *, disrupted: bool = False) -> Failur
     return "Count"
 
 
-def failure_reason(obs: StageObs) -> str:
+def failure_reason(obs: StageObs) -> FailureReason:
     """The FailureReason of a failed stage (exit 2 is bad input, whatever the executor saw)."""
     if obs.exit_code == EXIT_BAD_INPUT:
-        return "BadInput"
-    return obs.reason if obs.reason in FAILURE_REASONS else "JobFailed"
+        return FailureReason.BAD_INPUT
+    return FailureReason(obs.reason) if obs.reason in tuple(FailureReason) else FailureReason.JOB_FAILED
 
 
-def _fail(st: GodRunStatus, stage: str, job: str, obs: StageObs, backoff_limit: int, now: datetime) -> None:
+def _fail(st: GodRunStatus, stage: Stage, job: str, obs: StageObs, backoff_limit: int, now: datetime) -> None:
     reason = failure_reason(obs)
     code = f" (exit code {obs.exit_code})" if obs.exit_code is not None else ""
     tries = ""
-    if obs.failures and reason == "RetriesExhausted":
+    if obs.failures and reason == FailureReason.RETRIES_EXHAUSTED:
         tries = f" after {obs.failures} failed attempt{'s' if obs.failures != 1 else ''} (backoffLimit {backoff_limit})"
     detail = f": {obs.message.strip()[:512]}" if obs.message.strip() else ""
-    st.phase, st.reason = "Error", reason
-    what = "was rejected" if reason == "JobRejected" else f"failed{code}, {reason}{tries}"
-    st.message = f"{stage} Job {job} {what}{detail}"
-    cond = "Trained" if stage == "training" else "Evaluated"
-    set_condition(st, cond, "False", reason, st.message, now)
-    if reason == "BadInput":
-        set_condition(st, "DataVerified", "False", "BadInput", st.message, now)
+    st.phase, st.reason = Phase.ERROR, reason
+    what = "was rejected" if reason == FailureReason.JOB_REJECTED else f"failed{code}, {reason}{tries}"
+    st.message = f"{stage.noun} Job {job} {what}{detail}"
+    set_condition(st, stage.condition, "False", reason, st.message, now)
+    if reason == FailureReason.BAD_INPUT:
+        set_condition(st, ConditionType.DATA_VERIFIED, "False", FailureReason.BAD_INPUT, st.message, now)
 
 
 def _suspend(run: GodRunView, obs: Observed, st: GodRunStatus, actions: list[Action], now: datetime) -> None:
     """spec.suspend: delete the running stage's Job (not Job.spec.suspend, which Kueue owns for queued Jobs);
     clearing it creates the Job again and the trainer resumes from the last checkpoint on the run volume."""
     names = _stage_names(run, st.restarts)
-    stages: tuple[tuple[Stage, StageObs], ...] = (("train", obs.train), ("evaluate", obs.evaluate))
+    stages: tuple[tuple[Stage, StageObs], ...] = ((Stage.TRAIN, obs.train), (Stage.EVALUATE, obs.evaluate))
     for stage, stage_obs in stages:
         if stage_obs.state == "active":
-            actions.append(DeleteJob(names[stage], reason="Suspended"))
-    st.phase, st.reason = "Pending", "Suspended"
+            actions.append(DeleteJob(names[stage], reason=DeleteReason.SUSPENDED))
+    st.phase, st.reason = Phase.PENDING, Reason.SUSPENDED
     st.message = "spec.suspend is true: no stage runs until it is set back to false"
-    set_condition(st, "Suspended", "True", "SpecSuspend", st.message, now)
+    set_condition(st, ConditionType.SUSPENDED, "True", Reason.SPEC_SUSPEND, st.message, now)
 
 
 def _train(run: GodRunView, obs: Observed, st: GodRunStatus, actions: list[Action], now: datetime) -> bool:
     """Drive the training stage; True once it has finished successfully."""
-    name = _stage_names(run, st.restarts)["train"]
+    name = _stage_names(run, st.restarts)[Stage.TRAIN]
     st.jobs.train = name
     if obs.progress is not None:
         st.progress = _next_progress(st.progress, obs.progress, run.spec.training, now)
-    if _is_true(st, "Trained"):
+    if _is_true(st, ConditionType.TRAINED):
         return True  # recorded earlier; the Job may have been deleted by its TTL since
     t = obs.train
     if t.state == "succeeded":
-        set_condition(st, "Trained", "True", "TrainingSucceeded", f"training Job {name} succeeded", now)
+        set_condition(
+            st, ConditionType.TRAINED, "True", Reason.TRAINING_SUCCEEDED, f"training Job {name} succeeded", now
+        )
         _data_checked_by_trainer(run, st, now)
         return True
     if t.state == "failed" and _may_recreate(run.spec, st, t):
         st.restarts += 1
-        new = job_name(run.name, "train", run.generation, st.restarts)
-        actions.append(CreateJob("train", new, run.generation, tuple(trainer_argv(run.spec))))
+        new = job_name(run.name, Stage.TRAIN, run.generation, st.restarts)
+        actions.append(CreateJob(Stage.TRAIN, new, run.generation, tuple(trainer_argv(run.spec))))
         limit = run.spec.jobs.backoff_limit
         msg = f"training Job {name} failed; recreated whole as {new} (restart {st.restarts}/{limit})"
-        actions.append(EmitEvent("Warning", "TrainJobRecreated", msg))
+        actions.append(EmitEvent(EventType.WARNING, EventReason.TRAIN_JOB_RECREATED, msg))
         st.jobs.train = new
-        st.phase, st.reason, st.message = "Training", "TrainJobRecreated", msg
-        set_condition(st, "Trained", "False", "Training", msg, now)
+        st.phase, st.reason, st.message = Phase.TRAINING, Reason.TRAIN_JOB_RECREATED, msg
+        set_condition(st, ConditionType.TRAINED, "False", Reason.TRAINING, msg, now)
         return False
     if t.state == "failed":
-        _fail(st, "training", name, t, run.spec.jobs.backoff_limit, now)
+        _fail(st, Stage.TRAIN, name, t, run.spec.jobs.backoff_limit, now)
         return False
     if t.state == "absent":
-        actions.append(CreateJob("train", name, run.generation, tuple(trainer_argv(run.spec))))
+        actions.append(CreateJob(Stage.TRAIN, name, run.generation, tuple(trainer_argv(run.spec))))
         # The status a created Job will have once observed, so the next reconcile has nothing to write
         # (the creation itself is reported by the TrainingStarted Event).
-        st.phase, st.reason, st.message = "Training", "TrainJobRunning", _progress_message(name, st.progress, False)
+        st.phase, st.reason = Phase.TRAINING, Reason.TRAIN_JOB_RUNNING
+        st.message = _progress_message(name, st.progress, False)
     elif t.suspended:
-        st.phase, st.reason, st.message = "Pending", "AwaitingAdmission", f"training Job {name} is suspended (queued)"
-        set_condition(st, "Suspended", "True", "AwaitingAdmission", st.message, now)
+        st.phase, st.reason = Phase.PENDING, Reason.AWAITING_ADMISSION
+        st.message = f"training Job {name} is suspended (queued)"
+        set_condition(st, ConditionType.SUSPENDED, "True", Reason.AWAITING_ADMISSION, st.message, now)
     elif t.stalled:
-        if _stalled(run, "training", name, t, st, actions, now):
+        if _stalled(run, Stage.TRAIN, name, t, st, actions, now):
             return False
     else:
-        st.phase, st.reason = "Training", ("PodDisrupted" if t.disrupted else "TrainJobRunning")
+        st.phase, st.reason = Phase.TRAINING, (Reason.POD_DISRUPTED if t.disrupted else Reason.TRAIN_JOB_RUNNING)
         st.message = _progress_message(name, st.progress, t.disrupted)
     if not t.suspended:
-        _clear(st, "Suspended", "Running", f"training Job {name} runs", now)
+        _clear(st, ConditionType.SUSPENDED, Reason.RUNNING, f"training Job {name} runs", now)
     if not t.stalled:
-        _clear(st, "Stalled", "PodsStarted", f"the pods of training Job {name} started", now)
-    set_condition(st, "Trained", "False", "Training", f"training Job {name} has not finished", now)
+        _clear(st, ConditionType.STALLED, Reason.PODS_STARTED, f"the pods of training Job {name} started", now)
+    set_condition(st, ConditionType.TRAINED, "False", Reason.TRAINING, f"training Job {name} has not finished", now)
     if st.progress.epoch >= 1:
         _data_checked_by_trainer(run, st, now)
     return False
@@ -464,39 +491,41 @@ UNVERIFIED_DATA = (
 
 def _data_checked_by_trainer(run: GodRunView, st: GodRunStatus, now: datetime) -> None:
     """DataVerified says what the trainer (which refuses bad data with exit 2) actually checked."""
-    if _is_true(st, "DataVerified"):
+    if _is_true(st, ConditionType.DATA_VERIFIED):
         return
     if run.spec.data.verify:
-        set_condition(st, "DataVerified", "True", "TrainerVerifiedData", VERIFIED_DATA, now)
+        set_condition(st, ConditionType.DATA_VERIFIED, "True", Reason.TRAINER_VERIFIED_DATA, VERIFIED_DATA, now)
     else:
-        set_condition(st, "DataVerified", "False", "VerificationDisabled", UNVERIFIED_DATA, now)
+        set_condition(st, ConditionType.DATA_VERIFIED, "False", Reason.VERIFICATION_DISABLED, UNVERIFIED_DATA, now)
 
 
-def _clear(st: GodRunStatus, type_: str, reason: str, message: str, now: datetime) -> None:
+def _clear(st: GodRunStatus, type_: ConditionType, reason: str, message: str, now: datetime) -> None:
     """Set a condition that is True back to False (conditions that never held are not added)."""
     if _is_true(st, type_):
         set_condition(st, type_, "False", reason, message, now)
 
 
 def _stalled(
-    run: GodRunView, stage: str, name: str, obs: StageObs, st: GodRunStatus, actions: list[Action], now: datetime
+    run: GodRunView, stage: Stage, name: str, obs: StageObs, st: GodRunStatus, actions: list[Action], now: datetime
 ) -> bool:
     """A stage whose pods cannot start: Stalled=True with the pod's reason (the phase stays honest: Pending
     while training has not begun, Evaluating otherwise); after spec.jobs.startTimeoutSeconds of it the run gives
     up: its Job is deleted and the run ends Error/StartTimeout. True when the run gave up."""
     detail = f"{obs.stalled}: {obs.stalled_message.strip()[:512]}" if obs.stalled_message.strip() else obs.stalled
-    msg = f"{stage} Job {name} cannot start its pods ({detail})"
-    set_condition(st, "Stalled", "True", obs.stalled, msg, now)
-    since = condition(st, "Stalled")
+    msg = f"{stage.noun} Job {name} cannot start its pods ({detail})"
+    set_condition(st, ConditionType.STALLED, "True", obs.stalled, msg, now)
+    since = condition(st, ConditionType.STALLED)
     limit = run.spec.jobs.start_timeout_seconds
     if since is not None and (now - since.last_transition_time).total_seconds() >= limit:
-        actions.append(DeleteJob(name, reason="StartTimeout"))
-        give_up = StageObs("failed", reason="StartTimeout", message=f"{msg} for {limit} s (jobs.startTimeoutSeconds)")
+        actions.append(DeleteJob(name, reason=DeleteReason.START_TIMEOUT))
+        give_up = StageObs(
+            "failed", reason=FailureReason.START_TIMEOUT, message=f"{msg} for {limit} s (jobs.startTimeoutSeconds)"
+        )
         _fail(st, stage, name, give_up, run.spec.jobs.backoff_limit, now)
-        set_condition(st, "Stalled", "False", "StartTimeout", st.message, now)
+        set_condition(st, ConditionType.STALLED, "False", FailureReason.START_TIMEOUT, st.message, now)
         return True
-    started = stage == "evaluation" or st.progress.epoch > 0
-    st.phase = "Evaluating" if stage == "evaluation" else ("Training" if started else "Pending")
+    started = stage == Stage.EVALUATE or st.progress.epoch > 0
+    st.phase = Phase.EVALUATING if stage == Stage.EVALUATE else (Phase.TRAINING if started else Phase.PENDING)
     st.reason, st.message = obs.stalled, msg
     return False
 
@@ -504,7 +533,12 @@ def _stalled(
 def _may_recreate(spec: GodRunSpec, st: GodRunStatus, obs: StageObs) -> bool:
     """Multi-node training recovers by recreating the whole Indexed Job (its Job has backoffLimit 0: a lone
     replacement pod cannot rejoin the static rendezvous), counted here against jobs.backoffLimit."""
-    retriable = failure_reason(obs) not in ("BadInput", "DeadlineExceeded", "JobRejected", "StartTimeout")
+    retriable = failure_reason(obs) not in (
+        FailureReason.BAD_INPUT,
+        FailureReason.DEADLINE_EXCEEDED,
+        FailureReason.JOB_REJECTED,
+        FailureReason.START_TIMEOUT,
+    )
     return spec.resources.nodes > 1 and retriable and st.restarts < spec.jobs.backoff_limit
 
 
@@ -537,69 +571,74 @@ def _progress_message(job: str, p: Progress, disrupted: bool) -> str:
 
 
 def _evaluate(run: GodRunView, obs: Observed, st: GodRunStatus, actions: list[Action], now: datetime) -> None:
-    name = _stage_names(run, st.restarts)["evaluate"]
+    name = _stage_names(run, st.restarts)[Stage.EVALUATE]
     st.jobs.evaluate = name
     e = obs.evaluate
     if e.state == "failed":
-        _fail(st, "evaluation", name, e, run.spec.jobs.backoff_limit, now)
+        _fail(st, Stage.EVALUATE, name, e, run.spec.jobs.backoff_limit, now)
         return
     if e.state == "succeeded" and obs.verdict is not None:
         _record_verdict(run, obs.verdict, st, now)
         return
     if e.state == "succeeded" and obs.verdict_error:
-        st.phase, st.reason = "Error", "VerdictUnreadable"
+        st.phase, st.reason = Phase.ERROR, Reason.VERDICT_UNREADABLE
         st.message = (
             f"evaluation Job {name} succeeded but its termination message is not a verdict: {obs.verdict_error}"
         )
-        set_condition(st, "Evaluated", "False", st.reason, st.message, now)
+        set_condition(st, ConditionType.EVALUATED, "False", st.reason, st.message, now)
         return
     if e.state == "absent":
-        actions.append(CreateJob("evaluate", name, run.generation, tuple(evaluator_argv(run.spec, run.name))))
-        st.phase, st.reason, st.message = "Evaluating", "EvalJobRunning", f"evaluation Job {name} is running"
+        actions.append(CreateJob(Stage.EVALUATE, name, run.generation, tuple(evaluator_argv(run.spec, run.name))))
+        st.phase, st.reason, st.message = Phase.EVALUATING, Reason.EVAL_JOB_RUNNING, f"evaluation Job {name} is running"
     elif e.state == "succeeded":
-        st.phase, st.reason, st.message = "Evaluating", "AwaitingVerdict", f"reading the verdict of Job {name}"
+        st.phase, st.reason = Phase.EVALUATING, Reason.AWAITING_VERDICT
+        st.message = f"reading the verdict of Job {name}"
     elif e.suspended:
-        st.phase, st.reason, st.message = (
-            "Evaluating",
-            "AwaitingAdmission",
-            f"evaluation Job {name} is suspended (queued)",
-        )
-        set_condition(st, "Suspended", "True", "AwaitingAdmission", st.message, now)
+        st.phase, st.reason = Phase.EVALUATING, Reason.AWAITING_ADMISSION
+        st.message = f"evaluation Job {name} is suspended (queued)"
+        set_condition(st, ConditionType.SUSPENDED, "True", Reason.AWAITING_ADMISSION, st.message, now)
     elif e.stalled:
-        if _stalled(run, "evaluation", name, e, st, actions, now):
+        if _stalled(run, Stage.EVALUATE, name, e, st, actions, now):
             return
     else:
-        st.phase, st.reason, st.message = "Evaluating", "EvalJobRunning", f"evaluation Job {name} is running"
+        st.phase, st.reason, st.message = Phase.EVALUATING, Reason.EVAL_JOB_RUNNING, f"evaluation Job {name} is running"
     if not e.suspended:
-        _clear(st, "Suspended", "Running", f"evaluation Job {name} runs", now)
+        _clear(st, ConditionType.SUSPENDED, Reason.RUNNING, f"evaluation Job {name} runs", now)
     if not e.stalled:
-        _clear(st, "Stalled", "PodsStarted", f"the pods of evaluation Job {name} started", now)
-    set_condition(st, "Evaluated", "False", "Evaluating", f"evaluation Job {name} has not finished", now)
+        _clear(st, ConditionType.STALLED, Reason.PODS_STARTED, f"the pods of evaluation Job {name} started", now)
+    set_condition(
+        st, ConditionType.EVALUATED, "False", Reason.EVALUATING, f"evaluation Job {name} has not finished", now
+    )
 
 
 def _record_verdict(run: GodRunView, verdict: Verdict, st: GodRunStatus, now: datetime) -> None:
     st.panel = verdict
     st.lineage = verdict.lineage
     set_condition(
-        st, "Evaluated", "True", "PanelEvaluated", f"{verdict.checkpoints_evaluated} checkpoint(s) ranked", now
+        st,
+        ConditionType.EVALUATED,
+        "True",
+        Reason.PANEL_EVALUATED,
+        f"{verdict.checkpoints_evaluated} checkpoint(s) ranked",
+        now,
     )
-    if not _is_true(st, "DataVerified") and run.spec.data.verify:
+    if not _is_true(st, ConditionType.DATA_VERIFIED) and run.spec.data.verify:
         set_condition(
             st,
-            "DataVerified",
+            ConditionType.DATA_VERIFIED,
             "True",
-            "PanelVerified",
+            Reason.PANEL_VERIFIED,
             "the evaluator checked every panel spectrum and reference against the panel manifest's sha256 columns",
             now,
         )
     summary = _verdict_summary(verdict)
     if verdict.verdict == "pass":
-        st.phase, st.reason, st.message = "Shipped", "GatesPassed", f"all four gates passed: {summary}"
-        set_condition(st, "GatesPassed", "True", "AllGatesPassed", summary, now)
+        st.phase, st.reason, st.message = Phase.SHIPPED, Reason.GATES_PASSED, f"all four gates passed: {summary}"
+        set_condition(st, ConditionType.GATES_PASSED, "True", Reason.ALL_GATES_PASSED, summary, now)
         return
     failed = ", ".join(verdict.failed_gates) or "unknown"
-    st.phase, st.reason, st.message = "Failed-ActB", "GatesFailed", f"failed gates: {failed}; {summary}"
-    set_condition(st, "GatesPassed", "False", "GatesFailed", f"failed gates: {failed}", now)
+    st.phase, st.reason, st.message = Phase.FAILED_ACT_B, Reason.GATES_FAILED, f"failed gates: {failed}; {summary}"
+    set_condition(st, ConditionType.GATES_PASSED, "False", Reason.GATES_FAILED, f"failed gates: {failed}", now)
     st.archive = verdict.archive
 
 
@@ -624,7 +663,7 @@ def _ensure_act_b(run: GodRunView, obs: Observed, st: GodRunStatus, actions: lis
         body = act_b_manifest(run, st)
     except ValidationError as exc:  # e.g. a best checkpoint whose file name the spec refuses
         # Not InvalidSpec: this run trained, so it is final like any other ending (is_final).
-        st.phase, st.reason = "Error", "ActBInvalid"
+        st.phase, st.reason = Phase.ERROR, Reason.ACT_B_INVALID
         st.message = f"cannot create the Act B child: {format_validation_error(exc)}"[:1024]
         return
     actions.append(CreateActB(child, body))
@@ -668,16 +707,11 @@ def act_b_manifest(run: GodRunView, st: GodRunStatus) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "name": act_b_name(run.name),
         "namespace": run.namespace,
-        "labels": {
-            "app.kubernetes.io/name": "godrun",
-            "app.kubernetes.io/managed-by": "godrun-controller",
-            "godrun.io/parent": run_label(run.name),
-            "godrun.io/act": "B",
-        },
-        "annotations": {"godrun.io/parent-generation": str(run.generation)},
+        "labels": labels(parent=run_label(run.name)),
+        "annotations": {ANNOTATION_PARENT_GENERATION: str(run.generation)},
     }
     if st.lineage.best_checkpoint_sha256:
-        meta["annotations"]["godrun.io/init-checkpoint-sha256"] = st.lineage.best_checkpoint_sha256
+        meta["annotations"][ANNOTATION_INIT_CHECKPOINT_SHA256] = st.lineage.best_checkpoint_sha256
     if run.uid:
         meta["ownerReferences"] = [owner_reference(run)]
     spec = act_b_spec(run.spec, best)
@@ -702,36 +736,36 @@ def owner_reference(run: GodRunView) -> dict[str, Any]:
 # --------------------------------------------------------------------------- events and polling
 
 
-_PHASE_EVENTS: dict[str, tuple[Literal["Normal", "Warning"], str]] = {
-    "Pending": ("Normal", "Queued"),
-    "Training": ("Normal", "TrainingStarted"),
-    "Evaluating": ("Normal", "EvaluationStarted"),
-    "Shipped": ("Normal", "Shipped"),
-    "Failed-ActB": ("Warning", "GatesFailed"),
+_PHASE_EVENTS: dict[Phase, tuple[EventType, str]] = {
+    Phase.PENDING: (EventType.NORMAL, EventReason.QUEUED),
+    Phase.TRAINING: (EventType.NORMAL, EventReason.TRAINING_STARTED),
+    Phase.EVALUATING: (EventType.NORMAL, EventReason.EVALUATION_STARTED),
+    Phase.SHIPPED: (EventType.NORMAL, EventReason.SHIPPED),
+    Phase.FAILED_ACT_B: (EventType.WARNING, EventReason.GATES_FAILED),
 }
 
 
 def _transition_events(before: GodRunStatus, after: GodRunStatus) -> list[Action]:
     """One Event per phase transition (plus disruption, archive and Act B notices)."""
     events: list[Action] = []
-    stalled = _is_true(after, "Stalled") and not _is_true(before, "Stalled")
-    if stalled:  # says why the phase moved back to Pending, instead of a "Queued"
-        events.append(EmitEvent("Warning", "PodsNotStarting", after.message))
+    stalled = _is_true(after, ConditionType.STALLED) and not _is_true(before, ConditionType.STALLED)
+    if stalled:  # says why the phase moved back to Pending, instead of a Queued
+        events.append(EmitEvent(EventType.WARNING, EventReason.PODS_NOT_STARTING, after.message))
     elif after.phase != before.phase:
-        type_, reason = _PHASE_EVENTS.get(after.phase, ("Warning", after.reason or "Error"))
+        type_, reason = _PHASE_EVENTS.get(after.phase, (EventType.WARNING, after.reason or EventReason.ERROR))
         events.append(EmitEvent(type_, reason, after.message or f"phase {after.phase}"))
-    if after.reason == "PodDisrupted" and before.reason != "PodDisrupted":
-        events.append(EmitEvent("Warning", "PodDisrupted", after.message))
+    if after.reason == Reason.POD_DISRUPTED and before.reason != Reason.POD_DISRUPTED:
+        events.append(EmitEvent(EventType.WARNING, EventReason.POD_DISRUPTED, after.message))
     if after.archive and not before.archive:
-        events.append(EmitEvent("Normal", "Archived", f"artefacts archived under {after.archive}"))
+        events.append(EmitEvent(EventType.NORMAL, EventReason.ARCHIVED, f"artefacts archived under {after.archive}"))
     if after.act_b and not before.act_b:
-        events.append(EmitEvent("Normal", "ActBLaunched", f"created Act B GodRun {after.act_b}"))
+        events.append(EmitEvent(EventType.NORMAL, EventReason.ACT_B_LAUNCHED, f"created Act B GodRun {after.act_b}"))
     return events
 
 
 def _requeue_after(st: GodRunStatus, polling: Polling) -> float | None:
-    if st.phase in ("Training", "Pending"):
+    if st.phase in (Phase.TRAINING, Phase.PENDING):
         return polling.progress_seconds
-    if st.phase == "Evaluating" and st.reason == "AwaitingVerdict":
+    if st.phase == Phase.EVALUATING and st.reason == Reason.AWAITING_VERDICT:
         return polling.verdict_seconds
     return None
