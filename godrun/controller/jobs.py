@@ -12,6 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from godrun.contract.words import ANNOTATION_COMPLETION_INDEX as COMPLETION_INDEX_ANNOTATION
+from godrun.contract.words import PodCondition, Stage
+from godrun.contract.words import labels as run_labels
 from godrun.core.commands import Rendezvous, launch_command, with_option
 from godrun.core.machine import FAIL_JOB_EXIT_CODES, CreateJob, GodRunView, owner_reference
 from godrun.core.names import run_label, service_name
@@ -21,24 +24,13 @@ from godrun.spec import GodRunSpec
 TRAINER_METRICS_PORT = 9090
 RENDEZVOUS_PORT = 29500
 TERMINATION_LOG = "/dev/termination-log"
-CONTAINER = {"train": "trainer", "evaluate": "evaluator"}
-QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
-COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+CONTAINER = {Stage.TRAIN: "trainer", Stage.EVALUATE: "evaluator"}
 
 
-def labels(run: str, stage: str, generation: int, spec: GodRunSpec | None = None) -> dict[str, str]:
+def labels(run: str, stage: Stage, generation: int, spec: GodRunSpec | None = None) -> dict[str, str]:
     """Labels of every object made for a run (+ generation, + the Kueue queue when the spec names one)."""
-    out = {
-        "app.kubernetes.io/name": "godrun",
-        "app.kubernetes.io/managed-by": "godrun-controller",
-        "app.kubernetes.io/component": stage,
-        "godrun.io/run": run_label(run),
-        "godrun.io/stage": stage,
-        "godrun.io/generation": str(generation),
-    }
-    if spec is not None and spec.resources.queue_name:
-        out[QUEUE_LABEL] = spec.resources.queue_name
-    return out
+    queue = spec.resources.queue_name if spec is not None else None
+    return run_labels(run=run_label(run), stage=stage, generation=generation, queue=queue)
 
 
 def escape_expansion(argv: Sequence[str]) -> list[str]:
@@ -122,7 +114,7 @@ def pod_failure_policy(container: str, *, multi_node: bool = False) -> dict[str,
                 "action": "FailJob",
                 "onExitCodes": {"containerName": container, "operator": "In", "values": list(FAIL_JOB_EXIT_CODES)},
             },
-            {"action": disrupted, "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+            {"action": disrupted, "onPodConditions": [{"type": PodCondition.DISRUPTION_TARGET, "status": "True"}]},
         ]
     }
 
@@ -158,7 +150,7 @@ def _pod_spec(spec: GodRunSpec, container: dict[str, Any]) -> dict[str, Any]:
     return pod
 
 
-def _container(spec: GodRunSpec, stage: str, command: list[str], gpus: int, extra_env=None) -> dict[str, Any]:
+def _container(spec: GodRunSpec, stage: Stage, command: list[str], gpus: int, extra_env=None) -> dict[str, Any]:
     return {
         "name": CONTAINER[stage],
         "image": spec.image,
@@ -181,10 +173,12 @@ def _container(spec: GodRunSpec, stage: str, command: list[str], gpus: int, extr
     }
 
 
-def _job(run: GodRunView, stage: str, name: str, generation: int, pod: dict[str, Any], deadline: int) -> dict[str, Any]:
+def _job(
+    run: GodRunView, stage: Stage, name: str, generation: int, pod: dict[str, Any], deadline: int
+) -> dict[str, Any]:
     spec = run.spec
     lab = labels(run.name, stage, generation, spec)
-    multi_node = stage == "train" and spec.resources.nodes > 1
+    multi_node = stage == Stage.TRAIN and spec.resources.nodes > 1
     template_meta: dict[str, Any] = {"labels": spec.pod_overrides.labels | lab}
     if spec.pod_overrides.annotations:
         template_meta["annotations"] = dict(spec.pod_overrides.annotations)
@@ -221,12 +215,12 @@ def train_job(run: GodRunView, name: str, generation: int, argv: Sequence[str]) 
         ref = {"fieldRef": {"fieldPath": f"metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']"}}
         index_env = [{"name": "JOB_COMPLETION_INDEX", "valueFrom": ref}]
     command = train_command(spec, name, run.namespace, argv)
-    container = _container(spec, "train", command, spec.resources.gpus, index_env)
+    container = _container(spec, Stage.TRAIN, command, spec.resources.gpus, index_env)
     container["ports"] = [{"name": "metrics", "containerPort": TRAINER_METRICS_PORT, "protocol": "TCP"}]
     if nodes > 1:
         container["ports"].append({"name": "rendezvous", "containerPort": RENDEZVOUS_PORT, "protocol": "TCP"})
     pod = _pod_spec(spec, container)
-    job = _job(run, "train", name, generation, pod, spec.jobs.train_deadline_seconds)
+    job = _job(run, Stage.TRAIN, name, generation, pod, spec.jobs.train_deadline_seconds)
     if nodes > 1:
         pod["subdomain"] = service_name(name)
         job["spec"] |= {"completionMode": "Indexed", "completions": nodes, "parallelism": nodes}
@@ -236,8 +230,8 @@ def train_job(run: GodRunView, name: str, generation: int, argv: Sequence[str]) 
 def evaluate_job(run: GodRunView, name: str, generation: int, argv: Sequence[str]) -> dict[str, Any]:
     spec = run.spec
     gpus = min(spec.resources.gpus, 1)
-    container = _container(spec, "evaluate", launch_command(escape_expansion(argv), gpus=gpus), gpus)
-    return _job(run, "evaluate", name, generation, _pod_spec(spec, container), spec.jobs.evaluate_deadline_seconds)
+    container = _container(spec, Stage.EVALUATE, launch_command(escape_expansion(argv), gpus=gpus), gpus)
+    return _job(run, Stage.EVALUATE, name, generation, _pod_spec(spec, container), spec.jobs.evaluate_deadline_seconds)
 
 
 def shared_volume_problem(spec: GodRunSpec, claim: dict[str, Any] | None) -> str | None:
@@ -259,7 +253,7 @@ def shared_volume_problem(spec: GodRunSpec, claim: dict[str, Any] | None) -> str
 
 def headless_service(run: GodRunView, job: str, generation: int) -> dict[str, Any]:
     """The Service giving multi-node training pods stable DNS names (`<job>-<index>.<service>`)."""
-    lab = labels(run.name, "train", generation)
+    lab = labels(run.name, Stage.TRAIN, generation)
     meta: dict[str, Any] = {"name": service_name(job), "namespace": run.namespace, "labels": lab}
     if run.uid:
         meta["ownerReferences"] = [owner_reference(run)]
@@ -270,11 +264,7 @@ def headless_service(run: GodRunView, job: str, generation: int) -> dict[str, An
         "spec": {
             "clusterIP": "None",
             "publishNotReadyAddresses": True,
-            "selector": {
-                "godrun.io/run": run_label(run.name),
-                "godrun.io/stage": "train",
-                "godrun.io/generation": str(generation),
-            },
+            "selector": run_labels(run=run_label(run.name), stage=Stage.TRAIN, generation=generation, managed=False),
             "ports": [{"name": "rendezvous", "port": RENDEZVOUS_PORT, "targetPort": RENDEZVOUS_PORT}],
         },
     }
@@ -282,6 +272,6 @@ def headless_service(run: GodRunView, job: str, generation: int) -> dict[str, An
 
 def job_for(run: GodRunView, action: CreateJob) -> dict[str, Any]:
     """The Job of a CreateJob action: its argv under the stage's launcher."""
-    if action.stage == "train":
+    if action.stage == Stage.TRAIN:
         return train_job(run, action.name, action.generation, action.argv)
     return evaluate_job(run, action.name, action.generation, action.argv)

@@ -20,6 +20,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from godrun.contract.words import LABEL_JOB_NAME, MANAGED_SELECTOR, MANAGER, FailureReason, PodPhase, Stage
 from godrun.controller import jobs as J
 from godrun.controller.cache import EventSender, Expectations, Key, Store
 from godrun.controller.observe import (
@@ -51,8 +52,8 @@ from godrun.core.observe import final_progress, parse_verdict
 from godrun.spec import API_GROUP, API_VERSION, KIND, PLURAL, GodRunStatus, Progress
 
 log = logging.getLogger("godrun.controller")
-COMPONENT = "godrun-controller"
-MANAGED = "app.kubernetes.io/managed-by=godrun-controller"
+COMPONENT = MANAGER
+MANAGED = MANAGED_SELECTOR
 
 
 def utcnow() -> datetime:
@@ -129,14 +130,14 @@ class KubeExecutor:
         jobs = self.cache.jobs.by_index((ns, run_label(run.name)))
         by_name = {j["metadata"]["name"]: j for j in jobs if owned_by(j, run)}
         names = current_job_names(run)
-        obs: dict[str, StageObs] = {}
-        pods: dict[str, list[dict[str, Any]]] = {}
+        obs: dict[Stage, StageObs] = {}
+        pods: dict[Stage, list[dict[str, Any]]] = {}
         for stage, name in names.items():
             job = by_name.get(name)
             pods[stage] = self._pods(ns, name, job) if job is not None else []
             rejected = self.rejected.get((ns, name))
             if rejected is not None and rejected[0] == run.uid:
-                obs[stage] = StageObs("failed", reason="JobRejected", message=rejected[1])
+                obs[stage] = StageObs("failed", reason=FailureReason.JOB_REJECTED, message=rejected[1])
             elif job is None and self.cache.expectations.pending((ns, name)):
                 obs[stage] = StageObs("active")  # created by us, not in the cache yet: never create a twin
             else:
@@ -144,16 +145,16 @@ class KubeExecutor:
                 gone_at = datetime.fromtimestamp(gone, UTC) if gone is not None else None
                 obs[stage] = job_stage_obs(job, pods[stage], utcnow(), gone_at)
         verdict, verdict_error = None, None
-        if obs["evaluate"].state == "succeeded":
-            verdict, verdict_error = parse_verdict(succeeded_pod_message(pods["evaluate"]))
+        if obs[Stage.EVALUATE].state == "succeeded":
+            verdict, verdict_error = parse_verdict(succeeded_pod_message(pods[Stage.EVALUATE]))
         stale = tuple(
             n for n, j in sorted(by_name.items()) if n not in names.values() and job_stage_obs(j).state == "active"
         )
         act_b = run.spec.fallback.launch_act_b and self.cache.godruns.get((ns, act_b_name(run.name))) is not None
         return Observed(
-            train=obs["train"],
-            evaluate=obs["evaluate"],
-            progress=self._progress((ns, run.name), pods["train"], obs["train"].state),
+            train=obs[Stage.TRAIN],
+            evaluate=obs[Stage.EVALUATE],
+            progress=self._progress((ns, run.name), pods[Stage.TRAIN], obs[Stage.TRAIN].state),
             verdict=verdict,
             verdict_error=verdict_error,
             act_b_exists=act_b,
@@ -167,9 +168,7 @@ class KubeExecutor:
         cached = self.cache.pods.by_index((ns, job))
         if not job_finished(obj) or any(terminated(p) for p in cached):
             return cached
-        listed = self.api.raw(
-            self.api.core.list_namespaced_pod, ns, label_selector=f"batch.kubernetes.io/job-name={job}"
-        )
+        listed = self.api.raw(self.api.core.list_namespaced_pod, ns, label_selector=f"{LABEL_JOB_NAME}={job}")
         return listed.get("items") or []
 
     def _progress(self, run: Key, pods: Sequence[dict[str, Any]], state: str) -> Progress | None:
@@ -181,7 +180,7 @@ class KubeExecutor:
             return final_progress(succeeded_pod_message(rank0))
         if self.progress_mode == "off" or state != "active":
             return None
-        running = [p for p in rank0 if (p.get("status") or {}).get("phase") == "Running"]
+        running = [p for p in rank0 if (p.get("status") or {}).get("phase") == PodPhase.RUNNING]
         return self.poller.latest(run, running[0]) if running else None
 
     def _fetch_via_proxy(self, pod: dict[str, Any], port: int) -> str | None:
@@ -215,7 +214,7 @@ class KubeExecutor:
         return True
 
     def _create_job(self, run: GodRunView, action: CreateJob) -> bool:
-        if action.stage == "train" and run.spec.resources.nodes > 1:
+        if action.stage == Stage.TRAIN and run.spec.resources.nodes > 1:
             problem = self._shared_volume_problem(run)
             if problem:  # refused like an invalid Job: observe() reports it, the run goes to Error
                 self.rejected[(run.namespace, action.name)] = (run.uid, problem)
@@ -241,7 +240,7 @@ class KubeExecutor:
         """A recreated multi-node Job: the headless Services of this generation's failed attempts go (their
         Jobs stay for their logs until their TTL)."""
         for restart in range(run.spec.jobs.backoff_limit + 1):
-            earlier = job_name(run.name, "train", action.generation, restart)
+            earlier = job_name(run.name, Stage.TRAIN, action.generation, restart)
             if earlier == action.name:
                 return
             _ignore(404, self.api.core.delete_namespaced_service, service_name(earlier), run.namespace)
@@ -269,8 +268,8 @@ class KubeExecutor:
                 "namespace": run.namespace,
                 "uid": run.uid,
             },
-            "type": ev.type,
-            "reason": ev.reason,
+            "type": str(ev.type),
+            "reason": str(ev.reason),
             "message": ev.message[:1024],
             "source": {"component": COMPONENT},
             "reportingComponent": f"{API_GROUP}/{COMPONENT}",

@@ -13,16 +13,35 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from godrun.contract.words import (
+    ANNOTATION_COMPLETION_INDEX,
+    LABEL_JOB_NAME,
+    LABEL_JOB_NAME_LEGACY,
+    LABEL_RUN,
+    FailureReason,
+    JobCondition,
+    JobConditionReason,
+    PodCondition,
+    PodPhase,
+    StallReason,
+)
 from godrun.controller.cache import Key
-from godrun.controller.jobs import COMPLETION_INDEX_ANNOTATION
 from godrun.core.machine import FAIL_JOB_EXIT_CODES, GodRunView, StageObs
 from godrun.spec import API_GROUP, KIND, GodRunSpec, GodRunStatus, format_validation_error
 
 Obj = dict[str, Any]
-FINISHED_CONDITIONS = ("Complete", "SuccessCriteriaMet", "Failed", "FailureTarget")
-JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
+FINISHED_CONDITIONS = (
+    JobCondition.COMPLETE,
+    JobCondition.SUCCESS_CRITERIA_MET,
+    JobCondition.FAILED,
+    JobCondition.FAILURE_TARGET,
+)
+JOB_NAME_LABELS = (LABEL_JOB_NAME, LABEL_JOB_NAME_LEGACY)
 # A Job condition's reason -> the machine's FailureReason (PodFailurePolicy is exit 2: the exit code says BadInput).
-JOB_FAILURE_REASONS = {"BackoffLimitExceeded": "RetriesExhausted", "DeadlineExceeded": "DeadlineExceeded"}
+JOB_FAILURE_REASONS: dict[str, FailureReason] = {
+    JobConditionReason.BACKOFF_LIMIT_EXCEEDED: FailureReason.RETRIES_EXHAUSTED,
+    JobConditionReason.DEADLINE_EXCEEDED: FailureReason.DEADLINE_EXCEEDED,
+}
 _EXIT_IN_MESSAGE = re.compile(r"exit code (\d+)")
 
 
@@ -36,18 +55,18 @@ def job_stage_obs(
     status, spec = job.get("status") or {}, job.get("spec") or {}
     conds = {c["type"]: c for c in status.get("conditions") or [] if c.get("status") == "True"}
     exit_code, term_message = _last_termination(pods)
-    disrupted = any(_pod_condition(p, "DisruptionTarget") for p in pods)
-    for failed in ("Failed", "FailureTarget"):
+    disrupted = any(_pod_condition(p, PodCondition.DISRUPTION_TARGET) for p in pods)
+    for failed in (JobCondition.FAILED, JobCondition.FAILURE_TARGET):
         if failed in conds:
             c = conds[failed]
             exit_code, term_message = _failure_termination(c, pods, exit_code, term_message)
             message = term_message or c.get("message") or ""
-            reason = JOB_FAILURE_REASONS.get(c.get("reason") or "", "JobFailed")
+            reason = JOB_FAILURE_REASONS.get(c.get("reason") or "", FailureReason.JOB_FAILED)
             failures = int(status.get("failed") or 0) or None
             return StageObs("failed", reason=reason, exit_code=exit_code, message=message, failures=failures)
-    if "Complete" in conds or "SuccessCriteriaMet" in conds:
+    if JobCondition.COMPLETE in conds or JobCondition.SUCCESS_CRITERIA_MET in conds:
         return StageObs("succeeded", exit_code=0, message=term_message)
-    suspended = bool(spec.get("suspend")) or "Suspended" in conds
+    suspended = bool(spec.get("suspend")) or JobCondition.SUSPENDED in conds
     stalled, why = ("", "") if suspended else stalled_pods(job, pods, now, pods_gone_at)
     return StageObs("active", disrupted=disrupted, suspended=suspended, stalled=stalled, stalled_message=why)
 
@@ -55,13 +74,13 @@ def job_stage_obs(
 # A container waiting for one of these reasons will not start by itself (restartPolicy Never: no CrashLoop).
 STALLED_WAITING = frozenset(
     {
-        "ImagePullBackOff",
-        "ErrImagePull",
-        "ErrImageNeverPull",
-        "InvalidImageName",
-        "CreateContainerConfigError",
-        "CreateContainerError",
-        "RunContainerError",
+        StallReason.IMAGE_PULL_BACK_OFF,
+        StallReason.ERR_IMAGE_PULL,
+        StallReason.ERR_IMAGE_NEVER_PULL,
+        StallReason.INVALID_IMAGE_NAME,
+        StallReason.CREATE_CONTAINER_CONFIG_ERROR,
+        StallReason.CREATE_CONTAINER_ERROR,
+        StallReason.RUN_CONTAINER_ERROR,
     }
 )
 # A Job with no pod this long after it started: its pods are refused (quota, admission: FailedCreate events).
@@ -77,15 +96,16 @@ def stalled_pods(
     terminating counts as a pod: the Job controller replaces an evicted pod only once it has gone."""
     for pod in pods:
         st = pod.get("status") or {}
-        if st.get("phase") not in (None, "Pending"):
+        if st.get("phase") not in (None, PodPhase.PENDING):
             continue
         for cs in [*(st.get("initContainerStatuses") or []), *(st.get("containerStatuses") or [])]:
             waiting = (cs.get("state") or {}).get("waiting") or {}
             if waiting.get("reason") in STALLED_WAITING:
                 return waiting["reason"], f"pod {pod['metadata'].get('name')}: {waiting.get('message') or ''}"
         for c in st.get("conditions") or []:
-            if c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason") == "Unschedulable":
-                return "Unschedulable", f"pod {pod['metadata'].get('name')}: {c.get('message') or ''}"
+            scheduled = c.get("type") == PodCondition.POD_SCHEDULED and c.get("status") == "False"
+            if scheduled and c.get("reason") == StallReason.UNSCHEDULABLE:
+                return StallReason.UNSCHEDULABLE, f"pod {pod['metadata'].get('name')}: {c.get('message') or ''}"
     started = _time((job.get("status") or {}).get("startTime") or (job.get("metadata") or {}).get("creationTimestamp"))
     if started is not None and pods_gone_at is not None:
         started = max(started, pods_gone_at)
@@ -93,7 +113,7 @@ def stalled_pods(
         waited = (now - started).total_seconds()
         if waited >= FAILED_CREATE_AFTER_SECONDS:
             name = (job.get("metadata") or {}).get("name")
-            return "FailedCreate", (
+            return StallReason.FAILED_CREATE, (
                 f"no pod of Job {name} exists {waited:.0f} s after it started or lost its last one: the Job "
                 "controller's pod creation is refused (a ResourceQuota or an admission webhook; "
                 f"`kubectl describe job {name}` shows its FailedCreate events)"
@@ -154,7 +174,9 @@ def _failure_termination(cond: Obj, pods: Sequence[Obj], code: int | None, messa
         term = terminated(pod) or {}
         if term.get("exitCode") in FAIL_JOB_EXIT_CODES:
             return term["exitCode"], term.get("message") or ""
-    if cond.get("reason") == "PodFailurePolicy" and (m := _EXIT_IN_MESSAGE.search(cond.get("message") or "")):
+    if cond.get("reason") == JobConditionReason.POD_FAILURE_POLICY and (
+        m := _EXIT_IN_MESSAGE.search(cond.get("message") or "")
+    ):
         return int(m.group(1)), ""
     if code is None and (m := _EXIT_IN_MESSAGE.search(cond.get("message") or "")):
         return int(m.group(1)), message
@@ -168,7 +190,7 @@ def succeeded_pod_message(pods: Sequence[Obj]) -> str:
 
 
 def completion_index(pod: Obj) -> str | None:
-    return ((pod.get("metadata") or {}).get("annotations") or {}).get(COMPLETION_INDEX_ANNOTATION)
+    return ((pod.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_COMPLETION_INDEX)
 
 
 def view_from_object(obj: Obj) -> tuple[GodRunView, str | None]:
@@ -204,7 +226,7 @@ def status_body(status: GodRunStatus) -> Obj:
 def run_index(job: Obj) -> Key | None:
     """Jobs by (namespace, godrun.io/run label): the cached form of the per-run label selector."""
     meta = job.get("metadata") or {}
-    label = (meta.get("labels") or {}).get("godrun.io/run")
+    label = (meta.get("labels") or {}).get(LABEL_RUN)
     return (meta.get("namespace", ""), label) if label else None
 
 

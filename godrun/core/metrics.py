@@ -15,6 +15,7 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from godrun.contract.words import ConditionType, Reason
 from godrun.spec import GATE_NAMES, PHASES, TERMINAL_PHASES, GodRunStatus
 
 RUN_LABELS = ("namespace", "godrun")
@@ -43,7 +44,7 @@ PROGRESS_FIELDS = {
 
 
 # Reasons a run waits on purpose: Kueue has not admitted its Job yet, or spec.suspend is set.
-HELD_REASONS = frozenset({"AwaitingAdmission", "Suspended"})
+HELD_REASONS = frozenset({Reason.AWAITING_ADMISSION, Reason.SUSPENDED})
 FINISHED_PHASES = tuple(p for p in PHASES if p in TERMINAL_PHASES)
 
 
@@ -139,7 +140,7 @@ class ControllerMetrics:
         """Set every per-run series from the status just written (`before`: the status it replaced)."""
         self._count_finish(namespace, name, status, before)
         self.held.labels(namespace, name).set(1.0 if status.reason in HELD_REASONS else 0.0)
-        stalled = any(c.type == "Stalled" and c.status == "True" for c in status.conditions)
+        stalled = any(c.type == ConditionType.STALLED and c.status == "True" for c in status.conditions)
         self.stalled.labels(namespace, name).set(1.0 if stalled else 0.0)
         moved = status.progress.last_update_time or status.start_time
         self._set_or_remove(self.progress_time, (namespace, name), moved.timestamp() if moved else None)
@@ -164,7 +165,7 @@ class ControllerMetrics:
             return
         # A final run stays final (an edit only moves observedGeneration); an invalid spec corrected into
         # another invalid one is a new finish.
-        new_invalid = before.reason == "InvalidSpec" and before.observed_generation != status.observed_generation
+        new_invalid = before.reason == Reason.INVALID_SPEC and before.observed_generation != status.observed_generation
         if before.phase not in TERMINAL_PHASES or new_invalid:
             self.finished.inc(namespace, name, status.phase)
 

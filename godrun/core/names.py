@@ -10,13 +10,14 @@ from __future__ import annotations
 import hashlib
 import re
 
+from godrun.contract.words import Stage
 from godrun.spec import ACT_B_SUFFIX
 
 MAX_LABEL = 63
 # Indexed Job pods are named/hostnamed `<job>-<index>`: keep room for the index (6 digits) and the dash.
 MAX_JOB_NAME = MAX_LABEL - 7
 HASH_LEN = 8
-STAGES = ("train", "evaluate")
+STAGES = tuple(Stage)
 
 
 def dns_label(text: str, max_len: int = MAX_LABEL, *, letter_first: bool = False) -> str:

@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from godrun.contract.words import FailureReason, Phase, Reason
 from godrun.core.machine import GodRunView, Polling, reconcile
 from godrun.errors import EXIT_BAD_INPUT, InputError, describe, reading, tcp_port
 from godrun.fsio import atomic_write_json, confined_to, read_bytes, sha256_bytes
@@ -42,7 +43,7 @@ from godrun.spec import (
 from godrun.tables import RUN_HEADER, format_plain, print_gate_table, run_row
 
 EXIT_FAILED_ACTB = 3
-EXIT_CODES = {"Shipped": 0, "Failed-ActB": EXIT_FAILED_ACTB}
+EXIT_CODES = {Phase.SHIPPED: 0, Phase.FAILED_ACT_B: EXIT_FAILED_ACTB}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -267,7 +268,7 @@ def drive(
         signame = str(exc) if isinstance(exc, Interrupted) else "SIGINT"
         if status.phase not in TERMINAL_PHASES:
             message = f"runner stopped by {signame}; stages stopped: run the same `godrun run` again to resume"
-            executor.write_status(view, status.model_copy(update={"reason": "Interrupted", "message": message}))
+            executor.write_status(view, status.model_copy(update={"reason": Reason.INTERRUPTED, "message": message}))
         raise
 
 
@@ -279,7 +280,7 @@ class _Eta:
 
     def text(self, status: GodRunStatus) -> str:
         p = status.progress
-        if status.phase != "Training":
+        if status.phase != Phase.TRAINING:
             return ""
         if self.start is None:
             self.start = (time.monotonic(), p.epoch)
@@ -315,7 +316,7 @@ def print_final(name: str, status: GodRunStatus, workdir: Path) -> None:
             print(f"report: {(workdir / status.panel.report).resolve()}")
     if status.archive:
         print(f"archive: {(workdir / status.archive).resolve()}")
-    if status.phase == "Error":
+    if status.phase == Phase.ERROR:
         print(f"error: {status.reason}: {status.message}")
 
 
@@ -399,7 +400,7 @@ def _run(
     status, executor = drive(run, workdir, status_path, poll=poll, metrics=metrics, quiet=quiet, stop=stop)
     print_final(run.metadata.name, status, workdir)
     child = _act_b_manifest(run, executor)
-    if status.phase == "Failed-ActB" and act_b and child is not None:
+    if status.phase == Phase.FAILED_ACT_B and act_b and child is not None:
         print(
             f"\nAct B: running {child.name} (calibrator head + loss rebalance, warm-started from the best checkpoint)"
         )
@@ -407,8 +408,8 @@ def _run(
         _run(
             child_run, child, workdir, workdir / f"status-{child.stem}.json", stop, poll=poll, act_b=False, quiet=quiet
         )
-    if status.phase == "Error":
-        return EXIT_BAD_INPUT if status.reason == "BadInput" else 1
+    if status.phase == Phase.ERROR:
+        return EXIT_BAD_INPUT if status.reason == FailureReason.BAD_INPUT else 1
     return EXIT_CODES[status.phase]
 
 

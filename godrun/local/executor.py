@@ -24,6 +24,7 @@ from typing import IO
 
 import yaml
 
+from godrun.contract.words import EventReason, EventType, FailureReason, Stage
 from godrun.core.commands import PYTHON, launch_command
 from godrun.core.machine import (
     Action,
@@ -87,7 +88,7 @@ class LocalExecutor:
     def observe(self, run: GodRunView) -> Observed:
         self._reap(run)
         # The current generation's stages, by their deterministic names (never the status' remembered ones).
-        train_job, eval_job = (job_name(run.name, stage, run.generation) for stage in ("train", "evaluate"))
+        train_job, eval_job = (job_name(run.name, stage, run.generation) for stage in Stage)
         train = self._stage(run, train_job)
         evaluate = self._stage(run, eval_job)
         verdict, verdict_error = None, None
@@ -162,7 +163,7 @@ class LocalExecutor:
 
     def _command(self, run: GodRunView, action: CreateJob) -> list[str]:
         """The action's argv under the stage's launcher, on this one machine, with this Python."""
-        gpus = run.spec.resources.gpus if action.stage == "train" else min(run.spec.resources.gpus, 1)
+        gpus = run.spec.resources.gpus if action.stage == Stage.TRAIN else min(run.spec.resources.gpus, 1)
         argv = launch_command(action.argv, gpus=gpus)  # `python -m ...`: the trainer or our torchrun launcher
         if argv[0] != PYTHON:
             raise ValueError(f"unexpected launcher {argv[0]!r}")
@@ -177,7 +178,7 @@ class LocalExecutor:
             record = {"argv": argv, "attempts": 0, "failures": 0, "created": _now(), "created_ts": time.time()}
         if procs.kill_leftover(record.get("pid"), record.get("start_ticks")):
             msg = f"{job}: stopped the process group (pid {record['pid']}) a killed runner left behind"
-            self._event(run, EmitEvent("Warning", "LeftoverStopped", msg))
+            self._event(run, EmitEvent(EventType.WARNING, EventReason.LEFTOVER_STOPPED, msg))
         record["attempts"] = record.get("attempts", 0) + 1
         for key in ("exit_code", "reason", "pid", "start_ticks"):
             record.pop(key, None)
@@ -219,10 +220,10 @@ class LocalExecutor:
         if action == "Count" and record["failures"] <= limit:
             atomic_write_json(jdir / "job.json", record)
             msg = f"{job} {what}; retrying ({record['failures']} of backoffLimit {limit} retries used)"
-            self._event(run, EmitEvent("Warning", "Retrying", msg))
+            self._event(run, EmitEvent(EventType.WARNING, EventReason.RETRYING, msg))
             self._start(run, job, record["argv"])
             return
-        reason = "BadInput" if action == "FailJob" else "RetriesExhausted"  # the machine's FailureReason
+        reason = FailureReason.BAD_INPUT if action == "FailJob" else FailureReason.RETRIES_EXHAUSTED
         record |= {"exit_code": code, "reason": reason}
         atomic_write_json(jdir / "job.json", record)
 
@@ -239,7 +240,7 @@ class LocalExecutor:
         return StageObs(
             state="failed",
             exit_code=code,
-            reason=record.get("reason") or "RetriesExhausted",
+            reason=record.get("reason") or FailureReason.RETRIES_EXHAUSTED,
             message=detail,
             failures=record.get("failures"),
         )
