@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from godrun.contract import files
 from godrun.errors import STORAGE_ERRNOS, InputError
 
 RUN_VOLUME_ENV = "GODRUN_RUN_VOLUME"
@@ -299,15 +300,14 @@ def code_version() -> str:
     return h.hexdigest()
 
 
-# A Job container's termination message: the file Kubernetes reads back into the pod status (at most 4096 bytes).
-K8S_TERMINATION_LOG = Path("/dev/termination-log")
+K8S_TERMINATION_LOG = Path(files.K8S_TERMINATION_LOG)
 
 
 def termination_path(explicit: str | None) -> Path | None:
     """--termination-log, else $GODRUN_TERMINATION_LOG, else /dev/termination-log when Kubernetes mounted it."""
     if explicit:
         return Path(explicit)
-    env = os.environ.get("GODRUN_TERMINATION_LOG")
+    env = os.environ.get(files.TERMINATION_LOG_ENV)
     if env:
         return Path(env)
     # Only the file Kubernetes mounts: creating /dev/termination-log on a workstation would litter /dev.

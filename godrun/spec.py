@@ -17,6 +17,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSche
 from pydantic.alias_generators import to_camel
 
 # The run's words live in godrun.contract.words; re-exported here for the models' readers.
+from godrun.contract.files import status_file
 from godrun.contract.words import CONDITION_TYPES as CONDITION_TYPES
 from godrun.contract.words import STEP_CONDITIONS as STEP_CONDITIONS
 from godrun.contract.words import TERMINAL_CONDITIONS as TERMINAL_CONDITIONS
@@ -842,7 +843,7 @@ ACT_B_SUFFIX = "-actb"
 # yet move to another LocalQueue).
 IMMUTABLE_SPEC_FIELDS: tuple[str, ...] = ("training", "data", "panel", "gates", "resources")
 EDITABLE_IN_IMMUTABLE: dict[str, tuple[str, ...]] = {"resources": ("queue_name",)}
-LONGEST_DERIVED_FILE = "status-{name}" + ACT_B_SUFFIX + ".json"
+LONGEST_DERIVED_FILE = status_file("{name}" + ACT_B_SUFFIX)
 MAX_RUN_NAME = MAX_FILE_NAME_BYTES - len(LONGEST_DERIVED_FILE.format(name=""))
 MAX_PARENT_NAME = MAX_RUN_NAME - len(ACT_B_SUFFIX)
 NAME_PATTERN = DNS_SUBDOMAIN_PATTERN  # what the API server takes: dot-separated labels, each alphanumeric at both ends

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from godrun.contract.files import K8S_TERMINATION_LOG as TERMINATION_LOG
 from godrun.contract.words import ANNOTATION_COMPLETION_INDEX as COMPLETION_INDEX_ANNOTATION
 from godrun.contract.words import PodCondition, Stage
 from godrun.contract.words import labels as run_labels
@@ -23,7 +24,6 @@ from godrun.spec import GodRunSpec
 
 TRAINER_METRICS_PORT = 9090
 RENDEZVOUS_PORT = 29500
-TERMINATION_LOG = "/dev/termination-log"
 CONTAINER = {Stage.TRAIN: "trainer", Stage.EVALUATE: "evaluator"}
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from godrun.contract import files
 from godrun.gates.flags import gate_argv
 from godrun.spec import GodRunSpec
 from godrun.trainer.flags import recipe_to_argv
@@ -78,8 +79,8 @@ def trainer_argv(spec: GodRunSpec) -> list[str]:
 
 
 def archived_paths(spec: GodRunSpec) -> list[str]:
-    """What a failed run archives: its checkpoints, its logs and the panel evaluation outputs."""
-    return [spec.training.checkpoint_dir, spec.training.log_dir, spec.panel.output_dir]
+    """What a failed run archives (files.archived_paths): its checkpoints, its logs and the evaluation outputs."""
+    return files.archived_paths(spec.training.checkpoint_dir, spec.training.log_dir, spec.panel.output_dir)
 
 
 def evaluator_argv(spec: GodRunSpec, run_name: str) -> list[str]:

@@ -28,6 +28,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import ValidationError
 
+from godrun.contract import files
 from godrun.contract.words import (
     ANNOTATION_INIT_CHECKPOINT_SHA256,
     ANNOTATION_PARENT_GENERATION,
@@ -245,7 +246,7 @@ def derived_spec_error(spec: GodRunSpec) -> str | None:
     if not spec.fallback.launch_act_b:
         return None
     try:
-        act_b_spec(spec, f"{spec.training.checkpoint_dir}/{spec.training.model}_best.pt")
+        act_b_spec(spec, files.best_checkpoint(spec.training.checkpoint_dir, spec.training.model))
     except ValidationError as exc:
         return f"the Act B child this spec derives is invalid: {format_validation_error(exc)}"
     return None
@@ -692,7 +693,7 @@ def act_b_spec(spec: GodRunSpec, best_checkpoint: str) -> GodRunSpec:
         "init_checkpoint": best_checkpoint,
         "checkpoint_dir": _suffix(spec.training.checkpoint_dir, "_actb"),
         "log_dir": log_dir,
-        "audit_log": f"{log_dir}/auditing_manifest.log",
+        "audit_log": files.audit_log(log_dir),
     }
     body = spec.model_dump(by_alias=True)
     body["training"] = recipe
@@ -703,7 +704,8 @@ def act_b_spec(spec: GodRunSpec, best_checkpoint: str) -> GodRunSpec:
 
 def act_b_manifest(run: GodRunView, st: GodRunStatus) -> dict[str, Any]:
     """The child GodRun `<name>-actb`, owned by the parent (garbage-collected with it)."""
-    best = st.lineage.best_checkpoint or f"{run.spec.training.checkpoint_dir}/{run.spec.training.model}_best.pt"
+    training = run.spec.training
+    best = st.lineage.best_checkpoint or files.best_checkpoint(training.checkpoint_dir, training.model)
     meta: dict[str, Any] = {
         "name": act_b_name(run.name),
         "namespace": run.namespace,

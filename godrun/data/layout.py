@@ -1,25 +1,25 @@
-"""Names and paths of the data layout (the seed's; docs/design.md, section 5): one place for every part to import."""
+"""The corpus' layout (the seed's; docs/design.md, section 5): treatments, samples, the panel's groups, manifest
+columns and the grid. Its paths and file names are godrun.contract.files' (re-exported here for the data code)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
+from godrun.contract.files import (  # noqa: F401  (re-exported: the data code imports its paths from here)
+    DOSE_FEATURES,
+    DOSE_SAMPLING_WEIGHTS,
+    DOSE_STATS,
+    GROUP_COUNTS_MD,
+    LAMBDA_STATS,
+    MANIFEST_ALL,
+    MANIFEST_HASHES,
+    MANIFEST_TRAIN,
+    METADATA_DIR,
+    PANEL_MANIFEST,
+    PANEL_SUMMARY_MD,
+    SPECTRA_DIR,
+    TRAIN_SUMMARY_MD,
+    WAVELENGTH_GRID,
+)
 from godrun.spec import FILM_FEATURES
-
-SPECTRA_DIR = Path("data/spectra_for_fold")
-METADATA_DIR = Path("data/metadata")
-MANIFEST_ALL = SPECTRA_DIR / "manifest_all.csv"
-MANIFEST_TRAIN = SPECTRA_DIR / "manifest_train.csv"
-PANEL_MANIFEST = Path("data/validation_panel.csv")
-WAVELENGTH_GRID = SPECTRA_DIR / "wavelength_grid.npy"
-LAMBDA_STATS = SPECTRA_DIR / "lambda_stats.npz"
-DOSE_FEATURES = METADATA_DIR / "dose_features.csv"
-DOSE_SAMPLING_WEIGHTS = METADATA_DIR / "dose_sampling_weights.csv"
-DOSE_STATS = METADATA_DIR / "dose_stats.json"
-TRAIN_SUMMARY_MD = Path("data/train_manifest_summary.md")
-GROUP_COUNTS_MD = Path("data/training_group_counts.md")
-PANEL_SUMMARY_MD = Path("data/validation_panel_summary.md")
-MANIFEST_HASHES = Path("data/manifest_hashes.json")
 
 TREATMENTS = (1, 2, 3, 4, 5, 6)
 PRODUCTION_SAMPLES = ("F", "G", "H", "J", "K")  # treatments 1-5

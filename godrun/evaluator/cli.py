@@ -38,6 +38,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from godrun.contract import files
 from godrun.errors import InputError
 from godrun.evaluator.denoisers import DENOISERS
 from godrun.fsio import sha256_file, termination_path, write_termination
@@ -147,12 +148,12 @@ def resolve_script(script: str) -> Path:
 
 
 def default_run_dirs(args: argparse.Namespace) -> list[Path]:
-    dirs = [] if args.denoiser else [Path(args.checkpoint_dir)]
-    logs = Path("logs") / Path(args.checkpoint_dir).name
-    if not args.denoiser and logs.is_dir():
-        dirs.append(logs)
-    dirs.append(Path(args.output_dir))
-    return dirs
+    """What --archive-on-fail copies without --run-dir: files.archived_paths with the seed's log folder (when
+    present) and no checkpoints for a classical denoiser."""
+    logs = files.seed_log_dir(args.checkpoint_dir)
+    checkpoints = None if args.denoiser else str(args.checkpoint_dir)
+    log_dir = str(logs) if not args.denoiser and logs.is_dir() else None
+    return [Path(p) for p in files.archived_paths(checkpoints, log_dir, str(args.output_dir))]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -328,7 +329,7 @@ def build_downstream_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--predictions", default=None, help=".npy [N, L] in the manifest's row order.")
     src.add_argument("--denoiser", choices=tuple(DENOISERS), default=None, help="Classical method (default identity).")
-    p.add_argument("--output-csv", default="downstream_proxy.csv", help="Per-spectrum errors.")
+    p.add_argument("--output-csv", default=files.DOWNSTREAM_CSV, help="Per-spectrum errors.")
     p.add_argument("--output-json", default=None, help="Summary JSON (default: beside the CSV).")
     add_gate_flags(p)
     return p

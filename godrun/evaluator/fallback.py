@@ -23,6 +23,7 @@ from datetime import date as Date
 from pathlib import Path
 from typing import Any
 
+from godrun.contract.files import ARCHIVE_MARKER
 from godrun.errors import InputError
 from godrun.fsio import (
     atomic_write_json,
@@ -41,7 +42,6 @@ def today_utc() -> Date:
     return datetime.now(UTC).date()
 
 
-ARCHIVE_MARKER = ".godrun-archive.json"
 DOC_MARKER = "<!-- godrun-verdict {key} -->"
 
 

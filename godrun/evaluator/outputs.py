@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from godrun.contract import files
 from godrun.errors import InputError
 from godrun.evaluator.panel import Candidate, Evaluation, Panel, evaluate_candidates, group_summary, with_meta
 from godrun.fsio import (
@@ -140,8 +141,8 @@ def lineage_for(best: Evaluation, panel_sha: str, root_dir: Path | None, panel: 
     manifest_sha = next(
         (v for k, v in data_hashes.items() if "train" in str(k) and isinstance(v, str) and len(v) == 64), None
     )
-    if manifest_sha is None and root_dir is not None and (root_dir / "manifest_train.csv").is_file():
-        manifest_sha = sha256_file(root_dir / "manifest_train.csv")
+    if manifest_sha is None and root_dir is not None and files.training_manifest(root_dir).is_file():
+        manifest_sha = sha256_file(files.training_manifest(root_dir))
     init = info.get("init_checkpoint")
     init_sha = sha256_file(init) if init and Path(init).is_file() else data_hashes.get("init_checkpoint")
     meta_bytes = panel.metadata_bytes if panel is not None else None
@@ -160,7 +161,7 @@ def lineage_for(best: Evaluation, panel_sha: str, root_dir: Path | None, panel: 
 
 def training_history(checkpoint_dir: Path) -> pd.DataFrame | None:
     """The trainer's metrics.csv for these checkpoints (logs/<checkpoint dir name>/), when there is a readable one."""
-    path = Path("logs") / checkpoint_dir.name / "metrics.csv"
+    path = files.metrics_csv(files.seed_log_dir(checkpoint_dir))
     if not path.is_file():
         return None
     try:
@@ -189,7 +190,7 @@ def evaluate_and_write(
 
     evals = evaluate_candidates(panel, candidates, gates)
     best = evals[0]
-    report_path = Path(output_dir) / "report.html"
+    report_path = Path(output_dir) / files.REPORT_HTML
     verdict = best.verdict.model_copy(
         update={
             "checkpoints_evaluated": len(evals),
@@ -215,13 +216,13 @@ def evaluate_and_write(
     out = Path(output_dir)
     remove_stale_temps(out)  # what a killed evaluator left half-written
     texts = {
-        "gates.json": json.dumps(gates_document(verdict, gates, evals), indent=2, default=str) + "\n",
-        "hashes.json": json.dumps(hashes, indent=2, default=str) + "\n",
-        "report.html": page,
+        files.GATES_JSON: json.dumps(gates_document(verdict, gates, evals), indent=2, default=str) + "\n",
+        files.HASHES_JSON: json.dumps(hashes, indent=2, default=str) + "\n",
+        files.REPORT_HTML: page,
     }
     tables = {
-        "per_spectrum_metrics.csv": with_meta(panel, best.per_spectrum, best.name),
-        "per_group_summary.csv": groups,
+        files.PER_SPECTRUM_CSV: with_meta(panel, best.per_spectrum, best.name),
+        files.PER_GROUP_CSV: groups,
     }
     names = [*tables, *texts]
     # all or nothing: every file is written to its temp first (a full disk fails here, renaming none)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from godrun.contract.files import CHECKPOINT_SUFFIX
 from godrun.errors import InputError
 from godrun.evaluator.denoisers import DENOISERS
 from godrun.fsio import sha256_file
@@ -153,7 +154,7 @@ def list_checkpoints(checkpoint_dir: Path) -> list[Path]:
     d = Path(checkpoint_dir)
     if not d.is_dir():
         raise InputError(f"--checkpoint-dir: {d} is not a folder")
-    found = sorted(p for p in d.glob("*.pt") if p.is_file())
+    found = sorted(p for p in d.glob(f"*{CHECKPOINT_SUFFIX}") if p.is_file())
     if not found:
         raise InputError(f"--checkpoint-dir: no *.pt checkpoint in {d}")
     return found

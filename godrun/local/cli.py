@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from godrun.contract import files
 from godrun.contract.words import FailureReason, Phase, Reason
 from godrun.core.machine import GodRunView, Polling, reconcile
 from godrun.errors import EXIT_BAD_INPUT, InputError, describe, reading, tcp_port
@@ -103,7 +104,7 @@ def _fixed(spec: dict[str, Any], field: str) -> str:
 
 
 def run_state_dir(workdir: Path, name: str) -> Path:
-    return workdir / ".godrun" / name
+    return files.RunFiles.of(workdir, name).dir
 
 
 def _generation(state_path: Path, run: GodRun) -> int:
@@ -160,7 +161,7 @@ def _refuse_shared_folders(godrun_dir: Path, name: str, folders: dict[str, str])
         return
     for other in others:
         try:
-            theirs = json.loads(read_bytes(godrun_dir / other / "state.json")).get("folders") or {}
+            theirs = json.loads(read_bytes(files.RunFiles(godrun_dir / other).state)).get("folders") or {}
         except (OSError, ValueError, AttributeError, InputError):
             continue
         for field, mine in folders.items():
@@ -241,8 +242,9 @@ def drive(
     name = run.metadata.name
     stop = stop or StopRequest()
     executor = executor or LocalExecutor(workdir, status_path, echo=not quiet)
-    generation = _generation(run_state_dir(executor.workdir, name) / "state.json", run)
-    status = _load_status(run_state_dir(executor.workdir, name) / "status.json")
+    state = files.RunFiles.of(executor.workdir, name)
+    generation = _generation(state.state, run)
+    status = _load_status(state.status)
     view = GodRunView(name=name, namespace="local", generation=generation, spec=run.spec, status=status)
     shown: tuple[str, ...] = ()
     eta = _Eta()
@@ -368,7 +370,7 @@ def _workdir(path: Path) -> Path:
 
 
 def _status_path(path: Path | None, workdir: Path) -> Path:
-    status = Path(os.path.abspath(path)) if path else workdir / "status.json"
+    status = Path(os.path.abspath(path)) if path else workdir / files.STATUS_JSON
     if status.is_dir() or (not status.parent.is_dir() and status.parent.exists()):
         raise InputError(f"--status {path or status}: is a folder (or lies below a file); name a file")
     return status
@@ -406,7 +408,14 @@ def _run(
         )
         child_run = load_manifest(child)
         _run(
-            child_run, child, workdir, workdir / f"status-{child.stem}.json", stop, poll=poll, act_b=False, quiet=quiet
+            child_run,
+            child,
+            workdir,
+            workdir / files.status_file(child.stem),
+            stop,
+            poll=poll,
+            act_b=False,
+            quiet=quiet,
         )
     if status.phase == Phase.ERROR:
         return EXIT_BAD_INPUT if status.reason == FailureReason.BAD_INPUT else 1

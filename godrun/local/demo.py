@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from godrun.contract import files
 from godrun.errors import InputError, tcp_port
 from godrun.fsio import atomic_write_text, sha256_file
 from godrun.local.cli import run_file
@@ -169,10 +170,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"\n      prepared {args.workdir.resolve()} ({time.monotonic() - started:.0f} s)", flush=True)
             return 0
         manifest = demo_manifest(args.fail, args.seed)
-        path = Path(f"{manifest['metadata']['name']}.yaml")
+        path = Path(files.manifest_file(manifest["metadata"]["name"]))
         atomic_write_text(path, yaml.safe_dump(manifest, sort_keys=False))
         t0 = _step(3, f"GodRun {manifest['metadata']['name']} ({path}): train -> evaluate -> gates")
-        status_path = Path(f"status-{manifest['metadata']['name']}.json") if args.fail else Path("status.json")
+        status_file = files.status_file(manifest["metadata"]["name"]) if args.fail else files.STATUS_JSON
+        status_path = Path(status_file)
         code = run_file(path, Path("."), status_path, metrics_port=args.metrics_port, poll=DEMO_POLL_S)
         _done(t0, "run finished")
     _step(4, "summary")

@@ -24,6 +24,7 @@ from typing import IO
 
 import yaml
 
+from godrun.contract import files
 from godrun.contract.words import EventReason, EventType, FailureReason, Stage
 from godrun.core.commands import PYTHON, launch_command
 from godrun.core.machine import (
@@ -53,8 +54,6 @@ from godrun.local import procs
 from godrun.paths import RUN_VOLUME_ENV
 from godrun.spec import GodRunStatus, Progress
 
-ACT_B_RECORD = "act_b.json"  # under .godrun/<parent>/: the child manifest's sha256, as the parent wrote it
-
 
 @dataclass
 class _Proc:
@@ -78,10 +77,10 @@ class LocalExecutor:
     # ------------------------------------------------------------------ paths
 
     def run_dir(self, run: GodRunView) -> Path:
-        return self.workdir / ".godrun" / run.name
+        return files.RunFiles.of(self.workdir, run.name).dir
 
     def job_dir(self, run: GodRunView, job: str) -> Path:
-        return self.run_dir(run) / "jobs" / job
+        return files.RunFiles.of(self.workdir, run.name).job(job).dir
 
     # ------------------------------------------------------------------ Executor protocol
 
@@ -93,7 +92,7 @@ class LocalExecutor:
         evaluate = self._stage(run, eval_job)
         verdict, verdict_error = None, None
         if evaluate.state == "succeeded":
-            verdict, verdict_error = read_verdict_file(self.job_dir(run, eval_job) / "termination-log")
+            verdict, verdict_error = read_verdict_file(files.JobFiles(self.job_dir(run, eval_job)).termination_log)
         progress = self._progress(run, train_job)
         return Observed(
             train=train,
@@ -107,9 +106,9 @@ class LocalExecutor:
     def act_b_child(self, parent: str) -> Path | None:
         """The Act B child manifest `parent` wrote (its sha256 is recorded under .godrun/<parent>/), unchanged;
         a `<parent>-actb.yaml` someone else put there is never taken for the child."""
-        path = self.workdir / f"{act_b_name(parent)}.yaml"
+        path = self.workdir / files.manifest_file(act_b_name(parent))
         try:
-            recorded = json.loads(read_bytes(self.workdir / ".godrun" / parent / ACT_B_RECORD)).get("sha256")
+            recorded = json.loads(read_bytes(files.RunFiles.of(self.workdir, parent).act_b_record)).get("sha256")
             return path if recorded == sha256_bytes(read_bytes(path)) else None
         except (OSError, ValueError, AttributeError):
             return None
@@ -120,7 +119,7 @@ class LocalExecutor:
         created = self._record(self.job_dir(run, train_job)).get("created_ts")
         if not isinstance(created, int | float):
             return None
-        path = self.workdir / run.spec.training.log_dir / "metrics.csv"
+        path = files.metrics_csv(self.workdir / run.spec.training.log_dir)
         try:
             if os.lstat(path).st_mtime < created:
                 return None
@@ -141,7 +140,7 @@ class LocalExecutor:
         return True
 
     def _write_act_b(self, run: GodRunView, action: CreateActB) -> None:
-        path = self.workdir / f"{action.name}.yaml"
+        path = self.workdir / files.manifest_file(action.name)
         if os.path.lexists(path):
             raise InputError(
                 f"{path}: exists, and {run.name} did not write it; the Act B child of {run.name} is written there: "
@@ -149,14 +148,14 @@ class LocalExecutor:
             )
         text = yaml.safe_dump(action.body, sort_keys=False)
         record = {"name": action.name, "sha256": sha256_bytes(text.encode())}
-        atomic_write_json(self.run_dir(run) / ACT_B_RECORD, record)
+        atomic_write_json(files.RunFiles(self.run_dir(run)).act_b_record, record)
         atomic_write_text(path, text)
         self.act_b_manifests.append(path)
 
     def write_status(self, run: GodRunView, status: GodRunStatus) -> None:
         """The run's own copy under .godrun/<name>/ (the one a re-run resumes from), then the user's status file."""
         body = status.model_dump(mode="json", by_alias=True, exclude_none=True)
-        atomic_write_json(self.run_dir(run) / "status.json", body)
+        atomic_write_json(files.RunFiles(self.run_dir(run)).status, body)
         atomic_write_json(self.status_path, body)
 
     # ------------------------------------------------------------------ processes
@@ -182,17 +181,17 @@ class LocalExecutor:
         record["attempts"] = record.get("attempts", 0) + 1
         for key in ("exit_code", "reason", "pid", "start_ticks"):
             record.pop(key, None)
-        (jdir / "termination-log").unlink(missing_ok=True)
+        (jdir / files.TERMINATION_LOG).unlink(missing_ok=True)
         env = os.environ | {
-            "GODRUN_TERMINATION_LOG": str(jdir / "termination-log"),
+            files.TERMINATION_LOG_ENV: str(jdir / files.TERMINATION_LOG),
             "PYTHONUNBUFFERED": "1",
             RUN_VOLUME_ENV: str(self.workdir.resolve()),
         }
-        log = open_append(jdir / "output.log")  # closed when the process is reaped
+        log = open_append(jdir / files.OUTPUT_LOG)  # closed when the process is reaped
         popen = procs.spawn(argv, cwd=self.workdir, env=env, log=log)
         self.procs[job] = _Proc(popen, log)
         record |= {"pid": popen.pid, "start_ticks": procs.start_ticks(popen.pid), "started": _now()}
-        atomic_write_json(jdir / "job.json", record)
+        atomic_write_json(jdir / files.JOB_RECORD, record)
 
     def _reap(self, run: GodRunView) -> None:
         for job, proc in list(self.procs.items()):
@@ -211,21 +210,21 @@ class LocalExecutor:
         record["last_exit"] = code
         if code == 0:
             record |= {"exit_code": 0, "reason": "Completed"}
-            atomic_write_json(jdir / "job.json", record)
+            atomic_write_json(jdir / files.JOB_RECORD, record)
             return
         action = attempt_failure_action(code)
         record["failures"] = record.get("failures", 0) + 1
         limit = run.spec.jobs.backoff_limit
         what = f"attempt {record['attempts']} {describe_exit(code)}"
         if action == "Count" and record["failures"] <= limit:
-            atomic_write_json(jdir / "job.json", record)
+            atomic_write_json(jdir / files.JOB_RECORD, record)
             msg = f"{job} {what}; retrying ({record['failures']} of backoffLimit {limit} retries used)"
             self._event(run, EmitEvent(EventType.WARNING, EventReason.RETRYING, msg))
             self._start(run, job, record["argv"])
             return
         reason = FailureReason.BAD_INPUT if action == "FailJob" else FailureReason.RETRIES_EXHAUSTED
         record |= {"exit_code": code, "reason": reason}
-        atomic_write_json(jdir / "job.json", record)
+        atomic_write_json(jdir / files.JOB_RECORD, record)
 
     def _stage(self, run: GodRunView, job: str) -> StageObs:
         if job in self.procs:
@@ -258,7 +257,7 @@ class LocalExecutor:
         record |= {"last_exit": "stopped by the runner"}
         for key in ("pid", "start_ticks"):
             record.pop(key, None)
-        atomic_write_json(jdir / "job.json", record)
+        atomic_write_json(jdir / files.JOB_RECORD, record)
 
     def stop_all(self, run: GodRunView) -> None:
         """Ctrl-C / SIGTERM: stop running stages; their records stay without an exit code so a re-run restarts them."""
@@ -274,21 +273,21 @@ class LocalExecutor:
     @staticmethod
     def _record(jdir: Path) -> dict:
         try:
-            return json.loads(read_bytes(jdir / "job.json"))
+            return json.loads(read_bytes(jdir / files.JOB_RECORD))
         except (FileNotFoundError, json.JSONDecodeError):
             return {}
 
     def _last_line(self, run: GodRunView, job: str) -> str:
         """The stage's last non-empty output line: its `error: ...` message when it failed."""
         try:
-            text = read_bytes(self.job_dir(run, job) / "output.log").decode(errors="replace")
+            text = read_bytes(self.job_dir(run, job) / files.OUTPUT_LOG).decode(errors="replace")
         except FileNotFoundError:
             return ""
         return next((line for line in reversed(text.splitlines()) if line.strip()), "")
 
     def _event(self, run: GodRunView, ev: EmitEvent) -> None:
         line = f"{_now()} {ev.type:<7} {ev.reason:<22} {ev.message}"
-        append_text(self.run_dir(run) / "events.log", line + "\n")
+        append_text(files.RunFiles(self.run_dir(run)).events, line + "\n")
         if self.echo:
             print(f"  event  {ev.reason}: {ev.message}", flush=True)
 

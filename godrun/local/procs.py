@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import IO
 
 from godrun import fsio
+from godrun.contract import files
 from godrun.errors import InputError, describe
 
-LOCK_NAME = "runner.lock"
+LOCK_NAME = files.RUNNER_LOCK
 PR_SET_PDEATHSIG = 1
 
 
@@ -63,7 +64,7 @@ def _open_lock(path: Path) -> IO[str]:
 @contextlib.contextmanager
 def workdir_lock(workdir: Path) -> Iterator[None]:
     """Hold the workdir's runner lock; a second runner gets an InputError (exit 2) naming the holder's pid."""
-    path = workdir / ".godrun" / LOCK_NAME
+    path = files.runner_lock(workdir)
     fh = _open_lock(path)
     try:
         try:

@@ -18,11 +18,10 @@ from typing import Any
 
 import torch
 
+from godrun.contract.files import BEST_NAME, CHECKPOINT_SUFFIX, LAST_NAME
 from godrun.errors import InputError, describe, reading
 from godrun.fsio import atomic_path, read_bytes, sha256_bytes
 
-BEST_NAME = "{model}_best.pt"
-LAST_NAME = "{model}_last.pt"
 CALIBRATOR_PREFIX = "calibrator"
 
 
@@ -45,7 +44,7 @@ def foreign_checkpoints(checkpoint_dir: str | Path, model: str) -> list[str]:
         return []
     own = {BEST_NAME.format(model=model), LAST_NAME.format(model=model)}
     try:
-        return sorted(e.name for e in os.scandir(fd) if e.name.endswith(".pt") and e.name not in own)
+        return sorted(e.name for e in os.scandir(fd) if e.name.endswith(CHECKPOINT_SUFFIX) and e.name not in own)
     finally:
         os.close(fd)
 

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from godrun.contract import files
 from godrun.errors import InputError
 from godrun.inputs import load_npz, numeric_column, read_csv
 from godrun.spec import Recipe
@@ -131,7 +132,7 @@ def load_split(
     mpath = Path(manifest)
     if not mpath.is_file():
         raise InputError(f"manifest not found: {mpath}")
-    grid = Path(recipe.train_dir) / "wavelength_grid.npy"
+    grid = files.wavelength_grid(recipe.train_dir)
     corpus = load_corpus(
         mpath,
         recipe.train_dir,

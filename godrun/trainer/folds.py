@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from godrun.contract import files
 from godrun.errors import InputError
 from godrun.fsio import atomic_write_text
 from godrun.spec import Recipe
@@ -63,7 +64,7 @@ def fold_recipe(base: Recipe, k: int, paths: dict[str, Path]) -> Recipe:
             "init_checkpoint": None,
             "checkpoint_dir": str(PROD_DIR / name),
             "log_dir": f"logs/folds/{name}",
-            "audit_log": f"logs/folds/{name}/auditing_manifest.log",
+            "audit_log": files.audit_log(f"logs/folds/{name}"),
         }
     )
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from godrun.contract import files
 from godrun.errors import InputError
 from godrun.fsio import code_version, remove_stale_temps, sha256_file, termination_path, write_termination
 from godrun.gates.ranking import RankKey, better, composite_score, gates_passed, rank_key
@@ -184,7 +185,7 @@ def _check_bounds(recipe: Recipe, gates: Gates, wl: np.ndarray) -> None:
         ("--roi-min-nm", gates.roi_min_nm),
         ("--roi-max-nm", gates.roi_max_nm),
     ]
-    check_inside_grid(bounds, wl, str(Path(recipe.train_dir) / "wavelength_grid.npy"))
+    check_inside_grid(bounds, wl, str(files.wavelength_grid(recipe.train_dir)))
 
 
 # ------------------------------------------------------------------ panel
@@ -561,7 +562,7 @@ class Trainer:
     def _report_epoch(self, row: dict[str, Any], panel: dict[str, Any], improved: bool) -> None:
         """metrics.csv, the log line and the Prometheus gauges for one finished epoch."""
         r, epoch = self.recipe, row["epoch"]
-        telemetry.write_metrics_csv(Path(r.log_dir) / "metrics.csv", self.history)
+        telemetry.write_metrics_csv(files.metrics_csv(r.log_dir), self.history)
         self.logger.info(
             "epoch %d/%d loss %.4g panel psnr %.2f±%.2f sam %.2f tail %.3f roi %.3f spurious %s gates %d/4%s "
             "lr %.3g %.1fs %.0f spectra/s eta %s",

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from godrun.contract import files
 from godrun.errors import InputError, TransientError
 from godrun.fsio import append_text, atomic_write_text, open_append
 from godrun.paths import escape_text
@@ -55,7 +56,7 @@ def setup_logger(log_dir: str | Path, enabled: bool = True) -> logging.Logger:
         logger.addHandler(logging.NullHandler())
         return logger
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S")
-    fh = _AppendHandler(Path(log_dir) / "train.log")
+    fh = _AppendHandler(files.train_log(log_dir))
     fh.setFormatter(fmt)
     sh = logging.StreamHandler(sys.stderr)
     sh.setFormatter(fmt)
