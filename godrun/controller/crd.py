@@ -18,6 +18,8 @@ import yaml
 from pydantic import BaseModel
 
 from godrun import spec as S
+from godrun.contract.files import TERMINATION_LOG_ENV
+from godrun.contract.words import APP_NAME, LABEL_NAME, LABEL_PART_OF, LABEL_RUN
 
 
 def _key_rule(field: str, example: dict[str, Any]) -> dict[str, Any]:
@@ -76,13 +78,13 @@ CEL_RULES: dict[str, list[dict[str, Any]]] = {
             + ")",
             "message": S.RESERVED_LABELS_MESSAGE,
             "fieldPath": ".labels",
-            "example": {"podOverrides": {"labels": {"app.kubernetes.io/name": "mine"}}},
+            "example": {"podOverrides": {"labels": {LABEL_NAME: "mine"}}},
         },
         {
             "rule": "!has(self.env) || self.env.all(e, !e.name.startsWith('GODRUN_'))",
             "message": S.RESERVED_ENV_MESSAGE,
             "fieldPath": ".env",
-            "example": {"podOverrides": {"env": [{"name": "GODRUN_TERMINATION_LOG", "value": "x"}]}},
+            "example": {"podOverrides": {"env": [{"name": TERMINATION_LOG_ENV, "value": "x"}]}},
         },
         {
             "rule": "!has(self.volumes) || self.volumes.all(v, !(v.name in "
@@ -104,7 +106,7 @@ CEL_RULES: dict[str, list[dict[str, Any]]] = {
             + "))",
             "message": S.RESERVED_LABELS_MESSAGE,
             "fieldPath": ".labels",
-            "example": {"jobs": {"labels": {"godrun.io/run": "other"}}},
+            "example": {"jobs": {"labels": {LABEL_RUN: "other"}}},
         },
     ],
     "GodRunSpec": [
@@ -381,7 +383,7 @@ def crd() -> dict[str, Any]:
         "kind": "CustomResourceDefinition",
         "metadata": {
             "name": f"{S.PLURAL}.{S.API_GROUP}",
-            "labels": {"app.kubernetes.io/name": "godrun", "app.kubernetes.io/part-of": "godrun"},
+            "labels": {LABEL_NAME: APP_NAME, LABEL_PART_OF: APP_NAME},
         },
         "spec": {
             "group": S.API_GROUP,

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from godrun.contract.files import K8S_TERMINATION_LOG as TERMINATION_LOG
+from godrun.contract.files import TERMINATION_LOG_ENV
 from godrun.contract.words import ANNOTATION_COMPLETION_INDEX as COMPLETION_INDEX_ANNOTATION
 from godrun.contract.words import PodCondition, Stage
 from godrun.contract.words import labels as run_labels
@@ -84,7 +85,7 @@ def volume_mounts(spec: GodRunSpec) -> list[dict[str, Any]]:
 
 def env(extra: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     base = [
-        {"name": "GODRUN_TERMINATION_LOG", "value": TERMINATION_LOG},
+        {"name": TERMINATION_LOG_ENV, "value": TERMINATION_LOG},
         {"name": "HOME", "value": "/tmp"},  # read-only root: caches and configs go to /tmp
         {"name": "MPLCONFIGDIR", "value": "/tmp/matplotlib"},
         {"name": "PYTHONUNBUFFERED", "value": "1"},

@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from kubernetes import client, config
 from prometheus_client import start_http_server
 
+from godrun.contract.words import MANAGER
 from godrun.controller.kube import KubeApi, KubeExecutor
 from godrun.controller.loop import Controller, LoopConfig
 from godrun.core.machine import DEFAULT_POLLING, Polling
@@ -30,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", type=tcp_port, default=8080, help="Prometheus /metrics port (0 disables)")
     p.add_argument("--health-port", type=tcp_port, default=8081, help="/healthz and /readyz port (0 disables)")
     p.add_argument("--leader-elect", action=argparse.BooleanOptionalAction, default=True, help="Lease leader election")
-    p.add_argument("--lease-name", default="godrun-controller", help="name of the coordination.k8s.io Lease")
+    p.add_argument("--lease-name", default=MANAGER, help="name of the coordination.k8s.io Lease")
     p.add_argument(
         "--lease-namespace", default=None, help="namespace of the Lease (default: --namespace or $POD_NAMESPACE)"
     )
