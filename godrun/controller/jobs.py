@@ -151,7 +151,9 @@ def _pod_spec(spec: GodRunSpec, container: dict[str, Any]) -> dict[str, Any]:
     return pod
 
 
-def _container(spec: GodRunSpec, stage: Stage, command: list[str], gpus: int, extra_env=None) -> dict[str, Any]:
+def _container(
+    spec: GodRunSpec, stage: Stage, command: list[str], gpus: int, extra_env: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     return {
         "name": CONTAINER[stage],
         "image": spec.image,

@@ -76,7 +76,8 @@ class KubeApi:
     def raw(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
         """Call a typed API method but return the JSON as plain dicts (camelCase, like the manifests)."""
         resp = fn(*args, _preload_content=False, **kwargs)
-        return json.loads(resp.data)
+        body: dict[str, Any] = json.loads(resp.data)
+        return body
 
 
 def fetch_metrics_direct(pod: dict[str, Any], port: int, timeout: float = 3.0) -> str | None:
@@ -85,7 +86,8 @@ def fetch_metrics_direct(pod: dict[str, Any], port: int, timeout: float = 3.0) -
         return None
     host = f"[{ip}]" if ":" in ip else ip
     with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=timeout) as resp:
-        return resp.read().decode("utf-8", "replace")
+        text: str = resp.read().decode("utf-8", "replace")
+        return text
 
 
 @dataclass

@@ -149,7 +149,13 @@ def _run_until_interrupted(controller: Controller) -> int:
     return 0
 
 
-def _run_with_lease(args: argparse.Namespace, identity: str, controller: Controller, metrics, leading) -> int:
+def _run_with_lease(
+    args: argparse.Namespace,
+    identity: str,
+    controller: Controller,
+    metrics: ControllerMetrics,
+    leading: threading.Event,
+) -> int:
     from kubernetes.leaderelection import electionconfig, leaderelection
     from kubernetes.leaderelection.resourcelock.leaselock import LeaseLock
 

@@ -144,7 +144,7 @@ def terminated(pod: Obj) -> Obj | None:
     """The pod's container termination record (current state, else the last one), if any."""
     for cs in (pod.get("status") or {}).get("containerStatuses") or []:
         term = (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get("terminated")
-        if term:
+        if isinstance(term, dict) and term:
             return term
     return None
 

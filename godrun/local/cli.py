@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import ValidationError
@@ -42,6 +42,9 @@ from godrun.spec import (
     format_validation_error,
 )
 from godrun.tables import RUN_HEADER, format_plain, print_gate_table, run_row
+
+if TYPE_CHECKING:
+    from godrun.core.metrics import ControllerMetrics
 
 EXIT_FAILED_ACTB = 3
 EXIT_CODES = {Phase.SHIPPED: 0, Phase.FAILED_ACT_B: EXIT_FAILED_ACTB}
@@ -233,7 +236,7 @@ def drive(
     status_path: Path,
     *,
     poll: float = 1.0,
-    metrics=None,
+    metrics: ControllerMetrics | None = None,
     quiet: bool = False,
     executor: LocalExecutor | None = None,
     stop: StopRequest | None = None,
@@ -293,7 +296,7 @@ class _Eta:
         return f", eta {left:.0f}s" if left < 120 else f", eta {left / 60:.1f}min"
 
 
-def _serve_metrics(port: int | None):
+def _serve_metrics(port: int | None) -> ControllerMetrics | None:
     if port is None:
         return None
     from prometheus_client import start_http_server
@@ -392,7 +395,7 @@ def _run(
     status_path: Path,
     stop: StopRequest,
     *,
-    metrics=None,
+    metrics: ControllerMetrics | None = None,
     poll: float,
     act_b: bool,
     quiet: bool,
