@@ -76,11 +76,15 @@ class LocalExecutor:
 
     # ------------------------------------------------------------------ paths
 
+    def run_files(self, run: GodRunView) -> files.RunFiles:
+        """The run's state under `<workdir>/.godrun/<run>/`."""
+        return files.RunFiles.of(self.workdir, run.name)
+
     def run_dir(self, run: GodRunView) -> Path:
-        return files.RunFiles.of(self.workdir, run.name).dir
+        return self.run_files(run).dir
 
     def job_dir(self, run: GodRunView, job: str) -> Path:
-        return files.RunFiles.of(self.workdir, run.name).job(job).dir
+        return self.run_files(run).job(job).dir
 
     # ------------------------------------------------------------------ Executor protocol
 
@@ -92,7 +96,7 @@ class LocalExecutor:
         evaluate = self._stage(run, eval_job)
         verdict, verdict_error = None, None
         if evaluate.state == "succeeded":
-            verdict, verdict_error = read_verdict_file(files.JobFiles(self.job_dir(run, eval_job)).termination_log)
+            verdict, verdict_error = read_verdict_file(self.run_files(run).job(eval_job).termination_log)
         progress = self._progress(run, train_job)
         return Observed(
             train=train,
@@ -148,14 +152,14 @@ class LocalExecutor:
             )
         text = yaml.safe_dump(action.body, sort_keys=False)
         record = {"name": action.name, "sha256": sha256_bytes(text.encode())}
-        atomic_write_json(files.RunFiles(self.run_dir(run)).act_b_record, record)
+        atomic_write_json(self.run_files(run).act_b_record, record)
         atomic_write_text(path, text)
         self.act_b_manifests.append(path)
 
     def write_status(self, run: GodRunView, status: GodRunStatus) -> None:
         """The run's own copy under .godrun/<name>/ (the one a re-run resumes from), then the user's status file."""
         body = status.model_dump(mode="json", by_alias=True, exclude_none=True)
-        atomic_write_json(files.RunFiles(self.run_dir(run)).status, body)
+        atomic_write_json(self.run_files(run).status, body)
         atomic_write_json(self.status_path, body)
 
     # ------------------------------------------------------------------ processes
@@ -287,7 +291,7 @@ class LocalExecutor:
 
     def _event(self, run: GodRunView, ev: EmitEvent) -> None:
         line = f"{_now()} {ev.type:<7} {ev.reason:<22} {ev.message}"
-        append_text(files.RunFiles(self.run_dir(run)).events, line + "\n")
+        append_text(self.run_files(run).events, line + "\n")
         if self.echo:
             print(f"  event  {ev.reason}: {ev.message}", flush=True)
 
