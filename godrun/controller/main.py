@@ -17,7 +17,7 @@ from prometheus_client import start_http_server
 from godrun.controller.kube import KubeApi, KubeExecutor
 from godrun.controller.loop import Controller, LoopConfig
 from godrun.core.machine import DEFAULT_POLLING, Polling
-from godrun.core.metrics import ControllerMetrics
+from godrun.core.prometheus import ControllerMetrics
 from godrun.errors import InputError, tcp_port
 
 log = logging.getLogger("godrun.controller")

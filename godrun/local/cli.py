@@ -295,7 +295,7 @@ def _serve_metrics(port: int | None):
         return None
     from prometheus_client import start_http_server
 
-    from godrun.core.metrics import ControllerMetrics
+    from godrun.core.prometheus import ControllerMetrics
 
     metrics = ControllerMetrics()
     try:
