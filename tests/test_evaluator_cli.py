@@ -26,6 +26,7 @@ def make_tiny_checkpoint(path: Path, seed: int = 0) -> Path:
     """An untrained tiny mamba_tiny_uv checkpoint in the trainer's format (with EMA weights and FiLM stats)."""
     import torch
 
+    from godrun.contract.checkpoint import Checkpoint, CheckpointMeta, CondStats
     from godrun.trainer.checkpoint import save_checkpoint
     from godrun.trainer.inference import build_model
     from godrun.trainer.normalise import norm_meta
@@ -36,20 +37,14 @@ def make_tiny_checkpoint(path: Path, seed: int = 0) -> Path:
     model = build_model(recipe)
     ema = {k: v.clone() for k, v in model.state_dict().items()}
     n = len(FILM_FEATURES)
-    save_checkpoint(
-        path,
-        {
-            "model": model.state_dict(),
-            "ema": ema,
-            "config": recipe.model_dump(),
-            "epoch": 1,
-            "panel": {},
-            "data_hashes": {},
-            "code_version": "test",
-            "norm": norm_meta(),
-            "cond_stats": {"features": list(FILM_FEATURES), "mean": [0.0] * n, "std": [1.0] * n},
-        },
+    meta = CheckpointMeta(
+        config=recipe.model_dump(),
+        epoch=1,
+        code_version="test",
+        norm=norm_meta(),
+        cond_stats=CondStats(features=list(FILM_FEATURES), mean=[0.0] * n, std=[1.0] * n),
     )
+    save_checkpoint(path, Checkpoint(model=model.state_dict(), meta=meta, ema=ema))
     return path
 
 

@@ -61,13 +61,13 @@ def test_noise2noise_training_raises_panel_psnr(small_corpus: Path, trained) -> 
 def test_checkpoints_and_inference_reproduce_the_logged_panel(small_corpus: Path, trained) -> None:
     recipe, result = trained
     best = ck.load_checkpoint(ck.best_path(recipe.checkpoint_dir))
-    assert best["epoch"] == result.best_epoch and best["ema"] is not None
-    assert len(best["code_version"]) == 64 and best["data_hashes"]["train_manifest"]
-    assert Recipe.model_validate(best["config"]) == recipe
+    assert best.meta.epoch == result.best_epoch and best.ema is not None and best.resume is None
+    assert len(best.meta.code_version) == 64 and best.meta.data_hashes["train_manifest"]
+    assert Recipe.model_validate(best.meta.config) == recipe
     last = ck.load_checkpoint(ck.last_path(recipe.checkpoint_dir))
-    assert last["epoch"] == recipe.epochs and "optimizer" in last
+    assert last.meta.epoch == recipe.epochs and last.resume is not None and last.resume.optimizer
     # the evaluator's path (load_model + predict) gives the PSNR the trainer logged for that epoch
-    model, meta = load_model(ck.best_path(recipe.checkpoint_dir))
+    model, meta, _ = load_model(ck.best_path(recipe.checkpoint_dir))
     panel = load_corpus(small_corpus / "data/validation_panel.csv", small_corpus / "data/spectra_for_fold")
     cond = raw_cond_for(meta, recipe.dose_features_csv, panel.meta["group_id"])
     pred = predict(model, meta, panel.spectra, cond)
@@ -133,7 +133,7 @@ def test_seed_command_runs_verbatim_with_paths_rebased(small_corpus: Path, train
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert not fold02.exists()
     out = tmp_path / "checkpoints/god_run/mamba_tiny_uv_best.pt"
-    assert ck.load_checkpoint(out)["init_checkpoint_sha256"] == sha256_file(init)
+    assert ck.load_checkpoint(out).meta.init_checkpoint_sha256 == sha256_file(init)
     assert (tmp_path / "logs/god_run/metrics.csv").is_file() and (tmp_path / "logs/god_run/train.log").is_file()
     audit = (tmp_path / "logs/god_run/auditing_manifest.log").read_text()
     assert sha256_file(init) in audit
@@ -157,7 +157,7 @@ def test_ddp_two_cpu_processes(small_corpus: Path, tmp_path: Path) -> None:
     rows = read_metrics(recipe.log_dir)
     assert len(rows) == 1
     assert "x 2 proc" in (Path(recipe.log_dir) / "train.log").read_text()
-    assert ck.load_checkpoint(ck.last_path(recipe.checkpoint_dir))["epoch"] == 1
+    assert ck.load_checkpoint(ck.last_path(recipe.checkpoint_dir)).meta.epoch == 1
 
 
 def test_bad_data_path_exits_2(small_corpus: Path, tmp_path: Path, capsys) -> None:
@@ -195,8 +195,8 @@ def test_act_b_calibrator_from_god_run_checkpoint_trains_only_head_and_film(
         init_checkpoint=str(init),
     )
     train(recipe, log=False)
-    before = ck.weights_for_inference(ck.load_checkpoint(init))
-    after = ck.load_checkpoint(ck.last_path(recipe.checkpoint_dir))["model"]
+    before = ck.load_checkpoint(init).weights()
+    after = ck.load_checkpoint(ck.last_path(recipe.checkpoint_dir)).model
     assert any(k.startswith("calibrator") for k in after)
     changed = {k for k, v in before.items() if not torch.equal(v, after[k])}
     assert changed and all(k.startswith("film") for k in changed)
