@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from godrun.contract.termination import verdict_message
 from godrun.errors import InputError, run_main
 from godrun.evaluator import cli, outputs
 from godrun.evaluator.panel import Panel, load_panel, prediction_candidate
@@ -153,14 +154,14 @@ def test_termination_json_stays_under_4kb_for_100_checkpoints(small_corpus: Path
     names = [f"{long_dir}/epoch_{k:04d}_mamba_tiny_uv.pt" for k in range(100)]
     cands = [prediction_candidate(names[k], mini.reference + noise[k]) for k in range(100)]
     res = outputs.evaluate_and_write(mini, cands, Gates(), output_dir=tmp_path / "out")
-    text = outputs.compact_verdict(res.verdict)
+    text = verdict_message(res.verdict)
     assert len(text.encode()) < 4096
     v = Verdict.model_validate_json(text)
     assert v.checkpoints_evaluated == 100 and v.lineage.best_checkpoint == res.ranking[0]["checkpoint"]
     assert len(json.loads((tmp_path / "out/gates.json").read_text())["ranking"]) == 100
     # a pathological path is shortened, never allowed to break the limit
     huge = res.verdict.model_copy(update={"report": "x/" * 3000})
-    assert len(outputs.compact_verdict(huge).encode()) < 4096
+    assert len(verdict_message(huge).encode()) < 4096
 
 
 def test_denoiser_mode_and_gate_flags(small_corpus: Path, tmp_path: Path, monkeypatch, capsys) -> None:

@@ -44,6 +44,18 @@ def test_safe_checkpoint_round_trips(tmp_path: Path) -> None:
     assert not list(tmp_path.glob(".ok.pt.*"))  # atomic: no temp file left behind
 
 
+def test_a_key_no_writer_writes_is_refused(tmp_path: Path) -> None:
+    """The evaluator once read `has_ema`, which nothing wrote: the one reader refuses such a file (exit 2)."""
+    path = tmp_path / "foreign.pt"
+    recipe = preset_recipe("tiny", init_checkpoint=None)
+    body = {"model": build_model(recipe).state_dict(), "config": recipe.model_dump(), "epoch": 1}
+    torch.save(body, path)
+    assert ck.load_checkpoint(path).meta.epoch == 1
+    torch.save(body | {"has_ema": True}, path)
+    with pytest.raises(InputError, match=r"foreign\.pt: unknown key\(s\) 'has_ema'"):
+        ck.load_checkpoint(path)
+
+
 def test_warm_start_shape_mismatch_names_tensor_and_shapes() -> None:
     small = build_model(preset_recipe("tiny", d_model=16))
     big = build_model(preset_recipe("tiny", d_model=24))
