@@ -220,6 +220,28 @@ def test_downstream_script_runs_alone_from_a_workspace(small_corpus: Path, tmp_p
     assert runs["raw"]["downstream_err_raw_mean"] > 0
 
 
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [(b"\x93NUMPY" + b"\x00" * 40, "not a readable .npy"), (b"PK\x03\x04junk", "an .npz archive"), (None, "folder")],
+)
+def test_downstream_predictions_that_are_not_an_array_exit_2(
+    small_corpus: Path, tmp_path: Path, monkeypatch, capsys, content: bytes | None, why: str
+) -> None:
+    """--predictions is read inside the bad-input boundary: a broken file exits 2 naming it, writing nothing."""
+    pred = tmp_path / "pred.npy"
+    if content is None:
+        pred.mkdir()
+    else:
+        pred.write_bytes(content)
+    monkeypatch.chdir(small_corpus)
+    out = tmp_path / "down.csv"
+    argv = ["--predictions", str(pred), "--output-csv", str(out)]
+    assert run_main(cli.downstream_main, argv) == 2
+    err = capsys.readouterr().err
+    assert str(pred) in err and (why in err or content is None), err
+    assert not out.exists() and not out.with_suffix(".json").exists()
+
+
 def test_controller_argv_parses_with_the_same_gates(tmp_path: Path, monkeypatch) -> None:
     from godrun.core.commands import evaluator_argv
     from godrun.spec import GodRunSpec
