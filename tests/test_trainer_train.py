@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,6 +22,7 @@ os.environ.setdefault("GODRUN_NUM_THREADS", "1")
 from test_trainer_flags import _seed_argv
 
 from godrun.data.loader import load_corpus
+from godrun.errors import InputError
 from godrun.fsio import sha256_file
 from godrun.gates.metrics import psnr
 from godrun.spec import Recipe
@@ -218,3 +221,21 @@ def test_temp_files_of_a_killed_write_are_removed_when_training_starts(small_cor
     train(recipe, log=False)
     assert not any(p.exists() for p in stale) and keep.exists()
     assert ck.last_path(recipe.checkpoint_dir).is_file()
+
+
+def test_a_last_checkpoint_that_cannot_resume_is_bad_input(small_corpus: Path, trained, tmp_path: Path) -> None:
+    """A `last` checkpoint with its recipe but a tensor of another shape, or without the resume state, is refused
+    before anything is written (exit 2), not a crash in load_state_dict (retried)."""
+    ref_recipe, _ = trained
+    recipe = small_recipe(small_corpus, tmp_path)
+    last = ck.load_checkpoint(ck.last_path(ref_recipe.checkpoint_dir))
+    last.meta = last.meta.model_copy(update={"config": recipe.model_dump()})
+    name = next(iter(last.model))
+    path = ck.last_path(recipe.checkpoint_dir)
+    ck.save_checkpoint(path, dataclasses.replace(last, model=dict(last.model) | {name: torch.zeros(3, 3, 3)}))
+    with pytest.raises(InputError, match=rf"tensor '{re.escape(name)}' has shape \(3, 3, 3\)"):
+        train(recipe, log=False)
+    ck.save_checkpoint(path, dataclasses.replace(last, resume=None))
+    with pytest.raises(InputError, match="holds no optimiser state"):
+        train(recipe, log=False)
+    assert not Path(recipe.log_dir).exists()

@@ -334,6 +334,7 @@ class Trainer:
                 f"{self.last} was written by a different recipe (differs in {', '.join(diff)}); "
                 "use another --checkpoint_dir or delete it to start over"
             )
+        ckpt_io.check_fits(self.model.state_dict(), ckpt.model, str(self.last))  # a wrong shape: bad input, not a crash
 
     def _warm_start(self, path: str) -> list[str]:
         init = ckpt_io.load_checkpoint(path)
