@@ -82,6 +82,7 @@ def verdict_table(panel, gates: Gates) -> None:
 def tiny_checkpoints(folder: Path, n: int) -> list[Path]:
     import torch
 
+    from godrun.contract.checkpoint import Checkpoint, CheckpointMeta, CondStats
     from godrun.trainer.checkpoint import save_checkpoint
     from godrun.trainer.inference import build_model
     from godrun.trainer.normalise import norm_meta
@@ -94,10 +95,10 @@ def tiny_checkpoints(folder: Path, n: int) -> list[Path]:
         torch.manual_seed(i)
         model = build_model(recipe)
         path = folder / f"tiny_{i}.pt"
-        stats = {"features": list(FILM_FEATURES), "mean": [0.0] * k, "std": [1.0] * k}
+        stats = CondStats(features=list(FILM_FEATURES), mean=[0.0] * k, std=[1.0] * k)
         state = model.state_dict()
-        payload = {"model": state, "ema": state, "config": recipe.model_dump(), "epoch": i, "norm": norm_meta()}
-        save_checkpoint(path, {**payload, "cond_stats": stats})
+        meta = CheckpointMeta(config=recipe.model_dump(), epoch=i, norm=norm_meta(), cond_stats=stats)
+        save_checkpoint(path, Checkpoint(model=state, meta=meta, ema=state))
         paths.append(path)
     return paths
 

@@ -174,6 +174,21 @@ SYNTH = ["data", "synth", "--out", "out.txt", "--scale", "0.01"]
 ALL_CSV = f"{SPECTRA}/manifest_all.csv"
 STRINGS = np.array(["x"] * 601)
 WARM = {"model": {"w": torch.zeros(64)}}
+
+
+def _tiny_checkpoint(**weights_of: object) -> dict[str, object]:
+    """A checkpoint of the tiny preset as the trainer writes it; `weights_of`: the recipe the weights come from."""
+    from godrun.contract.checkpoint import Checkpoint, CheckpointMeta, to_payload
+    from godrun.trainer.inference import build_model
+    from godrun.trainer.normalise import norm_meta
+    from godrun.trainer.presets import preset_recipe
+
+    recipe = preset_recipe("tiny", init_checkpoint=None, geometry_film=False)
+    state = build_model(preset_recipe("tiny", init_checkpoint=None, geometry_film=False, **weights_of)).state_dict()
+    meta = CheckpointMeta(config=recipe.model_dump(), epoch=1, norm=norm_meta())
+    return to_payload(Checkpoint(model=state, meta=meta))
+
+
 LATIN1 = "kind: GodRun\nmetadata: {name: caf\xe9}\n".encode("latin-1")
 PORT = "--metrics-port"
 
@@ -235,6 +250,9 @@ CASES = [
     Case("checkpoint", "init-a-folder", _folder(INIT), TRAIN_INIT, INIT),
     Case("checkpoint", "eval-truncated", _torch(INIT, WARM, truncate=True), EVALUATE_CKPT, INIT),
     Case("checkpoint", "eval-model-is-5", _torch(INIT, {"model": 5}), EVALUATE_CKPT, INIT),
+    Case("checkpoint", "eval-wrong-shape", _torch(INIT, _tiny_checkpoint(d_model=24)), EVALUATE_CKPT, INIT),
+    Case("checkpoint", "eval-unknown-key", _torch(INIT, {**WARM, "has_ema": True}), EVALUATE_CKPT, "'has_ema'"),
+    Case("checkpoint", "init-epoch-a-word", _torch(INIT, {**WARM, "epoch": "three"}), TRAIN_INIT, "epoch"),
 ]  # fmt: skip
 
 
@@ -279,6 +297,21 @@ def test_bad_input_exits_2_naming_the_file_and_writes_nothing(
     assert case.expect in err, err
     assert "Traceback" not in err
     assert _tree_hashes(workspace) == before
+
+
+def test_a_bug_while_loading_a_model_is_a_crash_not_bad_input(workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the file decides bad input: an internal error while building the model from a good checkpoint
+    propagates (exit 1, retried by the executor), never exit 2 (never retried, blamed on the user)."""
+    from godrun.trainer.model import MambaTinyUV
+
+    _torch(INIT, _tiny_checkpoint())(workspace)
+
+    def broken(self: object, *args: object, **kwargs: object) -> None:
+        raise RuntimeError("injected internal error")
+
+    monkeypatch.setattr(MambaTinyUV, "__init__", broken)
+    with pytest.raises(RuntimeError, match="injected internal error"):
+        _run(EVALUATE_CKPT)
 
 
 def test_the_table_covers_every_kind() -> None:

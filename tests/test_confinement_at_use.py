@@ -395,11 +395,12 @@ def test_a_full_disk_while_saving_a_checkpoint_leaves_the_old_one_and_names_it(t
 
     import torch
 
+    from godrun.contract.checkpoint import Checkpoint, CheckpointMeta
     from godrun.errors import run_main
     from godrun.trainer.checkpoint import save_checkpoint
 
     dest = tmp_path / "ckpts" / "best.pt"
-    save_checkpoint(dest, {"model": {"w": torch.zeros(2)}})
+    save_checkpoint(dest, Checkpoint(model={"w": torch.zeros(2)}, meta=CheckpointMeta(config={}, epoch=1)))
     before = dest.read_bytes()
     real = torch.save
 
@@ -410,7 +411,7 @@ def test_a_full_disk_while_saving_a_checkpoint_leaves_the_old_one_and_names_it(t
     def save() -> int:
         torch.save = full  # type: ignore[assignment]
         try:
-            save_checkpoint(dest, {"model": {"w": torch.ones(2)}})
+            save_checkpoint(dest, Checkpoint(model={"w": torch.ones(2)}, meta=CheckpointMeta(config={}, epoch=2)))
         finally:
             torch.save = real  # type: ignore[assignment]
         return 0

@@ -17,15 +17,16 @@ import pytest
 from kubernetes.client.rest import ApiException
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
+from godrun.contract.termination import read_verdict_message as parse_verdict
 from godrun.controller.cache import EventSender, Expectations
 from godrun.controller.kube import ConflictError, KubeExecutor
 from godrun.controller.loop import Controller, LoopConfig
 from godrun.controller.observe import job_stage_obs, succeeded_pod_message, view_from_object
 from godrun.controller.workqueue import WorkQueue
 from godrun.core.machine import CreateActB, CreateJob, EmitEvent, GodRunView, Polling
-from godrun.core.metrics import ControllerMetrics
 from godrun.core.names import job_name
-from godrun.core.observe import parse_progress, parse_verdict
+from godrun.core.observe import parse_progress
+from godrun.core.prometheus import ControllerMetrics
 from godrun.spec import GodRunSpec, GodRunStatus, Verdict
 
 

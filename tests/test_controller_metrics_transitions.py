@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import generate_latest
 
-from godrun.core.metrics import ControllerMetrics
+from godrun.core.prometheus import ControllerMetrics
 from godrun.spec import GodRunStatus
 
 

@@ -131,7 +131,7 @@ def _exposed(text: str) -> set[str]:
 def _controller_exposes() -> set[str]:
     from prometheus_client import generate_latest
 
-    from godrun.core.metrics import ControllerMetrics
+    from godrun.core.prometheus import ControllerMetrics
 
     return _exposed(generate_latest(ControllerMetrics().registry).decode())
 
@@ -316,7 +316,7 @@ def test_kustomize_monitoring_scrapes_the_controller_and_rank_0() -> None:
 def test_a_run_final_at_first_sight_pages_from_the_controllers_own_series(tmp_path: Path) -> None:
     """An InvalidSpec run is Error on the controller's first reconcile: the counter scraped from the real
     ControllerMetrics must still show a step for increase(), and the alert fires once."""
-    from godrun.core.metrics import ControllerMetrics
+    from godrun.core.prometheus import ControllerMetrics
     from godrun.spec import GodRunStatus
 
     m = ControllerMetrics()

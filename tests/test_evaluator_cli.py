@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from godrun.contract.termination import verdict_message
 from godrun.errors import InputError, run_main
 from godrun.evaluator import cli, outputs
 from godrun.evaluator.panel import Panel, load_panel, prediction_candidate
@@ -26,6 +27,7 @@ def make_tiny_checkpoint(path: Path, seed: int = 0) -> Path:
     """An untrained tiny mamba_tiny_uv checkpoint in the trainer's format (with EMA weights and FiLM stats)."""
     import torch
 
+    from godrun.contract.checkpoint import Checkpoint, CheckpointMeta, CondStats
     from godrun.trainer.checkpoint import save_checkpoint
     from godrun.trainer.inference import build_model
     from godrun.trainer.normalise import norm_meta
@@ -36,20 +38,14 @@ def make_tiny_checkpoint(path: Path, seed: int = 0) -> Path:
     model = build_model(recipe)
     ema = {k: v.clone() for k, v in model.state_dict().items()}
     n = len(FILM_FEATURES)
-    save_checkpoint(
-        path,
-        {
-            "model": model.state_dict(),
-            "ema": ema,
-            "config": recipe.model_dump(),
-            "epoch": 1,
-            "panel": {},
-            "data_hashes": {},
-            "code_version": "test",
-            "norm": norm_meta(),
-            "cond_stats": {"features": list(FILM_FEATURES), "mean": [0.0] * n, "std": [1.0] * n},
-        },
+    meta = CheckpointMeta(
+        config=recipe.model_dump(),
+        epoch=1,
+        code_version="test",
+        norm=norm_meta(),
+        cond_stats=CondStats(features=list(FILM_FEATURES), mean=[0.0] * n, std=[1.0] * n),
     )
+    save_checkpoint(path, Checkpoint(model=model.state_dict(), meta=meta, ema=ema))
     return path
 
 
@@ -158,14 +154,14 @@ def test_termination_json_stays_under_4kb_for_100_checkpoints(small_corpus: Path
     names = [f"{long_dir}/epoch_{k:04d}_mamba_tiny_uv.pt" for k in range(100)]
     cands = [prediction_candidate(names[k], mini.reference + noise[k]) for k in range(100)]
     res = outputs.evaluate_and_write(mini, cands, Gates(), output_dir=tmp_path / "out")
-    text = outputs.compact_verdict(res.verdict)
+    text = verdict_message(res.verdict)
     assert len(text.encode()) < 4096
     v = Verdict.model_validate_json(text)
     assert v.checkpoints_evaluated == 100 and v.lineage.best_checkpoint == res.ranking[0]["checkpoint"]
     assert len(json.loads((tmp_path / "out/gates.json").read_text())["ranking"]) == 100
     # a pathological path is shortened, never allowed to break the limit
     huge = res.verdict.model_copy(update={"report": "x/" * 3000})
-    assert len(outputs.compact_verdict(huge).encode()) < 4096
+    assert len(verdict_message(huge).encode()) < 4096
 
 
 def test_denoiser_mode_and_gate_flags(small_corpus: Path, tmp_path: Path, monkeypatch, capsys) -> None:
@@ -222,6 +218,28 @@ def test_downstream_script_runs_alone_from_a_workspace(small_corpus: Path, tmp_p
     assert runs["clean"]["downstream_err_mean"] == 0.0 and runs["clean"]["passed"]
     assert runs["raw"]["downstream_err_mean"] == pytest.approx(runs["raw"]["downstream_err_raw_mean"])
     assert runs["raw"]["downstream_err_raw_mean"] > 0
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [(b"\x93NUMPY" + b"\x00" * 40, "not a readable .npy"), (b"PK\x03\x04junk", "an .npz archive"), (None, "folder")],
+)
+def test_downstream_predictions_that_are_not_an_array_exit_2(
+    small_corpus: Path, tmp_path: Path, monkeypatch, capsys, content: bytes | None, why: str
+) -> None:
+    """--predictions is read inside the bad-input boundary: a broken file exits 2 naming it, writing nothing."""
+    pred = tmp_path / "pred.npy"
+    if content is None:
+        pred.mkdir()
+    else:
+        pred.write_bytes(content)
+    monkeypatch.chdir(small_corpus)
+    out = tmp_path / "down.csv"
+    argv = ["--predictions", str(pred), "--output-csv", str(out)]
+    assert run_main(cli.downstream_main, argv) == 2
+    err = capsys.readouterr().err
+    assert str(pred) in err and (why in err or content is None), err
+    assert not out.exists() and not out.with_suffix(".json").exists()
 
 
 def test_controller_argv_parses_with_the_same_gates(tmp_path: Path, monkeypatch) -> None:

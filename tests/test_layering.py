@@ -31,7 +31,7 @@ def test_local_runner_never_loads_the_kubernetes_executor():
 
 
 def test_core_loads_neither_torch_nor_kubernetes_nor_an_executor():
-    modules = ["godrun.core.machine", "godrun.core.commands", "godrun.core.observe", "godrun.core.metrics"]
+    modules = ["godrun.core.machine", "godrun.core.commands", "godrun.core.observe", "godrun.core.prometheus"]
     loaded = loaded_after(modules)
     assert offending(loaded, ("torch", "kubernetes", "godrun.controller", "godrun.local")) == []
 

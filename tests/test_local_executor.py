@@ -12,8 +12,11 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from godrun.core.machine import CreateJob, GodRunView, StageObs, decide, failure_reason
 from godrun.core.names import job_name
+from godrun.errors import InputError
 from godrun.local.executor import LocalExecutor
 from godrun.spec import GodRunSpec
 
@@ -52,6 +55,24 @@ def test_exit_2_is_bad_input_without_a_retry(tmp_path: Path):
     obs, ex, run = _run(tmp_path, "import sys; print('error: row 7'); sys.exit(2)", backoff=3)
     assert (obs.exit_code, failure_reason(obs), obs.message) == (2, "BadInput", "error: row 7")
     assert not (ex.run_dir(run) / "events.log").exists()
+
+
+def test_the_job_record_keeps_the_reason_decided_when_the_job_ended(tmp_path: Path):
+    """The stage's reason is the one stored with its exit code (job.json, godrun.contract.jobrecord.JobRecord),
+    not re-derived: a record holding an exit code without its reason is refused, naming the file (exit 2)."""
+    obs, ex, run = _run(tmp_path, "import sys; sys.exit(2)", backoff=3)
+    path = ex.job_dir(run, job_name("r", "train", 1)) / "job.json"
+    record = json.loads(path.read_text())
+    assert (record["exit_code"], record["reason"], record["attempts"], obs.reason) == (2, "BadInput", 1, "BadInput")
+    path.write_text(json.dumps(record | {"reason": "DeadlineExceeded"}))
+    assert ex.observe(run).train.reason == "DeadlineExceeded"
+    del record["reason"]
+    path.write_text(json.dumps(record))
+    with pytest.raises(InputError, match=r"job\.json: not a job record"):
+        ex.observe(run)
+    path.write_text(json.dumps(record | {"reason": "BadInput", "exitCode": 2}))  # a field no writer writes
+    with pytest.raises(InputError, match="exitCode"):
+        ex.observe(run)
 
 
 def test_the_stage_runs_this_python(tmp_path: Path):

@@ -46,7 +46,7 @@ def test_folds_cli_writes_fold02_checkpoint(small_corpus: Path, tmp_path: Path, 
     assert folds.main(["--folds", "2", "--preset", "tiny", "--epochs", "1"]) == 0
     best = tmp_path / "checkpoints/prod/Track_H_fold_02/mamba_tiny_uv_best.pt"
     got = ck.load_checkpoint(best)
-    assert got["config"]["init_checkpoint"] is None and got["epoch"] == 1
+    assert got.meta.config["init_checkpoint"] is None and got.meta.epoch == 1
     train = pd.read_csv(tmp_path / "data/folds/Track_H_fold_02/train.csv")
     val = pd.read_csv(tmp_path / "data/folds/Track_H_fold_02/val.csv")
     panel = pd.read_csv(tmp_path / "data/validation_panel.csv")

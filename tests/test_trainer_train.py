@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,6 +22,7 @@ os.environ.setdefault("GODRUN_NUM_THREADS", "1")
 from test_trainer_flags import _seed_argv
 
 from godrun.data.loader import load_corpus
+from godrun.errors import InputError
 from godrun.fsio import sha256_file
 from godrun.gates.metrics import psnr
 from godrun.spec import Recipe
@@ -61,13 +64,13 @@ def test_noise2noise_training_raises_panel_psnr(small_corpus: Path, trained) -> 
 def test_checkpoints_and_inference_reproduce_the_logged_panel(small_corpus: Path, trained) -> None:
     recipe, result = trained
     best = ck.load_checkpoint(ck.best_path(recipe.checkpoint_dir))
-    assert best["epoch"] == result.best_epoch and best["ema"] is not None
-    assert len(best["code_version"]) == 64 and best["data_hashes"]["train_manifest"]
-    assert Recipe.model_validate(best["config"]) == recipe
+    assert best.meta.epoch == result.best_epoch and best.ema is not None and best.resume is None
+    assert len(best.meta.code_version) == 64 and best.meta.data_hashes["train_manifest"]
+    assert Recipe.model_validate(best.meta.config) == recipe
     last = ck.load_checkpoint(ck.last_path(recipe.checkpoint_dir))
-    assert last["epoch"] == recipe.epochs and "optimizer" in last
+    assert last.meta.epoch == recipe.epochs and last.resume is not None and last.resume.optimizer
     # the evaluator's path (load_model + predict) gives the PSNR the trainer logged for that epoch
-    model, meta = load_model(ck.best_path(recipe.checkpoint_dir))
+    model, meta, _ = load_model(ck.best_path(recipe.checkpoint_dir))
     panel = load_corpus(small_corpus / "data/validation_panel.csv", small_corpus / "data/spectra_for_fold")
     cond = raw_cond_for(meta, recipe.dose_features_csv, panel.meta["group_id"])
     pred = predict(model, meta, panel.spectra, cond)
@@ -133,7 +136,7 @@ def test_seed_command_runs_verbatim_with_paths_rebased(small_corpus: Path, train
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert not fold02.exists()
     out = tmp_path / "checkpoints/god_run/mamba_tiny_uv_best.pt"
-    assert ck.load_checkpoint(out)["init_checkpoint_sha256"] == sha256_file(init)
+    assert ck.load_checkpoint(out).meta.init_checkpoint_sha256 == sha256_file(init)
     assert (tmp_path / "logs/god_run/metrics.csv").is_file() and (tmp_path / "logs/god_run/train.log").is_file()
     audit = (tmp_path / "logs/god_run/auditing_manifest.log").read_text()
     assert sha256_file(init) in audit
@@ -157,7 +160,7 @@ def test_ddp_two_cpu_processes(small_corpus: Path, tmp_path: Path) -> None:
     rows = read_metrics(recipe.log_dir)
     assert len(rows) == 1
     assert "x 2 proc" in (Path(recipe.log_dir) / "train.log").read_text()
-    assert ck.load_checkpoint(ck.last_path(recipe.checkpoint_dir))["epoch"] == 1
+    assert ck.load_checkpoint(ck.last_path(recipe.checkpoint_dir)).meta.epoch == 1
 
 
 def test_bad_data_path_exits_2(small_corpus: Path, tmp_path: Path, capsys) -> None:
@@ -195,8 +198,8 @@ def test_act_b_calibrator_from_god_run_checkpoint_trains_only_head_and_film(
         init_checkpoint=str(init),
     )
     train(recipe, log=False)
-    before = ck.weights_for_inference(ck.load_checkpoint(init))
-    after = ck.load_checkpoint(ck.last_path(recipe.checkpoint_dir))["model"]
+    before = ck.load_checkpoint(init).weights()
+    after = ck.load_checkpoint(ck.last_path(recipe.checkpoint_dir)).model
     assert any(k.startswith("calibrator") for k in after)
     changed = {k for k, v in before.items() if not torch.equal(v, after[k])}
     assert changed and all(k.startswith("film") for k in changed)
@@ -218,3 +221,21 @@ def test_temp_files_of_a_killed_write_are_removed_when_training_starts(small_cor
     train(recipe, log=False)
     assert not any(p.exists() for p in stale) and keep.exists()
     assert ck.last_path(recipe.checkpoint_dir).is_file()
+
+
+def test_a_last_checkpoint_that_cannot_resume_is_bad_input(small_corpus: Path, trained, tmp_path: Path) -> None:
+    """A `last` checkpoint with its recipe but a tensor of another shape, or without the resume state, is refused
+    before anything is written (exit 2), not a crash in load_state_dict (retried)."""
+    ref_recipe, _ = trained
+    recipe = small_recipe(small_corpus, tmp_path)
+    last = ck.load_checkpoint(ck.last_path(ref_recipe.checkpoint_dir))
+    last.meta = last.meta.model_copy(update={"config": recipe.model_dump()})
+    name = next(iter(last.model))
+    path = ck.last_path(recipe.checkpoint_dir)
+    ck.save_checkpoint(path, dataclasses.replace(last, model=dict(last.model) | {name: torch.zeros(3, 3, 3)}))
+    with pytest.raises(InputError, match=rf"tensor '{re.escape(name)}' has shape \(3, 3, 3\)"):
+        train(recipe, log=False)
+    ck.save_checkpoint(path, dataclasses.replace(last, resume=None))
+    with pytest.raises(InputError, match="holds no optimiser state"):
+        train(recipe, log=False)
+    assert not Path(recipe.log_dir).exists()

@@ -293,8 +293,8 @@ class TestTrainerAndEvaluatorApplyOneSetOfRules:
             assert all(r.panel_gates_passed == passed for r in rows)
         else:  # nothing clears 99 dB: the aggregate gate fails every epoch
             assert all(r.panel_gates_passed <= 3 for r in rows)
-        assert best["panel"]["panel_gates_passed"] == max(r.panel_gates_passed for r in rows)
-        assert rows[-1].best_epoch == best["epoch"]
+        assert best.meta.panel["panel_gates_passed"] == max(r.panel_gates_passed for r in rows)
+        assert rows[-1].best_epoch == best.meta.epoch
 
     def test_ranking_is_one_function(self) -> None:
         from godrun.evaluator.panel import Evaluation

@@ -20,6 +20,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from godrun.contract.termination import read_verdict_message
 from godrun.contract.words import LABEL_JOB_NAME, MANAGED_SELECTOR, MANAGER, FailureReason, PodPhase, Stage
 from godrun.controller import jobs as J
 from godrun.controller.cache import EventSender, Expectations, Key, Store
@@ -48,7 +49,7 @@ from godrun.core.machine import (
     current_job_names,
 )
 from godrun.core.names import act_b_name, job_name, run_label, service_name
-from godrun.core.observe import final_progress, parse_verdict
+from godrun.core.observe import final_progress
 from godrun.spec import API_GROUP, API_VERSION, KIND, PLURAL, GodRunStatus, Progress
 
 log = logging.getLogger("godrun.controller")
@@ -148,7 +149,7 @@ class KubeExecutor:
                 obs[stage] = job_stage_obs(job, pods[stage], utcnow(), gone_at)
         verdict, verdict_error = None, None
         if obs[Stage.EVALUATE].state == "succeeded":
-            verdict, verdict_error = parse_verdict(succeeded_pod_message(pods[Stage.EVALUATE]))
+            verdict, verdict_error = read_verdict_message(succeeded_pod_message(pods[Stage.EVALUATE]))
         stale = tuple(
             n for n, j in sorted(by_name.items()) if n not in names.values() and job_stage_obs(j).state == "active"
         )

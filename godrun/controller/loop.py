@@ -25,7 +25,7 @@ from godrun.controller.kube import MANAGED, ConflictError, KubeApi, KubeExecutor
 from godrun.controller.observe import job_name_index, owner_key, slim, view_from_object
 from godrun.controller.workqueue import WorkQueue
 from godrun.core.machine import Polling, reconcile
-from godrun.core.metrics import ControllerMetrics
+from godrun.core.prometheus import ControllerMetrics
 from godrun.spec import API_GROUP, API_VERSION, PLURAL
 
 log = logging.getLogger("godrun.controller")

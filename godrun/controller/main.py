@@ -18,7 +18,7 @@ from godrun.contract.words import MANAGER
 from godrun.controller.kube import KubeApi, KubeExecutor
 from godrun.controller.loop import Controller, LoopConfig
 from godrun.core.machine import DEFAULT_POLLING, Polling
-from godrun.core.metrics import ControllerMetrics
+from godrun.core.prometheus import ControllerMetrics
 from godrun.errors import InputError, tcp_port
 
 log = logging.getLogger("godrun.controller")

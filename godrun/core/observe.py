@@ -13,22 +13,14 @@ import math
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
-from pydantic import ValidationError
 
+from godrun.contract.gauges import PROGRESS_FIELDS, PROGRESS_GAUGES
+from godrun.contract.termination import read_gauges_message, read_verdict_message
 from godrun.errors import InputError
 from godrun.fsio import read_bytes
-from godrun.spec import Progress, Recipe, Verdict, format_validation_error
+from godrun.spec import Progress, Recipe, Verdict
 
-MESSAGE_LIMIT = 300
 MAX_PROGRESS_BYTES = 64 << 20
-PROGRESS_METRICS = {  # the trainer's gauge -> Progress field
-    "godrun_train_epoch": "epoch",
-    "godrun_train_epochs": "epochs",
-    "godrun_train_best_epoch": "best_epoch",
-    "godrun_train_panel_psnr_mean_decibels": "psnr_mean",
-    "godrun_train_panel_sam_mean_degrees": "sam_mean",
-    "godrun_train_epoch_seconds": "epoch_seconds",
-}
 _INT_FIELDS = ("epoch", "epochs", "best_epoch")
 
 
@@ -53,7 +45,7 @@ def parse_progress(text: str) -> Progress | None:
     """Progress from the trainer's Prometheus exposition (None when it carries none of the metrics)."""
     values: dict[str, float | None] = {}
     for family in text_string_to_metric_families(text):
-        name = PROGRESS_METRICS.get(family.name)
+        name = PROGRESS_GAUGES.get(family.name)
         if name and family.samples:
             values[name] = family.samples[0].value
     return _progress(values) if values else None
@@ -61,12 +53,12 @@ def parse_progress(text: str) -> Progress | None:
 
 def final_progress(message: str) -> Progress | None:
     """Progress from a finished trainer's termination message (its last gauges); None when the message is not
-    such an exposition (an older trainer, a log tail) or records no finished epoch."""
-    try:
-        progress = parse_progress(message) if message else None
-    except ValueError:
+    such a message (a log tail) or records no finished epoch."""
+    gauges = read_gauges_message(message)
+    if gauges is None:
         return None
-    return progress if progress is not None and progress.epoch >= 1 else None
+    progress = _progress({PROGRESS_FIELDS[k]: v for k, v in gauges.model_dump().items() if k in PROGRESS_FIELDS})
+    return progress if progress.epoch >= 1 else None
 
 
 def _num(text: str | None) -> float | None:
@@ -98,22 +90,10 @@ def read_progress_csv(path: Path, recipe: Recipe) -> Progress | None:
     return _progress(values)
 
 
-def parse_verdict(message: str) -> tuple[Verdict | None, str | None]:
-    """(verdict, None) from a termination message, (None, error) when it is not a Verdict, (None, None) if empty."""
-    if not message.strip():
-        return None, None
-    try:
-        return Verdict.model_validate_json(message), None
-    except ValidationError as exc:
-        return None, format_validation_error(exc)[:MESSAGE_LIMIT]
-    except ValueError as exc:  # not JSON at all
-        return None, str(exc)[:MESSAGE_LIMIT]
-
-
 def read_verdict_file(path: Path) -> tuple[Verdict | None, str | None]:
     """The verdict a stage wrote to its termination-log file; a missing or empty file is an error here."""
     try:
-        verdict, error = parse_verdict(read_bytes(path, max_bytes=1 << 20).decode("utf-8", errors="replace"))
+        verdict, error = read_verdict_message(read_bytes(path, max_bytes=1 << 20).decode("utf-8", errors="replace"))
     except FileNotFoundError:
         return None, f"{path} is missing"
     except (OSError, InputError) as exc:

@@ -272,11 +272,11 @@ def _fallback(args: argparse.Namespace, verdict: Verdict, inputs: dict[str, Any]
 
 
 def _write_termination(args: argparse.Namespace, verdict: Verdict) -> Path | None:
-    from godrun.evaluator import outputs
+    from godrun.contract.termination import verdict_message
 
     term = termination_path(args.termination_log)
     if term is not None:
-        write_termination(term, outputs.compact_verdict(verdict))
+        write_termination(term, verdict_message(verdict))
     return term
 
 

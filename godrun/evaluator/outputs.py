@@ -1,4 +1,5 @@
-"""Everything the evaluator writes: CSVs, gates.json, hashes.json and the compact termination verdict.
+"""Everything the evaluator writes: CSVs, gates.json, hashes.json (its termination message:
+godrun.contract.termination).
 
 All writes are atomic (temp file + rename): a reader never sees half a file.
 """
@@ -28,9 +29,6 @@ from godrun.fsio import (
     sha256_file,
 )
 from godrun.spec import Gates, Lineage, Verdict
-
-TERMINATION_LIMIT = 4096
-
 
 FORMULA_LEADS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -101,28 +99,6 @@ def write_gates_json(path: Path, verdict: Verdict, gates: Gates, evals: Sequence
 
 def write_hashes_json(path: Path, hashes: dict[str, Any]) -> None:
     atomic_write_json(path, hashes)
-
-
-def compact_verdict(verdict: Verdict, limit: int = TERMINATION_LIMIT) -> str:
-    """The termination message: Verdict JSON by alias, no nulls, no spaces; guaranteed under `limit` bytes.
-
-    It never lists checkpoints (only their count and the best one's path and hash), so its size does not grow with
-    the number of checkpoints; only very long paths could push it over, and those are shortened first.
-    """
-    doc = verdict.model_dump(mode="json", by_alias=True, exclude_none=True)
-    text = json.dumps(doc, separators=(",", ":"))
-    lineage = doc.get("lineage", {})
-    for key in ("report", "archive", "bestCheckpoint"):
-        if len(text.encode()) < limit:
-            break
-        target = lineage if key == "bestCheckpoint" else doc
-        if key in target:
-            target[key] = "…" + str(target[key])[-120:]
-            text = json.dumps(doc, separators=(",", ":"))
-    if len(text.encode()) >= limit:  # last resort: drop the per-check detail, keep gate pass/fail
-        doc["gates"] = [{"name": g["name"], "passed": g["passed"]} for g in doc.get("gates", [])]
-        text = json.dumps(doc, separators=(",", ":"))
-    return text
 
 
 @dataclass

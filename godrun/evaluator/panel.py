@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from godrun.contract.checkpoint import CheckpointMeta
 from godrun.contract.files import CHECKPOINT_SUFFIX
 from godrun.errors import InputError
 from godrun.evaluator.denoisers import DENOISERS
@@ -179,19 +180,15 @@ def _checkpoint_predictor(
     def run(panel: Panel) -> np.ndarray:
         from godrun.trainer import inference  # torch only when a checkpoint is really evaluated
 
-        try:
-            model, meta = inference.load_model(path, device=device, prefer_ema=True)
-        except InputError:
-            raise
-        except Exception as exc:  # corrupt or foreign file: bad input, not a crash
-            raise InputError(f"checkpoint {path}: cannot load ({type(exc).__name__}: {exc})") from exc
-        cfg = meta.get("config") or {}
+        # A file that is not a checkpoint of this code is an InputError from load_model; anything else it
+        # raises is a bug, left a crash (retried), never the user's fault.
+        model, meta, has_ema = inference.load_model(path, device=device, prefer_ema=True)
         info.update(
-            epoch=meta.get("epoch"),
-            ema=bool(meta.get("has_ema", cfg.get("ema"))),
-            init_checkpoint=cfg.get("init_checkpoint"),
-            data_hashes=meta.get("data_hashes") or {},
-            scan_backend=meta.get("scan_backend"),
+            epoch=meta.epoch,
+            ema=has_ema,
+            init_checkpoint=meta.config.get("init_checkpoint"),
+            data_hashes=dict(meta.data_hashes),
+            scan_backend=meta.scan_backend,
         )
         cond = conditioning(meta, panel)
         return np.asarray(inference.predict(model, meta, panel.raw, cond, batch_size=batch_size, device=device))
@@ -199,9 +196,9 @@ def _checkpoint_predictor(
     return run
 
 
-def conditioning(meta: dict[str, Any], panel: Panel) -> np.ndarray | None:
+def conditioning(meta: CheckpointMeta, panel: Panel) -> np.ndarray | None:
     """The raw FiLM inputs [N, F] for the panel rows in the checkpoint's feature order (None without FiLM)."""
-    if not meta.get("cond_stats"):
+    if meta.cond_stats is None:
         return None
     if panel.metadata_csv is None:
         raise InputError("--metadata: the checkpoint uses FiLM dose features; give data/metadata/dose_features.csv")

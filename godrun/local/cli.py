@@ -44,7 +44,7 @@ from godrun.spec import (
 from godrun.tables import RUN_HEADER, format_plain, print_gate_table, run_row
 
 if TYPE_CHECKING:
-    from godrun.core.metrics import ControllerMetrics
+    from godrun.core.prometheus import ControllerMetrics
 
 EXIT_FAILED_ACTB = 3
 EXIT_CODES = {Phase.SHIPPED: 0, Phase.FAILED_ACT_B: EXIT_FAILED_ACTB}
@@ -301,7 +301,7 @@ def _serve_metrics(port: int | None) -> ControllerMetrics | None:
         return None
     from prometheus_client import start_http_server
 
-    from godrun.core.metrics import ControllerMetrics
+    from godrun.core.prometheus import ControllerMetrics
 
     metrics = ControllerMetrics()
     try:

@@ -14,7 +14,7 @@ import contextlib
 import os
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -109,12 +109,13 @@ def sabotage(src: Path, dest: Path, seed: int) -> None:
 
     ckpt = load_checkpoint(src)
     gen = torch.Generator().manual_seed(seed)
-    for key in ("model", "ema"):
-        if ckpt.get(key):
-            ckpt[key] = {
-                k: torch.randn(v.shape, generator=gen) * 3.0 if v.is_floating_point() else v
-                for k, v in ckpt[key].items()
-            }
+
+    def scrambled(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: torch.randn(v.shape, generator=gen) * 3.0 if v.is_floating_point() else v for k, v in state.items()}
+
+    ckpt.model = scrambled(ckpt.model)  # the model's weights first, then the EMA's: the same draws as before
+    if ckpt.ema:
+        ckpt.ema = scrambled(ckpt.ema)
     save_checkpoint(dest, ckpt)
 
 

@@ -25,6 +25,7 @@ from typing import IO
 import yaml
 
 from godrun.contract import files
+from godrun.contract.jobrecord import COMPLETED, STOPPED, JobRecord
 from godrun.contract.words import EventReason, EventType, FailureReason, Stage
 from godrun.core.commands import PYTHON, launch_command
 from godrun.core.machine import (
@@ -120,8 +121,9 @@ class LocalExecutor:
     def _progress(self, run: GodRunView, train_job: str) -> Progress | None:
         """This generation's trainer's progress: a metrics.csv older than its training Job (another run's, a
         stale one) is never read, so neither its epochs nor the conditions they imply reach the status."""
-        created = self._record(self.job_dir(run, train_job)).get("created_ts")
-        if not isinstance(created, int | float):
+        record = load_job(self.job_dir(run, train_job))
+        created = record.created_ts if record is not None else None
+        if created is None:
             return None
         path = files.metrics_csv(self.workdir / run.spec.training.log_dir)
         try:
@@ -176,15 +178,11 @@ class LocalExecutor:
         """Start an attempt of `job` (a record without an exit code is a Job still going: its next attempt)."""
         jdir = self.job_dir(run, job)
         make_dirs(jdir)
-        record = self._record(jdir)
-        if "argv" not in record:
-            record = {"argv": argv, "attempts": 0, "failures": 0, "created": _now(), "created_ts": time.time()}
-        if procs.kill_leftover(record.get("pid"), record.get("start_ticks")):
-            msg = f"{job}: stopped the process group (pid {record['pid']}) a killed runner left behind"
+        record = load_job(jdir) or JobRecord(argv=argv, created=_now(), created_ts=time.time())
+        if procs.kill_leftover(record.pid, record.start_ticks):
+            msg = f"{job}: stopped the process group (pid {record.pid}) a killed runner left behind"
             self._event(run, EmitEvent(EventType.WARNING, EventReason.LEFTOVER_STOPPED, msg))
-        record["attempts"] = record.get("attempts", 0) + 1
-        for key in ("exit_code", "reason", "pid", "start_ticks"):
-            record.pop(key, None)
+        record = record.changed(attempts=record.attempts + 1, exit_code=None, reason=None, pid=None, start_ticks=None)
         (jdir / files.TERMINATION_LOG).unlink(missing_ok=True)
         env = os.environ | {
             files.TERMINATION_LOG_ENV: str(jdir / files.TERMINATION_LOG),
@@ -194,8 +192,8 @@ class LocalExecutor:
         log = open_append(jdir / files.OUTPUT_LOG)  # closed when the process is reaped
         popen = procs.spawn(argv, cwd=self.workdir, env=env, log=log)
         self.procs[job] = _Proc(popen, log)
-        record |= {"pid": popen.pid, "start_ticks": procs.start_ticks(popen.pid), "started": _now()}
-        atomic_write_json(jdir / files.JOB_RECORD, record)
+        record = record.changed(pid=popen.pid, start_ticks=procs.start_ticks(popen.pid), started=_now())
+        save_job(jdir, record)
 
     def _reap(self, run: GodRunView) -> None:
         for job, proc in list(self.procs.items()):
@@ -209,44 +207,39 @@ class LocalExecutor:
     def _finished_attempt(self, run: GodRunView, job: str, returncode: int) -> None:
         """Count a finished attempt the way the Job controller does (godrun.core.machine.attempt_failure_action)."""
         jdir = self.job_dir(run, job)
-        record = self._record(jdir)
+        record = load_job(jdir)
+        if record is None:  # its folder went away under the runner: like a deleted Job, it is started again
+            return
         code = exit_code_of(returncode)
-        record["last_exit"] = code
         if code == 0:
-            record |= {"exit_code": 0, "reason": "Completed"}
-            atomic_write_json(jdir / files.JOB_RECORD, record)
+            save_job(jdir, record.changed(last_exit=0, exit_code=0, reason=COMPLETED))
             return
         action = attempt_failure_action(code)
-        record["failures"] = record.get("failures", 0) + 1
+        record = record.changed(last_exit=code, failures=record.failures + 1)
         limit = run.spec.jobs.backoff_limit
-        what = f"attempt {record['attempts']} {describe_exit(code)}"
-        if action == "Count" and record["failures"] <= limit:
-            atomic_write_json(jdir / files.JOB_RECORD, record)
-            msg = f"{job} {what}; retrying ({record['failures']} of backoffLimit {limit} retries used)"
+        what = f"attempt {record.attempts} {describe_exit(code)}"
+        if action == "Count" and record.failures <= limit:
+            save_job(jdir, record)
+            msg = f"{job} {what}; retrying ({record.failures} of backoffLimit {limit} retries used)"
             self._event(run, EmitEvent(EventType.WARNING, EventReason.RETRYING, msg))
-            self._start(run, job, record["argv"])
+            self._start(run, job, record.argv)
             return
         reason = FailureReason.BAD_INPUT if action == "FailJob" else FailureReason.RETRIES_EXHAUSTED
-        record |= {"exit_code": code, "reason": reason}
-        atomic_write_json(jdir / files.JOB_RECORD, record)
+        save_job(jdir, record.changed(exit_code=code, reason=reason))
 
     def _stage(self, run: GodRunView, job: str) -> StageObs:
         if job in self.procs:
             return StageObs(state="active")
-        record = self._record(self.job_dir(run, job))
-        code = record.get("exit_code")
-        if code is None:  # never started, or stopped with its runner: absent, so it is started again
+        record = load_job(self.job_dir(run, job))
+        if record is None or record.exit_code is None:  # never started, or stopped with its runner: started again
             return StageObs()
+        code = record.exit_code
         if code == 0:
             return StageObs(state="succeeded", exit_code=0)
         detail = self._last_line(run, job) if code < 128 else describe_exit(code)
-        return StageObs(
-            state="failed",
-            exit_code=code,
-            reason=record.get("reason") or FailureReason.RETRIES_EXHAUSTED,
-            message=detail,
-            failures=record.get("failures"),
-        )
+        # the reason as decided when the Job ended (stored with its exit code), never re-derived here
+        reason = record.reason or ""
+        return StageObs(state="failed", exit_code=code, reason=reason, message=detail, failures=record.failures)
 
     def _stop(self, run: GodRunView, job: str) -> None:
         """Stop a running stage; its record keeps no exit code, so a later run starts it again (not a failure)."""
@@ -257,11 +250,9 @@ class LocalExecutor:
         proc.popen.wait()
         proc.log.close()
         jdir = self.job_dir(run, job)
-        record = self._record(jdir)
-        record |= {"last_exit": "stopped by the runner"}
-        for key in ("pid", "start_ticks"):
-            record.pop(key, None)
-        atomic_write_json(jdir / files.JOB_RECORD, record)
+        record = load_job(jdir)
+        if record is not None:
+            save_job(jdir, record.changed(last_exit=STOPPED, pid=None, start_ticks=None))
 
     def stop_all(self, run: GodRunView) -> None:
         """Ctrl-C / SIGTERM: stop running stages; their records stay without an exit code so a re-run restarts them."""
@@ -273,13 +264,6 @@ class LocalExecutor:
         return bool(self.procs)
 
     # ------------------------------------------------------------------ small reads and writes
-
-    @staticmethod
-    def _record(jdir: Path) -> dict:
-        try:
-            return json.loads(read_bytes(jdir / files.JOB_RECORD))
-        except (FileNotFoundError, json.JSONDecodeError):
-            return {}
 
     def _last_line(self, run: GodRunView, job: str) -> str:
         """The stage's last non-empty output line: its `error: ...` message when it failed."""
@@ -294,6 +278,20 @@ class LocalExecutor:
         append_text(self.run_files(run).events, line + "\n")
         if self.echo:
             print(f"  event  {ev.reason}: {ev.message}", flush=True)
+
+
+def load_job(jdir: Path) -> JobRecord | None:
+    """The Job's record (confined: a symlinked record is refused), None when it was never started."""
+    path = jdir / files.JOB_RECORD
+    try:
+        data = read_bytes(path)
+    except FileNotFoundError:
+        return None
+    return JobRecord.from_json(data, str(path))
+
+
+def save_job(jdir: Path, record: JobRecord) -> None:
+    atomic_write_text(jdir / files.JOB_RECORD, record.to_json() + "\n")
 
 
 def exit_code_of(returncode: int) -> int:

@@ -2,8 +2,8 @@
 
 A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so that
 `torch.load(weights_only=True)` reads it; anything needing pickle's code execution is refused.
-Keys: model, ema, config, epoch, panel, data_hashes, code_version, norm, cond_stats, and for the
-`last` checkpoint also optimizer, scheduler, ema_n_averaged, rng, early_stop, history, best_score.
+Its keys and metadata are godrun.contract.checkpoint's (torch-free); `save_checkpoint` and
+`load_checkpoint` are the only places a checkpoint file is written and read.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from godrun.contract.checkpoint import EMA_KEY, MODEL_KEY, Checkpoint, from_payload, to_payload
 from godrun.contract.files import BEST_NAME, CHECKPOINT_SUFFIX, LAST_NAME
 from godrun.errors import InputError, describe, reading
 from godrun.fsio import atomic_path, read_bytes, sha256_bytes
@@ -49,8 +50,9 @@ def foreign_checkpoints(checkpoint_dir: str | Path, model: str) -> list[str]:
         os.close(fd)
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint without executing code; anything unreadable that way is an InputError (exit 2)."""
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read a checkpoint without executing code; anything unreadable that way, or that is not a checkpoint this
+    code writes (unknown or mistyped keys, a state_dict holding something else than tensors), is an InputError."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"checkpoint not found: {path}")
@@ -61,11 +63,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         except pickle.UnpicklingError as exc:
             why = describe(exc)
             raise InputError(f"checkpoint {path} refused: not loadable with weights_only=True ({why})") from exc
-    if not isinstance(obj, dict) or not isinstance(obj.get("model"), Mapping):
-        raise InputError(f"checkpoint {path}: expected a dict with a 'model' state_dict")
-    for key in ("model", "ema"):
-        _check_state_dict(obj.get(key), f"checkpoint {path} {key!r}")
-    return obj
+    ckpt = from_payload(obj, f"checkpoint {path}")
+    _check_state_dict(ckpt.model, f"checkpoint {path} {MODEL_KEY!r}")
+    _check_state_dict(ckpt.ema, f"checkpoint {path} {EMA_KEY!r}")
+    return ckpt
 
 
 def _check_state_dict(state: Any, where: str) -> None:
@@ -79,44 +80,50 @@ def _check_state_dict(state: Any, where: str) -> None:
             raise InputError(f"{where}: entry {name!r} is a {type(tensor).__name__}, expected a tensor")
 
 
-def save_checkpoint(path: str | Path, payload: Mapping[str, Any]) -> None:
+def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> None:
     """Write atomically (temp file + rename): a kill mid-save leaves the previous file intact."""
     with atomic_path(path) as tmp:
-        torch.save(dict(payload), tmp)
+        torch.save(to_payload(ckpt), tmp)
 
 
-def check_shapes(own: Mapping[str, torch.Tensor], loaded: Mapping[str, torch.Tensor], source: str) -> None:
+SHAPE_HINT = " (check --d_model/--n_layers/--d_state/--film_features)"
+
+
+def check_shapes(own: Mapping[str, torch.Tensor], loaded: Mapping[str, Any], where: str, hint: str = "") -> None:
     """Every tensor both state_dicts have must agree in shape; the message names the tensor and both shapes."""
     for name, tensor in loaded.items():
         if name in own and tuple(own[name].shape) != tuple(tensor.shape):
             raise InputError(
-                f"--init_checkpoint {source}: tensor {name!r} has shape {tuple(tensor.shape)} in the checkpoint "
-                f"but {tuple(own[name].shape)} in this model (check --d_model/--n_layers/--d_state/--film_features)"
+                f"{where}: tensor {name!r} has shape {tuple(tensor.shape)} in the checkpoint "
+                f"but {tuple(own[name].shape)} in this model{hint}"
             )
 
 
-def warm_start(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str) -> list[str]:
-    """Load `state` into `model`; only the calibrator head's new keys may be missing. Returns those keys."""
-    own = model.state_dict()
-    check_shapes(own, state, source)
+def check_fits(
+    own: Mapping[str, torch.Tensor], state: Mapping[str, Any], where: str, may_miss: str | None = None, hint: str = ""
+) -> list[str]:
+    """What a strict load_state_dict would refuse, as bad input: a shape that differs, a key missing from the
+    checkpoint (except those containing `may_miss`) or one this model lacks. Returns the keys allowed missing."""
+    check_shapes(own, state, where, hint)
     missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    allowed = [k for k in missing if CALIBRATOR_PREFIX in k]
+    allowed = [k for k in missing if may_miss is not None and may_miss in k]
     bad_missing = [k for k in missing if k not in allowed]
+    unexpected = [k for k in state if k not in own]
     if bad_missing or unexpected:
         detail = []
         if bad_missing:
             detail.append(f"missing in checkpoint: {', '.join(bad_missing[:5])}")
         if unexpected:
             detail.append(f"not in this model: {', '.join(unexpected[:5])}")
-        raise InputError(f"--init_checkpoint {source}: state_dict does not fit the model ({'; '.join(detail)})")
-    model.load_state_dict(dict(state), strict=not allowed)
+        raise InputError(f"{where}: state_dict does not fit the model ({'; '.join(detail)})")
     return allowed
 
 
-def weights_for_inference(ckpt: Mapping[str, Any], prefer_ema: bool = True) -> dict[str, torch.Tensor]:
-    ema = ckpt.get("ema")
-    return dict(ema) if prefer_ema and ema else dict(ckpt["model"])
+def warm_start(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str) -> list[str]:
+    """Load `state` into `model`; only the calibrator head's new keys may be missing. Returns those keys."""
+    allowed = check_fits(model.state_dict(), state, f"--init_checkpoint {source}", CALIBRATOR_PREFIX, SHAPE_HINT)
+    model.load_state_dict(dict(state), strict=not allowed)
+    return allowed
 
 
 def config_sha256(config: Mapping[str, Any]) -> str:

@@ -1,6 +1,6 @@
 """Inference for the evaluator and the trainer's panel: exactly the training normalisation, no aug, no TTA.
 
-model, meta = load_model("checkpoints/god_run/mamba_tiny_uv_best.pt")
+model, meta, _ = load_model("checkpoints/god_run/mamba_tiny_uv_best.pt")
 cond = raw_cond_for(meta, "data/metadata/dose_features.csv", panel_manifest["group_id"])
 pred = predict(model, meta, raw_spectra, cond)          # de-normalised, raw units
 """
@@ -9,20 +9,29 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
 
+from godrun.contract.checkpoint import CheckpointMeta
 from godrun.errors import InputError
 from godrun.spec import Recipe
 from godrun.trainer import normalise
-from godrun.trainer.checkpoint import load_checkpoint, weights_for_inference
+from godrun.trainer.checkpoint import check_fits, load_checkpoint
 
 if TYPE_CHECKING:
     from godrun.trainer.model import MambaTinyUV
 
-__all__ = ["build_model", "load_checkpoint", "load_model", "predict", "predict_normalised", "raw_cond_for"]
+__all__ = [
+    "LoadedModel",
+    "build_model",
+    "load_checkpoint",
+    "load_model",
+    "predict",
+    "predict_normalised",
+    "raw_cond_for",
+]
 
 
 def build_model(recipe: Recipe) -> MambaTinyUV:
@@ -48,36 +57,40 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def load_model(path: str | Path, device: str = "cpu", prefer_ema: bool = True) -> tuple[torch.nn.Module, dict]:
-    """Model with the checkpoint's (EMA) weights in eval mode, and the checkpoint's metadata (no tensors)."""
+class LoadedModel(NamedTuple):
+    model: torch.nn.Module  # in eval mode, on the device
+    meta: CheckpointMeta
+    ema: bool  # the weights are the EMA average
+
+
+def load_model(path: str | Path, device: str = "cpu", prefer_ema: bool = True) -> LoadedModel:
+    """The model with the checkpoint's (EMA) weights, and the checkpoint's metadata.
+
+    Only what is wrong with the file is bad input (InputError, exit 2: unreadable, foreign, weights that do
+    not fit its own config); anything else raised here is a bug and stays one (a crash, retried)."""
     ckpt = load_checkpoint(path)
-    try:
-        recipe = Recipe.model_validate(ckpt["config"])
-    except Exception as exc:
-        raise InputError(f"checkpoint {path}: its config is not a valid recipe ({exc})") from exc
-    normalise.check_meta(ckpt.get("norm"))
+    where = f"checkpoint {path}"
+    recipe = ckpt.meta.recipe(where)
+    normalise.check_meta(ckpt.meta.norm, where)
     model = build_model(recipe)
-    try:
-        model.load_state_dict(weights_for_inference(ckpt, prefer_ema))
-    except RuntimeError as exc:
-        raise InputError(f"checkpoint {path}: weights do not fit its own config ({exc})") from exc
+    weights = ckpt.weights(prefer_ema)
+    check_fits(model.state_dict(), weights, f"{where}: weights do not fit its own config")
+    model.load_state_dict(weights)
     model.to(resolve_device(device)).eval()
-    meta = {k: v for k, v in ckpt.items() if k not in ("model", "ema", "optimizer", "scheduler", "rng")}
-    meta["path"] = str(path)
-    return model, meta
+    return LoadedModel(model, ckpt.meta, prefer_ema and ckpt.has_ema)
 
 
 def raw_cond_for(
-    meta: dict, dose_features_csv: str | Path, group_ids: Iterable[str], data: bytes | None = None
+    meta: CheckpointMeta, dose_features_csv: str | Path, group_ids: Iterable[str], data: bytes | None = None
 ) -> np.ndarray | None:
     """Raw dose features [N, F] for rows with these group_ids, in the order the checkpoint's FiLM expects
     (`data`: the CSV's bytes, read and verified already)."""
-    stats = meta.get("cond_stats")
-    if not stats:
+    stats = meta.cond_stats
+    if stats is None:
         return None
     from godrun.trainer.dataset import raw_cond
 
-    return raw_cond(dose_features_csv, list(stats["features"]), np.asarray(list(group_ids), dtype=str), data=data)
+    return raw_cond(dose_features_csv, list(stats.features), np.asarray(list(group_ids), dtype=str), data=data)
 
 
 @torch.no_grad()
@@ -93,7 +106,7 @@ def predict_normalised(
 
 def predict(
     model: torch.nn.Module,
-    meta: dict[str, Any],
+    meta: CheckpointMeta,
     raw: np.ndarray,
     cond: np.ndarray | None,
     batch_size: int = 256,
@@ -104,13 +117,13 @@ def predict(
     if raw.ndim != 2:
         raise InputError(f"predict: expected [N, L] spectra, got shape {raw.shape}")
     xn, params = normalise.normalise(raw)
-    stats = meta.get("cond_stats")
+    stats = meta.cond_stats
     c = None
-    if stats:
+    if stats is not None:
         if cond is None:
             raise InputError("predict: this checkpoint uses FiLM; pass the dose features (raw_cond_for)")
         cond = np.asarray(cond, np.float32)
-        c = torch.from_numpy((cond - np.asarray(stats["mean"], np.float32)) / np.asarray(stats["std"], np.float32))
+        c = torch.from_numpy((cond - np.asarray(stats.mean, np.float32)) / np.asarray(stats.std, np.float32))
     dev = resolve_device(device)
     was_training = model.training
     model.eval()

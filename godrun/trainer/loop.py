@@ -19,6 +19,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from godrun.contract import files
+from godrun.contract.checkpoint import Checkpoint, CheckpointMeta, EarlyStopState, ResumeState
 from godrun.errors import InputError
 from godrun.fsio import code_version, remove_stale_temps, sha256_file, termination_path, write_termination
 from godrun.gates.ranking import RankKey, better, composite_score, gates_passed, rank_key
@@ -325,17 +326,20 @@ class Trainer:
                 "did not write (the evaluator judges every *.pt there); use another --checkpoint_dir or move them"
             )
 
-    def _check_resumable(self, ckpt: dict[str, Any]) -> None:
-        diff = _config_diff(ckpt.get("config") or {}, self.recipe.model_dump())
+    def _check_resumable(self, ckpt: Checkpoint) -> None:
+        if ckpt.resume is None:
+            raise InputError(f"{self.last}: holds no optimiser state (not a last checkpoint); delete it to start over")
+        diff = _config_diff(ckpt.meta.config, self.recipe.model_dump())
         if diff:
             raise InputError(
                 f"{self.last} was written by a different recipe (differs in {', '.join(diff)}); "
                 "use another --checkpoint_dir or delete it to start over"
             )
+        ckpt_io.check_fits(self.model.state_dict(), ckpt.model, str(self.last))  # a wrong shape: bad input, not a crash
 
     def _warm_start(self, path: str) -> list[str]:
         init = ckpt_io.load_checkpoint(path)
-        added = ckpt_io.warm_start(self.model, ckpt_io.weights_for_inference(init), path)
+        added = ckpt_io.warm_start(self.model, init.weights(), path)
         self.init_sha = sha256_file(path)
         return added
 
@@ -385,59 +389,48 @@ class Trainer:
 
     # -------------------------------------------------------------- state
 
-    def _restore(self, c: dict[str, Any]) -> None:
-        self.model.load_state_dict(c["model"])
-        self.opt.load_state_dict(c["optimizer"])
-        self.sched.load_state_dict(c["scheduler"])
-        if self.ema is not None and c.get("ema") is not None:
-            self.ema.module.load_state_dict(c["ema"])
-            self.ema.n_averaged.fill_(int(c.get("ema_n_averaged", 0)))
-        if c.get("rng") is not None:
-            torch.set_rng_state(c["rng"])
-        es = c.get("early_stop", {})
-        best = es.get("best_score")
-        rank = es.get("best_rank")
-        self.state = EarlyStop(
-            -math.inf if best is None else float(best),
-            es.get("best_epoch"),
-            int(es.get("bad_epochs", 0)),
-            bool(es.get("finished", False)),
-            None if rank is None else (int(rank[0]), float(rank[1]), str(rank[2])),
+    def _restore(self, c: Checkpoint) -> None:
+        res = c.resume
+        assert res is not None  # _check_resumable refused it before anything was written
+        self.model.load_state_dict(dict(c.model))
+        self.opt.load_state_dict(res.optimizer)
+        self.sched.load_state_dict(res.scheduler)
+        if self.ema is not None and c.ema is not None:
+            self.ema.module.load_state_dict(dict(c.ema))
+            self.ema.n_averaged.fill_(res.ema_n_averaged)
+        if res.rng is not None:
+            torch.set_rng_state(res.rng)
+        self.state = EarlyStop(**res.early_stop.model_dump())
+        self.history = list(res.history)
+        self.start_epoch = c.meta.epoch + 1
+        self.init_sha = c.meta.init_checkpoint_sha256
+        self.logger.info("resumed from %s at epoch %d", self.last, c.meta.epoch)
+
+    def _checkpoint(self, epoch: int, panel: dict[str, Any], full: bool) -> Checkpoint:
+        """The best checkpoint (`full` False) or the last one (with what a resume needs)."""
+        meta = CheckpointMeta(
+            config=self.recipe.model_dump(),
+            epoch=epoch,
+            panel=panel,
+            norm=normalise.norm_meta(),
+            cond_stats=self.cond_stats,
+            data_hashes=self.hashes,
+            code_version=self.code_version,
+            init_checkpoint_sha256=self.init_sha,
+            scan_backend=self.scan_backend,
         )
-        self.history = list(c.get("history", []))
-        self.start_epoch = int(c["epoch"]) + 1
-        self.init_sha = c.get("init_checkpoint_sha256")
-        self.logger.info("resumed from %s at epoch %d", self.last, c["epoch"])
-
-    def _common(self) -> dict[str, Any]:
-        return {
-            "config": self.recipe.model_dump(),
-            "norm": normalise.norm_meta(),
-            "cond_stats": self.cond_stats,
-            "data_hashes": self.hashes,
-            "code_version": self.code_version,
-            "init_checkpoint_sha256": self.init_sha,
-            "scan_backend": self.scan_backend,
-        }
-
-    def _payload(self, epoch: int, panel: dict[str, Any], full: bool) -> dict[str, Any]:
-        p: dict[str, Any] = {
-            "model": self.model.state_dict(),
-            "ema": None if self.ema is None else self.ema.module.state_dict(),
-            "epoch": epoch,
-            "panel": panel,
-            **self._common(),
-        }
+        resume = None
         if full:
-            p |= {
-                "optimizer": self.opt.state_dict(),
-                "scheduler": self.sched.state_dict(),
-                "ema_n_averaged": 0 if self.ema is None else int(self.ema.n_averaged.item()),
-                "rng": torch.get_rng_state(),
-                "early_stop": vars(self.state).copy(),
-                "history": self.history,
-            }
-        return p
+            resume = ResumeState(
+                optimizer=self.opt.state_dict(),
+                scheduler=self.sched.state_dict(),
+                ema_n_averaged=0 if self.ema is None else int(self.ema.n_averaged.item()),
+                rng=torch.get_rng_state(),
+                early_stop=EarlyStopState(**vars(self.state)),
+                history=self.history,
+            )
+        ema = None if self.ema is None else self.ema.module.state_dict()
+        return Checkpoint(model=self.model.state_dict(), meta=meta, ema=ema, resume=resume)
 
     def _audit(self) -> None:
         r = self.recipe
@@ -556,8 +549,8 @@ class Trainer:
     def _save_checkpoints(self, epoch: int, panel: dict[str, Any], improved: bool) -> None:
         r = self.recipe
         if improved:
-            ckpt_io.save_checkpoint(ckpt_io.best_path(r.checkpoint_dir, r.model), self._payload(epoch, panel, False))
-        ckpt_io.save_checkpoint(self.last, self._payload(epoch, panel, True))
+            ckpt_io.save_checkpoint(ckpt_io.best_path(r.checkpoint_dir, r.model), self._checkpoint(epoch, panel, False))
+        ckpt_io.save_checkpoint(self.last, self._checkpoint(epoch, panel, True))
 
     def _report_epoch(self, row: dict[str, Any], panel: dict[str, Any], improved: bool) -> None:
         """metrics.csv, the log line and the Prometheus gauges for one finished epoch."""

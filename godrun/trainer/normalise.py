@@ -7,17 +7,18 @@ occasional spike, affine so that de-normalising a prediction is exact. Parameter
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
+
+from godrun.contract.checkpoint import NormMeta
+from godrun.errors import InputError
 
 METHOD = "median_p5p95_v1"
 SCALE_FLOOR = 1e-6
 
 
-def norm_meta() -> dict[str, Any]:
+def norm_meta() -> NormMeta:
     """What a checkpoint records so that inference can check it applies the same transform."""
-    return {"method": METHOD, "scale_floor": SCALE_FLOOR}
+    return NormMeta(method=METHOD, scale_floor=SCALE_FLOOR)
 
 
 def fit(x: np.ndarray) -> dict[str, np.ndarray]:
@@ -47,7 +48,7 @@ def denormalise(yn: np.ndarray, params: dict[str, np.ndarray]) -> np.ndarray:
     return (yn * params["scale"][:, None] + params["offset"][:, None]).astype(np.float32)
 
 
-def check_meta(meta: dict[str, Any] | None) -> None:
+def check_meta(meta: NormMeta | None, where: str) -> None:
     """Refuse a checkpoint trained with a different normalisation (inference would silently mis-scale)."""
-    if meta and meta.get("method") not in (None, METHOD):
-        raise ValueError(f"checkpoint normalisation {meta.get('method')!r} differs from this code's {METHOD!r}")
+    if meta is not None and meta.method != METHOD:
+        raise InputError(f"{where}: normalisation {meta.method!r} differs from this code's {METHOD!r}")

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from godrun.contract import files
+from godrun.contract.gauges import GAUGES, SCAN_BACKEND_INFO, SPECTRA, TrainGauges, gauge_name
+from godrun.contract.termination import gauges_message
 from godrun.errors import InputError, TransientError
 from godrun.fsio import append_text, atomic_write_text, open_append
 from godrun.paths import escape_text
@@ -149,35 +151,24 @@ class Progress:
 
 
 class PromMetrics:
-    """The trainer's Prometheus metrics (`godrun_train_*`, read back by godrun/core/observe.py) on their own
-    registry."""
+    """The trainer's Prometheus metrics (the gauge set of godrun.contract.gauges, read back by
+    godrun/core/observe.py) on their own registry."""
 
     def __init__(self, port: int | None, scan_backend: str = "torch") -> None:
         self.server = None
         self.port: int | None = None
+        self.values = TrainGauges()
         if port is None:
             return
         from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
         reg = CollectorRegistry()
-        g = {
-            "epoch": "Last finished epoch.",
-            "epochs": "Epoch cap.",
-            "loss": "Mean training loss of the last epoch.",
-            "panel_psnr_mean_decibels": "Panel mean PSNR of the last epoch (dB).",
-            "panel_sam_mean_degrees": "Panel mean SAM of the last epoch (degrees).",
-            "best_epoch": "Epoch of the best panel score so far.",
-            "epoch_seconds": "Wall seconds of the last epoch.",
-            "lr": "Current learning rate.",
-        }
-        self.gauges = {k: Gauge(f"godrun_train_{k}", doc, registry=reg) for k, doc in g.items()}
+        self.gauges = {name: Gauge(name, doc, registry=reg) for name, doc in GAUGES.items()}
         for gauge in self.gauges.values():
             gauge.set(math.nan)  # "no value yet", not 0: no fake 0 dB on dashboards or in the status
-        backend = Gauge(
-            "godrun_train_scan_backend_info", "Selective-scan backend (label backend).", ["backend"], registry=reg
-        )
+        backend = Gauge(SCAN_BACKEND_INFO, "Selective-scan backend (label backend).", ["backend"], registry=reg)
         backend.labels(scan_backend).set(1)
-        self.spectra = Counter("godrun_train_spectra", "Training spectra processed.", registry=reg)
+        self.spectra = Counter(SPECTRA, "Training spectra processed.", registry=reg)
         self.registry = reg
         try:
             self.server, _thread = start_http_server(port, addr="0.0.0.0", registry=reg)
@@ -189,25 +180,24 @@ class PromMetrics:
         self.port = self.server.server_port
 
     def update(self, **values: float | None) -> None:
+        """Set gauges by TrainGauges field; a name outside the set is refused (a ValidationError: a bug), a
+        None or non-finite value leaves the gauge as it was."""
+        given = TrainGauges.model_validate(values).model_dump(exclude_unset=True)
+        finite = {k: v for k, v in given.items() if v is not None and math.isfinite(v)}
+        self.values = self.values.model_copy(update=finite)
         if self.server is None:
             return
-        for k, v in values.items():
-            if v is not None and k in self.gauges and math.isfinite(float(v)):
-                self.gauges[k].set(float(v))
+        for k, v in finite.items():
+            self.gauges[gauge_name(k)].set(v)
 
     def add_spectra(self, n: int) -> None:
         if self.server is not None:
             self.spectra.inc(n)
 
     def final_text(self) -> str:
-        """The gauges' last values as Prometheus text without HELP lines (well under the 4096 bytes of a
-        termination message): how the controller learns the final progress of a run too short to be polled."""
-        if self.server is None:
-            return ""
-        from prometheus_client import generate_latest
-
-        lines = generate_latest(self.registry).decode().splitlines()
-        return "\n".join(line for line in lines if not line.startswith("# HELP")) + "\n"
+        """The gauges' last values as the trainer's termination message (godrun.contract.termination): how the
+        controller learns the final progress of a run too short to be polled ("" when not serving)."""
+        return "" if self.server is None else gauges_message(self.values)
 
     def close(self) -> None:
         if self.server is not None:

@@ -22,8 +22,8 @@ from godrun.controller.kube import KubeApi, KubeExecutor
 from godrun.controller.loop import Controller, LoopConfig
 from godrun.controller.observe import view_from_object
 from godrun.core.machine import CreateJob
-from godrun.core.metrics import ControllerMetrics
 from godrun.core.names import job_name
+from godrun.core.prometheus import ControllerMetrics
 from k8s.cluster import Cluster
 from k8s.test_crd_validation import create, example, godruns  # noqa: F401  (godruns: module fixture)
 
