@@ -24,8 +24,8 @@ import torch
 import yaml
 
 from godrun.cli import main as godrun_main
+from godrun.contract.flags import recipe_to_argv
 from godrun.spec import MAX_PARENT_NAME, MAX_RUN_NAME, Recipe
-from godrun.trainer.flags import recipe_to_argv
 from godrun.trainer.presets import PRESETS
 
 SPECTRA = "data/spectra_for_fold"
@@ -195,7 +195,7 @@ CASES = [
     # --- flags
     Case("flag", "run-metrics-port-70000", _write(BAD, _godrun_yaml()), [*RUN, PORT, "70000"], PORT),
     Case("flag", "run-metrics-port-text", _write(BAD, _godrun_yaml()), [*RUN, PORT, "http"], PORT),
-    Case("flag", "train-metrics-port-70000", None, [*TRAIN, "--metrics_port", "70000"], "metrics_port"),
+    Case("flag", "train-metrics-port-70000", None, [*TRAIN, "--metrics_port", "70000"], "--metrics-port"),
     Case("flag", "synth-out-is-a-file", _write("out.txt", "x"), SYNTH, "out.txt"),
     # --- CSV tables
     Case("csv", "check-train-not-utf8", _not_utf8(TRAIN_CSV), CHECK, "manifest_train.csv"),
@@ -313,5 +313,5 @@ def test_trainer_metrics_port_in_use_is_transient_before_writing(
         code = _run([*TRAIN, "--metrics_port", str(port)])
     err = capsys.readouterr().err
     assert code == 1, err
-    assert f"--metrics_port {port}" in err and "Traceback" not in err
+    assert f"--metrics-port {port}" in err and "Traceback" not in err
     assert _tree_hashes(workspace) == before

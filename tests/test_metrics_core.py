@@ -10,7 +10,6 @@ from scipy.spatial.distance import cosine
 from skimage.metrics import peak_signal_noise_ratio
 
 from godrun.gates.metrics import (
-    DipConfig,
     detect_dips,
     evaluate_gates,
     local_maxima,
@@ -21,7 +20,7 @@ from godrun.gates.metrics import (
     spurious_dips,
 )
 from godrun.gates.ranking import composite_score
-from godrun.spec import GATE_NAMES, Gates
+from godrun.spec import GATE_NAMES, SEED_DETECTOR, DipDetector, Gates
 
 WL = np.linspace(200.0, 800.0, 601)
 
@@ -56,7 +55,7 @@ def test_sam_matches_cosine_distance():
 
 def test_detects_analytic_dips_with_area_depth_centroid():
     y = _base() * (1 - _dip(360, 15, 0.05) - _dip(440, 22, 0.10))
-    dips = detect_dips(y, WL, DipConfig())
+    dips = detect_dips(y, WL, SEED_DETECTOR)
     assert [round(d.center_nm) for d in dips] == [360, 440]
     for d, (fwhm, depth) in zip(dips, [(15, 0.05), (22, 0.10)], strict=True):
         ew = depth * fwhm * 1.0645  # Gaussian equivalent width in nm
@@ -72,7 +71,7 @@ def test_min_area_outside_roi_and_flat_spectra():
     assert detect_dips(_base(), WL) == []
     tiny = _base() * (1 - _dip(400, 10, 0.01))  # area ~1.8e-4 < 5e-4
     assert detect_dips(tiny, WL) == []
-    assert len(detect_dips(tiny, WL, DipConfig(min_area=1e-4))) == 1
+    assert len(detect_dips(tiny, WL, DipDetector(min_area=1e-4))) == 1
     outside = _base() * (1 - _dip(600, 15, 0.2))
     assert detect_dips(outside, WL) == []
 

@@ -8,9 +8,9 @@ import sys
 import pytest
 from seed_support import seed_training_argv
 
+from godrun.contract.flags import parse_recipe, recipe_to_argv
 from godrun.errors import InputError
 from godrun.spec import Recipe
-from godrun.trainer.flags import parse_recipe, recipe_to_argv
 
 
 def _seed_argv() -> list[str]:
@@ -51,7 +51,7 @@ def test_round_trip_argv_recipe_argv() -> None:
     argv = recipe_to_argv(r)
     assert parse_recipe(argv) == r
     assert recipe_to_argv(parse_recipe(argv)) == argv
-    assert "--noise2noise" not in argv and "--calibrator_head" in argv
+    assert "--noise2noise" not in argv and "--calibrator-head" in argv
     i = argv.index("--film_features")
     assert argv[i + 1 : i + 3] == ["UVA_total", "cos_theta"]
 

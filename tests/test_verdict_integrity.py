@@ -221,7 +221,7 @@ def _tiny_recipe(**kw: Any) -> Recipe:
 
 
 def _trainer_argv(recipe: Recipe, *extra: str) -> list[str]:
-    from godrun.trainer.flags import recipe_to_argv
+    from godrun.contract.flags import recipe_to_argv
 
     return [sys.executable, "-m", "godrun.trainer", *recipe_to_argv(recipe), *extra]
 
@@ -263,8 +263,8 @@ class TestTrainerAndEvaluatorApplyOneSetOfRules:
     """(That the trainer never loads the evaluator is tests/test_layering.py's.)"""
 
     def test_executors_pass_the_godrun_gates_to_the_trainer(self) -> None:
+        from godrun.contract.flags import parse_trainer_args
         from godrun.core.commands import trainer_argv
-        from godrun.trainer.flags import parse_trainer_args
 
         spec = GodRunSpec.model_validate({"image": "x", "gates": LENIENT_GATES, "data": {"verify": False}})
         args = parse_trainer_args(trainer_argv(spec)[3:])

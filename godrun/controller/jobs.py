@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from godrun.contract.flags import flag_name
 from godrun.core.commands import Rendezvous, launch_command, with_option
 from godrun.core.machine import FAIL_JOB_EXIT_CODES, CreateJob, GodRunView, owner_reference
 from godrun.core.names import run_label, service_name
@@ -208,7 +209,7 @@ def _job(run: GodRunView, stage: str, name: str, generation: int, pod: dict[str,
 def train_command(spec: GodRunSpec, job: str, namespace: str, argv: Sequence[str]) -> list[str]:
     """The trainer `argv` serving metrics on the port the pod declares, under the launcher its resources need
     (spec strings escaped against `$(VAR)` expansion; the launcher's own `$(JOB_COMPLETION_INDEX)` is not)."""
-    argv = escape_expansion(with_option(argv, "--metrics_port", str(TRAINER_METRICS_PORT)))
+    argv = escape_expansion(with_option(argv, flag_name("metrics_port"), str(TRAINER_METRICS_PORT)))
     master = Rendezvous(f"{job}-0.{service_name(job)}.{namespace}.svc", RENDEZVOUS_PORT)
     return launch_command(argv, gpus=spec.resources.gpus, nodes=spec.resources.nodes, rendezvous=master)
 

@@ -133,7 +133,7 @@ def worst_indices(per: pd.DataFrame, n: int = N_WORST) -> list[int]:
 
 def worst_spectra(panel: Panel, pred: np.ndarray, per: pd.DataFrame, gates: Gates) -> str:
     idx = worst_indices(per)
-    cfg = metrics.DipConfig.from_gates(gates)
+    cfg = gates.detector
     wl = panel.wavelengths
     rows = (len(idx) + 1) // 2
     fig = Figure(figsize=(11, 2.9 * rows))

@@ -193,10 +193,9 @@ def replicate_mean_references(
 
 def reference_windows(recipe: Recipe, references: np.ndarray, wl: np.ndarray) -> torch.Tensor:
     """Gate 3's dip windows of each clean reference: the dip loss measures prediction and target in them."""
-    from godrun.gates.metrics import DipConfig, dip_windows
+    from godrun.gates.metrics import dip_windows
 
-    cfg = DipConfig.from_recipe(recipe)
-    return torch.from_numpy(dip_windows(references.astype(np.float64), wl, cfg, recipe.dip_m))
+    return torch.from_numpy(dip_windows(references.astype(np.float64), wl, recipe.detector, recipe.dip_m))
 
 
 def load_wavelengths(recipe: Recipe) -> np.ndarray:

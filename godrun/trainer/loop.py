@@ -27,7 +27,7 @@ from godrun.trainer import checkpoint as ckpt_io
 from godrun.trainer import dataset as ds
 from godrun.trainer import normalise, telemetry
 from godrun.trainer.inference import build_model, predict_normalised, resolve_device
-from godrun.trainer.losses import LossConfig, SpectralLoss
+from godrun.trainer.losses import SpectralLoss
 from godrun.trainer.mamba import fused_scan_error, scan_backend
 
 if TYPE_CHECKING:
@@ -365,7 +365,7 @@ class Trainer:
             var = ds.replicate_noise_variance(self.train_data)
             lam_np = ds.noise_weighted(lam_np, var, r.noise_weight_power, roi)
         wl, lam = torch.from_numpy(self.wl), torch.from_numpy(lam_np)
-        self.loss_fn = SpectralLoss(LossConfig.from_recipe(r), wl, lam).to(self.device)
+        self.loss_fn = SpectralLoss(r, wl, lam).to(self.device)
         self.wl_step = float(np.median(np.diff(self.wl)))
         self.amp_dtype = torch.bfloat16 if r.amp_dtype == "bf16" else torch.float16
         use_scaler = r.amp and r.amp_dtype == "fp16" and self.device.type == "cuda"

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from godrun.contract.flags import flag_name
 from godrun.errors import InputError, TransientError
 from godrun.fsio import append_text, atomic_write_text, open_append
 from godrun.paths import escape_text
@@ -181,7 +182,7 @@ class PromMetrics:
         try:
             self.server, _thread = start_http_server(port, addr="0.0.0.0", registry=reg)
         except OSError as exc:
-            msg = f"--metrics_port {port}: cannot serve metrics there ({exc.strerror or exc})"
+            msg = f"{flag_name('metrics_port')} {port}: cannot serve metrics there ({exc.strerror or exc})"
             if exc.errno == errno.EADDRINUSE:  # another process holds it now: a retry may find it free
                 raise TransientError(msg + "; retrying may succeed once it is free") from None
             raise InputError(msg) from None  # not ours to bind: the flag is wrong for this machine
