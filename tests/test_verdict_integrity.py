@@ -555,7 +555,7 @@ class TestNumbersMustMeanSomething:
 
     def test_trainer_refuses_roi_outside_the_grid(self, small_corpus: Path, tmp_path: Path) -> None:
         work = _copy(small_corpus, tmp_path)
-        argv = _trainer_argv(_tiny_recipe(deriv_roi_max=950.0))
+        argv = _trainer_argv(_tiny_recipe(deriv_roi_max=950.0), "--roi-max-nm", "950")  # the gates agree
         out = subprocess.run(argv, cwd=work, env=ENV, capture_output=True, text=True)
         assert out.returncode == 2 and "--deriv_roi_max" in out.stderr and "wavelength grid" in out.stderr
         assert not (work / "logs").exists()

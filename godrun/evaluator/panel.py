@@ -212,9 +212,7 @@ def conditioning(meta: dict[str, Any], panel: Panel) -> np.ndarray | None:
 def group_summary(panel: Panel, per_spectrum: pd.DataFrame, gates: Gates) -> pd.DataFrame:
     """Per-group means and pass ratios (PSNR, SAM, tail, ROI, spurious dips, downstream error)."""
     df = per_spectrum.reset_index(drop=True).assign(group_id=panel.meta["group_id"].astype(str).to_numpy())
-    df["psnr"] = np.minimum(df["psnr"].to_numpy(float), metrics.PSNR_CAP_DB)  # a perfect spectrum is +inf
-    tail = (df["psnr"] >= gates.tail_psnr_min) & (df["sam"] <= gates.tail_sam_max)
-    df = df.assign(tail_pass=tail)
+    df = df.assign(psnr=metrics.capped_psnr(df["psnr"]), tail_pass=metrics.tail_pass(df["psnr"], df["sam"], gates))
     aggs: dict[str, tuple[str, str]] = {
         "n": ("psnr", "size"),
         "psnr_mean": ("psnr", "mean"),

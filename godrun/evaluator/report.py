@@ -61,7 +61,7 @@ def histograms(per: pd.DataFrame, gates: Gates) -> str:
     fig = Figure(figsize=(11, 3.6))
     fig.subplots_adjust(left=0.06, right=0.98, bottom=0.15, wspace=0.2)
     a, b = fig.subplots(1, 2)
-    psnr = np.minimum(per["psnr"].to_numpy(float), metrics.PSNR_CAP_DB)
+    psnr = metrics.capped_psnr(per["psnr"])
     sam = per["sam"].to_numpy(float)
     _hist(
         a,

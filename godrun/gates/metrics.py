@@ -89,6 +89,24 @@ def psnr(pred: np.ndarray, ref: np.ndarray) -> np.ndarray:
         return 10.0 * np.log10(data_range**2 / mse)
 
 
+def capped_psnr(psnr_db: np.ndarray | pd.Series) -> np.ndarray:
+    """PSNR as the gates aggregate it: within ±PSNR_CAP_DB (a perfect spectrum is +inf), NaN as −PSNR_CAP_DB."""
+    ps = np.clip(np.asarray(psnr_db, dtype=np.float64), -PSNR_CAP_DB, PSNR_CAP_DB)
+    return np.where(np.isnan(ps), -PSNR_CAP_DB, ps)
+
+
+def worst_sam(sam_deg: np.ndarray | pd.Series) -> np.ndarray:
+    """SAM as the gates aggregate it: NaN (no angle) as 180°."""
+    sam = np.asarray(sam_deg, dtype=np.float64)
+    return np.where(np.isnan(sam), 180.0, sam)
+
+
+def tail_pass(psnr_db: np.ndarray | pd.Series, sam_deg: np.ndarray | pd.Series, gates: Gates) -> np.ndarray:
+    """Gate 2 per spectrum: PSNR (capped_psnr) at least gates.tail_psnr_min and SAM (worst_sam) at most
+    gates.tail_sam_max. The gate's tail_ratio is the mean of this over the panel."""
+    return (capped_psnr(psnr_db) >= gates.tail_psnr_min) & (worst_sam(sam_deg) <= gates.tail_sam_max)
+
+
 def sam_degrees(pred: np.ndarray, ref: np.ndarray) -> np.ndarray:
     """Per-spectrum spectral angle (degrees) between pred and ref rows."""
     p, r = _as_2d(pred), _as_2d(ref)
@@ -395,7 +413,7 @@ def panel_metrics(pred: np.ndarray, ref: np.ndarray, raw: np.ndarray, wl: np.nda
     # a prediction holding NaN/inf is as wrong as a prediction can be, whatever numpy makes of it
     df.loc[~finite, "psnr"] = -math.inf
     df.loc[~finite, "sam"] = 180.0
-    df["tail_ok"] = (df["psnr"] >= gates.tail_psnr_min) & (df["sam"] <= gates.tail_sam_max)
+    df["tail_ok"] = tail_pass(df["psnr"], df["sam"], gates)
     prep_p, prep_r = _prepare(np.where(np.isfinite(p), p, 0.0), wl, cfg), _prepare(r, wl, cfg)
     roi = pd.DataFrame([_roi_row(a, b, cfg) for a, b in zip(prep_p, prep_r, strict=True)], index=df.index)
     df = pd.concat([df, roi], axis=1)
@@ -445,12 +463,10 @@ def evaluate_gates(per_spectrum: pd.DataFrame, gates: Gates) -> Verdict:
     df = per_spectrum
     if len(df) == 0:
         raise ValueError("evaluate_gates needs at least one spectrum")
-    ps = np.clip(df["psnr"].to_numpy(np.float64), -PSNR_CAP_DB, PSNR_CAP_DB)
-    ps = np.where(np.isnan(ps), -PSNR_CAP_DB, ps)
-    sam = df["sam"].to_numpy(np.float64)
-    sam = np.where(np.isnan(sam), 180.0, sam)
+    ps = capped_psnr(df["psnr"])
+    sam = worst_sam(df["sam"])
     psnr_mean, psnr_std, sam_mean = float(ps.mean()), float(ps.std()), float(sam.mean())
-    tail = float(np.mean((ps >= gates.tail_psnr_min) & (sam <= gates.tail_sam_max)))
+    tail = float(np.mean(tail_pass(ps, sam, gates)))
     finite = df["pred_finite"].to_numpy(bool) if "pred_finite" in df.columns else np.ones(len(df), bool)
     counted = (df["n_ref_dips"].to_numpy() > 0) | ~finite  # a non-finite prediction counts, dips or not
     passes = _roi_pass(df, gates.roi_tolerance).to_numpy()
