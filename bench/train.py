@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from godrun.trainer.inference import build_model
+from godrun.model.inference import build_model
 from godrun.trainer.losses import SpectralLoss
 from godrun.trainer.presets import preset_recipe, rooted
 

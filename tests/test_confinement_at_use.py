@@ -396,7 +396,7 @@ def test_a_full_disk_while_saving_a_checkpoint_leaves_the_old_one_and_names_it(t
     import torch
 
     from godrun.errors import run_main
-    from godrun.trainer.checkpoint import save_checkpoint
+    from godrun.model.checkpoint import save_checkpoint
 
     dest = tmp_path / "ckpts" / "best.pt"
     save_checkpoint(dest, {"model": {"w": torch.zeros(2)}})

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from godrun.errors import InputError
-from godrun.trainer import checkpoint as ck
-from godrun.trainer.inference import build_model
+from godrun.model import checkpoint as ck
+from godrun.model.inference import build_model
 from godrun.trainer.presets import preset_recipe
 
 

@@ -23,9 +23,9 @@ from godrun.contract.flags import recipe_to_argv
 from godrun.data.loader import load_corpus
 from godrun.fsio import sha256_file
 from godrun.gates.metrics import psnr
+from godrun.model import checkpoint as ck
+from godrun.model.inference import load_model, predict, raw_cond_for
 from godrun.spec import Recipe
-from godrun.trainer import checkpoint as ck
-from godrun.trainer.inference import load_model, predict, raw_cond_for
 from godrun.trainer.loop import train
 from godrun.trainer.presets import preset_recipe, rooted
 

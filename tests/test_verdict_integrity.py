@@ -275,7 +275,7 @@ class TestTrainerAndEvaluatorApplyOneSetOfRules:
         self, small_corpus: Path, tmp_path: Path, gates: dict[str, Any], passed: int | None
     ) -> None:
         from godrun.core.commands import trainer_argv
-        from godrun.trainer import checkpoint as ck
+        from godrun.model import checkpoint as ck
 
         work = _copy(small_corpus, tmp_path)
         spec = GodRunSpec.model_validate({"image": "x", "gates": gates, "training": _tiny_recipe(epochs=2)})

@@ -215,7 +215,7 @@ def _candidates(args: argparse.Namespace) -> tuple[list[Any], dict[str, str]]:
         return [panel_mod.denoiser_candidate(args.denoiser)], {}
     paths = panel_mod.list_checkpoints(Path(args.checkpoint_dir))
     hashes = {str(p): sha256_file(p) for p in paths}
-    from godrun.trainer.inference import resolve_device
+    from godrun.model.inference import resolve_device
 
     device = str(resolve_device(args.device))
     return panel_mod.checkpoint_candidates(paths, device=device, batch_size=args.batch_size, hashes=hashes), hashes

@@ -1,7 +1,7 @@
 """Panel QA: load the fixed panel once, replay each candidate on it, score it against the gates, rank.
 
 A candidate is anything that turns the raw panel into predictions: a checkpoint (inference replayed with the
-training normalisation through godrun.trainer.inference, EMA weights when present) or a classical denoiser.
+training normalisation through godrun.model.inference, EMA weights when present) or a classical denoiser.
 Ranking: godrun.gates.ranking.rank_key, the one the trainer uses for its best checkpoint (gates passed, then
 the composite panel score, then the name). The top one is the run's candidate; its Verdict is the run's verdict.
 """
@@ -176,7 +176,7 @@ def _checkpoint_predictor(
     path: Path, device: str, batch_size: int, info: dict[str, Any]
 ) -> Callable[[Panel], np.ndarray]:
     def run(panel: Panel) -> np.ndarray:
-        from godrun.trainer import inference  # torch only when a checkpoint is really evaluated
+        from godrun.model import inference  # torch only when a checkpoint is really evaluated
 
         try:
             model, meta = inference.load_model(path, device=device, prefer_ema=True)
@@ -204,7 +204,7 @@ def conditioning(meta: dict[str, Any], panel: Panel) -> np.ndarray | None:
         return None
     if panel.metadata_csv is None:
         raise InputError("--metadata: the checkpoint uses FiLM dose features; give data/metadata/dose_features.csv")
-    from godrun.trainer.inference import raw_cond_for
+    from godrun.model.inference import raw_cond_for
 
     return raw_cond_for(meta, panel.metadata_csv, panel.meta["group_id"].astype(str).tolist(), panel.metadata_bytes)
 

@@ -16,8 +16,9 @@ import torch
 
 from godrun.errors import InputError
 from godrun.inputs import load_npz, numeric_column, read_csv
+from godrun.model import normalise
+from godrun.model.conditioning import raw_cond, standardise_cond
 from godrun.spec import Recipe
-from godrun.trainer import normalise
 
 
 @dataclass
@@ -57,25 +58,6 @@ def cond_stats_for(recipe: Recipe) -> dict | None:
     feats = list(recipe.film_features)
     std = [float(stats[f][1]) if float(stats[f][1]) > 0 else 1.0 for f in feats]
     return {"features": feats, "mean": [float(stats[f][0]) for f in feats], "std": std}
-
-
-def raw_cond(
-    dose_features_csv: str | Path, features: list[str], groups: np.ndarray, *, data: bytes | None = None
-) -> np.ndarray:
-    """Raw (unstandardised) dose features per row [N, F] from the per-group CSV (or its bytes, `data`)."""
-    from godrun.data.loader import load_dose_features
-
-    path = Path(dose_features_csv)
-    if data is None and not path.is_file():
-        raise InputError(f"--dose_features_csv: file not found: {path}")
-    table = load_dose_features(path, features, sorted(set(groups.tolist())), data=data)
-    return table.loc[groups, features].to_numpy(np.float32)
-
-
-def standardise_cond(cond: np.ndarray, stats: dict) -> np.ndarray:
-    mean = np.asarray(stats["mean"], np.float32)
-    std = np.asarray(stats["std"], np.float32)
-    return ((cond - mean) / std).astype(np.float32)
 
 
 def sampling_weights(csv: str | Path, groups: np.ndarray) -> np.ndarray:

@@ -21,17 +21,18 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from godrun.errors import InputError
 from godrun.fsio import code_version, remove_stale_temps, sha256_file, termination_path, write_termination
 from godrun.gates.ranking import RankKey, better, composite_score, gates_passed, rank_key
+from godrun.model import checkpoint as ckpt_io
+from godrun.model import normalise
+from godrun.model.inference import build_model, predict_normalised, resolve_device
+from godrun.model.mamba import fused_scan_error, scan_backend
 from godrun.paths import confine, writable_file
 from godrun.spec import RUN_PATH_FIELDS, Gates, Recipe
-from godrun.trainer import checkpoint as ckpt_io
 from godrun.trainer import dataset as ds
-from godrun.trainer import normalise, telemetry
-from godrun.trainer.inference import build_model, predict_normalised, resolve_device
+from godrun.trainer import telemetry
 from godrun.trainer.losses import SpectralLoss
-from godrun.trainer.mamba import fused_scan_error, scan_backend
 
 if TYPE_CHECKING:
-    from godrun.trainer.model import MambaTinyUV
+    from godrun.model.network import MambaTinyUV
 
 GRAD_CLIP_NORM = 1.0  # fixed safety clip; the dip loss's relative errors can spike on shallow dips
 RESUME_IGNORED = frozenset({"metrics_port", "num_workers", "device"})

@@ -15,18 +15,19 @@ import numpy as np
 import torch
 
 from godrun.errors import InputError
+from godrun.model import normalise
+from godrun.model.checkpoint import load_checkpoint, weights_for_inference
+from godrun.model.conditioning import raw_cond, standardise_cond
 from godrun.spec import Recipe
-from godrun.trainer import normalise
-from godrun.trainer.checkpoint import load_checkpoint, weights_for_inference
 
 if TYPE_CHECKING:
-    from godrun.trainer.model import MambaTinyUV
+    from godrun.model.network import MambaTinyUV
 
 __all__ = ["build_model", "load_checkpoint", "load_model", "predict", "predict_normalised", "raw_cond_for"]
 
 
 def build_model(recipe: Recipe) -> MambaTinyUV:
-    from godrun.trainer.model import MambaTinyUV
+    from godrun.model.network import MambaTinyUV
 
     n_cond = len(recipe.film_features) if recipe.geometry_film else 0
     return MambaTinyUV(
@@ -75,8 +76,6 @@ def raw_cond_for(
     stats = meta.get("cond_stats")
     if not stats:
         return None
-    from godrun.trainer.dataset import raw_cond
-
     return raw_cond(dose_features_csv, list(stats["features"]), np.asarray(list(group_ids), dtype=str), data=data)
 
 
@@ -109,8 +108,7 @@ def predict(
     if stats:
         if cond is None:
             raise InputError("predict: this checkpoint uses FiLM; pass the dose features (raw_cond_for)")
-        cond = np.asarray(cond, np.float32)
-        c = torch.from_numpy((cond - np.asarray(stats["mean"], np.float32)) / np.asarray(stats["std"], np.float32))
+        c = torch.from_numpy(standardise_cond(np.asarray(cond, np.float32), stats))
     dev = resolve_device(device)
     was_training = model.training
     model.eval()

@@ -1,0 +1,30 @@
+"""FiLM's conditioning input: a row's raw dose features from the per-group CSV, standardised with the statistics
+the checkpoint records (`cond_stats`), for training and for inference alike."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from godrun.errors import InputError
+
+
+def raw_cond(
+    dose_features_csv: str | Path, features: list[str], groups: np.ndarray, *, data: bytes | None = None
+) -> np.ndarray:
+    """Raw (unstandardised) dose features per row [N, F] from the per-group CSV (or its bytes, `data`)."""
+    from godrun.data.loader import load_dose_features
+
+    path = Path(dose_features_csv)
+    if data is None and not path.is_file():
+        raise InputError(f"--dose_features_csv: file not found: {path}")
+    table = load_dose_features(path, features, sorted(set(groups.tolist())), data=data)
+    return table.loc[groups, features].to_numpy(np.float32)
+
+
+def standardise_cond(cond: np.ndarray, stats: dict) -> np.ndarray:
+    """(cond - mean) / std per feature, float32."""
+    mean = np.asarray(stats["mean"], np.float32)
+    std = np.asarray(stats["std"], np.float32)
+    return ((cond - mean) / std).astype(np.float32)
