@@ -10,6 +10,7 @@ from scipy.spatial.distance import cosine
 from skimage.metrics import peak_signal_noise_ratio
 
 from godrun.gates.metrics import (
+    PSNR_CAP_DB,
     detect_dips,
     evaluate_gates,
     local_maxima,
@@ -163,3 +164,25 @@ def test_sam_is_defined_for_zero_vectors():
     assert sam_degrees(zero, zero)[0] == 0.0
     assert sam_degrees(zero, one)[0] == 90.0 and sam_degrees(one, zero)[0] == 90.0
     assert np.isfinite(psnr(zero, zero)).sum() == 0 and psnr(zero, zero)[0] == np.inf
+
+
+def test_one_tail_rule_for_the_gate_the_column_and_the_group_summary():
+    """Gate 2's rule (PSNR cap included) gives the same answer wherever the evaluator reports it: the gate's
+    tail_ratio, the per-spectrum tail_ok column and the per-group tail_pass_ratio and psnr_mean."""
+    from types import SimpleNamespace
+
+    from godrun.evaluator.panel import group_summary
+
+    ref, raw = _panel()
+    pred = raw.copy()
+    pred[1] = ref[1]  # perfect: PSNR +inf, capped
+    pred[2, 100] = np.nan  # not finite: PSNR -inf, capped
+    gates = Gates(tail_psnr_min=20.0, tail_sam_max=5.0)
+    per = panel_metrics(pred, ref, raw, WL, gates)
+    verdict = evaluate_gates(per, gates)
+    panel = SimpleNamespace(meta=pd.DataFrame({"group_id": ["g"] * len(ref)}))
+    summary = group_summary(panel, per, gates)  # type: ignore[arg-type]
+    assert 0.0 < verdict.tail_ratio < 1.0
+    assert summary["tail_pass_ratio"].iloc[0] == verdict.tail_ratio == per["tail_ok"].mean()
+    assert summary["psnr_mean"].iloc[0] == pytest.approx(verdict.psnr_mean)
+    assert summary["psnr_min"].iloc[0] == -PSNR_CAP_DB
