@@ -57,7 +57,7 @@ def main(argv: list[str]) -> None:
         c = load_corpus(Path(tmp) / L.MANIFEST_ALL, Path(tmp) / L.SPECTRA_DIR)
     wl, cfg = c.wavelengths, SEED_DETECTOR
     groups = c.meta["group_id"].astype(str).to_numpy()
-    partner, _ = partners(c.meta)
+    partner = partners(c.meta)
     truth = dip_windows(c.references.astype(np.float64), wl, cfg, MAX_DIPS)
     no_ref = np.zeros(len(groups), bool)
     sources = {

@@ -74,7 +74,6 @@ LABEL_KEY_PATTERN = (
 )
 LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
 
 def _quantity(value: Any) -> Any:
@@ -551,7 +550,6 @@ class Fallback(_Camel):
 
 # Labels the controller sets itself (selectors, metrics and Kueue read them): pods cannot override them.
 RESERVED_LABEL_PREFIXES = ("godrun.io/", "app.kubernetes.io/", "batch.kubernetes.io/", "kueue.x-k8s.io/")
-AFFINITY_KINDS = ("nodeAffinity", "podAffinity", "podAntiAffinity")
 KEY_SYNTAX_MESSAGE = "keys must be Kubernetes label keys: [prefix/]name, a DNS subdomain prefix, a name of 1-63"
 # Job labels a user may set under the reserved prefixes: Kueue's WorkloadPriorityClass.
 JOB_LABELS_ALLOWED = ("kueue.x-k8s.io/priority-class",)

@@ -11,7 +11,6 @@ import base64
 import html
 import io
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import matplotlib
@@ -20,7 +19,6 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from godrun.evaluator.panel import Evaluation, Panel
-from godrun.fsio import atomic_write_text
 from godrun.gates import metrics
 from godrun.spec import Gates, Verdict
 
@@ -293,8 +291,3 @@ def _flat(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
         else:
             out.append((f"{prefix}{k}", v))
     return out
-
-
-def write_report(path: Path, **kwargs: Any) -> Path:
-    atomic_write_text(path, render(**kwargs))
-    return path

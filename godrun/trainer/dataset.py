@@ -34,7 +34,6 @@ class SplitData:
     cond: torch.Tensor | None  # [N, F] standardised dose features
     weights: torch.Tensor  # [N] sampling probability (sums to 1)
     groups: np.ndarray  # [N] group_id
-    pair_codes: np.ndarray  # [N] int code of pair_id (-1 when absent)
     meta: pd.DataFrame
     dip_windows: torch.Tensor | None = None  # [N, M, 2] gate-3 dip windows of each clean reference
 
@@ -77,11 +76,11 @@ def sampling_weights(csv: str | Path, groups: np.ndarray) -> np.ndarray:
     return per_row / per_row.sum()
 
 
-def partners(meta: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Fixed Noise2Noise partner per row (next row of the same pair_id, cyclically) and pair codes."""
+def partners(meta: pd.DataFrame) -> np.ndarray:
+    """Fixed Noise2Noise partner per row (next row of the same pair_id, cyclically; itself without a pair_id)."""
     n = len(meta)
     if "pair_id" not in meta.columns:
-        return np.arange(n), np.full(n, -1)
+        return np.arange(n)
     codes, _ = pd.factorize(meta["pair_id"].astype(str))
     partner = np.arange(n)
     order = np.argsort(codes, kind="stable")
@@ -91,7 +90,7 @@ def partners(meta: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     for s, e in zip(starts, ends, strict=True):
         members = order[s:e]
         partner[members] = np.roll(members, -1)
-    return partner, codes
+    return partner
 
 
 def load_split(
@@ -130,7 +129,7 @@ def load_split(
     if corpus.has_reference is not None and not corpus.has_reference.all():
         corpus.references = replicate_mean_references(corpus.spectra, corpus.references, corpus.has_reference, groups)
     xn, params = normalise.normalise(corpus.spectra)
-    partner, codes = partners(corpus.meta)
+    partner = partners(corpus.meta)
     cond = None
     if cond_stats is not None:
         cond = torch.from_numpy(
@@ -150,7 +149,6 @@ def load_split(
         cond=cond,
         weights=weights,
         groups=groups,
-        pair_codes=codes,
         meta=corpus.meta,
         dip_windows=reference_windows(recipe, corpus.references, corpus.wavelengths) if recipe.dip_loss else None,
     )
