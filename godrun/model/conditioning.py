@@ -3,7 +3,9 @@ the checkpoint records (`cond_stats`), for training and for inference alike."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -20,10 +22,11 @@ def raw_cond(
     if data is None and not path.is_file():
         raise InputError(f"--dose_features_csv: file not found: {path}")
     table = load_dose_features(path, features, sorted(set(groups.tolist())), data=data)
-    return table.loc[groups, features].to_numpy(np.float32)
+    rows: np.ndarray = table.loc[groups, features].to_numpy(np.float32)
+    return rows
 
 
-def standardise_cond(cond: np.ndarray, stats: dict) -> np.ndarray:
+def standardise_cond(cond: np.ndarray, stats: Mapping[str, Any]) -> np.ndarray:
     """(cond - mean) / std per feature, float32."""
     mean = np.asarray(stats["mean"], np.float32)
     std = np.asarray(stats["std"], np.float32)
