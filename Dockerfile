@@ -162,7 +162,7 @@ COPY --from=trainer-build /opt/venv /opt/venv
 # The build fails unless the compiled kernel and the fused scan import in the runtime image itself (no GPU is
 # needed to import them); godrun's own loader must pick that scan.
 RUN python -c "import selective_scan_cuda; from mamba_ssm.ops.selective_scan_interface import selective_scan_fn; \
-from godrun.trainer.mamba import _mamba_ssm_scan; assert _mamba_ssm_scan() is selective_scan_fn; print('fused scan ok')"
+from godrun.model.mamba import _mamba_ssm_scan; assert _mamba_ssm_scan() is selective_scan_fn; print('fused scan ok')"
 # The seed-compatible entry points (scripts/evaluate_validation_panel.py, scripts/downstream_proxy_eval.py).
 COPY scripts /opt/godrun/scripts
 # Ubuntu's base image already has UID 1000 (`ubuntu`); the Jobs run as 1000 with a read-only root

@@ -14,10 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+from godrun.testcluster import BINARIES, Cluster, bin_dir, missing_binaries
 
-from k8s.cluster import BINARIES, Cluster, bin_dir, missing_binaries  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def build_figures() -> None:

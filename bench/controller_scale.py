@@ -1,6 +1,6 @@
 """`godrun controller` at scale against the real API server: N GodRuns created at once (no node stand-in).
 
-Starts etcd + kube-apiserver (tests/k8s/cluster.py), applies the CRD, runs the controller as its own process
+Starts etcd + kube-apiserver (godrun/testcluster.py), applies the CRD, runs the controller as its own process
 (timing every `Controller.process` call itself, exactly), creates the runs from a few client threads and
 watches until each has its first training Job and status.phase Training. Reports reconcile latency
 (the controller's own timing and the /metrics histogram), time until all runs have their first Job,
@@ -283,8 +283,7 @@ def create_all(cluster: Any, names: list[str], clients: int) -> dict[str, float]
 
 
 def run(args: argparse.Namespace) -> int:
-    sys.path.insert(0, str(ROOT / "tests"))
-    from k8s.cluster import Cluster, free_port, missing_binaries
+    from godrun.testcluster import Cluster, free_port, missing_binaries
 
     if missing := missing_binaries():
         print(f"control-plane binaries missing ({', '.join(missing)}): run `make cluster-bin`")

@@ -22,7 +22,7 @@ from scipy.ndimage import gaussian_filter1d
 
 from godrun.data import layout as L
 from godrun.evaluator.panel import checkpoint_candidates, load_panel
-from godrun.gates.metrics import DipConfig, detect_dips, measure_dip
+from godrun.gates.metrics import detect_dips, measure_dip
 from godrun.spec import Gates
 
 BANDS_NM = ((300, 330), (330, 360), (360, 390), (390, 450), (450, 500))
@@ -44,7 +44,7 @@ def load(corpus: Path, checkpoints: list[Path]) -> tuple[np.ndarray, np.ndarray,
 
 def dip_errors(wl: np.ndarray, ref: np.ndarray, sources: dict[str, np.ndarray], gates: Gates) -> list[dict]:
     """One row per (dip centre, source): signed relative area/depth errors and gate 3's failure fraction."""
-    cfg = DipConfig.from_gates(gates)
+    cfg = gates.detector
     errs: dict[tuple[float, str], list[tuple[float, float]]] = defaultdict(list)
     for i, r in enumerate(ref):
         for dip in detect_dips(r, wl, cfg):

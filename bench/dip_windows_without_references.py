@@ -24,7 +24,8 @@ import numpy as np
 from godrun.data import layout as L
 from godrun.data.cli import synth_into
 from godrun.data.loader import load_corpus
-from godrun.gates.metrics import DipConfig, dip_windows
+from godrun.gates.metrics import dip_windows
+from godrun.spec import SEED_DETECTOR
 from godrun.trainer.dataset import partners, replicate_mean_references
 
 MAX_DIPS = 4
@@ -54,9 +55,9 @@ def main(argv: list[str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         synth_into(Path(tmp), scale, seed, False)
         c = load_corpus(Path(tmp) / L.MANIFEST_ALL, Path(tmp) / L.SPECTRA_DIR)
-    wl, cfg = c.wavelengths, DipConfig()
+    wl, cfg = c.wavelengths, SEED_DETECTOR
     groups = c.meta["group_id"].astype(str).to_numpy()
-    partner, _ = partners(c.meta)
+    partner = partners(c.meta)
     truth = dip_windows(c.references.astype(np.float64), wl, cfg, MAX_DIPS)
     no_ref = np.zeros(len(groups), bool)
     sources = {

@@ -83,9 +83,9 @@ def tiny_checkpoints(folder: Path, n: int) -> list[Path]:
     import torch
 
     from godrun.contract.checkpoint import Checkpoint, CheckpointMeta, CondStats
-    from godrun.trainer.checkpoint import save_checkpoint
-    from godrun.trainer.inference import build_model
-    from godrun.trainer.normalise import norm_meta
+    from godrun.model.checkpoint import save_checkpoint
+    from godrun.model.inference import build_model
+    from godrun.model.normalise import norm_meta
     from godrun.trainer.presets import preset_recipe
 
     recipe = preset_recipe("tiny", init_checkpoint=None)

@@ -19,7 +19,7 @@ W=/tmp/godrun-gpu-work; rm -rf "$W"; mkdir -p "$W"
 ( cd "$W" && python3 -m godrun data synth --out . && python3 -m godrun data panel --root . ) > "$OUT/data.log" 2>&1
 ( cd "$W" && timeout 240 python3 -m godrun.trainer --model mamba_tiny_uv --train_dir data/spectra_for_fold \
   --train_manifest data/spectra_for_fold/manifest_train.csv --val_manifest data/validation_panel.csv \
-  --sequence_length 601 --epochs 1 --steps_per_epoch 17 --early_stop_patience 30 --bs 600 --lr 3e-4 --lr_min 3e-5 \
+  --sequence_length 601 --epochs 1 --steps-per-epoch 17 --early_stop_patience 30 --bs 600 --lr 3e-4 --lr_min 3e-5 \
   --weight_decay 1e-4 --noise2noise --noise2noise_pairwise --geometry_film --film_hidden_dim 64 \
   --film_features cos_theta UVA_total UVB_total UVA_over_UVB P_UVA_mW_cm2 P_UVB_mW_cm2 UVA_norm UVB_norm \
   --dose_features_csv data/metadata/dose_features.csv --dose_sampling_weights_csv data/metadata/dose_sampling_weights.csv \

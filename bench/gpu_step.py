@@ -14,7 +14,7 @@ from typing import cast
 
 import torch
 
-from godrun.trainer.model import MambaTinyUV
+from godrun.model.network import MambaTinyUV
 
 TRAIN_SPECTRA = 10_350
 

@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from godrun.trainer.model import MambaTinyUV
+from godrun.model.network import MambaTinyUV
 
 CONFIGS = [  # name, d_model, n_layers, d_state, batch
     ("preset tiny", 16, 2, 4, 16),

@@ -11,7 +11,7 @@ Synthesises a corpus (`godrun data synth --scale --seed`; seed 7 by default: see
 noise weighting), judges raw and every classical denoiser on its panel, then trains the seed's recipe at CPU sizes
 (small: d_model 16, 2 layers, d_state 8; medium: 32, 4, 16) with Noise2Noise and with clean targets,
 all on the same fixed budget (bs 32, --epochs x --steps, lr 3e-3 -> 3e-4, EMA 0.99, no warm start) and
-loss weights x noise std outside the ROI (--noise_weight_power 0.5).
+loss weights x noise std outside the ROI (--noise-weight-power 0.5).
 Prints one table (every gate metric and the verdict; trained runs at their best epoch by the trainer's
 ranking and at their last epoch), whether the ROI ratio stayed >= 0.9 after it first passed, and the
 N2N-vs-clean PSNR gap; writes learning curves (PSNR, SAM, ROI ratio, spurious dips, downstream error

@@ -24,7 +24,7 @@ from collections.abc import Callable
 def _measure(args: argparse.Namespace) -> dict:
     import torch
 
-    from godrun.trainer.scan import selective_scan, selective_scan_ref
+    from godrun.model.scan import selective_scan, selective_scan_ref
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from godrun.trainer.inference import build_model
-from godrun.trainer.losses import LossConfig, SpectralLoss
+from godrun.model.inference import build_model
+from godrun.trainer.losses import SpectralLoss
 from godrun.trainer.presets import preset_recipe, rooted
 
 
@@ -54,7 +54,7 @@ def time_steps(name: str, steps: int, **override) -> tuple[float, float]:
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr)
     n_cond = len(recipe.film_features) if recipe.geometry_film else 0
     x, y, cond, off, sc, wl = fake_batch(recipe.bs, n_cond, torch.Generator().manual_seed(0))
-    loss_fn = SpectralLoss(LossConfig.from_recipe(recipe), wl, None)
+    loss_fn = SpectralLoss(recipe, wl, None)
     times = []
     for _ in range(steps + 1):  # the first step warms up allocators and is not counted
         t0 = time.perf_counter()

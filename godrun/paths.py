@@ -15,16 +15,11 @@ from pathlib import Path
 from godrun.errors import InputError
 from godrun.fsio import RUN_VOLUME_ENV, confinement_root
 
-__all__ = ["RUN_VOLUME_ENV", "confine", "escape_text", "inside", "run_volume", "writable_file"]
+__all__ = ["RUN_VOLUME_ENV", "confine", "escape_text", "run_volume", "writable_file"]
 
 
 def run_volume() -> Path | None:
     return confinement_root()
-
-
-def inside(path: Path, root: Path) -> bool:
-    """Whether `path` (symlinks resolved) lies in `root` (resolved)."""
-    return path.resolve().is_relative_to(root.resolve())
 
 
 def confine(path: str | os.PathLike[str], what: str) -> Path:

@@ -9,6 +9,8 @@ flags (`lr_min`, `dip_w_area`, ...) so that `spec.training.<flag>` maps 1:1 onto
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal, get_args
@@ -74,7 +76,6 @@ LABEL_KEY_PATTERN = (
 )
 LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
 
 def _quantity(value: Any) -> Any:
@@ -119,6 +120,92 @@ def run_path_problem(value: str) -> str | None:
         return "must be relative to the run volume, not absolute"
     if ".." in PurePosixPath(value).parts:
         return "must not contain `..` (it may not leave the run volume)"
+    return None
+
+
+# --------------------------------------------------------------------------- gate 3's dip detector
+
+
+class DipDetector(BaseModel):
+    """Gate 3's dip detector (godrun.gates.metrics): the ROI it looks in and how it finds and measures dips.
+
+    One model for the three users: the gates judge with `Gates.detector`, the dip loss trains with
+    `Recipe.detector`, and `DETECTOR_LINKS` says which recipe and gates fields name each setting, so the GodRun
+    validator, the trainer's command line and the CRD's CEL rules refuse the same disagreements. The defaults
+    are the seed's; Recipe and Gates take theirs from here."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    roi_min_nm: WavelengthNm = 320.0
+    roi_max_nm: WavelengthNm = 500.0
+    guard_nm: WindowNm = 10.0
+    smooth_nm: WindowNm = 1.0
+    min_area: float = Field(5e-4, ge=0)
+
+
+SEED_DETECTOR = DipDetector()
+
+
+@dataclass(frozen=True)
+class DetectorLink:
+    """One detector setting as the recipe and the gates name it, and when training uses the recipe's."""
+
+    setting: str  # DipDetector field
+    recipe: str  # Recipe field (a seed flag)
+    gates: str  # Gates field
+    with_dip_loss: bool = False  # only the dip loss uses it
+    with_local_baseline: bool = False  # ... and only with the local baseline
+
+    def trained(self, recipe: Recipe) -> bool:
+        """Whether training with `recipe` uses this setting (then it must equal the gates')."""
+        if self.with_dip_loss and not recipe.dip_loss:
+            return False
+        return not self.with_local_baseline or recipe.baseline == "local"
+
+
+DETECTOR_LINKS: tuple[DetectorLink, ...] = (
+    DetectorLink("roi_min_nm", "deriv_roi_min", "roi_min_nm"),
+    DetectorLink("roi_max_nm", "deriv_roi_max", "roi_max_nm"),
+    DetectorLink("min_area", "dip_min_area", "dip_min_area", with_dip_loss=True),
+    DetectorLink("smooth_nm", "dip_detect_sigma_nm", "dip_smooth_nm", with_dip_loss=True),
+    DetectorLink("guard_nm", "baseline_guard_nm", "dip_guard_nm", with_dip_loss=True, with_local_baseline=True),
+)
+
+
+def detector_rule_groups() -> list[tuple[DetectorLink, ...]]:
+    """The links in the two rules the validators state: the ROI (always) and the detector (with the dip loss)."""
+    return [tuple(k for k in DETECTOR_LINKS if k.with_dip_loss == dip) for dip in (False, True)]
+
+
+def detector_rule_message(
+    group: tuple[DetectorLink, ...],
+    recipe: Recipe | None = None,
+    gates: Gates | None = None,
+    flags: Callable[[str, str], str] | None = None,
+) -> str:
+    """`training.a/b must equal gates.aNm/bNm`, with the values when given (the CEL message has none); with
+    `flags` ((model, field) -> flag) in command-line flags instead of spec paths."""
+    if flags is None:
+        lhs = "training." + "/".join(k.recipe for k in group)
+        rhs = "gates." + "/".join(to_camel(k.gates) for k in group)
+        switch = "training.dip_loss"
+    else:
+        lhs = "/".join(flags("Recipe", k.recipe) for k in group)
+        rhs = "/".join(flags("Gates", k.gates) for k in group)
+        switch = flags("Recipe", "dip_loss")
+    if recipe is not None and gates is not None:
+        lhs += " (" + "/".join(f"{getattr(recipe, k.recipe):g}" for k in group) + ")"
+        rhs += " (" + "/".join(f"{getattr(gates, k.gates):g}" for k in group) + ")"
+    prefix = f"with {switch}, " if group[0].with_dip_loss else ""
+    return f"{prefix}{lhs} must equal {rhs}"
+
+
+def detector_disagreement(recipe: Recipe, gates: Gates, flags: Callable[[str, str], str] | None = None) -> str | None:
+    """Why training with `recipe` would not train what gate 3 with `gates` judges (None when it would): the
+    message names the recipe and gates fields (or `flags`, see detector_rule_message) of the rule broken."""
+    for group in detector_rule_groups():
+        if any(k.trained(recipe) and getattr(recipe, k.recipe) != getattr(gates, k.gates) for k in group):
+            return detector_rule_message(group, recipe, gates, flags)
     return None
 
 
@@ -190,7 +277,7 @@ class Recipe(BaseModel):
         "term's cap). Dips are measured in gate 3's own windows (its detector run on the reference).",
     )
     dip_min_area: float = Field(
-        5e-4,
+        SEED_DETECTOR.min_area,
         ge=0,
         description="Minimum dip area (baseline-relative, nm units) for a dip to count; with dip_loss it must "
         "equal gates.dipMinArea (the loss trains the dips gate 3 detects).",
@@ -220,26 +307,27 @@ class Recipe(BaseModel):
         2.0, ge=1.0, description="Extra penalty factor when a predicted dip is shallower/smaller than the target's."
     )
     dip_detect_sigma_nm: float = Field(
-        1.0,
+        SEED_DETECTOR.smooth_nm,
         gt=0,
         le=100,
         description="Gaussian smoothing (nm) before dip detection; with dip_loss it must equal gates.dipSmoothNm.",
     )
     baseline: Literal["local", "none"] = Field("local", description="Baseline model for dip measurement.")
     baseline_guard_nm: WindowNm = Field(
-        10.0,
+        SEED_DETECTOR.guard_nm,
         description="Guard band (nm) around a dip excluded from the local baseline fit; with dip_loss and the "
         "local baseline it must equal gates.dipGuardNm.",
     )
     derivative_weight: float = Field(0.3, ge=0, description="Weight of the first-derivative loss over the whole grid.")
     deriv_weight_roi: float = Field(0.6, ge=0, description="Extra first-derivative loss weight inside the ROI.")
     deriv_roi_min: WavelengthNm = Field(
-        320.0,
+        SEED_DETECTOR.roi_min_nm,
         description="ROI lower bound (nm) of the ROI losses; must equal gates.roiMinNm (gate 3's band) and lie "
         "inside the wavelength grid (checked with the data).",
     )
     deriv_roi_max: WavelengthNm = Field(
-        500.0, description="ROI upper bound (nm); must exceed deriv_roi_min, equal gates.roiMaxNm and lie in the grid."
+        SEED_DETECTOR.roi_max_nm,
+        description="ROI upper bound (nm); must exceed deriv_roi_min, equal gates.roiMaxNm and lie in the grid.",
     )
     curvature_weight_roi: float = Field(
         0.3, ge=0, description="Weight of the second-derivative (curvature) loss inside the ROI."
@@ -297,6 +385,11 @@ class Recipe(BaseModel):
         if self.freeze_backbone and not self.calibrator_head:
             raise ValueError("freeze_backbone requires calibrator_head")
         return self
+
+    @property
+    def detector(self) -> DipDetector:
+        """Gate 3's detector as this recipe names it: the one the dip loss locates and measures dips with."""
+        return DipDetector(**{k.setting: getattr(self, k.recipe) for k in DETECTOR_LINKS})
 
 
 # --------------------------------------------------------------------------- cluster side
@@ -395,27 +488,27 @@ class Gates(_Camel):
         "(0 = no worse than raw, the seed's rule).",
     )
     roi_min_nm: WavelengthNm = Field(
-        320.0,
+        SEED_DETECTOR.roi_min_nm,
         description="ROI lower bound (nm) gate 3 judges; must equal training.deriv_roi_min and lie inside the "
         "wavelength grid (checked with the data).",
     )
     roi_max_nm: WavelengthNm = Field(
-        500.0,
+        SEED_DETECTOR.roi_max_nm,
         description="ROI upper bound (nm); must exceed roiMinNm, equal training.deriv_roi_max and lie in the grid.",
     )
     dip_min_area: float = Field(
-        5e-4,
+        SEED_DETECTOR.min_area,
         ge=0,
         description="Minimum area for the dip detector to report a dip; with training.dip_loss it must equal "
         "training.dip_min_area.",
     )
     dip_guard_nm: WindowNm = Field(
-        10.0,
+        SEED_DETECTOR.guard_nm,
         description="Guard band (nm) of the dip detector's local baseline; with training.dip_loss and the local "
         "baseline it must equal training.baseline_guard_nm.",
     )
     dip_smooth_nm: WindowNm = Field(
-        1.0,
+        SEED_DETECTOR.smooth_nm,
         description="Gaussian smoothing (nm) before dip detection; with training.dip_loss it must equal "
         "training.dip_detect_sigma_nm.",
     )
@@ -425,6 +518,11 @@ class Gates(_Camel):
         if self.roi_max_nm <= self.roi_min_nm:
             raise ValueError(f"roiMaxNm ({self.roi_max_nm:g}) must be > roiMinNm ({self.roi_min_nm:g})")
         return self
+
+    @property
+    def detector(self) -> DipDetector:
+        """Gate 3's detector as these gates name it: the one the panel is judged with."""
+        return DipDetector(**{k.setting: getattr(self, k.gates) for k in DETECTOR_LINKS})
 
 
 class ActB(_Camel):
@@ -454,7 +552,6 @@ class Fallback(_Camel):
 
 # Labels the controller sets itself (selectors, metrics and Kueue read them): pods cannot override them.
 RESERVED_LABEL_PREFIXES = ("godrun.io/", "app.kubernetes.io/", "batch.kubernetes.io/", "kueue.x-k8s.io/")
-AFFINITY_KINDS = ("nodeAffinity", "podAffinity", "podAntiAffinity")
 KEY_SYNTAX_MESSAGE = "keys must be Kubernetes label keys: [prefix/]name, a DNS subdomain prefix, a name of 1-63"
 # Job labels a user may set under the reserved prefixes: Kueue's WorkloadPriorityClass.
 JOB_LABELS_ALLOWED = ("kueue.x-k8s.io/priority-class",)
@@ -622,23 +719,10 @@ class GodRunSpec(_Camel):
 
     @model_validator(mode="after")
     def _recipe_matches_gates(self) -> GodRunSpec:
-        """The recipe and the gates name the ROI and the dip detector twice; the losses must train what gate 3
-        judges, so the two must agree (the detector only matters to training when the dip loss is on)."""
-        t, g = self.training, self.gates
-        if (t.deriv_roi_min, t.deriv_roi_max) != (g.roi_min_nm, g.roi_max_nm):
-            raise ValueError(
-                f"training.deriv_roi_min/deriv_roi_max ({t.deriv_roi_min:g}/{t.deriv_roi_max:g}) must equal "
-                f"gates.roiMinNm/roiMaxNm ({g.roi_min_nm:g}/{g.roi_max_nm:g})"
-            )
-        guard_differs = t.baseline == "local" and t.baseline_guard_nm != g.dip_guard_nm
-        if t.dip_loss and (
-            t.dip_min_area != g.dip_min_area or t.dip_detect_sigma_nm != g.dip_smooth_nm or guard_differs
-        ):
-            raise ValueError(
-                "with training.dip_loss, training.dip_min_area/dip_detect_sigma_nm/baseline_guard_nm "
-                f"({t.dip_min_area:g}/{t.dip_detect_sigma_nm:g}/{t.baseline_guard_nm:g}) must equal "
-                f"gates.dipMinArea/dipSmoothNm/dipGuardNm ({g.dip_min_area:g}/{g.dip_smooth_nm:g}/{g.dip_guard_nm:g})"
-            )
+        """The losses must train what gate 3 judges: the detector settings training uses equal the gates'."""
+        problem = detector_disagreement(self.training, self.gates)
+        if problem:
+            raise ValueError(problem)
         return self
 
     @model_validator(mode="after")
@@ -890,11 +974,15 @@ class GodRun(BaseModel):
         return self
 
 
-def format_validation_error(exc: Any, prefix: str = "") -> str:
-    """One line per error, each naming the field path (`spec.training.lr_min: ...`)."""
+def format_validation_error(exc: Any, prefix: str = "", name: Callable[[str], str] | None = None) -> str:
+    """One line per error, each naming the field path (`spec.training.lr_min: ...`); `name` renames its first
+    part (a field as the flag that sets it)."""
     lines = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"] if p not in ("function-after",))
+        parts = [str(p) for p in err["loc"] if p not in ("function-after",)]
+        if parts and name is not None:
+            parts[0] = name(parts[0])
+        loc = ".".join(parts)
         msg = err["msg"].removeprefix("Value error, ")
         lines.append(f"{prefix}{loc}: {msg}" if loc else f"{prefix}{msg}")
     return "\n".join(lines)

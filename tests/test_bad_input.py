@@ -24,8 +24,8 @@ import torch
 import yaml
 
 from godrun.cli import main as godrun_main
+from godrun.contract.flags import recipe_to_argv
 from godrun.spec import MAX_PARENT_NAME, MAX_RUN_NAME, Recipe
-from godrun.trainer.flags import recipe_to_argv
 from godrun.trainer.presets import PRESETS
 
 SPECTRA = "data/spectra_for_fold"
@@ -178,9 +178,10 @@ WARM = {"model": {"w": torch.zeros(64)}}
 
 def _tiny_checkpoint(**weights_of: object) -> dict[str, object]:
     """A checkpoint of the tiny preset as the trainer writes it; `weights_of`: the recipe the weights come from."""
+    from godrun.model.inference import build_model
+    from godrun.model.normalise import norm_meta
+
     from godrun.contract.checkpoint import Checkpoint, CheckpointMeta, to_payload
-    from godrun.trainer.inference import build_model
-    from godrun.trainer.normalise import norm_meta
     from godrun.trainer.presets import preset_recipe
 
     recipe = preset_recipe("tiny", init_checkpoint=None, geometry_film=False)
@@ -210,7 +211,7 @@ CASES = [
     # --- flags
     Case("flag", "run-metrics-port-70000", _write(BAD, _godrun_yaml()), [*RUN, PORT, "70000"], PORT),
     Case("flag", "run-metrics-port-text", _write(BAD, _godrun_yaml()), [*RUN, PORT, "http"], PORT),
-    Case("flag", "train-metrics-port-70000", None, [*TRAIN, "--metrics_port", "70000"], "metrics_port"),
+    Case("flag", "train-metrics-port-70000", None, [*TRAIN, "--metrics_port", "70000"], "--metrics-port"),
     Case("flag", "synth-out-is-a-file", _write("out.txt", "x"), SYNTH, "out.txt"),
     # --- CSV tables
     Case("csv", "check-train-not-utf8", _not_utf8(TRAIN_CSV), CHECK, "manifest_train.csv"),
@@ -302,7 +303,7 @@ def test_bad_input_exits_2_naming_the_file_and_writes_nothing(
 def test_a_bug_while_loading_a_model_is_a_crash_not_bad_input(workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Only the file decides bad input: an internal error while building the model from a good checkpoint
     propagates (exit 1, retried by the executor), never exit 2 (never retried, blamed on the user)."""
-    from godrun.trainer.model import MambaTinyUV
+    from godrun.model.network import MambaTinyUV
 
     _torch(INIT, _tiny_checkpoint())(workspace)
 
@@ -346,5 +347,5 @@ def test_trainer_metrics_port_in_use_is_transient_before_writing(
         code = _run([*TRAIN, "--metrics_port", str(port)])
     err = capsys.readouterr().err
     assert code == 1, err
-    assert f"--metrics_port {port}" in err and "Traceback" not in err
+    assert f"--metrics-port {port}" in err and "Traceback" not in err
     assert _tree_hashes(workspace) == before

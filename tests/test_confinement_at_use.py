@@ -397,7 +397,7 @@ def test_a_full_disk_while_saving_a_checkpoint_leaves_the_old_one_and_names_it(t
 
     from godrun.contract.checkpoint import Checkpoint, CheckpointMeta
     from godrun.errors import run_main
-    from godrun.trainer.checkpoint import save_checkpoint
+    from godrun.model.checkpoint import save_checkpoint
 
     dest = tmp_path / "ckpts" / "best.pt"
     save_checkpoint(dest, Checkpoint(model={"w": torch.zeros(2)}, meta=CheckpointMeta(config={}, epoch=1)))

@@ -95,7 +95,7 @@ def test_train_job_shape():
     c = pod["containers"][0]
     assert c["workingDir"] == "/runs" and c["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert c["command"][:3] == ["python", "-m", "godrun.trainer"]
-    assert c["command"][c["command"].index("--metrics_port") + 1] == str(jobs.TRAINER_METRICS_PORT)
+    assert c["command"][c["command"].index("--metrics-port") + 1] == str(jobs.TRAINER_METRICS_PORT)
     assert c["ports"][0]["containerPort"] == jobs.TRAINER_METRICS_PORT and c["ports"][0]["name"] == "metrics"
     assert {"name": "GODRUN_TERMINATION_LOG", "value": "/dev/termination-log"} in c["env"]
     assert c["terminationMessagePolicy"] == "FallbackToLogsOnError"
@@ -214,7 +214,7 @@ def test_the_job_runs_the_actions_argv_not_a_rebuilt_one():
     argv = (*trainer_argv(v.spec), "--a_flag_decide_added", "7")
     cmd = pods(jobs.job_for(v, CreateJob("train", "j", 1, argv)))["containers"][0]["command"]
     assert cmd[cmd.index("-m", 3) :][: len(argv) - 1] == list(argv[1:]), "torchrun runs the action's argv as is"
-    assert cmd[cmd.index("--metrics_port") + 1] == str(jobs.TRAINER_METRICS_PORT)
+    assert cmd[cmd.index("--metrics-port") + 1] == str(jobs.TRAINER_METRICS_PORT)
     evaluate = ("python", "-m", "godrun.evaluator", "--something-new")
     cmd = pods(jobs.job_for(v, CreateJob("evaluate", "e", 1, evaluate)))["containers"][0]["command"]
     assert cmd == list(evaluate)

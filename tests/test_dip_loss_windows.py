@@ -14,8 +14,8 @@ import torch
 from godrun.data import layout as L
 from godrun.data.synth import dose_features, plan_groups, synth_group, wavelength_grid
 from godrun.gates import metrics as M
-from godrun.spec import Recipe
-from godrun.trainer.losses import LossConfig, SpectralLoss
+from godrun.spec import SEED_DETECTOR, Recipe
+from godrun.trainer.losses import SpectralLoss
 
 REFERENCE_AGREEMENT = 1e-3  # the gate de-spikes its guard bands (running median), the loss does not
 
@@ -30,7 +30,7 @@ def refs() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _loss(wl: np.ndarray) -> SpectralLoss:
-    return SpectralLoss(LossConfig.from_recipe(Recipe()), torch.from_numpy(wl), None).double()
+    return SpectralLoss(Recipe(), torch.from_numpy(wl), None).double()
 
 
 def _gate_dips(y: np.ndarray, ref: np.ndarray, wl: np.ndarray, m: int) -> list[M.Dip]:
@@ -119,12 +119,12 @@ def test_a_spurious_dip_costs_what_a_missed_one_does_and_gradient_fills_it() -> 
     pred = ref * _gaussian_dip(wl, 0.04, 5.0, center_nm=340.0)
     (ref_dip,) = M.detect_dips(ref, wl)
     spurious = M.spurious_dips(M.detect_dips(pred, wl), [ref_dip])
-    assert len(spurious) == 1 and spurious[0].area >= M.DipConfig().min_area  # gate 3 counts it
+    assert len(spurious) == 1 and spurious[0].area >= SEED_DETECTOR.min_area  # gate 3 counts it
     t = torch.from_numpy(np.stack([pred, ref]))
     windows = _loss(wl).windows_of(t[1:])
 
     def cost(spurious_on: bool, p: torch.Tensor) -> torch.Tensor:
-        loss = SpectralLoss(LossConfig.from_recipe(Recipe(dip_spurious=spurious_on)), torch.from_numpy(wl), None)
+        loss = SpectralLoss(Recipe(dip_spurious=spurious_on), torch.from_numpy(wl), None)
         return loss.double().dip_loss(p, t[1:], None, windows)
 
     assert float(cost(False, t[:1])) < 1e-10  # the reference dip itself is exact

@@ -18,8 +18,8 @@ from godrun.data import layout as L
 from godrun.data.loader import load_corpus
 from godrun.evaluator.denoisers import DENOISERS
 from godrun.gates import metrics as M
-from godrun.spec import Recipe
-from godrun.trainer.losses import LossConfig, SpectralLoss
+from godrun.spec import DipDetector, Recipe
+from godrun.trainer.losses import SpectralLoss
 
 DIP_AGREEMENT = 0.02
 
@@ -35,8 +35,8 @@ def _both(panel, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Relative differences (area, depth) of loss vs gate measurements of `pred` in every reference dip window."""
     wl = panel.wavelengths
     recipe = Recipe()
-    loss = SpectralLoss(LossConfig.from_recipe(recipe), torch.from_numpy(wl), None).double()
-    cfg = M.DipConfig(guard_nm=recipe.baseline_guard_nm, smooth_nm=recipe.dip_detect_sigma_nm)
+    loss = SpectralLoss(recipe, torch.from_numpy(wl), None).double()
+    cfg = DipDetector(guard_nm=recipe.baseline_guard_nm, smooth_nm=recipe.dip_detect_sigma_nm)
     prepared, refs = M._prepare(pred, wl, cfg), M._prepare(panel.references.astype(np.float64), wl, cfg)
     offset = M._crop(wl, cfg).start
     h = round(recipe.dip_window_half_nm / float(np.median(np.diff(wl))))

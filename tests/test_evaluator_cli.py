@@ -28,9 +28,9 @@ def make_tiny_checkpoint(path: Path, seed: int = 0) -> Path:
     import torch
 
     from godrun.contract.checkpoint import Checkpoint, CheckpointMeta, CondStats
-    from godrun.trainer.checkpoint import save_checkpoint
-    from godrun.trainer.inference import build_model
-    from godrun.trainer.normalise import norm_meta
+    from godrun.model.checkpoint import save_checkpoint
+    from godrun.model.inference import build_model
+    from godrun.model.normalise import norm_meta
     from godrun.trainer.presets import preset_recipe
 
     torch.manual_seed(seed)
@@ -110,7 +110,7 @@ def test_seed_qa_command_runs_verbatim_and_writes_every_output(workspace: Path) 
 
 
 def test_hash_mismatch_exits_2_before_any_model_is_loaded(workspace: Path, monkeypatch, capsys) -> None:
-    from godrun.trainer import inference
+    from godrun.model import inference
 
     bogus = workspace / "checkpoints/god_run/bogus.pt"
     bogus.write_bytes(b"not a checkpoint at all")

@@ -17,7 +17,7 @@ from godrun.evaluator.panel import (
     prediction_candidate,
 )
 from godrun.gates import metrics, ranking
-from godrun.spec import Gates
+from godrun.spec import DipDetector, Gates
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def test_raw_spectra_fail_gate_1(panel: Panel) -> None:
     assert _check(verdict, "aggregate", "psnr_mean").value == pytest.approx(expected, rel=1e-6)
 
 
-def _free_spot(refs: np.ndarray, wl: np.ndarray, cfg: metrics.DipConfig) -> tuple[int, float]:
+def _free_spot(refs: np.ndarray, wl: np.ndarray, cfg: DipDetector) -> tuple[int, float]:
     """A spectrum and an ROI position at least 25 nm away from every one of its reference dips."""
     for i, ref in enumerate(refs):
         dips = metrics.detect_dips(ref, wl, cfg)
@@ -69,7 +69,7 @@ def _free_spot(refs: np.ndarray, wl: np.ndarray, cfg: metrics.DipConfig) -> tupl
 
 def test_one_injected_dip_fails_gate_3_on_spurious_peaks(panel: Panel) -> None:
     gates = Gates()
-    cfg = metrics.DipConfig.from_gates(gates)
+    cfg = gates.detector
     wl = panel.wavelengths
     pred = panel.reference.astype(np.float64).copy()
     i, c = _free_spot(panel.reference, wl, cfg)
@@ -84,7 +84,7 @@ def test_one_injected_dip_fails_gate_3_on_spurious_peaks(panel: Panel) -> None:
 
 def test_halving_dip_depth_fails_gate_3(panel: Panel) -> None:
     gates = Gates()
-    cfg = metrics.DipConfig.from_gates(gates)
+    cfg = gates.detector
     wl = panel.wavelengths
     s = metrics.smooth(panel.reference, wl, 0.0)
     base = metrics.continuum(s, wl)  # upper envelope: the reference without its dips

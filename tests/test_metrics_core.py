@@ -10,7 +10,7 @@ from scipy.spatial.distance import cosine
 from skimage.metrics import peak_signal_noise_ratio
 
 from godrun.gates.metrics import (
-    DipConfig,
+    PSNR_CAP_DB,
     detect_dips,
     evaluate_gates,
     local_maxima,
@@ -21,7 +21,7 @@ from godrun.gates.metrics import (
     spurious_dips,
 )
 from godrun.gates.ranking import composite_score
-from godrun.spec import GATE_NAMES, Gates
+from godrun.spec import GATE_NAMES, SEED_DETECTOR, DipDetector, Gates
 
 WL = np.linspace(200.0, 800.0, 601)
 
@@ -56,7 +56,7 @@ def test_sam_matches_cosine_distance():
 
 def test_detects_analytic_dips_with_area_depth_centroid():
     y = _base() * (1 - _dip(360, 15, 0.05) - _dip(440, 22, 0.10))
-    dips = detect_dips(y, WL, DipConfig())
+    dips = detect_dips(y, WL, SEED_DETECTOR)
     assert [round(d.center_nm) for d in dips] == [360, 440]
     for d, (fwhm, depth) in zip(dips, [(15, 0.05), (22, 0.10)], strict=True):
         ew = depth * fwhm * 1.0645  # Gaussian equivalent width in nm
@@ -72,7 +72,7 @@ def test_min_area_outside_roi_and_flat_spectra():
     assert detect_dips(_base(), WL) == []
     tiny = _base() * (1 - _dip(400, 10, 0.01))  # area ~1.8e-4 < 5e-4
     assert detect_dips(tiny, WL) == []
-    assert len(detect_dips(tiny, WL, DipConfig(min_area=1e-4))) == 1
+    assert len(detect_dips(tiny, WL, DipDetector(min_area=1e-4))) == 1
     outside = _base() * (1 - _dip(600, 15, 0.2))
     assert detect_dips(outside, WL) == []
 
@@ -164,3 +164,25 @@ def test_sam_is_defined_for_zero_vectors():
     assert sam_degrees(zero, zero)[0] == 0.0
     assert sam_degrees(zero, one)[0] == 90.0 and sam_degrees(one, zero)[0] == 90.0
     assert np.isfinite(psnr(zero, zero)).sum() == 0 and psnr(zero, zero)[0] == np.inf
+
+
+def test_one_tail_rule_for_the_gate_the_column_and_the_group_summary():
+    """Gate 2's rule (PSNR cap included) gives the same answer wherever the evaluator reports it: the gate's
+    tail_ratio, the per-spectrum tail_ok column and the per-group tail_pass_ratio and psnr_mean."""
+    from types import SimpleNamespace
+
+    from godrun.evaluator.panel import group_summary
+
+    ref, raw = _panel()
+    pred = raw.copy()
+    pred[1] = ref[1]  # perfect: PSNR +inf, capped
+    pred[2, 100] = np.nan  # not finite: PSNR -inf, capped
+    gates = Gates(tail_psnr_min=20.0, tail_sam_max=5.0)
+    per = panel_metrics(pred, ref, raw, WL, gates)
+    verdict = evaluate_gates(per, gates)
+    panel = SimpleNamespace(meta=pd.DataFrame({"group_id": ["g"] * len(ref)}))
+    summary = group_summary(panel, per, gates)  # type: ignore[arg-type]
+    assert 0.0 < verdict.tail_ratio < 1.0
+    assert summary["tail_pass_ratio"].iloc[0] == verdict.tail_ratio == per["tail_ok"].mean()
+    assert summary["psnr_mean"].iloc[0] == pytest.approx(verdict.psnr_mean)
+    assert summary["psnr_min"].iloc[0] == -PSNR_CAP_DB

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from godrun.trainer.mamba import Mamba, scan_backend
-from godrun.trainer.model import MambaTinyUV
+from godrun.model.mamba import Mamba, scan_backend
+from godrun.model.network import MambaTinyUV
 
 torch.set_num_threads(1)
 
@@ -103,7 +103,7 @@ def test_block_is_causal():
 
 
 def test_mamba_ssm_is_optional_and_never_used_on_cpu(monkeypatch):
-    import godrun.trainer.mamba as mamba_mod
+    import godrun.model.mamba as mamba_mod
 
     mamba_mod._mamba_ssm_scan.cache_clear()
     monkeypatch.setitem(__import__("sys").modules, "mamba_ssm", None)  # import mamba_ssm -> ImportError

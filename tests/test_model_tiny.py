@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from godrun.trainer.model import MambaTinyUV
+from godrun.model.network import MambaTinyUV
 
 torch.set_num_threads(1)
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from godrun.trainer.scan import selective_scan
+from godrun.model.scan import selective_scan
 
 torch.set_num_threads(1)
 

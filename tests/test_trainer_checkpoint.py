@@ -10,9 +10,9 @@ import torch
 
 from godrun.contract.checkpoint import Checkpoint, CheckpointMeta
 from godrun.errors import InputError
-from godrun.trainer import checkpoint as ck
-from godrun.trainer.inference import build_model, load_model
-from godrun.trainer.model import MambaTinyUV
+from godrun.model import checkpoint as ck
+from godrun.model.inference import build_model, load_model
+from godrun.model.network import MambaTinyUV
 from godrun.trainer.presets import preset_recipe
 
 

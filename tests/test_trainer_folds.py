@@ -12,7 +12,7 @@ import pytest
 os.environ.setdefault("GODRUN_NUM_THREADS", "1")
 
 from godrun.errors import InputError
-from godrun.trainer import checkpoint as ck
+from godrun.model import checkpoint as ck
 from godrun.trainer import folds
 from godrun.trainer.loop import Trainer
 from godrun.trainer.presets import PRESETS, preset_recipe, rooted

@@ -13,7 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from godrun.core.observe import parse_progress
 from godrun.errors import InputError
-from godrun.trainer import mamba, telemetry
+from godrun.model import mamba
+from godrun.trainer import telemetry
 
 
 def _scrape(prom: telemetry.PromMetrics) -> str:

@@ -21,14 +21,14 @@ os.environ.setdefault("GODRUN_NUM_THREADS", "1")
 
 from test_trainer_flags import _seed_argv
 
+from godrun.contract.flags import recipe_to_argv
 from godrun.data.loader import load_corpus
 from godrun.errors import InputError
 from godrun.fsio import sha256_file
 from godrun.gates.metrics import psnr
+from godrun.model import checkpoint as ck
+from godrun.model.inference import load_model, predict, raw_cond_for
 from godrun.spec import Recipe
-from godrun.trainer import checkpoint as ck
-from godrun.trainer.flags import recipe_to_argv
-from godrun.trainer.inference import load_model, predict, raw_cond_for
 from godrun.trainer.loop import train
 from godrun.trainer.presets import preset_recipe, rooted
 
@@ -123,7 +123,7 @@ def test_seed_command_runs_verbatim_with_paths_rebased(small_corpus: Path, train
         rel = a.startswith(("data/", "logs/", "checkpoints/"))
         argv.append(str((small_corpus if a.startswith("data/") else tmp_path) / a) if rel else a)
     shrink = recipe_to_argv(ref_recipe.model_copy(update={"epochs": 1, "steps_per_epoch": 1, "bs": 4}))
-    keep = {"--epochs", "--steps_per_epoch", "--bs", "--d_model", "--n_layers", "--d_state", "--film_hidden_dim"}
+    keep = {"--epochs", "--steps-per-epoch", "--bs", "--d_model", "--n_layers", "--d_state", "--film_hidden_dim"}
     extra = [x for i, x in enumerate(shrink) if x in keep or (i and shrink[i - 1] in keep)]
     init = str(ck.best_path(ref_recipe.checkpoint_dir))
     proc = subprocess.run(
@@ -177,7 +177,7 @@ def test_pair_partners_share_pair_id(small_corpus: Path) -> None:
     from godrun.trainer.dataset import partners
 
     meta = pd.read_csv(small_corpus / "data/spectra_for_fold/manifest_train.csv")
-    partner, _ = partners(meta)
+    partner = partners(meta)
     ids = meta["pair_id"].to_numpy()
     assert np.all(ids[partner] == ids)
     assert np.mean(partner != np.arange(len(meta))) > 0.9

@@ -12,7 +12,8 @@ import pytest
 from godrun.data import layout as L
 from godrun.data.loader import load_corpus
 from godrun.errors import InputError
-from godrun.gates.metrics import DipConfig, dip_windows
+from godrun.gates.metrics import dip_windows
+from godrun.spec import SEED_DETECTOR
 from godrun.trainer import dataset as ds
 from godrun.trainer.presets import preset_recipe, rooted
 
@@ -45,7 +46,9 @@ def test_training_rows_take_their_group_mean_and_its_dip_windows(noref_root: Pat
         np.testing.assert_allclose(
             data.clean.numpy()[rows], np.broadcast_to(raw[rows].mean(0), raw[rows].shape), atol=1e-6
         )
-    expected = dip_windows(data.clean.numpy().astype(np.float64), np.linspace(200, 800, 601), DipConfig(), recipe.dip_m)
+    expected = dip_windows(
+        data.clean.numpy().astype(np.float64), np.linspace(200, 800, 601), SEED_DETECTOR, recipe.dip_m
+    )
     assert data.dip_windows is not None and (data.dip_windows.numpy() == expected).all()
     assert (expected[..., 0] >= 0).any()  # the group means do show the corpus's dips
     assert (data.partner.numpy() != np.arange(len(data))).all()  # every row has its Noise2Noise partner

@@ -221,7 +221,7 @@ def _tiny_recipe(**kw: Any) -> Recipe:
 
 
 def _trainer_argv(recipe: Recipe, *extra: str) -> list[str]:
-    from godrun.trainer.flags import recipe_to_argv
+    from godrun.contract.flags import recipe_to_argv
 
     return [sys.executable, "-m", "godrun.trainer", *recipe_to_argv(recipe), *extra]
 
@@ -263,8 +263,8 @@ class TestTrainerAndEvaluatorApplyOneSetOfRules:
     """(That the trainer never loads the evaluator is tests/test_layering.py's.)"""
 
     def test_executors_pass_the_godrun_gates_to_the_trainer(self) -> None:
+        from godrun.contract.flags import parse_trainer_args
         from godrun.core.commands import trainer_argv
-        from godrun.trainer.flags import parse_trainer_args
 
         spec = GodRunSpec.model_validate({"image": "x", "gates": LENIENT_GATES, "data": {"verify": False}})
         args = parse_trainer_args(trainer_argv(spec)[3:])
@@ -275,7 +275,7 @@ class TestTrainerAndEvaluatorApplyOneSetOfRules:
         self, small_corpus: Path, tmp_path: Path, gates: dict[str, Any], passed: int | None
     ) -> None:
         from godrun.core.commands import trainer_argv
-        from godrun.trainer import checkpoint as ck
+        from godrun.model import checkpoint as ck
 
         work = _copy(small_corpus, tmp_path)
         spec = GodRunSpec.model_validate({"image": "x", "gates": gates, "training": _tiny_recipe(epochs=2)})
@@ -555,7 +555,7 @@ class TestNumbersMustMeanSomething:
 
     def test_trainer_refuses_roi_outside_the_grid(self, small_corpus: Path, tmp_path: Path) -> None:
         work = _copy(small_corpus, tmp_path)
-        argv = _trainer_argv(_tiny_recipe(deriv_roi_max=950.0))
+        argv = _trainer_argv(_tiny_recipe(deriv_roi_max=950.0), "--roi-max-nm", "950")  # the gates agree
         out = subprocess.run(argv, cwd=work, env=ENV, capture_output=True, text=True)
         assert out.returncode == 2 and "--deriv_roi_max" in out.stderr and "wavelength grid" in out.stderr
         assert not (work / "logs").exists()

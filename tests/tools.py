@@ -13,13 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from godrun.testcluster import cluster_bin
+
 REQUIRE_ENV = "GODRUN_REQUIRE_TOOLS"
-
-
-def cluster_bin() -> Path:
-    """Where tests/cluster/build.sh puts etcd, kube-apiserver, kubectl and helm."""
-    cache = Path(os.environ.get("GODRUN_CACHE") or Path.home() / ".cache" / "godrun")
-    return Path(os.environ.get("GODRUN_CLUSTER_BIN") or cache / "cluster-bin")
 
 
 def find_tool(name: str) -> str | None:

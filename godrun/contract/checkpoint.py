@@ -4,7 +4,7 @@ Two state_dicts (`model`, and `ema` when the recipe averages weights), the metad
 (`CheckpointMeta`) and, in the `last` checkpoint only, what a resume needs (`ResumeState`). `to_payload`
 is the one writer of that dict and `from_payload` its one reader: a key nobody writes, a missing one or a
 value of the wrong type is refused with an InputError naming the key. Tensors are opaque here (no torch):
-godrun/trainer/checkpoint.py saves and loads the dict and checks that the state_dicts hold tensors.
+godrun/model/checkpoint.py saves and loads the dict and checks that the state_dicts hold tensors.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel
+from pydantic.alias_generators import to_camel
 
 from godrun import spec as S
 from godrun.contract.files import TERMINATION_LOG_ENV
@@ -30,6 +31,25 @@ def _key_rule(field: str, example: dict[str, Any]) -> dict[str, Any]:
         "fieldPath": f".{field}",
         "example": example,
     }
+
+
+def _detector_rule(group: tuple[S.DetectorLink, ...], example: dict[str, Any]) -> dict[str, Any]:
+    """godrun.spec.detector_disagreement as CEL: each setting training uses equals the gates' one."""
+
+    def equal(link: S.DetectorLink) -> str:
+        same = f"self.training.{link.recipe} == self.gates.{to_camel(link.gates)}"
+        return f"(self.training.baseline != 'local' || {same})" if link.with_local_baseline else same
+
+    rule = " && ".join(equal(k) for k in group)
+    if group[0].with_dip_loss:
+        rule = f"!self.training.dip_loss || ({rule})"
+    field = next(iter(example["gates"]))  # the gates field the example breaks
+    return {"rule": rule, "message": S.detector_rule_message(group), "fieldPath": f".gates.{field}", "example": example}
+
+
+def _detector_rules() -> list[dict[str, Any]]:
+    roi, dips = S.detector_rule_groups()
+    return [_detector_rule(roi, {"gates": {"roiMinNm": 300.0}}), _detector_rule(dips, {"gates": {"dipGuardNm": 8.0}})]
 
 
 # CEL rules, keyed by the pydantic model they sit on; each mirrors a model_validator in godrun.spec.
@@ -110,22 +130,7 @@ CEL_RULES: dict[str, list[dict[str, Any]]] = {
         },
     ],
     "GodRunSpec": [
-        {
-            "rule": "self.training.deriv_roi_min == self.gates.roiMinNm"
-            " && self.training.deriv_roi_max == self.gates.roiMaxNm",
-            "message": "training.deriv_roi_min/deriv_roi_max must equal gates.roiMinNm/roiMaxNm",
-            "fieldPath": ".gates.roiMinNm",
-            "example": {"gates": {"roiMinNm": 300.0}},
-        },
-        {
-            "rule": "!self.training.dip_loss || (self.training.dip_min_area == self.gates.dipMinArea"
-            " && self.training.dip_detect_sigma_nm == self.gates.dipSmoothNm"
-            " && (self.training.baseline != 'local' || self.training.baseline_guard_nm == self.gates.dipGuardNm))",
-            "message": "with training.dip_loss, training.dip_min_area/dip_detect_sigma_nm/baseline_guard_nm must "
-            "equal gates.dipMinArea/dipSmoothNm/dipGuardNm",
-            "fieldPath": ".gates.dipGuardNm",
-            "example": {"gates": {"dipGuardNm": 8.0}},
-        },
+        *_detector_rules(),
         {
             "rule": "self.resources.nodes <= 1 || has(self.data.claimName)",
             "message": "nodes > 1 requires data.claimName",

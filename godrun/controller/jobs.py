@@ -14,6 +14,7 @@ from typing import Any
 
 from godrun.contract.files import K8S_TERMINATION_LOG as TERMINATION_LOG
 from godrun.contract.files import TERMINATION_LOG_ENV
+from godrun.contract.flags import flag_name
 from godrun.contract.words import ANNOTATION_COMPLETION_INDEX as COMPLETION_INDEX_ANNOTATION
 from godrun.contract.words import PodCondition, Stage
 from godrun.contract.words import labels as run_labels
@@ -205,7 +206,7 @@ def _job(
 def train_command(spec: GodRunSpec, job: str, namespace: str, argv: Sequence[str]) -> list[str]:
     """The trainer `argv` serving metrics on the port the pod declares, under the launcher its resources need
     (spec strings escaped against `$(VAR)` expansion; the launcher's own `$(JOB_COMPLETION_INDEX)` is not)."""
-    argv = escape_expansion(with_option(argv, "--metrics_port", str(TRAINER_METRICS_PORT)))
+    argv = escape_expansion(with_option(argv, flag_name("metrics_port"), str(TRAINER_METRICS_PORT)))
     master = Rendezvous(f"{job}-0.{service_name(job)}.{namespace}.svc", RENDEZVOUS_PORT)
     return launch_command(argv, gpus=spec.resources.gpus, nodes=spec.resources.nodes, rendezvous=master)
 

@@ -12,9 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from godrun.contract import files
-from godrun.gates.flags import gate_argv
+from godrun.contract.flags import gate_argv, recipe_to_argv
 from godrun.spec import GodRunSpec
-from godrun.trainer.flags import recipe_to_argv
 
 PYTHON = "python"
 TRAINER_MODULE = "godrun.trainer"

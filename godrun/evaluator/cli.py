@@ -2,7 +2,7 @@
 
 Order of work (so bad input fails before anything expensive):
   1. arguments (inside the run volume when GODRUN_RUN_VOLUME names one; the failure doc only a regular .md),
-     gate thresholds (godrun.gates.flags), --expected-hash against the panel manifest: a mismatch exits 2
+     gate thresholds (godrun.contract.flags), --expected-hash against the panel manifest: a mismatch exits 2
      printing both hashes, before any checkpoint is read or model loaded;
   2. checkpoints listed and hashed (or the --denoiser chosen), --downstream-script checked to exist;
   3. panel loaded once, every spectrum and clean reference checked against the manifest's content_sha256 and
@@ -39,10 +39,10 @@ from pathlib import Path
 from typing import Any
 
 from godrun.contract import files
+from godrun.contract.flags import add_gate_flags, gates_from_args
 from godrun.errors import InputError
 from godrun.evaluator.denoisers import DENOISERS
 from godrun.fsio import sha256_file, termination_path, write_termination
-from godrun.gates.flags import add_gate_flags, gates_from_args
 from godrun.paths import confine, writable_file
 from godrun.spec import Gates, PanelSpec, Recipe, Verdict
 from godrun.tables import print_gate_table
@@ -216,7 +216,7 @@ def _candidates(args: argparse.Namespace) -> tuple[list[Any], dict[str, str]]:
         return [panel_mod.denoiser_candidate(args.denoiser)], {}
     paths = panel_mod.list_checkpoints(Path(args.checkpoint_dir))
     hashes = {str(p): sha256_file(p) for p in paths}
-    from godrun.trainer.inference import resolve_device
+    from godrun.model.inference import resolve_device
 
     device = str(resolve_device(args.device))
     return panel_mod.checkpoint_candidates(paths, device=device, batch_size=args.batch_size, hashes=hashes), hashes
@@ -365,7 +365,7 @@ def downstream_main(argv: Sequence[str] | None = None) -> int:
     else:
         name = args.denoiser or "identity"
         pred, source = DENOISERS[name](panel.raw, panel.wavelengths), f"denoiser:{name}"
-    cfg = metrics.DipConfig.from_gates(gates)
+    cfg = gates.detector
     err, err_raw = metrics.downstream_errors(pred, panel.reference, panel.raw, panel.wavelengths, cfg)
     ids = panel.meta[[c for c in ("spectrum_id", "group_id") if c in panel.meta.columns]].reset_index(drop=True)
     table = pd.concat([ids, pd.DataFrame({"downstream_err": err, "downstream_err_raw": err_raw})], axis=1)

@@ -1,7 +1,7 @@
 """Panel QA: load the fixed panel once, replay each candidate on it, score it against the gates, rank.
 
 A candidate is anything that turns the raw panel into predictions: a checkpoint (inference replayed with the
-training normalisation through godrun.trainer.inference, EMA weights when present) or a classical denoiser.
+training normalisation through godrun.model.inference, EMA weights when present) or a classical denoiser.
 Ranking: godrun.gates.ranking.rank_key, the one the trainer uses for its best checkpoint (gates passed, then
 the composite panel score, then the name). The top one is the run's candidate; its Verdict is the run's verdict.
 """
@@ -178,7 +178,7 @@ def _checkpoint_predictor(
     path: Path, device: str, batch_size: int, info: dict[str, Any]
 ) -> Callable[[Panel], np.ndarray]:
     def run(panel: Panel) -> np.ndarray:
-        from godrun.trainer import inference  # torch only when a checkpoint is really evaluated
+        from godrun.model import inference  # torch only when a checkpoint is really evaluated
 
         # A file that is not a checkpoint of this code is an InputError from load_model; anything else it
         # raises is a bug, left a crash (retried), never the user's fault.
@@ -202,7 +202,7 @@ def conditioning(meta: CheckpointMeta, panel: Panel) -> np.ndarray | None:
         return None
     if panel.metadata_csv is None:
         raise InputError("--metadata: the checkpoint uses FiLM dose features; give data/metadata/dose_features.csv")
-    from godrun.trainer.inference import raw_cond_for
+    from godrun.model.inference import raw_cond_for
 
     return raw_cond_for(meta, panel.metadata_csv, panel.meta["group_id"].astype(str).tolist(), panel.metadata_bytes)
 
@@ -210,9 +210,7 @@ def conditioning(meta: CheckpointMeta, panel: Panel) -> np.ndarray | None:
 def group_summary(panel: Panel, per_spectrum: pd.DataFrame, gates: Gates) -> pd.DataFrame:
     """Per-group means and pass ratios (PSNR, SAM, tail, ROI, spurious dips, downstream error)."""
     df = per_spectrum.reset_index(drop=True).assign(group_id=panel.meta["group_id"].astype(str).to_numpy())
-    df["psnr"] = np.minimum(df["psnr"].to_numpy(float), metrics.PSNR_CAP_DB)  # a perfect spectrum is +inf
-    tail = (df["psnr"] >= gates.tail_psnr_min) & (df["sam"] <= gates.tail_sam_max)
-    df = df.assign(tail_pass=tail)
+    df = df.assign(psnr=metrics.capped_psnr(df["psnr"]), tail_pass=metrics.tail_pass(df["psnr"], df["sam"], gates))
     aggs: dict[str, tuple[str, str]] = {
         "n": ("psnr", "size"),
         "psnr_mean": ("psnr", "mean"),

@@ -11,7 +11,6 @@ import base64
 import html
 import io
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import matplotlib
@@ -20,7 +19,6 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from godrun.evaluator.panel import Evaluation, Panel
-from godrun.fsio import atomic_write_text
 from godrun.gates import metrics
 from godrun.spec import Gates, Verdict
 
@@ -61,7 +59,7 @@ def histograms(per: pd.DataFrame, gates: Gates) -> str:
     fig = Figure(figsize=(11, 3.6))
     fig.subplots_adjust(left=0.06, right=0.98, bottom=0.15, wspace=0.2)
     a, b = fig.subplots(1, 2)
-    psnr = np.minimum(per["psnr"].to_numpy(float), metrics.PSNR_CAP_DB)
+    psnr = metrics.capped_psnr(per["psnr"])
     sam = per["sam"].to_numpy(float)
     _hist(
         a,
@@ -133,7 +131,7 @@ def worst_indices(per: pd.DataFrame, n: int = N_WORST) -> list[int]:
 
 def worst_spectra(panel: Panel, pred: np.ndarray, per: pd.DataFrame, gates: Gates) -> str:
     idx = worst_indices(per)
-    cfg = metrics.DipConfig.from_gates(gates)
+    cfg = gates.detector
     wl = panel.wavelengths
     rows = (len(idx) + 1) // 2
     fig = Figure(figsize=(11, 2.9 * rows))
@@ -293,8 +291,3 @@ def _flat(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
         else:
             out.append((f"{prefix}{k}", v))
     return out
-
-
-def write_report(path: Path, **kwargs: Any) -> Path:
-    atomic_write_text(path, render(**kwargs))
-    return path

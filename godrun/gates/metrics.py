@@ -46,8 +46,10 @@ import numpy as np
 import pandas as pd
 from scipy.ndimage import gaussian_filter1d, median_filter, uniform_filter1d
 
+from godrun.spec import SEED_DETECTOR, DipDetector
+
 if TYPE_CHECKING:
-    from godrun.spec import Gates, Recipe, Verdict
+    from godrun.spec import Gates, Verdict
 
 PSNR_CAP_DB = 100.0
 PSNR_RANGE_REL = 0.05  # floor of PSNR's data range: this fraction of the reference's level (max |r|) ...
@@ -87,6 +89,24 @@ def psnr(pred: np.ndarray, ref: np.ndarray) -> np.ndarray:
         return 10.0 * np.log10(data_range**2 / mse)
 
 
+def capped_psnr(psnr_db: np.ndarray | pd.Series) -> np.ndarray:
+    """PSNR as the gates aggregate it: within ±PSNR_CAP_DB (a perfect spectrum is +inf), NaN as −PSNR_CAP_DB."""
+    ps = np.clip(np.asarray(psnr_db, dtype=np.float64), -PSNR_CAP_DB, PSNR_CAP_DB)
+    return np.where(np.isnan(ps), -PSNR_CAP_DB, ps)
+
+
+def worst_sam(sam_deg: np.ndarray | pd.Series) -> np.ndarray:
+    """SAM as the gates aggregate it: NaN (no angle) as 180°."""
+    sam = np.asarray(sam_deg, dtype=np.float64)
+    return np.where(np.isnan(sam), 180.0, sam)
+
+
+def tail_pass(psnr_db: np.ndarray | pd.Series, sam_deg: np.ndarray | pd.Series, gates: Gates) -> np.ndarray:
+    """Gate 2 per spectrum: PSNR (capped_psnr) at least gates.tail_psnr_min and SAM (worst_sam) at most
+    gates.tail_sam_max. The gate's tail_ratio is the mean of this over the panel."""
+    return (capped_psnr(psnr_db) >= gates.tail_psnr_min) & (worst_sam(sam_deg) <= gates.tail_sam_max)
+
+
 def sam_degrees(pred: np.ndarray, ref: np.ndarray) -> np.ndarray:
     """Per-spectrum spectral angle (degrees) between pred and ref rows."""
     p, r = _as_2d(pred), _as_2d(ref)
@@ -99,38 +119,6 @@ def sam_degrees(pred: np.ndarray, ref: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- dips
-
-
-@dataclass(frozen=True)
-class DipConfig:
-    """Dip detector settings (defaults are the seed's gate-3 settings)."""
-
-    roi_min_nm: float = 320.0
-    roi_max_nm: float = 500.0
-    guard_nm: float = 10.0
-    smooth_nm: float = 1.0
-    min_area: float = 5e-4
-
-    @classmethod
-    def from_gates(cls, gates: Gates) -> DipConfig:
-        return cls(
-            roi_min_nm=gates.roi_min_nm,
-            roi_max_nm=gates.roi_max_nm,
-            guard_nm=gates.dip_guard_nm,
-            smooth_nm=gates.dip_smooth_nm,
-            min_area=gates.dip_min_area,
-        )
-
-    @classmethod
-    def from_recipe(cls, recipe: Recipe) -> DipConfig:
-        """The detector as the training recipe names it (spec validation keeps it equal to the gates')."""
-        return cls(
-            roi_min_nm=recipe.deriv_roi_min,
-            roi_max_nm=recipe.deriv_roi_max,
-            guard_nm=recipe.baseline_guard_nm,
-            smooth_nm=recipe.dip_detect_sigma_nm,
-            min_area=recipe.dip_min_area,
-        )
 
 
 @dataclass
@@ -193,14 +181,14 @@ class _Prepared:
     cont: np.ndarray
 
 
-def _crop(wl: np.ndarray, cfg: DipConfig) -> slice:
+def _crop(wl: np.ndarray, cfg: DipDetector) -> slice:
     """Only the ROI plus room for the widest window and its guard bands matters for dips."""
     margin = 2.0 * MAX_HALF_WIDTH_NM + cfg.guard_nm
     idx = np.flatnonzero((wl >= cfg.roi_min_nm - margin) & (wl <= cfg.roi_max_nm + margin))
     return slice(int(idx[0]), int(idx[-1]) + 1) if len(idx) else slice(0, 0)
 
 
-def _prepare(y: np.ndarray, wl: np.ndarray, cfg: DipConfig) -> list[_Prepared]:
+def _prepare(y: np.ndarray, wl: np.ndarray, cfg: DipDetector) -> list[_Prepared]:
     y2 = _as_2d(y)
     if y2.shape[1] != len(wl):
         raise ValueError(f"spectra have {y2.shape[1]} points but the grid has {len(wl)}")
@@ -220,7 +208,7 @@ def _line_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return slope, float(ym - slope * xm)
 
 
-def _measure_window(sp: _Prepared, lo: int, hi: int, cfg: DipConfig) -> Dip | None:
+def _measure_window(sp: _Prepared, lo: int, hi: int, cfg: DipDetector) -> Dip | None:
     """Measure the dip in s[lo..hi] against a line fitted to the (de-spiked) guard bands either side."""
     wl = sp.wl
     g = max(round(cfg.guard_nm / sp.step), 1)
@@ -284,7 +272,7 @@ def local_maxima(x: np.ndarray, height: float) -> np.ndarray:
     return peaks[x[peaks] >= height]
 
 
-def _detect(sp: _Prepared, cfg: DipConfig) -> list[Dip]:
+def _detect(sp: _Prepared, cfg: DipDetector) -> list[Dip]:
     wl = sp.wl
     roi = np.flatnonzero((wl >= cfg.roi_min_nm) & (wl <= cfg.roi_max_nm))
     if len(roi) < 3:
@@ -305,22 +293,22 @@ def _detect(sp: _Prepared, cfg: DipConfig) -> list[Dip]:
     return sorted(dips, key=lambda dp: dp.center_nm)
 
 
-def detect_dips(y: np.ndarray, wl: np.ndarray, cfg: DipConfig | None = None) -> list[Dip]:
+def detect_dips(y: np.ndarray, wl: np.ndarray, cfg: DipDetector | None = None) -> list[Dip]:
     """Dips of y [L] in the ROI whose baseline-relative area is at least cfg.min_area."""
-    cfg = cfg or DipConfig()
+    cfg = cfg or SEED_DETECTOR
     wl = np.asarray(wl, dtype=np.float64)
     return _detect(_prepare(y, wl, cfg)[0], cfg)
 
 
-def _measure_like(sp: _Prepared, like: Dip, cfg: DipConfig) -> Dip | None:
+def _measure_like(sp: _Prepared, like: Dip, cfg: DipDetector) -> Dip | None:
     lo = int(np.argmin(np.abs(sp.wl - like.left_nm)))
     hi = int(np.argmin(np.abs(sp.wl - like.right_nm)))
     return _measure_window(sp, lo, hi, cfg)
 
 
-def measure_dip(y: np.ndarray, wl: np.ndarray, like: Dip, cfg: DipConfig | None = None) -> Dip:
+def measure_dip(y: np.ndarray, wl: np.ndarray, like: Dip, cfg: DipDetector | None = None) -> Dip:
     """Measure y over `like`'s window with the same guard bands (depth/area NaN if unmeasurable)."""
-    cfg = cfg or DipConfig()
+    cfg = cfg or SEED_DETECTOR
     wl = np.asarray(wl, dtype=np.float64)
     dip = _measure_like(_prepare(y, wl, cfg)[0], like, cfg)
     if dip is None:
@@ -329,7 +317,7 @@ def measure_dip(y: np.ndarray, wl: np.ndarray, like: Dip, cfg: DipConfig | None 
     return dip
 
 
-def dip_windows(y: np.ndarray, wl: np.ndarray, cfg: DipConfig, max_dips: int) -> np.ndarray:
+def dip_windows(y: np.ndarray, wl: np.ndarray, cfg: DipDetector, max_dips: int) -> np.ndarray:
     """Gate-3 dip windows of each row of y [N, L] as grid indices [N, max_dips, 2] (lo, hi; -1 where none).
 
     These are the windows gate 3 re-measures a prediction in (the detector's on the reference), so a loss
@@ -359,9 +347,9 @@ def spurious_dips(pred_dips: list[Dip], ref_dips: list[Dip]) -> list[Dip]:
 # --------------------------------------------------------------------------- downstream proxy
 
 
-def downstream_quantities(y: np.ndarray, wl: np.ndarray, cfg: DipConfig | None = None) -> np.ndarray:
+def downstream_quantities(y: np.ndarray, wl: np.ndarray, cfg: DipDetector | None = None) -> np.ndarray:
     """The baseline pipeline on y [N, L]: relative absorbance integrated in 10 nm ROI bands -> [N, B]."""
-    cfg = cfg or DipConfig()
+    cfg = cfg or SEED_DETECTOR
     wl = np.asarray(wl, dtype=np.float64)
     cut = _crop(wl, cfg)
     s = smooth(_as_2d(y), wl, cfg.smooth_nm)[:, cut]
@@ -380,7 +368,7 @@ def downstream_quantities(y: np.ndarray, wl: np.ndarray, cfg: DipConfig | None =
 # --------------------------------------------------------------------------- panel and gates
 
 
-def _roi_row(sp_p: _Prepared, sp_r: _Prepared, cfg: DipConfig) -> dict[str, float | int]:
+def _roi_row(sp_p: _Prepared, sp_r: _Prepared, cfg: DipDetector) -> dict[str, float | int]:
     ref_dips = _detect(sp_r, cfg)
     pred_dips = _detect(sp_p, cfg)
     area_err, depth_err, cen_err = [], [], []
@@ -419,13 +407,13 @@ def panel_metrics(pred: np.ndarray, ref: np.ndarray, raw: np.ndarray, wl: np.nda
     wl = np.asarray(wl, dtype=np.float64)
     if not (p.shape == r.shape == x.shape) or p.shape[1] != len(wl):
         raise ValueError(f"shape mismatch: pred {p.shape}, ref {r.shape}, raw {x.shape}, wl {wl.shape}")
-    cfg = DipConfig.from_gates(gates)
+    cfg = gates.detector
     finite = np.all(np.isfinite(p), axis=1)
     df = pd.DataFrame({"psnr": psnr(p, r), "sam": sam_degrees(p, r), "pred_finite": finite})
     # a prediction holding NaN/inf is as wrong as a prediction can be, whatever numpy makes of it
     df.loc[~finite, "psnr"] = -math.inf
     df.loc[~finite, "sam"] = 180.0
-    df["tail_ok"] = (df["psnr"] >= gates.tail_psnr_min) & (df["sam"] <= gates.tail_sam_max)
+    df["tail_ok"] = tail_pass(df["psnr"], df["sam"], gates)
     prep_p, prep_r = _prepare(np.where(np.isfinite(p), p, 0.0), wl, cfg), _prepare(r, wl, cfg)
     roi = pd.DataFrame([_roi_row(a, b, cfg) for a, b in zip(prep_p, prep_r, strict=True)], index=df.index)
     df = pd.concat([df, roi], axis=1)
@@ -436,7 +424,7 @@ def panel_metrics(pred: np.ndarray, ref: np.ndarray, raw: np.ndarray, wl: np.nda
 
 
 def downstream_errors(
-    pred: np.ndarray, ref: np.ndarray, raw: np.ndarray, wl: np.ndarray, cfg: DipConfig
+    pred: np.ndarray, ref: np.ndarray, raw: np.ndarray, wl: np.ndarray, cfg: DipDetector
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per spectrum Σ_bands |Q(pred) − Q(ref)| and the same for the raw spectra (inf where pred is not finite)."""
     q_r = downstream_quantities(ref, wl, cfg)
@@ -475,12 +463,10 @@ def evaluate_gates(per_spectrum: pd.DataFrame, gates: Gates) -> Verdict:
     df = per_spectrum
     if len(df) == 0:
         raise ValueError("evaluate_gates needs at least one spectrum")
-    ps = np.clip(df["psnr"].to_numpy(np.float64), -PSNR_CAP_DB, PSNR_CAP_DB)
-    ps = np.where(np.isnan(ps), -PSNR_CAP_DB, ps)
-    sam = df["sam"].to_numpy(np.float64)
-    sam = np.where(np.isnan(sam), 180.0, sam)
+    ps = capped_psnr(df["psnr"])
+    sam = worst_sam(df["sam"])
     psnr_mean, psnr_std, sam_mean = float(ps.mean()), float(ps.std()), float(sam.mean())
-    tail = float(np.mean((ps >= gates.tail_psnr_min) & (sam <= gates.tail_sam_max)))
+    tail = float(np.mean(tail_pass(ps, sam, gates)))
     finite = df["pred_finite"].to_numpy(bool) if "pred_finite" in df.columns else np.ones(len(df), bool)
     counted = (df["n_ref_dips"].to_numpy() > 0) | ~finite  # a non-finite prediction counts, dips or not
     passes = _roi_pass(df, gates.roi_tolerance).to_numpy()

@@ -105,7 +105,7 @@ def sabotage(src: Path, dest: Path, seed: int) -> None:
     """A warm start no short run can repair: every weight replaced by large random values."""
     import torch
 
-    from godrun.trainer.checkpoint import load_checkpoint, save_checkpoint
+    from godrun.model.checkpoint import load_checkpoint, save_checkpoint
 
     ckpt = load_checkpoint(src)
     gen = torch.Generator().manual_seed(seed)

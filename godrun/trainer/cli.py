@@ -6,7 +6,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from godrun.trainer.flags import parse_trainer_args
+from godrun.contract.flags import parse_trainer_args
 
 LAUNCHER_PID_ENV = "GODRUN_LAUNCHER_PID"
 PR_SET_PDEATHSIG = 1

@@ -17,8 +17,9 @@ import torch
 from godrun.contract import files
 from godrun.errors import InputError
 from godrun.inputs import load_npz, numeric_column, read_csv
+from godrun.model import normalise
+from godrun.model.conditioning import raw_cond, standardise_cond
 from godrun.spec import Recipe
-from godrun.trainer import normalise
 
 
 @dataclass
@@ -34,7 +35,6 @@ class SplitData:
     cond: torch.Tensor | None  # [N, F] standardised dose features
     weights: torch.Tensor  # [N] sampling probability (sums to 1)
     groups: np.ndarray  # [N] group_id
-    pair_codes: np.ndarray  # [N] int code of pair_id (-1 when absent)
     meta: pd.DataFrame
     dip_windows: torch.Tensor | None = None  # [N, M, 2] gate-3 dip windows of each clean reference
 
@@ -60,25 +60,6 @@ def cond_stats_for(recipe: Recipe) -> dict | None:
     return {"features": feats, "mean": [float(stats[f][0]) for f in feats], "std": std}
 
 
-def raw_cond(
-    dose_features_csv: str | Path, features: list[str], groups: np.ndarray, *, data: bytes | None = None
-) -> np.ndarray:
-    """Raw (unstandardised) dose features per row [N, F] from the per-group CSV (or its bytes, `data`)."""
-    from godrun.data.loader import load_dose_features
-
-    path = Path(dose_features_csv)
-    if data is None and not path.is_file():
-        raise InputError(f"--dose_features_csv: file not found: {path}")
-    table = load_dose_features(path, features, sorted(set(groups.tolist())), data=data)
-    return table.loc[groups, features].to_numpy(np.float32)
-
-
-def standardise_cond(cond: np.ndarray, stats: dict) -> np.ndarray:
-    mean = np.asarray(stats["mean"], np.float32)
-    std = np.asarray(stats["std"], np.float32)
-    return ((cond - mean) / std).astype(np.float32)
-
-
 def sampling_weights(csv: str | Path, groups: np.ndarray) -> np.ndarray:
     """Per-row probability ∝ its group's dose sampling weight."""
     path = Path(csv)
@@ -96,11 +77,11 @@ def sampling_weights(csv: str | Path, groups: np.ndarray) -> np.ndarray:
     return per_row / per_row.sum()
 
 
-def partners(meta: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Fixed Noise2Noise partner per row (next row of the same pair_id, cyclically) and pair codes."""
+def partners(meta: pd.DataFrame) -> np.ndarray:
+    """Fixed Noise2Noise partner per row (next row of the same pair_id, cyclically; itself without a pair_id)."""
     n = len(meta)
     if "pair_id" not in meta.columns:
-        return np.arange(n), np.full(n, -1)
+        return np.arange(n)
     codes, _ = pd.factorize(meta["pair_id"].astype(str))
     partner = np.arange(n)
     order = np.argsort(codes, kind="stable")
@@ -110,7 +91,7 @@ def partners(meta: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     for s, e in zip(starts, ends, strict=True):
         members = order[s:e]
         partner[members] = np.roll(members, -1)
-    return partner, codes
+    return partner
 
 
 def load_split(
@@ -149,11 +130,15 @@ def load_split(
     if corpus.has_reference is not None and not corpus.has_reference.all():
         corpus.references = replicate_mean_references(corpus.spectra, corpus.references, corpus.has_reference, groups)
     xn, params = normalise.normalise(corpus.spectra)
-    partner, codes = partners(corpus.meta)
+    partner = partners(corpus.meta)
     cond = None
     if cond_stats is not None:
         cond = torch.from_numpy(
-            standardise_cond(raw_cond(recipe.dose_features_csv, cond_stats["features"], groups), cond_stats)
+            standardise_cond(
+                raw_cond(recipe.dose_features_csv, cond_stats["features"], groups),
+                cond_stats["mean"],
+                cond_stats["std"],
+            )
         )
     if with_weights:
         weights = torch.from_numpy(sampling_weights(recipe.dose_sampling_weights_csv, groups))
@@ -169,7 +154,6 @@ def load_split(
         cond=cond,
         weights=weights,
         groups=groups,
-        pair_codes=codes,
         meta=corpus.meta,
         dip_windows=reference_windows(recipe, corpus.references, corpus.wavelengths) if recipe.dip_loss else None,
     )
@@ -194,10 +178,9 @@ def replicate_mean_references(
 
 def reference_windows(recipe: Recipe, references: np.ndarray, wl: np.ndarray) -> torch.Tensor:
     """Gate 3's dip windows of each clean reference: the dip loss measures prediction and target in them."""
-    from godrun.gates.metrics import DipConfig, dip_windows
+    from godrun.gates.metrics import dip_windows
 
-    cfg = DipConfig.from_recipe(recipe)
-    return torch.from_numpy(dip_windows(references.astype(np.float64), wl, cfg, recipe.dip_m))
+    return torch.from_numpy(dip_windows(references.astype(np.float64), wl, recipe.detector, recipe.dip_m))
 
 
 def load_wavelengths(recipe: Recipe) -> np.ndarray:

@@ -23,17 +23,18 @@ from godrun.contract.checkpoint import Checkpoint, CheckpointMeta, EarlyStopStat
 from godrun.errors import InputError
 from godrun.fsio import code_version, remove_stale_temps, sha256_file, termination_path, write_termination
 from godrun.gates.ranking import RankKey, better, composite_score, gates_passed, rank_key
+from godrun.model import checkpoint as ckpt_io
+from godrun.model import normalise
+from godrun.model.inference import build_model, predict_normalised, resolve_device
+from godrun.model.mamba import fused_scan_error, scan_backend
 from godrun.paths import confine, writable_file
 from godrun.spec import RUN_PATH_FIELDS, Gates, Recipe
-from godrun.trainer import checkpoint as ckpt_io
 from godrun.trainer import dataset as ds
-from godrun.trainer import normalise, telemetry
-from godrun.trainer.inference import build_model, predict_normalised, resolve_device
-from godrun.trainer.losses import LossConfig, SpectralLoss
-from godrun.trainer.mamba import fused_scan_error, scan_backend
+from godrun.trainer import telemetry
+from godrun.trainer.losses import SpectralLoss
 
 if TYPE_CHECKING:
-    from godrun.trainer.model import MambaTinyUV
+    from godrun.model.network import MambaTinyUV
 
 GRAD_CLIP_NORM = 1.0  # fixed safety clip; the dip loss's relative errors can spike on shallow dips
 RESUME_IGNORED = frozenset({"metrics_port", "num_workers", "device"})
@@ -370,7 +371,7 @@ class Trainer:
             var = ds.replicate_noise_variance(self.train_data)
             lam_np = ds.noise_weighted(lam_np, var, r.noise_weight_power, roi)
         wl, lam = torch.from_numpy(self.wl), torch.from_numpy(lam_np)
-        self.loss_fn = SpectralLoss(LossConfig.from_recipe(r), wl, lam).to(self.device)
+        self.loss_fn = SpectralLoss(r, wl, lam).to(self.device)
         self.wl_step = float(np.median(np.diff(self.wl)))
         self.amp_dtype = torch.bfloat16 if r.amp_dtype == "bf16" else torch.float16
         use_scaler = r.amp and r.amp_dtype == "fp16" and self.device.type == "cuda"

@@ -16,13 +16,11 @@ reference has none are measured and charged the same way (`spurious_windows`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-
 import torch
 import torch.nn.functional as F
 
-from godrun.gates.metrics import DipConfig, dip_windows
-from godrun.spec import Recipe
+from godrun.gates.metrics import dip_windows
+from godrun.spec import DipDetector, Recipe
 
 DIP_REL_CAP = 1.0  # relative dip errors saturate here (the gates fail a dip at 0.1 already)
 # Spurious dips: gate 3's detector (numpy, ~0.3 ms a spectrum) runs on at most this many predictions per step,
@@ -32,57 +30,11 @@ SPURIOUS_ROWS = 16
 SPURIOUS_AREA_FRACTION = 0.5
 
 
-@dataclass(frozen=True)
-class LossConfig:
-    derivative_weight: float
-    deriv_weight_roi: float
-    curvature_weight_roi: float
-    roi_min_nm: float
-    roi_max_nm: float
-    dip_loss: bool
-    dip_weight: float
-    dip_m: int
-    dip_window_half_nm: float
-    dip_min_area: float
-    dip_w_area: float
-    dip_w_equivalent_width: float
-    dip_w_centroid: float
-    dip_w_depth: float
-    dip_spurious: bool
-    dip_underfill_factor: float
-    dip_detect_sigma_nm: float
-    baseline: str
-    baseline_guard_nm: float
-    detector: DipConfig
-
-    @classmethod
-    def from_recipe(cls, r: Recipe) -> LossConfig:
-        return cls(
-            derivative_weight=r.derivative_weight,
-            deriv_weight_roi=r.deriv_weight_roi,
-            curvature_weight_roi=r.curvature_weight_roi,
-            roi_min_nm=r.deriv_roi_min,
-            roi_max_nm=r.deriv_roi_max,
-            dip_loss=r.dip_loss,
-            dip_weight=r.dip_weight,
-            dip_m=r.dip_m,
-            dip_window_half_nm=r.dip_window_half_nm,
-            dip_min_area=r.dip_min_area,
-            dip_w_area=r.dip_w_area,
-            dip_w_equivalent_width=r.dip_w_equivalent_width,
-            dip_w_centroid=r.dip_w_centroid,
-            dip_w_depth=r.dip_w_depth,
-            dip_spurious=r.dip_spurious,
-            dip_underfill_factor=r.dip_underfill_factor,
-            dip_detect_sigma_nm=r.dip_detect_sigma_nm,
-            baseline=r.baseline,
-            baseline_guard_nm=r.baseline_guard_nm,
-            detector=DipConfig.from_recipe(r),
-        )
-
-
 class SpectralLoss(torch.nn.Module):
-    """Total loss for normalised prediction/target [B, L]; `offset`/`scale` [B] de-normalise for the dip term."""
+    """Total loss for normalised prediction/target [B, L]; `offset`/`scale` [B] de-normalise for the dip term.
+
+    The recipe's weights, and its gate-3 detector (`Recipe.detector`, which the spec holds equal to the gates'
+    while the dip loss is on) for the ROI and the dips."""
 
     # buffers (register_buffer): they follow the module's device
     wl: torch.Tensor
@@ -92,25 +44,26 @@ class SpectralLoss(torch.nn.Module):
     roi2: torch.Tensor
     kernel: torch.Tensor
 
-    def __init__(self, cfg: LossConfig, wavelengths: torch.Tensor, lambda_weights: torch.Tensor | None) -> None:
+    def __init__(self, recipe: Recipe, wavelengths: torch.Tensor, lambda_weights: torch.Tensor | None) -> None:
         super().__init__()
-        self.cfg = cfg
+        self.recipe = recipe
+        self.detector = det = recipe.detector
         wl = wavelengths.to(torch.float32)
         self.register_buffer("wl", wl)
         w = torch.ones_like(wl) if lambda_weights is None else lambda_weights.to(torch.float32)
         self.register_buffer("lam", w / w.mean())
-        roi = (wl >= cfg.roi_min_nm) & (wl <= cfg.roi_max_nm)
+        roi = (wl >= det.roi_min_nm) & (wl <= det.roi_max_nm)
         self.register_buffer("roi1", (roi[1:] & roi[:-1]).to(torch.float32))
         self.register_buffer("roi2", (roi[2:] & roi[1:-1] & roi[:-2]).to(torch.float32))
         self.register_buffer("roi", roi)
         self.span = float(wl[-1] - wl[0])
         self.dx = self.span / (len(wl) - 1)
-        sigma = cfg.dip_detect_sigma_nm / self.dx
+        sigma = det.smooth_nm / self.dx
         half = max(1, round(4 * sigma))  # scipy's gaussian_filter1d truncation, as the gates smooth
         t = torch.arange(-half, half + 1, dtype=torch.float32)
         k = torch.exp(-0.5 * (t / sigma) ** 2)
         self.register_buffer("kernel", (k / k.sum()).view(1, 1, -1))
-        self.g = max(1, round(cfg.baseline_guard_nm / self.dx))
+        self.g = max(1, round(det.guard_nm / self.dx))
 
     def forward(
         self,
@@ -121,7 +74,7 @@ class SpectralLoss(torch.nn.Module):
         windows: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """`windows` [B, M, 2]: gate 3's dip windows of each row's reference (found on the target when None)."""
-        cfg = self.cfg
+        cfg = self.recipe
         pred, target = pred.float(), target.float()
         err = pred - target
         mse = (err.pow(2) * self.lam).mean()
@@ -150,10 +103,10 @@ class SpectralLoss(torch.nn.Module):
         pad = self.kernel.shape[-1] // 2
         return F.conv1d(F.pad(y[:, None], (pad, pad), mode="replicate"), self.kernel)[:, 0]
 
-    def windows_of(self, raw: torch.Tensor, detector: DipConfig | None = None) -> torch.Tensor:
+    def windows_of(self, raw: torch.Tensor, detector: DipDetector | None = None) -> torch.Tensor:
         """Gate 3's dip windows [B, M, 2] of raw spectra, on the CPU (the trainer passes its references')."""
         y = raw.detach().double().cpu().numpy()
-        win = dip_windows(y, self.wl.double().cpu().numpy(), detector or self.cfg.detector, self.cfg.dip_m)
+        win = dip_windows(y, self.wl.double().cpu().numpy(), detector or self.detector, self.recipe.dip_m)
         return torch.from_numpy(win)
 
     def spurious_windows(self, raw_p: torch.Tensor, ref_windows: torch.Tensor) -> torch.Tensor | None:
@@ -164,7 +117,7 @@ class SpectralLoss(torch.nn.Module):
         first SPURIOUS_ROWS rows, at SPURIOUS_AREA_FRACTION of the gate's minimum area.
         """
         n = min(raw_p.shape[0], SPURIOUS_ROWS)
-        detector = replace(self.cfg.detector, min_area=self.cfg.detector.min_area * SPURIOUS_AREA_FRACTION)
+        detector = self.detector.model_copy(update={"min_area": self.detector.min_area * SPURIOUS_AREA_FRACTION})
         found = self.windows_of(raw_p[:n], detector)  # [n, M, 2]
         ref = ref_windows[:n].cpu()
         overlap = (
@@ -216,7 +169,7 @@ class SpectralLoss(torch.nn.Module):
     def dip_loss(
         self, raw_p: torch.Tensor, raw_t: torch.Tensor, base0: torch.Tensor | None, windows: torch.Tensor | None
     ) -> torch.Tensor:
-        cfg = self.cfg
+        cfg = self.recipe
         ps, ts = self.smooth(raw_p), self.smooth(raw_t)
         if windows is None:
             windows = self.windows_of(raw_t).to(raw_t.device)
@@ -224,7 +177,7 @@ class SpectralLoss(torch.nn.Module):
         with torch.no_grad():
             mt = self.measure(ts, windows, base0)
         mp = self.measure(ps, windows, base0)
-        eps = max(cfg.dip_min_area, 1e-8)
+        eps = max(self.detector.min_area, 1e-8)
 
         def rel(key: str, floor: float) -> torch.Tensor:
             # capped: a cutout window over a dip gives errors of 10x+ that would swamp every other term

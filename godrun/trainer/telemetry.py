@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from godrun.contract import files
+from godrun.contract.flags import flag_name
 from godrun.contract.gauges import GAUGES, SCAN_BACKEND_INFO, SPECTRA, TrainGauges, gauge_name
 from godrun.contract.termination import gauges_message
 from godrun.errors import InputError, TransientError
@@ -173,7 +174,7 @@ class PromMetrics:
         try:
             self.server, _thread = start_http_server(port, addr="0.0.0.0", registry=reg)
         except OSError as exc:
-            msg = f"--metrics_port {port}: cannot serve metrics there ({exc.strerror or exc})"
+            msg = f"{flag_name('metrics_port')} {port}: cannot serve metrics there ({exc.strerror or exc})"
             if exc.errno == errno.EADDRINUSE:  # another process holds it now: a retry may find it free
                 raise TransientError(msg + "; retrying may succeed once it is free") from None
             raise InputError(msg) from None  # not ours to bind: the flag is wrong for this machine

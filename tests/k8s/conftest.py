@@ -1,7 +1,7 @@
 """Fixtures for `k8s`-marked tests: a real control plane per session with a fresh namespace per test, and a
 real one-node cluster per session for the `node`-marked tests.
 
-    k8s_cluster    (session)  tests.k8s.cluster.Cluster: .kubeconfig (admin), .server, .kubectl(...), .helm(...),
+    k8s_cluster    (session)  godrun.testcluster.Cluster: .kubeconfig (admin), .server, .kubectl(...), .helm(...),
                               .api_client(), .create_namespace(), .service_account_kubeconfig(ns, name);
                               etcd + kube-apiserver, no node
     k8s_namespace  (function) a new namespace with its `default` ServiceAccount
@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from tools import unavailable
 
-from k8s.cluster import Cluster, bin_dir, missing_binaries
+from godrun.testcluster import Cluster, bin_dir, missing_binaries
 from k8s.kubenode import KubeNode, missing_node_parts
 from k8s.readme_cluster import ReadmeCluster, run_readme_block
 

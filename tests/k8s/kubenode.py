@@ -2,7 +2,7 @@
 
 `KubeNode.start()` creates a network namespace (a veth pair links it to this one, so the tests reach the API
 server at the node's address) and starts in it: containerd (Debian's, CRI with `restrict_oom_score_adj`, the
-CNI bridge plugin), etcd and kube-apiserver (tests/k8s/cluster.py), kube-controller-manager, kube-scheduler,
+CNI bridge plugin), etcd and kube-apiserver (godrun/testcluster.py), kube-controller-manager, kube-scheduler,
 kubelet (cgroupfs driver under a cgroup root of its own, `failCgroupV1: false`), kube-proxy (iptables mode) and
 CoreDNS behind the `kube-dns` Service. The node binaries come from tests/cluster/build_node.sh.
 
@@ -30,9 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from tools import cluster_bin
 
-from k8s.cluster import SERVICE_CIDR, Cluster, Process, in_netns
+from godrun.testcluster import SERVICE_CIDR, Cluster, Process, cluster_bin, in_netns
 from k8s.images import pause_image
 
 NODE_BINARIES = ("kubelet", "kube-controller-manager", "kube-scheduler", "kube-proxy", "coredns")

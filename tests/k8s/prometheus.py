@@ -27,7 +27,7 @@ from pathlib import Path
 import yaml
 from tools import find_tool, require_tool
 
-from k8s.cluster import Process, free_port, in_netns
+from godrun.testcluster import Process, free_port, in_netns
 
 __all__ = [
     "PrometheusServer",

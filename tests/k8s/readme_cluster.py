@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from k8s.cluster import bin_dir
+from godrun.testcluster import bin_dir
 from k8s.images import dockerfile_image, python_image
 from k8s.kubenode import KubeNode
 

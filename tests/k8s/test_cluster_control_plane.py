@@ -9,7 +9,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from k8s.cluster import Cluster
+from godrun.testcluster import Cluster
 
 GO_MOD = Path(__file__).resolve().parents[1] / "cluster" / "go.mod"
 

@@ -9,7 +9,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 from tools import require_tool
 
-from k8s.cluster import free_port
+from godrun.testcluster import free_port
 from k8s.prometheus import PrometheusServer, ScrapeTarget, promtool
 
 

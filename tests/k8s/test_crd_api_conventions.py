@@ -10,7 +10,7 @@ import pytest
 import yaml
 from kubernetes.client.rest import ApiException
 
-from k8s.cluster import Cluster
+from godrun.testcluster import Cluster
 from k8s.test_crd_validation import create, example, godruns, set_path  # noqa: F401  (godruns: module fixture)
 
 pytestmark = pytest.mark.k8s

@@ -13,7 +13,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 from tools import require_tool
 
-from k8s.cluster import Cluster
+from godrun.testcluster import Cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "manifests" / "run" / "godrun.yaml"

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from k8s.cluster import Cluster
+from godrun.testcluster import Cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"

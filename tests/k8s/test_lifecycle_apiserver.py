@@ -24,7 +24,7 @@ from godrun.controller.observe import view_from_object
 from godrun.core.machine import CreateJob
 from godrun.core.names import job_name
 from godrun.core.prometheus import ControllerMetrics
-from k8s.cluster import Cluster
+from godrun.testcluster import Cluster
 from k8s.test_crd_validation import create, example, godruns  # noqa: F401  (godruns: module fixture)
 
 GROUP, VERSION, PLURAL = "godrun.io", "v1alpha1", "godruns"

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
-from godrun.trainer.mamba import Mamba
+from godrun.model.mamba import Mamba
 
 DIRECTIONS = ("alternate", "forward")
 

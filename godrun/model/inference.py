@@ -16,12 +16,13 @@ import torch
 
 from godrun.contract.checkpoint import CheckpointMeta
 from godrun.errors import InputError
+from godrun.model import normalise
+from godrun.model.checkpoint import check_fits, load_checkpoint
+from godrun.model.conditioning import raw_cond, standardise_cond
 from godrun.spec import Recipe
-from godrun.trainer import normalise
-from godrun.trainer.checkpoint import check_fits, load_checkpoint
 
 if TYPE_CHECKING:
-    from godrun.trainer.model import MambaTinyUV
+    from godrun.model.network import MambaTinyUV
 
 __all__ = [
     "LoadedModel",
@@ -35,7 +36,7 @@ __all__ = [
 
 
 def build_model(recipe: Recipe) -> MambaTinyUV:
-    from godrun.trainer.model import MambaTinyUV
+    from godrun.model.network import MambaTinyUV
 
     n_cond = len(recipe.film_features) if recipe.geometry_film else 0
     return MambaTinyUV(
@@ -88,8 +89,6 @@ def raw_cond_for(
     stats = meta.cond_stats
     if stats is None:
         return None
-    from godrun.trainer.dataset import raw_cond
-
     return raw_cond(dose_features_csv, list(stats.features), np.asarray(list(group_ids), dtype=str), data=data)
 
 
@@ -122,8 +121,7 @@ def predict(
     if stats is not None:
         if cond is None:
             raise InputError("predict: this checkpoint uses FiLM; pass the dose features (raw_cond_for)")
-        cond = np.asarray(cond, np.float32)
-        c = torch.from_numpy((cond - np.asarray(stats.mean, np.float32)) / np.asarray(stats.std, np.float32))
+        c = torch.from_numpy(standardise_cond(np.asarray(cond, np.float32), stats.mean, stats.std))
     dev = resolve_device(device)
     was_training = model.training
     model.eval()

@@ -2,7 +2,7 @@
 
 A state_dict moves unchanged between this block and ``mamba_ssm.modules.mamba_simple.Mamba``. On CUDA, when
 mamba_ssm imports (it needs its compiled extension), its fused ``selective_scan_fn`` runs the scan; otherwise
-``godrun.trainer.scan.selective_scan`` does.
+``godrun.model.scan.selective_scan`` does.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from godrun.errors import InputError
-from godrun.trainer.scan import selective_scan
+from godrun.model.scan import selective_scan
 
 # Set in the CUDA image: on a GPU, falling back to the pure-torch scan (about 30x slower) is an error.
 REQUIRE_FUSED_ENV = "GODRUN_REQUIRE_FUSED_SCAN"

@@ -1,4 +1,5 @@
-"""A real control plane for tests: etcd + kube-apiserver on loopback, built by tests/cluster/build.sh.
+"""A real control plane for tests and benchmarks: etcd + kube-apiserver on loopback, built by
+tests/cluster/build.sh (`make cluster-bin`) into the cache `cluster_bin()` names.
 
 `Cluster.start()` writes a throw-away PKI (CA, serving cert, admin client cert in
 system:masters, service-account signing key), starts etcd and kube-apiserver on free
@@ -27,12 +28,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from tools import cluster_bin
 
 BINARIES = ("kube-apiserver", "kubectl", "etcd", "helm")
 SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
 SERVICE_CIDR = "10.96.0.0/24"
 SERVICE_IP = "10.96.0.1"  # the `kubernetes` Service: the first address of SERVICE_CIDR
+
+
+def cluster_bin() -> Path:
+    """Where tests/cluster/build.sh puts etcd, kube-apiserver, kubectl and helm."""
+    cache = Path(os.environ.get("GODRUN_CACHE") or Path.home() / ".cache" / "godrun")
+    return Path(os.environ.get("GODRUN_CLUSTER_BIN") or cache / "cluster-bin")
 
 
 def bin_dir() -> Path:
