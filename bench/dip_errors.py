@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy.ndimage import gaussian_filter1d
 
-from godrun.data import layout as L
+from godrun.data import layout
 from godrun.evaluator.panel import checkpoint_candidates, load_panel
 from godrun.gates.metrics import detect_dips, measure_dip
 from godrun.spec import Gates
@@ -33,10 +33,10 @@ GROUP_NM = 5.0
 def load(corpus: Path, checkpoints: list[Path]) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """(wavelengths, clean references, {source: predictions}) with raw first; checkpoints predict as the evaluator's."""
     p = load_panel(
-        corpus / L.PANEL_MANIFEST,
-        corpus / L.SPECTRA_DIR,
-        wavelength_grid=corpus / L.WAVELENGTH_GRID,
-        metadata_csv=corpus / L.DOSE_FEATURES,
+        corpus / layout.PANEL_MANIFEST,
+        corpus / layout.SPECTRA_DIR,
+        wavelength_grid=corpus / layout.WAVELENGTH_GRID,
+        metadata_csv=corpus / layout.DOSE_FEATURES,
     )
     sources = {"raw": p.raw} | {c.name: c.predict(p) for c in checkpoint_candidates(checkpoints)}
     return p.wavelengths, p.reference, sources

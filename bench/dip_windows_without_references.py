@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from godrun.data import layout as L
+from godrun.data import layout
 from godrun.data.cli import synth_into
 from godrun.data.loader import load_corpus
 from godrun.gates.metrics import dip_windows
@@ -54,7 +54,7 @@ def main(argv: list[str]) -> None:
     seed = int(argv[1]) if len(argv) > 1 else 0
     with tempfile.TemporaryDirectory() as tmp:
         synth_into(Path(tmp), scale, seed, False)
-        c = load_corpus(Path(tmp) / L.MANIFEST_ALL, Path(tmp) / L.SPECTRA_DIR)
+        c = load_corpus(Path(tmp) / layout.MANIFEST_ALL, Path(tmp) / layout.SPECTRA_DIR)
     wl, cfg = c.wavelengths, SEED_DETECTOR
     groups = c.meta["group_id"].astype(str).to_numpy()
     partner = partners(c.meta)

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from godrun.data import layout as L
+from godrun.data import layout
 from godrun.data.loader import load_corpus
 from godrun.evaluator.denoisers import DENOISERS
 from godrun.fsio import atomic_write_text
@@ -62,7 +62,7 @@ COLUMNS = ("psnr", "psnr_std", "sam", "tail", "roi", "spurious", "downstream", "
 def corpus(root: Path, scale: float, seed: int, noise_profile: str = "default") -> None:
     from godrun.cli import main
 
-    if (root / L.PANEL_MANIFEST).is_file():
+    if (root / layout.PANEL_MANIFEST).is_file():
         return
     args = ["--out", str(root), "--scale", str(scale), "--seed", str(seed), "--noise-profile", noise_profile]
     if main(["data", "synth", *args]) != 0:
@@ -89,7 +89,9 @@ def _row(name: str, pred: np.ndarray, ref: np.ndarray, raw: np.ndarray, wl: np.n
 
 
 def classical(root: Path) -> list[dict[str, Any]]:
-    panel = load_corpus(root / L.PANEL_MANIFEST, root / L.SPECTRA_DIR, wavelength_grid=root / L.WAVELENGTH_GRID)
+    panel = load_corpus(
+        root / layout.PANEL_MANIFEST, root / layout.SPECTRA_DIR, wavelength_grid=root / layout.WAVELENGTH_GRID
+    )
     raw, ref, wl = panel.spectra.astype(np.float64), panel.references.astype(np.float64), panel.wavelengths
     rows = [_row("raw" if name == "identity" else name, f(raw, wl), ref, raw, wl) for name, f in DENOISERS.items()]
     return [*rows, _row("clean reference", ref, ref, raw, wl)]
@@ -116,8 +118,8 @@ def train_run(
 
 def without_references(root: Path) -> Path:
     """The training manifest with reference_path/reference_sha256 emptied (relative to `root`)."""
-    rel = L.SPECTRA_DIR / "manifest_train_noref.csv"
-    train = pd.read_csv(root / L.MANIFEST_TRAIN, dtype=str, keep_default_na=False)
+    rel = layout.SPECTRA_DIR / "manifest_train_noref.csv"
+    train = pd.read_csv(root / layout.MANIFEST_TRAIN, dtype=str, keep_default_na=False)
     train[["reference_path", "reference_sha256"]] = ""
     atomic_write_text(root / rel, train.to_csv(index=False, lineterminator="\n"))
     return rel

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 from skspec import ATTRIBUTION, Session, load_session
 
-from godrun.data import layout as L
+from godrun.data import layout
 from godrun.data.noise import add_noise, load_profile
 from godrun.evaluator.denoisers import DENOISERS
 from godrun.evaluator.panel import Panel, checkpoint_candidates
@@ -46,8 +46,8 @@ DOWNSTREAM_TOL = 0.10
 
 
 def _grid(session: Session) -> tuple[np.ndarray, np.ndarray]:
-    keep = (session.wl >= L.GRID_MIN_NM) & (session.wl <= L.GRID_MAX_NM)
-    assert keep.sum() == L.GRID_POINTS
+    keep = (session.wl >= layout.GRID_MIN_NM) & (session.wl <= layout.GRID_MAX_NM)
+    assert keep.sum() == layout.GRID_POINTS
     return session.wl[keep], keep
 
 
@@ -86,7 +86,7 @@ def panel_of(wl: np.ndarray, noisy: np.ndarray, clean: np.ndarray, corpus: Path)
         wavelengths=wl,
         manifest=Path("in-memory"),
         manifest_sha256="",
-        metadata_csv=corpus / L.DOSE_FEATURES,
+        metadata_csv=corpus / layout.DOSE_FEATURES,
     )
 
 

@@ -178,10 +178,9 @@ WARM = {"model": {"w": torch.zeros(64)}}
 
 def _tiny_checkpoint(**weights_of: object) -> dict[str, object]:
     """A checkpoint of the tiny preset as the trainer writes it; `weights_of`: the recipe the weights come from."""
+    from godrun.contract.checkpoint import Checkpoint, CheckpointMeta, to_payload
     from godrun.model.inference import build_model
     from godrun.model.normalise import norm_meta
-
-    from godrun.contract.checkpoint import Checkpoint, CheckpointMeta, to_payload
     from godrun.trainer.presets import preset_recipe
 
     recipe = preset_recipe("tiny", init_checkpoint=None, geometry_film=False)

@@ -21,7 +21,7 @@ from run_support import LENIENT_GATES, write_godrun
 
 from godrun import fsio
 from godrun.cli import main as godrun_main
-from godrun.data import layout as L
+from godrun.data import layout
 from godrun.errors import InputError
 from godrun.fsio import sha256_file
 from godrun.spec import Recipe
@@ -163,8 +163,8 @@ def test_paths_swapped_after_the_start_up_check_are_refused(small_corpus: Path, 
         victim.mkdir()
         argv += ["--archive-on-fail", "--run-name", "x"]  # the raw spectra fail: the archive is written
     elif what == "spectra-group":
-        rel = pd.read_csv(work / L.PANEL_MANIFEST)["path"].iloc[0]
-        victim = (work / L.SPECTRA_DIR / rel).parent
+        rel = pd.read_csv(work / layout.PANEL_MANIFEST)["path"].iloc[0]
+        victim = (work / layout.SPECTRA_DIR / rel).parent
         shutil.copytree(victim, outside / "group")  # same files outside: only the folder differs
         outside = outside / "group"
     else:
@@ -202,7 +202,7 @@ def _evaluate(work: Path, *extra: str, timeout: float = 120) -> subprocess.Compl
     )
 
 
-@pytest.mark.parametrize("which", [L.WAVELENGTH_GRID, L.DOSE_FEATURES, L.PANEL_MANIFEST])
+@pytest.mark.parametrize("which", [layout.WAVELENGTH_GRID, layout.DOSE_FEATURES, layout.PANEL_MANIFEST])
 def test_a_fifo_input_is_refused_not_waited_on(small_corpus: Path, tmp_path: Path, which: Path) -> None:
     work = _copy(small_corpus, tmp_path)
     (work / which).unlink()
@@ -227,14 +227,14 @@ def test_an_npy_header_claiming_a_huge_shape_is_bad_input(
 ) -> None:
     work = _copy(small_corpus, tmp_path)
     data = _huge_header(shape)
-    meta = pd.read_csv(work / L.PANEL_MANIFEST, dtype=str)
+    meta = pd.read_csv(work / layout.PANEL_MANIFEST, dtype=str)
     if which == "grid":  # the panel re-pinned to it: the header itself must be refused
-        (work / L.WAVELENGTH_GRID).write_bytes(data)
+        (work / layout.WAVELENGTH_GRID).write_bytes(data)
         meta["grid_sha256"] = fsio.sha256_bytes(data)
     else:
-        (work / L.SPECTRA_DIR / meta["path"].iloc[0]).write_bytes(data)
+        (work / layout.SPECTRA_DIR / meta["path"].iloc[0]).write_bytes(data)
         meta.loc[0, "content_sha256"] = fsio.sha256_bytes(data)
-    meta.to_csv(work / L.PANEL_MANIFEST, index=False)
+    meta.to_csv(work / layout.PANEL_MANIFEST, index=False)
     out = _evaluate(work)
     assert out.returncode == 2, out.stdout + out.stderr
     assert "header claims shape" in out.stderr and "MemoryError" not in out.stderr
@@ -242,9 +242,9 @@ def test_an_npy_header_claiming_a_huge_shape_is_bad_input(
 
 def test_a_nul_byte_in_a_manifest_path_is_bad_input(small_corpus: Path, tmp_path: Path) -> None:
     work = _copy(small_corpus, tmp_path)
-    meta = pd.read_csv(work / L.PANEL_MANIFEST, dtype=str)
+    meta = pd.read_csv(work / layout.PANEL_MANIFEST, dtype=str)
     meta.loc[2, "path"] = meta.loc[2, "path"] + "\x00.npy"
-    meta.to_csv(work / L.PANEL_MANIFEST, index=False)
+    meta.to_csv(work / layout.PANEL_MANIFEST, index=False)
     out = _evaluate(work)
     assert out.returncode == 2 and "row 3" in out.stderr and "Traceback" not in out.stderr, out.stderr
 
@@ -290,10 +290,10 @@ def test_runner_bad_input_is_exit_2_with_a_message(small_corpus: Path, tmp_path:
 
 def test_spreadsheet_formulas_in_ids_are_defused(small_corpus: Path, tmp_path: Path) -> None:
     work = _copy(small_corpus, tmp_path)
-    meta = pd.read_csv(work / L.PANEL_MANIFEST, dtype=str)
+    meta = pd.read_csv(work / layout.PANEL_MANIFEST, dtype=str)
     leads = ["=1+1", "+cmd", "-2+3", "@SUM(A1)"]
     meta.loc[: len(leads) - 1, "spectrum_id"] = leads
-    meta.to_csv(work / L.PANEL_MANIFEST, index=False)
+    meta.to_csv(work / layout.PANEL_MANIFEST, index=False)
     assert _evaluate(work).returncode == 0
     cells = pd.read_csv(work / "out" / "per_spectrum_metrics.csv", dtype=str)["spectrum_id"].tolist()
     assert not any(c.startswith(("=", "+", "-", "@")) for c in cells)

@@ -11,7 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 
-from godrun.contract import checkpoint as C
+from godrun.contract import checkpoint
 from godrun.contract.gauges import GAUGES, PROGRESS_GAUGES, SCAN_BACKEND_INFO, SPECTRA, TrainGauges
 from godrun.contract.jobrecord import JobRecord
 from godrun.contract.termination import gauges_message, read_gauges_message, read_verdict_message, verdict_message
@@ -23,34 +23,34 @@ from godrun.trainer.telemetry import PromMetrics
 # --------------------------------------------------------------------------- checkpoint
 
 
-def _checkpoint(resume: bool) -> C.Checkpoint:
-    meta = C.CheckpointMeta(
+def _checkpoint(resume: bool) -> checkpoint.Checkpoint:
+    meta = checkpoint.CheckpointMeta(
         config={"d_model": 16, "init_checkpoint": None},
         epoch=3,
         panel={"panel_psnr_mean": 21.5},
-        norm=C.NormMeta(method="median_p5p95_v1", scale_floor=1e-6),
-        cond_stats=C.CondStats(features=["dose"], mean=[1.0], std=[2.0]),
+        norm=checkpoint.NormMeta(method="median_p5p95_v1", scale_floor=1e-6),
+        cond_stats=checkpoint.CondStats(features=["dose"], mean=[1.0], std=[2.0]),
         data_hashes={"train_manifest": "a" * 64, "lambda_weights": None},
         code_version="c" * 64,
         scan_backend="torch",
     )
-    state = C.ResumeState(
+    state = checkpoint.ResumeState(
         optimizer={"state": {}, "param_groups": [{"lr": 0.1}]},
         scheduler={"last_epoch": 9},
         ema_n_averaged=9,
         rng=[1, 2, 3],
-        early_stop=C.EarlyStopState(best_score=-math.inf, best_epoch=2, bad_epochs=1, best_rank=(4, -1.5, "e2")),
+        early_stop=checkpoint.EarlyStopState(best_score=-math.inf, best_epoch=2, bad_epochs=1, best_rank=(4, -1.5, "e2")),
         history=[{"epoch": 1, "loss": 0.5}],
     )
-    return C.Checkpoint(model={"w": [0.0]}, meta=meta, ema={"w": [1.0]}, resume=state if resume else None)
+    return checkpoint.Checkpoint(model={"w": [0.0]}, meta=meta, ema={"w": [1.0]}, resume=state if resume else None)
 
 
 @pytest.mark.parametrize("resume", [False, True], ids=["best", "last"])
 def test_checkpoint_round_trips(resume: bool) -> None:
     ckpt = _checkpoint(resume)
-    payload = C.to_payload(ckpt)
-    assert set(payload) <= C.KEYS and ("optimizer" in payload) == resume
-    assert C.from_payload(payload, "x.pt") == ckpt
+    payload = checkpoint.to_payload(ckpt)
+    assert set(payload) <= checkpoint.KEYS and ("optimizer" in payload) == resume
+    assert checkpoint.from_payload(payload, "x.pt") == ckpt
 
 
 @pytest.mark.parametrize(
@@ -67,20 +67,20 @@ def test_checkpoint_round_trips(resume: bool) -> None:
     ],
 )
 def test_checkpoint_reader_refuses_what_no_writer_writes(change: dict[str, object], named: str) -> None:
-    payload = C.to_payload(_checkpoint(resume=True)) | change
+    payload = checkpoint.to_payload(_checkpoint(resume=True)) | change
     with pytest.raises(InputError, match=r"x\.pt") as err:
-        C.from_payload(payload, "x.pt")
+        checkpoint.from_payload(payload, "x.pt")
     assert named in str(err.value)
 
 
 def test_checkpoint_reader_needs_the_metadata_and_a_whole_resume_state() -> None:
     with pytest.raises(InputError, match="config"):
-        C.from_payload({"model": {}, "epoch": 1}, "x.pt")
-    partial = C.to_payload(_checkpoint(resume=False)) | {"optimizer": {}}
+        checkpoint.from_payload({"model": {}, "epoch": 1}, "x.pt")
+    partial = checkpoint.to_payload(_checkpoint(resume=False)) | {"optimizer": {}}
     with pytest.raises(InputError, match="scheduler"):
-        C.from_payload(partial, "x.pt")
+        checkpoint.from_payload(partial, "x.pt")
     with pytest.raises(InputError, match="'model' state_dict"):
-        C.from_payload([1, 2], "x.pt")
+        checkpoint.from_payload([1, 2], "x.pt")
 
 
 # --------------------------------------------------------------------------- gauges and termination messages

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from godrun.cli import main as godrun_main
-from godrun.data import layout as L
+from godrun.data import layout
 from godrun.data.resample import resample
 from godrun.data.spectra_io import parse_spectrum_file
 from godrun.errors import InputError
@@ -225,26 +225,26 @@ def test_import_writes_the_seed_layout_with_pairs_and_leave_one_out_references(t
     meta = _dataset(tmp_path, {"g1": 4, "g2": 5, "g3": 4})
     out = tmp_path / "ws"
     assert _import(tmp_path, meta, out) == 0
-    all_ = pd.read_csv(out / L.MANIFEST_ALL, keep_default_na=False)
-    train = pd.read_csv(out / L.MANIFEST_TRAIN, keep_default_na=False)
-    panel = pd.read_csv(out / L.PANEL_MANIFEST, keep_default_na=False)
+    all_ = pd.read_csv(out / layout.MANIFEST_ALL, keep_default_na=False)
+    train = pd.read_csv(out / layout.MANIFEST_TRAIN, keep_default_na=False)
+    panel = pd.read_csv(out / layout.PANEL_MANIFEST, keep_default_na=False)
     assert set(panel.group_id) == {"g3"} and set(train.group_id) == {"g1", "g2"} and len(all_) == 13
     assert (train.reference_path == "").all() and (panel.reference_path != "").all()
     # pairs: two by two in replicate order, the odd fifth joins the last pair
     assert train.groupby("pair_id").size().tolist() == [2, 2, 2, 3]
     # each panel reference is the mean of the *other* replicates of its sample
-    base = out / L.SPECTRA_DIR
+    base = out / layout.SPECTRA_DIR
     vals = np.stack([np.load(base / p) for p in panel.path])
     for i, rel in enumerate(panel.reference_path):
         expected = (vals.sum(0) - vals[i]) / (len(vals) - 1)
         np.testing.assert_allclose(np.load(base / rel), expected, atol=1e-6)
     assert all_.measured_min_nm.eq(190.0).all() and all_.measured_max_nm.eq(810.5).all()
-    hashes = json.loads((out / L.MANIFEST_HASHES).read_text())
+    hashes = json.loads((out / layout.MANIFEST_HASHES).read_text())
     assert hashes["panel_groups"] == ["g3"]
     lineage = json.loads((out / "data/import_lineage.json").read_text())
     assert lineage["unit"] == "absorbance" and lineage["panel_references"] == "replicate-mean"
     assert "leave-one-out" in (out / "data/import_audit.md").read_text()
-    assert (out / L.WAVELENGTH_GRID).is_file() and (out / L.LAMBDA_STATS).is_file()
+    assert (out / layout.WAVELENGTH_GRID).is_file() and (out / layout.LAMBDA_STATS).is_file()
     assert godrun_main(["data", "check", "--root", str(out)]) == 0
 
 
@@ -252,15 +252,15 @@ def test_semicolon_metadata_with_bom_and_crlf(tmp_path: Path):
     meta = _dataset(tmp_path, {"g1": 2, "g2": 2, "g3": 2})
     meta.write_bytes(b"\xef\xbb\xbf" + meta.read_text().replace(",", ";").replace("\n", "\r\n").encode())
     assert _import(tmp_path, meta, tmp_path / "ws") == 0
-    assert len(pd.read_csv(tmp_path / "ws" / L.MANIFEST_ALL)) == 6
+    assert len(pd.read_csv(tmp_path / "ws" / layout.MANIFEST_ALL)) == 6
 
 
 def test_import_converts_units_on_request(tmp_path: Path):
     meta = _dataset(tmp_path, {"g1": 2, "g2": 2, "g3": 2})
     out = tmp_path / "ws"
     assert _import(tmp_path, meta, out, "--to-unit", "%T") == 0
-    all_ = pd.read_csv(out / L.MANIFEST_ALL, keep_default_na=False)
-    v = np.load(out / L.SPECTRA_DIR / all_.path.iloc[0])
+    all_ = pd.read_csv(out / layout.MANIFEST_ALL, keep_default_na=False)
+    v = np.load(out / layout.SPECTRA_DIR / all_.path.iloc[0])
     assert 10 < v.mean() < 40  # 10^-0.6 * 100 = 25 %T
     assert json.loads((out / "data/import_lineage.json").read_text())["unit"] == "percent_transmittance"
 
@@ -379,11 +379,11 @@ def test_dose_features_in_the_metadata_become_the_film_files(tmp_path: Path):
     meta.write_text("\n".join(rows) + "\n")
     out = tmp_path / "ws"
     assert _import(tmp_path, meta, out) == 0
-    feats = pd.read_csv(out / L.DOSE_FEATURES).set_index("group_id")
+    feats = pd.read_csv(out / layout.DOSE_FEATURES).set_index("group_id")
     assert list(feats.columns) == list(FILM_FEATURES) and feats.loc["g2", FILM_FEATURES[0]] == 0.6
-    stats = json.loads((out / L.DOSE_STATS).read_text())
+    stats = json.loads((out / layout.DOSE_STATS).read_text())
     assert stats["groups"] == 2 and stats["features"][FILM_FEATURES[0]]["mean"] == pytest.approx(0.4)  # train only
-    weights = pd.read_csv(out / L.DOSE_SAMPLING_WEIGHTS).set_index("group_id")["weight"]
+    weights = pd.read_csv(out / layout.DOSE_SAMPLING_WEIGHTS).set_index("group_id")["weight"]
     assert weights["g2"] > weights["g1"]  # the higher dose drawn more, as the synthetic corpus does
 
 
@@ -415,8 +415,8 @@ def test_reference_files_are_read_hashed_and_shared(tmp_path: Path):
     meta.write_text("\n".join(rows) + "\n")
     argv = ["data", "import", str(tmp_path / "spectra"), "--metadata", str(meta), "--out", str(tmp_path / "ws")]
     assert godrun_main([*argv, "--panel-group", "g3", "--unit", "absorbance"]) == 0
-    all_ = pd.read_csv(tmp_path / "ws" / L.MANIFEST_ALL, keep_default_na=False).set_index("spectrum_id")
-    base = tmp_path / "ws" / L.SPECTRA_DIR
+    all_ = pd.read_csv(tmp_path / "ws" / layout.MANIFEST_ALL, keep_default_na=False).set_index("spectrum_id")
+    base = tmp_path / "ws" / layout.SPECTRA_DIR
     g1, g2, g3 = (all_[all_.group_id == g] for g in ("g1", "g2", "g3"))
     assert g1.reference_path.nunique() == 1 and (g2.reference_path == "").all()  # one file per distinct reference
     np.testing.assert_allclose(
@@ -430,7 +430,7 @@ def test_fill_edge_imports_a_partial_range_and_records_it(tmp_path: Path):
     lines = (tmp_path / "spectra" / "g1_0.csv").read_text().splitlines()
     (tmp_path / "spectra" / "g1_0.csv").write_text("\n".join([lines[0], *lines[221:]]) + "\n")  # from 300 nm
     assert _import(tmp_path, meta, tmp_path / "ws", "--fill", "edge") == 0
-    all_ = pd.read_csv(tmp_path / "ws" / L.MANIFEST_ALL, keep_default_na=False).set_index("spectrum_id")
+    all_ = pd.read_csv(tmp_path / "ws" / layout.MANIFEST_ALL, keep_default_na=False).set_index("spectrum_id")
     assert all_.loc["g1_0.csv", "measured_min_nm"] == 300.0 and all_.loc["g1_1.csv", "measured_min_nm"] == 190.0
     assert (
         "1 spectra measured over less than the grid (e.g. `g1_0.csv`)"

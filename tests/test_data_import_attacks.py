@@ -138,16 +138,16 @@ def test_a_column_key_that_names_two_columns_is_refused(header, key, needle):
 
 
 def test_an_infinite_film_feature_is_refused_naming_its_line(tmp_path, capsys):
-    from godrun.data import layout as L
+    from godrun.data import layout
 
     sp, meta = _dataset(tmp_path)
     lines = meta.read_text().splitlines()
-    rows = [lines[0] + "," + ",".join(L.DOSE_FEATURE_COLUMNS)]
+    rows = [lines[0] + "," + ",".join(layout.DOSE_FEATURE_COLUMNS)]
     for ln in lines[1:]:
         first = "inf" if ln.startswith("g2_") else "1.0"
-        rows.append(ln + "," + ",".join([first] + ["1.0"] * (len(L.DOSE_FEATURE_COLUMNS) - 1)))
+        rows.append(ln + "," + ",".join([first] + ["1.0"] * (len(layout.DOSE_FEATURE_COLUMNS) - 1)))
     meta.write_text("\n".join(rows) + "\n")
-    _refused(tmp_path, sp, meta, capsys, "line 4", L.DOSE_FEATURE_COLUMNS[0], "not a finite number")
+    _refused(tmp_path, sp, meta, capsys, "line 4", layout.DOSE_FEATURE_COLUMNS[0], "not a finite number")
 
 
 def test_a_refused_import_leaves_no_parent_folders_it_made_for_out(tmp_path, capsys):

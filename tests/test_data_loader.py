@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from godrun.cli import main as godrun_main
-from godrun.data import layout as L
+from godrun.data import layout
 from godrun.data.loader import load_corpus, load_dose_features, load_dose_stats
 from godrun.errors import InputError
 from godrun.fsio import sha256_file
@@ -32,30 +32,32 @@ def ws(base, tmp_path) -> Path:
 
 
 def _load(ws: Path, manifest: Path | None = None):
-    return load_corpus(manifest or ws / L.MANIFEST_TRAIN, ws / L.SPECTRA_DIR, wavelength_grid=ws / L.WAVELENGTH_GRID)
+    return load_corpus(
+        manifest or ws / layout.MANIFEST_TRAIN, ws / layout.SPECTRA_DIR, wavelength_grid=ws / layout.WAVELENGTH_GRID
+    )
 
 
 def test_loads_arrays(ws):
     c1 = _load(ws)
-    meta = pd.read_csv(ws / L.MANIFEST_TRAIN)
+    meta = pd.read_csv(ws / layout.MANIFEST_TRAIN)
     assert c1.spectra.shape == c1.references.shape == (len(meta), 601)
     assert c1.spectra.dtype == np.float32 and c1.wavelengths.dtype == np.float64
     row = meta.iloc[7]
-    np.testing.assert_array_equal(c1.spectra[7], np.load(ws / L.SPECTRA_DIR / row.path))
-    np.testing.assert_array_equal(c1.references[7], np.load(ws / L.SPECTRA_DIR / row.reference_path))
+    np.testing.assert_array_equal(c1.spectra[7], np.load(ws / layout.SPECTRA_DIR / row.path))
+    np.testing.assert_array_equal(c1.references[7], np.load(ws / layout.SPECTRA_DIR / row.reference_path))
     assert list(c1.meta.spectrum_id) == list(meta.spectrum_id)
     assert not list(ws.rglob("*.npz*")) or all("lambda_stats" in p.name for p in ws.rglob("*.npz"))  # no cache
     # a changed file is seen on the next load, whatever its size and mtime
-    np.save(ws / L.SPECTRA_DIR / row.path, np.zeros(601, np.float32))
+    np.save(ws / layout.SPECTRA_DIR / row.path, np.zeros(601, np.float32))
     with pytest.raises(InputError, match="sha256"):
         _load(ws)
 
 
 def _break(ws: Path, row: int, how) -> tuple[Path, str, str]:
-    path = ws / L.MANIFEST_TRAIN
+    path = ws / layout.MANIFEST_TRAIN
     meta = pd.read_csv(path)
     sid, rel = meta.spectrum_id.iloc[row], meta.path.iloc[row]
-    how(meta, ws / L.SPECTRA_DIR / rel, row)
+    how(meta, ws / layout.SPECTRA_DIR / rel, row)
     meta.to_csv(path, index=False)
     return path, sid, rel
 
@@ -88,7 +90,7 @@ def test_bad_rows_name_row_id_and_file(ws, case):
 
 
 def test_duplicate_spectrum_id(ws):
-    path = ws / L.MANIFEST_TRAIN
+    path = ws / layout.MANIFEST_TRAIN
     meta = pd.read_csv(path)
     meta.loc[9, "spectrum_id"] = meta.loc[2, "spectrum_id"]
     meta.to_csv(path, index=False)
@@ -99,21 +101,21 @@ def test_duplicate_spectrum_id(ws):
 def test_exit_code_two_through_the_cli_contract(ws, capsys):
     from godrun.errors import run_main
 
-    (ws / L.SPECTRA_DIR / pd.read_csv(ws / L.MANIFEST_TRAIN).path.iloc[0]).unlink()
+    (ws / layout.SPECTRA_DIR / pd.read_csv(ws / layout.MANIFEST_TRAIN).path.iloc[0]).unlink()
     assert run_main(lambda argv: _load(ws), []) == 2
     assert "row 1" in capsys.readouterr().err
 
 
 def test_dose_features_and_stats(ws):
-    meta = pd.read_csv(ws / L.MANIFEST_TRAIN)
-    feats = load_dose_features(ws / L.DOSE_FEATURES, FILM_FEATURES, meta.group_id)
+    meta = pd.read_csv(ws / layout.MANIFEST_TRAIN)
+    feats = load_dose_features(ws / layout.DOSE_FEATURES, FILM_FEATURES, meta.group_id)
     assert list(feats.columns) == list(FILM_FEATURES) and set(feats.index) == set(meta.group_id)
     with pytest.raises(InputError, match=r"dose_features\.csv: unknown group .treatment_9/sample_Z/6Oclock."):
-        load_dose_features(ws / L.DOSE_FEATURES, FILM_FEATURES, [*meta.group_id, "treatment_9/sample_Z/6Oclock"])
+        load_dose_features(ws / layout.DOSE_FEATURES, FILM_FEATURES, [*meta.group_id, "treatment_9/sample_Z/6Oclock"])
     with pytest.raises(InputError, match="feature column"):
-        load_dose_features(ws / L.DOSE_FEATURES, ["nope"], meta.group_id)
-    stats = load_dose_stats(ws / L.DOSE_STATS)
+        load_dose_features(ws / layout.DOSE_FEATURES, ["nope"], meta.group_id)
+    stats = load_dose_stats(ws / layout.DOSE_STATS)
     assert set(stats) == set(FILM_FEATURES) and all(s >= 0 for _, s in stats.values())
-    (ws / L.DOSE_STATS).write_text("{}")
+    (ws / layout.DOSE_STATS).write_text("{}")
     with pytest.raises(InputError, match="dose stats"):
-        load_dose_stats(ws / L.DOSE_STATS)
+        load_dose_stats(ws / layout.DOSE_STATS)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from godrun.cli import main as godrun_main
-from godrun.data import layout as L
+from godrun.data import layout
 from godrun.data.synth import plan_groups, scaled_count
 
 
@@ -21,11 +21,13 @@ def test_full_corpus_plan_counts_and_composition():
     assert by_id["treatment_5/sample_H/6Oclock"] == 300
     assert by_id["treatment_3/sample_J/12Oclock"] == 300
     assert by_id["treatment_6/sample_I/6Oclock"] == 150
-    assert sum(n for g, n in by_id.items() if g not in L.PANEL_GROUPS) == 10_350
+    assert sum(n for g, n in by_id.items() if g not in layout.PANEL_GROUPS) == 10_350
     for t in range(1, 6):
         samples = {p.sample for p in plans if p.treatment == t}
         assert len(samples) == 5
-        assert all({p.angle for p in plans if p.treatment == t and p.sample == s} == set(L.ANGLES) for s in samples)
+        assert all(
+            {p.angle for p in plans if p.treatment == t and p.sample == s} == set(layout.ANGLES) for s in samples
+        )
     controls = {p.sample for p in plans if p.treatment == 6}
     assert len(controls) == 2 and "I" in controls
     assert all(p.n % 2 == 0 for p in plans)
@@ -65,9 +67,9 @@ def corpus(tmp_path_factory) -> Path:
 
 
 def test_layout_files_and_manifest(corpus):
-    spectra = corpus / L.SPECTRA_DIR
-    m = pd.read_csv(corpus / L.MANIFEST_ALL)
-    assert list(m.columns) == list(L.MANIFEST_COLUMNS)
+    spectra = corpus / layout.SPECTRA_DIR
+    m = pd.read_csv(corpus / layout.MANIFEST_ALL)
+    assert list(m.columns) == list(layout.MANIFEST_COLUMNS)
     assert len(m) == sum(p.n for p in plan_groups(0.05))
     assert m["spectrum_id"].is_unique and m["content_sha256"].is_unique
     wl = np.load(spectra / "wavelength_grid.npy")
@@ -80,12 +82,12 @@ def test_layout_files_and_manifest(corpus):
     pairs = m.groupby("pair_id")
     assert (pairs.size() == 2).all()
     assert (pairs["reference_path"].nunique() == 1).all() and (pairs["polarity"].nunique() == 1).all()
-    assert set(m["polarity"]) == set(L.POLARITIES)
+    assert set(m["polarity"]) == set(layout.POLARITIES)
 
 
 def test_metadata_files(corpus):
-    feats = pd.read_csv(corpus / L.DOSE_FEATURES).set_index("group_id")
-    assert list(feats.columns) == list(L.DOSE_FEATURE_COLUMNS) and len(feats) == 54
+    feats = pd.read_csv(corpus / layout.DOSE_FEATURES).set_index("group_id")
+    assert list(feats.columns) == list(layout.DOSE_FEATURE_COLUMNS) and len(feats) == 54
     controls = feats[feats.index.str.startswith("treatment_6/")]
     assert (controls[["UVA_total", "UVB_total", "UVA_norm", "UVB_norm"]] == 0).all().all()
     assert (
@@ -94,9 +96,9 @@ def test_metadata_files(corpus):
     assert (
         feats.loc["treatment_1/sample_F/6Oclock", "cos_theta"] > feats.loc["treatment_1/sample_F/12Oclock", "cos_theta"]
     )
-    weights = pd.read_csv(corpus / L.DOSE_SAMPLING_WEIGHTS)
+    weights = pd.read_csv(corpus / layout.DOSE_SAMPLING_WEIGHTS)
     assert set(weights["group_id"]) == set(feats.index) and (weights["weight"] > 0).all()
-    stats = np.load(corpus / L.LAMBDA_STATS)
+    stats = np.load(corpus / layout.LAMBDA_STATS)
     for key in ("mean", "std", "weights"):
         assert stats[key].dtype == np.float32 and stats[key].shape == (601,)
     assert abs(float(stats["weights"].mean()) - 1.0) < 1e-5
@@ -105,8 +107,8 @@ def test_metadata_files(corpus):
 def test_dips_grow_with_dose_and_controls_have_none(corpus):
     from godrun.gates.metrics import detect_dips
 
-    spectra = corpus / L.SPECTRA_DIR
-    m = pd.read_csv(corpus / L.MANIFEST_ALL)
+    spectra = corpus / layout.SPECTRA_DIR
+    m = pd.read_csv(corpus / layout.MANIFEST_ALL)
     wl = np.load(spectra / "wavelength_grid.npy")
 
     def total_area(gid: str) -> float:

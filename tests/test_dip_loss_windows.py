@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from godrun.data import layout as L
+from godrun.data import layout
 from godrun.data.synth import dose_features, plan_groups, synth_group, wavelength_grid
-from godrun.gates import metrics as M
+from godrun.gates import metrics
 from godrun.spec import SEED_DETECTOR, Recipe
 from godrun.trainer.losses import SpectralLoss
 
@@ -22,7 +22,7 @@ REFERENCE_AGREEMENT = 1e-3  # the gate de-spikes its guard bands (running median
 
 @pytest.fixture(scope="module")
 def refs() -> tuple[np.ndarray, np.ndarray]:
-    plans = [p for p in plan_groups(0.05) if p.group_id in L.PANEL_GROUPS]
+    plans = [p for p in plan_groups(0.05) if p.group_id in layout.PANEL_GROUPS]
     feats = dose_features(plan_groups(0.05)).set_index("group_id")
     wl = wavelength_grid()
     cleans = [synth_group(p, feats.loc[p.group_id], wl, 0, i)[0] for i, p in enumerate(plans)]
@@ -33,9 +33,9 @@ def _loss(wl: np.ndarray) -> SpectralLoss:
     return SpectralLoss(Recipe(), torch.from_numpy(wl), None).double()
 
 
-def _gate_dips(y: np.ndarray, ref: np.ndarray, wl: np.ndarray, m: int) -> list[M.Dip]:
-    dips = sorted(M.detect_dips(ref, wl), key=lambda d: -d.area)[:m]
-    return [M.measure_dip(y, wl, d) for d in dips]
+def _gate_dips(y: np.ndarray, ref: np.ndarray, wl: np.ndarray, m: int) -> list[metrics.Dip]:
+    dips = sorted(metrics.detect_dips(ref, wl), key=lambda d: -d.area)[:m]
+    return [metrics.measure_dip(y, wl, d) for d in dips]
 
 
 @pytest.mark.parametrize("depth_factor", [1.0, 1.3])
@@ -43,7 +43,7 @@ def test_loss_measures_in_the_gate_windows(refs, depth_factor: float) -> None:
     """On references and on over-deepened copies, loss and gate report the same area and depth per dip."""
     ref, wl = refs
     loss = _loss(wl)
-    cont = M.continuum(ref, wl)
+    cont = metrics.continuum(ref, wl)
     pred = cont - depth_factor * (cont - ref)  # every dip deeper by depth_factor, baseline untouched
     windows = loss.windows_of(torch.from_numpy(ref))
     got = loss.measure(loss.smooth(torch.from_numpy(pred)), windows, None)
@@ -53,7 +53,7 @@ def test_loss_measures_in_the_gate_windows(refs, depth_factor: float) -> None:
             assert abs(float(got["area"][i, k]) - want.area) <= REFERENCE_AGREEMENT * abs(want.area)
             assert abs(float(got["depth"][i, k]) - want.depth) <= REFERENCE_AGREEMENT * abs(want.depth)
             compared += 1
-        assert int((windows[i, :, 0] >= 0).sum()) == len(M.detect_dips(ref[i], wl)[: Recipe().dip_m])
+        assert int((windows[i, :, 0] >= 0).sum()) == len(metrics.detect_dips(ref[i], wl)[: Recipe().dip_m])
     assert compared >= 20
 
 
@@ -61,10 +61,10 @@ def test_dip_loss_sees_overfilled_wings(refs) -> None:
     """A dip whose wings are deepened (the centre kept) costs the loss: the gate fails it too."""
     ref, wl = refs
     loss = _loss(wl)
-    i = int(np.argmax([len(M.detect_dips(r, wl)) for r in ref]))
-    dip = max(M.detect_dips(ref[i], wl), key=lambda d: d.area)
+    i = int(np.argmax([len(metrics.detect_dips(r, wl)) for r in ref]))
+    dip = max(metrics.detect_dips(ref[i], wl), key=lambda d: d.area)
     wings = (np.abs(wl - dip.center_nm) > 4.0) & (wl >= dip.left_nm) & (wl <= dip.right_nm)
-    cont = M.continuum(ref[i : i + 1], wl)[0]
+    cont = metrics.continuum(ref[i : i + 1], wl)[0]
     pred = ref[i] - np.where(wings, 0.5 * (cont - ref[i]), 0.0)
     got = _gate_dips(pred, ref[i], wl, 1)[0]
     assert abs(got.area - dip.area) / dip.area > 0.1  # gate 3 fails this dip
@@ -94,10 +94,12 @@ def test_a_dip_failing_on_depth_alone_costs_as_much_as_one_failing_on_both() -> 
     scaled = _gaussian_dip(wl, 0.11 * 0.89, 4.0)
     windows = loss.windows_of(torch.from_numpy(ref[None]))
     assert int((windows[0, :, 0] >= 0).sum()) == 1
-    (dip,) = M.detect_dips(ref, wl)
+    (dip,) = metrics.detect_dips(ref, wl)
     for pred in (blunted, scaled):  # gate 3 fails both on depth
-        assert M.measure_dip(pred, wl, dip).depth < 0.9 * dip.depth
-    assert M.measure_dip(blunted, wl, dip).area == pytest.approx(dip.area, rel=0.03)  # the blunted one's area held
+        assert metrics.measure_dip(pred, wl, dip).depth < 0.9 * dip.depth
+    assert metrics.measure_dip(blunted, wl, dip).area == pytest.approx(
+        dip.area, rel=0.03
+    )  # the blunted one's area held
 
     def dip_cost(pred: np.ndarray) -> float:
         t = torch.from_numpy(np.stack([pred, ref]))
@@ -117,8 +119,8 @@ def test_a_spurious_dip_costs_what_a_missed_one_does_and_gradient_fills_it() -> 
     wl = wavelength_grid()
     ref = _gaussian_dip(wl, 0.08, 5.0, center_nm=440.0)
     pred = ref * _gaussian_dip(wl, 0.04, 5.0, center_nm=340.0)
-    (ref_dip,) = M.detect_dips(ref, wl)
-    spurious = M.spurious_dips(M.detect_dips(pred, wl), [ref_dip])
+    (ref_dip,) = metrics.detect_dips(ref, wl)
+    spurious = metrics.spurious_dips(metrics.detect_dips(pred, wl), [ref_dip])
     assert len(spurious) == 1 and spurious[0].area >= SEED_DETECTOR.min_area  # gate 3 counts it
     t = torch.from_numpy(np.stack([pred, ref]))
     windows = _loss(wl).windows_of(t[1:])
@@ -137,5 +139,5 @@ def test_a_spurious_dip_costs_what_a_missed_one_does_and_gradient_fills_it() -> 
     cost(True, p).backward()
     assert p.grad is not None
     stepped = (p - 1e-4 * p.grad / p.grad.abs().max()).detach().numpy()[0]
-    before, after = (M.measure_dip(y, wl, spurious[0]).area for y in (pred, stepped))
+    before, after = (metrics.measure_dip(y, wl, spurious[0]).area for y in (pred, stepped))
     assert after < before

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from godrun.data import layout as L
+from godrun.data import layout
 from godrun.data.loader import load_corpus
 from godrun.evaluator.denoisers import DENOISERS
-from godrun.gates import metrics as M
+from godrun.gates import metrics
 from godrun.spec import DipDetector, Recipe
 from godrun.trainer.losses import SpectralLoss
 
@@ -27,7 +27,9 @@ DIP_AGREEMENT = 0.02
 @pytest.fixture(scope="module")
 def panel(small_corpus: Path):
     return load_corpus(
-        small_corpus / L.PANEL_MANIFEST, small_corpus / L.SPECTRA_DIR, wavelength_grid=small_corpus / L.WAVELENGTH_GRID
+        small_corpus / layout.PANEL_MANIFEST,
+        small_corpus / layout.SPECTRA_DIR,
+        wavelength_grid=small_corpus / layout.WAVELENGTH_GRID,
     )
 
 
@@ -37,12 +39,12 @@ def _both(panel, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     recipe = Recipe()
     loss = SpectralLoss(recipe, torch.from_numpy(wl), None).double()
     cfg = DipDetector(guard_nm=recipe.baseline_guard_nm, smooth_nm=recipe.dip_detect_sigma_nm)
-    prepared, refs = M._prepare(pred, wl, cfg), M._prepare(panel.references.astype(np.float64), wl, cfg)
-    offset = M._crop(wl, cfg).start
+    prepared, refs = metrics._prepare(pred, wl, cfg), metrics._prepare(panel.references.astype(np.float64), wl, cfg)
+    offset = metrics._crop(wl, cfg).start
     h = round(recipe.dip_window_half_nm / float(np.median(np.diff(wl))))
     d_area, d_depth = [], []
     for i in range(len(pred)):
-        dips = M._detect(refs[i], cfg)
+        dips = metrics._detect(refs[i], cfg)
         if not dips:
             continue
         centres = torch.tensor([[int(np.argmin(np.abs(wl - d.center_nm))) for d in dips]])
@@ -50,7 +52,7 @@ def _both(panel, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         got = loss.measure(loss.smooth(torch.from_numpy(pred[i : i + 1])), windows, None)
         for k in range(len(dips)):
             c = int(centres[0, k]) - offset
-            want = M._measure_window(prepared[i], c - h, c + h, cfg)
+            want = metrics._measure_window(prepared[i], c - h, c + h, cfg)
             d_area.append(abs(float(got["area"][0, k]) - want.area) / abs(want.area))
             d_depth.append(abs(float(got["depth"][0, k]) - want.depth) / abs(want.depth))
     assert len(d_area) >= 10, "the panel should hold dips to compare"

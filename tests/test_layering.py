@@ -154,3 +154,18 @@ def test_the_evaluator_never_loads_the_trainer():
     modules = ["godrun.evaluator.cli", "godrun.evaluator.panel", "godrun.evaluator.outputs", "godrun.model.inference"]
     loaded = loaded_after(modules)
     assert offending(loaded, ("godrun.trainer", "godrun.controller", "godrun.local")) == []
+
+
+def test_no_one_letter_module_aliases():
+    """`import x as y` / `from x import m as y` with a one-letter y hides which module a name comes from."""
+    found = []
+    for folder in ("godrun", "tests", "bench", "scripts"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Import | ast.ImportFrom):
+                    found += [f"{path.relative_to(ROOT)}: {a.name} as {a.asname}" for a in node.names if _short(a)]
+    assert found == []
+
+
+def _short(alias: ast.alias) -> bool:
+    return alias.asname is not None and len(alias.asname) == 1 and alias.name[:1].islower()

@@ -12,7 +12,7 @@ import pytest
 from scipy.ndimage import gaussian_filter1d
 from scipy.signal import savgol_filter
 
-from godrun.data import layout as L
+from godrun.data import layout
 from godrun.data.synth import dose_features, noise_sigma, plan_groups, synth_group, wavelength_grid
 from godrun.gates.metrics import continuum, evaluate_gates, panel_metrics
 from godrun.spec import Gates
@@ -25,7 +25,7 @@ def panel():
     wl = wavelength_grid()
     raws, refs = [], []
     for i, p in enumerate(plans):
-        if p.group_id in L.PANEL_GROUPS:
+        if p.group_id in layout.PANEL_GROUPS:
             clean, noisy, rows = synth_group(p, feats.loc[p.group_id], wl, 0, i)
             raws.append(noisy)
             refs.append(clean[[r["_pair"] for r in rows]])

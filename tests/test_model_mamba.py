@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
+from torch.nn import functional
 
 from godrun.model.mamba import Mamba, scan_backend
 from godrun.model.network import MambaTinyUV
@@ -50,7 +50,7 @@ def test_initialisation_follows_mamba():
     m = Mamba(64, d_state=16)
     assert torch.allclose(m.A_log, torch.log(torch.arange(1, 17.0)).expand(128, 16))
     assert torch.equal(m.D, torch.ones(128))
-    dt = F.softplus(m.dt_proj.bias)
+    dt = functional.softplus(m.dt_proj.bias)
     assert dt.min() >= 1e-3 * (1 - 1e-4) and dt.max() <= 0.1 * (1 + 1e-4)
     assert dt.max() / dt.min() > 10  # log-uniform over two decades, not a constant
     bound = m.dt_rank**-0.5
@@ -70,17 +70,19 @@ def reference_mamba(m: Mamba, h: torch.Tensor) -> torch.Tensor:
     h = h.double()
     xz = h @ p["in_proj.weight"].T
     x, z = xz.chunk(2, dim=-1)
-    x = F.silu(F.conv1d(x.transpose(1, 2), p["conv1d.weight"], p["conv1d.bias"], padding=3, groups=m.d_inner))
+    x = functional.silu(
+        functional.conv1d(x.transpose(1, 2), p["conv1d.weight"], p["conv1d.bias"], padding=3, groups=m.d_inner)
+    )
     x = x[..., : h.shape[1]].transpose(1, 2)  # [B, L, d_inner]
     dt, b, c = (x @ p["x_proj.weight"].T).split([m.dt_rank, m.d_state, m.d_state], dim=-1)
-    dt = F.softplus(dt @ p["dt_proj.weight"].T + p["dt_proj.bias"])
+    dt = functional.softplus(dt @ p["dt_proj.weight"].T + p["dt_proj.bias"])
     A = -torch.exp(p["A_log"])
     state = torch.zeros(h.shape[0], m.d_inner, m.d_state, dtype=torch.float64)
     ys = []
     for t in range(h.shape[1]):
         state = torch.exp(dt[:, t, :, None] * A) * state + (dt[:, t] * x[:, t])[..., None] * b[:, t, None, :]
         ys.append((state * c[:, t, None, :]).sum(-1) + p["D"] * x[:, t])
-    y = torch.stack(ys, 1) * F.silu(z)
+    y = torch.stack(ys, 1) * functional.silu(z)
     return y @ p["out_proj.weight"].T
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from godrun.data import layout as L
+from godrun.data import layout
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -49,8 +49,8 @@ def test_readme_own_data_commands_import_run_and_give_a_verdict(tmp_path: Path) 
     work = tmp_path / "aunps"
     status = json.loads((work / "status.json").read_text())
     assert status["phase"] in ("Shipped", "Failed-ActB") and status["panel"]["verdict"] in ("pass", "fail")
-    train = pd.read_csv(work / L.MANIFEST_TRAIN, keep_default_na=False)
+    train = pd.read_csv(work / layout.MANIFEST_TRAIN, keep_default_na=False)
     assert (train["reference_path"] == "").all()  # no clean training references
     assert set(train["source_file"].str.rsplit(".", n=1).str[-1]) == {"csv", "jdx"}
-    panel = pd.read_csv(work / L.PANEL_MANIFEST, keep_default_na=False)
+    panel = pd.read_csv(work / layout.PANEL_MANIFEST, keep_default_na=False)
     assert set(panel["group_id"]) == {"aunp_stage3"} and (panel["reference_sha256"].str.len() == 64).all()

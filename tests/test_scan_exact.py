@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
+from torch.nn import functional
 
 from godrun.model.scan import selective_scan
 
@@ -95,7 +95,7 @@ def test_backward_twice_with_retain_graph():
 
 def test_without_softplus_and_long_sequence():
     inputs = make_inputs(b=1, d=3, n=5, length=301, seed=3)
-    inputs["delta"] = F.softplus(inputs["delta"])
+    inputs["delta"] = functional.softplus(inputs["delta"])
     check_against_loop(inputs, chunk=37, softplus=False)
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from godrun.data import layout as L
+from godrun.data import layout
 from godrun.data.loader import load_corpus
 from godrun.errors import InputError
 from godrun.gates.metrics import dip_windows
@@ -22,14 +22,14 @@ from godrun.trainer.presets import preset_recipe, rooted
 def noref_root(small_corpus: Path, tmp_path: Path) -> Path:
     root = tmp_path / "ws"
     shutil.copytree(small_corpus / "data", root / "data")
-    train = pd.read_csv(root / L.MANIFEST_TRAIN, dtype=str, keep_default_na=False)
+    train = pd.read_csv(root / layout.MANIFEST_TRAIN, dtype=str, keep_default_na=False)
     train[["reference_path", "reference_sha256"]] = ""
-    train.to_csv(root / L.MANIFEST_TRAIN, index=False, lineterminator="\n")
+    train.to_csv(root / layout.MANIFEST_TRAIN, index=False, lineterminator="\n")
     return root
 
 
 def test_loader_refuses_a_missing_reference_only_where_one_is_needed(noref_root: Path):
-    manifest, spectra = noref_root / L.MANIFEST_TRAIN, noref_root / L.SPECTRA_DIR
+    manifest, spectra = noref_root / layout.MANIFEST_TRAIN, noref_root / layout.SPECTRA_DIR
     with pytest.raises(InputError, match=r"row 1 .*no reference_path"):
         load_corpus(manifest, spectra)
     corpus = load_corpus(manifest, spectra, require_references=False)

@@ -24,7 +24,7 @@ import yaml
 from pydantic import ValidationError
 from run_support import LENIENT_GATES, write_godrun
 
-from godrun.data import layout as L
+from godrun.data import layout
 from godrun.fsio import sha256_file
 from godrun.gates import metrics
 from godrun.spec import RUN_PATH_FIELDS, GodRunSpec, Recipe
@@ -32,8 +32,8 @@ from godrun.trainer.presets import PRESETS
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = os.environ | {"GODRUN_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-PANEL = L.PANEL_MANIFEST
-SPECTRA = L.SPECTRA_DIR
+PANEL = layout.PANEL_MANIFEST
+SPECTRA = layout.SPECTRA_DIR
 
 
 def _copy(small_corpus: Path, tmp_path: Path) -> Path:
@@ -104,7 +104,7 @@ class TestDataCannotChangeTheVerdict:
         root, manifest = work / SPECTRA, work / PANEL
         meta = pd.read_csv(manifest)
         refs = np.stack([np.load(root / p) for p in meta["reference_path"]]).astype(np.float32)
-        wl = np.load(work / L.WAVELENGTH_GRID).astype(np.float64)
+        wl = np.load(work / layout.WAVELENGTH_GRID).astype(np.float64)
         key = _old_cache_key(manifest, root, meta, 601, hashlib.sha256(wl.tobytes()).hexdigest())
         (root / ".cache").mkdir(exist_ok=True)
         np.savez(root / ".cache" / f"corpus_{key[:32]}.npz", spectra=refs, references=refs)
@@ -193,7 +193,7 @@ class TestDataCannotChangeTheVerdict:
 
 def _leaky(work: Path, how: str) -> None:
     """Append panel spectra to the training manifest under new ids, the way a careless merge would."""
-    train_path = work / L.MANIFEST_TRAIN
+    train_path = work / layout.MANIFEST_TRAIN
     train, panel = pd.read_csv(train_path, dtype=str), pd.read_csv(work / PANEL, dtype=str)
     extra = panel.head(6).copy()
     extra["spectrum_id"] = [f"renamed_{i}" for i in range(len(extra))]
@@ -313,7 +313,7 @@ class TestTrainerAndEvaluatorApplyOneSetOfRules:
 def panel_arrays(small_corpus: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     from godrun.data.loader import load_corpus
 
-    c = load_corpus(small_corpus / PANEL, small_corpus / SPECTRA, wavelength_grid=small_corpus / L.WAVELENGTH_GRID)
+    c = load_corpus(small_corpus / PANEL, small_corpus / SPECTRA, wavelength_grid=small_corpus / layout.WAVELENGTH_GRID)
     return c.references.astype(np.float64), c.spectra.astype(np.float64), c.wavelengths
 
 
@@ -352,7 +352,7 @@ class TestDownstreamMargin:
         work = _copy(small_corpus, tmp_path)
         from godrun.data.loader import load_corpus
 
-        c = load_corpus(work / PANEL, work / SPECTRA, wavelength_grid=work / L.WAVELENGTH_GRID)
+        c = load_corpus(work / PANEL, work / SPECTRA, wavelength_grid=work / layout.WAVELENGTH_GRID)
         ref, raw = c.references.astype(np.float64), c.spectra.astype(np.float64)
         np.save(work / "pred.npy", (ref + 1.4 * (raw - ref)).astype(np.float32))  # ~1.6x raw's error
         out = subprocess.run(

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from run_support import LENIENT_GATES, write_godrun
 
-from godrun.data import layout as L
+from godrun.data import layout
 from godrun.fsio import sha256_file
 from godrun.local.cli import main as run_main
 from godrun.spec import GodRunStatus, Recipe
@@ -130,7 +130,7 @@ def test_editing_the_recipe_of_a_finished_run_is_refused(small_corpus: Path, tmp
 
 
 def _other_grid(work: Path, how: str) -> None:
-    grid_path = work / L.WAVELENGTH_GRID
+    grid_path = work / layout.WAVELENGTH_GRID
     wl = np.load(grid_path)
     if how == "one-point-in-roi":  # the issue's attack: the ROI 320-500 nm holds one grid point
         lo, hi = np.linspace(200, 319, 300), np.linspace(501, 800, 300)
@@ -145,7 +145,7 @@ def _other_grid(work: Path, how: str) -> None:
 @pytest.mark.parametrize("how", ["one-point-in-roi", "shifted", "re-encoded"])
 def test_a_replaced_wavelength_grid_is_refused(small_corpus: Path, tmp_path: Path, how: str) -> None:
     work = _copy(small_corpus, tmp_path)
-    pinned = sha256_file(work / L.PANEL_MANIFEST)
+    pinned = sha256_file(work / layout.PANEL_MANIFEST)
     _other_grid(work, how)
     out = _evaluate(work, "--expected-hash", pinned)
     assert out.returncode == 2, out.stdout + out.stderr
@@ -156,9 +156,9 @@ def test_a_replaced_wavelength_grid_is_refused(small_corpus: Path, tmp_path: Pat
 @pytest.mark.parametrize("how", ["value", "new-column-value", "row-dropped"])
 def test_changed_dose_features_of_a_panel_group_are_refused(small_corpus: Path, tmp_path: Path, how: str) -> None:
     work = _copy(small_corpus, tmp_path)
-    path = work / L.DOSE_FEATURES
+    path = work / layout.DOSE_FEATURES
     df = pd.read_csv(path, dtype=str)
-    group = pd.read_csv(work / L.PANEL_MANIFEST, dtype=str)["group_id"].iloc[0]
+    group = pd.read_csv(work / layout.PANEL_MANIFEST, dtype=str)["group_id"].iloc[0]
     row = df.index[df["group_id"] == group][0]
     feature = next(c for c in df.columns if c != "group_id")
     if how == "value":
@@ -179,18 +179,18 @@ def test_a_panel_that_pins_nothing_is_refused_and_lineage_names_the_pins(small_c
     ok = _evaluate(work)
     assert ok.returncode == 0, ok.stderr
     lineage = json.loads((work / "verdict.json").read_text())["lineage"]
-    assert lineage["wavelengthGridSha256"] == sha256_file(work / L.WAVELENGTH_GRID)
-    assert lineage["metadataSha256"] == sha256_file(work / L.DOSE_FEATURES)
+    assert lineage["wavelengthGridSha256"] == sha256_file(work / layout.WAVELENGTH_GRID)
+    assert lineage["metadataSha256"] == sha256_file(work / layout.DOSE_FEATURES)
     hashes = json.loads((work / "out" / "hashes.json").read_text())
     assert hashes["wavelength_grid"]["sha256"] == lineage["wavelengthGridSha256"]
     for column in ("grid_sha256", "dose_sha256"):
-        panel = pd.read_csv(small_corpus / L.PANEL_MANIFEST, dtype=str).drop(columns=[column])
-        panel.to_csv(work / L.PANEL_MANIFEST, index=False)
+        panel = pd.read_csv(small_corpus / layout.PANEL_MANIFEST, dtype=str).drop(columns=[column])
+        panel.to_csv(work / layout.PANEL_MANIFEST, index=False)
         out = _evaluate(work)
         assert out.returncode == 2 and column in out.stderr, out.stderr
-    panel = pd.read_csv(small_corpus / L.PANEL_MANIFEST, dtype=str)
+    panel = pd.read_csv(small_corpus / layout.PANEL_MANIFEST, dtype=str)
     panel.loc[1, "grid_sha256"] = "0" * 64  # rows that disagree on the one grid
-    panel.to_csv(work / L.PANEL_MANIFEST, index=False)
+    panel.to_csv(work / layout.PANEL_MANIFEST, index=False)
     out = _evaluate(work)
     assert out.returncode == 2 and "row 2" in out.stderr and "grid_sha256" in out.stderr
 
@@ -210,9 +210,9 @@ def _reencode(vec: np.ndarray, how: str) -> np.ndarray:
 
 def _leak_by_value(work: Path, how: str, kind: str) -> None:
     """Panel spectra (or references) re-saved under new ids and new files in a training group."""
-    root = work / L.SPECTRA_DIR
-    train = pd.read_csv(work / L.MANIFEST_TRAIN, dtype=str)
-    panel = pd.read_csv(work / L.PANEL_MANIFEST, dtype=str)
+    root = work / layout.SPECTRA_DIR
+    train = pd.read_csv(work / layout.MANIFEST_TRAIN, dtype=str)
+    panel = pd.read_csv(work / layout.PANEL_MANIFEST, dtype=str)
     rows = train.head(3).copy()
     for i, (src, ref) in enumerate(zip(panel["path"].head(3), panel["reference_path"].head(3), strict=True)):
         sources = {"path": src if kind == "spectra" else rows["path"].iloc[i], "reference_path": ref}
@@ -227,7 +227,7 @@ def _leak_by_value(work: Path, how: str, kind: str) -> None:
         rows.iloc[i, rows.columns.get_loc("spectrum_id")] = f"fresh_{i}"
         if "pair_id" in rows.columns:
             rows.iloc[i, rows.columns.get_loc("pair_id")] = f"fresh_pair_{i}"
-    pd.concat([train, rows]).to_csv(work / L.MANIFEST_TRAIN, index=False)
+    pd.concat([train, rows]).to_csv(work / layout.MANIFEST_TRAIN, index=False)
 
 
 @pytest.mark.parametrize("how", ["float64", "big-endian", "float16", "nudged"])
@@ -261,7 +261,7 @@ def test_a_stale_metrics_csv_never_reaches_the_status(small_corpus: Path, tmp_pa
     logs.mkdir(parents=True)
     header = "epoch,best_epoch,panel_psnr_mean,panel_sam_mean,seconds\n"
     (logs / "metrics.csv").write_text(header + "".join(f"{e},{e},40,1,1\n" for e in range(1, 401)))
-    (work / L.MANIFEST_TRAIN).write_text("not,a\nmanifest,\n")  # the trainer fails on its input
+    (work / layout.MANIFEST_TRAIN).write_text("not,a\nmanifest,\n")  # the trainer fails on its input
     path = write_godrun(work, "stale", image="local", training=_training(), gates=LENIENT_GATES)
     seen: list[GodRunStatus] = []
     import godrun.local.executor as executor_mod

@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel
 from pydantic.alias_generators import to_camel
 
-from godrun import spec as S
+from godrun import spec
 from godrun.contract.files import TERMINATION_LOG_ENV
 from godrun.contract.words import APP_NAME, LABEL_NAME, LABEL_PART_OF, LABEL_RUN
 
@@ -26,17 +26,17 @@ from godrun.contract.words import APP_NAME, LABEL_NAME, LABEL_PART_OF, LABEL_RUN
 def _key_rule(field: str, example: dict[str, Any]) -> dict[str, Any]:
     """Label/annotation key syntax (the API server's own rule) on a map's keys."""
     return {
-        "rule": f"!has(self.{field}) || self.{field}.all(k, size(k) <= 316 && k.matches(r'{S.LABEL_KEY_PATTERN}'))",
-        "message": f"{field} {S.KEY_SYNTAX_MESSAGE}",
+        "rule": f"!has(self.{field}) || self.{field}.all(k, size(k) <= 316 && k.matches(r'{spec.LABEL_KEY_PATTERN}'))",
+        "message": f"{field} {spec.KEY_SYNTAX_MESSAGE}",
         "fieldPath": f".{field}",
         "example": example,
     }
 
 
-def _detector_rule(group: tuple[S.DetectorLink, ...], example: dict[str, Any]) -> dict[str, Any]:
+def _detector_rule(group: tuple[spec.DetectorLink, ...], example: dict[str, Any]) -> dict[str, Any]:
     """godrun.spec.detector_disagreement as CEL: each setting training uses equals the gates' one."""
 
-    def equal(link: S.DetectorLink) -> str:
+    def equal(link: spec.DetectorLink) -> str:
         same = f"self.training.{link.recipe} == self.gates.{to_camel(link.gates)}"
         return f"(self.training.baseline != 'local' || {same})" if link.with_local_baseline else same
 
@@ -44,11 +44,16 @@ def _detector_rule(group: tuple[S.DetectorLink, ...], example: dict[str, Any]) -
     if group[0].with_dip_loss:
         rule = f"!self.training.dip_loss || ({rule})"
     field = next(iter(example["gates"]))  # the gates field the example breaks
-    return {"rule": rule, "message": S.detector_rule_message(group), "fieldPath": f".gates.{field}", "example": example}
+    return {
+        "rule": rule,
+        "message": spec.detector_rule_message(group),
+        "fieldPath": f".gates.{field}",
+        "example": example,
+    }
 
 
 def _detector_rules() -> list[dict[str, Any]]:
-    roi, dips = S.detector_rule_groups()
+    roi, dips = spec.detector_rule_groups()
     return [_detector_rule(roi, {"gates": {"roiMinNm": 300.0}}), _detector_rule(dips, {"gates": {"dipGuardNm": 8.0}})]
 
 
@@ -94,23 +99,23 @@ CEL_RULES: dict[str, list[dict[str, Any]]] = {
         _key_rule("annotations", {"podOverrides": {"annotations": {"has space": "x"}}}),
         {
             "rule": "!has(self.labels) || self.labels.all(k, "
-            + " && ".join(f"!k.startsWith('{p}')" for p in S.RESERVED_LABEL_PREFIXES)
+            + " && ".join(f"!k.startsWith('{p}')" for p in spec.RESERVED_LABEL_PREFIXES)
             + ")",
-            "message": S.RESERVED_LABELS_MESSAGE,
+            "message": spec.RESERVED_LABELS_MESSAGE,
             "fieldPath": ".labels",
             "example": {"podOverrides": {"labels": {LABEL_NAME: "mine"}}},
         },
         {
             "rule": "!has(self.env) || self.env.all(e, !e.name.startsWith('GODRUN_'))",
-            "message": S.RESERVED_ENV_MESSAGE,
+            "message": spec.RESERVED_ENV_MESSAGE,
             "fieldPath": ".env",
             "example": {"podOverrides": {"env": [{"name": TERMINATION_LOG_ENV, "value": "x"}]}},
         },
         {
             "rule": "!has(self.volumes) || self.volumes.all(v, !(v.name in "
-            + repr(list(S.RESERVED_VOLUMES)).replace('"', "'")
+            + repr(list(spec.RESERVED_VOLUMES)).replace('"', "'")
             + "))",
-            "message": S.RESERVED_VOLUMES_MESSAGE,
+            "message": spec.RESERVED_VOLUMES_MESSAGE,
             "fieldPath": ".volumes",
             "example": {"podOverrides": {"volumes": [{"name": "data", "emptyDir": {}}]}},
         },
@@ -120,11 +125,11 @@ CEL_RULES: dict[str, list[dict[str, Any]]] = {
         _key_rule("annotations", {"jobs": {"annotations": {"a/b/c": "x"}}}),
         {
             "rule": "!has(self.labels) || self.labels.all(k, "
-            + " || ".join(f"k == '{k}'" for k in S.JOB_LABELS_ALLOWED)
+            + " || ".join(f"k == '{k}'" for k in spec.JOB_LABELS_ALLOWED)
             + " || ("
-            + " && ".join(f"!k.startsWith('{p}')" for p in S.RESERVED_LABEL_PREFIXES)
+            + " && ".join(f"!k.startsWith('{p}')" for p in spec.RESERVED_LABEL_PREFIXES)
             + "))",
-            "message": S.RESERVED_LABELS_MESSAGE,
+            "message": spec.RESERVED_LABELS_MESSAGE,
             "fieldPath": ".labels",
             "example": {"jobs": {"labels": {LABEL_RUN: "other"}}},
         },
@@ -143,36 +148,36 @@ CEL_RULES: dict[str, list[dict[str, Any]]] = {
 # metadata.name is only reachable from the root of the schema; the same limits as godrun.spec (ObjectMeta, GodRun).
 NAME_RULES: list[dict[str, Any]] = [
     {
-        "rule": f"size(self.metadata.name) <= {S.MAX_RUN_NAME}",
-        "message": f"metadata.name must be at most {S.MAX_RUN_NAME} characters (names derived from it must fit)",
+        "rule": f"size(self.metadata.name) <= {spec.MAX_RUN_NAME}",
+        "message": f"metadata.name must be at most {spec.MAX_RUN_NAME} characters (names derived from it must fit)",
     },
     {
         "rule": "!has(self.spec.fallback) || !has(self.spec.fallback.launchActB) || !self.spec.fallback.launchActB"
-        f" || size(self.metadata.name) <= {S.MAX_PARENT_NAME}",
-        "message": f"metadata.name must be at most {S.MAX_PARENT_NAME} characters when spec.fallback.launchActB "
-        f"(its Act B child <name>{S.ACT_B_SUFFIX} must fit)",
+        f" || size(self.metadata.name) <= {spec.MAX_PARENT_NAME}",
+        "message": f"metadata.name must be at most {spec.MAX_PARENT_NAME} characters when spec.fallback.launchActB "
+        f"(its Act B child <name>{spec.ACT_B_SUFFIX} must fit)",
     },
 ]
 
 # Transition rules (CEL `self == oldSelf`, which pydantic cannot mirror): the recipe, its data, panel, gates
 # and compute are fixed once a GodRun exists; a new recipe is a new GodRun (a mid-run edit would resume a
 # checkpoint of another recipe). image, jobs, fallback, suspend and podOverrides stay editable.
-IMMUTABLE_SPEC_FIELDS = S.IMMUTABLE_SPEC_FIELDS
+IMMUTABLE_SPEC_FIELDS = spec.IMMUTABLE_SPEC_FIELDS
 
 
 def _immutable_rule(field: str) -> dict[str, str]:
     message = f"spec.{field} is immutable: create a new GodRun for a new recipe"
-    if field not in S.EDITABLE_IN_IMMUTABLE:
+    if field not in spec.EDITABLE_IN_IMMUTABLE:
         return {"rule": "self == oldSelf", "message": message}
-    cls = S.GodRunSpec.model_fields[field].annotation
+    cls = spec.GodRunSpec.model_fields[field].annotation
     assert isinstance(cls, type) and issubclass(cls, BaseModel), field
-    editable = [_alias(cls, f) for f in S.EDITABLE_IN_IMMUTABLE[field]]
+    editable = [_alias(cls, f) for f in spec.EDITABLE_IN_IMMUTABLE[field]]
     keys = [_alias(cls, f) for f in cls.model_fields if _alias(cls, f) not in editable]
     same = [f"(has(self.{k}) ? has(oldSelf.{k}) && self.{k} == oldSelf.{k} : !has(oldSelf.{k}))" for k in keys]
     return {"rule": " && ".join(same), "message": f"{message} (only {', '.join(editable)} may change)"}
 
 
-_LABEL_VALUE = {"type": "string", "maxLength": 63, "pattern": S.LABEL_VALUE_PATTERN}
+_LABEL_VALUE = {"type": "string", "maxLength": 63, "pattern": spec.LABEL_VALUE_PATTERN}
 _NAMED_OBJECT = {
     "type": "object",
     "required": ["name"],
@@ -184,7 +189,7 @@ _NAMED_OBJECT = {
 # Kubernetes-only additions to single properties: (model, python field name) -> schema keys.
 # maxItems/maxProperties bound CEL cost and etcd size; list-type set/map makes the server refuse duplicates.
 PROPERTY_EXTRAS: dict[tuple[str, str], dict[str, Any]] = {
-    ("Recipe", "film_features"): {"maxItems": len(S.FILM_FEATURES), "x-kubernetes-list-type": "set"},
+    ("Recipe", "film_features"): {"maxItems": len(spec.FILM_FEATURES), "x-kubernetes-list-type": "set"},
     ("Resources", "tolerations"): {"maxItems": 32},
     ("Resources", "node_selector"): {"maxProperties": 32},
     # label values as the API server checks them (keys: their syntax and the reserved prefixes by CEL rules)
@@ -220,14 +225,14 @@ NO_CONTROL_PATTERN = r"^[^\x00-\x1f\x7f]*$"
 def _run_path_extras() -> dict[tuple[str, str], dict[str, Any]]:
     owners = {"Recipe": "training", "PanelSpec": "panel", "Fallback": "fallback"}
     out: dict[tuple[str, str], dict[str, Any]] = {}
-    for model, fields in S.RUN_PATH_FIELDS.items():
+    for model, fields in spec.RUN_PATH_FIELDS.items():
         for name in fields:
             where = f"{owners[model]}.{name}"
             rules = [RUN_PATH_CEL]
-            if where in S.OWN_FOLDERS:
+            if where in spec.OWN_FOLDERS:
                 rules.append(OWN_FOLDER_CEL)
-            if where in S.APPENDED_FILES:
-                suffix = S.APPENDED_FILES[where]
+            if where in spec.APPENDED_FILES:
+                suffix = spec.APPENDED_FILES[where]
                 rules.append({"rule": f"self.endsWith('{suffix}')", "message": f"must be a {suffix} file"})
             out[(model, name)] = {"pattern": NO_CONTROL_PATTERN, "x-kubernetes-validations": rules}
     return out
@@ -254,7 +259,7 @@ _COPY_KEYS = (
 
 
 def _model_class(name: str) -> type[BaseModel] | None:
-    cls = getattr(S, name, None)
+    cls = getattr(spec, name, None)
     return cls if isinstance(cls, type) and issubclass(cls, BaseModel) else None
 
 
@@ -372,39 +377,39 @@ def crd() -> dict[str, Any]:
     """The CustomResourceDefinition object (apiextensions.k8s.io/v1)."""
     schema = {
         "type": "object",
-        "description": S.GodRunSpec.__doc__,
+        "description": spec.GodRunSpec.__doc__,
         "required": ["spec"],
         "x-kubernetes-validations": NAME_RULES,
         "properties": {
             "apiVersion": {"type": "string", "description": "godrun.io/v1alpha1"},
             "kind": {"type": "string", "description": "GodRun"},
             "metadata": {"type": "object"},
-            "spec": openapi_schema(S.GodRunSpec),
-            "status": openapi_schema(S.GodRunStatus),
+            "spec": openapi_schema(spec.GodRunSpec),
+            "status": openapi_schema(spec.GodRunStatus),
         },
     }
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {
-            "name": f"{S.PLURAL}.{S.API_GROUP}",
+            "name": f"{spec.PLURAL}.{spec.API_GROUP}",
             "labels": {LABEL_NAME: APP_NAME, LABEL_PART_OF: APP_NAME},
         },
         "spec": {
-            "group": S.API_GROUP,
+            "group": spec.API_GROUP,
             "scope": "Namespaced",
             "names": {
-                "kind": S.KIND,
-                "listKind": f"{S.KIND}List",
-                "plural": S.PLURAL,
-                "singular": S.SINGULAR,
-                "shortNames": [S.SHORT_NAME],
+                "kind": spec.KIND,
+                "listKind": f"{spec.KIND}List",
+                "plural": spec.PLURAL,
+                "singular": spec.SINGULAR,
+                "shortNames": [spec.SHORT_NAME],
                 # not "all": `kubectl delete all --all` must not delete GodRuns (and, through them, their Jobs)
                 "categories": ["godrun"],
             },
             "versions": [
                 {
-                    "name": S.API_VERSION,
+                    "name": spec.API_VERSION,
                     "served": True,
                     "storage": True,
                     "subresources": {"status": {}},

@@ -22,7 +22,7 @@ from kubernetes.client.rest import ApiException
 
 from godrun.contract.termination import read_verdict_message
 from godrun.contract.words import LABEL_JOB_NAME, MANAGED_SELECTOR, MANAGER, FailureReason, PodPhase, Stage
-from godrun.controller import jobs as J
+from godrun.controller import jobs
 from godrun.controller.cache import EventSender, Expectations, Key, Store
 from godrun.controller.observe import (
     completion_index,
@@ -119,7 +119,7 @@ class KubeExecutor:
     ) -> None:
         self.api, self.identity, self.progress_mode = api, identity, progress
         self.fetch = metrics_fetcher or (fetch_metrics_direct if progress == "direct" else self._fetch_via_proxy)
-        self.poller = ProgressPoller(self.fetch, J.TRAINER_METRICS_PORT)  # reads off the reconcile workers
+        self.poller = ProgressPoller(self.fetch, jobs.TRAINER_METRICS_PORT)  # reads off the reconcile workers
         self.cache = cache or ClusterCache()
         self.events = EventSender(self._send_event, maxsize=event_queue)
         # Jobs the API server refused (invalid) -> (the run's UID, the API's message). A Job name carries the
@@ -130,8 +130,8 @@ class KubeExecutor:
 
     def observe(self, run: GodRunView) -> Observed:
         ns = run.namespace
-        jobs = self.cache.jobs.by_index((ns, run_label(run.name)))
-        by_name = {j["metadata"]["name"]: j for j in jobs if owned_by(j, run)}
+        run_jobs = self.cache.jobs.by_index((ns, run_label(run.name)))
+        by_name = {j["metadata"]["name"]: j for j in run_jobs if owned_by(j, run)}
         names = current_job_names(run)
         obs: dict[Stage, StageObs] = {}
         pods: dict[Stage, list[dict[str, Any]]] = {}
@@ -222,10 +222,10 @@ class KubeExecutor:
             if problem:  # refused like an invalid Job: observe() reports it, the run goes to Error
                 self.rejected[(run.namespace, action.name)] = (run.uid, problem)
                 return False
-            svc = J.headless_service(run, action.name, action.generation)
+            svc = jobs.headless_service(run, action.name, action.generation)
             _ignore(409, self.api.core.create_namespaced_service, run.namespace, svc)
             self._delete_earlier_services(run, action)
-        body = J.job_for(run, action)
+        body = jobs.job_for(run, action)
         key = (run.namespace, action.name)
         try:
             if _ignore(409, self.api.batch.create_namespaced_job, run.namespace, body) is None:
@@ -251,7 +251,7 @@ class KubeExecutor:
     def _shared_volume_problem(self, run: GodRunView) -> str | None:
         read = self.api.core.read_namespaced_persistent_volume_claim
         claim = _ignore(404, self.api.raw, read, run.spec.data.claim_name, run.namespace)
-        return J.shared_volume_problem(run.spec, claim)
+        return jobs.shared_volume_problem(run.spec, claim)
 
     def _delete_job(self, run: GodRunView, action: DeleteJob) -> None:
         opts = client.V1DeleteOptions(propagation_policy="Background")

@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from godrun.data import layout as L
+from godrun.data import layout
 from godrun.data.loader import HASH_COLUMNS, PIN_COLUMNS, _RowFiles, read_manifest
 from godrun.errors import InputError, reading
 from godrun.fsio import atomic_write_json, atomic_write_text, sha256_bytes
 
-MANIFESTS = (L.MANIFEST_ALL, L.MANIFEST_TRAIN, L.PANEL_MANIFEST)
+MANIFESTS = (layout.MANIFEST_ALL, layout.MANIFEST_TRAIN, layout.PANEL_MANIFEST)
 ADOPT_AUDIT = Path("data/adopt_audit.md")
 
 
@@ -66,14 +66,14 @@ def adopt(root: Path) -> list[str]:
     present = [m for m in MANIFESTS if (root / m).is_file()]
     if not present:
         raise InputError(f"{root}: no manifest of the seed's layout ({', '.join(map(str, MANIFESTS))})")
-    hashes = _manifest_hashes(root / L.MANIFEST_HASHES)  # read first: a bad one refuses before any write
-    files = _RowFiles(root / present[0], root / L.SPECTRA_DIR, L.GRID_POINTS, verify=False)
+    hashes = _manifest_hashes(root / layout.MANIFEST_HASHES)  # read first: a bad one refuses before any write
+    files = _RowFiles(root / present[0], root / layout.SPECTRA_DIR, layout.GRID_POINTS, verify=False)
     cache: dict[str, str] = {}
     done: dict[Path, tuple[str, int, int]] = {}
     for rel in present:
         read_manifest(root / rel)  # required columns, unique spectrum_ids
         table, added = _hash_rows(root / rel, _read_text_table(root / rel), files, cache)
-        if rel == L.PANEL_MANIFEST and not set(PIN_COLUMNS) <= set(table.columns):
+        if rel == layout.PANEL_MANIFEST and not set(PIN_COLUMNS) <= set(table.columns):
             from godrun.data.panel import pin_inputs
 
             table = pin_inputs(table, root)  # the grid and dose features its verdict reads
@@ -86,7 +86,7 @@ def adopt(root: Path) -> list[str]:
         atomic_write_text(root / rel, text)
     if hashes is not None:
         hashes.update({str(rel): sha256_bytes(text.encode()) for rel, (text, _, _) in done.items()})
-        atomic_write_json(root / L.MANIFEST_HASHES, hashes)
+        atomic_write_json(root / layout.MANIFEST_HASHES, hashes)
     atomic_write_text(root / ADOPT_AUDIT, _audit(done, len(cache)))
     return [
         f"{sha256_bytes(text.encode())}  {rel} ({added} hash cells added)" for rel, (text, added, _) in done.items()
@@ -108,8 +108,8 @@ def _audit(done: dict[Path, tuple[str, int, int]], n_files: int) -> str:
     lines = [
         "# Adoption audit",
         "",
-        f"`godrun data adopt` hashed {n_files} file(s) (each read confined below `{L.SPECTRA_DIR}`, a finite "
-        f"{L.GRID_POINTS}-point .npy) and wrote the columns {', '.join(HASH_COLUMNS)} into:",
+        f"`godrun data adopt` hashed {n_files} file(s) (each read confined below `{layout.SPECTRA_DIR}`, a finite "
+        f"{layout.GRID_POINTS}-point .npy) and wrote the columns {', '.join(HASH_COLUMNS)} into:",
         "",
     ]
     lines += [f"- `{rel}`: {rows} rows, {added} hash cells added (existing cells checked)" for rel, (_, added, rows) in

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from godrun.data import layout as L
+from godrun.data import layout
 
 
 def _table(df: pd.DataFrame) -> str:
@@ -17,14 +17,14 @@ def _table(df: pd.DataFrame) -> str:
 
 
 def _role(group: str) -> str:
-    return L.PANEL_GROUPS[group][1] if group in L.PANEL_GROUPS else "held out"
+    return layout.PANEL_GROUPS[group][1] if group in layout.PANEL_GROUPS else "held out"
 
 
-def train_summary(train: pd.DataFrame, panel_groups: Sequence[str] = tuple(L.PANEL_GROUPS)) -> str:
+def train_summary(train: pd.DataFrame, panel_groups: Sequence[str] = tuple(layout.PANEL_GROUPS)) -> str:
     """Per-treatment sample/angle coverage of the training manifest."""
     rows = []
     present = set(train["angle"].astype(str))
-    angles = [a for a in L.ANGLES if a in present] + sorted(present - set(L.ANGLES))
+    angles = [a for a in layout.ANGLES if a in present] + sorted(present - set(layout.ANGLES))
     for (t, s), g in train.groupby(["treatment", "sample"], sort=True):
         counts = g.groupby("angle").size()
         rows.append({"treatment": t, "sample": s, **{a: int(counts.get(a, 0)) for a in angles}, "spectra": len(g)})
@@ -33,7 +33,7 @@ def train_summary(train: pd.DataFrame, panel_groups: Sequence[str] = tuple(L.PAN
     held = [g for g in panel_groups if g not in set(train["group_id"])]
     return (
         "# Training manifest summary\n\n"
-        f"`{L.MANIFEST_TRAIN}`: {len(train)} spectra in {train['group_id'].nunique()} groups.\n\n"
+        f"`{layout.MANIFEST_TRAIN}`: {len(train)} spectra in {train['group_id'].nunique()} groups.\n\n"
         "## Samples per treatment\n\n"
         + _table(pd.DataFrame({"treatment": per_t.index, "samples": per_t.to_numpy()}))
         + "\n\n## Sample/angle coverage (spectra)\n\n"
@@ -52,7 +52,7 @@ def group_counts(train: pd.DataFrame) -> str:
             "group_id": list(g.groups),
             "spectra": g.size().to_numpy(),
             "pairs": g["pair_id"].nunique().to_numpy(),
-            **{pol: g["polarity"].apply(lambda s, p=pol: int((s == p).sum())).to_numpy() for pol in L.POLARITIES},
+            **{pol: g["polarity"].apply(lambda s, p=pol: int((s == p).sum())).to_numpy() for pol in layout.POLARITIES},
         }
     )
     return (
@@ -64,7 +64,10 @@ def group_counts(train: pd.DataFrame) -> str:
 
 
 def panel_summary(
-    panel: pd.DataFrame, train: pd.DataFrame, panel_sha256: str, panel_groups: Sequence[str] = tuple(L.PANEL_GROUPS)
+    panel: pd.DataFrame,
+    train: pd.DataFrame,
+    panel_sha256: str,
+    panel_groups: Sequence[str] = tuple(layout.PANEL_GROUPS),
 ) -> str:
     """The validation hold-outs, their roles and the leakage check result."""
     rows = []
@@ -77,13 +80,13 @@ def panel_summary(
                 "role": role,
                 "spectra": len(g),
                 "pairs": g["pair_id"].nunique(),
-                **{pol: int((g["polarity"] == pol).sum()) for pol in L.POLARITIES},
+                **{pol: int((g["polarity"] == pol).sum()) for pol in layout.POLARITIES},
             }
         )
     share = 100.0 * len(panel) / max(len(panel) + len(train), 1)
     return (
         "# Validation panel summary\n\n"
-        f"`{L.PANEL_MANIFEST}`: {len(panel)} spectra ({share:.1f} % of the corpus), whole groups held out "
+        f"`{layout.PANEL_MANIFEST}`: {len(panel)} spectra ({share:.1f} % of the corpus), whole groups held out "
         "(all replicates, both polarities); no augmentation.\n\n"
         + _table(pd.DataFrame(rows))
         + f"\n\nsha256 of the panel manifest: `{panel_sha256}`\n\n"

@@ -40,9 +40,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from godrun.data import layout as L
-from godrun.data import resample as R
-from godrun.data import units as U
+from godrun.data import layout, resample, units
 from godrun.data.loader import _RowFiles
 from godrun.data.spectra_io import Table, parse_spectrum_file
 from godrun.errors import InputError, reading
@@ -94,7 +92,7 @@ class _Reader:
         self.files = _MetaFiles(opts.metadata, opts.spectra_dir, 0, verify=False)
         self.sources: dict[str, _Source] = {}
         self.hashes: dict[str, str] = {}  # every source file read (here or by a worker process) -> sha256
-        self.grid = np.linspace(L.GRID_MIN_NM, L.GRID_MAX_NM, L.GRID_POINTS)
+        self.grid = np.linspace(layout.GRID_MIN_NM, layout.GRID_MAX_NM, layout.GRID_POINTS)
         self.units: dict[str, str] = {}  # unit -> first "file (line)" that had it
 
     def source(self, rel: str, line: int) -> _Source:
@@ -117,8 +115,8 @@ class _Reader:
         y = src.table.column(column, where)
         unit = self._unit(src.table.unit, row_unit, where)
         target = self.opts.to_unit or unit
-        y = U.convert(y, unit, target, where)
-        values = R.resample(src.table.wavelengths, y, self.grid, where, self.opts.fill)
+        y = units.convert(y, unit, target, where)
+        values = resample.resample(src.table.wavelengths, y, self.grid, where, self.opts.fill)
         big = np.flatnonzero(np.abs(values) > np.finfo(np.float32).max)
         if big.size:  # the layout stores float32: this would be inf there
             raise InputError(f"{where}: value {values[big[0]]:g} at {self.grid[big[0]]:g} nm is beyond float32's range")
@@ -128,7 +126,7 @@ class _Reader:
         return values, facts
 
     def _unit(self, file_unit: str | None, row_unit: str | None, where: str) -> str:
-        declared = row_unit or (U.canonical(self.opts.unit, "--unit") if self.opts.unit else None)
+        declared = row_unit or (units.canonical(self.opts.unit, "--unit") if self.opts.unit else None)
         if file_unit and declared and file_unit != declared:
             raise InputError(f"{where}: the file states {file_unit}, the metadata/--unit says {declared}")
         unit = file_unit or declared
@@ -250,11 +248,11 @@ def _refuse_duplicates(df: pd.DataFrame, path: Path) -> None:
 
 def dose_features(df: pd.DataFrame, path: Path) -> pd.DataFrame | None:
     """The FiLM features per group when META has all of them (None when it has none); constant per group."""
-    have = [c for c in L.DOSE_FEATURE_COLUMNS if c in df.columns]
+    have = [c for c in layout.DOSE_FEATURE_COLUMNS if c in df.columns]
     if not have:
         return None
-    if len(have) != len(L.DOSE_FEATURE_COLUMNS):
-        lack = [c for c in L.DOSE_FEATURE_COLUMNS if c not in have]
+    if len(have) != len(layout.DOSE_FEATURE_COLUMNS):
+        lack = [c for c in layout.DOSE_FEATURE_COLUMNS if c not in have]
         raise InputError(f"metadata {path}: has FiLM feature column(s) {have[0]}... but lacks {', '.join(lack)}")
     rows = {}
     for gid, g in df.groupby("group_id", sort=False):
@@ -269,7 +267,7 @@ def dose_features(df: pd.DataFrame, path: Path) -> pd.DataFrame | None:
                 raise InputError(f"metadata {path} group {gid!r}: {c} differs between its rows")
             vals[c] = float(v.iloc[0])
         rows[gid] = vals
-    out = pd.DataFrame.from_dict(rows, orient="index")[list(L.DOSE_FEATURE_COLUMNS)]
+    out = pd.DataFrame.from_dict(rows, orient="index")[list(layout.DOSE_FEATURE_COLUMNS)]
     out.index.name = "group_id"
     return out
 
@@ -340,12 +338,12 @@ def import_dataset(opts: ImportOptions) -> dict:
     """Build OUT (see the module doc); returns a summary. Nothing is left behind on failure."""
     if opts.references not in (None, *REFERENCE_METHODS):
         raise InputError(f"--references {opts.references!r}: choose from {', '.join(REFERENCE_METHODS)}")
-    if opts.fill not in R.FILLS:
-        raise InputError(f"--fill {opts.fill!r}: choose from {', '.join(R.FILLS)}")
+    if opts.fill not in resample.FILLS:
+        raise InputError(f"--fill {opts.fill!r}: choose from {', '.join(resample.FILLS)}")
     if opts.to_unit:
-        opts.to_unit = U.canonical(opts.to_unit, "--to-unit")
+        opts.to_unit = units.canonical(opts.to_unit, "--to-unit")
     if opts.unit:
-        U.canonical(opts.unit, "--unit")
+        units.canonical(opts.unit, "--unit")
     if not opts.spectra_dir.is_dir():
         raise InputError(f"SPECTRA_DIR {opts.spectra_dir}: not a folder")
     if opts.out.resolve().is_relative_to(opts.spectra_dir.resolve()):
@@ -373,7 +371,7 @@ def _build(opts: ImportOptions, root: Path) -> dict:
     groups = panel_groups_for(meta, opts.panel_groups)
     reader = _Reader(opts)
     n = len(meta)
-    values, facts, shas = read_all(opts, meta, root / L.SPECTRA_DIR, reader)
+    values, facts, shas = read_all(opts, meta, root / layout.SPECTRA_DIR, reader)
     in_panel = meta["group_id"].isin(groups).to_numpy()
     refuse_unlisted(opts.spectra_dir, meta, opts.metadata, skip=root)
     refs, ref_keys = _references(opts, meta, values, in_panel, reader)
@@ -391,7 +389,7 @@ def _build(opts: ImportOptions, root: Path) -> dict:
 
 
 def _row_unit(cell: str, line: int, opts: ImportOptions) -> str | None:
-    return U.canonical(cell, f"{opts.metadata} line {line}: unit") if cell else None
+    return units.canonical(cell, f"{opts.metadata} line {line}: unit") if cell else None
 
 
 ROWS_PER_WORKER = 400  # below this many rows per process, one process reads them all
@@ -439,7 +437,7 @@ def _read_chunk(
     from godrun.data.synth import npy_bytes
 
     reader = reader or _Reader(opts, check_dataset_unit=False)
-    values = np.empty((len(rows), L.GRID_POINTS))
+    values = np.empty((len(rows), layout.GRID_POINTS))
     facts, shas = [], []
     for k, (file, column, line, unit_cell) in enumerate(rows):
         values[k], f = reader.spectrum(file, column, line, _row_unit(unit_cell, line, opts))
@@ -529,7 +527,7 @@ def _write_spectra(
     """Every reference as float32 .npy under data/spectra_for_fold (the spectra are there); manifest_all.csv."""
     from godrun.data.synth import npy_bytes
 
-    base = root / L.SPECTRA_DIR
+    base = root / layout.SPECTRA_DIR
     (base / "references").mkdir()
     pairs = assign_pairs(meta)
     ref_file: dict[str, tuple[str, str]] = {}
@@ -551,7 +549,7 @@ def _write_spectra(
                      "source_file": m.file, "source_column": m.column, **facts[i]})  # fmt: skip
     manifest = pd.DataFrame(rows)
     _check_partners(manifest, meta, path)
-    atomic_write_text(root / L.MANIFEST_ALL, manifest.to_csv(index=False, lineterminator="\n"))
+    atomic_write_text(root / layout.MANIFEST_ALL, manifest.to_csv(index=False, lineterminator="\n"))
     return manifest
 
 
@@ -563,8 +561,8 @@ def _write_grid_and_stats(
     wl = wavelength_grid()
     x = train_values.astype(np.float32).astype(np.float64)
     stats = _lambda_from_moments(x.mean(axis=0), x.std(axis=0), wl)
-    atomic_write_bytes(root / L.LAMBDA_STATS, npz_bytes(stats))
-    atomic_write_bytes(root / L.WAVELENGTH_GRID, _npy_any(wl))
+    atomic_write_bytes(root / layout.LAMBDA_STATS, npz_bytes(stats))
+    atomic_write_bytes(root / layout.WAVELENGTH_GRID, _npy_any(wl))
     write_metadata(root, feats, manifest, train)
 
 
@@ -581,7 +579,7 @@ def _lineage(opts: ImportOptions, meta: pd.DataFrame, reader: _Reader, groups: S
         "unit": unit,
         "source_units": sorted(reader.units),
         "converted": bool(opts.to_unit) and sorted(reader.units) != [opts.to_unit],
-        "grid": {"min_nm": L.GRID_MIN_NM, "max_nm": L.GRID_MAX_NM, "points": L.GRID_POINTS},
+        "grid": {"min_nm": layout.GRID_MIN_NM, "max_nm": layout.GRID_MAX_NM, "points": layout.GRID_POINTS},
         "resampling": "bin mean of the piecewise-linear interpolant (band integrals kept), a measurement on the grid's "
         "points taken as is; godrun/data/resample.py",
         "fill": opts.fill,
@@ -593,7 +591,9 @@ def _lineage(opts: ImportOptions, meta: pd.DataFrame, reader: _Reader, groups: S
 
 
 def _audit(opts: ImportOptions, manifest: pd.DataFrame, lineage: dict) -> str:
-    filled = manifest[(manifest["measured_min_nm"] > L.GRID_MIN_NM) | (manifest["measured_max_nm"] < L.GRID_MAX_NM)]
+    filled = manifest[
+        (manifest["measured_min_nm"] > layout.GRID_MIN_NM) | (manifest["measured_max_nm"] < layout.GRID_MAX_NM)
+    ]
     loo = opts.references == "replicate-mean"
     lines = [
         "# Import audit",
@@ -602,7 +602,8 @@ def _audit(opts: ImportOptions, manifest: pd.DataFrame, lineage: dict) -> str:
         f"metadata `{opts.metadata}` (sha256 `{lineage['metadata_sha256']}`).",
         f"- unit: **{lineage['unit']}** (read from the files or declared: {', '.join(lineage['source_units'])}; "
         + ("converted on request)." if lineage["converted"] else "no conversion)."),
-        f"- resampled onto {L.GRID_MIN_NM:g}-{L.GRID_MAX_NM:g} nm, {L.GRID_POINTS} points: {lineage['resampling']}.",
+        f"- resampled onto {layout.GRID_MIN_NM:g}-{layout.GRID_MAX_NM:g} nm, {layout.GRID_POINTS} points: "
+        f"{lineage['resampling']}.",
         f"- fill: `{opts.fill}`; {len(filled)} spectra measured over less than the grid"
         + (f" (e.g. `{filled['spectrum_id'].iloc[0]}`)" if len(filled) else "")
         + "; each row's measured range is in manifest_all.csv (measured_min_nm, measured_max_nm).",

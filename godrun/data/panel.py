@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from godrun.data import audits
-from godrun.data import layout as L
+from godrun.data import audits, layout
 from godrun.errors import InputError
 from godrun.fsio import atomic_write_json, atomic_write_text, sha256_bytes, sha256_file
 
@@ -43,7 +42,7 @@ def verify_manifest_files(manifest: Path, root: Path) -> None:
     """Every spectrum and reference the manifest names: inside `root`, regular, finite, matching its sha256."""
     from godrun.data.loader import load_corpus
 
-    load_corpus(manifest, root, verify=True, expected_length=L.GRID_POINTS, require_references=False)
+    load_corpus(manifest, root, verify=True, expected_length=layout.GRID_POINTS, require_references=False)
 
 
 def check(train: pd.DataFrame, panel: pd.DataFrame) -> None:
@@ -62,12 +61,12 @@ def panel_groups_for(manifest_all: pd.DataFrame, requested: Sequence[str] | None
         groups = list(dict.fromkeys(requested))
         missing = [g for g in groups if g not in present]
         if missing:
-            raise InputError(f"--panel-group {missing[0]!r}: no spectra of that group_id in {L.MANIFEST_ALL}")
+            raise InputError(f"--panel-group {missing[0]!r}: no spectra of that group_id in {layout.MANIFEST_ALL}")
     else:
-        groups = [g for g in L.PANEL_GROUPS if g in present]
+        groups = [g for g in layout.PANEL_GROUPS if g in present]
         if not groups:
             raise InputError(
-                f"{L.MANIFEST_ALL}: none of the default panel groups ({', '.join(L.PANEL_GROUPS)}) is there; "
+                f"{layout.MANIFEST_ALL}: none of the default panel groups ({', '.join(layout.PANEL_GROUPS)}) is there; "
                 "name the panel's groups with --panel-group"
             )
     if present <= set(groups):
@@ -105,10 +104,10 @@ def pin_inputs(panel: pd.DataFrame, root: Path) -> pd.DataFrame:
     (empty when there is no dose_features.csv or no row for the group: FiLM checkpoints are then refused)."""
     from godrun.data.loader import dose_row_hashes
 
-    grid = root / L.WAVELENGTH_GRID
+    grid = root / layout.WAVELENGTH_GRID
     if not grid.is_file():
         raise InputError(f"{grid}: the wavelength grid the panel is evaluated on does not exist")
-    doses = root / L.DOSE_FEATURES
+    doses = root / layout.DOSE_FEATURES
     rows = dose_row_hashes(doses) if doses.is_file() else {}
     pins = {"grid_sha256": sha256_file(grid), "dose_sha256": [rows.get(str(g), "") for g in panel["group_id"]]}
     return panel.drop(columns=[c for c in pins if c in panel.columns]).assign(**pins)
@@ -123,45 +122,45 @@ def build_panel(
     manifest_hashes.json also records the panel's group_ids under "panel_groups".
     """
     root = Path(root)
-    all_df = _read(root / L.MANIFEST_ALL)
+    all_df = _read(root / layout.MANIFEST_ALL)
     groups = panel_groups_for(all_df, panel_groups)
     train, panel = split(all_df, groups)
     check_panel_references(panel)
-    spectra_root = root / L.SPECTRA_DIR
+    spectra_root = root / layout.SPECTRA_DIR
     if verify_files:
-        verify_manifest_files(root / L.MANIFEST_ALL, spectra_root)
+        verify_manifest_files(root / layout.MANIFEST_ALL, spectra_root)
     check(train, panel)
     panel = pin_inputs(panel, root)
     train_csv = train.to_csv(index=False, lineterminator="\n").encode()
     panel_csv = panel.to_csv(index=False, lineterminator="\n").encode()
     hashes = {
-        str(L.MANIFEST_TRAIN): sha256_bytes(train_csv),
-        str(L.PANEL_MANIFEST): sha256_bytes(panel_csv),
-        str(L.MANIFEST_ALL): sha256_file(root / L.MANIFEST_ALL),
+        str(layout.MANIFEST_TRAIN): sha256_bytes(train_csv),
+        str(layout.PANEL_MANIFEST): sha256_bytes(panel_csv),
+        str(layout.MANIFEST_ALL): sha256_file(root / layout.MANIFEST_ALL),
     }
     docs = {
-        L.TRAIN_SUMMARY_MD: audits.train_summary(train, groups),
-        L.GROUP_COUNTS_MD: audits.group_counts(train),
-        L.PANEL_SUMMARY_MD: audits.panel_summary(panel, train, hashes[str(L.PANEL_MANIFEST)], groups),
+        layout.TRAIN_SUMMARY_MD: audits.train_summary(train, groups),
+        layout.GROUP_COUNTS_MD: audits.group_counts(train),
+        layout.PANEL_SUMMARY_MD: audits.panel_summary(panel, train, hashes[str(layout.PANEL_MANIFEST)], groups),
     }
-    atomic_write_text(root / L.MANIFEST_TRAIN, train_csv.decode())
-    atomic_write_text(root / L.PANEL_MANIFEST, panel_csv.decode())
+    atomic_write_text(root / layout.MANIFEST_TRAIN, train_csv.decode())
+    atomic_write_text(root / layout.PANEL_MANIFEST, panel_csv.decode())
     for rel, text in docs.items():
         atomic_write_text(root / rel, text)
-    atomic_write_json(root / L.MANIFEST_HASHES, {**hashes, "panel_groups": groups})
+    atomic_write_json(root / layout.MANIFEST_HASHES, {**hashes, "panel_groups": groups})
     return hashes
 
 
 def check_root(root: str | os.PathLike[str], train: str | None = None, panel: str | None = None) -> tuple[int, int]:
     """Leakage check of an existing train manifest against the panel; returns (train rows, panel rows)."""
     root = Path(root)
-    train_df = _read(Path(train) if train else root / L.MANIFEST_TRAIN)
-    panel_df = _read(Path(panel) if panel else root / L.PANEL_MANIFEST)
+    train_df = _read(Path(train) if train else root / layout.MANIFEST_TRAIN)
+    panel_df = _read(Path(panel) if panel else root / layout.PANEL_MANIFEST)
     check(train_df, panel_df)
     check_values(
-        Path(train) if train else root / L.MANIFEST_TRAIN,
-        Path(panel) if panel else root / L.PANEL_MANIFEST,
-        root / L.SPECTRA_DIR,
+        Path(train) if train else root / layout.MANIFEST_TRAIN,
+        Path(panel) if panel else root / layout.PANEL_MANIFEST,
+        root / layout.SPECTRA_DIR,
     )
     return len(train_df), len(panel_df)
 

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from godrun.data import units as U
+from godrun.data import units
 from godrun.errors import InputError
 from godrun.inputs import parse_npy
 
@@ -119,11 +119,11 @@ def _npy(data: bytes, name: str) -> Table:
         raise InputError(f"{name}: expected a numeric .npy array")
     arr = arr.astype(np.float64)
     if arr.ndim == 1:
-        from godrun.data import layout as L
+        from godrun.data import layout
 
-        if arr.shape[0] != L.GRID_POINTS:
-            raise InputError(f"{name}: a 1-D .npy must have the grid's {L.GRID_POINTS} points, has {arr.shape[0]}")
-        x = np.linspace(L.GRID_MIN_NM, L.GRID_MAX_NM, L.GRID_POINTS)
+        if arr.shape[0] != layout.GRID_POINTS:
+            raise InputError(f"{name}: a 1-D .npy must have the grid's {layout.GRID_POINTS} points, has {arr.shape[0]}")
+        x = np.linspace(layout.GRID_MIN_NM, layout.GRID_MAX_NM, layout.GRID_POINTS)
         return _checked(x, arr[:, None], ["value"], None, "nm", name, None)
     if arr.ndim == 2 and 2 in arr.shape:
         xy = arr if arr.shape[0] == 2 else arr.T
@@ -161,9 +161,9 @@ def _jcamp(text: str, name: str) -> Table:
     npoints = d.get("npoints")
     if isinstance(npoints, int | float) and int(npoints) != x.size:
         raise InputError(f"{name}: ##NPOINTS={int(npoints)} but the data block holds {x.size} points")
-    x_unit = U.x_unit_of(str(d.get("xunits", "nm")), name)
+    x_unit = units.x_unit_of(str(d.get("xunits", "nm")), name)
     y_raw = d.get("yunits")
-    unit = U.canonical(str(y_raw), f"{name}: ##YUNITS") if y_raw not in (None, "") else None
+    unit = units.canonical(str(y_raw), f"{name}: ##YUNITS") if y_raw not in (None, "") else None
     return _checked(x, y[:, None], [str(d.get("title", "value"))], unit, x_unit, name, None)
 
 
@@ -199,7 +199,7 @@ def _delimited(text: str, name: str) -> Table:
         _raise_bad_line(lines, start, delim, decimal_comma, ncol, name)
     _check_header_width(header[-1] if header else "", delim, ncol, name)
     names = _header_names(header[-1] if header else "", delim, ncol)
-    x_unit = U.x_unit_of(names[0], name) if names[0] else "nm"
+    x_unit = units.x_unit_of(names[0], name) if names[0] else "nm"
     unit = _unit_from_names(names[1:], name)
     if len(header) >= 2:
         names = _sample_names_above(header[-2], delim, names)
@@ -209,7 +209,7 @@ def _delimited(text: str, name: str) -> Table:
         keep = [k for k in range(1, ncol) if k not in same_x]
         values = values[:, [0, *keep]]  # type: ignore[index]
         names = [names[0], *(names[k] for k in keep)]
-    second_x = next((n for n in names[1:] if U.is_x_header(n)), None)
+    second_x = next((n for n in names[1:] if units.is_x_header(n)), None)
     if second_x is not None:  # x, y, x', y' with differing x axes: x' is no spectrum
         raise InputError(
             f"{name}: column {second_x!r} is a second wavelength axis that differs from the first; "
@@ -326,9 +326,9 @@ def _unit_from_names(names: list[str], name: str) -> str | None:
     so a one-letter header (`A`, `T`, `R`) counts as a unit only in a two-column file, or beside a column that
     states a unit (then a different one is refused)."""
     cells = names if len(names) == 1 else [n for n in names if len(n.strip().strip('"')) > 1]
-    found = {U.unit_in_header(n) for n in cells} - {None}
+    found = {units.unit_in_header(n) for n in cells} - {None}
     if found:  # a column stating a unit: a one-letter header naming another one is no sample name
-        found |= {U.unit_in_header(n) for n in names} - {None}
+        found |= {units.unit_in_header(n) for n in names} - {None}
     if len(found) > 1:
         raise InputError(f"{name}: its columns state different units {sorted(found)}")  # type: ignore[type-var]
     return found.pop() if found else None
@@ -356,7 +356,7 @@ def _checked(
         raise InputError(f"{name}{line(int(r))}: value of column {names[c]!r} is NaN or infinite")
     if x.size < 2:
         raise InputError(f"{name}: {x.size} point(s), too few for a spectrum")
-    x_nm = U.to_nm(x, x_unit, name)
+    x_nm = units.to_nm(x, x_unit, name)
     d = np.diff(x_nm)
     if np.all(d < 0):
         x_nm, y, d, line_of = x_nm[::-1], y[::-1], -d[::-1], line_of[::-1]

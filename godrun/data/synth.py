@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from godrun.data import layout as L
+from godrun.data import layout
 from godrun.data.noise import NoiseProfile, PhotonTransfer, add_noise, load_profile, white_sigma
 from godrun.data.noise import throughput as _throughput
 from godrun.fsio import atomic_write_bytes, atomic_write_json, atomic_write_text
@@ -57,19 +57,19 @@ def plan_groups(scale: float = 1.0) -> list[GroupPlan]:
     if not (0 < scale <= 1.0):
         raise ValueError(f"scale must be in (0, 1], got {scale}")
     plans = []
-    for t in L.TREATMENTS:
-        control = t == L.CONTROL_TREATMENT
-        for s in L.CONTROL_SAMPLES if control else L.PRODUCTION_SAMPLES:
-            for a in L.ANGLES:
-                gid = L.group_id(t, s, a)
-                default = L.CONTROL_GROUP_SIZE if control else L.PRODUCTION_GROUP_SIZE
-                n = L.PANEL_GROUPS[gid][0] if gid in L.PANEL_GROUPS else default
+    for t in layout.TREATMENTS:
+        control = t == layout.CONTROL_TREATMENT
+        for s in layout.CONTROL_SAMPLES if control else layout.PRODUCTION_SAMPLES:
+            for a in layout.ANGLES:
+                gid = layout.group_id(t, s, a)
+                default = layout.CONTROL_GROUP_SIZE if control else layout.PRODUCTION_GROUP_SIZE
+                n = layout.PANEL_GROUPS[gid][0] if gid in layout.PANEL_GROUPS else default
                 plans.append(GroupPlan(gid, t, s, a, scaled_count(n, scale)))
     return plans
 
 
 def wavelength_grid() -> np.ndarray:
-    return np.linspace(L.GRID_MIN_NM, L.GRID_MAX_NM, L.GRID_POINTS)
+    return np.linspace(layout.GRID_MIN_NM, layout.GRID_MAX_NM, layout.GRID_POINTS)
 
 
 # --------------------------------------------------------------------------- dose features
@@ -85,10 +85,10 @@ def dose_features(plans: list[GroupPlan]) -> pd.DataFrame:
     rows = []
     for p in plans:
         cos = math.cos(math.radians(_THETA_DEG[p.angle]))
-        if p.treatment == L.CONTROL_TREATMENT:
+        if p.treatment == layout.CONTROL_TREATMENT:
             pa = pb = uva = uvb = 0.0
         else:
-            pos = 1.0 + 0.04 * (L.PRODUCTION_SAMPLES.index(p.sample) - 2)  # position under the lamp
+            pos = 1.0 + 0.04 * (layout.PRODUCTION_SAMPLES.index(p.sample) - 2)  # position under the lamp
             pa, pb = _P_UVA[p.treatment - 1] * pos, _P_UVB[p.treatment - 1] * pos
             uva = pa * cos * _HOURS[p.treatment - 1] * 3.6  # J/cm²
             uvb = pb * cos * _HOURS[p.treatment - 1] * 3.6
@@ -106,7 +106,7 @@ def dose_features(plans: list[GroupPlan]) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     df["UVA_norm"] = df["UVA_total"] / df["UVA_total"].max()
     df["UVB_norm"] = df["UVB_total"] / df["UVB_total"].max()
-    return df[["group_id", *L.DOSE_FEATURE_COLUMNS]].round(6)
+    return df[["group_id", *layout.DOSE_FEATURE_COLUMNS]].round(6)
 
 
 def dose_index(features: pd.Series) -> float:
@@ -133,7 +133,7 @@ class SampleShape:
 def sample_shape(sample: str, seed: int) -> SampleShape:
     rng = np.random.default_rng([seed, 7, ord(sample)])
     dips: list[tuple[float, float, float]] = []
-    if sample in L.PRODUCTION_SAMPLES:
+    if sample in layout.PRODUCTION_SAMPLES:
         n_dips = int(rng.integers(2, 4))
         fwhm = rng.uniform(10.0, 28.0, n_dips)
         need = fwhm[:-1] + fwhm[1:] + 25.0  # windows (~±FWHM) plus both guard bands stay apart
@@ -215,9 +215,9 @@ def synth_group(
     noisy = add_noise(clean[pair_of], wl, rng, profile or load_profile())
     tag = f"t{plan.treatment}_{plan.sample}_{plan.angle}"
     rows = []
-    rep_count = {pol: 0 for pol in L.POLARITIES}
+    rep_count = {pol: 0 for pol in layout.POLARITIES}
     for i, k in enumerate(pair_of):
-        pol = L.POLARITIES[k % 2]
+        pol = layout.POLARITIES[k % 2]
         rep = rep_count[pol]
         rep_count[pol] += 1
         sid = f"{tag}_{pol}_r{rep:03d}"
@@ -281,7 +281,7 @@ def synthesise(
     """
     out = Path(out)
     profile = noise_profile if isinstance(noise_profile, NoiseProfile) else load_profile(noise_profile)
-    root = out / L.SPECTRA_DIR
+    root = out / layout.SPECTRA_DIR
     plans = plan_groups(scale)
     feats = dose_features(plans).set_index("group_id")
     wl = wavelength_grid()
@@ -307,20 +307,20 @@ def synthesise(
             data = npy_bytes(noisy[row["_row"]])
             _write_raw(root / row["path"], data)
             row["content_sha256"] = hashlib.sha256(data).hexdigest()
-        if plan.group_id not in L.PANEL_GROUPS:
+        if plan.group_id not in layout.PANEL_GROUPS:
             x = noisy.astype(np.float64)
             acc_sum += x.sum(0)
             acc_sq += (x * x).sum(0)
             acc_n += len(x)
         all_rows.extend(rows)
-    manifest = pd.DataFrame(all_rows)[list(L.MANIFEST_COLUMNS)]
+    manifest = pd.DataFrame(all_rows)[list(layout.MANIFEST_COLUMNS)]
     _write_metadata(out, plans, feats, manifest)
     mean = acc_sum / acc_n
     std = np.sqrt(np.maximum(acc_sq / acc_n - mean**2, 0.0))
     stats = _lambda_from_moments(mean, std, wl)
-    atomic_write_bytes(out / L.LAMBDA_STATS, npz_bytes(stats))
-    atomic_write_bytes(out / L.WAVELENGTH_GRID, _npy_any(wl))
-    atomic_write_text(out / L.MANIFEST_ALL, manifest.to_csv(index=False, lineterminator="\n"))
+    atomic_write_bytes(out / layout.LAMBDA_STATS, npz_bytes(stats))
+    atomic_write_bytes(out / layout.WAVELENGTH_GRID, _npy_any(wl))
+    atomic_write_text(out / layout.MANIFEST_ALL, manifest.to_csv(index=False, lineterminator="\n"))
     return manifest
 
 
@@ -343,7 +343,7 @@ def _npy_any(arr: np.ndarray) -> bytes:
 
 
 def _write_metadata(out: Path, plans: list[GroupPlan], feats: pd.DataFrame, manifest: pd.DataFrame) -> None:
-    train = [p.group_id for p in plans if p.group_id not in L.PANEL_GROUPS]
+    train = [p.group_id for p in plans if p.group_id not in layout.PANEL_GROUPS]
     write_metadata(out, feats, manifest, train)
 
 
@@ -358,20 +358,20 @@ def write_metadata(out: Path, feats: pd.DataFrame | None, manifest: pd.DataFrame
     w = pd.Series({g: (counts.mean() / counts[g]) * boost[g] for g in counts.index})
     w = w / w[train].mean()
     weights = pd.DataFrame({"group_id": w.index, "weight": w.round(6).to_numpy()})
-    atomic_write_text(out / L.DOSE_SAMPLING_WEIGHTS, weights.to_csv(index=False, lineterminator="\n"))
+    atomic_write_text(out / layout.DOSE_SAMPLING_WEIGHTS, weights.to_csv(index=False, lineterminator="\n"))
     if feats is None:  # the group list alone: the evaluator's --metadata; FiLM needs the feature columns
         groups = pd.DataFrame({"group_id": list(counts.index)})
-        atomic_write_text(out / L.DOSE_FEATURES, groups.to_csv(index=False, lineterminator="\n"))
+        atomic_write_text(out / layout.DOSE_FEATURES, groups.to_csv(index=False, lineterminator="\n"))
         return
     feats_out = feats.reset_index()
-    atomic_write_text(out / L.DOSE_FEATURES, feats_out.to_csv(index=False, lineterminator="\n"))
+    atomic_write_text(out / layout.DOSE_FEATURES, feats_out.to_csv(index=False, lineterminator="\n"))
     tf = feats.loc[train]
     stats = {
         "features": {
             c: {"mean": round(float(tf[c].mean()), 8), "std": round(float(tf[c].std(ddof=0)), 8)}
-            for c in L.DOSE_FEATURE_COLUMNS
+            for c in layout.DOSE_FEATURE_COLUMNS
         },
         "groups": len(train),
         "computed_over": "training groups (validation panel excluded)",
     }
-    atomic_write_json(out / L.DOSE_STATS, stats)
+    atomic_write_json(out / layout.DOSE_STATS, stats)

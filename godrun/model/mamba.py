@@ -13,8 +13,8 @@ from collections.abc import Callable
 from functools import cache
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn import functional
 
 from godrun.errors import InputError
 from godrun.model.scan import selective_scan
@@ -102,7 +102,7 @@ class Mamba(nn.Module):
         backward is slow and this keeps the [B, L, d_inner] layout the scan and x_proj read."""
         seqlen, k = x.shape[1], self.d_conv
         w = self.conv1d.weight[:, 0].to(x.dtype).t()  # [d_conv, d_inner]
-        xp = F.pad(x, (0, 0, k - 1, 0))
+        xp = functional.pad(x, (0, 0, k - 1, 0))
         bias = self.conv1d.bias
         assert bias is not None  # built with bias=True
         y = torch.addcmul(bias.to(x.dtype), w[0], xp[:, :seqlen])
@@ -113,9 +113,9 @@ class Mamba(nn.Module):
     def forward(self, hidden: Tensor) -> Tensor:
         xz = self.in_proj(hidden)  # [B, L, 2*d_inner]
         x, z = xz.chunk(2, dim=-1)
-        x = F.silu(self._causal_conv(x))  # [B, L, d_inner]
+        x = functional.silu(self._causal_conv(x))  # [B, L, d_inner]
         dt, b, c = torch.split(self.x_proj(x), [self.dt_rank, self.d_state, self.d_state], dim=-1)
-        dt = F.linear(dt, self.dt_proj.weight)  # bias goes in as delta_bias, as in mamba_ssm
+        dt = functional.linear(dt, self.dt_proj.weight)  # bias goes in as delta_bias, as in mamba_ssm
         A = -torch.exp(self.A_log.float())
         # mamba_ssm layout [B, channels, L], as transposed views: storage stays [B, L, channels]
         u, dt, b, c, z = (t.transpose(1, 2) for t in (x, dt, b, c, z))

@@ -26,8 +26,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+from torch.nn import functional
 
 # Per-tensor working-set target for one chunk [T, batch, d_state, d_inner] in fp32; backward holds ~3 of them.
 _CHUNK_BYTES = {"cpu": 2 << 20, "cuda": 512 << 20}
@@ -191,7 +191,7 @@ def selective_scan(
         if delta_bias is not None:
             dt = dt + delta_bias.float().unsqueeze(-1)
         if delta_softplus:
-            dt = F.softplus(dt)
+            dt = functional.softplus(dt)
         b32, c32 = _as_bl(B, "B").float(), _as_bl(C, "C").float()
         if A.is_complex():
             raise ValueError("A: complex A is not supported")
@@ -201,7 +201,7 @@ def selective_scan(
         if D is not None:
             y = y + u32 * D.float().unsqueeze(-1)
         if z is not None:
-            y = y * F.silu(z.float())
+            y = y * functional.silu(z.float())
     return y.to(out_dtype)
 
 
@@ -221,7 +221,7 @@ def selective_scan_ref(
     if delta_bias is not None:
         delta = delta + delta_bias.unsqueeze(-1)
     if delta_softplus:
-        delta = F.softplus(delta)
+        delta = functional.softplus(delta)
     decay = torch.exp(delta.unsqueeze(2) * A.unsqueeze(-1))  # [b, d, n, L]
     drive = (delta * u).unsqueeze(2) * B.unsqueeze(1)  # [b, d, n, L]
     h = u.new_zeros(u.shape[0], u.shape[1], A.shape[1])
@@ -233,5 +233,5 @@ def selective_scan_ref(
     if D is not None:
         y = y + u * D.unsqueeze(-1)
     if z is not None:
-        y = y * F.silu(z)
+        y = y * functional.silu(z)
     return y

@@ -17,7 +17,7 @@ reference has none are measured and charged the same way (`spurious_windows`).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+from torch.nn import functional
 
 from godrun.gates.metrics import dip_windows
 from godrun.spec import DipDetector, Recipe
@@ -101,7 +101,7 @@ class SpectralLoss(torch.nn.Module):
 
     def smooth(self, y: torch.Tensor) -> torch.Tensor:
         pad = self.kernel.shape[-1] // 2
-        return F.conv1d(F.pad(y[:, None], (pad, pad), mode="replicate"), self.kernel)[:, 0]
+        return functional.conv1d(functional.pad(y[:, None], (pad, pad), mode="replicate"), self.kernel)[:, 0]
 
     def windows_of(self, raw: torch.Tensor, detector: DipDetector | None = None) -> torch.Tensor:
         """Gate 3's dip windows [B, M, 2] of raw spectra, on the CPU (the trainer passes its references')."""
