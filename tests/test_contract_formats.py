@@ -39,7 +39,9 @@ def _checkpoint(resume: bool) -> checkpoint.Checkpoint:
         scheduler={"last_epoch": 9},
         ema_n_averaged=9,
         rng=[1, 2, 3],
-        early_stop=checkpoint.EarlyStopState(best_score=-math.inf, best_epoch=2, bad_epochs=1, best_rank=(4, -1.5, "e2")),
+        early_stop=checkpoint.EarlyStopState(
+            best_score=-math.inf, best_epoch=2, bad_epochs=1, best_rank=(4, -1.5, "e2")
+        ),
         history=[{"epoch": 1, "loss": 0.5}],
     )
     return checkpoint.Checkpoint(model={"w": [0.0]}, meta=meta, ema={"w": [1.0]}, resume=state if resume else None)
