@@ -137,11 +137,6 @@ class Expectations:
                 return False
             return due is not None
 
-    def emptied_at(self, value: Hashable) -> float | None:
-        """When the last object under `value` was deleted (None: it has objects, or never lost one)."""
-        with self._lock:
-            return None if value in self._index else self._emptied.get(value)
-
     def __len__(self) -> int:
         with self._lock:
             return len(self._pending)
