@@ -29,9 +29,11 @@ node-packages:
 prometheus:
 	bash scripts/install_prometheus.sh
 
-# Every tool is installed or built first, so a missing one fails its tests instead of skipping (tests/tools.py).
+# Every tool is installed or built first (side by side: scripts/prepare_tools.sh), so a missing one fails its
+# tests instead of skipping (tests/tools.py).
 # The real-node tests (marker `node`, as root) run beside the rest (scripts/test_all.sh).
-test: setup cluster-bin node-bin kueue-bin node-packages prometheus
+test:
+	bash scripts/prepare_tools.sh
 	bash scripts/test_all.sh
 
 # Only the tests on the real node (tests/k8s/kubenode.py): pods, Jobs, Services, DNS, the chart.
