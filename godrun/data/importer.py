@@ -26,9 +26,6 @@ The parts: import_meta.py (the metadata table), import_read.py (reading the spec
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
 from pathlib import Path
 
 from godrun.data import layout as L
@@ -45,7 +42,7 @@ from godrun.data.import_layout import (
     write_spectra,
 )
 from godrun.data.import_meta import dose_features, read_metadata, refuse_unlisted
-from godrun.data.import_out import prepare_out
+from godrun.data.import_out import output_folder
 from godrun.data.import_read import ImportOptions, Reader, read_all
 from godrun.errors import InputError
 from godrun.fsio import atomic_write_json, atomic_write_text
@@ -69,19 +66,9 @@ def import_dataset(opts: ImportOptions) -> dict:
         raise InputError(f"SPECTRA_DIR {opts.spectra_dir}: not a folder")
     if opts.out.resolve().is_relative_to(opts.spectra_dir.resolve()):
         raise InputError(f"--out {opts.out}: inside SPECTRA_DIR {opts.spectra_dir} (would mix with the spectra)")
-    tmp, made = prepare_out(opts.out)
-    try:
+    with output_folder(opts.out) as tmp:
         summary = _build(opts, tmp)
-        if opts.out.exists():
-            opts.out.rmdir()  # empty (checked); a rename onto it would also work, but not across a race
-        os.rename(tmp, opts.out)
-        made = []
-        return summary
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        for folder in made:
-            with contextlib.suppress(OSError):
-                folder.rmdir()  # only if still empty
+    return summary
 
 
 def _build(opts: ImportOptions, root: Path) -> dict:
