@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
+from test_data_import_attacks import _dataset, _import
 
 from godrun.cli import main as godrun_main
-from test_data_import_attacks import _dataset, _import
 
 # the import, each spectrum read 0.3 s slower (so a signal lands while it runs); the code is the real one
 DRIVER = textwrap.dedent(
