@@ -58,7 +58,26 @@ def read_metadata(path: Path) -> pd.DataFrame:
     default_id = df["file"] + np.where(df["column"] != "", ":" + df["column"], "")
     df["spectrum_id"] = df["spectrum_id"].where(df["spectrum_id"] != "", default_id)
     _refuse_duplicates(df, path)
+    _refuse_macos_files(df, path)
     return df
+
+
+def is_macos_metadata(rel: str) -> bool:
+    """A file macOS writes beside the real ones (`._name` AppleDouble forks, `.DS_Store`, a zip's `__MACOSX/`):
+    never a spectrum, whatever its suffix."""
+    parts = Path(rel).parts
+    return bool(parts) and ("__MACOSX" in parts or parts[-1].startswith("._") or parts[-1] == ".DS_Store")
+
+
+def _refuse_macos_files(df: pd.DataFrame, path: Path) -> None:
+    for col in ("file", "reference_file"):
+        bad = df[col].map(lambda f: is_macos_metadata(f.partition("::")[0]))
+        if bad.any():
+            i = int(np.flatnonzero(bad.to_numpy())[0])
+            raise InputError(
+                f"metadata {path} line {int(df['meta_line'].iloc[i])}: {col} {df[col].iloc[i]!r} is a macOS metadata "
+                "file (AppleDouble `._*`, `.DS_Store`, `__MACOSX/`), not a spectrum: name the spectrum file itself"
+            )
 
 
 def _metadata_table(path: Path) -> pd.DataFrame:
@@ -152,15 +171,18 @@ def dose_features(df: pd.DataFrame, path: Path) -> pd.DataFrame | None:
 
 def refuse_unlisted(spectra_dir: Path, meta: pd.DataFrame, path: Path, skip: Path | None = None) -> None:
     """A spectrum file in SPECTRA_DIR that no metadata row names (as `file` or `reference_file`) is refused:
-    a forgotten row would silently drop a measurement. Other files (notes, licences) are left alone."""
+    a forgotten row would silently drop a measurement. Other files (notes, licences) and macOS's own files
+    (`._*`, `.DS_Store`, `__MACOSX/`: read_metadata refuses rows naming them) are left alone."""
     listed = set(meta["file"]) | {r.partition("::")[0] for r in meta["reference_file"] if r}
     listed = {os.path.normpath(f) for f in listed}
     skip_real = os.path.realpath(skip) if skip else None
     meta_real = os.path.realpath(path)  # the metadata table itself may sit among the spectra
     for folder, dirs, names in os.walk(spectra_dir):  # symlinked folders are not walked into
-        dirs[:] = sorted(d for d in dirs if os.path.realpath(os.path.join(folder, d)) != skip_real)
+        dirs[:] = sorted(d for d in dirs if os.path.realpath(os.path.join(folder, d)) != skip_real and d != "__MACOSX")
         for name in sorted(names):
             rel = os.path.relpath(os.path.join(folder, name), spectra_dir)
+            if is_macos_metadata(rel):
+                continue
             if os.path.realpath(os.path.join(folder, name)) == meta_real:
                 continue
             if name.lower().endswith(SPECTRUM_SUFFIXES) and os.path.normpath(rel) not in listed:
