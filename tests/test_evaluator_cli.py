@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -78,7 +77,7 @@ SEED_QA = [
 
 def test_seed_qa_command_runs_verbatim_and_writes_every_output(workspace: Path) -> None:
     ckpts = workspace / "checkpoints/god_run"
-    shutil.copy(ckpts / "mamba_tiny_uv_best.pt", ckpts / "mamba_tiny_uv_last.pt")
+    make_tiny_checkpoint(ckpts / "mamba_tiny_uv_last.pt", seed=1)  # written (and recorded) as the trainer does
     term = workspace / "termination.json"
     panel_hash = sha256_file(workspace / "data/validation_panel.csv")
     env = {**os.environ, "GODRUN_TERMINATION_LOG": str(term), "PYTHONPATH": ""}

@@ -167,19 +167,19 @@ def checkpoint_candidates(
     out = []
     for path in paths:
         cand = Candidate(str(path), lambda p: np.empty(0), hashes.get(str(path)) or sha256_file(path), {})
-        cand.predict = _checkpoint_predictor(Path(path), device, batch_size, cand.info)
+        cand.predict = _checkpoint_predictor(Path(path), device, batch_size, cand.info, cand.sha256)
         out.append(cand)
     return out
 
 
 def _checkpoint_predictor(
-    path: Path, device: str, batch_size: int, info: dict[str, Any]
+    path: Path, device: str, batch_size: int, info: dict[str, Any], sha256: str | None = None
 ) -> Callable[[Panel], np.ndarray]:
     def run(panel: Panel) -> np.ndarray:
         from godrun.trainer import inference  # torch only when a checkpoint is really evaluated
 
         try:
-            model, meta = inference.load_model(path, device=device, prefer_ema=True)
+            model, meta = inference.load_model(path, device=device, prefer_ema=True, sha256=sha256)
         except InputError:
             raise
         except Exception as exc:  # corrupt or foreign file: bad input, not a crash

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from godrun.errors import InputError, describe, reading
-from godrun.fsio import atomic_path, read_bytes, sha256_bytes
+from godrun.fsio import atomic_write_bytes, read_bytes, sha256_bytes
 
 BEST_NAME = "{model}_best.pt"
 LAST_NAME = "{model}_last.pt"
@@ -50,13 +50,17 @@ def foreign_checkpoints(checkpoint_dir: str | Path, model: str) -> list[str]:
         os.close(fd)
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint without executing code; anything unreadable that way is an InputError (exit 2)."""
+def load_checkpoint(path: str | Path, sha256: str | None = None) -> dict[str, Any]:
+    """Read a checkpoint without executing code; anything unreadable that way is an InputError (exit 2). With
+    `sha256`, the bytes read must have it (the file hashed and ranked is the one loaded)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"checkpoint not found: {path}")
     with reading(path, "checkpoint"):
         data = read_bytes(path)  # confined: a symlinked checkpoint or folder below the run volume is refused
+    if sha256 is not None and sha256_bytes(data) != sha256:
+        raise InputError(f"checkpoint {path}: changed since it was hashed (sha256 {sha256_bytes(data)}, was {sha256})")
+    with reading(path, "checkpoint"):
         try:
             obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
@@ -80,10 +84,18 @@ def _check_state_dict(state: Any, where: str) -> None:
             raise InputError(f"{where}: entry {name!r} is a {type(tensor).__name__}, expected a tensor")
 
 
-def save_checkpoint(path: str | Path, payload: Mapping[str, Any]) -> None:
-    """Write atomically (temp file + rename): a kill mid-save leaves the previous file intact."""
-    with atomic_path(path) as tmp:
-        torch.save(dict(payload), tmp)
+def save_checkpoint(path: str | Path, payload: Mapping[str, Any]) -> str:
+    """Write atomically (temp file + rename): a kill mid-save leaves the previous file intact. Its sha256 goes
+    into the folder's record of written checkpoints first (written.py); returns it."""
+    from godrun.trainer.written import note_written
+
+    buf = io.BytesIO()
+    torch.save(dict(payload), buf)
+    data = buf.getvalue()
+    sha = sha256_bytes(data)
+    note_written(path, sha)
+    atomic_write_bytes(path, data)
+    return sha
 
 
 def check_shapes(own: Mapping[str, torch.Tensor], loaded: Mapping[str, torch.Tensor], source: str) -> None:

@@ -48,9 +48,12 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def load_model(path: str | Path, device: str = "cpu", prefer_ema: bool = True) -> tuple[torch.nn.Module, dict]:
-    """Model with the checkpoint's (EMA) weights in eval mode, and the checkpoint's metadata (no tensors)."""
-    ckpt = load_checkpoint(path)
+def load_model(
+    path: str | Path, device: str = "cpu", prefer_ema: bool = True, sha256: str | None = None
+) -> tuple[torch.nn.Module, dict]:
+    """Model with the checkpoint's (EMA) weights in eval mode, and the checkpoint's metadata (no tensors); with
+    `sha256`, the file read must have it."""
+    ckpt = load_checkpoint(path, sha256)
     try:
         recipe = Recipe.model_validate(ckpt["config"])
     except Exception as exc:
