@@ -24,6 +24,7 @@ from godrun.controller import jobs as J
 from godrun.controller.cache import EventSender, Expectations, Key, Store
 from godrun.controller.observe import (
     completion_index,
+    foreign_act_b,
     job_finished,
     job_name_index,
     job_stage_obs,
@@ -149,14 +150,16 @@ class KubeExecutor:
         stale = tuple(
             n for n, j in sorted(by_name.items()) if n not in names.values() and job_stage_obs(j).state == "active"
         )
-        act_b = run.spec.fallback.launch_act_b and self.cache.godruns.get((ns, act_b_name(run.name))) is not None
+        child = self.cache.godruns.get((ns, act_b_name(run.name))) if run.spec.fallback.launch_act_b else None
+        foreign = foreign_act_b(child, run)
         return Observed(
             train=obs["train"],
             evaluate=obs["evaluate"],
             progress=self._progress((ns, run.name), pods["train"], obs["train"].state),
             verdict=verdict,
             verdict_error=verdict_error,
-            act_b_exists=act_b,
+            act_b_exists=child is not None and not foreign,
+            act_b_foreign=foreign,
             stale_jobs=stale,
         )
 
