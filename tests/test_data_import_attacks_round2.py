@@ -101,3 +101,23 @@ def test_a_metadata_row_naming_a_macos_file_is_refused_clearly(tmp_path, capsys,
     meta.write_text(meta.read_text() + f"{named},g1,7\n")
     _refused(tmp_path, sp, meta, capsys, "line 8", repr(named), "macOS metadata file")
     assert not os.path.exists(tmp_path / "OUT")
+
+
+# --------------------------------------------------------------------------- the output folder
+
+
+@pytest.mark.parametrize(
+    ("out", "needle"),
+    [
+        ("afile/OUT", "afile is not a folder"),  # a parent that is a file
+        ("x" * 300, "--out"),  # a name longer than the file system allows
+        ("/proc/godrun-import-test", "--out /proc/godrun-import-test"),  # a place nothing can be made in
+    ],
+)
+def test_an_out_that_cannot_be_made_is_bad_input_not_a_traceback(tmp_path, capsys, out, needle):
+    sp, meta = _dataset(tmp_path)
+    (tmp_path / "afile").write_text("")
+    before = sorted(os.listdir(tmp_path))
+    assert _import(sp, meta, tmp_path / out) == 2
+    assert needle in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path)) == before

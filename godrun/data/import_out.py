@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from godrun.errors import InputError
+from godrun.errors import InputError, reading
 
 _HELD = {signal.SIGINT, signal.SIGTERM}
 
@@ -28,10 +28,11 @@ _HELD = {signal.SIGINT, signal.SIGTERM}
 def output_folder(out: Path) -> Iterator[Path]:
     """The temp folder to build OUT in; renamed to OUT when the block ends normally, removed otherwise."""
     out = Path(os.path.abspath(out))  # `.`, `x/..`: the folder itself, so the temp folder is beside it
-    tmp, made = prepare_out(out)
+    with reading(out, "--out"):  # a parent that is a file, a name too long, a read-only place: exit 2
+        tmp, made = prepare_out(out)
     try:
         yield tmp
-        with _signals_held():
+        with _signals_held(), reading(out, "--out"):
             if out.exists():
                 out.rmdir()  # empty (checked); a rename onto it would also work, but not across a race
             os.rename(tmp, out)
@@ -52,6 +53,9 @@ def prepare_out(out: Path) -> tuple[Path, list[Path]]:
     if out.is_symlink() or (out.exists() and (not out.is_dir() or any(out.iterdir()))):
         raise InputError(f"--out {out}: exists and is not an empty folder (nothing was written)")
     made = [p for p in out.parents if not p.exists()]
+    above = next(p for p in out.parents if p.exists())
+    if not above.is_dir():
+        raise InputError(f"--out {out}: {above} is not a folder")
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_stale(out)
     prefix = f".{out.name[:64]}.import-{os.getpid()}-"
