@@ -88,3 +88,13 @@ def test_a_malformed_record_is_refused(tmp_path, text):
     (tmp_path / RECORD_NAME).write_text(text)
     with pytest.raises(InputError, match="checkpoint record"):
         read_record(tmp_path)
+
+
+def test_a_fresh_training_forgets_what_an_earlier_one_recorded(tmp_path):
+    from godrun.trainer.written import forget_written
+
+    make_tiny_checkpoint(tmp_path / "old.pt")
+    forget_written(tmp_path)
+    assert read_record(tmp_path) == {}
+    forget_written(tmp_path / "absent")  # no folder, no record: nothing made
+    assert not (tmp_path / "absent").exists()

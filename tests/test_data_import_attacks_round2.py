@@ -121,3 +121,16 @@ def test_an_out_that_cannot_be_made_is_bad_input_not_a_traceback(tmp_path, capsy
     assert _import(sp, meta, tmp_path / out) == 2
     assert needle in capsys.readouterr().err
     assert sorted(os.listdir(tmp_path)) == before
+
+
+# --------------------------------------------------------------------------- one measurement twice
+
+
+@pytest.mark.parametrize("row", ["./g1_0.csv,g1,2", "copy.csv,g1,2", "./g1_0.csv,g3,2"])
+def test_one_measurement_imported_twice_is_refused_naming_both_lines(tmp_path, capsys, row):
+    """Under another spelling or as a copy, in the same sample (a Noise2Noise pair of a spectrum with itself)
+    or in the panel (leakage)."""
+    sp, meta = _dataset(tmp_path)
+    (sp / "copy.csv").write_bytes((sp / "g1_0.csv").read_bytes())
+    meta.write_text(meta.read_text() + row + "\n")
+    _refused(tmp_path, sp, meta, capsys, "line 8", "same spectrum as line 2", "imported twice")

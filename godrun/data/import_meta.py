@@ -143,6 +143,21 @@ def _refuse_duplicates(df: pd.DataFrame, path: Path) -> None:
             raise InputError(f"metadata {path} line {int(df['meta_line'][bad].iloc[0])}: {col} has control characters")
 
 
+def refuse_repeated_spectra(df: pd.DataFrame, shas: list[str], path: Path) -> None:
+    """Two rows whose spectra are identical on the grid (the same file under two spellings, `./a.csv` and
+    `a.csv`, or a copy): one measurement imported twice would pair a spectrum with itself (Noise2Noise learns
+    the identity) or put it in training and the panel. Two real measurements are never bit-identical."""
+    first: dict[str, int] = {}
+    for i, sha in enumerate(shas):
+        j = first.setdefault(sha, i)
+        if j != i:
+            raise InputError(
+                f"metadata {path} line {int(df['meta_line'].iloc[i])}: file {df['file'].iloc[i]} holds the same "
+                f"spectrum as line {int(df['meta_line'].iloc[j])} (file {df['file'].iloc[j]}): one measurement "
+                "imported twice"
+            )
+
+
 def dose_features(df: pd.DataFrame, path: Path) -> pd.DataFrame | None:
     """The FiLM features per group when META has all of them (None when it has none); constant per group."""
     have = [c for c in L.DOSE_FEATURE_COLUMNS if c in df.columns]

@@ -41,7 +41,7 @@ from godrun.data.import_layout import (
     write_grid_and_stats,
     write_spectra,
 )
-from godrun.data.import_meta import dose_features, read_metadata, refuse_unlisted
+from godrun.data.import_meta import dose_features, read_metadata, refuse_repeated_spectra, refuse_unlisted
 from godrun.data.import_out import output_folder
 from godrun.data.import_read import ImportOptions, Reader, read_all
 from godrun.errors import InputError
@@ -80,6 +80,7 @@ def _build(opts: ImportOptions, root: Path) -> dict:
     reader = Reader(opts)
     n = len(meta)
     values, facts, shas = read_all(opts, meta, root / L.SPECTRA_DIR, reader)
+    refuse_repeated_spectra(meta, shas, opts.metadata)
     in_panel = meta["group_id"].isin(groups).to_numpy()
     refuse_unlisted(opts.spectra_dir, meta, opts.metadata, skip=root)
     refs, ref_keys = references(opts, meta, values, in_panel, reader)

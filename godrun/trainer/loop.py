@@ -306,6 +306,10 @@ class Trainer:
             self._check_resumable(self.resume_ckpt)
         else:
             self._refuse_foreign_checkpoints()
+            if self.dist.main:
+                from godrun.trainer.written import forget_written
+
+                forget_written(r.checkpoint_dir)
         if self.resume_ckpt is None and r.init_checkpoint:
             warm = self._warm_start(r.init_checkpoint)
         _freeze(self.model, r)

@@ -35,6 +35,12 @@ def note_written(path: str | Path, sha256: str) -> None:
     atomic_write_json(record_path(path.parent), {"format": 1, "files": dict(sorted(files.items()))})
 
 
+def forget_written(checkpoint_dir: str | Path) -> None:
+    """A training that starts afresh: what an earlier training recorded here is not this one's."""
+    if record_path(checkpoint_dir).exists() or record_path(checkpoint_dir).is_symlink():
+        atomic_write_json(record_path(checkpoint_dir), {"format": 1, "files": {}})
+
+
 def read_record(checkpoint_dir: str | Path) -> dict[str, list[str]] | None:
     """{file name: recorded sha256s} or None when the folder has no record; a malformed one is refused."""
     path = record_path(checkpoint_dir)
