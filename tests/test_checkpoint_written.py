@@ -98,3 +98,15 @@ def test_a_fresh_training_forgets_what_an_earlier_one_recorded(tmp_path):
     assert read_record(tmp_path) == {}
     forget_written(tmp_path / "absent")  # no folder, no record: nothing made
     assert not (tmp_path / "absent").exists()
+
+
+def test_a_resumed_training_without_a_record_records_its_own_best_and_last(tmp_path):
+    from godrun.trainer.written import record_resumed
+
+    best = make_tiny_checkpoint(tmp_path / "mamba_tiny_uv_best.pt")
+    (tmp_path / RECORD_NAME).unlink()  # a folder from before checkpoints were recorded
+    record_resumed(tmp_path, [best, tmp_path / "mamba_tiny_uv_last.pt"])
+    assert read_record(tmp_path) == {best.name: [sha256_file(best)]}
+    (tmp_path / RECORD_NAME).write_text("{")
+    with pytest.raises(InputError, match="checkpoint record"):  # refused at the start, not after an epoch
+        record_resumed(tmp_path, [best])

@@ -304,6 +304,10 @@ class Trainer:
         warm: list[str] | None = None
         if self.resume_ckpt is not None:
             self._check_resumable(self.resume_ckpt)
+            if self.dist.main:
+                from godrun.trainer.written import record_resumed
+
+                record_resumed(r.checkpoint_dir, [ckpt_io.best_path(r.checkpoint_dir, r.model), self.last])
         else:
             self._refuse_foreign_checkpoints()
             if self.dist.main:

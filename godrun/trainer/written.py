@@ -41,6 +41,17 @@ def forget_written(checkpoint_dir: str | Path) -> None:
         atomic_write_json(record_path(checkpoint_dir), {"format": 1, "files": {}})
 
 
+def record_resumed(checkpoint_dir: str | Path, own: list[Path]) -> None:
+    """A training that resumes: a malformed record is refused now, not after an epoch; a folder without one
+    (written before checkpoints were recorded) gets this training's own best/last, which it resumes from."""
+    if read_record(checkpoint_dir) is None:
+        from godrun.fsio import sha256_file
+
+        for path in own:
+            if path.is_file():
+                note_written(path, sha256_file(path))
+
+
 def read_record(checkpoint_dir: str | Path) -> dict[str, list[str]] | None:
     """{file name: recorded sha256s} or None when the folder has no record; a malformed one is refused."""
     path = record_path(checkpoint_dir)
