@@ -134,3 +134,13 @@ def test_one_measurement_imported_twice_is_refused_naming_both_lines(tmp_path, c
     (sp / "copy.csv").write_bytes((sp / "g1_0.csv").read_bytes())
     meta.write_text(meta.read_text() + row + "\n")
     _refused(tmp_path, sp, meta, capsys, "line 8", "same spectrum as line 2", "imported twice")
+
+
+def test_a_row_with_a_cell_too_many_and_one_with_a_cell_too_few_are_refused_not_realigned():
+    """The cells were counted over the whole table: a row one short and a later one one long read as a shifted
+    table (or a misleading 'wavelength repeated')."""
+    for sep, name in ((",", "f.csv"), (" ", "f.txt")):
+        rows = [f"{a}{sep}0.5{sep}0.6" for a in X]
+        rows[10], rows[20] = f"{X[10]}{sep}0.5{sep}0.6{sep}0.7", f"{X[20]}{sep}0.5"
+        with pytest.raises(InputError, match=rf"{name} line 12: not a row of 3 numbers"):
+            parse_spectrum_file(("nm A B\n".replace(" ", sep) + "\n".join(rows)).encode(), name)
