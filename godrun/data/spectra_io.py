@@ -274,9 +274,11 @@ def _fast_parse(body: list[str], delim: str | None, comma: bool, ncol: int) -> n
     if delim is None:
         if any(len(ln.split()) != ncol for ln in body):
             return None
-    elif any(ln.count(delim) != ncol - 1 for ln in body):
-        if any(ln.rstrip().removesuffix(delim).count(delim) != ncol - 1 for ln in body):  # trailing delimiters
-            return None
+    elif any(ln.count(delim) != ncol - 1 for ln in body) and any(
+        ln.rstrip().removesuffix(delim).count(delim) != ncol - 1
+        for ln in body  # a trailing delimiter is no cell
+    ):
+        return None
     text = "\n".join(body)
     if '"' in text:  # a quoted cell may hold the delimiter or digit groups: read cell by cell
         return None
