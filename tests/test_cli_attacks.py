@@ -35,3 +35,13 @@ def test_anchors_and_merge_keys_still_load(tmp_path: Path):
     path.write_text(text.replace("{name: dup}", "{name: dup, labels: &l {a: b}, annotations: *l}"))
     run = load_manifest(path)
     assert run.spec.training.epochs == 3 and run.spec.training.lr == 0.001
+
+
+@pytest.mark.parametrize("device", ["tpu", "cuda:x", "cpu:0", "", "cuda:99999"])
+def test_a_device_torch_does_not_know_or_this_machine_lacks_is_bad_input(device: str):
+    from godrun.errors import InputError
+    from godrun.trainer.inference import resolve_device
+
+    with pytest.raises(InputError, match="--device"):
+        resolve_device(device)
+    assert str(resolve_device("cpu")) == "cpu"

@@ -7,6 +7,7 @@ pred = predict(model, meta, raw_spectra, cond)          # de-normalised, raw uni
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,10 +42,18 @@ def build_model(recipe: Recipe) -> MambaTinyUV:
 
 
 def resolve_device(name: str = "auto") -> torch.device:
+    """auto, cpu, cuda or cuda:N; anything else, or a CUDA device this machine lacks, is bad input (exit 2)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda but CUDA is not available")
+    m = re.fullmatch(r"cpu|cuda(?::(\d{1,4}))?", name)
+    if m is None:
+        raise InputError(f"--device {name!r}: choose auto, cpu, cuda or cuda:N")
+    if name.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise InputError(f"--device {name} but CUDA is not available")
+        if m.group(1) is not None and int(m.group(1)) >= count:
+            raise InputError(f"--device {name}: this machine has {count} CUDA device(s) (cuda:0..cuda:{count - 1})")
     return torch.device(name)
 
 
