@@ -45,3 +45,18 @@ def test_a_device_torch_does_not_know_or_this_machine_lacks_is_bad_input(device:
     with pytest.raises(InputError, match="--device"):
         resolve_device(device)
     assert str(resolve_device("cpu")) == "cpu"
+
+
+def test_a_csv_input_with_a_column_named_twice_is_refused_not_read_as_its_first(tmp_path: Path):
+    """pandas reads `group_id,...,group_id` as group_id and group_id.1: the training manifest's second
+    group_id (the one a reader of the file may take for the real one) was silently ignored."""
+    from godrun.data.loader import read_manifest
+    from godrun.errors import InputError
+
+    path = tmp_path / "manifest_train.csv"
+    path.write_text(
+        "\ufeffspectrum_id,group_id,treatment,sample,angle,polarity,replicate,pair_id,path,reference_path,group_id\n"
+        "a,g1,0,s,na,na,0,p0,spectra/a.npy,,g9\n"
+    )
+    with pytest.raises(InputError, match=r"manifest_train\.csv: duplicate column 'group_id'"):
+        read_manifest(path)
