@@ -74,7 +74,8 @@ def remove_stale(out: Path) -> list[str]:
             notes.append(f"note: {entry} is the temp folder of an earlier import into {out.name}; remove it")
         elif not _running_elsewhere(int(m.group(1))):
             shutil.rmtree(entry, ignore_errors=True)
-            notes.append(f"note: removed {entry}, left by an import (pid {m.group(1)}) that did not finish")
+            done = "removed" if not entry.exists() else "could not remove (remove it yourself)"
+            notes.append(f"note: {done} {entry}, left by an import (pid {m.group(1)}) that did not finish")
     for note in notes:
         print(note, file=sys.stderr)
     return notes
