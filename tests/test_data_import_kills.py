@@ -15,6 +15,7 @@ import pytest
 from test_data_import_attacks import _dataset, _import
 
 from godrun.cli import main as godrun_main
+from godrun.data.import_out import _host
 
 # the import, each spectrum read 0.3 s slower (so a signal lands while it runs); the code is the real one
 DRIVER = textwrap.dedent(
@@ -84,10 +85,24 @@ def test_a_running_imports_temp_folder_is_left_alone(tmp_path, capsys):
     """Another import into OUT still running (its pid alive): its folder is not the next one's to remove."""
     sp, meta = _dataset(tmp_path)
     out = tmp_path / "OUT"
-    busy = tmp_path / f".OUT.import-{os.getppid()}-abcd1234"
+    busy = tmp_path / f".OUT.import-{_host()}-{os.getppid()}-abcd1234"
     busy.mkdir()
     assert _import(sp, meta, out) == 0
     assert busy.is_dir()
+
+
+def test_another_hosts_temp_folder_is_reported_not_removed(tmp_path, capsys):
+    """OUT on a volume two machines share: a pid says nothing about another host's processes."""
+    sp, meta = _dataset(tmp_path)
+    other = tmp_path / f".OUT.import-{_host()}x.example-{_dead_pid()}-abcd1234"
+    other.mkdir()
+    assert _import(sp, meta, tmp_path / "OUT") == 0
+    assert other.is_dir() and f"{other} is the temp folder of another import" in capsys.readouterr().err
+
+
+def _dead_pid() -> int:
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(proc.stdout)
 
 
 def test_a_temp_folder_of_an_older_import_without_a_pid_is_reported_not_removed(tmp_path, capsys):
@@ -96,7 +111,7 @@ def test_a_temp_folder_of_an_older_import_without_a_pid_is_reported_not_removed(
     old.mkdir()
     assert godrun_main(["data", "import", str(sp), "--metadata", str(meta), "--out", str(tmp_path / "OUT"),
                         "--panel-group", "g3", "--references", "replicate-mean"]) == 0  # fmt: skip
-    assert old.is_dir() and f"{old} is the temp folder of an earlier import" in capsys.readouterr().err
+    assert old.is_dir() and f"{old} is the temp folder of another import" in capsys.readouterr().err
 
 
 def test_out_given_as_dot_builds_beside_the_folder_not_inside_it(tmp_path, monkeypatch):

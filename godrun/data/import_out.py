@@ -1,10 +1,11 @@
 """The output folder of an import: built in a temp folder beside OUT and renamed into place whole.
 
-The temp folder is `.<OUT's name>.import-<pid>-<random>`. SIGTERM and SIGINT end the import through
+The temp folder is `.<OUT's name>.import-<host>-<pid>-<random>`. SIGTERM and SIGINT end the import through
 KeyboardInterrupt (godrun.errors.run_main), so the temp folder is removed and OUT is not touched; the removal
 and the final rename run with both signals held back, so a second signal cannot cut them short. A SIGKILLed
-(or crashed) import cannot clean up: the next import into the same OUT removes the temp folders whose pid is
-no longer running, and says so on stderr. Temp folders without a pid (older imports) are reported, not removed.
+(or crashed) import cannot clean up: the next import into the same OUT on the same host removes the temp folders
+whose pid is no longer running there, and says so on stderr; another host's (OUT on a shared volume) and older
+imports' folders without host and pid are reported, not removed.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -58,24 +60,32 @@ def prepare_out(out: Path) -> tuple[Path, list[Path]]:
         raise InputError(f"--out {out}: {above} is not a folder")
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_stale(out)
-    prefix = f".{out.name[:64]}.import-{os.getpid()}-"
+    prefix = f".{out.name[:64]}.import-{_host()}-{os.getpid()}-"
     return Path(tempfile.mkdtemp(prefix=prefix, dir=out.parent)), made
 
 
+def _host() -> str:
+    """This machine (a pod's name on a cluster): a pid says whether an import runs only on its own host."""
+    return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname())[:64] or "host"
+
+
 def remove_stale(out: Path) -> list[str]:
-    """Remove the temp folders beside OUT of imports into OUT that are no longer running; returns the notes."""
-    pattern = re.compile(rf"\.{re.escape(out.name[:64])}\.import-(?:(\d+)-)?[\w-]+")
+    """Remove the temp folders beside OUT of imports into OUT, made on this host, that are no longer running;
+    report the others (another host's, or an older import's without host and pid); returns the notes."""
+    pattern = re.compile(rf"\.{re.escape(out.name[:64])}\.import-(?:([A-Za-z0-9._]+)-(\d+)-)?[\w]+")
     notes = []
     for entry in sorted(out.parent.iterdir()):
         m = pattern.fullmatch(entry.name)
         if m is None or entry.is_symlink() or not entry.is_dir():
             continue
-        if m.group(1) is None:
-            notes.append(f"note: {entry} is the temp folder of an earlier import into {out.name}; remove it")
-        elif not _running_elsewhere(int(m.group(1))):
+        host, pid = m.group(1), m.group(2)
+        if host is None or host != _host():
+            notes.append(f"note: {entry} is the temp folder of another import into {out.name} (host {host}); "
+                         "remove it once that import has ended")  # fmt: skip
+        elif not _running_elsewhere(int(pid)):
             shutil.rmtree(entry, ignore_errors=True)
             done = "removed" if not entry.exists() else "could not remove (remove it yourself)"
-            notes.append(f"note: {done} {entry}, left by an import (pid {m.group(1)}) that did not finish")
+            notes.append(f"note: {done} {entry}, left by an import (pid {pid}) that did not finish")
     for note in notes:
         print(note, file=sys.stderr)
     return notes
