@@ -117,6 +117,9 @@ def test_hash_mismatch_exits_2_before_any_model_is_loaded(workspace: Path, monke
 
     bogus = workspace / "checkpoints/god_run/bogus.pt"
     bogus.write_bytes(b"not a checkpoint at all")
+    from godrun.trainer.written import note_written
+
+    note_written(bogus, sha256_file(bogus))  # recorded as the trainer's (else it is ignored, never loaded)
     loads: list[str] = []
     real = inference.load_model
     monkeypatch.setattr(inference, "load_model", lambda p, **kw: loads.append(str(p)) or real(p, **kw))
