@@ -10,6 +10,7 @@ numpy and pandas are imported on use, so that torch-free, numpy-free callers can
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
@@ -59,6 +60,10 @@ def read_csv(
         if data is None:
             data = read_bytes(path, max_bytes=MAX_INPUT_BYTES)
         df = pd.read_csv(io.BytesIO(data), dtype=dtype, encoding="utf-8", encoding_errors="strict")
+    header = next(csv.reader([data.decode("utf-8-sig", errors="replace").partition("\n")[0].rstrip("\r")]), [])
+    dup = next((c for c in header if c and header.count(c) > 1), None)
+    if dup is not None:  # pandas would rename the second `dup.1` and read the first: which one did the user mean?
+        raise InputError(f"{_name(path, label)}: duplicate column {dup!r} in the header")
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise InputError(f"{_name(path, label)}: lacks column(s) {', '.join(missing)} (has {list(df.columns)})")

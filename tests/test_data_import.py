@@ -335,7 +335,9 @@ def test_bad_input_exits_2_naming_the_file_and_leaves_nothing(tmp_path: Path, ca
             text = (spectra / "g2_1.csv").read_text().replace("Absorbance", "Transmittance")
             (spectra / "g2_1.csv").write_text(text)
         elif case == "lonely":
-            (spectra / "lonely.csv").write_text((spectra / "g1_0.csv").read_text())
+            (spectra / "lonely.csv").write_text(
+                (spectra / "g1_0.csv").read_text().replace(",0.", ",1.")
+            )  # another spectrum
             _append(meta, "lonely.csv,g9,0,lonely")
         elif case == "fifo-meta":
             meta.unlink()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -74,7 +73,7 @@ SEED_QA = [
 
 def test_seed_qa_command_runs_verbatim_and_writes_every_output(workspace: Path) -> None:
     ckpts = workspace / "checkpoints/god_run"
-    shutil.copy(ckpts / "mamba_tiny_uv_best.pt", ckpts / "mamba_tiny_uv_last.pt")
+    make_tiny_checkpoint(ckpts / "mamba_tiny_uv_last.pt", seed=1)  # written (and recorded) as the trainer does
     term = workspace / "termination.json"
     panel_hash = sha256_file(workspace / "data/validation_panel.csv")
     env = {**os.environ, "GODRUN_TERMINATION_LOG": str(term), "PYTHONPATH": ""}
@@ -114,6 +113,9 @@ def test_hash_mismatch_exits_2_before_any_model_is_loaded(workspace: Path, monke
 
     bogus = workspace / "checkpoints/god_run/bogus.pt"
     bogus.write_bytes(b"not a checkpoint at all")
+    from godrun.model.written import note_written
+
+    note_written(bogus, sha256_file(bogus))  # recorded as the trainer's (else it is ignored, never loaded)
     loads: list[str] = []
     real = inference.load_model
     monkeypatch.setattr(inference, "load_model", lambda p, **kw: loads.append(str(p)) or real(p, **kw))

@@ -69,6 +69,7 @@ def training_manifest(root_dir: str | Path) -> Path:
 CHECKPOINT_SUFFIX: Final = ".pt"
 BEST_NAME: Final = "{model}_best" + CHECKPOINT_SUFFIX
 LAST_NAME: Final = "{model}_last" + CHECKPOINT_SUFFIX
+CHECKPOINTS_WRITTEN: Final = "checkpoints_written.json"  # the trainer's record of its checkpoints' sha256
 METRICS_CSV: Final = "metrics.csv"
 TRAIN_LOG: Final = "train.log"
 AUDIT_LOG_NAME: Final = "auditing_manifest.log"

@@ -128,6 +128,7 @@ class EventReason(StrEnum):
 
     NEW_GENERATION = "NewGeneration"
     SPEC_CHANGE_IGNORED = "SpecChangeIgnored"
+    ACT_B_NAME_TAKEN = "ActBNameTaken"  # a GodRun named like the Act B child that this run did not create
     QUEUED = "Queued"
     TRAINING_STARTED = "TrainingStarted"
     EVALUATION_STARTED = "EvaluationStarted"

@@ -26,6 +26,7 @@ from godrun.controller import jobs
 from godrun.controller.cache import EventSender, Expectations, Key, Store
 from godrun.controller.observe import (
     completion_index,
+    foreign_act_b,
     job_finished,
     job_name_index,
     job_stage_obs,
@@ -153,14 +154,16 @@ class KubeExecutor:
         stale = tuple(
             n for n, j in sorted(by_name.items()) if n not in names.values() and job_stage_obs(j).state == "active"
         )
-        act_b = run.spec.fallback.launch_act_b and self.cache.godruns.get((ns, act_b_name(run.name))) is not None
+        child = self.cache.godruns.get((ns, act_b_name(run.name))) if run.spec.fallback.launch_act_b else None
+        foreign = foreign_act_b(child, run)
         return Observed(
             train=obs[Stage.TRAIN],
             evaluate=obs[Stage.EVALUATE],
             progress=self._progress((ns, run.name), pods[Stage.TRAIN], obs[Stage.TRAIN].state),
             verdict=verdict,
             verdict_error=verdict_error,
-            act_b_exists=act_b,
+            act_b_exists=child is not None and not foreign,
+            act_b_foreign=foreign,
             stale_jobs=stale,
         )
 

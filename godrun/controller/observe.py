@@ -253,6 +253,24 @@ def owned_by(obj: Obj, run: GodRunView) -> bool:
     return any(r.get("uid") == run.uid for r in refs)
 
 
+def foreign_act_b(child: Obj | None, run: GodRunView) -> str:
+    """Why the GodRun `child` (named like the run's Act B child) is not the run's own, or "" when it is (or
+    there is none). Unlike Jobs, a child without owner references is not adopted: it is a user's GodRun, and
+    taking it for Act B would let its verdict stand for this run's fallback."""
+    if child is None:
+        return ""
+    refs = (child.get("metadata") or {}).get("ownerReferences") or []
+    ours = [r for r in refs if r.get("kind") == KIND and r.get("apiVersion", "").startswith(f"{API_GROUP}/")]
+    if run.uid is not None and any(r.get("uid") == run.uid for r in ours):
+        return ""
+    if run.uid is None and any(r.get("name") == run.name for r in ours):
+        return ""
+    if not refs:
+        return "it has no owner reference"
+    owners = ", ".join(f"{r.get('kind')} {r.get('name')} uid {r.get('uid')}" for r in refs[:3])
+    return f"it is owned by {owners}, not by this run (uid {run.uid})"
+
+
 def owner_key(obj: Obj) -> Key | None:
     """The GodRun that owns `obj`, from its owner references."""
     meta = obj.get("metadata") or {}

@@ -91,6 +91,7 @@ def evaluator_argv(spec: GodRunSpec, run_name: str) -> list[str]:
         EVALUATOR_MODULE,
         "--checkpoint-dir",
         spec.training.checkpoint_dir,
+        "--written-only",
         "--manifest",
         panel.manifest,
         "--root-dir",

@@ -117,7 +117,9 @@ class Observed:
     progress: Progress | None = None  # from the trainer's metrics endpoint (None: not readable now)
     verdict: Verdict | None = None  # from the evaluation pod's termination message
     verdict_error: str | None = None  # the termination message exists but is not a Verdict
-    act_b_exists: bool = False
+    act_b_exists: bool = False  # this run's Act B child exists (owned by this run)
+    # A GodRun of the child's name that this run did not create (why, e.g. "no owner reference"); "" if none.
+    act_b_foreign: str = ""
     stale_jobs: tuple[str, ...] = ()  # still-running Jobs of other generations of this run
     spec_error: str | None = None  # the spec passed the CRD schema but not GodRunSpec: nothing may run
 
@@ -657,6 +659,9 @@ def _ensure_act_b(run: GodRunView, obs: Observed, st: GodRunStatus, actions: lis
     if not run.spec.fallback.launch_act_b:
         return
     child = act_b_name(run.name)
+    if obs.act_b_foreign:  # never adopted, never overwritten: reported until it is gone
+        _report_foreign_act_b(child, obs.act_b_foreign, st, actions)
+        return
     if obs.act_b_exists or st.act_b:  # never recreate a child someone deleted on purpose
         st.act_b = st.act_b or child
         return
@@ -669,6 +674,25 @@ def _ensure_act_b(run: GodRunView, obs: Observed, st: GodRunStatus, actions: lis
         return
     actions.append(CreateActB(child, body))
     st.act_b = child
+    st.message = _without_act_b_note(st.message)
+
+
+ACT_B_TAKEN = "Act B not launched"
+
+
+def _report_foreign_act_b(child: str, why: str, st: GodRunStatus, actions: list[Action]) -> None:
+    """A GodRun named like this run's Act B child that this run did not create: not taken for the child (its
+    verdict, its training are someone else's); said in the message and one Warning Event, while it exists.
+    Deleting it lets the next reconcile create this run's own child (unless one was created before)."""
+    note = f"{ACT_B_TAKEN}: a GodRun {child} exists that this run did not create ({why}); delete or rename it"
+    if note not in st.message:
+        base = _without_act_b_note(st.message)
+        st.message = (f"{base}; {note}" if base else note)[:1024]
+        actions.append(EmitEvent(EventType.WARNING, EventReason.ACT_B_NAME_TAKEN, note))
+
+
+def _without_act_b_note(message: str) -> str:
+    return "" if message.startswith(ACT_B_TAKEN) else message.split(f"; {ACT_B_TAKEN}")[0]
 
 
 def _suffix(path: str, suffix: str) -> str:

@@ -6,7 +6,11 @@ naming the file (and the line when there is one).
 
 Delimited text (.csv, .tsv, .txt, .dat, .asc, anything not below):
 * UTF-8 (a byte-order mark is dropped), UTF-16 with a byte-order mark, or, failing those, Latin-1; CRLF, CR
-  or LF line ends; numbers may be quoted;
+  or LF line ends; numbers may be quoted (a quoted cell may hold the delimiter), may have Fortran `D`
+  exponents (`1.0D-03`) and digit groups of three (`1,234.5`, `1.234,5`): a column's decimal mark is the
+  later mark of a number holding both, or the other one of a mark repeated in a number; otherwise a comma
+  is decimal (in a comma-delimited file: when no number of the column has a point), so a lone `"1,234"`
+  there reads 1.234;
 * blank lines and comment lines (starting with `#`, `%`, `//` or `*`) are skipped; the lines before the
   first line of two or more numbers are the header (its last line names the columns), the text after the last
   one a footer (unless it begins like a number: a malformed row is refused);
@@ -24,8 +28,10 @@ refused (one spectrum per file); a ##PEAK TABLE (peak positions, not a spectrum)
 `$$` comments are dropped (data lines included) before the parser sees the text.
 .npy: a [2, L] or [L, 2] array (wavelength nm, value) or a [L] vector on the 601-point grid; no unit.
 
-The x axis must be finite and strictly monotonic (a decreasing one is reversed), without repeated values;
-values must be finite. A wavenumber axis becomes nm as 1e7 / x, a µm axis as 1000 · x.
+The x axis must be finite and monotonic (a decreasing one is reversed); a wavelength repeated on the next row
+with the same values (a row an exporter wrote twice) counts once, with other values it is refused naming the
+file, line and wavelength (averaging would hide a stitched or misaligned scan); values must be finite.
+A wavenumber axis becomes nm as 1e7 / x, a µm axis as 1000 · x.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ from __future__ import annotations
 import csv
 import io
 import re
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -43,7 +51,12 @@ from godrun.inputs import parse_npy
 
 COMMENT_PREFIXES = ("#", "%", "//", "*")
 JCAMP_SUFFIXES = (".jdx", ".dx", ".jcamp")
-_NUMBER = re.compile(r"^[+-]?(\d+([.,]\d*)?|[.,]\d+)([eE][+-]?\d+)?$|^[+-]?(nan|inf|infinity)$", re.IGNORECASE)
+_NUMBER = re.compile(
+    r"^[+-]?(\d+([.,]\d*)?|[.,]\d+)([eEdD][+-]?\d+)?$|^[+-]?(nan|inf|infinity)$"
+    r"|^[+-]?\d{1,3}([.,]\d{3})+([.,]\d*)?([eEdD][+-]?\d+)?$",  # digit groups: 1,234.5 or 1.234,5
+    re.IGNORECASE,
+)
+_FORTRAN_EXPONENT = re.compile(r"(?<=[0-9.])[dD](?=[+-]?[0-9])")  # 1.0D-03
 
 
 @dataclass
@@ -185,18 +198,18 @@ def _delimited(text: str, name: str) -> Table:
     if start is None:
         raise InputError(f"{name}: no line of two or more numbers (wavelength and value columns)")
     delim, decimal_comma, ncol = _split_numbers(lines[start].strip())  # type: ignore[misc]
-    kept = list(range(start, len(lines)))
-    while kept and not lines[kept[-1]].strip():
-        kept.pop()  # trailing blank lines
-    values = _fast_parse(lines[start : start + len(kept)], delim, decimal_comma, ncol)
+    stop = len(lines)
+    while stop > start and not lines[stop - 1].strip():
+        stop -= 1  # trailing blank lines
+    kept: Sequence[int] = range(start, stop)  # a range, not a list: a large table's line numbers cost nothing
+    values = _fast_parse(lines[start:stop], delim, decimal_comma, ncol)
     if values is None:  # comment or blank lines inside the data, a footer (or a malformed row): the careful path
-        end = _data_end(lines, start)
-        kept = [
-            i for i in kept[: end - start] if lines[i].strip() and not lines[i].lstrip().startswith(COMMENT_PREFIXES)
-        ]
+        end = min(_data_end(lines, start), stop)
+        kept = [i for i in range(start, end) if lines[i].strip() and not lines[i].lstrip().startswith(COMMENT_PREFIXES)]
         values = _fast_parse([lines[i] for i in kept], delim, decimal_comma, ncol)
     if values is None:
-        _raise_bad_line(lines, start, delim, decimal_comma, ncol, name)
+        _raise_bad_line(lines, kept, start, delim, ncol, name)
+        values = _cell_parse(lines, kept, delim, ncol, name)
     _check_header_width(header[-1] if header else "", delim, ncol, name)
     names = _header_names(header[-1] if header else "", delim, ncol)
     x_unit = units.x_unit_of(names[0], name) if names[0] else "nm"
@@ -204,10 +217,10 @@ def _delimited(text: str, name: str) -> Table:
     if len(header) >= 2:
         names = _sample_names_above(header[-2], delim, names)
     line_no = np.asarray(kept) + 1
-    same_x = [k for k in range(1, ncol) if np.array_equal(values[:, k], values[:, 0])]  # type: ignore[index]
+    same_x = [k for k in range(1, ncol) if np.array_equal(values[:, k], values[:, 0])]
     if same_x:  # x, y, x, y ... (one wavelength column per spectrum, as some instruments export): keep the y
         keep = [k for k in range(1, ncol) if k not in same_x]
-        values = values[:, [0, *keep]]  # type: ignore[index]
+        values = values[:, [0, *keep]]
         names = [names[0], *(names[k] for k in keep)]
     second_x = next((n for n in names[1:] if units.is_x_header(n)), None)
     if second_x is not None:  # x, y, x', y' with differing x axes: x' is no spectrum
@@ -215,7 +228,7 @@ def _delimited(text: str, name: str) -> Table:
             f"{name}: column {second_x!r} is a second wavelength axis that differs from the first; "
             "one wavelength column per file (or identical ones)"
         )
-    return _checked(values[:, 0], values[:, 1:], names[1:], unit, x_unit, name, line_no)  # type: ignore[index]
+    return _checked(values[:, 0], values[:, 1:], names[1:], unit, x_unit, name, line_no)
 
 
 def _data_end(lines: list[str], start: int) -> int:
@@ -230,12 +243,21 @@ def _data_end(lines: list[str], start: int) -> int:
     return last + 1
 
 
+def _cells(line: str, delim: str | None) -> list[str]:
+    """A line's cells, stripped; a quoted cell may hold the delimiter ("1,234.5" in a comma-delimited file)."""
+    if delim is None:
+        return [c.strip('"') for c in line.split()]
+    if '"' not in line:
+        return [c.strip() for c in line.split(delim)]
+    return [c.strip() for c in next(csv.reader([line], delimiter=delim, skipinitialspace=True), [])]
+
+
 def _split_numbers(line: str) -> tuple[str | None, bool, int] | None:
     """(delimiter, decimal comma, columns) when `line` is a row of numbers, else None."""
     for delim in ("\t", ";", ",", None):
         if delim is not None and delim not in line:
             continue
-        cells = [c.strip().strip('"') for c in (line.split(delim) if delim else line.split())]
+        cells = _cells(line, delim)
         if cells and cells[-1] == "" and delim is not None:
             cells = cells[:-1]  # a trailing delimiter
         if len(cells) < 2:  # a lone number (a pixel count in a header) is not a data row
@@ -247,33 +269,96 @@ def _split_numbers(line: str) -> tuple[str | None, bool, int] | None:
 
 
 def _fast_parse(body: list[str], delim: str | None, comma: bool, ncol: int) -> np.ndarray | None:
-    """All rows at once: split on the delimiter, convert; None when a row is malformed."""
-    text = "\n".join(body).replace('"', "")
+    """All rows at once: each row must split into `ncol` cells, then one C-level conversion (no list of tokens:
+    a 64 MiB table stays a few times its size in memory); None when a row is malformed."""
+    if delim is None:
+        if any(len(ln.split()) != ncol for ln in body):
+            return None
+    elif any(ln.count(delim) != ncol - 1 for ln in body) and any(
+        ln.rstrip().removesuffix(delim).count(delim) != ncol - 1
+        for ln in body  # a trailing delimiter is no cell
+    ):
+        return None
+    text = "\n".join(body)
+    if '"' in text:  # a quoted cell may hold the delimiter or digit groups: read cell by cell
+        return None
+    if "d" in text or "D" in text:
+        text = _FORTRAN_EXPONENT.sub("e", text)
     if delim == "," or (delim is not None and not comma):
         text = text.replace(delim, " ")
     elif delim is not None:
         text = text.replace(delim, " ").replace(",", ".")
     elif comma:
         text = text.replace(",", ".")
-    rows = len(body)
-    tokens = text.split()
-    if len(tokens) != rows * ncol:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a token it cannot read: ValueError (older numpy: a warning)
+        try:
+            values = np.fromstring(text, dtype=np.float64, sep=" ")
+        except (ValueError, DeprecationWarning):
+            return None
+    if values.size != len(body) * ncol:
         return None
-    try:
-        return np.array(tokens, dtype=np.float64).reshape(rows, ncol)
-    except ValueError:
-        return None
+    return values.reshape(len(body), ncol)
 
 
-def _raise_bad_line(lines: list[str], start: int, delim: str | None, comma: bool, ncol: int, name: str) -> None:
-    for i in range(start, len(lines)):
+def _raise_bad_line(lines: list[str], kept: Sequence[int], start: int, delim: str | None, ncol: int, name: str) -> None:
+    """Refuses the first of the data lines `kept` that is no row of `ncol` numbers split like line `start`."""
+    for i in kept:
         s = lines[i].strip()
-        if not s or s.startswith(COMMENT_PREFIXES):
-            continue
         got = _split_numbers(s)
         if got is None or got[2] != ncol or got[0] != delim:
             raise InputError(f"{name} line {i + 1}: not a row of {ncol} numbers like line {start + 1}: {s[:60]!r}")
-    raise InputError(f"{name}: malformed numeric table")
+
+
+def _cell_parse(lines: list[str], kept: Sequence[int], delim: str | None, ncol: int, name: str) -> np.ndarray:
+    """The rows `kept` cell by cell: quoted cells, digit groups, one decimal mark per column (_decimal_mark)."""
+    rows = []
+    for i in kept:
+        cells = _cells(lines[i].strip(), delim)
+        rows.append(cells[:-1] if len(cells) == ncol + 1 and not cells[-1] else cells)
+    bad = next((k for k, r in enumerate(rows) if len(r) != ncol), None)
+    if bad is not None:
+        raise InputError(f"{name} line {kept[bad] + 1}: {len(rows[bad])} cells, not {ncol} like the rows before")
+    out = np.empty((len(rows), ncol))
+    for j in range(ncol):
+        mark = _decimal_mark([r[j] for r in rows], delim, name)
+        for k, (i, cells) in enumerate(zip(kept, rows, strict=True)):
+            v = _cell_value(cells[j], mark)
+            if v is None:
+                raise InputError(f"{name} line {i + 1}: {cells[j]!r} is not a number (decimal mark {mark!r})")
+            out[k, j] = v
+    return out
+
+
+def _decimal_mark(cells: list[str], delim: str | None, name: str) -> str:
+    """The decimal mark of a column's numbers: the later mark of a cell holding both (1,234.5 -> '.'), the other
+    one of a mark repeated in a cell (1,234,567 -> '.'); else a comma when a cell has one and (in a
+    comma-delimited file, where only quoted cells can hold a comma) no cell has a point. So "1,234" alone in a
+    comma-delimited file is 1.234, as European exports quote decimal commas."""
+    both = {c[max(c.rfind("."), c.rfind(","))] for c in cells if "." in c and "," in c}
+    both |= {"." if c.count(",") > 1 else "," for c in cells if c.count(",") > 1 or c.count(".") > 1}
+    if len(both) > 1:
+        raise InputError(f"{name}: a column mixes the number styles '1,234.5' and '1.234,5' (one decimal mark)")
+    if both:
+        return both.pop()
+    comma = any("," in c for c in cells)
+    if delim == ",":
+        return "," if comma and not any("." in c for c in cells) else "."
+    return "," if comma else "."
+
+
+def _cell_value(cell: str, mark: str) -> float | None:
+    """One cell as a number with decimal mark `mark`; digit groups (of three) of the other mark are dropped."""
+    s = _FORTRAN_EXPONENT.sub("e", cell.strip().strip('"').strip())
+    group = "," if mark == "." else "."
+    if group in s:
+        if not re.fullmatch(rf"[+-]?\d{{1,3}}(\{group}\d{{3}})+", s.split(mark)[0].split("e")[0].split("E")[0]):
+            return None
+        s = s.replace(group, "")
+    try:
+        return float(s.replace(mark, "."))
+    except ValueError:
+        return None
 
 
 def _header_cells(header: str, delim: str | None) -> list[str]:
@@ -358,11 +443,23 @@ def _checked(
         raise InputError(f"{name}: {x.size} point(s), too few for a spectrum")
     x_nm = units.to_nm(x, x_unit, name)
     d = np.diff(x_nm)
-    if np.all(d < 0):
+    if np.all(d <= 0) and np.any(d < 0):
         x_nm, y, d, line_of = x_nm[::-1], y[::-1], -d[::-1], line_of[::-1]
     dup = np.flatnonzero(d == 0)
-    if dup.size:
-        raise InputError(f"{name}{line(int(dup[0]) + 1)}: wavelength {x_nm[dup[0]]:g} nm repeated")
+    if dup.size:  # a row written twice is one measurement; the same wavelength with other values is refused
+        differ = dup[np.any(y[dup] != y[dup + 1], axis=1)]
+        if differ.size:
+            k = int(differ[0])
+            raise InputError(
+                f"{name}{line(k + 1)}: wavelength {x_nm[k]:g} nm repeated with other values than at{line(k)} "
+                "(one value per wavelength)"
+            )
+        keep = np.ones(x_nm.size, dtype=bool)
+        keep[dup + 1] = False
+        x_nm, y, line_of = x_nm[keep], y[keep], line_of[keep]
+        d = np.diff(x_nm)
+        if x_nm.size < 2:
+            raise InputError(f"{name}: {x_nm.size} distinct wavelength(s), too few for a spectrum")
     back = np.flatnonzero(d < 0)
     if back.size:
         k = int(back[0]) + 1

@@ -4,7 +4,9 @@ Order of work (so bad input fails before anything expensive):
   1. arguments (inside the run volume when GODRUN_RUN_VOLUME names one; the failure doc only a regular .md),
      gate thresholds (godrun.contract.flags), --expected-hash against the panel manifest: a mismatch exits 2
      printing both hashes, before any checkpoint is read or model loaded;
-  2. checkpoints listed and hashed (or the --denoiser chosen), --downstream-script checked to exist;
+  2. checkpoints listed and hashed, only those the trainer wrote kept (godrun/model/written.py: a *.pt it did
+     not write is ignored with a message, one of its own whose bytes changed refused), or the --denoiser
+     chosen; --downstream-script checked to exist; each checkpoint's hash checked again when it is loaded;
   3. panel loaded once, every spectrum and clean reference checked against the manifest's content_sha256 and
      reference_sha256 (so the pinned manifest hash covers them all), the ROI bounds checked against the grid;
      every candidate replayed and scored; ranked by godrun.gates.ranking (the trainer's ranking too);
@@ -67,7 +69,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate every checkpoint (or a classical denoiser) on the fixed validation panel against the "
         "four readiness gates; rank them; write the report and the verdict. Exit 0 on pass or fail, 2 on bad input.",
     )
-    p.add_argument("--checkpoint-dir", default=Recipe().checkpoint_dir, help="Folder whose *.pt files are all ranked.")
+    p.add_argument(
+        "--checkpoint-dir",
+        default=Recipe().checkpoint_dir,
+        help="Folder whose *.pt files are ranked: those its checkpoints_written.json (the trainer's record) lists "
+        "with their sha256, others ignored; every *.pt when it has no record.",
+    )
+    p.add_argument(
+        "--written-only",
+        action="store_true",
+        help="Refuse a --checkpoint-dir without the trainer's record (a GodRun's evaluator passes it).",
+    )
     add_panel_flags(p, metadata_help="dose_features.csv (FiLM inputs of the checkpoints).")
     p.add_argument("--output-dir", default=panel.output_dir, help="Where outputs are written.")
     p.add_argument(
@@ -214,8 +226,12 @@ def _candidates(args: argparse.Namespace) -> tuple[list[Any], dict[str, str]]:
 
     if args.denoiser:
         return [panel_mod.denoiser_candidate(args.denoiser)], {}
+    from godrun.model.written import written_only
+
     paths = panel_mod.list_checkpoints(Path(args.checkpoint_dir))
     hashes = {str(p): sha256_file(p) for p in paths}
+    paths = written_only(paths, hashes, args.checkpoint_dir, args.written_only)
+    hashes = {str(p): hashes[str(p)] for p in paths}
     from godrun.model.inference import resolve_device
 
     device = str(resolve_device(args.device))

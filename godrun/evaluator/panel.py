@@ -169,20 +169,20 @@ def checkpoint_candidates(
     out = []
     for path in paths:
         cand = Candidate(str(path), lambda p: np.empty(0), hashes.get(str(path)) or sha256_file(path), {})
-        cand.predict = _checkpoint_predictor(Path(path), device, batch_size, cand.info)
+        cand.predict = _checkpoint_predictor(Path(path), device, batch_size, cand.info, cand.sha256)
         out.append(cand)
     return out
 
 
 def _checkpoint_predictor(
-    path: Path, device: str, batch_size: int, info: dict[str, Any]
+    path: Path, device: str, batch_size: int, info: dict[str, Any], sha256: str | None = None
 ) -> Callable[[Panel], np.ndarray]:
     def run(panel: Panel) -> np.ndarray:
         from godrun.model import inference  # torch only when a checkpoint is really evaluated
 
         # A file that is not a checkpoint of this code is an InputError from load_model; anything else it
         # raises is a bug, left a crash (retried), never the user's fault.
-        model, meta, has_ema = inference.load_model(path, device=device, prefer_ema=True)
+        model, meta, has_ema = inference.load_model(path, device=device, prefer_ema=True, sha256=sha256)
         info.update(
             epoch=meta.epoch,
             ema=has_ema,

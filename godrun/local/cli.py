@@ -69,11 +69,34 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML that refuses a mapping key given twice, as kubectl does: the last one winning would silently drop
+    a setting (`epochs: 400` then `epochs: 3`)."""
+
+
+def _mapping_once(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base`: its keys may be overridden here
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                "while reading a mapping", node.start_mark, f"duplicate key {key!r}", key_node.start_mark
+            )
+        if isinstance(key, str | int | float | bool) or key is None:
+            seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_once)
+
+
 def load_manifest(path: Path) -> GodRun:
     """Parse and validate a GodRun YAML; errors name the file and the field (`spec.training.lr_min: ...`)."""
     text = read_text(path)
     with reading(path, extra=(yaml.YAMLError,)):
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+        docs = [d for d in yaml.load_all(text, Loader=_StrictLoader) if d is not None]  # a SafeLoader
     if len(docs) != 1:
         raise InputError(f"{path}: expected exactly one GodRun object, found {len(docs)} documents")
     if not isinstance(docs[0], dict):

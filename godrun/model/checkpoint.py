@@ -21,7 +21,8 @@ import torch
 from godrun.contract.checkpoint import EMA_KEY, MODEL_KEY, Checkpoint, from_payload, to_payload
 from godrun.contract.files import BEST_NAME, CHECKPOINT_SUFFIX, LAST_NAME
 from godrun.errors import InputError, describe, reading
-from godrun.fsio import atomic_path, read_bytes, sha256_bytes
+from godrun.fsio import atomic_write_bytes, read_bytes, sha256_bytes
+from godrun.model.written import note_written
 
 CALIBRATOR_PREFIX = "calibrator"
 
@@ -50,14 +51,18 @@ def foreign_checkpoints(checkpoint_dir: str | Path, model: str) -> list[str]:
         os.close(fd)
 
 
-def load_checkpoint(path: str | Path) -> Checkpoint:
+def load_checkpoint(path: str | Path, sha256: str | None = None) -> Checkpoint:
     """Read a checkpoint without executing code; anything unreadable that way, or that is not a checkpoint this
-    code writes (unknown or mistyped keys, a state_dict holding something else than tensors), is an InputError."""
+    code writes (unknown or mistyped keys, a state_dict holding something else than tensors), is an InputError.
+    With `sha256`, the bytes read must have it (the file hashed and ranked is the one loaded)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"checkpoint not found: {path}")
     with reading(path, "checkpoint"):
         data = read_bytes(path)  # confined: a symlinked checkpoint or folder below the run volume is refused
+    if sha256 is not None and sha256_bytes(data) != sha256:
+        raise InputError(f"checkpoint {path}: changed since it was hashed (sha256 {sha256_bytes(data)}, was {sha256})")
+    with reading(path, "checkpoint"):
         try:
             obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
@@ -80,10 +85,16 @@ def _check_state_dict(state: Any, where: str) -> None:
             raise InputError(f"{where}: entry {name!r} is a {type(tensor).__name__}, expected a tensor")
 
 
-def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> None:
-    """Write atomically (temp file + rename): a kill mid-save leaves the previous file intact."""
-    with atomic_path(path) as tmp:
-        torch.save(to_payload(ckpt), tmp)
+def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> str:
+    """Write atomically (temp file + rename): a kill mid-save leaves the previous file intact. Its sha256 goes
+    into the folder's record of written checkpoints first (written.py); returns it."""
+    buf = io.BytesIO()
+    torch.save(to_payload(ckpt), buf)
+    data = buf.getvalue()
+    sha = sha256_bytes(data)
+    note_written(path, sha)
+    atomic_write_bytes(path, data)
+    return sha
 
 
 SHAPE_HINT = " (check --d_model/--n_layers/--d_state/--film_features)"

@@ -7,6 +7,7 @@ pred = predict(model, meta, raw_spectra, cond)          # de-normalised, raw uni
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -51,10 +52,18 @@ def build_model(recipe: Recipe) -> MambaTinyUV:
 
 
 def resolve_device(name: str = "auto") -> torch.device:
+    """auto, cpu, cuda or cuda:N; anything else, or a CUDA device this machine lacks, is bad input (exit 2)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda but CUDA is not available")
+    m = re.fullmatch(r"cpu|cuda(?::(\d{1,4}))?", name)
+    if m is None:
+        raise InputError(f"--device {name!r}: choose auto, cpu, cuda or cuda:N")
+    if name.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise InputError(f"--device {name} but CUDA is not available")
+        if m.group(1) is not None and int(m.group(1)) >= count:
+            raise InputError(f"--device {name}: this machine has {count} CUDA device(s) (cuda:0..cuda:{count - 1})")
     return torch.device(name)
 
 
@@ -64,12 +73,15 @@ class LoadedModel(NamedTuple):
     ema: bool  # the weights are the EMA average
 
 
-def load_model(path: str | Path, device: str = "cpu", prefer_ema: bool = True) -> LoadedModel:
-    """The model with the checkpoint's (EMA) weights, and the checkpoint's metadata.
+def load_model(
+    path: str | Path, device: str = "cpu", prefer_ema: bool = True, sha256: str | None = None
+) -> LoadedModel:
+    """The model with the checkpoint's (EMA) weights, and the checkpoint's metadata; with `sha256`, the file
+    read must have it.
 
     Only what is wrong with the file is bad input (InputError, exit 2: unreadable, foreign, weights that do
     not fit its own config); anything else raised here is a bug and stays one (a crash, retried)."""
-    ckpt = load_checkpoint(path)
+    ckpt = load_checkpoint(path, sha256)
     where = f"checkpoint {path}"
     recipe = ckpt.meta.recipe(where)
     normalise.check_meta(ckpt.meta.norm, where)

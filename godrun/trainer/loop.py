@@ -307,8 +307,16 @@ class Trainer:
         warm: list[str] | None = None
         if self.resume_ckpt is not None:
             self._check_resumable(self.resume_ckpt)
+            if self.dist.main:
+                from godrun.model.written import record_resumed
+
+                record_resumed(r.checkpoint_dir, [ckpt_io.best_path(r.checkpoint_dir, r.model), self.last])
         else:
             self._refuse_foreign_checkpoints()
+            if self.dist.main:
+                from godrun.model.written import forget_written
+
+                forget_written(r.checkpoint_dir)
         if self.resume_ckpt is None and r.init_checkpoint:
             warm = self._warm_start(r.init_checkpoint)
         _freeze(self.model, r)
