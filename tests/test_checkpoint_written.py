@@ -74,7 +74,7 @@ def test_the_run_passes_written_only_to_its_evaluator():
 
 
 def test_a_checkpoint_swapped_between_hashing_and_loading_is_refused(tmp_path):
-    from godrun.trainer.checkpoint import load_checkpoint
+    from godrun.model.checkpoint import load_checkpoint
 
     path = make_tiny_checkpoint(tmp_path / "best.pt", seed=0)
     sha = sha256_file(path)
