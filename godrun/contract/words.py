@@ -178,6 +178,14 @@ class PodPhase(StrEnum):
     RUNNING = "Running"
 
 
+class PodFailureAction(StrEnum):
+    """What one failed attempt of a stage means (a Job's podFailurePolicy actions; the local runner's too)."""
+
+    FAIL_JOB = "FailJob"
+    IGNORE = "Ignore"
+    COUNT = "Count"
+
+
 class PodCondition(StrEnum):
     DISRUPTION_TARGET = "DisruptionTarget"
     POD_SCHEDULED = "PodScheduled"

@@ -38,6 +38,7 @@ from godrun.contract.words import (
     EventType,
     FailureReason,
     Phase,
+    PodFailureAction,
     Reason,
     Stage,
     labels,
@@ -369,12 +370,11 @@ def _is_true(st: GodRunStatus, type_: ConditionType) -> bool:
 
 # --------------------------------------------------------------------------- failed attempts
 
-FailureAction = Literal["FailJob", "Ignore", "Count"]
 # Exit codes that fail the Job at once, never retried: bad input (a retry would read the same input).
 FAIL_JOB_EXIT_CODES: tuple[int, ...] = (EXIT_BAD_INPUT,)
 
 
-def attempt_failure_action(exit_code: int, *, disrupted: bool = False) -> FailureAction:
+def attempt_failure_action(exit_code: int, *, disrupted: bool = False) -> PodFailureAction:
     """What one failed attempt of a stage means: the one mapping both executors follow.
 
     Kubernetes podFailurePolicy semantics, rules in this order: an exit code in FAIL_JOB_EXIT_CODES fails
@@ -384,10 +384,10 @@ def attempt_failure_action(exit_code: int, *, disrupted: bool = False) -> Failur
     godrun.controller.jobs.pod_failure_policy writes the same rules into every Job.
     """
     if exit_code in FAIL_JOB_EXIT_CODES:
-        return "FailJob"
+        return PodFailureAction.FAIL_JOB
     if disrupted:
-        return "Ignore"
-    return "Count"
+        return PodFailureAction.IGNORE
+    return PodFailureAction.COUNT
 
 
 def failure_reason(obs: StageObs) -> FailureReason:

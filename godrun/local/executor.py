@@ -25,7 +25,7 @@ from typing import IO
 import yaml
 
 from godrun.contract import files
-from godrun.contract.words import EventReason, EventType, FailureReason, Stage
+from godrun.contract.words import EventReason, EventType, FailureReason, PodFailureAction, Stage
 from godrun.core.commands import PYTHON, launch_command
 from godrun.core.machine import (
     Action,
@@ -220,13 +220,13 @@ class LocalExecutor:
         record["failures"] = record.get("failures", 0) + 1
         limit = run.spec.jobs.backoff_limit
         what = f"attempt {record['attempts']} {describe_exit(code)}"
-        if action == "Count" and record["failures"] <= limit:
+        if action == PodFailureAction.COUNT and record["failures"] <= limit:
             atomic_write_json(jdir / files.JOB_RECORD, record)
             msg = f"{job} {what}; retrying ({record['failures']} of backoffLimit {limit} retries used)"
             self._event(run, EmitEvent(EventType.WARNING, EventReason.RETRYING, msg))
             self._start(run, job, record["argv"])
             return
-        reason = FailureReason.BAD_INPUT if action == "FailJob" else FailureReason.RETRIES_EXHAUSTED
+        reason = FailureReason.BAD_INPUT if action == PodFailureAction.FAIL_JOB else FailureReason.RETRIES_EXHAUSTED
         record |= {"exit_code": code, "reason": reason}
         atomic_write_json(jdir / files.JOB_RECORD, record)
 
