@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from godrun.contract.words import LABEL_RUN, MANAGED_SELECTOR, Phase
+from godrun.contract.words import LABEL_RUN, MANAGED_SELECTOR, ConditionStatus, Phase
 
 ROOT = Path(__file__).resolve().parents[1]
 CRD = ROOT / "manifests" / "crd" / "godruns.godrun.io.yaml"
@@ -111,7 +111,7 @@ def apply_crd(api_client: Any) -> None:
     while time.monotonic() < deadline:
         status = ext.read_custom_resource_definition(f"{P}.{G}").status
         conds = (status.conditions if status else None) or []
-        if any(c.type == "Established" and c.status == "True" for c in conds):
+        if any(c.type == "Established" and c.status == ConditionStatus.TRUE for c in conds):
             time.sleep(1.0)
             return
         time.sleep(0.2)

@@ -22,7 +22,7 @@ from godrun.contract.words import CONDITION_TYPES as CONDITION_TYPES
 from godrun.contract.words import STEP_CONDITIONS as STEP_CONDITIONS
 from godrun.contract.words import TERMINAL_CONDITIONS as TERMINAL_CONDITIONS
 from godrun.contract.words import TERMINAL_PHASES as TERMINAL_PHASES
-from godrun.contract.words import Phase
+from godrun.contract.words import ConditionStatus, Phase
 
 API_GROUP = "godrun.io"
 API_VERSION = "v1alpha1"
@@ -719,7 +719,7 @@ class Condition(_Camel):
         pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$",
         description="DataVerified, Trained, Evaluated, GatesPassed, or the terminal Succeeded / Failed.",
     )
-    status: Literal["True", "False", "Unknown"] = Field(..., description="True, False or Unknown.")
+    status: ConditionStatus = Field(..., description="True, False or Unknown.")
     observed_generation: NonNegInt | None = Field(None, description="metadata.generation the condition describes.")
     last_transition_time: datetime = Field(..., description="When status last changed.")
     reason: str = Field(..., min_length=1, max_length=1024, pattern=REASON_PATTERN, description="CamelCase reason.")

@@ -44,6 +44,14 @@ class ConditionType(StrEnum):
     SUSPENDED = "Suspended"
 
 
+class ConditionStatus(StrEnum):
+    """A condition's status (metav1.ConditionStatus: the run's conditions and the Kubernetes ones it reads)."""
+
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
 STEP_CONDITIONS: Final = (
     ConditionType.DATA_VERIFIED,
     ConditionType.TRAINED,

@@ -15,7 +15,7 @@ from typing import Any
 from godrun.contract.files import K8S_TERMINATION_LOG as TERMINATION_LOG
 from godrun.contract.files import TERMINATION_LOG_ENV
 from godrun.contract.words import ANNOTATION_COMPLETION_INDEX as COMPLETION_INDEX_ANNOTATION
-from godrun.contract.words import PodCondition, PodFailureAction, Stage
+from godrun.contract.words import ConditionStatus, PodCondition, PodFailureAction, Stage
 from godrun.contract.words import labels as run_labels
 from godrun.core.commands import Rendezvous, launch_command, with_option
 from godrun.core.machine import FAIL_JOB_EXIT_CODES, CreateJob, GodRunView, owner_reference
@@ -115,7 +115,10 @@ def pod_failure_policy(container: str, *, multi_node: bool = False) -> dict[str,
                 "action": PodFailureAction.FAIL_JOB,
                 "onExitCodes": {"containerName": container, "operator": "In", "values": list(FAIL_JOB_EXIT_CODES)},
             },
-            {"action": disrupted, "onPodConditions": [{"type": PodCondition.DISRUPTION_TARGET, "status": "True"}]},
+            {
+                "action": disrupted,
+                "onPodConditions": [{"type": PodCondition.DISRUPTION_TARGET, "status": ConditionStatus.TRUE}],
+            },
         ]
     }
 
