@@ -48,6 +48,8 @@ def vocabulary() -> dict[str, str]:
         for name, value in vars(module).items():
             if name.isupper() and isinstance(value, str) and value not in GENERIC and len(value) > 1:
                 out.setdefault(value, f"{prefix}.{name}")
+            elif name.isupper() and isinstance(value, Path):  # the data layout's paths (spec defaults, flags)
+                out.setdefault(value.as_posix(), f"files.{name}")
     return out
 
 
@@ -127,6 +129,7 @@ def f(st, workdir, name):
     cond = "Trained"
     key = "godrun.io/run"
     path = workdir / "metrics.csv"
+    panel = "data/validation_panel.csv"
     status = f"status-{name}.json"
     prose = f"training Job {name} failed"
 '''
@@ -136,6 +139,7 @@ def f(st, workdir, name):
         "'Trained'",
         "'godrun.io/run'",
         "'metrics.csv'",
+        "'data/validation_panel.csv'",
         "f-string",
     ], found
 

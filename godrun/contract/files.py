@@ -53,6 +53,9 @@ TRAIN_SUMMARY_MD: Final = Path(DATA_DIR) / TRAIN_SUMMARY_NAME
 GROUP_COUNTS_MD: Final = Path(DATA_DIR) / GROUP_COUNTS_NAME
 PANEL_SUMMARY_MD: Final = Path(DATA_DIR) / PANEL_SUMMARY_NAME
 MANIFEST_HASHES: Final = Path(DATA_DIR) / MANIFEST_HASHES_NAME
+IMPORT_LINEAGE: Final = Path(DATA_DIR) / "import_lineage.json"  # `godrun data import`
+IMPORT_AUDIT: Final = Path(DATA_DIR) / "import_audit.md"
+ADOPT_AUDIT: Final = Path(DATA_DIR) / "adopt_audit.md"  # `godrun data adopt`
 
 
 def wavelength_grid(train_dir: str | Path) -> Path:

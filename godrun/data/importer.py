@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from godrun.contract import files
 from godrun.data import layout as L
 from godrun.data import resample as R
 from godrun.data import units as U
@@ -570,8 +571,8 @@ def _write_grid_and_stats(
 
 # --------------------------------------------------------------------------- lineage and audit
 
-IMPORT_LINEAGE = Path("data/import_lineage.json")
-IMPORT_AUDIT = Path("data/import_audit.md")
+IMPORT_LINEAGE = files.IMPORT_LINEAGE
+IMPORT_AUDIT = files.IMPORT_AUDIT
 
 
 def _lineage(opts: ImportOptions, meta: pd.DataFrame, reader: _Reader, groups: Sequence[str], unit: str) -> dict:

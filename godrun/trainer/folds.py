@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", nargs="+", type=int, default=[1, 2, 3, 4, 5], help="Which folds to train (1-5).")
     p.add_argument("--preset", choices=sorted(PRESETS), default="seed", help="Recipe preset (default: the seed's).")
     p.add_argument("--quick", action="store_true", help="Only fold 02 with the demo_fold preset (for the demo).")
-    p.add_argument("--manifest", default="data/spectra_for_fold/manifest_train.csv", help="Training manifest.")
+    p.add_argument("--manifest", default=files.MANIFEST_TRAIN.as_posix(), help="Training manifest.")
     p.add_argument("--epochs", type=int, default=None, help="Override the preset's epoch cap.")
     p.add_argument("--seed", type=int, default=0, help="Seed of the group shuffle and of training.")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None, help="Override the preset's device.")
