@@ -253,7 +253,7 @@ class Recipe(BaseModel):
     ema_decay: float = Field(0.999, gt=0, lt=1, description="EMA decay per optimiser step.")
     cudnn_benchmark: bool = Field(True, description="Let cuDNN pick the fastest kernels (CUDA only).")
     init_checkpoint: str | None = run_path(
-        "checkpoints/prod/Track_H_fold_02/mamba_tiny_uv_best.pt",
+        files.WARM_START,
         "Warm-start checkpoint (shape-checked). Empty/null trains from scratch.",
         optional=True,
     )

@@ -46,6 +46,8 @@ def vocabulary() -> dict[str, str]:
                 out.setdefault(member.value, f"words.{enum.__name__}.{member.name}")
     for module, prefix in ((words, "words"), (files, "files")):
         for name, value in vars(module).items():
+            if name.startswith("_"):
+                continue
             if name.isupper() and isinstance(value, str) and value not in GENERIC and len(value) > 1:
                 out.setdefault(value, f"{prefix}.{name}")
             elif name.isupper() and isinstance(value, Path):  # the data layout's paths (spec defaults, flags)
@@ -62,7 +64,7 @@ def templates() -> dict[str, str]:
     return {
         _shape(value): f"files.{name}"
         for name, value in vars(files).items()
-        if name.isupper() and isinstance(value, str) and "{" in value
+        if name.isupper() and not name.startswith("_") and isinstance(value, str) and "{" in value
     }
 
 

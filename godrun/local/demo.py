@@ -28,7 +28,7 @@ from godrun.spec import Recipe
 from godrun.trainer.presets import DEMO_CORPUS_SCALE, DEMO_SEED, PRESETS
 
 DEMO_NAME = "godrun-demo"
-FOLD02 = Path("checkpoints/prod/Track_H_fold_02/mamba_tiny_uv_best.pt")
+FOLD02 = Path(files.WARM_START)
 SABOTAGED = Path("checkpoints/prod/sabotaged/mamba_tiny_uv_best.pt")
 PANEL = files.PANEL_MANIFEST
 # Seconds between the runner's looks at its stages: `godrun run` polls every second; the demo's stages last
