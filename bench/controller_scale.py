@@ -28,6 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from godrun.contract.words import LABEL_RUN, MANAGED_SELECTOR, ConditionStatus, Phase
+
 ROOT = Path(__file__).resolve().parents[1]
 CRD = ROOT / "manifests" / "crd" / "godruns.godrun.io.yaml"
 G, V, P = "godrun.io", "v1alpha1", "godruns"
@@ -109,7 +111,7 @@ def apply_crd(api_client: Any) -> None:
     while time.monotonic() < deadline:
         status = ext.read_custom_resource_definition(f"{P}.{G}").status
         conds = (status.conditions if status else None) or []
-        if any(c.type == "Established" and c.status == "True" for c in conds):
+        if any(c.type == "Established" and c.status == ConditionStatus.TRUE for c in conds):
             time.sleep(1.0)
             return
         time.sleep(0.2)
@@ -146,7 +148,7 @@ class Watcher:
         while not self.stop.is_set():
             with contextlib.suppress(Exception):  # the stream ends with the cluster
                 for ev in watch.Watch().stream(batch.list_namespaced_job, NS, timeout_seconds=5):
-                    run = ev["object"].metadata.labels.get("godrun.io/run", "")
+                    run = ev["object"].metadata.labels.get(LABEL_RUN, "")
                     if run in self.runs and run not in self.first_job:
                         self.first_job[run] = time.monotonic()
 
@@ -159,7 +161,7 @@ class Watcher:
                 for ev in watch.Watch().stream(custom.list_namespaced_custom_object, G, V, NS, P, timeout_seconds=5):
                     obj = ev["object"]
                     name = obj["metadata"]["name"]
-                    if (obj.get("status") or {}).get("phase") == "Training" and name not in self.training:
+                    if (obj.get("status") or {}).get("phase") == Phase.TRAINING and name not in self.training:
                         self.training[name] = time.monotonic()
 
 
@@ -215,7 +217,7 @@ def list_latency(api_client: Any, n: int = 30) -> dict[str, float]:
     from kubernetes import client
 
     batch = client.BatchV1Api(api_client)
-    selector = "app.kubernetes.io/managed-by=godrun-controller,godrun.io/run=run-0007"
+    selector = f"{MANAGED_SELECTOR},{LABEL_RUN}=run-0007"
     out = {}
     cases: tuple[tuple[str, dict[str, Any]], ...] = (
         ("consistent", {}),

@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from godrun.contract import files
+
 SYNTH = """
 import sys, time, resource
 from godrun.data.cli import synth_into
@@ -76,14 +78,14 @@ def main() -> None:
         t = time.perf_counter()
         build_panel(root)
         print(f"panel + audits + hash verification: {time.perf_counter() - t:.1f} s")
-        spectra = root / "data/spectra_for_fold"
-        grid = spectra / "wavelength_grid.npy"
+        spectra = root / files.SPECTRA_DIR
+        grid = root / files.WAVELENGTH_GRID
         cache = Path(tmp) / "cache"
         cache.mkdir()
         print(f"cores: {os.cpu_count()}")
         for name, manifest in (
-            ("training manifest", spectra / "manifest_train.csv"),
-            ("panel", root / "data/validation_panel.csv"),
+            ("training manifest", root / files.MANIFEST_TRAIN),
+            ("panel", root / files.PANEL_MANIFEST),
         ):
             print(f"{name}:")
             _timed("verified load, cold", load_corpus, manifest, spectra, wavelength_grid=grid)

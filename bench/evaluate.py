@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from godrun.contract import files
 from godrun.evaluator import outputs
 from godrun.evaluator.denoisers import DENOISERS
 from godrun.evaluator.panel import (
@@ -36,14 +37,14 @@ from godrun.tables import format_plain
 
 
 def ensure_corpus(root: Path) -> Path:
-    if not (root / "data/validation_panel.csv").is_file():
+    if not (root / files.PANEL_MANIFEST).is_file():
         from godrun.cli import main
 
         t0 = time.perf_counter()
         assert main(["data", "synth", "--out", str(root), "--scale", "1"]) == 0
         assert main(["data", "panel", "--root", str(root)]) == 0
         print(f"synthesised the scale-1 corpus into {root} in {time.perf_counter() - t0:.1f} s")
-    return root / "data"
+    return root
 
 
 def gate_row(name: str, v: Verdict, seconds: float) -> list[str]:
@@ -137,14 +138,13 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    data = ensure_corpus(Path(args.corpus))
+    root = ensure_corpus(Path(args.corpus))
     t0 = time.perf_counter()
-    spectra = data / "spectra_for_fold"
     panel = load_panel(
-        data / "validation_panel.csv",
-        spectra,
-        spectra / "wavelength_grid.npy",
-        metadata_csv=data / "metadata/dose_features.csv",
+        root / files.PANEL_MANIFEST,
+        root / files.SPECTRA_DIR,
+        root / files.WAVELENGTH_GRID,
+        metadata_csv=root / files.DOSE_FEATURES,
     )
     print(f"panel: {len(panel.meta)} spectra loaded in {time.perf_counter() - t0:.2f} s")
     gates = Gates()

@@ -19,12 +19,12 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSche
 from pydantic.alias_generators import to_camel
 
 # The run's words live in godrun.contract.words; re-exported here for the models' readers.
-from godrun.contract.files import status_file
+from godrun.contract import files
 from godrun.contract.words import CONDITION_TYPES as CONDITION_TYPES
 from godrun.contract.words import STEP_CONDITIONS as STEP_CONDITIONS
 from godrun.contract.words import TERMINAL_CONDITIONS as TERMINAL_CONDITIONS
 from godrun.contract.words import TERMINAL_PHASES as TERMINAL_PHASES
-from godrun.contract.words import Phase
+from godrun.contract.words import ConditionStatus, Phase
 
 API_GROUP = "godrun.io"
 API_VERSION = "v1alpha1"
@@ -218,11 +218,11 @@ class Recipe(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     model: Literal["mamba_tiny_uv"] = Field("mamba_tiny_uv", description="Model architecture to train.")
-    train_dir: str = run_path("data/spectra_for_fold", "Folder the training manifest's paths are relative to.")
+    train_dir: str = run_path(files.SPECTRA_DIR.as_posix(), "Folder the training manifest's paths are relative to.")
     train_manifest: str = run_path(
-        "data/spectra_for_fold/manifest_train.csv", "CSV listing every training spectrum (panel excluded)."
+        files.MANIFEST_TRAIN.as_posix(), "CSV listing every training spectrum (panel excluded)."
     )
-    val_manifest: str = run_path("data/validation_panel.csv", "The fixed validation panel evaluated every epoch.")
+    val_manifest: str = run_path(files.PANEL_MANIFEST.as_posix(), "The fixed validation panel evaluated every epoch.")
     sequence_length: PosInt = Field(601, description="Points per spectrum; must match the wavelength grid.")
     epochs: PosInt = Field(400, description="Maximum number of epochs.")
     early_stop_patience: NonNegInt = Field(
@@ -247,15 +247,13 @@ class Recipe(BaseModel):
         min_length=1,
         description="Dose features (columns of dose_features_csv) fed to FiLM.",
     )
-    dose_features_csv: str = run_path("data/metadata/dose_features.csv", "Per-group dose features.")
+    dose_features_csv: str = run_path(files.DOSE_FEATURES.as_posix(), "Per-group dose features.")
     dose_sampling_weights_csv: str = run_path(
-        "data/metadata/dose_sampling_weights.csv", "Per-group sampling weights for the training sampler."
+        files.DOSE_SAMPLING_WEIGHTS.as_posix(), "Per-group sampling weights for the training sampler."
     )
-    dose_stats_json: str = run_path(
-        "data/metadata/dose_stats.json", "Feature means/stds used to standardise FiLM inputs."
-    )
+    dose_stats_json: str = run_path(files.DOSE_STATS.as_posix(), "Feature means/stds used to standardise FiLM inputs.")
     lambda_weights: str = run_path(
-        "data/spectra_for_fold/lambda_stats.npz", "Per-wavelength statistics; its `weights` array weights the loss."
+        files.LAMBDA_STATS.as_posix(), "Per-wavelength statistics; its `weights` array weights the loss."
     )
     noise_weight_power: float = Field(
         0.0,
@@ -343,7 +341,7 @@ class Recipe(BaseModel):
     ema_decay: float = Field(0.999, gt=0, lt=1, description="EMA decay per optimiser step.")
     cudnn_benchmark: bool = Field(True, description="Let cuDNN pick the fastest kernels (CUDA only).")
     init_checkpoint: str | None = run_path(
-        "checkpoints/prod/Track_H_fold_02/mamba_tiny_uv_best.pt",
+        files.WARM_START,
         "Warm-start checkpoint (shape-checked). Empty/null trains from scratch.",
         optional=True,
     )
@@ -454,14 +452,16 @@ class DataSpec(_Camel):
 class PanelSpec(_Camel):
     """The fixed validation panel and the evaluator's inputs (the seed's QA command)."""
 
-    manifest: str = run_path("data/validation_panel.csv", "Panel manifest (750 spectra in the seed).")
+    manifest: str = run_path(files.PANEL_MANIFEST.as_posix(), "Panel manifest (750 spectra in the seed).")
     expected_hash: str | None = Field(
         None, pattern=r"^[0-9a-f]{64}$", description="sha256 of the panel manifest; evaluation refuses a changed panel."
     )
-    root_dir: str = run_path("data/spectra_for_fold", "Folder the panel's spectrum paths are relative to.")
-    baseline_dir: str = run_path("data/spectra_for_fold", "Folder of the reference spectra for the downstream proxy.")
-    metadata: str = run_path("data/metadata/dose_features.csv", "Dose features per group.")
-    wavelength_grid: str = run_path("data/spectra_for_fold/wavelength_grid.npy", "The 601-point grid (nm).")
+    root_dir: str = run_path(files.SPECTRA_DIR.as_posix(), "Folder the panel's spectrum paths are relative to.")
+    baseline_dir: str = run_path(
+        files.SPECTRA_DIR.as_posix(), "Folder of the reference spectra for the downstream proxy."
+    )
+    metadata: str = run_path(files.DOSE_FEATURES.as_posix(), "Dose features per group.")
+    wavelength_grid: str = run_path(files.WAVELENGTH_GRID.as_posix(), "The 601-point grid (nm).")
     output_dir: str = run_path("final_analytics/panel_eval", "Where the evaluator writes its outputs.")
     downstream_script: str | None = run_path(
         "scripts/downstream_proxy_eval.py", "Downstream proxy entry point (gate 4).", optional=True
@@ -803,7 +803,7 @@ class Condition(_Camel):
         pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$",
         description="DataVerified, Trained, Evaluated, GatesPassed, or the terminal Succeeded / Failed.",
     )
-    status: Literal["True", "False", "Unknown"] = Field(..., description="True, False or Unknown.")
+    status: ConditionStatus = Field(..., description="True, False or Unknown.")
     observed_generation: NonNegInt | None = Field(None, description="metadata.generation the condition describes.")
     last_transition_time: datetime = Field(..., description="When status last changed.")
     reason: str = Field(..., min_length=1, max_length=1024, pattern=REASON_PATTERN, description="CamelCase reason.")
@@ -927,7 +927,7 @@ ACT_B_SUFFIX = "-actb"
 # yet move to another LocalQueue).
 IMMUTABLE_SPEC_FIELDS: tuple[str, ...] = ("training", "data", "panel", "gates", "resources")
 EDITABLE_IN_IMMUTABLE: dict[str, tuple[str, ...]] = {"resources": ("queue_name",)}
-LONGEST_DERIVED_FILE = status_file("{name}" + ACT_B_SUFFIX)
+LONGEST_DERIVED_FILE = files.status_file("{name}" + ACT_B_SUFFIX)
 MAX_RUN_NAME = MAX_FILE_NAME_BYTES - len(LONGEST_DERIVED_FILE.format(name=""))
 MAX_PARENT_NAME = MAX_RUN_NAME - len(ACT_B_SUFFIX)
 NAME_PATTERN = DNS_SUBDOMAIN_PATTERN  # what the API server takes: dot-separated labels, each alphanumeric at both ends

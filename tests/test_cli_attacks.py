@@ -39,9 +39,8 @@ def test_anchors_and_merge_keys_still_load(tmp_path: Path):
 
 @pytest.mark.parametrize("device", ["tpu", "cuda:x", "cpu:0", "", "cuda:99999"])
 def test_a_device_torch_does_not_know_or_this_machine_lacks_is_bad_input(device: str):
-    from godrun.model.inference import resolve_device
-
     from godrun.errors import InputError
+    from godrun.model.inference import resolve_device
 
     with pytest.raises(InputError, match="--device"):
         resolve_device(device)

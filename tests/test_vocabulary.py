@@ -1,9 +1,10 @@
 """One vocabulary: no phase, reason, condition type, stage, event word, label key or file name of the run is typed
 as a string literal outside its one home (godrun/contract/words.py, godrun/contract/files.py).
 
-Every module under godrun/ is parsed with `ast`. A string literal (not a docstring) equal to one of the words, or
-an f-string whose shape is one of the file-name templates (`f"status-{name}.json"`), is a finding. The few
-literals that only look like a word (the same spelling, another meaning) are listed in ALLOWED with the reason.
+Every module under godrun/, bench/ and scripts/ is parsed with `ast`. A string literal (not a docstring) equal
+to one of the words, or an f-string whose shape is one of the file-name templates (`f"status-{name}.json"`), is
+a finding. The few literals that only look like a word (the same spelling, another meaning) are listed in
+ALLOWED with the reason.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from godrun.contract import files, words
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGE = REPO / "godrun"
+SCANNED = ("godrun", "bench", "scripts")  # the package and the programs that use it
 HOMES = {"godrun/contract/words.py", "godrun/contract/files.py"}
 # Spelled once in their home but not searched for, being too common to tell apart from other uses of the same
 # word: folder names of files.py (a Kubernetes resource `jobs`, object `metadata`, the run volume `data`) and the
@@ -45,8 +46,12 @@ def vocabulary() -> dict[str, str]:
                 out.setdefault(member.value, f"words.{enum.__name__}.{member.name}")
     for module, prefix in ((words, "words"), (files, "files")):
         for name, value in vars(module).items():
+            if name.startswith("_"):
+                continue
             if name.isupper() and isinstance(value, str) and value not in GENERIC and len(value) > 1:
                 out.setdefault(value, f"{prefix}.{name}")
+            elif name.isupper() and isinstance(value, Path):  # the data layout's paths (spec defaults, flags)
+                out.setdefault(value.as_posix(), f"files.{name}")
     return out
 
 
@@ -59,7 +64,7 @@ def templates() -> dict[str, str]:
     return {
         _shape(value): f"files.{name}"
         for name, value in vars(files).items()
-        if name.isupper() and isinstance(value, str) and "{" in value
+        if name.isupper() and not name.startswith("_") and isinstance(value, str) and "{" in value
     }
 
 
@@ -103,7 +108,7 @@ def findings(source: str, module: str, vocab: dict[str, str], shapes: dict[str, 
 def test_no_word_or_file_name_outside_its_home() -> None:
     vocab, shapes = vocabulary(), templates()
     found: list[str] = []
-    for path in sorted(PACKAGE.rglob("*.py")):
+    for path in sorted(p for folder in SCANNED for p in (REPO / folder).rglob("*.py")):
         module = path.relative_to(REPO).as_posix()
         if module not in HOMES:
             found += findings(path.read_text(encoding="utf-8"), module, vocab, shapes)
@@ -126,6 +131,7 @@ def f(st, workdir, name):
     cond = "Trained"
     key = "godrun.io/run"
     path = workdir / "metrics.csv"
+    panel = "data/validation_panel.csv"
     status = f"status-{name}.json"
     prose = f"training Job {name} failed"
 '''
@@ -135,6 +141,7 @@ def f(st, workdir, name):
         "'Trained'",
         "'godrun.io/run'",
         "'metrics.csv'",
+        "'data/validation_panel.csv'",
         "f-string",
     ], found
 

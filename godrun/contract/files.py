@@ -53,6 +53,9 @@ TRAIN_SUMMARY_MD: Final = Path(DATA_DIR) / TRAIN_SUMMARY_NAME
 GROUP_COUNTS_MD: Final = Path(DATA_DIR) / GROUP_COUNTS_NAME
 PANEL_SUMMARY_MD: Final = Path(DATA_DIR) / PANEL_SUMMARY_NAME
 MANIFEST_HASHES: Final = Path(DATA_DIR) / MANIFEST_HASHES_NAME
+IMPORT_LINEAGE: Final = Path(DATA_DIR) / "import_lineage.json"  # `godrun data import`
+IMPORT_AUDIT: Final = Path(DATA_DIR) / "import_audit.md"
+ADOPT_AUDIT: Final = Path(DATA_DIR) / "adopt_audit.md"  # `godrun data adopt`
 
 
 def wavelength_grid(train_dir: str | Path) -> Path:
@@ -77,9 +80,26 @@ AUDIT_LOG_NAME: Final = "auditing_manifest.log"
 SEED_LOG_ROOT: Final = "logs"
 
 
+# `godrun folds`: the Track_H group folds' manifests and checkpoints; fold 02's best is the seed's warm start.
+FOLD_DIR: Final = Path(DATA_DIR) / "folds"
+PROD_DIR: Final = Path("checkpoints") / "prod"
+_SEED_MODEL = "mamba_tiny_uv"  # Recipe.model (godrun.spec, which imports this module)
+
+
+def fold_name(k: int) -> str:
+    return f"Track_H_fold_{k:02d}"
+
+
+def fold_checkpoint_dir(k: int) -> Path:
+    return PROD_DIR / fold_name(k)
+
+
 def best_checkpoint(checkpoint_dir: str, model: str) -> str:
     """`<checkpoint_dir>/<model>_best.pt`, as a run-volume path (the Act B warm start, the default lineage)."""
     return f"{checkpoint_dir}/{BEST_NAME.format(model=model)}"
+
+
+WARM_START: Final = best_checkpoint(fold_checkpoint_dir(2).as_posix(), _SEED_MODEL)
 
 
 def metrics_csv(log_dir: str | Path) -> Path:

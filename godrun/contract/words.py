@@ -44,6 +44,14 @@ class ConditionType(StrEnum):
     SUSPENDED = "Suspended"
 
 
+class ConditionStatus(StrEnum):
+    """A condition's status (metav1.ConditionStatus: the run's conditions and the Kubernetes ones it reads)."""
+
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
 STEP_CONDITIONS: Final = (
     ConditionType.DATA_VERIFIED,
     ConditionType.TRAINED,
@@ -177,6 +185,14 @@ class JobConditionReason(StrEnum):
 class PodPhase(StrEnum):
     PENDING = "Pending"
     RUNNING = "Running"
+
+
+class PodFailureAction(StrEnum):
+    """What one failed attempt of a stage means (a Job's podFailurePolicy actions; the local runner's too)."""
+
+    FAIL_JOB = "FailJob"
+    IGNORE = "Ignore"
+    COUNT = "Count"
 
 
 class PodCondition(StrEnum):

@@ -16,7 +16,7 @@ from godrun.contract.files import K8S_TERMINATION_LOG as TERMINATION_LOG
 from godrun.contract.files import TERMINATION_LOG_ENV
 from godrun.contract.flags import flag_name
 from godrun.contract.words import ANNOTATION_COMPLETION_INDEX as COMPLETION_INDEX_ANNOTATION
-from godrun.contract.words import PodCondition, Stage
+from godrun.contract.words import ConditionStatus, PodCondition, PodFailureAction, Stage
 from godrun.contract.words import labels as run_labels
 from godrun.core.commands import Rendezvous, launch_command, with_option
 from godrun.core.machine import FAIL_JOB_EXIT_CODES, CreateJob, GodRunView, owner_reference
@@ -109,14 +109,17 @@ def pod_failure_policy(container: str, *, multi_node: bool = False) -> dict[str,
     """godrun.core.machine.attempt_failure_action as a Job's rules: exit 2 (bad input) fails the Job at once, a
     disrupted pod does not count against backoffLimit, anything else (a signal too) counts. A multi-node Job
     fails on a disruption too: the controller recreates it whole (see machine._may_recreate)."""
-    disrupted = "FailJob" if multi_node else "Ignore"
+    disrupted = PodFailureAction.FAIL_JOB if multi_node else PodFailureAction.IGNORE
     return {
         "rules": [
             {
-                "action": "FailJob",
+                "action": PodFailureAction.FAIL_JOB,
                 "onExitCodes": {"containerName": container, "operator": "In", "values": list(FAIL_JOB_EXIT_CODES)},
             },
-            {"action": disrupted, "onPodConditions": [{"type": PodCondition.DISRUPTION_TARGET, "status": "True"}]},
+            {
+                "action": disrupted,
+                "onPodConditions": [{"type": PodCondition.DISRUPTION_TARGET, "status": ConditionStatus.TRUE}],
+            },
         ]
     }
 

@@ -18,6 +18,7 @@ from godrun.contract.words import (
     LABEL_JOB_NAME,
     LABEL_JOB_NAME_LEGACY,
     LABEL_RUN,
+    ConditionStatus,
     FailureReason,
     JobCondition,
     JobConditionReason,
@@ -53,7 +54,7 @@ def job_stage_obs(
     if job is None:
         return StageObs()
     status, spec = job.get("status") or {}, job.get("spec") or {}
-    conds = {c["type"]: c for c in status.get("conditions") or [] if c.get("status") == "True"}
+    conds = {c["type"]: c for c in status.get("conditions") or [] if c.get("status") == ConditionStatus.TRUE}
     exit_code, term_message = _last_termination(pods)
     disrupted = any(_pod_condition(p, PodCondition.DISRUPTION_TARGET) for p in pods)
     for failed in (JobCondition.FAILED, JobCondition.FAILURE_TARGET):
@@ -103,7 +104,7 @@ def stalled_pods(
             if waiting.get("reason") in STALLED_WAITING:
                 return waiting["reason"], f"pod {pod['metadata'].get('name')}: {waiting.get('message') or ''}"
         for c in st.get("conditions") or []:
-            scheduled = c.get("type") == PodCondition.POD_SCHEDULED and c.get("status") == "False"
+            scheduled = c.get("type") == PodCondition.POD_SCHEDULED and c.get("status") == ConditionStatus.FALSE
             if scheduled and c.get("reason") == StallReason.UNSCHEDULABLE:
                 return StallReason.UNSCHEDULABLE, f"pod {pod['metadata'].get('name')}: {c.get('message') or ''}"
     started = _time((job.get("status") or {}).get("startTime") or (job.get("metadata") or {}).get("creationTimestamp"))
@@ -132,12 +133,12 @@ def _time(value: str | None) -> datetime | None:
 
 def job_finished(job: Obj) -> bool:
     conds = (job.get("status") or {}).get("conditions") or []
-    return any(c.get("type") in FINISHED_CONDITIONS and c.get("status") == "True" for c in conds)
+    return any(c.get("type") in FINISHED_CONDITIONS and c.get("status") == ConditionStatus.TRUE for c in conds)
 
 
 def _pod_condition(pod: Obj, type_: str) -> bool:
     conds = (pod.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == type_ and c.get("status") == "True" for c in conds)
+    return any(c.get("type") == type_ and c.get("status") == ConditionStatus.TRUE for c in conds)
 
 
 def terminated(pod: Obj) -> Obj | None:

@@ -32,12 +32,14 @@ from godrun.contract import files
 from godrun.contract.words import (
     ANNOTATION_INIT_CHECKPOINT_SHA256,
     ANNOTATION_PARENT_GENERATION,
+    ConditionStatus,
     ConditionType,
     DeleteReason,
     EventReason,
     EventType,
     FailureReason,
     Phase,
+    PodFailureAction,
     Reason,
     Stage,
     labels,
@@ -62,6 +64,7 @@ from godrun.spec import (
 )
 
 StageState = Literal["absent", "active", "succeeded", "failed"]
+TRUE, FALSE = ConditionStatus.TRUE, ConditionStatus.FALSE
 
 
 @dataclass(frozen=True)
@@ -294,7 +297,7 @@ def _fresh_status(run: GodRunView, now: datetime) -> GodRunStatus:
     st.conditions = [
         Condition(
             type=t,
-            status="Unknown",
+            status=ConditionStatus.UNKNOWN,
             reason=Reason.PENDING,
             last_transition_time=now,
             observed_generation=run.generation,
@@ -315,9 +318,6 @@ def _stage_names(run: GodRunView, restarts: int) -> dict[Stage, str]:
         Stage.TRAIN: job_name(run.name, Stage.TRAIN, run.generation, restarts),
         Stage.EVALUATE: job_name(run.name, Stage.EVALUATE, run.generation),
     }
-
-
-ConditionStatus = Literal["True", "False", "Unknown"]
 
 
 def set_condition(
@@ -350,14 +350,14 @@ def settle_conditions(st: GodRunStatus, now: datetime) -> None:
     """A finished run: Succeeded/Failed say how (for `kubectl wait`), and no condition stays Unknown."""
     succeeded = st.phase == Phase.SHIPPED
     outcome = st.reason or st.phase.replace("-", "")
-    set_condition(st, ConditionType.SUCCEEDED, "True" if succeeded else "False", outcome, st.message, now)
-    set_condition(st, ConditionType.FAILED, "False" if succeeded else "True", outcome, st.message, now)
+    set_condition(st, ConditionType.SUCCEEDED, TRUE if succeeded else FALSE, outcome, st.message, now)
+    set_condition(st, ConditionType.FAILED, FALSE if succeeded else TRUE, outcome, st.message, now)
     for type_ in (ConditionType.STALLED, ConditionType.SUSPENDED):
         _clear(st, type_, outcome, f"the run ended ({st.phase})", now)
     for cond in list(st.conditions):
-        if cond.status == "Unknown" and cond.type not in TERMINAL_CONDITIONS:
+        if cond.status == ConditionStatus.UNKNOWN and cond.type not in TERMINAL_CONDITIONS:
             why = f"the run ended ({st.phase}) before this step"
-            _upsert_condition(st, cond.type, "False", Reason.NOT_REACHED, why, now)
+            _upsert_condition(st, cond.type, FALSE, Reason.NOT_REACHED, why, now)
 
 
 def condition(st: GodRunStatus, type_: ConditionType) -> Condition | None:
@@ -366,17 +366,16 @@ def condition(st: GodRunStatus, type_: ConditionType) -> Condition | None:
 
 def _is_true(st: GodRunStatus, type_: ConditionType) -> bool:
     cond = condition(st, type_)
-    return cond is not None and cond.status == "True"
+    return cond is not None and cond.status == TRUE
 
 
 # --------------------------------------------------------------------------- failed attempts
 
-FailureAction = Literal["FailJob", "Ignore", "Count"]
 # Exit codes that fail the Job at once, never retried: bad input (a retry would read the same input).
 FAIL_JOB_EXIT_CODES: tuple[int, ...] = (EXIT_BAD_INPUT,)
 
 
-def attempt_failure_action(exit_code: int, *, disrupted: bool = False) -> FailureAction:
+def attempt_failure_action(exit_code: int, *, disrupted: bool = False) -> PodFailureAction:
     """What one failed attempt of a stage means: the one mapping both executors follow.
 
     Kubernetes podFailurePolicy semantics, rules in this order: an exit code in FAIL_JOB_EXIT_CODES fails
@@ -386,10 +385,10 @@ def attempt_failure_action(exit_code: int, *, disrupted: bool = False) -> Failur
     godrun.controller.jobs.pod_failure_policy writes the same rules into every Job.
     """
     if exit_code in FAIL_JOB_EXIT_CODES:
-        return "FailJob"
+        return PodFailureAction.FAIL_JOB
     if disrupted:
-        return "Ignore"
-    return "Count"
+        return PodFailureAction.IGNORE
+    return PodFailureAction.COUNT
 
 
 def failure_reason(obs: StageObs) -> FailureReason:
@@ -409,9 +408,9 @@ def _fail(st: GodRunStatus, stage: Stage, job: str, obs: StageObs, backoff_limit
     st.phase, st.reason = Phase.ERROR, reason
     what = "was rejected" if reason == FailureReason.JOB_REJECTED else f"failed{code}, {reason}{tries}"
     st.message = f"{stage.noun} Job {job} {what}{detail}"
-    set_condition(st, stage.condition, "False", reason, st.message, now)
+    set_condition(st, stage.condition, FALSE, reason, st.message, now)
     if reason == FailureReason.BAD_INPUT:
-        set_condition(st, ConditionType.DATA_VERIFIED, "False", FailureReason.BAD_INPUT, st.message, now)
+        set_condition(st, ConditionType.DATA_VERIFIED, FALSE, FailureReason.BAD_INPUT, st.message, now)
 
 
 def _suspend(run: GodRunView, obs: Observed, st: GodRunStatus, actions: list[Action], now: datetime) -> None:
@@ -424,7 +423,7 @@ def _suspend(run: GodRunView, obs: Observed, st: GodRunStatus, actions: list[Act
             actions.append(DeleteJob(names[stage], reason=DeleteReason.SUSPENDED))
     st.phase, st.reason = Phase.PENDING, Reason.SUSPENDED
     st.message = "spec.suspend is true: no stage runs until it is set back to false"
-    set_condition(st, ConditionType.SUSPENDED, "True", Reason.SPEC_SUSPEND, st.message, now)
+    set_condition(st, ConditionType.SUSPENDED, TRUE, Reason.SPEC_SUSPEND, st.message, now)
 
 
 def _train(run: GodRunView, obs: Observed, st: GodRunStatus, actions: list[Action], now: datetime) -> bool:
@@ -437,9 +436,7 @@ def _train(run: GodRunView, obs: Observed, st: GodRunStatus, actions: list[Actio
         return True  # recorded earlier; the Job may have been deleted by its TTL since
     t = obs.train
     if t.state == "succeeded":
-        set_condition(
-            st, ConditionType.TRAINED, "True", Reason.TRAINING_SUCCEEDED, f"training Job {name} succeeded", now
-        )
+        set_condition(st, ConditionType.TRAINED, TRUE, Reason.TRAINING_SUCCEEDED, f"training Job {name} succeeded", now)
         _data_checked_by_trainer(run, st, now)
         return True
     if t.state == "failed" and _may_recreate(run.spec, st, t):
@@ -451,7 +448,7 @@ def _train(run: GodRunView, obs: Observed, st: GodRunStatus, actions: list[Actio
         actions.append(EmitEvent(EventType.WARNING, EventReason.TRAIN_JOB_RECREATED, msg))
         st.jobs.train = new
         st.phase, st.reason, st.message = Phase.TRAINING, Reason.TRAIN_JOB_RECREATED, msg
-        set_condition(st, ConditionType.TRAINED, "False", Reason.TRAINING, msg, now)
+        set_condition(st, ConditionType.TRAINED, FALSE, Reason.TRAINING, msg, now)
         return False
     if t.state == "failed":
         _fail(st, Stage.TRAIN, name, t, run.spec.jobs.backoff_limit, now)
@@ -465,7 +462,7 @@ def _train(run: GodRunView, obs: Observed, st: GodRunStatus, actions: list[Actio
     elif t.suspended:
         st.phase, st.reason = Phase.PENDING, Reason.AWAITING_ADMISSION
         st.message = f"training Job {name} is suspended (queued)"
-        set_condition(st, ConditionType.SUSPENDED, "True", Reason.AWAITING_ADMISSION, st.message, now)
+        set_condition(st, ConditionType.SUSPENDED, TRUE, Reason.AWAITING_ADMISSION, st.message, now)
     elif t.stalled:
         if _stalled(run, Stage.TRAIN, name, t, st, actions, now):
             return False
@@ -476,7 +473,7 @@ def _train(run: GodRunView, obs: Observed, st: GodRunStatus, actions: list[Actio
         _clear(st, ConditionType.SUSPENDED, Reason.RUNNING, f"training Job {name} runs", now)
     if not t.stalled:
         _clear(st, ConditionType.STALLED, Reason.PODS_STARTED, f"the pods of training Job {name} started", now)
-    set_condition(st, ConditionType.TRAINED, "False", Reason.TRAINING, f"training Job {name} has not finished", now)
+    set_condition(st, ConditionType.TRAINED, FALSE, Reason.TRAINING, f"training Job {name} has not finished", now)
     if st.progress.epoch >= 1:
         _data_checked_by_trainer(run, st, now)
     return False
@@ -497,15 +494,15 @@ def _data_checked_by_trainer(run: GodRunView, st: GodRunStatus, now: datetime) -
     if _is_true(st, ConditionType.DATA_VERIFIED):
         return
     if run.spec.data.verify:
-        set_condition(st, ConditionType.DATA_VERIFIED, "True", Reason.TRAINER_VERIFIED_DATA, VERIFIED_DATA, now)
+        set_condition(st, ConditionType.DATA_VERIFIED, TRUE, Reason.TRAINER_VERIFIED_DATA, VERIFIED_DATA, now)
     else:
-        set_condition(st, ConditionType.DATA_VERIFIED, "False", Reason.VERIFICATION_DISABLED, UNVERIFIED_DATA, now)
+        set_condition(st, ConditionType.DATA_VERIFIED, FALSE, Reason.VERIFICATION_DISABLED, UNVERIFIED_DATA, now)
 
 
 def _clear(st: GodRunStatus, type_: ConditionType, reason: str, message: str, now: datetime) -> None:
     """Set a condition that is True back to False (conditions that never held are not added)."""
     if _is_true(st, type_):
-        set_condition(st, type_, "False", reason, message, now)
+        set_condition(st, type_, FALSE, reason, message, now)
 
 
 def _stalled(
@@ -516,7 +513,7 @@ def _stalled(
     up: its Job is deleted and the run ends Error/StartTimeout. True when the run gave up."""
     detail = f"{obs.stalled}: {obs.stalled_message.strip()[:512]}" if obs.stalled_message.strip() else obs.stalled
     msg = f"{stage.noun} Job {name} cannot start its pods ({detail})"
-    set_condition(st, ConditionType.STALLED, "True", obs.stalled, msg, now)
+    set_condition(st, ConditionType.STALLED, TRUE, obs.stalled, msg, now)
     since = condition(st, ConditionType.STALLED)
     limit = run.spec.jobs.start_timeout_seconds
     if since is not None and (now - since.last_transition_time).total_seconds() >= limit:
@@ -525,7 +522,7 @@ def _stalled(
             "failed", reason=FailureReason.START_TIMEOUT, message=f"{msg} for {limit} s (jobs.startTimeoutSeconds)"
         )
         _fail(st, stage, name, give_up, run.spec.jobs.backoff_limit, now)
-        set_condition(st, ConditionType.STALLED, "False", FailureReason.START_TIMEOUT, st.message, now)
+        set_condition(st, ConditionType.STALLED, FALSE, FailureReason.START_TIMEOUT, st.message, now)
         return True
     started = stage == Stage.EVALUATE or st.progress.epoch > 0
     st.phase = Phase.EVALUATING if stage == Stage.EVALUATE else (Phase.TRAINING if started else Phase.PENDING)
@@ -588,7 +585,7 @@ def _evaluate(run: GodRunView, obs: Observed, st: GodRunStatus, actions: list[Ac
         st.message = (
             f"evaluation Job {name} succeeded but its termination message is not a verdict: {obs.verdict_error}"
         )
-        set_condition(st, ConditionType.EVALUATED, "False", st.reason, st.message, now)
+        set_condition(st, ConditionType.EVALUATED, FALSE, st.reason, st.message, now)
         return
     if e.state == "absent":
         actions.append(CreateJob(Stage.EVALUATE, name, run.generation, tuple(evaluator_argv(run.spec, run.name))))
@@ -599,7 +596,7 @@ def _evaluate(run: GodRunView, obs: Observed, st: GodRunStatus, actions: list[Ac
     elif e.suspended:
         st.phase, st.reason = Phase.EVALUATING, Reason.AWAITING_ADMISSION
         st.message = f"evaluation Job {name} is suspended (queued)"
-        set_condition(st, ConditionType.SUSPENDED, "True", Reason.AWAITING_ADMISSION, st.message, now)
+        set_condition(st, ConditionType.SUSPENDED, TRUE, Reason.AWAITING_ADMISSION, st.message, now)
     elif e.stalled:
         if _stalled(run, Stage.EVALUATE, name, e, st, actions, now):
             return
@@ -609,9 +606,7 @@ def _evaluate(run: GodRunView, obs: Observed, st: GodRunStatus, actions: list[Ac
         _clear(st, ConditionType.SUSPENDED, Reason.RUNNING, f"evaluation Job {name} runs", now)
     if not e.stalled:
         _clear(st, ConditionType.STALLED, Reason.PODS_STARTED, f"the pods of evaluation Job {name} started", now)
-    set_condition(
-        st, ConditionType.EVALUATED, "False", Reason.EVALUATING, f"evaluation Job {name} has not finished", now
-    )
+    set_condition(st, ConditionType.EVALUATED, FALSE, Reason.EVALUATING, f"evaluation Job {name} has not finished", now)
 
 
 def _record_verdict(run: GodRunView, verdict: Verdict, st: GodRunStatus, now: datetime) -> None:
@@ -620,7 +615,7 @@ def _record_verdict(run: GodRunView, verdict: Verdict, st: GodRunStatus, now: da
     set_condition(
         st,
         ConditionType.EVALUATED,
-        "True",
+        TRUE,
         Reason.PANEL_EVALUATED,
         f"{verdict.checkpoints_evaluated} checkpoint(s) ranked",
         now,
@@ -629,7 +624,7 @@ def _record_verdict(run: GodRunView, verdict: Verdict, st: GodRunStatus, now: da
         set_condition(
             st,
             ConditionType.DATA_VERIFIED,
-            "True",
+            TRUE,
             Reason.PANEL_VERIFIED,
             "the evaluator checked every panel spectrum and reference against the panel manifest's sha256 columns",
             now,
@@ -637,11 +632,11 @@ def _record_verdict(run: GodRunView, verdict: Verdict, st: GodRunStatus, now: da
     summary = _verdict_summary(verdict)
     if verdict.verdict == "pass":
         st.phase, st.reason, st.message = Phase.SHIPPED, Reason.GATES_PASSED, f"all four gates passed: {summary}"
-        set_condition(st, ConditionType.GATES_PASSED, "True", Reason.ALL_GATES_PASSED, summary, now)
+        set_condition(st, ConditionType.GATES_PASSED, TRUE, Reason.ALL_GATES_PASSED, summary, now)
         return
     failed = ", ".join(verdict.failed_gates) or "unknown"
     st.phase, st.reason, st.message = Phase.FAILED_ACT_B, Reason.GATES_FAILED, f"failed gates: {failed}; {summary}"
-    set_condition(st, ConditionType.GATES_PASSED, "False", Reason.GATES_FAILED, f"failed gates: {failed}", now)
+    set_condition(st, ConditionType.GATES_PASSED, FALSE, Reason.GATES_FAILED, f"failed gates: {failed}", now)
     st.archive = verdict.archive
 
 

@@ -15,7 +15,7 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from godrun.contract.words import ConditionType, Reason
+from godrun.contract.words import ConditionStatus, ConditionType, Reason
 from godrun.spec import GATE_NAMES, PHASES, TERMINAL_PHASES, GodRunStatus
 
 RUN_LABELS = ("namespace", "godrun")
@@ -140,7 +140,7 @@ class ControllerMetrics:
         """Set every per-run series from the status just written (`before`: the status it replaced)."""
         self._count_finish(namespace, name, status, before)
         self.held.labels(namespace, name).set(1.0 if status.reason in HELD_REASONS else 0.0)
-        stalled = any(c.type == ConditionType.STALLED and c.status == "True" for c in status.conditions)
+        stalled = any(c.type == ConditionType.STALLED and c.status == ConditionStatus.TRUE for c in status.conditions)
         self.stalled.labels(namespace, name).set(1.0 if stalled else 0.0)
         moved = status.progress.last_update_time or status.start_time
         self._set_or_remove(self.progress_time, (namespace, name), moved.timestamp() if moved else None)

@@ -20,13 +20,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from godrun.contract import files
 from godrun.data import layout
 from godrun.data.loader import HASH_COLUMNS, PIN_COLUMNS, _RowFiles, read_manifest
 from godrun.errors import InputError, reading
 from godrun.fsio import atomic_write_json, atomic_write_text, sha256_bytes
 
 MANIFESTS = (layout.MANIFEST_ALL, layout.MANIFEST_TRAIN, layout.PANEL_MANIFEST)
-ADOPT_AUDIT = Path("data/adopt_audit.md")
+ADOPT_AUDIT = files.ADOPT_AUDIT
 
 
 def _read_text_table(path: Path) -> pd.DataFrame:

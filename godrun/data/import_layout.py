@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from godrun.contract import files
 from godrun.data import layout
 from godrun.data.import_meta import TEXT_DEFAULTS
 from godrun.data.import_read import ImportOptions, Reader, row_unit
@@ -146,8 +147,8 @@ def write_grid_and_stats(
     write_metadata(root, feats, manifest, train)
 
 
-IMPORT_LINEAGE = Path("data/import_lineage.json")
-IMPORT_AUDIT = Path("data/import_audit.md")
+IMPORT_LINEAGE = files.IMPORT_LINEAGE
+IMPORT_AUDIT = files.IMPORT_AUDIT
 
 
 def import_lineage(opts: ImportOptions, meta: pd.DataFrame, reader: Reader, groups: Sequence[str], unit: str) -> dict:

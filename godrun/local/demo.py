@@ -28,9 +28,9 @@ from godrun.spec import Recipe
 from godrun.trainer.presets import DEMO_CORPUS_SCALE, DEMO_SEED, PRESETS
 
 DEMO_NAME = "godrun-demo"
-FOLD02 = Path("checkpoints/prod/Track_H_fold_02/mamba_tiny_uv_best.pt")
+FOLD02 = Path(files.WARM_START)
 SABOTAGED = Path("checkpoints/prod/sabotaged/mamba_tiny_uv_best.pt")
-PANEL = Path("data/validation_panel.csv")
+PANEL = files.PANEL_MANIFEST
 # Seconds between the runner's looks at its stages: `godrun run` polls every second; the demo's stages last
 # seconds, and each hand-over (training -> evaluation -> verdict) waits up to one poll.
 DEMO_POLL_S = 0.25

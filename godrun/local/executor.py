@@ -26,7 +26,7 @@ import yaml
 
 from godrun.contract import files
 from godrun.contract.jobrecord import COMPLETED, STOPPED, JobRecord
-from godrun.contract.words import EventReason, EventType, FailureReason, Stage
+from godrun.contract.words import EventReason, EventType, FailureReason, PodFailureAction, Stage
 from godrun.core.commands import PYTHON, launch_command
 from godrun.core.machine import (
     Action,
@@ -218,13 +218,13 @@ class LocalExecutor:
         record = record.changed(last_exit=code, failures=record.failures + 1)
         limit = run.spec.jobs.backoff_limit
         what = f"attempt {record.attempts} {describe_exit(code)}"
-        if action == "Count" and record.failures <= limit:
+        if action == PodFailureAction.COUNT and record.failures <= limit:
             save_job(jdir, record)
             msg = f"{job} {what}; retrying ({record.failures} of backoffLimit {limit} retries used)"
             self._event(run, EmitEvent(EventType.WARNING, EventReason.RETRYING, msg))
             self._start(run, job, record.argv)
             return
-        reason = FailureReason.BAD_INPUT if action == "FailJob" else FailureReason.RETRIES_EXHAUSTED
+        reason = FailureReason.BAD_INPUT if action == PodFailureAction.FAIL_JOB else FailureReason.RETRIES_EXHAUSTED
         save_job(jdir, record.changed(exit_code=code, reason=reason))
 
     def _stage(self, run: GodRunView, job: str) -> StageObs:

@@ -22,12 +22,6 @@ from godrun.spec import Recipe
 from godrun.trainer.presets import PRESETS, preset_recipe
 
 N_PARTS = 5
-FOLD_DIR = Path("data/folds")
-PROD_DIR = Path("checkpoints/prod")
-
-
-def fold_name(k: int) -> str:
-    return f"Track_H_fold_{k:02d}"
 
 
 def group_parts(groups: Sequence[str], seed: int, n_parts: int = N_PARTS) -> list[list[str]]:
@@ -56,13 +50,13 @@ def write_fold_manifests(manifest: pd.DataFrame, split: dict[str, list[str]], ou
 
 
 def fold_recipe(base: Recipe, k: int, paths: dict[str, Path]) -> Recipe:
-    name = fold_name(k)
+    name = files.fold_name(k)
     return base.model_copy(
         update={
             "train_manifest": str(paths["train"]),
             "val_manifest": str(paths["val"]),
             "init_checkpoint": None,
-            "checkpoint_dir": str(PROD_DIR / name),
+            "checkpoint_dir": str(files.PROD_DIR / name),
             "log_dir": f"logs/folds/{name}",
             "audit_log": files.audit_log(f"logs/folds/{name}"),
         }
@@ -74,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", nargs="+", type=int, default=[1, 2, 3, 4, 5], help="Which folds to train (1-5).")
     p.add_argument("--preset", choices=sorted(PRESETS), default="seed", help="Recipe preset (default: the seed's).")
     p.add_argument("--quick", action="store_true", help="Only fold 02 with the demo_fold preset (for the demo).")
-    p.add_argument("--manifest", default="data/spectra_for_fold/manifest_train.csv", help="Training manifest.")
+    p.add_argument("--manifest", default=files.MANIFEST_TRAIN.as_posix(), help="Training manifest.")
     p.add_argument("--epochs", type=int, default=None, help="Override the preset's epoch cap.")
     p.add_argument("--seed", type=int, default=0, help="Seed of the group shuffle and of training.")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None, help="Override the preset's device.")
@@ -100,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from godrun.trainer.loop import train
 
     for k in folds:
-        paths = write_fold_manifests(manifest, split_fold(parts, k), FOLD_DIR / fold_name(k))
+        paths = write_fold_manifests(manifest, split_fold(parts, k), files.FOLD_DIR / files.fold_name(k))
         result = train(fold_recipe(base, k, paths))
-        print(f"{fold_name(k)}: best epoch {result.best_epoch}, score {result.best_score:.3f}")
+        print(f"{files.fold_name(k)}: best epoch {result.best_epoch}, score {result.best_score:.3f}")
     return 0
