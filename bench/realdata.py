@@ -208,15 +208,25 @@ def plot(parts: dict[str, dict[str, np.ndarray]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(parts), figsize=(7 * len(parts), 4.2), squeeze=False)
-    for ax, (title, d) in zip(axes[0], parts.items(), strict=True):
+    fig, axes = plt.subplots(2, len(parts), figsize=(7 * len(parts), 7.6), squeeze=False)
+    for col, (title, d) in enumerate(parts.items()):
+        ax, res = axes[0, col], axes[1, col]
         i = 0
         ax.plot(d["wl"], d["noisy"][i], color="0.6", lw=0.8, label="input")
         ax.plot(d["wl"], d["clean"][i], "k", lw=1.2, label="clean")
         ax.plot(d["wl"], d["pred"][i], "C0", lw=1.0, label="model")
-        ax.axvspan(320, 500, color="C2", alpha=0.07)
-        ax.set(xlabel="nm", ylabel="T", title=title)
+        ax.set(xlabel="nm", ylabel="T", title=f"{title}: spectrum 0")
         ax.legend(fontsize=8)
+        # the error over every spectrum: its mean (a bias) and its rms, input and model
+        for name, key, color in (("input", "noisy", "0.5"), ("model", "pred", "C0")):
+            err = d[key] - d["clean"]
+            res.plot(d["wl"], np.sqrt((err**2).mean(axis=0)), color=color, lw=1.0, label=f"{name} rms")
+            res.plot(d["wl"], err.mean(axis=0), color=color, lw=1.0, ls="--", label=f"{name} mean")
+        res.axhline(0, color="k", lw=0.5)
+        res.set(xlabel="nm", ylabel="error vs clean (T)", title=f"{title}: error over all spectra")
+        res.legend(fontsize=8)
+        for a in (ax, res):
+            a.axvspan(320, 500, color="C2", alpha=0.07)
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=90)
