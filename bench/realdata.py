@@ -9,22 +9,27 @@ data/metadata/dose_features.csv conditions the model), e.g. bench/quality.py's
 either model, both are trained here first as bench/quality.py's n2n-small run does (scale 0.2, --seed 11,
 15 x 40 steps; cached under --out).
 
-The real session is converted in the bench, in memory, into the evaluator's panel (godrun.evaluator.panel.Panel):
-transmittance = scans / mean blank, cropped to the corpus grid (200-800 nm, 1 nm); every row conditioned as the
-zero-dose control group (treatment_6/sample_I/6Oclock). `godrun data import` (another issue) is not used.
+The real session goes through `godrun data import`, as a user's instrument files would: the bench writes each
+scan as a two-column text file (nm, transmittance = scan / mean blank: the blank referencing an instrument's
+export has already done), a META.csv (file, group_id = the run, replicate = the scan's place in it, and the
+FiLM columns of the corpus's zero-dose control group treatment_6/sample_I/6Oclock, so the model is conditioned
+as a control sample), runs `godrun data import` (the 26 blanks are its training group, the AuNP runs its panel)
+and judges the imported panel (`godrun.evaluator.panel.load_panel`: the import's grid, references and dose
+features, every pin checked). The import crops 200-850 nm to the corpus grid (200-800 nm, 1 nm).
 
 (a) do no harm on natural noise (--fit-model): noisy = each single AuNP scan (52), clean = the leave-one-out
-    mean of the other scans of its run; natural replicate noise. The model must not lower PSNR below raw's
-    (panel mean, and per spectrum), add no spurious dip in 320-500 nm and keep the downstream quantities
-    (gate 4's band integrals) within 10 % (Σ|Q(p) − Q(r)| / Σ|Q(r)|, every spectrum).
+    mean of the other scans of its run (the import's `--references replicate-mean`); natural replicate noise.
+    The model must not lower PSNR below raw's (panel mean, and per spectrum), add no spurious dip in 320-500 nm
+    and keep the downstream quantities (gate 4's band integrals) within 10 % (Σ|Q(p) − Q(r)| / Σ|Q(r)|, every spectrum).
 (b) real shapes, project noise (--default-model): the three AuNP run means, 60 noisy copies each (180) through
-    the default profile's noise (godrun/data/noise.py), the four gates at their default thresholds for raw,
-    the classical denoisers and the model.
+    the default profile's noise (godrun/data/noise.py), imported with each run mean as `reference_file`; the four
+    gates at their default thresholds for raw, the classical denoisers and the model.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
@@ -35,7 +40,7 @@ from skspec import ATTRIBUTION, Session, load_session
 from godrun.data import layout
 from godrun.data.noise import add_noise, load_profile
 from godrun.evaluator.denoisers import DENOISERS
-from godrun.evaluator.panel import Panel, checkpoint_candidates
+from godrun.evaluator.panel import Panel, checkpoint_candidates, load_panel
 from godrun.gates.metrics import downstream_quantities, evaluate_gates, panel_metrics
 from godrun.spec import Gates, Verdict
 
@@ -45,48 +50,75 @@ COPIES = 60
 DOWNSTREAM_TOL = 0.10
 
 
-def _grid(session: Session) -> tuple[np.ndarray, np.ndarray]:
-    keep = (session.wl >= layout.GRID_MIN_NM) & (session.wl <= layout.GRID_MAX_NM)
-    assert keep.sum() == layout.GRID_POINTS
-    return session.wl[keep], keep
+def natural_scans(session: Session) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(spectra, references) per group: every AuNP scan as measured; no reference files (the import's
+    --references replicate-mean makes each scan's leave-one-out run mean)."""
+    return {name: session.transmittance(name) for name in AUNP_RUNS}, {}
 
 
-def natural_pairs(session: Session) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(wl, noisy [N, L], clean [N, L]): each AuNP scan against the mean of the other scans of its run."""
-    wl, keep = _grid(session)
-    noisy, clean = [], []
-    for name in AUNP_RUNS:
-        t = session.transmittance(name)[:, keep]
-        total = t.sum(axis=0)
-        for row in t:
-            noisy.append(row)
-            clean.append((total - row) / (len(t) - 1))
-    return wl, np.array(noisy), np.array(clean)
-
-
-def project_noise(session: Session, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(wl, noisy [3·COPIES, L], clean): the AuNP run means read through the default profile."""
-    wl, keep = _grid(session)
+def project_noise(session: Session, seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(spectra, references) per group: COPIES readings of each AuNP run mean through the default profile."""
     rng = np.random.default_rng([seed, 21])
-    clean = np.repeat(np.stack([session.transmittance(n)[:, keep].mean(axis=0) for n in AUNP_RUNS]), COPIES, axis=0)
-    noisy = np.concatenate(
-        [add_noise(clean[i : i + COPIES], wl, rng, load_profile("default")) for i in range(0, len(clean), COPIES)]
-    )
-    return wl, noisy, clean
+    profile = load_profile("default")
+    means = {name: session.transmittance(name).mean(axis=0) for name in AUNP_RUNS}
+    noisy = {name: add_noise(np.repeat(m[None], COPIES, axis=0), session.wl, rng, profile) for name, m in means.items()}
+    return noisy, means
 
 
-def panel_of(wl: np.ndarray, noisy: np.ndarray, clean: np.ndarray, corpus: Path) -> Panel:
-    meta = pd.DataFrame(
-        {"group_id": [CONTROL_GROUP] * len(noisy), "spectrum_id": [f"real{i:03d}" for i in range(len(noisy))]}
-    )
-    return Panel(
-        raw=noisy.astype(np.float32),
-        reference=clean.astype(np.float32),
-        meta=meta,
-        wavelengths=wl,
-        manifest=Path("in-memory"),
-        manifest_sha256="",
-        metadata_csv=corpus / layout.DOSE_FEATURES,
+def _write_spectrum(path: Path, wl: np.ndarray, values: np.ndarray) -> None:
+    lines = ["nm,T", *(f"{x:g},{y:.9g}" for x, y in zip(wl, values, strict=True))]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def control_features(corpus: Path) -> dict[str, float]:
+    """The FiLM features of the corpus's zero-dose control group (the model is conditioned as that sample)."""
+    table = pd.read_csv(corpus / layout.DOSE_FEATURES, dtype={"group_id": str}).set_index("group_id")
+    return {c: float(table.loc[CONTROL_GROUP, c]) for c in layout.DOSE_FEATURE_COLUMNS}
+
+
+def import_session(
+    session: Session,
+    spectra: dict[str, np.ndarray],
+    references: dict[str, np.ndarray],
+    features: dict[str, float],
+    work: Path,
+) -> Panel:
+    """Write the instrument files and META.csv, run `godrun data import`, load the imported panel.
+
+    Groups: the blanks (training) and each key of `spectra` (panel). With `references` each panel row names its
+    group's reference file; without, the import's leave-one-out replicate means are the references."""
+    from godrun.cli import main as godrun
+
+    if work.exists():
+        shutil.rmtree(work)
+    src, out = work / "instrument", work / "imported"
+    rows = []
+    groups = {"blank": session.transmittance("blank"), **spectra}
+    for group, scans in groups.items():
+        ref = references.get(group)
+        if ref is not None:
+            _write_spectrum(src / group / "mean.csv", session.wl, ref)
+        for i, scan in enumerate(scans):
+            rel = f"{group}/scan{i:03d}.csv"
+            _write_spectrum(src / rel, session.wl, scan)
+            row = {"file": rel, "group_id": group, "replicate": i, "reference_file": ""}
+            if ref is not None:
+                row["reference_file"] = f"{group}/mean.csv"
+            rows.append(row | features)
+    meta = work / "META.csv"
+    pd.DataFrame(rows).to_csv(meta, index=False)
+    args = ["data", "import", str(src), "--metadata", str(meta), "--out", str(out)]
+    args += [a for g in spectra for a in ("--panel-group", g)]
+    if not references:
+        args += ["--references", "replicate-mean"]
+    if godrun(args) != 0:
+        raise SystemExit("godrun data import failed")
+    return load_panel(
+        out / layout.PANEL_MANIFEST,
+        out / layout.SPECTRA_DIR,
+        out / layout.WAVELENGTH_GRID,
+        metadata_csv=out / layout.DOSE_FEATURES,
     )
 
 
@@ -100,9 +132,9 @@ def downstream_rel(pred: np.ndarray, ref: np.ndarray, wl: np.ndarray) -> np.ndar
     return np.abs(q_p - q_r).sum(axis=1) / np.maximum(np.abs(q_r).sum(axis=1), 1e-12)
 
 
-def no_harm(session: Session, model: Path, corpus: Path) -> tuple[bool, list[str], dict[str, np.ndarray]]:
-    wl, noisy, clean = natural_pairs(session)
-    panel = panel_of(wl, noisy, clean, corpus)
+def no_harm(session: Session, model: Path, corpus: Path, work: Path) -> tuple[bool, list[str], dict[str, np.ndarray]]:
+    panel = import_session(session, *natural_scans(session), control_features(corpus), work / "natural")
+    wl, noisy, clean = panel.wavelengths, panel.raw.astype(np.float64), panel.reference.astype(np.float64)
     pred = predict(model, panel)
     gates = Gates()
     per_raw = panel_metrics(noisy, clean, noisy, wl, gates)
@@ -110,7 +142,7 @@ def no_harm(session: Session, model: Path, corpus: Path) -> tuple[bool, list[str
     ds_raw, ds_model = downstream_rel(noisy, clean, wl), downstream_rel(pred, clean, wl)
     psnr_r, psnr_m = per_raw["psnr"].to_numpy(float), per_model["psnr"].to_numpy(float)
     lines = [
-        f"(a) natural noise, {len(noisy)} AuNP scans vs leave-one-out run means; model {model}",
+        f"(a) natural noise, {len(noisy)} AuNP scans vs leave-one-out run means (imported); model {model}",
         f"    PSNR dB        raw mean {psnr_r.mean():.2f} (min {psnr_r.min():.2f}) | model {psnr_m.mean():.2f} "
         f"(min {psnr_m.min():.2f}); model below raw on {int((psnr_m < psnr_r).sum())} of {len(psnr_r)} spectra",
         f"    SAM deg        raw {per_raw['sam'].mean():.4f} | model {per_model['sam'].mean():.4f}",
@@ -133,9 +165,11 @@ def _word(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
 
-def project_gates(session: Session, model: Path, corpus: Path) -> tuple[bool, list[str], dict[str, np.ndarray]]:
-    wl, noisy, clean = project_noise(session)
-    panel = panel_of(wl, noisy, clean, corpus)
+def project_gates(
+    session: Session, model: Path, corpus: Path, work: Path
+) -> tuple[bool, list[str], dict[str, np.ndarray]]:
+    panel = import_session(session, *project_noise(session), control_features(corpus), work / "project")
+    wl, noisy, clean = panel.wavelengths, panel.raw.astype(np.float64), panel.reference.astype(np.float64)
     gates = Gates()
     sources = {name: np.asarray(f(noisy, wl), dtype=np.float64) for name, f in DENOISERS.items()}
     sources["model"] = predict(model, panel)
@@ -147,7 +181,8 @@ def project_gates(session: Session, model: Path, corpus: Path) -> tuple[bool, li
     table = pd.DataFrame(rows).to_string(index=False, float_format="%.4g")
     model_pass = rows[-1]["verdict"] == "pass"
     lines = [
-        f"(b) real shapes + default-profile noise, {len(noisy)} spectra (3 AuNP run means x {COPIES}); model {model}",
+        f"(b) real shapes + default-profile noise, {len(noisy)} spectra (3 AuNP run means x {COPIES}, imported); "
+        f"model {model}",
         *("    " + s for s in table.splitlines()),
     ]
     return model_pass, lines, {"wl": wl, "noisy": noisy, "clean": clean, "pred": sources["model"]}
@@ -173,15 +208,25 @@ def plot(parts: dict[str, dict[str, np.ndarray]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(parts), figsize=(7 * len(parts), 4.2), squeeze=False)
-    for ax, (title, d) in zip(axes[0], parts.items(), strict=True):
+    fig, axes = plt.subplots(2, len(parts), figsize=(7 * len(parts), 7.6), squeeze=False)
+    for col, (title, d) in enumerate(parts.items()):
+        ax, res = axes[0, col], axes[1, col]
         i = 0
         ax.plot(d["wl"], d["noisy"][i], color="0.6", lw=0.8, label="input")
         ax.plot(d["wl"], d["clean"][i], "k", lw=1.2, label="clean")
         ax.plot(d["wl"], d["pred"][i], "C0", lw=1.0, label="model")
-        ax.axvspan(320, 500, color="C2", alpha=0.07)
-        ax.set(xlabel="nm", ylabel="T", title=title)
+        ax.set(xlabel="nm", ylabel="T", title=f"{title}: spectrum 0")
         ax.legend(fontsize=8)
+        # the error over every spectrum: its mean (a bias) and its rms, input and model
+        for name, key, color in (("input", "noisy", "0.5"), ("model", "pred", "C0")):
+            err = d[key] - d["clean"]
+            res.plot(d["wl"], np.sqrt((err**2).mean(axis=0)), color=color, lw=1.0, label=f"{name} rms")
+            res.plot(d["wl"], err.mean(axis=0), color=color, lw=1.0, ls="--", label=f"{name} mean")
+        res.axhline(0, color="k", lw=0.5)
+        res.set(xlabel="nm", ylabel="error vs clean (T)", title=f"{title}: error over all spectra")
+        res.legend(fontsize=8)
+        for a in (ax, res):
+            a.axvspan(320, 500, color="C2", alpha=0.07)
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=90)
@@ -210,7 +255,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plot", type=Path)
     ap.add_argument("--strict", action="store_true", help="exit 1 when (a) or the model in (b) fails")
     ap.add_argument(
-        "--out", type=Path, default=Path("bench-out/realdata"), help="where models are trained when none given"
+        "--out",
+        type=Path,
+        default=Path("bench-out/realdata"),
+        help="imports; models trained when none given",
     )
     ap.add_argument("--seed", type=int, default=11, help="corpus seed of the models trained here")
     a = ap.parse_args(argv)
@@ -228,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         if corpus is None:
             ap.error(f"{model}: give its corpus workspace too")
-        ok, lines, data = run(session, model, corpus)
+        ok, lines, data = run(session, model, corpus, a.out)
         print("\n" + "\n".join(lines))
         verdicts.append(ok)
         parts[title] = data

@@ -132,8 +132,9 @@ def test_skspec_runs_split_at_level_jumps() -> None:
     assert skspec.split_runs(counts, wl) == [slice(0, 5), slice(5, 8), slice(8, 12)]
 
 
-def test_realdata_pairs_are_leave_one_out_means(monkeypatch) -> None:
-    """bench/realdata.py's natural pairs: each AuNP scan against the mean of the *other* scans of its run."""
+def test_realdata_goes_through_the_import(monkeypatch, tmp_path) -> None:
+    """bench/realdata.py's panels come from `godrun data import`: (a) each AuNP scan against the mean of the *other*
+    scans of its run (--references replicate-mean), cropped to the grid; (b) noisy copies against their run mean."""
     monkeypatch.syspath_prepend(str(ROOT / "bench"))
     spec = importlib.util.spec_from_file_location("bench_realdata", ROOT / "bench/realdata.py")
     assert spec and spec.loader
@@ -146,8 +147,17 @@ def test_realdata_pairs_are_leave_one_out_means(monkeypatch) -> None:
     cuts = np.cumsum([0, *sizes.values()])
     runs = {k: slice(int(a), int(b)) for k, a, b in zip(sizes, cuts[:-1], cuts[1:], strict=True)}
     session = skspec.Session(wl=wl, counts=counts, seconds=np.arange(len(counts)) * 46.0, runs=runs)
-    grid, noisy, clean = realdata.natural_pairs(session)
-    assert grid[0] == 200 and grid[-1] == 800 and noisy.shape == clean.shape == (9, 601)
+    features = dict.fromkeys(realdata.L.DOSE_FEATURE_COLUMNS, 0.5)
+    panel = realdata.import_session(session, *realdata.natural_scans(session), features, tmp_path / "a")
+    assert panel.wavelengths[0] == 200 and panel.wavelengths[-1] == 800 and panel.raw.shape == (9, 601)
+    assert (tmp_path / "a" / "imported" / "data" / "validation_panel.csv").is_file()
     t = counts[3:7, :601] / counts[:3, :601].mean(axis=0)  # aunp1 in transmittance
-    np.testing.assert_allclose(noisy[:4], t)
-    np.testing.assert_allclose(clean[1], t[[0, 2, 3]].mean(axis=0))
+    aunp1 = np.flatnonzero(panel.meta["group_id"] == "aunp1")
+    np.testing.assert_allclose(panel.raw[aunp1], t, rtol=1e-6)
+    np.testing.assert_allclose(panel.reference[aunp1[1]], t[[0, 2, 3]].mean(axis=0), rtol=1e-6)
+    monkeypatch.setattr(realdata, "COPIES", 3)
+    panel = realdata.import_session(session, *realdata.project_noise(session), features, tmp_path / "b")
+    assert panel.raw.shape == (9, 601)
+    aunp1 = np.flatnonzero(panel.meta["group_id"] == "aunp1")
+    np.testing.assert_allclose(panel.reference[aunp1], np.repeat(t.mean(axis=0)[None], 3, axis=0), rtol=1e-6)
+    assert np.abs(panel.raw[aunp1] - panel.reference[aunp1]).mean() > 1e-3  # the default profile's noise
