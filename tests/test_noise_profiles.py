@@ -147,7 +147,7 @@ def test_realdata_goes_through_the_import(monkeypatch, tmp_path) -> None:
     cuts = np.cumsum([0, *sizes.values()])
     runs = {k: slice(int(a), int(b)) for k, a, b in zip(sizes, cuts[:-1], cuts[1:], strict=True)}
     session = skspec.Session(wl=wl, counts=counts, seconds=np.arange(len(counts)) * 46.0, runs=runs)
-    features = dict.fromkeys(realdata.L.DOSE_FEATURE_COLUMNS, 0.5)
+    features = dict.fromkeys(realdata.layout.DOSE_FEATURE_COLUMNS, 0.5)
     panel = realdata.import_session(session, *realdata.natural_scans(session), features, tmp_path / "a")
     assert panel.wavelengths[0] == 200 and panel.wavelengths[-1] == 800 and panel.raw.shape == (9, 601)
     assert (tmp_path / "a" / "imported" / "data" / "validation_panel.csv").is_file()
