@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from godrun.data.import_out import running_elsewhere
 from godrun.errors import InputError
 
 
@@ -110,18 +111,8 @@ def _remove_debris(out: Path) -> None:
         if m is None or not entry.is_dir() or entry.is_symlink():
             continue
         pid = int(m.group(1) or m.group(2))
-        if pid != os.getpid() and not _alive(pid):
+        if not running_elsewhere(pid):
             shutil.rmtree(entry, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def main(argv: Sequence[str] | None = None) -> int:

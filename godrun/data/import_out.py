@@ -82,7 +82,7 @@ def remove_stale(out: Path) -> list[str]:
         if host is None or host != _host():
             notes.append(f"note: {entry} is the temp folder of another import into {out.name} (host {host}); "
                          "remove it once that import has ended")  # fmt: skip
-        elif not _running_elsewhere(int(pid)):
+        elif not running_elsewhere(int(pid)):
             shutil.rmtree(entry, ignore_errors=True)
             done = "removed" if not entry.exists() else "could not remove (remove it yourself)"
             notes.append(f"note: {done} {entry}, left by an import (pid {pid}) that did not finish")
@@ -91,7 +91,7 @@ def remove_stale(out: Path) -> list[str]:
     return notes
 
 
-def _running_elsewhere(pid: int) -> bool:
+def running_elsewhere(pid: int) -> bool:
     """Whether another live process has this pid (ours: a folder from before this import, as in a container
     where every run has the same pid, is stale)."""
     if pid == os.getpid():
