@@ -50,7 +50,7 @@ def stat_keyed_npz_load(manifest: Path, root: Path, cache: Path) -> tuple[np.nda
         from godrun.data.loader import load_corpus
 
         c = load_corpus(manifest, root)
-        np.savez(path, spectra=c.spectra, references=c.references)
+        np.savez(path, spectra=c.raw, references=c.reference)
     with np.load(path) as z:
         return z["spectra"], z["references"]
 
@@ -59,7 +59,7 @@ def _timed(label: str, fn, *args, **kw) -> float:
     t = time.perf_counter()
     out = fn(*args, **kw)
     secs = time.perf_counter() - t
-    n = (out.spectra if hasattr(out, "spectra") else out[0]).shape[0]
+    n = (out.raw if hasattr(out, "raw") else out[0]).shape[0]
     print(f"  {label:<34} {n:>6} spectra  {secs:6.2f} s   (load average {os.getloadavg()[0]:.1f})")
     return secs
 

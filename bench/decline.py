@@ -36,8 +36,8 @@ def rms_errors(model: torch.nn.Module, data: ds.SplitData) -> tuple[float, float
     yn = predict_normalised(model, data.x[idx], cond, 64, torch.device("cpu"))
     params = {"offset": data.offset[idx].double().numpy(), "scale": data.scale[idx].double().numpy()}
     pred = normalise.denormalise(yn.numpy(), params).astype(np.float64)
-    ref, raw = data.clean[idx].double().numpy(), data.raw[idx].double().numpy()
-    return float(np.sqrt(((pred - ref) ** 2).mean())), float(np.sqrt(((raw - ref) ** 2).mean()))
+    reference, raw = data.reference[idx].double().numpy(), data.raw[idx].double().numpy()
+    return float(np.sqrt(((pred - reference) ** 2).mean())), float(np.sqrt(((raw - reference) ** 2).mean()))
 
 
 def traced_end_epoch() -> None:

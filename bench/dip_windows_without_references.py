@@ -58,12 +58,12 @@ def main(argv: list[str]) -> None:
     wl, cfg = c.wavelengths, SEED_DETECTOR
     groups = c.meta["group_id"].astype(str).to_numpy()
     partner = partners(c.meta)
-    truth = dip_windows(c.references.astype(np.float64), wl, cfg, MAX_DIPS)
+    truth = dip_windows(c.reference.astype(np.float64), wl, cfg, MAX_DIPS)
     no_ref = np.zeros(len(groups), bool)
     sources = {
-        "partner replicate": c.spectra[partner],
-        "pair mean (2)": (c.spectra + c.spectra[partner]) / 2,
-        "group replicate mean": replicate_mean_references(c.spectra, c.references, no_ref, groups),
+        "partner replicate": c.raw[partner],
+        "pair mean (2)": (c.raw + c.raw[partner]) / 2,
+        "group replicate mean": replicate_mean_references(c.raw, c.reference, no_ref, groups),
     }
     print(f"synthetic corpus scale {scale} seed {seed}: {len(groups)} spectra, {int((truth[..., 0] >= 0).sum())} "
           f"reference dips; gate-3 detector {cfg}")  # fmt: skip

@@ -71,8 +71,8 @@ def corpus(root: Path, scale: float, seed: int, noise_profile: str = "default") 
         raise SystemExit("panel construction failed")
 
 
-def _row(name: str, pred: np.ndarray, ref: np.ndarray, raw: np.ndarray, wl: np.ndarray) -> dict[str, Any]:
-    df = panel_metrics(pred, ref, raw, wl, Gates())
+def _row(name: str, pred: np.ndarray, reference: np.ndarray, raw: np.ndarray, wl: np.ndarray) -> dict[str, Any]:
+    df = panel_metrics(pred, reference, raw, wl, Gates())
     v = evaluate_gates(df, Gates())
     return {
         "run": name,
@@ -92,9 +92,11 @@ def classical(root: Path) -> list[dict[str, Any]]:
     panel = load_corpus(
         root / layout.PANEL_MANIFEST, root / layout.SPECTRA_DIR, wavelength_grid=root / layout.WAVELENGTH_GRID
     )
-    raw, ref, wl = panel.spectra.astype(np.float64), panel.references.astype(np.float64), panel.wavelengths
-    rows = [_row("raw" if name == "identity" else name, f(raw, wl), ref, raw, wl) for name, f in DENOISERS.items()]
-    return [*rows, _row("clean reference", ref, ref, raw, wl)]
+    raw, reference, wl = panel.raw.astype(np.float64), panel.reference.astype(np.float64), panel.wavelengths
+    rows = [
+        _row("raw" if name == "identity" else name, f(raw, wl), reference, raw, wl) for name, f in DENOISERS.items()
+    ]
+    return [*rows, _row("clean reference", reference, reference, raw, wl)]
 
 
 def train_run(

@@ -127,22 +127,22 @@ def predict(model: Path, panel: Panel) -> np.ndarray:
     return np.asarray(cand.predict(panel), dtype=np.float64)
 
 
-def downstream_rel(pred: np.ndarray, ref: np.ndarray, wl: np.ndarray) -> np.ndarray:
-    q_p, q_r = downstream_quantities(pred, wl), downstream_quantities(ref, wl)
+def downstream_rel(pred: np.ndarray, reference: np.ndarray, wl: np.ndarray) -> np.ndarray:
+    q_p, q_r = downstream_quantities(pred, wl), downstream_quantities(reference, wl)
     return np.abs(q_p - q_r).sum(axis=1) / np.maximum(np.abs(q_r).sum(axis=1), 1e-12)
 
 
 def no_harm(session: Session, model: Path, corpus: Path, work: Path) -> tuple[bool, list[str], dict[str, np.ndarray]]:
     panel = import_session(session, *natural_scans(session), control_features(corpus), work / "natural")
-    wl, noisy, clean = panel.wavelengths, panel.raw.astype(np.float64), panel.reference.astype(np.float64)
+    wl, raw, reference = panel.wavelengths, panel.raw.astype(np.float64), panel.reference.astype(np.float64)
     pred = predict(model, panel)
     gates = Gates()
-    per_raw = panel_metrics(noisy, clean, noisy, wl, gates)
-    per_model = panel_metrics(pred, clean, noisy, wl, gates)
-    ds_raw, ds_model = downstream_rel(noisy, clean, wl), downstream_rel(pred, clean, wl)
+    per_raw = panel_metrics(raw, reference, raw, wl, gates)
+    per_model = panel_metrics(pred, reference, raw, wl, gates)
+    ds_raw, ds_model = downstream_rel(raw, reference, wl), downstream_rel(pred, reference, wl)
     psnr_r, psnr_m = per_raw["psnr"].to_numpy(float), per_model["psnr"].to_numpy(float)
     lines = [
-        f"(a) natural noise, {len(noisy)} AuNP scans vs leave-one-out run means (imported); model {model}",
+        f"(a) natural noise, {len(raw)} AuNP scans vs leave-one-out run means (imported); model {model}",
         f"    PSNR dB        raw mean {psnr_r.mean():.2f} (min {psnr_r.min():.2f}) | model {psnr_m.mean():.2f} "
         f"(min {psnr_m.min():.2f}); model below raw on {int((psnr_m < psnr_r).sum())} of {len(psnr_r)} spectra",
         f"    SAM deg        raw {per_raw['sam'].mean():.4f} | model {per_model['sam'].mean():.4f}",
@@ -158,7 +158,7 @@ def no_harm(session: Session, model: Path, corpus: Path, work: Path) -> tuple[bo
         f"    verdict: PSNR not lowered {_word(ok_psnr)}; no spurious dip {_word(ok_spur)}; "
         f"downstream within 10 % {_word(ok_ds)}"
     )
-    return ok_psnr and ok_spur and ok_ds, lines, {"wl": wl, "noisy": noisy, "clean": clean, "pred": pred}
+    return ok_psnr and ok_spur and ok_ds, lines, {"wl": wl, "raw": raw, "reference": reference, "pred": pred}
 
 
 def _word(ok: bool) -> str:
@@ -169,23 +169,23 @@ def project_gates(
     session: Session, model: Path, corpus: Path, work: Path
 ) -> tuple[bool, list[str], dict[str, np.ndarray]]:
     panel = import_session(session, *project_noise(session), control_features(corpus), work / "project")
-    wl, noisy, clean = panel.wavelengths, panel.raw.astype(np.float64), panel.reference.astype(np.float64)
+    wl, raw, reference = panel.wavelengths, panel.raw.astype(np.float64), panel.reference.astype(np.float64)
     gates = Gates()
-    sources = {name: np.asarray(f(noisy, wl), dtype=np.float64) for name, f in DENOISERS.items()}
+    sources = {name: np.asarray(f(raw, wl), dtype=np.float64) for name, f in DENOISERS.items()}
     sources["model"] = predict(model, panel)
     rows = []
     for name, pred in sources.items():
-        per = panel_metrics(pred, clean, noisy, wl, gates)
+        per = panel_metrics(pred, reference, raw, wl, gates)
         v = evaluate_gates(per, gates)
         rows.append({"source": "raw" if name == "identity" else name, **_verdict_row(per, v)})
     table = pd.DataFrame(rows).to_string(index=False, float_format="%.4g")
     model_pass = rows[-1]["verdict"] == "pass"
     lines = [
-        f"(b) real shapes + default-profile noise, {len(noisy)} spectra (3 AuNP run means x {COPIES}, imported); "
+        f"(b) real shapes + default-profile noise, {len(raw)} spectra (3 AuNP run means x {COPIES}, imported); "
         f"model {model}",
         *("    " + s for s in table.splitlines()),
     ]
-    return model_pass, lines, {"wl": wl, "noisy": noisy, "clean": clean, "pred": sources["model"]}
+    return model_pass, lines, {"wl": wl, "raw": raw, "reference": reference, "pred": sources["model"]}
 
 
 def _verdict_row(per: pd.DataFrame, v: Verdict) -> dict:
@@ -212,14 +212,14 @@ def plot(parts: dict[str, dict[str, np.ndarray]], path: Path) -> None:
     for col, (title, d) in enumerate(parts.items()):
         ax, res = axes[0, col], axes[1, col]
         i = 0
-        ax.plot(d["wl"], d["noisy"][i], color="0.6", lw=0.8, label="input")
-        ax.plot(d["wl"], d["clean"][i], "k", lw=1.2, label="clean")
+        ax.plot(d["wl"], d["raw"][i], color="0.6", lw=0.8, label="input")
+        ax.plot(d["wl"], d["reference"][i], "k", lw=1.2, label="clean")
         ax.plot(d["wl"], d["pred"][i], "C0", lw=1.0, label="model")
         ax.set(xlabel="nm", ylabel="T", title=f"{title}: spectrum 0")
         ax.legend(fontsize=8)
         # the error over every spectrum: its mean (a bias) and its rms, input and model
-        for name, key, color in (("input", "noisy", "0.5"), ("model", "pred", "C0")):
-            err = d[key] - d["clean"]
+        for name, key, color in (("input", "raw", "0.5"), ("model", "pred", "C0")):
+            err = d[key] - d["reference"]
             res.plot(d["wl"], np.sqrt((err**2).mean(axis=0)), color=color, lw=1.0, label=f"{name} rms")
             res.plot(d["wl"], err.mean(axis=0), color=color, lw=1.0, ls="--", label=f"{name} mean")
         res.axhline(0, color="k", lw=0.5)

@@ -40,11 +40,11 @@ def _load(ws: Path, manifest: Path | None = None):
 def test_loads_arrays(ws):
     c1 = _load(ws)
     meta = pd.read_csv(ws / layout.MANIFEST_TRAIN)
-    assert c1.spectra.shape == c1.references.shape == (len(meta), 601)
-    assert c1.spectra.dtype == np.float32 and c1.wavelengths.dtype == np.float64
+    assert c1.raw.shape == c1.reference.shape == (len(meta), 601)
+    assert c1.raw.dtype == np.float32 and c1.wavelengths.dtype == np.float64
     row = meta.iloc[7]
-    np.testing.assert_array_equal(c1.spectra[7], np.load(ws / layout.SPECTRA_DIR / row.path))
-    np.testing.assert_array_equal(c1.references[7], np.load(ws / layout.SPECTRA_DIR / row.reference_path))
+    np.testing.assert_array_equal(c1.raw[7], np.load(ws / layout.SPECTRA_DIR / row.path))
+    np.testing.assert_array_equal(c1.reference[7], np.load(ws / layout.SPECTRA_DIR / row.reference_path))
     assert list(c1.meta.spectrum_id) == list(meta.spectrum_id)
     assert not list(ws.rglob("*.npz*")) or all("lambda_stats" in p.name for p in ws.rglob("*.npz"))  # no cache
     # a changed file is seen on the next load, whatever its size and mtime

@@ -39,7 +39,7 @@ def _both(panel, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     recipe = Recipe()
     loss = SpectralLoss(recipe, torch.from_numpy(wl), None).double()
     cfg = DipDetector(guard_nm=recipe.baseline_guard_nm, smooth_nm=recipe.dip_detect_sigma_nm)
-    prepared, refs = metrics._prepare(pred, wl, cfg), metrics._prepare(panel.references.astype(np.float64), wl, cfg)
+    prepared, refs = metrics._prepare(pred, wl, cfg), metrics._prepare(panel.reference.astype(np.float64), wl, cfg)
     offset = metrics._crop(wl, cfg).start
     h = round(recipe.dip_window_half_nm / float(np.median(np.diff(wl))))
     d_area, d_depth = [], []
@@ -60,12 +60,12 @@ def _both(panel, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_loss_and_gate_measure_reference_dips_identically(panel) -> None:
-    area, depth = _both(panel, panel.references.astype(np.float64))
+    area, depth = _both(panel, panel.reference.astype(np.float64))
     assert area.max() < 1e-6 and depth.max() < 1e-6
 
 
 @pytest.mark.parametrize("denoiser", ["savgol", "gaussian"])
 def test_loss_and_gate_agree_on_a_prediction(panel, denoiser: str) -> None:
-    pred = DENOISERS[denoiser](panel.spectra, panel.wavelengths).astype(np.float64)
+    pred = DENOISERS[denoiser](panel.raw, panel.wavelengths).astype(np.float64)
     area, depth = _both(panel, pred)
     assert area.max() < DIP_AGREEMENT and depth.max() < DIP_AGREEMENT

@@ -21,7 +21,7 @@ def split(small_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> ds.Sp
 
 def test_replicate_pairs_estimate_the_true_noise_variance(split: ds.SplitData) -> None:
     var = ds.replicate_noise_variance(split)
-    truth = ((split.x - (split.clean - split.offset[:, None]) / split.scale[:, None]) ** 2).double().mean(0).numpy()
+    truth = ((split.x - (split.reference - split.offset[:, None]) / split.scale[:, None]) ** 2).double().mean(0).numpy()
     # the ends carry ~1000x the ROI's noise; the pair estimate follows it within sampling error everywhere
     assert truth.max() / np.median(truth) > 100
     bands = np.array_split(np.arange(len(var)), 20)  # ~30 nm bands: per-wavelength values carry spikes

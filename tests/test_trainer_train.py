@@ -55,7 +55,7 @@ def trained(small_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> tup
 def test_noise2noise_training_raises_panel_psnr(small_corpus: Path, trained) -> None:
     recipe, result = trained
     panel = load_corpus(small_corpus / "data/validation_panel.csv", small_corpus / "data/spectra_for_fold")
-    raw_psnr = float(np.mean(psnr(panel.spectra, panel.references)))  # what the identity model scores
+    raw_psnr = float(np.mean(psnr(panel.raw, panel.reference)))  # what the identity model scores
     best = max(row["panel_psnr_mean"] for row in result.history)
     assert best > raw_psnr + 0.25, (raw_psnr, [row["panel_psnr_mean"] for row in result.history])
     assert len(read_metrics(recipe.log_dir)) == recipe.epochs
@@ -73,9 +73,9 @@ def test_checkpoints_and_inference_reproduce_the_logged_panel(small_corpus: Path
     model, meta, _ = load_model(ck.best_path(recipe.checkpoint_dir))
     panel = load_corpus(small_corpus / "data/validation_panel.csv", small_corpus / "data/spectra_for_fold")
     cond = raw_cond_for(meta, recipe.dose_features_csv, panel.meta["group_id"])
-    pred = predict(model, meta, panel.spectra, cond)
+    pred = predict(model, meta, panel.raw, cond)
     logged = result.history[result.best_epoch - 1]["panel_psnr_mean"]
-    assert abs(float(np.mean(psnr(pred, panel.references))) - logged) < 1e-3
+    assert abs(float(np.mean(psnr(pred, panel.reference))) - logged) < 1e-3
     audit = Path(recipe.audit_log).read_text()
     assert "sha256 train_manifest" in audit and "code_version" in audit and "sha256 config" in audit
 

@@ -34,7 +34,7 @@ def test_loader_refuses_a_missing_reference_only_where_one_is_needed(noref_root:
         load_corpus(manifest, spectra)
     corpus = load_corpus(manifest, spectra, require_references=False)
     assert corpus.has_reference is not None and not corpus.has_reference.any()
-    assert np.isnan(corpus.references).all() and np.isfinite(corpus.spectra).all()
+    assert np.isnan(corpus.reference).all() and np.isfinite(corpus.raw).all()
 
 
 def test_training_rows_take_their_group_mean_and_its_dip_windows(noref_root: Path):
@@ -44,10 +44,10 @@ def test_training_rows_take_their_group_mean_and_its_dip_windows(noref_root: Pat
     for g in np.unique(data.groups)[:3]:
         rows = data.groups == g
         np.testing.assert_allclose(
-            data.clean.numpy()[rows], np.broadcast_to(raw[rows].mean(0), raw[rows].shape), atol=1e-6
+            data.reference.numpy()[rows], np.broadcast_to(raw[rows].mean(0), raw[rows].shape), atol=1e-6
         )
     expected = dip_windows(
-        data.clean.numpy().astype(np.float64), np.linspace(200, 800, 601), SEED_DETECTOR, recipe.dip_m
+        data.reference.numpy().astype(np.float64), np.linspace(200, 800, 601), SEED_DETECTOR, recipe.dip_m
     )
     assert data.dip_windows is not None and (data.dip_windows.numpy() == expected).all()
     assert (expected[..., 0] >= 0).any()  # the group means do show the corpus's dips

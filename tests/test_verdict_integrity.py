@@ -314,7 +314,7 @@ def panel_arrays(small_corpus: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray
     from godrun.data.loader import load_corpus
 
     c = load_corpus(small_corpus / PANEL, small_corpus / SPECTRA, wavelength_grid=small_corpus / layout.WAVELENGTH_GRID)
-    return c.references.astype(np.float64), c.spectra.astype(np.float64), c.wavelengths
+    return c.reference.astype(np.float64), c.raw.astype(np.float64), c.wavelengths
 
 
 class TestNonFinitePredictionsFail:
@@ -353,7 +353,7 @@ class TestDownstreamMargin:
         from godrun.data.loader import load_corpus
 
         c = load_corpus(work / PANEL, work / SPECTRA, wavelength_grid=work / layout.WAVELENGTH_GRID)
-        ref, raw = c.references.astype(np.float64), c.spectra.astype(np.float64)
+        ref, raw = c.reference.astype(np.float64), c.raw.astype(np.float64)
         np.save(work / "pred.npy", (ref + 1.4 * (raw - ref)).astype(np.float32))  # ~1.6x raw's error
         out = subprocess.run(
             [

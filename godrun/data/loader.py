@@ -41,11 +41,11 @@ MAX_FILE_BYTES = 1 << 20  # a 601-point float64 .npy is 4.9 KB; anything near th
 
 @dataclass
 class Corpus:
-    spectra: np.ndarray  # float32 [N, L]
-    references: np.ndarray  # float32 [N, L]
+    raw: np.ndarray  # float32 [N, L]: the measured spectra, the model's input
+    reference: np.ndarray  # float32 [N, L]: their clean targets
     meta: pd.DataFrame  # manifest rows, same order
     wavelengths: np.ndarray  # float64 [L]
-    has_reference: np.ndarray | None = None  # bool [N]; rows without one hold NaN in `references`
+    has_reference: np.ndarray | None = None  # bool [N]; rows without one hold NaN in `reference`
 
 
 def read_manifest(manifest: str | os.PathLike[str], *, need_hashes: bool = False) -> pd.DataFrame:
@@ -235,7 +235,7 @@ def load_corpus(
     """Load every row of `manifest` (paths relative to root_dir), each file checked (see the module doc).
 
     Without `require_references` a row may leave reference_path empty (a Noise2Noise training row: replicates,
-    no clean target); its `references` row is NaN and `has_reference` False. With it, such a row is refused.
+    no clean target); its `reference` row is NaN and `has_reference` False. With it, such a row is refused.
     """
     manifest, root = Path(manifest), Path(root_dir)
     meta = read_manifest(manifest, need_hashes=verify)
@@ -251,37 +251,37 @@ def load_corpus(
         raise InputError(f"manifest {manifest}: pins a wavelength grid (grid_sha256); give the grid file")
     wl = load_wavelengths(wavelength_grid, expected_length, pinned=pinned)
     files = _RowFiles(manifest, root, expected_length, verify)
-    spectra = np.empty((len(meta), expected_length), np.float32)
-    refs = np.empty_like(spectra)
+    raw = np.empty((len(meta), expected_length), np.float32)
+    reference = np.empty_like(raw)
     no_hash = [None] * len(meta)
     shas = meta["content_sha256"] if "content_sha256" in meta.columns else no_hash
     ref_shas = meta["reference_sha256"] if "reference_sha256" in meta.columns else no_hash
     ref_seen: dict[str, tuple[int, str]] = {}
     rows = zip(meta["spectrum_id"], meta["path"], meta["reference_path"], shas, ref_shas, strict=True)
-    has_ref = np.ones(len(meta), bool)
+    has_reference = np.ones(len(meta), bool)
     for i, (sid, rel, ref_rel, sha, ref_sha) in enumerate(rows):
-        spectra[i], _ = files.read(rel, i + 1, sid, _hex(sha))
+        raw[i], _ = files.read(rel, i + 1, sid, _hex(sha))
         if not isinstance(ref_rel, str) or not ref_rel.strip():
             if require_references:
                 raise InputError(f"{files.where(i + 1, sid, '(none)')}: no reference_path (this manifest needs one)")
-            has_ref[i], refs[i] = False, np.nan
+            has_reference[i], reference[i] = False, np.nan
             continue
         seen = ref_seen.get(ref_rel)
         if seen is None:
-            refs[i], digest = files.read(ref_rel, i + 1, sid, _hex(ref_sha))
+            reference[i], digest = files.read(ref_rel, i + 1, sid, _hex(ref_sha))
             ref_seen[ref_rel] = (i, digest)
             continue
         first, digest = seen
         if verify and _hex(ref_sha) != digest:  # one reference file, so every row must claim its one hash
             raise InputError(f"{files.where(i + 1, sid, ref_rel)}: content does not match the manifest's sha256")
-        refs[i] = refs[first]
-    for name, arr, col in (("spectrum", spectra, "path"), ("reference", refs, "reference_path")):
-        bad = ~np.isfinite(arr).all(axis=1) & (has_ref if name == "reference" else True)
+        reference[i] = reference[first]
+    for name, arr, col in (("spectrum", raw, "path"), ("reference", reference, "reference_path")):
+        bad = ~np.isfinite(arr).all(axis=1) & (has_reference if name == "reference" else True)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             where = files.where(i + 1, meta["spectrum_id"].iloc[i], meta[col].iloc[i])
             raise InputError(f"{where}: {name} contains NaN or Inf")
-    return Corpus(spectra, refs, meta, wl, has_ref)
+    return Corpus(raw, reference, meta, wl, has_reference)
 
 
 def _one_pin(meta: pd.DataFrame, column: str, manifest: Path) -> str:

@@ -28,9 +28,9 @@ class Vectors:
     ids: Sequence[str]  # spectrum_id of each row
 
 
-def spectra_and_references(spectra: np.ndarray, references: np.ndarray, ids: Sequence[str]) -> list[Vectors]:
+def spectra_and_references(raw: np.ndarray, reference: np.ndarray, ids: Sequence[str]) -> list[Vectors]:
     """One manifest's rows as value_leakage compares them: its noisy spectra and its clean references."""
-    return [Vectors("spectrum", spectra, ids), Vectors("clean reference", references, ids)]
+    return [Vectors("spectrum", raw, ids), Vectors("clean reference", reference, ids)]
 
 
 def near_duplicates(train: np.ndarray, panel: np.ndarray, tol: float = VALUE_TOLERANCE) -> list[tuple[int, int]]:

@@ -174,7 +174,7 @@ def check_values(train: Path, panel: Path, files_root: Path) -> None:
     p = load_corpus(panel, files_root, verify=False)
     tid, pid = t.meta["spectrum_id"].tolist(), p.meta["spectrum_id"].tolist()
     problems = value_leakage(
-        spectra_and_references(t.spectra, t.references, tid), spectra_and_references(p.spectra, p.references, pid)
+        spectra_and_references(t.raw, t.reference, tid), spectra_and_references(p.raw, p.reference, pid)
     )
     if problems:
         raise InputError(f"leakage between {train} and the panel {panel}: " + "; ".join(problems))

@@ -90,12 +90,12 @@ def load_panel(
     from godrun.data.loader import load_corpus, verified_dose_features
 
     corpus = load_corpus(manifest, root_dir, wavelength_grid=wavelength_grid, require_pins=True)
-    reference = corpus.references
+    reference = corpus.reference
     if baseline_dir is not None and Path(baseline_dir).resolve() != Path(root_dir).resolve():
-        reference = load_corpus(manifest, baseline_dir, wavelength_grid=wavelength_grid, require_pins=True).references
+        reference = load_corpus(manifest, baseline_dir, wavelength_grid=wavelength_grid, require_pins=True).reference
     metadata_bytes = verified_dose_features(metadata_csv, corpus.meta, manifest) if metadata_csv else None
     return Panel(
-        raw=np.asarray(corpus.spectra, dtype=np.float32),
+        raw=np.asarray(corpus.raw, dtype=np.float32),
         reference=np.asarray(reference, dtype=np.float32),
         meta=corpus.meta.reset_index(drop=True),
         wavelengths=np.asarray(corpus.wavelengths, dtype=np.float64),

@@ -71,18 +71,18 @@ def _as_2d(a: np.ndarray) -> np.ndarray:
     return a[None, :] if a.ndim == 1 else a
 
 
-def psnr_data_range(ref: np.ndarray) -> np.ndarray:
-    """PSNR's peak per row: ref.max − ref.min, floored for flat references (see the module doc)."""
-    r = _as_2d(ref)
+def psnr_data_range(reference: np.ndarray) -> np.ndarray:
+    """PSNR's peak per row: reference.max − reference.min, floored for flat references (see the module doc)."""
+    r = _as_2d(reference)
     level = np.abs(r).max(axis=1)
     return np.maximum.reduce([r.max(axis=1) - r.min(axis=1), PSNR_RANGE_REL * level, np.full(len(r), PSNR_RANGE_ABS)])
 
 
-def psnr(pred: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """Per-spectrum PSNR (dB) of pred [N, L] against ref [N, L]; data_range = psnr_data_range(ref) per row."""
-    p, r = _as_2d(pred), _as_2d(ref)
+def psnr(pred: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Per-spectrum PSNR (dB) of pred [N, L] against reference [N, L]; peak: psnr_data_range(reference) per row."""
+    p, r = _as_2d(pred), _as_2d(reference)
     if p.shape != r.shape:
-        raise ValueError(f"pred {p.shape} and ref {r.shape} differ in shape")
+        raise ValueError(f"pred {p.shape} and reference {r.shape} differ in shape")
     data_range = psnr_data_range(r)
     mse = np.mean((p - r) ** 2, axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -107,9 +107,9 @@ def tail_pass(psnr_db: np.ndarray | pd.Series, sam_deg: np.ndarray | pd.Series, 
     return (capped_psnr(psnr_db) >= gates.tail_psnr_min) & (worst_sam(sam_deg) <= gates.tail_sam_max)
 
 
-def sam_degrees(pred: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """Per-spectrum spectral angle (degrees) between pred and ref rows."""
-    p, r = _as_2d(pred), _as_2d(ref)
+def sam_degrees(pred: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Per-spectrum spectral angle (degrees) between pred and reference rows."""
+    p, r = _as_2d(pred), _as_2d(reference)
     np_, nr = np.linalg.norm(p, axis=1), np.linalg.norm(r, axis=1)
     norms = np_ * nr
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -401,12 +401,14 @@ def _roi_pass(df: pd.DataFrame, tol: float) -> pd.Series:
     return finite & (no_dips | within)
 
 
-def panel_metrics(pred: np.ndarray, ref: np.ndarray, raw: np.ndarray, wl: np.ndarray, gates: Gates) -> pd.DataFrame:
+def panel_metrics(
+    pred: np.ndarray, reference: np.ndarray, raw: np.ndarray, wl: np.ndarray, gates: Gates
+) -> pd.DataFrame:
     """One row per spectrum: psnr, sam, tail_ok, dip errors, roi_pass, downstream errors (see module doc)."""
-    p, r, x = _as_2d(pred), _as_2d(ref), _as_2d(raw)
+    p, r, x = _as_2d(pred), _as_2d(reference), _as_2d(raw)
     wl = np.asarray(wl, dtype=np.float64)
     if not (p.shape == r.shape == x.shape) or p.shape[1] != len(wl):
-        raise ValueError(f"shape mismatch: pred {p.shape}, ref {r.shape}, raw {x.shape}, wl {wl.shape}")
+        raise ValueError(f"shape mismatch: pred {p.shape}, reference {r.shape}, raw {x.shape}, wl {wl.shape}")
     cfg = gates.detector
     finite = np.all(np.isfinite(p), axis=1)
     df = pd.DataFrame({"psnr": psnr(p, r), "sam": sam_degrees(p, r), "pred_finite": finite})
@@ -424,10 +426,10 @@ def panel_metrics(pred: np.ndarray, ref: np.ndarray, raw: np.ndarray, wl: np.nda
 
 
 def downstream_errors(
-    pred: np.ndarray, ref: np.ndarray, raw: np.ndarray, wl: np.ndarray, cfg: DipDetector
+    pred: np.ndarray, reference: np.ndarray, raw: np.ndarray, wl: np.ndarray, cfg: DipDetector
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per spectrum Σ_bands |Q(pred) − Q(ref)| and the same for the raw spectra (inf where pred is not finite)."""
-    q_r = downstream_quantities(ref, wl, cfg)
+    """Per spectrum Σ_bands |Q(pred) − Q(reference)| and the same for the raw spectra (inf where pred is not finite)."""
+    q_r = downstream_quantities(reference, wl, cfg)
     with np.errstate(invalid="ignore", over="ignore"):  # inf/NaN rows are set to inf just below
         err = np.abs(downstream_quantities(pred, wl, cfg) - q_r).sum(axis=1)
     err = np.where(np.all(np.isfinite(_as_2d(pred)), axis=1) & np.isfinite(err), err, math.inf)

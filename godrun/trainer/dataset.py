@@ -26,11 +26,11 @@ from godrun.spec import Recipe
 class SplitData:
     """One manifest's spectra ready for the model (all float32 torch tensors on CPU)."""
 
-    raw: torch.Tensor  # [N, L] noisy spectra
+    raw: torch.Tensor  # [N, L] measured (noisy) spectra
     x: torch.Tensor  # [N, L] normalised inputs
     offset: torch.Tensor  # [N]
     scale: torch.Tensor  # [N]
-    clean: torch.Tensor  # [N, L] clean references (raw units)
+    reference: torch.Tensor  # [N, L] clean references (raw units)
     partner: torch.Tensor  # [N] long: the Noise2Noise partner row (itself when it has none)
     cond: torch.Tensor | None  # [N, F] standardised dose features
     weights: torch.Tensor  # [N] sampling probability (sums to 1)
@@ -105,7 +105,7 @@ def load_split(
 ) -> SplitData:
     """One manifest's rows ready for the model; `verify` re-hashes every file against the manifest.
 
-    Without `require_references` (the training manifest) rows may have no clean reference: their `clean` row is
+    Without `require_references` (the training manifest) rows may have no clean reference: their `reference` row is
     the mean of their group's replicates (replicate_mean_references), which gives the dip loss its windows.
     """
     from godrun.data.loader import load_corpus
@@ -122,14 +122,12 @@ def load_split(
         verify=verify,
         require_references=require_references,
     )
-    if corpus.spectra.shape[1] != recipe.sequence_length:
-        raise InputError(
-            f"--sequence_length {recipe.sequence_length} but {mpath} spectra have {corpus.spectra.shape[1]}"
-        )
+    if corpus.raw.shape[1] != recipe.sequence_length:
+        raise InputError(f"--sequence_length {recipe.sequence_length} but {mpath} spectra have {corpus.raw.shape[1]}")
     groups = corpus.meta["group_id"].astype(str).to_numpy()
     if corpus.has_reference is not None and not corpus.has_reference.all():
-        corpus.references = replicate_mean_references(corpus.spectra, corpus.references, corpus.has_reference, groups)
-    xn, params = normalise.normalise(corpus.spectra)
+        corpus.reference = replicate_mean_references(corpus.raw, corpus.reference, corpus.has_reference, groups)
+    xn, params = normalise.normalise(corpus.raw)
     partner = partners(corpus.meta)
     cond = None
     if cond_stats is not None:
@@ -145,22 +143,22 @@ def load_split(
     else:
         weights = torch.full((len(groups),), 1.0 / max(len(groups), 1), dtype=torch.float64)
     return SplitData(
-        raw=torch.from_numpy(np.ascontiguousarray(corpus.spectra, dtype=np.float32)),
+        raw=torch.from_numpy(np.ascontiguousarray(corpus.raw, dtype=np.float32)),
         x=torch.from_numpy(xn),
         offset=torch.from_numpy(params["offset"].astype(np.float32)),
         scale=torch.from_numpy(params["scale"].astype(np.float32)),
-        clean=torch.from_numpy(np.ascontiguousarray(corpus.references, dtype=np.float32)),
+        reference=torch.from_numpy(np.ascontiguousarray(corpus.reference, dtype=np.float32)),
         partner=torch.from_numpy(partner),
         cond=cond,
         weights=weights,
         groups=groups,
         meta=corpus.meta,
-        dip_windows=reference_windows(recipe, corpus.references, corpus.wavelengths) if recipe.dip_loss else None,
+        dip_windows=reference_windows(recipe, corpus.reference, corpus.wavelengths) if recipe.dip_loss else None,
     )
 
 
 def replicate_mean_references(
-    spectra: np.ndarray, references: np.ndarray, has_reference: np.ndarray, groups: np.ndarray
+    raw: np.ndarray, reference: np.ndarray, has_reference: np.ndarray, groups: np.ndarray
 ) -> np.ndarray:
     """References where rows have none: the mean of every replicate of the row's group (itself included).
 
@@ -169,18 +167,18 @@ def replicate_mean_references(
     averaging n replicates divides the noise variance by n, and gate 3's detector then finds the dips the clean
     spectrum has (bench/dip_windows_without_references.py measures this against the partner alone).
     """
-    out = references.copy()
+    out = reference.copy()
     for g in np.unique(groups[~has_reference]):
         rows = groups == g
-        out[rows & ~has_reference] = spectra[rows].astype(np.float64).mean(axis=0).astype(np.float32)
+        out[rows & ~has_reference] = raw[rows].astype(np.float64).mean(axis=0).astype(np.float32)
     return out
 
 
-def reference_windows(recipe: Recipe, references: np.ndarray, wl: np.ndarray) -> torch.Tensor:
+def reference_windows(recipe: Recipe, reference: np.ndarray, wl: np.ndarray) -> torch.Tensor:
     """Gate 3's dip windows of each clean reference: the dip loss measures prediction and target in them."""
     from godrun.gates.metrics import dip_windows
 
-    return torch.from_numpy(dip_windows(references.astype(np.float64), wl, recipe.detector, recipe.dip_m))
+    return torch.from_numpy(dip_windows(reference.astype(np.float64), wl, recipe.detector, recipe.dip_m))
 
 
 def load_wavelengths(recipe: Recipe) -> np.ndarray:
@@ -254,13 +252,13 @@ def targets_for(
     """Raw target rows: the partner replicate (Noise2Noise) or the clean reference."""
     n2n = recipe.val_noise2noise if panel else recipe.noise2noise
     if not n2n:
-        return data.clean[idx]
+        return data.reference[idx]
     # non-pairwise: a random replicate of the same clean spectrum each time
     pairwise = panel or recipe.noise2noise_pairwise
     tidx = data.partner[idx] if pairwise else _random_same_pair(data, idx, gen)
     # rows without a partner fall back to their clean reference rather than learning the identity
     alone = tidx == idx
-    return torch.where(alone[:, None], data.clean[idx], data.raw[tidx])
+    return torch.where(alone[:, None], data.reference[idx], data.raw[tidx])
 
 
 def _random_same_pair(data: SplitData, idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

@@ -170,8 +170,8 @@ def _refuse_value_leaks(recipe: Recipe, train: ds.SplitData, panel: ds.SplitData
 
     tid, pid = train.meta["spectrum_id"].astype(str).tolist(), panel.meta["spectrum_id"].astype(str).tolist()
     problems = value_leakage(
-        spectra_and_references(train.raw.numpy(), train.clean.numpy(), tid),
-        spectra_and_references(panel.raw.numpy(), panel.clean.numpy(), pid),
+        spectra_and_references(train.raw.numpy(), train.reference.numpy(), tid),
+        spectra_and_references(panel.raw.numpy(), panel.reference.numpy(), pid),
     )
     if problems:
         raise InputError(f"--train_manifest {recipe.train_manifest} leaks into --val_manifest: " + "; ".join(problems))
@@ -216,8 +216,8 @@ def panel_eval(
     params = {"offset": panel.offset.double().numpy(), "scale": panel.scale.double().numpy()}
     pred = normalise.denormalise(yn.numpy(), params)
     gen = torch.Generator().manual_seed(recipe.seed)
-    ref = ds.targets_for(panel, torch.arange(len(panel)), recipe, gen, panel=True).numpy()
-    per_spectrum = panel_metrics(pred, ref, panel.raw.numpy(), wl, gates)
+    target = ds.targets_for(panel, torch.arange(len(panel)), recipe, gen, panel=True).numpy()
+    per_spectrum = panel_metrics(pred, target, panel.raw.numpy(), wl, gates)
     verdict = evaluate_gates(per_spectrum, gates)
     return {
         "panel_psnr_mean": verdict.psnr_mean,

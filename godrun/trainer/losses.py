@@ -103,10 +103,14 @@ class SpectralLoss(torch.nn.Module):
         pad = self.kernel.shape[-1] // 2
         return functional.conv1d(functional.pad(y[:, None], (pad, pad), mode="replicate"), self.kernel)[:, 0]
 
-    def windows_of(self, raw: torch.Tensor, detector: DipDetector | None = None) -> torch.Tensor:
-        """Gate 3's dip windows [B, M, 2] of raw spectra, on the CPU (the trainer passes its references')."""
-        y = raw.detach().double().cpu().numpy()
-        win = dip_windows(y, self.wl.double().cpu().numpy(), detector or self.detector, self.recipe.dip_m)
+    def windows_of(self, y: torch.Tensor, detector: DipDetector | None = None) -> torch.Tensor:
+        """Gate 3's dip windows [B, M, 2] of spectra y (raw units), on the CPU (the trainer passes its references')."""
+        win = dip_windows(
+            y.detach().double().cpu().numpy(),
+            self.wl.double().cpu().numpy(),
+            detector or self.detector,
+            self.recipe.dip_m,
+        )
         return torch.from_numpy(win)
 
     def spurious_windows(self, raw_p: torch.Tensor, ref_windows: torch.Tensor) -> torch.Tensor | None:
