@@ -23,13 +23,13 @@ def panel():
     plans = plan_groups(0.2)
     feats = dose_features(plans).set_index("group_id")
     wl = wavelength_grid()
-    raws, refs = [], []
+    raw, reference = [], []
     for i, p in enumerate(plans):
         if p.group_id in layout.PANEL_GROUPS:
-            clean, noisy, rows = synth_group(p, feats.loc[p.group_id], wl, 0, i)
-            raws.append(noisy)
-            refs.append(clean[[r["_pair"] for r in rows]])
-    return np.concatenate(raws).astype(np.float64), np.concatenate(refs).astype(np.float64), wl
+            pair_reference, group_raw, rows = synth_group(p, feats.loc[p.group_id], wl, 0, i)
+            raw.append(group_raw)
+            reference.append(pair_reference[[r["_pair"] for r in rows]])
+    return np.concatenate(raw).astype(np.float64), np.concatenate(reference).astype(np.float64), wl
 
 
 def _verdict(pred, panel):

@@ -33,9 +33,9 @@ def assign_pairs(df: pd.DataFrame) -> pd.Series:
     return pair
 
 
-def leave_one_out_means(values: np.ndarray, df: pd.DataFrame, rows: np.ndarray, path: Path) -> np.ndarray:
+def leave_one_out_means(raw: np.ndarray, df: pd.DataFrame, rows: np.ndarray, path: Path) -> np.ndarray:
     """For each of `rows` (positions): the mean of the other replicates of its sample."""
-    out = np.empty((len(rows), values.shape[1]))
+    out = np.empty((len(rows), raw.shape[1]))
     keys = (df["group_id"] + "\x00" + df["sample"] + "\x00" + df["polarity"]).to_numpy()
     for n, i in enumerate(rows):
         same = np.flatnonzero(keys == keys[i])
@@ -44,34 +44,34 @@ def leave_one_out_means(values: np.ndarray, df: pd.DataFrame, rows: np.ndarray, 
                 f"metadata {path} line {int(df['meta_line'].iloc[i])}: --references replicate-mean needs two or more "
                 f"replicates of sample {df['sample'].iloc[i]!r} in group {df['group_id'].iloc[i]!r}"
             )
-        out[n] = (values[same].sum(axis=0) - values[i]) / (len(same) - 1)
+        out[n] = (raw[same].sum(axis=0) - raw[i]) / (len(same) - 1)
     return out
 
 
 def references(
-    opts: ImportOptions, meta: pd.DataFrame, values: np.ndarray, in_panel: np.ndarray, reader: Reader
+    opts: ImportOptions, meta: pd.DataFrame, raw: np.ndarray, in_panel: np.ndarray, reader: Reader
 ) -> tuple[dict[int, np.ndarray], dict[int, str]]:
     """{row: reference values} and {row: key} (rows sharing a key share one reference file)."""
-    refs: dict[int, np.ndarray] = {}
+    reference: dict[int, np.ndarray] = {}
     keys: dict[int, str] = {}
     for i, row in enumerate(meta.itertuples(index=False)):
         if row.reference_file:
             file, _, column = row.reference_file.partition("::")
-            refs[i], _ = reader.spectrum(
+            reference[i], _ = reader.spectrum(
                 file, column or None, int(row.meta_line), row_unit(row.unit, row.meta_line, opts)
             )
             keys[i] = f"file:{row.reference_file}"
-    need = np.flatnonzero(in_panel & ~np.isin(np.arange(len(meta)), list(refs)))
+    need = np.flatnonzero(in_panel & ~np.isin(np.arange(len(meta)), list(reference)))
     if need.size and opts.references == "replicate-mean":
-        for j, ref in zip(need, leave_one_out_means(values, meta, need, opts.metadata), strict=True):
-            refs[int(j)], keys[int(j)] = ref, f"loo:{j}"
+        for j, ref in zip(need, leave_one_out_means(raw, meta, need, opts.metadata), strict=True):
+            reference[int(j)], keys[int(j)] = ref, f"loo:{j}"
     elif need.size:
         line = int(meta["meta_line"].iloc[need[0]])
         raise InputError(
             f"{opts.metadata} line {line}: panel spectrum (group {meta['group_id'].iloc[need[0]]!r}) has no "
             "reference_file; give one per panel row or --references replicate-mean"
         )
-    return refs, keys
+    return reference, keys
 
 
 def _check_partners(manifest: pd.DataFrame, meta: pd.DataFrame, path: Path) -> None:
@@ -102,7 +102,7 @@ def check_panel_references(manifest: pd.DataFrame, meta: pd.DataFrame, in_panel:
 
 
 def write_spectra(
-    root: Path, meta: pd.DataFrame, shas: list[str], refs: dict[int, np.ndarray], ref_keys: dict[int, str],
+    root: Path, meta: pd.DataFrame, shas: list[str], reference: dict[int, np.ndarray], ref_keys: dict[int, str],
     facts: list[dict], path: Path,
 ) -> pd.DataFrame:  # fmt: skip
     """Every reference as float32 .npy under data/spectra_for_fold (the spectra are there); manifest_all.csv."""
@@ -116,10 +116,10 @@ def write_spectra(
     for i, m in enumerate(meta.itertuples(index=False)):
         rel = f"spectra/{i:06d}.npy"
         ref_rel = ref_sha = ""
-        if i in refs:
+        if i in reference:
             key = ref_keys[i]
             if key not in ref_file:
-                ref_data = npy_bytes(refs[i].astype(np.float32))
+                ref_data = npy_bytes(reference[i].astype(np.float32))
                 ref_file[key] = (f"references/{len(ref_file):06d}.npy", hashlib.sha256(ref_data).hexdigest())
                 (base / ref_file[key][0]).write_bytes(ref_data)
             ref_rel, ref_sha = ref_file[key]
@@ -135,12 +135,12 @@ def write_spectra(
 
 
 def write_grid_and_stats(
-    root: Path, train_values: np.ndarray, manifest: pd.DataFrame, feats: pd.DataFrame | None, train: list[str]
+    root: Path, train_raw: np.ndarray, manifest: pd.DataFrame, feats: pd.DataFrame | None, train: list[str]
 ) -> None:
     from godrun.data.synth import _lambda_from_moments, _npy_any, npz_bytes, wavelength_grid, write_metadata
 
     wl = wavelength_grid()
-    x = train_values.astype(np.float32).astype(np.float64)
+    x = train_raw.astype(np.float32).astype(np.float64)
     stats = _lambda_from_moments(x.mean(axis=0), x.std(axis=0), wl)
     atomic_write_bytes(root / layout.LAMBDA_STATS, npz_bytes(stats))
     atomic_write_bytes(root / layout.WAVELENGTH_GRID, _npy_any(wl))

@@ -140,13 +140,13 @@ def read_all(
             finally:
                 for f in futures:
                     f.cancel()
-    values = np.concatenate([p[0] for p in parts])
+    raw = np.concatenate([p[0] for p in parts])
     facts = [f for p in parts for f in p[1]]
     shas = [h for p in parts for h in p[2]]
     for p in parts:
         reader.hashes.update(p[3])
     _check_one_unit(opts, meta, facts, reader)
-    return values, facts, shas
+    return raw, facts, shas
 
 
 def _read_chunk(
@@ -155,11 +155,11 @@ def _read_chunk(
     from godrun.data.synth import npy_bytes
 
     reader = reader or Reader(opts, check_dataset_unit=False)
-    values = np.empty((len(rows), layout.GRID_POINTS))
+    raw = np.empty((len(rows), layout.GRID_POINTS))
     facts, shas = [], []
     for k, (file, column, line, unit_cell) in enumerate(rows):
-        values[k], f = reader.spectrum(file, column, line, row_unit(unit_cell, line, opts))
-        data = npy_bytes(values[k].astype(np.float32))
+        raw[k], f = reader.spectrum(file, column, line, row_unit(unit_cell, line, opts))
+        data = npy_bytes(raw[k].astype(np.float32))
         fd = os.open(base / f"spectra/{start + k:06d}.npy", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             os.write(fd, data)
@@ -167,7 +167,7 @@ def _read_chunk(
             os.close(fd)
         facts.append(f)
         shas.append(hashlib.sha256(data).hexdigest())
-    return values, facts, shas, reader.hashes
+    return raw, facts, shas, reader.hashes
 
 
 def _check_one_unit(opts: ImportOptions, meta: pd.DataFrame, facts: list[dict], reader: Reader) -> None:

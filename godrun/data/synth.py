@@ -208,11 +208,11 @@ def _pair_clean(plan: GroupPlan, feats: pd.Series, wl: np.ndarray, seed: int, rn
 def synth_group(
     plan: GroupPlan, feats: pd.Series, wl: np.ndarray, seed: int, index: int, profile: NoiseProfile | None = None
 ):
-    """(clean [P, L], noisy [N, L], rows) for one group; replicate pairs are (2k, 2k+1), scanned in row order."""
+    """(reference [P, L], one per pair; raw [N, L]; rows) of one group; pairs are (2k, 2k+1), scanned in row order."""
     rng = np.random.default_rng([seed, 1, index])
-    clean = _pair_clean(plan, feats, wl, seed, rng)
+    reference = _pair_clean(plan, feats, wl, seed, rng)
     pair_of = np.repeat(np.arange(plan.n // 2), 2)
-    noisy = add_noise(clean[pair_of], wl, rng, profile or load_profile())
+    raw = add_noise(reference[pair_of], wl, rng, profile or load_profile())
     tag = f"t{plan.treatment}_{plan.sample}_{plan.angle}"
     rows = []
     rep_count = {pol: 0 for pol in layout.POLARITIES}
@@ -238,7 +238,7 @@ def synth_group(
                 "_row": i,
             }
         )
-    return clean.astype(np.float32), noisy.astype(np.float32), rows
+    return reference.astype(np.float32), raw.astype(np.float32), rows
 
 
 # --------------------------------------------------------------------------- writing
@@ -291,24 +291,24 @@ def synthesise(
     acc_n = 0
     made_dirs: set[Path] = set()
     for gi, plan in enumerate(plans):
-        clean, noisy, rows = synth_group(plan, feats.loc[plan.group_id], wl, seed, gi, profile)
+        reference, raw, rows = synth_group(plan, feats.loc[plan.group_id], wl, seed, gi, profile)
         for sub in ("spectra", "references"):
             d = root / sub / plan.group_id
             if d not in made_dirs:
                 d.mkdir(parents=True, exist_ok=True)
                 made_dirs.add(d)
         ref_sha: dict[str, str] = {}
-        for k in range(len(clean)):
-            data = npy_bytes(clean[k])
+        for k in range(len(reference)):
+            data = npy_bytes(reference[k])
             _write_raw(root / rows[2 * k]["reference_path"], data)
             ref_sha[rows[2 * k]["reference_path"]] = hashlib.sha256(data).hexdigest()
         for row in rows:
             row["reference_sha256"] = ref_sha[row["reference_path"]]
-            data = npy_bytes(noisy[row["_row"]])
+            data = npy_bytes(raw[row["_row"]])
             _write_raw(root / row["path"], data)
             row["content_sha256"] = hashlib.sha256(data).hexdigest()
         if plan.group_id not in layout.PANEL_GROUPS:
-            x = noisy.astype(np.float64)
+            x = raw.astype(np.float64)
             acc_sum += x.sum(0)
             acc_sq += (x * x).sum(0)
             acc_n += len(x)
