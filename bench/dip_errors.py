@@ -1,13 +1,15 @@
 """Per-dip errors on a panel: how far raw and each checkpoint measure every reference dip, and where the error is.
 
-    PYTHONPATH=$PWD .venv/bin/python bench/dip_errors.py CORPUS [CHECKPOINT ...]
+    PYTHONPATH=$PWD .venv/bin/python bench/dip_errors.py CORPUS [CHECKPOINT ...] [--around NM]
 
 CORPUS is a `godrun data synth` directory (its data/validation_panel.csv is the panel). For every dip gate 3's
 detector finds on a clean reference, grouped by centre (5 nm), prints per source (raw, then each checkpoint)
 the signed relative area and depth errors of gate 3's measurement (mean and sd over the panel's spectra) and
 the fraction beyond gate 3's tolerance. A second table gives the rms error per ROI band, as measured and
 smoothed with a 5 nm Gaussian (the low-frequency part that moves the guard-band baselines gate 3 fits).
-docs/learning-quality.md (the demo section) reads these tables.
+With --around NM, first the errors in 6 nm bins around the dip centred at NM: the mean over its spectra and
+the sd across them, the guard band left of its window and the window marked (docs/noise.md, gate 3 on
+unseen seeds). docs/learning-quality.md (the demo section) reads these tables.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from godrun.spec import Gates
 BANDS_NM = ((300, 330), (330, 360), (360, 390), (390, 450), (450, 500))
 LOW_PASS_NM = 5.0
 GROUP_NM = 5.0
+BIN_NM = 6.0
 
 
 def load(corpus: Path, checkpoints: list[Path]) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
@@ -85,13 +88,56 @@ def band_errors(wl: np.ndarray, ref: np.ndarray, sources: dict[str, np.ndarray])
     return rows
 
 
+def around(wl: np.ndarray, ref: np.ndarray, sources: dict[str, np.ndarray], centre: float, gates: Gates) -> list[dict]:
+    """The spectra whose reference has a dip centred within GROUP_NM / 2 of `centre`: per 6 nm bin from 20 nm left
+    of its window to 20 nm right of it, each source's mean error (the shared part) and the sd over those spectra
+    of the bin's mean error (the part that differs per spectrum: what moves gate 3's guard-band baselines)."""
+    rows = [
+        i
+        for i, r in enumerate(ref)
+        if any(abs(d.center_nm - centre) <= GROUP_NM / 2 for d in detect_dips(r, wl, gates.detector))
+    ]
+    if not rows:
+        return []
+    dip = next(d for d in detect_dips(ref[rows[0]], wl, gates.detector) if abs(d.center_nm - centre) <= GROUP_NM / 2)
+    out = []
+    for lo in np.arange(dip.left_nm - 20.0, dip.right_nm + 20.0, BIN_NM):
+        m = (wl >= lo) & (wl < lo + BIN_NM)
+        for name, y in sources.items():
+            e = (np.asarray(y, np.float64) - ref)[rows][:, m].mean(axis=1)
+            where = "guard" if lo + BIN_NM > dip.left_nm - gates.detector.guard_nm and lo < dip.left_nm else ""
+            where = where or ("window" if dip.left_nm <= lo < dip.right_nm else "")
+            out.append(
+                {
+                    "bin_nm": f"{lo:.0f}-{lo + BIN_NM:.0f}",
+                    "part": where,
+                    "source": name,
+                    "n": len(rows),
+                    "mean_err": float(e.mean()),
+                    "sd_err": float(e.std()),
+                }
+            )
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("corpus", type=Path, help="a `godrun data synth` directory")
     p.add_argument("checkpoints", type=Path, nargs="*", help="checkpoints to compare with raw")
+    p.add_argument("--around", type=float, help="also: the errors around the dip centred at this wavelength (nm)")
     a = p.parse_args()
     wl, ref, sources = load(a.corpus, a.checkpoints)
     with pd.option_context("display.width", 200, "display.float_format", "{:.4g}".format):
+        if a.around is not None:
+            table = pd.DataFrame(around(wl, ref, sources, a.around, Gates()))
+            if table.empty:
+                raise SystemExit(f"no reference dip centred at {a.around} nm on this panel")
+            print(
+                table.pivot_table(
+                    index=["bin_nm", "part"], columns="source", values=["mean_err", "sd_err"], sort=False
+                ).to_string()
+            )
+            print()
         print(pd.DataFrame(dip_errors(wl, ref, sources, Gates())).to_string(index=False))
         print()
         print(pd.DataFrame(band_errors(wl, ref, sources)).to_string(index=False))
