@@ -9,7 +9,8 @@ the fraction beyond gate 3's tolerance. A second table gives the rms error per R
 smoothed with a 5 nm Gaussian (the low-frequency part that moves the guard-band baselines gate 3 fits).
 With --around NM, first the errors in 6 nm bins around the dip centred at NM: the mean over its spectra and
 the sd across them, the guard band left of its window and the window marked (docs/noise.md, gate 3 on
-unseen seeds). docs/learning-quality.md (the demo section) reads these tables.
+unseen seeds); with --template K ..., the same dip's gate-3 errors on a template prior's fit (template_prior).
+docs/learning-quality.md (the demo section) reads these tables.
 """
 
 from __future__ import annotations
@@ -120,11 +121,55 @@ def around(wl: np.ndarray, ref: np.ndarray, sources: dict[str, np.ndarray], cent
     return out
 
 
+TEMPLATE_NM = (280.0, 430.0)
+
+
+def template_prior(corpus: Path, wl: np.ndarray, ref: np.ndarray, raw: np.ndarray, centre: float, k: int, gates: Gates):
+    """What a strong shape prior could do for the dip centred at `centre` (a bound for a learnt denoiser, not a
+    denoiser): each of its panel spectra's TEMPLATE_NM segment replaced by the inverse-noise-variance least-squares
+    fit of its sample's mean training reference, a quadratic baseline and the first k principal components of
+    those references. The noise variance per wavelength comes from the training rows' raw - reference. Returns
+    gate 3's relative area and depth errors [n, 2] of the dip on the fitted spectra."""
+    from godrun.data.loader import load_corpus
+
+    train = load_corpus(
+        corpus / layout.MANIFEST_TRAIN, corpus / layout.SPECTRA_DIR, wavelength_grid=corpus / layout.WAVELENGTH_GRID
+    )
+    panel = pd.read_csv(corpus / layout.PANEL_MANIFEST, dtype=str, keep_default_na=False)
+    seg = (wl >= TEMPLATE_NM[0]) & (wl <= TEMPLATE_NM[1])
+    weight = np.sqrt(1.0 / ((train.raw - train.reference)[:, seg].astype(np.float64) ** 2).mean(axis=0))
+    x = (wl[seg] - wl[seg].mean()) / wl[seg].std()
+    errors = []
+    for i, r in enumerate(ref):
+        dip = next((d for d in detect_dips(r, wl, gates.detector) if abs(d.center_nm - centre) <= GROUP_NM / 2), None)
+        if dip is None:
+            continue
+        same = (train.meta["sample"] == panel.loc[i, "sample"]).to_numpy()
+        refs = train.reference[same][:, seg].astype(np.float64)
+        mean = refs.mean(axis=0)
+        modes = np.linalg.svd(refs - mean, full_matrices=False)[2][:k]
+        basis = np.column_stack([mean, np.ones_like(x), x, x * x, *modes])
+        coef = np.linalg.lstsq(basis * weight[:, None], raw[i, seg] * weight, rcond=None)[0]
+        y = raw[i].astype(np.float64)
+        y[seg] = basis @ coef
+        m = measure_dip(y, wl, dip, gates.detector)
+        errors.append(((m.area - dip.area) / dip.area, (m.depth - dip.depth) / dip.depth))
+    return np.array(errors)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("corpus", type=Path, help="a `godrun data synth` directory")
     p.add_argument("checkpoints", type=Path, nargs="*", help="checkpoints to compare with raw")
     p.add_argument("--around", type=float, help="also: the errors around the dip centred at this wavelength (nm)")
+    p.add_argument(
+        "--template",
+        type=int,
+        nargs="*",
+        default=[],
+        metavar="K",
+        help="with --around: gate 3 on a template prior's fit with K principal components (see template_prior)",
+    )
     a = p.parse_args()
     wl, ref, sources = load(a.corpus, a.checkpoints)
     with pd.option_context("display.width", 200, "display.float_format", "{:.4g}".format):
@@ -132,6 +177,13 @@ def main() -> None:
             table = pd.DataFrame(around(wl, ref, sources, a.around, Gates()))
             if table.empty:
                 raise SystemExit(f"no reference dip centred at {a.around} nm on this panel")
+            for k in a.template:
+                e = template_prior(a.corpus, wl, ref, sources["raw"], a.around, k, Gates())
+                fail = float((~(np.abs(e) <= Gates().roi_tolerance).all(axis=1)).mean())
+                print(
+                    f"template prior, {k} components: area sd {e[:, 0].std():.3f}, depth sd {e[:, 1].std():.3f}, "
+                    f"beyond gate 3's tolerance {fail:.2f} of {len(e)}"
+                )
             print(
                 table.pivot_table(
                     index=["bin_nm", "part"], columns="source", values=["mean_err", "sd_err"], sort=False

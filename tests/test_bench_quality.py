@@ -6,6 +6,7 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from script_support import load_script
 
@@ -62,3 +63,22 @@ def test_dip_errors_fail_fraction_is_gate_3s(tmp_path) -> None:
     bands = dip_errors.band_errors(wl, ref, {"raw": sources["raw"], "reference": ref})
     assert all(b["rms"] == 0 for b in bands if b["source"] == "reference")
     assert all(b["rms_low_pass"] < b["rms"] for b in bands if b["source"] == "raw")
+
+
+def test_dip_errors_template_prior_reconstructs_a_clean_panel(tmp_path) -> None:
+    """Given the clean references as input, the template prior (every principal component) measures each dip
+    as the reference does; given the raw spectra, its errors are those of a fit, not zero."""
+    from godrun.cli import main
+    from godrun.data.synth import synthesise
+    from godrun.gates.metrics import detect_dips
+    from godrun.spec import Gates
+
+    dip_errors = load_script("bench/dip_errors.py")
+    synthesise(tmp_path, scale=0.05, seed=3)
+    assert main(["data", "panel", "--root", str(tmp_path)]) in (0, None)
+    wl, ref, sources = dip_errors.load(tmp_path, [])
+    centre = next(d.center_nm for r in ref for d in detect_dips(r, wl, Gates().detector))
+    exact = dip_errors.template_prior(tmp_path, wl, ref, ref, centre, 400, Gates())
+    assert len(exact) > 0 and np.abs(exact).max() < 1e-3
+    noisy = dip_errors.template_prior(tmp_path, wl, ref, sources["raw"], centre, 0, Gates())
+    assert noisy.shape == exact.shape and np.abs(noisy).max() > 1e-3
