@@ -77,3 +77,16 @@ def test_error_bands_bias_and_swap(bench) -> None:
     assert swap.loc["everywhere", "sam"] == pytest.approx(bands.figures(pred, ref, raw, wl)["sam"])
     # the offset is smaller than raw's noise: every one-band swap raises the PSNR above raw's
     assert (swap.drop(index=["nowhere (raw)", "everywhere"])["psnr"] > swap.loc["nowhere (raw)", "psnr"]).all()
+
+
+def test_oracle_shrink_keeps_a_perfect_correction_and_drops_a_useless_one(bench) -> None:
+    _, bands = bench
+    rng = np.random.default_rng(1)
+    wl = np.linspace(200.0, 800.0, 601)
+    ref = 0.5 + 0.2 * np.cos(wl / 30.0)[None, :] * np.ones((30, 1))
+    raw = ref + rng.normal(0, 0.01, ref.shape)
+    shrunk, factors = bands.oracle_shrink(wl, ref, raw, ref.copy(), 100.0)
+    assert factors == [1.0] * 6 and np.allclose(shrunk, ref)
+    useless = raw + rng.normal(0, 0.01, ref.shape)  # a correction that does not know the noise
+    shrunk, factors = bands.oracle_shrink(wl, ref, raw, useless, 100.0)
+    assert max(factors) < 0.1 and np.abs(shrunk - raw).max() < 0.1 * np.abs(useless - raw).max()
