@@ -61,12 +61,17 @@ def test_a_short_history_is_incomplete(bench) -> None:
     assert unseen.judge(hist, CLASSICAL, epochs=15)["done_when"] == "incomplete"
 
 
+def _panel(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A 601-point grid, n smooth clean spectra and their raw copies with white noise of 0.01."""
+    wl = np.linspace(200.0, 800.0, 601)
+    ref = 0.5 + 0.2 * np.sin(wl / 40.0)[None, :] * np.ones((n, 1))
+    return wl, ref, ref + rng.normal(0, 0.01, ref.shape)
+
+
 def test_error_bands_bias_and_swap(bench) -> None:
     _, bands = bench
     rng = np.random.default_rng(0)
-    wl = np.linspace(200.0, 800.0, 601)
-    ref = 0.5 + 0.2 * np.sin(wl / 40.0)[None, :] * np.ones((20, 1))
-    raw = ref + rng.normal(0, 0.01, ref.shape)
+    wl, ref, raw = _panel(rng, 20)
     pred = ref + 0.003  # a pure offset: its bias and rms are the offset in every band
     table = bands.error_table(wl, ref, {"raw": raw, "model": pred}, 100.0)
     model = table[table.source == "model"]
@@ -82,9 +87,7 @@ def test_error_bands_bias_and_swap(bench) -> None:
 def test_oracle_shrink_keeps_a_perfect_correction_and_drops_a_useless_one(bench) -> None:
     _, bands = bench
     rng = np.random.default_rng(1)
-    wl = np.linspace(200.0, 800.0, 601)
-    ref = 0.5 + 0.2 * np.cos(wl / 30.0)[None, :] * np.ones((30, 1))
-    raw = ref + rng.normal(0, 0.01, ref.shape)
+    wl, ref, raw = _panel(rng, 30)
     shrunk, factors = bands.oracle_shrink(wl, ref, raw, ref.copy(), 100.0)
     assert factors == [1.0] * 6 and np.allclose(shrunk, ref)
     useless = raw + rng.normal(0, 0.01, ref.shape)  # a correction that does not know the noise
