@@ -25,13 +25,14 @@ from scipy.ndimage import gaussian_filter1d
 
 from godrun.data import layout
 from godrun.evaluator.panel import checkpoint_candidates, load_panel
-from godrun.gates.metrics import detect_dips, measure_dip
+from godrun.gates.metrics import Dip, detect_dips, measure_dip
 from godrun.spec import Gates
 
 BANDS_NM = ((300, 330), (330, 360), (360, 390), (390, 450), (450, 500))
 LOW_PASS_NM = 5.0
 GROUP_NM = 5.0
 BIN_NM = 6.0
+TEMPLATE_NM = (280.0, 430.0)
 
 
 def load(corpus: Path, checkpoints: list[Path]) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
@@ -89,18 +90,21 @@ def band_errors(wl: np.ndarray, ref: np.ndarray, sources: dict[str, np.ndarray])
     return rows
 
 
+def dip_near(reference: np.ndarray, wl: np.ndarray, centre: float, gates: Gates) -> Dip | None:
+    """The reference's dip centred within GROUP_NM / 2 of `centre`, if it has one."""
+    return next(
+        (d for d in detect_dips(reference, wl, gates.detector) if abs(d.center_nm - centre) <= GROUP_NM / 2), None
+    )
+
+
 def around(wl: np.ndarray, ref: np.ndarray, sources: dict[str, np.ndarray], centre: float, gates: Gates) -> list[dict]:
     """The spectra whose reference has a dip centred within GROUP_NM / 2 of `centre`: per 6 nm bin from 20 nm left
     of its window to 20 nm right of it, each source's mean error (the shared part) and the sd over those spectra
     of the bin's mean error (the part that differs per spectrum: what moves gate 3's guard-band baselines)."""
-    rows = [
-        i
-        for i, r in enumerate(ref)
-        if any(abs(d.center_nm - centre) <= GROUP_NM / 2 for d in detect_dips(r, wl, gates.detector))
-    ]
-    if not rows:
+    dips = {i: d for i, r in enumerate(ref) if (d := dip_near(r, wl, centre, gates)) is not None}
+    if not dips:
         return []
-    dip = next(d for d in detect_dips(ref[rows[0]], wl, gates.detector) if abs(d.center_nm - centre) <= GROUP_NM / 2)
+    rows, dip = list(dips), next(iter(dips.values()))
     out = []
     for lo in np.arange(dip.left_nm - 20.0, dip.right_nm + 20.0, BIN_NM):
         m = (wl >= lo) & (wl < lo + BIN_NM)
@@ -121,30 +125,31 @@ def around(wl: np.ndarray, ref: np.ndarray, sources: dict[str, np.ndarray], cent
     return out
 
 
-TEMPLATE_NM = (280.0, 430.0)
-
-
-def template_prior(corpus: Path, wl: np.ndarray, ref: np.ndarray, raw: np.ndarray, centre: float, k: int, gates: Gates):
+def template_prior(
+    corpus: Path, wl: np.ndarray, ref: np.ndarray, raw: np.ndarray, centre: float, k: int, gates: Gates
+) -> np.ndarray:
     """What a strong shape prior could do for the dip centred at `centre` (a bound for a learnt denoiser, not a
-    denoiser): each of its panel spectra's TEMPLATE_NM segment replaced by the inverse-noise-variance least-squares
-    fit of its sample's mean training reference, a quadratic baseline and the first k principal components of
-    those references. The noise variance per wavelength comes from the training rows' raw - reference. Returns
-    gate 3's relative area and depth errors [n, 2] of the dip on the fitted spectra."""
+        denoiser): each of its panel spectra's TEMPLATE_NM segment replaced by the inverse-noise-variance least-squares
+        fit of its sample's mean training reference, a quadratic baseline and the first k principal components of
+        those references. The noise variance per wavelength comes from the training rows' raw - reference (rows with a
+    reference only). Returns
+        gate 3's relative area and depth errors [n, 2] of the dip on the fitted spectra."""
     from godrun.data.loader import load_corpus
 
     train = load_corpus(
         corpus / layout.MANIFEST_TRAIN, corpus / layout.SPECTRA_DIR, wavelength_grid=corpus / layout.WAVELENGTH_GRID
     )
     panel = pd.read_csv(corpus / layout.PANEL_MANIFEST, dtype=str, keep_default_na=False)
+    known = np.ones(len(train.raw), bool) if train.has_reference is None else train.has_reference
     seg = (wl >= TEMPLATE_NM[0]) & (wl <= TEMPLATE_NM[1])
-    weight = np.sqrt(1.0 / ((train.raw - train.reference)[:, seg].astype(np.float64) ** 2).mean(axis=0))
+    weight = np.sqrt(1.0 / ((train.raw - train.reference)[known][:, seg].astype(np.float64) ** 2).mean(axis=0))
     x = (wl[seg] - wl[seg].mean()) / wl[seg].std()
     errors = []
     for i, r in enumerate(ref):
-        dip = next((d for d in detect_dips(r, wl, gates.detector) if abs(d.center_nm - centre) <= GROUP_NM / 2), None)
+        dip = dip_near(r, wl, centre, gates)
         if dip is None:
             continue
-        same = (train.meta["sample"] == panel.loc[i, "sample"]).to_numpy()
+        same = known & (train.meta["sample"] == panel.loc[i, "sample"]).to_numpy()
         refs = train.reference[same][:, seg].astype(np.float64)
         mean = refs.mean(axis=0)
         modes = np.linalg.svd(refs - mean, full_matrices=False)[2][:k]

@@ -99,9 +99,12 @@ def main() -> None:
     a = p.parse_args()
     wl, ref, sources = load(a.corpus, a.checkpoints)
     raw = sources["raw"]
-    sources = {"raw": raw, "wavelet": DENOISERS["wavelet"](raw, wl)} | {
-        f"{Path(k).parent.name}/{Path(k).name}": v for k, v in sources.items() if k != "raw"
-    }
+    checkpoints = {k: v for k, v in sources.items() if k != "raw"}
+    short = [f"{Path(k).parent.name}/{Path(k).name}" for k in checkpoints]
+    labels = short if len(set(short)) == len(short) else list(checkpoints)  # two runs' best.pt: full paths
+    sources = {"raw": raw, "wavelet": DENOISERS["wavelet"](raw, wl)} | dict(
+        zip(labels, checkpoints.values(), strict=True)
+    )
     table = error_table(wl, ref, sources, a.band_nm)
     for metric in ("rms", "rms_low_pass", "bias"):
         print(f"\n{metric} per band (transmittance units)")

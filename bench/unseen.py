@@ -1,4 +1,4 @@
-"""Issue 24's done-when over many corpus seeds and both noise profiles, one line per (profile, seed).
+"""The learning-quality bar over many corpus seeds and both noise profiles, one line per (profile, seed).
 
     PYTHONPATH=$PWD .venv/bin/python bench/unseen.py [--seeds 101,202,303] [--profiles default,skspec-fit]
         [--scale 0.2] [--epochs 15] [--steps 40] [--set FIELD=VALUE ...] [--out bench-out/unseen]
@@ -7,15 +7,18 @@ For each corpus it runs `bench/quality.py`'s n2n-small run (the recipe at the sm
 and checks, per seed: the run passes all four gates at some epoch; from that epoch on it passes all four at
 every epoch with the ROI ratio >= 0.9; and at the trainer's best epoch and at the last one it beats the best
 classical denoiser (Savitzky-Golay, Gaussian, wavelet; the best of them on each metric) on PSNR and on SAM.
-Prints one table and "k of n corpora meet it"; writes it to <out>/unseen.md. A corpus already trained under
-<out> is read back (its metrics.csv), not trained again, so an interrupted sweep resumes. Exit 0 either way:
-a failure is a measurement.
+Prints one table and "k of n corpora meet the done-when"; writes it to <out>/unseen.md. Each corpus and run
+lives under <out>/<profile>-s<seed>-<settings digest>: a run finished with the same settings (scale, epochs,
+steps, --set) is read back from its metrics.csv, an interrupted one resumes from its last checkpoint, and other
+settings never read an old run. Exit 0 either way: a failure is a measurement.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -63,9 +66,16 @@ def judge(history: list[dict[str, Any]], classical: list[dict[str, Any]], epochs
     }
 
 
+def settings_digest(a: argparse.Namespace, extra: dict[str, Any]) -> str:
+    """What a finished run depends on besides its corpus seed and profile, as 8 hex digits."""
+    settings = {"scale": a.scale, "epochs": a.epochs, "steps": a.steps, "set": extra}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
 def one(seed: int, profile: str, a: argparse.Namespace, extra: dict[str, Any]) -> dict[str, Any]:
-    out = a.out / f"{profile}-s{seed}"
-    tag = "" if profile == "default" else f"-{Path(profile).stem}"
+    name = Path(profile).stem
+    out = a.out / f"{name}-s{seed}-{settings_digest(a, extra)}"
+    tag = "" if profile == "default" else f"-{name}"
     root = out / f"corpus-s{seed}-x{a.scale}{tag}"
     quality.corpus(root, a.scale, seed, profile)
     history = history_of(out)

@@ -93,3 +93,17 @@ def test_oracle_shrink_keeps_a_perfect_correction_and_drops_a_useless_one(bench)
     useless = raw + rng.normal(0, 0.01, ref.shape)  # a correction that does not know the noise
     shrunk, factors = bands.oracle_shrink(wl, ref, raw, useless, 100.0)
     assert max(factors) < 0.1 and np.abs(shrunk - raw).max() < 0.1 * np.abs(useless - raw).max()
+
+
+def test_a_run_is_read_back_only_under_the_same_settings(bench) -> None:
+    import argparse
+
+    unseen, _ = bench
+    a = argparse.Namespace(scale=0.2, epochs=15, steps=40)
+    same = unseen.settings_digest(argparse.Namespace(**vars(a)), {"dip_weight": 3})
+    assert same == unseen.settings_digest(a, {"dip_weight": 3})
+    assert (
+        same
+        != unseen.settings_digest(a, {})
+        != unseen.settings_digest(argparse.Namespace(**{**vars(a), "epochs": 30}), {})
+    )
