@@ -17,14 +17,18 @@ from test_data_import_attacks import _dataset, _import
 from godrun.cli import main as godrun_main
 from godrun.data.import_out import _host
 
-# the import, each spectrum read 0.3 s slower (so a signal lands while it runs); the code is the real one
+# the real import, stopped before its second spectrum until a signal ends the wait: however late the test
+# sees the first spectrum written (a loaded machine), its signal lands mid-import
 DRIVER = textwrap.dedent(
     """
     import sys, time
     from godrun.data import import_read
     read = import_read.Reader.spectrum
+    calls = []
     def slow(self, *a, **k):
-        time.sleep(0.3)
+        calls.append(1)
+        if len(calls) > 1:
+            time.sleep(120)
         return read(self, *a, **k)
     import_read.Reader.spectrum = slow
     from godrun.cli import main
@@ -122,3 +126,23 @@ def test_out_given_as_dot_builds_beside_the_folder_not_inside_it(tmp_path, monke
     assert _import(sp, meta, Path(".")) == 0
     assert (out / "data/manifest_hashes.json").is_file()
     assert _temp_folders(out) == []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_request_during_the_final_rename_does_not_fail_a_finished_import(tmp_path, monkeypatch, capsys, signum):
+    """The signal is held while OUT is put in place; once OUT is there, the import has finished: exit 0, OUT
+    complete, the late signal reported (not exit 130/143 with OUT written, which a retry would then refuse)."""
+    from godrun.data import import_out
+
+    sp, meta = _dataset(tmp_path)
+    out = tmp_path / "OUT"
+    rename = os.rename
+
+    def rename_after_a_signal(src, dst):
+        os.kill(os.getpid(), signum)  # held back: lands while the rename runs
+        rename(src, dst)
+
+    monkeypatch.setattr(import_out.os, "rename", rename_after_a_signal)
+    assert _import(sp, meta, out) == 0
+    assert (out / "data").is_dir() and _temp_folders(out) == []
+    assert f"note: {signal.Signals(signum).name} arrived while" in capsys.readouterr().err

@@ -2,7 +2,8 @@
 
 The temp folder is `.<OUT's name>.import-<host>-<pid>-<random>`. SIGTERM and SIGINT end the import through
 KeyboardInterrupt (godrun.errors.run_main), so the temp folder is removed and OUT is not touched; the removal
-and the final rename run with both signals held back, so a second signal cannot cut them short. A SIGKILLed
+and the final rename run with both signals held back, so a second signal cannot cut them short; one that arrives
+during the rename is too late to stop the import (OUT is complete) and is only reported. A SIGKILLed
 (or crashed) import cannot clean up: the next import into the same OUT on the same host removes the temp folders
 whose pid is no longer running there, and says so on stderr; another host's (OUT on a shared volume) and older
 imports' folders without host and pid are reported, not removed.
@@ -18,6 +19,7 @@ import signal
 import socket
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,11 +36,14 @@ def output_folder(out: Path) -> Iterator[Path]:
         tmp, made = prepare_out(out)
     try:
         yield tmp
-        with _signals_held(), reading(out, "--out"):
+        late: list[str] = []
+        with _signals_held(late), reading(out, "--out"):
             if out.exists():
                 out.rmdir()  # empty (checked); a rename onto it would also work, but not across a race
             os.rename(tmp, out)
             made = []
+        for name in late:
+            print(f"note: {name} arrived while {out} was being put in place; the import had finished", file=sys.stderr)
     finally:
         with _signals_held():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -106,10 +111,25 @@ def running_elsewhere(pid: int) -> bool:
 
 
 @contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """SIGINT/SIGTERM wait until the block is done (then act as usual)."""
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
+def _signals_held(dropped: list[str] | None = None) -> Iterator[None]:
+    """SIGINT/SIGTERM wait until the block is done, then act as usual; with `dropped`, they are consumed instead
+    and their names appended to it (OUT is in place: a stop request that came too late must not turn a finished
+    import into a failure, exit 130/143 with OUT written, which a retry would then refuse).
+
+    Handlers that record, not a signal mask: a mask holds back only this thread's signals, and a process-directed
+    signal goes to any thread that does not block it (numpy's BLAS threads), whose handler then interrupts us."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers; Python delivers signals there anyway
+        return
+    got: list[int] = []
+    old = {sig: signal.signal(sig, lambda num, _frame: got.append(num)) for sig in _HELD}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        if dropped is not None:
+            dropped.extend(signal.Signals(num).name for num in got)
+        else:
+            for num in dict.fromkeys(got):
+                signal.raise_signal(num)
