@@ -14,8 +14,9 @@ def test_cutout_zeroes_the_same_window_in_input_and_target() -> None:
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(16, 601) + 1.0  # no zero anywhere before the cutout
     y = x + 0.01 * torch.randn(16, 601, generator=gen)
-    xa, ya = ds.augment(x.clone(), y.clone(), recipe, gen, 1.0)
+    xa, ya, mask, _ = ds.augment(x.clone(), y.clone(), recipe, gen, 1.0)
     cut = xa == 0
+    assert torch.equal(mask, cut)
     assert torch.equal(cut.sum(1), torch.full((16,), 8))  # one 8 nm window per row
     assert torch.equal(ya == 0, cut)
     assert torch.equal(xa[~cut], x[~cut]) and torch.equal(ya[~cut], y[~cut])
@@ -25,5 +26,6 @@ def test_jitter_shifts_input_and_target_together() -> None:
     recipe = Recipe(cutout_prob=0.0, jitter_nm=1.0)
     gen = torch.Generator().manual_seed(1)
     x = torch.rand(8, 601)
-    xa, ya = ds.augment(x.clone(), x.clone(), recipe, gen, 1.0)
-    assert torch.equal(xa, ya) and not torch.equal(xa, x)
+    xa, ya, mask, shift = ds.augment(x.clone(), x.clone(), recipe, gen, 1.0)
+    assert torch.equal(xa, ya) and not torch.equal(xa, x) and not mask.any()
+    assert torch.equal(ds.shift_spectra(x, shift), xa) and shift.abs().max() <= 1.0

@@ -67,6 +67,7 @@ def test_checkpoints_and_inference_reproduce_the_logged_panel(small_corpus: Path
     assert best.meta.epoch == result.best_epoch and best.ema is not None and best.resume is None
     assert len(best.meta.code_version) == 64 and best.meta.data_hashes["train_manifest"]
     assert Recipe.model_validate(best.meta.config) == recipe
+    assert float(best.model["subspace.fitted"]) == 1.0  # the prior was learnt from the run's own training rows
     last = ck.load_checkpoint(ck.last_path(recipe.checkpoint_dir))
     assert last.meta.epoch == recipe.epochs and last.resume is not None and last.resume.optimizer
     # the evaluator's path (load_model + predict) gives the PSNR the trainer logged for that epoch

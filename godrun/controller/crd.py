@@ -85,6 +85,13 @@ CEL_RULES: dict[str, list[dict[str, Any]]] = {
             "fieldPath": ".freeze_backbone",
             "example": {"training": {"freeze_backbone": True, "calibrator_head": False}},
         },
+        {
+            "rule": "self.subspace_rank == 0 || (self.subspace_rank < self.subspace_window"
+            " && self.subspace_window <= self.sequence_length)",
+            "message": spec.SUBSPACE_MESSAGE,
+            "fieldPath": ".subspace_window",
+            "example": {"training": {"subspace_rank": 8, "subspace_window": 8}},
+        },
     ],
     "Gates": [
         {

@@ -25,6 +25,7 @@ from godrun.fsio import atomic_write_bytes, read_bytes, sha256_bytes
 from godrun.model.written import note_written
 
 CALIBRATOR_PREFIX = "calibrator"
+SUBSPACE_PREFIX = "subspace."  # the subspace prior's buffers: absent from checkpoints written before it
 
 
 def best_path(checkpoint_dir: str | Path, model: str = "mamba_tiny_uv") -> Path:
@@ -111,13 +112,19 @@ def check_shapes(own: Mapping[str, torch.Tensor], loaded: Mapping[str, Any], whe
 
 
 def check_fits(
-    own: Mapping[str, torch.Tensor], state: Mapping[str, Any], where: str, may_miss: str | None = None, hint: str = ""
+    own: Mapping[str, torch.Tensor],
+    state: Mapping[str, Any],
+    where: str,
+    may_miss: tuple[str, ...] | str = (),
+    hint: str = "",
 ) -> list[str]:
     """What a strict load_state_dict would refuse, as bad input: a shape that differs, a key missing from the
-    checkpoint (except those containing `may_miss`) or one this model lacks. Returns the keys allowed missing."""
+    checkpoint (except those containing one of `may_miss`) or one this model lacks. Returns the keys allowed
+    missing."""
     check_shapes(own, state, where, hint)
+    parts = (may_miss,) if isinstance(may_miss, str) else may_miss
     missing = [k for k in own if k not in state]
-    allowed = [k for k in missing if may_miss is not None and may_miss in k]
+    allowed = [k for k in missing if any(p in k for p in parts)]
     bad_missing = [k for k in missing if k not in allowed]
     unexpected = [k for k in state if k not in own]
     if bad_missing or unexpected:
@@ -131,10 +138,13 @@ def check_fits(
 
 
 def warm_start(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str) -> list[str]:
-    """Load `state` into `model`; only the calibrator head's new keys may be missing. Returns those keys."""
-    allowed = check_fits(model.state_dict(), state, f"--init_checkpoint {source}", CALIBRATOR_PREFIX, SHAPE_HINT)
-    model.load_state_dict(dict(state), strict=not allowed)
-    return allowed
+    """Load `state` into `model`; only the calibrator head's and the subspace prior's keys may be missing (the
+    trainer fits the prior on its own data after the warm start). Returns those keys."""
+    where = f"--init_checkpoint {source}"
+    state = {k: v for k, v in state.items() if not k.startswith(SUBSPACE_PREFIX)}
+    allowed = check_fits(model.state_dict(), state, where, (CALIBRATOR_PREFIX, SUBSPACE_PREFIX), SHAPE_HINT)
+    model.load_state_dict(state, strict=not allowed)
+    return [k for k in allowed if not k.startswith(SUBSPACE_PREFIX)]
 
 
 def config_sha256(config: Mapping[str, Any]) -> str:

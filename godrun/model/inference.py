@@ -18,8 +18,9 @@ import torch
 from godrun.contract.checkpoint import CheckpointMeta
 from godrun.errors import InputError
 from godrun.model import normalise
-from godrun.model.checkpoint import check_fits, load_checkpoint
+from godrun.model.checkpoint import SUBSPACE_PREFIX, check_fits, load_checkpoint
 from godrun.model.conditioning import raw_cond, standardise_cond
+from godrun.model.subspace import with_prior
 from godrun.spec import Recipe
 
 if TYPE_CHECKING:
@@ -48,6 +49,8 @@ def build_model(recipe: Recipe) -> MambaTinyUV:
         film_hidden_dim=recipe.film_hidden_dim,
         calibrator_head=recipe.calibrator_head,
         seq_len=recipe.sequence_length,
+        subspace_rank=recipe.subspace_rank,
+        subspace_window=recipe.subspace_window,
     )
 
 
@@ -87,8 +90,8 @@ def load_model(
     normalise.check_meta(ckpt.meta.norm, where)
     model = build_model(recipe)
     weights = ckpt.weights(prefer_ema)
-    check_fits(model.state_dict(), weights, f"{where}: weights do not fit its own config")
-    model.load_state_dict(weights)
+    old = check_fits(model.state_dict(), weights, f"{where}: weights do not fit its own config", SUBSPACE_PREFIX)
+    model.load_state_dict(weights, strict=not old)  # a checkpoint from before the prior: predicts without it
     model.to(resolve_device(device)).eval()
     return LoadedModel(model, ckpt.meta, prefer_ema and ckpt.has_ema)
 
@@ -137,6 +140,7 @@ def predict(
     dev = resolve_device(device)
     was_training = model.training
     model.eval()
-    yn = predict_normalised(model, torch.from_numpy(xn), c, batch_size, dev).numpy()
+    x = torch.from_numpy(xn)
+    yn = with_prior(model, predict_normalised(model, x, c, batch_size, dev), x).numpy()
     model.train(was_training)
     return normalise.denormalise(yn, params)

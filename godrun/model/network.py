@@ -2,12 +2,13 @@
 
 x [B, L] (normalised noisy spectrum) -> conv stem -> n_layers x (RMSNorm -> FiLM -> Mamba, residual)
 -> RMSNorm -> Linear head = correction r; output x + r (the clean spectrum), optionally through the Act B
-per-wavelength calibrator. Blocks alternate scan direction (even: left-to-right, odd: right-to-left) so that
-every position sees both sides of the spectrum at the cost of a one-way scan (from 2 layers on). The head starts
-at zero: output = input.
+per-wavelength calibrator. Predictors then pass it through the subspace prior (subspace.py, `with_prior`).
+Blocks alternate scan direction (even: left-to-right, odd: right-to-left) so that every position sees both
+sides of the spectrum at the cost of a one-way scan (from 2 layers on). The head starts at zero: output = input.
 
 Parameter names: blocks.{i}.norm, blocks.{i}.mixer.{in_proj, conv1d, x_proj, dt_proj, A_log, D, out_proj}
-(the mixer is named and shaped exactly like mamba_ssm's Mamba), stem, norm_f, head, film.*, calibrator.*.
+(the mixer is named and shaped exactly like mamba_ssm's Mamba), stem, norm_f, head, film.*, calibrator.*,
+subspace.* (buffers).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from godrun.model.mamba import Mamba
+from godrun.model.subspace import SubspacePrior
 
 DIRECTIONS = ("alternate", "forward")
 
@@ -82,6 +84,8 @@ class MambaTinyUV(nn.Module):
         calibrator_head: bool = False,
         *,
         seq_len: int = 601,
+        subspace_rank: int = 0,
+        subspace_window: int = 151,
         direction: str = "alternate",
         stem_kernel: int = 5,
     ) -> None:
@@ -99,6 +103,8 @@ class MambaTinyUV(nn.Module):
         nn.init.zeros_(self.head.bias)
         self.film = FiLM(n_cond, film_hidden_dim, n_layers, d_model) if n_cond > 0 else None
         self.calibrator = Calibrator(seq_len) if calibrator_head else None
+        # applied by the predictors after the forward pass (and any test-time flip), never trained
+        self.subspace = SubspacePrior(seq_len, subspace_rank, subspace_window) if subspace_rank else None
 
     def act_b_parameters(self) -> Iterator[nn.Parameter]:
         """What Act B trains with a frozen backbone: the calibrator and FiLM."""

@@ -280,6 +280,8 @@ class Batch(NamedTuple):
     offset: torch.Tensor
     scale: torch.Tensor
     windows: torch.Tensor | None = None  # [B, M, 2] gate-3 dip windows of each row's reference
+    cutout: torch.Tensor | None = None  # [B, L] bool: the points augment zeroed in input and target
+    shift: torch.Tensor | None = None  # [B] the jitter (grid points) augment moved input and target by
 
 
 def make_batch(
@@ -288,27 +290,30 @@ def make_batch(
     off, sc = data.offset[idx], data.scale[idx]
     x = data.x[idx]
     y = (targets_for(data, idx, recipe, gen, panel=not train) - off[:, None]) / sc[:, None]
+    cut = shift = None
     if train:
-        x, y = augment(x, y, recipe, gen, wl_step)
+        x, y, cut, shift = augment(x, y, recipe, gen, wl_step)
     cond = None if data.cond is None else data.cond[idx]
     windows = None if data.dip_windows is None else data.dip_windows[idx]
-    return Batch(x, y, cond, off, sc, windows)
+    return Batch(x, y, cond, off, sc, windows, cut, shift)
 
 
 def augment(
     x: torch.Tensor, y: torch.Tensor, recipe: Recipe, gen: torch.Generator, wl_step: float
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Train-only: the same sub-nm wavelength jitter on input and target; the same cutout window zeroed in both.
 
     Cutout zeroes the target's window too, so the model is asked to stay right around a missing stretch, not to
     invent what it could not see: with the target left whole, the window's error is the prior's uncertainty about
     8 nm of spectrum, the same at any noise level. On a quiet instrument (skspec-fit) it was ~100x the rest of
     the MSE, drove the training, and the panel PSNR fell 3-9 dB after mid-run, training rows alike
-    (docs/noise.md, "The mid-run decline")."""
+    (docs/noise.md, "The mid-run decline"). Returns x, y, the cutout mask [B, L] and the shift [B] (points)."""
     b, n = x.shape
+    mask = torch.zeros(b, n, dtype=torch.bool)
+    shift = torch.zeros(b, dtype=x.dtype)
     if recipe.jitter_nm > 0:
         shift = (torch.rand(b, generator=gen) * 2 - 1) * (recipe.jitter_nm / wl_step)
-        x, y = _shift(x, shift), _shift(y, shift)
+        x, y = shift_spectra(x, shift), shift_spectra(y, shift)
     width = round(recipe.cutout_nm / wl_step)
     if recipe.cutout_prob > 0 and width > 0:
         hit = torch.rand(b, generator=gen) < recipe.cutout_prob
@@ -316,12 +321,13 @@ def augment(
         pos = torch.arange(n)
         mask = hit[:, None] & (pos >= start[:, None]) & (pos < start[:, None] + width)
         x, y = x.masked_fill(mask, 0.0), y.masked_fill(mask, 0.0)
-    return x, y
+    return x, y, mask, shift
 
 
-def _shift(v: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+def shift_spectra(v: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Each row moved by `shift` [B] grid points (linear interpolation, edges held)."""
     n = v.shape[1]
-    pos = (torch.arange(n, dtype=v.dtype)[None] - shift[:, None]).clamp(0, n - 1)
+    pos = (torch.arange(n, dtype=v.dtype, device=v.device)[None] - shift.to(v)[:, None]).clamp(0, n - 1)
     lo = pos.floor().long().clamp(max=n - 2)
     frac = pos - lo
     return torch.gather(v, 1, lo) * (1 - frac) + torch.gather(v, 1, lo + 1) * frac

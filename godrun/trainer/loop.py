@@ -27,6 +27,7 @@ from godrun.model import checkpoint as ckpt_io
 from godrun.model import normalise
 from godrun.model.inference import build_model, predict_normalised, resolve_device
 from godrun.model.mamba import fused_scan_error, scan_backend
+from godrun.model.subspace import with_prior
 from godrun.paths import confine, writable_file
 from godrun.spec import RUN_PATH_FIELDS, Gates, Recipe
 from godrun.trainer import dataset as ds
@@ -212,6 +213,7 @@ def panel_eval(
     if recipe.tta_reverse:
         rev = predict_normalised(model, panel.x.flip(1), panel.cond, bs, device).flip(1)
         yn = 0.5 * (yn + rev)
+    yn = with_prior(model, yn, panel.x)
     model.train(was)
     params = {"offset": panel.offset.double().numpy(), "scale": panel.scale.double().numpy()}
     pred = normalise.denormalise(yn.numpy(), params)
@@ -234,6 +236,19 @@ def panel_eval(
         "verdict": verdict.verdict,
         "failed_gates": list(verdict.failed_gates),
     }
+
+
+def through_prior(model: torch.nn.Module, pred: torch.Tensor, x: torch.Tensor, b: ds.Batch) -> torch.Tensor:
+    """A training batch's prediction through the subspace prior, in the grid's own frame: a jittered batch is
+    moved back first and forth again after (the prior's components sit at fixed wavelengths); the points the
+    cutout hid stay 0, as in the target."""
+    back = None if b.shift is None or not bool(b.shift.any()) else b.shift.to(pred.device)
+    if back is not None:
+        pred, x = ds.shift_spectra(pred, -back), ds.shift_spectra(x, -back)
+    pred = with_prior(model, pred, x)
+    if back is not None:
+        pred = ds.shift_spectra(pred, back)
+    return pred if b.cutout is None else pred.masked_fill(b.cutout.to(pred.device), 0.0)
 
 
 # ------------------------------------------------------------------ the loop
@@ -319,6 +334,9 @@ class Trainer:
                 forget_written(r.checkpoint_dir)
         if self.resume_ckpt is None and r.init_checkpoint:
             warm = self._warm_start(r.init_checkpoint)
+        self.prior_fitted = self.model.subspace is not None and self.model.subspace.fit(
+            self.train_data.raw.numpy(), self.train_data.partner.numpy()
+        )  # from this run's own training rows (a resume restores the same)
         _freeze(self.model, r)
         self.model.to(self.device)
         self.net: torch.nn.Module = self.model
@@ -359,6 +377,10 @@ class Trainer:
         if warm is not None:
             r = self.recipe
             self.logger.info("warm start from %s (sha256 %s); new keys: %s", r.init_checkpoint, self.init_sha, warm)
+        if self.model.subspace is not None:
+            n, rank = len(self.train_data), self.recipe.subspace_rank
+            fitted = f"fitted on {n} training spectra" if self.prior_fitted else f"off: {n} training spectra, too few"
+            self.logger.info("subspace prior (rank %d, window %d): %s", rank, self.recipe.subspace_window, fitted)
 
     def _build_optimisation(self) -> None:
         """AdamW on the trainable parameters, the cosine schedule, EMA, the loss and mixed precision."""
@@ -470,6 +492,8 @@ class Trainer:
             cond = None if b.cond is None else b.cond.to(self.device)
             with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=r.amp):
                 pred = self.net(x, cond)
+            if self.model.subspace is not None:  # the model is prior ∘ network, trained as it predicts
+                pred = through_prior(self.model, pred.float(), x, b)
             win = None if b.windows is None else b.windows.to(self.device)
             loss, parts = self.loss_fn(pred, y, b.offset.to(self.device), b.scale.to(self.device), win)
             self.opt.zero_grad(set_to_none=True)

@@ -1,0 +1,158 @@
+"""The subspace prior: a learnt, local, low-rank shape prior applied to the network's prediction.
+
+The network removes the pixel-scale noise well but keeps part of the low-frequency noise (a few nm and wider),
+which is what moves gate 3's guard-band baselines and its dip areas (docs/noise.md). A spectrum's shape over
+~150 nm is close to a few-dimensional subspace of the training spectra's shapes there; noise mostly is not.
+So, per window of `window` points (stride window // 6, tapered and averaged where windows overlap):
+
+1. the prediction is fitted (robustly, inverse-noise weights) with the window's training mean, its first
+   `rank` principal components and a quadratic baseline; the mean and components give the *shape*;
+2. the level — the mean's coefficient and the quadratic baseline — is refitted to the *measured* spectrum
+   minus that shape, so a level or tilt the network got wrong (it can, on a rare group) comes from the data.
+
+Everything here is learnt from the training rows' raw spectra before the first step (no clean references): the
+principal components of the noise-whitened spectra, the noise level per wavelength from replicate pairs
+(E[(a − b)²] / 2; without pairs, from first differences). The fit is affine-equivariant, so it runs on the
+normalised spectra. Its parameters are buffers: they travel in the checkpoint's state_dict and are not trained;
+the network is trained through the prior (the fit is linear in the prediction once the robust step has chosen
+its points), so from the first epoch the model is at least the prior applied to the raw input — a network
+that is still learning cannot throw the panel below that (without it, early epochs flattened the dips).
+Robust: residuals beyond ROBUST_MADS scaled MADs are dropped and the fit redone (spikes must not become broad
+dips).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+ROBUST_MADS = 3.5
+ROBUST_ITERATIONS = 3
+MIN_ROWS_PER_RANK = 4  # fewer training spectra than this per component: no prior (its components are noise)
+RIDGE = 1e-9  # relative to unit-norm columns
+N_LEVEL = 4  # mean + constant, linear, quadratic: the columns refitted to the measured spectrum
+
+
+def window_starts(length: int, window: int) -> list[int]:
+    """Window starts: every window // 6 points, and one ending on the last point."""
+    stride = max(1, window // 6)
+    starts = list(range(0, length - window + 1, stride))
+    if starts[-1] != length - window:
+        starts.append(length - window)
+    return starts
+
+
+def noise_sd(raw: np.ndarray, partner: np.ndarray) -> np.ndarray:
+    """Per-wavelength noise sd [L] of raw spectra [N, L]: from replicate pairs, else from first differences."""
+    x = np.asarray(raw, np.float64)
+    idx = np.arange(len(x))
+    paired = partner != idx
+    if paired.any():
+        var = ((x[paired] - x[partner[paired]]) ** 2).mean(0) / 2
+    else:
+        d = np.diff(x, axis=1) ** 2 / 2
+        var = np.concatenate([d[:, :1], (d[:, 1:] + d[:, :-1]) / 2, d[:, -1:]], axis=1).mean(0)
+    var = np.where(np.isfinite(var), var, np.nan)
+    floor = np.nanmedian(var) * 1e-6 if np.isfinite(np.nanmedian(var)) else 1e-12
+    return np.sqrt(np.maximum(np.nan_to_num(var, nan=floor), max(floor, 1e-24)))
+
+
+class SubspacePrior(nn.Module):
+    """Buffers: basis [W, window, N_LEVEL + rank] (raw units: mean, constant, x, x², components) and the
+    inverse-noise weights [W, window]; `fitted` is 0 until `fit` ran (then the prior is the identity)."""
+
+    basis: Tensor
+    weight: Tensor
+    fitted: Tensor
+
+    def __init__(self, seq_len: int, rank: int, window: int) -> None:
+        super().__init__()
+        if not 1 <= rank < window <= seq_len:
+            raise ValueError(f"subspace prior: need 1 <= rank < window <= length, got {rank}, {window}, {seq_len}")
+        self.seq_len, self.rank, self.window = seq_len, rank, window
+        self.starts = window_starts(seq_len, window)
+        n_win = len(self.starts)
+        self.register_buffer("basis", torch.zeros(n_win, window, N_LEVEL + rank))
+        self.register_buffer("weight", torch.ones(n_win, window))
+        self.register_buffer("fitted", torch.zeros(()))
+        taper = torch.hann_window(window + 2, periodic=False, dtype=torch.float64)[1:-1]
+        cover = torch.zeros(seq_len, dtype=torch.float64)
+        for s in self.starts:
+            cover[s : s + window] += taper
+        self._taper, self._cover = taper, cover
+
+    def fit(self, raw: np.ndarray, partner: np.ndarray) -> bool:
+        """Learn the windows' means, components and noise weights from training spectra [N, L] (raw units).
+        Fewer than MIN_ROWS_PER_RANK x rank spectra leave the prior unfitted (the identity); returns whether
+        it was fitted."""
+        x = np.asarray(raw, np.float64)
+        if x.ndim != 2 or x.shape[1] != self.seq_len:
+            raise ValueError(f"subspace prior: expected [N, {self.seq_len}] spectra, got {x.shape}")
+        if len(x) < MIN_ROWS_PER_RANK * self.rank:
+            self.fitted.fill_(0.0)
+            return False
+        w_all = 1.0 / noise_sd(x, np.asarray(partner))
+        grid = np.linspace(-1.0, 1.0, self.window)
+        basis, weight = [], []
+        for s in self.starts:
+            seg, w = x[:, s : s + self.window], w_all[s : s + self.window]
+            mean = seg.mean(0)
+            modes = np.linalg.svd((seg - mean) * w, full_matrices=False)[2][: self.rank] / w
+            basis.append(np.column_stack([mean, np.ones_like(grid), grid, grid * grid, *modes]))
+            weight.append(w / w.mean())
+        self.basis.copy_(torch.from_numpy(np.stack(basis)))
+        self.weight.copy_(torch.from_numpy(np.stack(weight)))
+        self.fitted.fill_(1.0)
+        return True
+
+    def forward(self, pred: Tensor, measured: Tensor) -> Tensor:
+        """pred, measured [B, L] (the same normalisation) -> the prediction through the prior."""
+        if not bool(self.fitted) or pred.shape[0] == 0:
+            return pred
+        y, x = pred.double(), measured.double()
+        out = torch.zeros_like(y)
+        taper = self._taper.to(y.device)
+        for i, s in enumerate(self.starts):
+            w = self.weight[i].double()
+            a = _unit_columns(self.basis[i].double() * w[:, None])
+            sl = slice(s, s + self.window)
+            xw = x[:, sl] * w
+            keep = _robust_keep(a, xw)  # the measurement's outliers (spikes), whatever the network made of them
+            shape = _solve(a, keep, y[:, sl] * w)[:, N_LEVEL:] @ a[:, N_LEVEL:].T
+            level = _solve(a[:, :N_LEVEL], keep, xw - shape) @ a[:, :N_LEVEL].T
+            out[:, sl] += (shape + level) / w * taper
+        return (out / self._cover.to(y.device)).to(pred.dtype)
+
+
+def with_prior(model: nn.Module, pred: Tensor, measured: Tensor) -> Tensor:
+    """The prediction through the model's subspace prior (unchanged without one or before it is fitted)."""
+    prior = getattr(model, "subspace", None)
+    return pred if prior is None else prior(pred, measured.to(pred.device))
+
+
+def _unit_columns(a: Tensor) -> Tensor:
+    """The columns scaled to unit norm: a window's mean and its components can differ in size by orders of
+    magnitude, which the normal equations below would square."""
+    return a / a.norm(dim=0).clamp_min(1e-300)
+
+
+def _solve(a: Tensor, keep: Tensor, b: Tensor) -> Tensor:
+    """Least-squares coefficients [B, p] of b [B, n] on the columns of a [n, p] over the kept points (a tiny
+    ridge keeps nearly collinear columns, a smooth mean next to the quadratic baseline, from blowing up)."""
+    gram = torch.einsum("np,bn,nq->bpq", a, keep, a)
+    ridge = torch.eye(a.shape[1], dtype=a.dtype, device=a.device) * RIDGE
+    return torch.linalg.solve(gram + ridge, torch.einsum("np,bn->bp", a, keep * b))
+
+
+@torch.no_grad()
+def _robust_keep(a: Tensor, b: Tensor) -> Tensor:
+    """Which points [B, n] of b count: those within ROBUST_MADS scaled MADs of the full basis's fit, refitted
+    ROBUST_ITERATIONS times. Taken from the measured spectrum alone, so a network cannot choose which of its
+    own points the prior ignores (it would learn to, trained through it)."""
+    keep = torch.ones_like(b)
+    for _ in range(ROBUST_ITERATIONS):
+        resid = b - _solve(a, keep, b) @ a.T
+        mad = 1.4826 * torch.where(keep > 0, resid.abs(), torch.nan).nanmedian(dim=1).values[:, None]
+        keep = (resid.abs() <= ROBUST_MADS * mad + 1e-300).to(b.dtype)
+    return keep

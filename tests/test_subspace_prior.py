@@ -1,0 +1,202 @@
+"""The subspace prior (godrun/model/subspace.py): what it removes, what it keeps, and how it travels."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from scipy.ndimage import gaussian_filter1d
+
+from godrun.model import checkpoint as ckpt_io
+from godrun.model.inference import build_model
+from godrun.model.subspace import SubspacePrior, noise_sd, window_starts, with_prior
+from godrun.spec import Recipe
+
+L = 601
+GRID = np.arange(L, dtype=np.float64)
+
+
+def _clean(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Spectra in a 3-dimensional family: a sloped continuum and two bands, random amounts of each."""
+    a, b, c = rng.uniform(0.5, 1.5, (3, n, 1))
+    band1 = np.exp(-0.5 * ((GRID - 150) / 12) ** 2)
+    band2 = np.exp(-0.5 * ((GRID - 380) / 8) ** 2)
+    return 0.4 + a * (1 - GRID / L) * 0.5 - b * 0.2 * band1 - c * 0.1 * band2
+
+
+def _low_frequency(rng: np.random.Generator, n: int, sd: float) -> np.ndarray:
+    """Smooth noise (correlation ~8 points): the kind a pixel-scale denoiser keeps."""
+    z = gaussian_filter1d(rng.normal(size=(n, L)), 8.0, axis=1)
+    return sd * z / z.std()
+
+
+def _fitted(rng: np.random.Generator, rank: int = 4, n: int = 400, white: float = 0.02) -> SubspacePrior:
+    clean = _clean(rng, n)
+    raw = np.repeat(clean, 2, axis=0) + rng.normal(0, white, (2 * n, L))
+    partner = np.arange(2 * n) ^ 1  # rows 2k and 2k+1 are replicates of one spectrum
+    prior = SubspacePrior(L, rank, 151)
+    assert prior.fit(raw, partner)
+    return prior
+
+
+def _apply(prior: SubspacePrior, pred: np.ndarray, measured: np.ndarray) -> np.ndarray:
+    return prior(torch.from_numpy(pred), torch.from_numpy(measured)).numpy()
+
+
+def _rms(a: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(a**2)))
+
+
+def test_windows_cover_the_grid_and_end_on_its_last_point() -> None:
+    starts = window_starts(601, 151)
+    assert starts[0] == 0 and starts[-1] == 450 and all(b - a == 25 for a, b in itertools.pairwise(starts))
+    assert window_starts(100, 60)[-1] == 40  # 0, 10, ..., 40: the last window ends on the last point
+
+
+def test_noise_sd_from_pairs_matches_the_noise_added() -> None:
+    rng = np.random.default_rng(0)
+    clean = np.repeat(_clean(rng, 500), 2, axis=0)
+    sd = np.linspace(0.01, 0.05, L)
+    raw = clean + rng.normal(0, 1, clean.shape) * sd
+    est = noise_sd(raw, np.arange(len(raw)) ^ 1)
+    assert np.allclose(est, sd, rtol=0.15)
+    unpaired = noise_sd(raw, np.arange(len(raw)))  # first differences: the same order of magnitude
+    assert np.all((unpaired > 0.5 * sd) & (unpaired < 2.0 * sd))
+
+
+def test_low_frequency_noise_outside_the_training_subspace_is_removed() -> None:
+    rng = np.random.default_rng(1)
+    prior = _fitted(rng)
+    clean = _clean(rng, 50)
+    pred = clean + _low_frequency(rng, 50, 0.01)  # what a network that kept the smooth noise returns
+    measured = clean + rng.normal(0, 0.02, clean.shape)
+    out = _apply(prior, pred, measured)
+    assert _rms(out - clean) < 0.35 * _rms(pred - clean)
+
+
+def test_a_level_or_tilt_the_prediction_got_wrong_comes_back_from_the_measurement() -> None:
+    rng = np.random.default_rng(2)
+    prior = _fitted(rng)
+    clean = _clean(rng, 50)
+    pred = clean + 0.02 * (GRID / L - 0.3)  # a network's bias on a rare group: a tilt, not noise
+    measured = clean + rng.normal(0, 0.005, clean.shape)
+    out = _apply(prior, pred, measured)
+    assert _rms(out - clean) < 0.3 * _rms(pred - clean)  # what is left is the refit's share of the noise
+
+
+def test_a_spectrum_in_the_subspace_passes_unchanged() -> None:
+    rng = np.random.default_rng(3)
+    prior = _fitted(rng)
+    clean = _clean(rng, 20)
+    out = _apply(prior, clean, clean)
+    # the components, estimated from spectra with noise sd 0.02, carry a little of it; nothing more
+    assert _rms(out - clean) < 1e-3 and np.abs(out - clean).max() < 5e-3
+
+
+def test_a_spike_in_the_measurement_does_not_become_a_broad_dip() -> None:
+    rng = np.random.default_rng(4)
+    prior = _fitted(rng)
+    clean = _clean(rng, 1)
+    measured, pred = clean.copy(), clean.copy()
+    measured[0, 300] += 0.4  # a cosmic-ray spike
+    pred[0, 299:302] += (-0.02, 0.05, -0.02)  # the wiggle a network left of it
+    out = _apply(prior, pred, measured)
+    away = np.abs(GRID - 300) > 3
+    assert np.abs(out - clean)[0, away].max() < 3e-3  # without the robust step: a bump ~150 points wide
+    assert np.abs(out - clean)[0].max() < 0.02  # and the spike itself is not put back
+
+
+def test_the_prior_commutes_with_the_per_spectrum_normalisation() -> None:
+    rng = np.random.default_rng(5)
+    prior = _fitted(rng)
+    clean = _clean(rng, 10)
+    pred, measured = clean + _low_frequency(rng, 10, 0.01), clean + rng.normal(0, 0.02, clean.shape)
+    scale, offset = rng.uniform(0.5, 3.0, (10, 1)), rng.uniform(-1, 1, (10, 1))
+    direct = _apply(prior, pred, measured)
+    normalised = _apply(prior, (pred - offset) / scale, (measured - offset) / scale) * scale + offset
+    assert np.abs(direct - normalised).max() < 1e-5  # float32 basis; the ridge shifts an offset by ~1e-9 x
+
+
+def test_unfitted_or_absent_prior_is_the_identity() -> None:
+    rng = np.random.default_rng(6)
+    pred, measured = torch.from_numpy(_clean(rng, 3)), torch.from_numpy(_clean(rng, 3))
+    prior = SubspacePrior(L, 4, 151)
+    assert torch.equal(prior(pred, measured), pred)
+    assert not prior.fit(np.zeros((10, L)), np.arange(10))  # too few spectra for rank 4: stays unfitted
+    assert torch.equal(prior(pred, measured), pred)
+    assert torch.equal(with_prior(torch.nn.Linear(1, 1), pred, measured), pred)
+
+
+def test_recipe_refuses_a_window_the_rank_or_grid_cannot_hold() -> None:
+    with pytest.raises(ValueError, match="subspace_rank must be 0 or < subspace_window"):
+        Recipe(subspace_rank=8, subspace_window=8)
+    with pytest.raises(ValueError, match="subspace_window <= sequence_length"):
+        Recipe(subspace_window=700)
+    assert build_model(Recipe(subspace_rank=0)).subspace is None
+
+
+def _small(**kw: object) -> Recipe:
+    return Recipe(d_model=8, n_layers=1, d_state=4, geometry_film=False, **kw)  # type: ignore[arg-type]
+
+
+def test_the_fitted_prior_travels_in_the_checkpoint_and_an_old_checkpoint_still_loads(tmp_path) -> None:
+    from godrun.contract.checkpoint import Checkpoint, CheckpointMeta
+    from godrun.model import normalise
+    from godrun.model.inference import load_model
+
+    rng = np.random.default_rng(7)
+    recipe = _small(subspace_rank=4)
+    model = build_model(recipe)
+    assert model.subspace is not None
+    model.subspace.load_state_dict(_fitted(rng).state_dict())
+    meta = CheckpointMeta(config=recipe.model_dump(), epoch=1, norm=normalise.norm_meta())
+    ckpt_io.save_checkpoint(tmp_path / "new.pt", Checkpoint(model=model.state_dict(), meta=meta))
+    loaded = load_model(tmp_path / "new.pt").model
+    assert bool(loaded.subspace.fitted) and torch.equal(loaded.subspace.basis, model.subspace.basis)
+
+    old = {k: v for k, v in model.state_dict().items() if not k.startswith(ckpt_io.SUBSPACE_PREFIX)}
+    ckpt_io.save_checkpoint(tmp_path / "old.pt", Checkpoint(model=old, meta=meta))
+    assert not bool(load_model(tmp_path / "old.pt").model.subspace.fitted)  # predicts without the prior
+
+
+def test_a_warm_start_ignores_the_init_checkpoints_prior_whatever_its_shape() -> None:
+    rng = np.random.default_rng(8)
+    init = build_model(_small(subspace_rank=4))
+    assert init.subspace is not None
+    init.subspace.load_state_dict(_fitted(rng).state_dict())
+    model = build_model(_small(subspace_rank=8))  # another rank: other buffer shapes
+    added = ckpt_io.warm_start(model, init.state_dict(), "init.pt")
+    assert added == [] and model.subspace is not None and not bool(model.subspace.fitted)
+    assert torch.equal(model.head.weight, init.head.weight)
+
+
+def _batch(x: torch.Tensor, cutout: torch.Tensor | None, shift: torch.Tensor | None):
+    from godrun.trainer.dataset import Batch
+
+    n = x.shape[0]
+    return Batch(x, x, None, torch.zeros(n), torch.ones(n), None, cutout, shift)
+
+
+def test_training_sees_the_prior_in_the_grids_frame_and_not_where_the_cutout_hid_the_input() -> None:
+    from godrun.trainer.dataset import shift_spectra
+    from godrun.trainer.loop import through_prior
+
+    rng = np.random.default_rng(9)
+    model = torch.nn.Module()
+    model.subspace = _fitted(rng)
+    clean = torch.from_numpy(_clean(rng, 4))
+    pred = clean + torch.from_numpy(_low_frequency(rng, 4, 0.01))
+    cut = torch.zeros(4, L, dtype=torch.bool)
+    cut[:, 100:108] = True
+    plain = with_prior(model, pred, clean)
+    out = through_prior(model, pred, clean, _batch(clean, cut, torch.zeros(4)))
+    assert torch.equal(out[cut], torch.zeros(32, dtype=out.dtype)) and torch.equal(out[~cut], plain[~cut])
+    shift = torch.tensor([1.0, -1.0, 2.0, 0.0])  # whole points: moving back and forth is exact
+    sp, sx = shift_spectra(pred, shift), shift_spectra(clean, shift)
+    want = shift_spectra(plain, shift)
+    moved = through_prior(model, sp, sx, _batch(clean, None, shift))
+    in_place = with_prior(model, sp, sx)  # the prior applied where the jitter left the spectrum
+    # only the points held at the edges differ (they move the end windows' fits a little)
+    assert (moved - want).abs().max() < 0.1 * (in_place - want)[:3].abs().max()
