@@ -241,18 +241,6 @@ class Recipe(BaseModel):
         False, description="Use noisy replicates as panel targets (off: panel uses clean references)."
     )
     tta_reverse: bool = Field(False, description="Reverse-time test-time augmentation on the panel (off in the seed).")
-    subspace_rank: NonNegInt = Field(
-        8,
-        description="Subspace prior after the network (the model is prior(network), in training and in every "
-        "prediction): per window of subspace_window points, the network's shape is projected on the training "
-        "spectra's first subspace_rank principal components there, and its level and quadratic baseline are "
-        "refitted to the measured spectrum (robust, inverse-noise weights; learnt from the raw training rows "
-        "before the first step, no references). Removes the low-frequency noise a network keeps "
-        "(docs/noise.md); 0 disables.",
-    )
-    subspace_window: PosInt = Field(
-        151, description="Points per window of the subspace prior (windows overlap by 5/6, tapered)."
-    )
     geometry_film: bool = Field(True, description="Condition every block on dose/geometry features through FiLM.")
     film_hidden_dim: PosInt = Field(64, description="Hidden width of the FiLM conditioning MLP.")
     film_features: list[FilmFeature] = Field(
@@ -363,12 +351,25 @@ class Recipe(BaseModel):
     audit_log: str = run_path(
         "logs/god_run/auditing_manifest.log", "Audit log (.log) of manifest, config and code hashes."
     )
-    # Options beyond the seed's command line (defaults keep the seed's behaviour).
+    # Options beyond the seed's command line. Their defaults keep the seed's behaviour, except two measured
+    # departures (docs/noise.md, "The subspace prior"): the subspace prior is on, the wavelength jitter off.
+    subspace_rank: NonNegInt = Field(
+        8,
+        description="Subspace prior after the network (the model is prior(network), in training and in every "
+        "prediction): per window of subspace_window points, the network's shape is projected on the training "
+        "spectra's first subspace_rank principal components there, and its level and quadratic baseline are "
+        "refitted to the measured spectrum (robust, inverse-noise weights; learnt from the raw training rows "
+        "before the first step, no references). Removes the low-frequency noise a network keeps "
+        "(docs/noise.md); 0 disables.",
+    )
+    subspace_window: PosInt = Field(
+        151, description="Points per window of the subspace prior (windows overlap by 5/6, tapered)."
+    )
     jitter_nm: WindowNm = Field(
         0.0,
-        description="Train-only random wavelength shift (nm, uniform ±); 0 (default) disables. Off by default "
-        "since the subspace prior: trained through it, a sub-nm shift (linear interpolation, a slight blur) "
-        "cost the quiet profile its downstream gate (docs/noise.md); the seed's plan had it on at 1 nm.",
+        description="Train-only random wavelength shift (nm, uniform ±); 0 (default) disables. The seed's plan "
+        "has it on; off since the subspace prior: trained through it (each row moved back to the grid's frame "
+        "for the prior), a 1 nm jitter cost the quiet skspec-fit profile its downstream gate (docs/noise.md).",
     )
     cutout_prob: float = Field(0.25, ge=0, le=1, description="Train-only probability of zeroing one short window.")
     cutout_nm: WindowNm = Field(8.0, description="Width (nm) of the train-only cutout window.")

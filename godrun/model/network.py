@@ -103,7 +103,8 @@ class MambaTinyUV(nn.Module):
         nn.init.zeros_(self.head.bias)
         self.film = FiLM(n_cond, film_hidden_dim, n_layers, d_model) if n_cond > 0 else None
         self.calibrator = Calibrator(seq_len) if calibrator_head else None
-        # applied by the predictors after the forward pass (and any test-time flip), never trained
+        # applied after the forward pass (and any test-time flip) by the predictors and the training step;
+        # its buffers are learnt from the training rows before the first step, never by gradient
         self.subspace = SubspacePrior(seq_len, subspace_rank, subspace_window) if subspace_rank else None
 
     def act_b_parameters(self) -> Iterator[nn.Parameter]:

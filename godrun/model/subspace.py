@@ -5,20 +5,21 @@ which is what moves gate 3's guard-band baselines and its dip areas (docs/noise.
 ~150 nm is close to a few-dimensional subspace of the training spectra's shapes there; noise mostly is not.
 So, per window of `window` points (stride window // 6, tapered and averaged where windows overlap):
 
-1. the prediction is fitted (robustly, inverse-noise weights) with the window's training mean, its first
-   `rank` principal components and a quadratic baseline; the mean and components give the *shape*;
-2. the level — the mean's coefficient and the quadratic baseline — is refitted to the *measured* spectrum
+1. the prediction is fitted (inverse-noise weights) with the window's training mean, its first `rank`
+   principal components and a quadratic baseline; the components' part is the *shape*;
+2. the level — the mean's coefficient and the quadratic baseline — is fitted to the *measured* spectrum
    minus that shape, so a level or tilt the network got wrong (it can, on a rare group) comes from the data.
 
 Everything here is learnt from the training rows' raw spectra before the first step (no clean references): the
 principal components of the noise-whitened spectra, the noise level per wavelength from replicate pairs
 (E[(a − b)²] / 2; without pairs, from first differences). The fit is affine-equivariant, so it runs on the
-normalised spectra. Its parameters are buffers: they travel in the checkpoint's state_dict and are not trained;
-the network is trained through the prior (the fit is linear in the prediction once the robust step has chosen
-its points), so from the first epoch the model is at least the prior applied to the raw input — a network
-that is still learning cannot throw the panel below that (without it, early epochs flattened the dips).
-Robust: residuals beyond ROBUST_MADS scaled MADs are dropped and the fit redone (spikes must not become broad
-dips).
+normalised spectra. Its parameters are buffers: they travel in the checkpoint's state_dict and are not trained.
+The network is trained through the prior (the fit is linear in the prediction once the robust step has chosen
+its points): at the first step the model is the prior applied to the raw input, and training only has to
+improve on that. Applied after training alone, the prior inherited the network's early epochs, whose dips
+were flattened, and gate 3 failed at those epochs (docs/noise.md).
+Robust: each fit leaves out the points beyond ROBUST_MADS scaled MADs of its own residual and is redone
+(spikes must not become broad dips).
 """
 
 from __future__ import annotations
@@ -117,10 +118,10 @@ class SubspacePrior(nn.Module):
             w = self.weight[i].double()
             a = _unit_columns(self.basis[i].double() * w[:, None])
             sl = slice(s, s + self.window)
-            xw = x[:, sl] * w
-            keep = _robust_keep(a, xw)  # the measurement's outliers (spikes), whatever the network made of them
-            shape = _solve(a, keep, y[:, sl] * w)[:, N_LEVEL:] @ a[:, N_LEVEL:].T
-            level = _solve(a[:, :N_LEVEL], keep, xw - shape) @ a[:, :N_LEVEL].T
+            yw = y[:, sl] * w
+            shape = _solve(a, _robust_keep(a, yw), yw)[:, N_LEVEL:] @ a[:, N_LEVEL:].T
+            rest = x[:, sl] * w - shape
+            level = _solve(a[:, :N_LEVEL], _robust_keep(a[:, :N_LEVEL], rest), rest) @ a[:, :N_LEVEL].T
             out[:, sl] += (shape + level) / w * taper
         return (out / self._cover.to(y.device)).to(pred.dtype)
 
@@ -147,9 +148,8 @@ def _solve(a: Tensor, keep: Tensor, b: Tensor) -> Tensor:
 
 @torch.no_grad()
 def _robust_keep(a: Tensor, b: Tensor) -> Tensor:
-    """Which points [B, n] of b count: those within ROBUST_MADS scaled MADs of the full basis's fit, refitted
-    ROBUST_ITERATIONS times. Taken from the measured spectrum alone, so a network cannot choose which of its
-    own points the prior ignores (it would learn to, trained through it)."""
+    """Which points [B, n] of b count in its fit on the columns of a: those within ROBUST_MADS scaled MADs of
+    the fit, refitted ROBUST_ITERATIONS times (a spike, or the wiggle a network left of one, drops out)."""
     keep = torch.ones_like(b)
     for _ in range(ROBUST_ITERATIONS):
         resid = b - _solve(a, keep, b) @ a.T
