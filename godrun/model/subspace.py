@@ -108,22 +108,25 @@ class SubspacePrior(nn.Module):
         return True
 
     def forward(self, pred: Tensor, measured: Tensor) -> Tensor:
-        """pred, measured [B, L] (the same normalisation) -> the prediction through the prior."""
+        """pred, measured [B, L] (the same normalisation) -> the prediction through the prior (all windows at
+        once: [B, W, window] gathered, fitted, and added back tapered)."""
         if not bool(self.fitted) or pred.shape[0] == 0:
             return pred
-        y, x = pred.double(), measured.double()
-        out = torch.zeros_like(y)
-        taper = self._taper.to(y.device)
-        for i, s in enumerate(self.starts):
-            w = self.weight[i].double()
-            a = _unit_columns(self.basis[i].double() * w[:, None])
-            sl = slice(s, s + self.window)
-            yw = y[:, sl] * w
-            shape = _solve(a, _robust_keep(a, yw), yw)[:, N_LEVEL:] @ a[:, N_LEVEL:].T
-            rest = x[:, sl] * w - shape
-            level = _solve(a[:, :N_LEVEL], _robust_keep(a[:, :N_LEVEL], rest), rest) @ a[:, :N_LEVEL].T
-            out[:, sl] += (shape + level) / w * taper
-        return (out / self._cover.to(y.device)).to(pred.dtype)
+        dev = pred.device
+        idx = (torch.tensor(self.starts, device=dev)[:, None] + torch.arange(self.window, device=dev)).flatten()
+        n_win = len(self.starts)
+        w = self.weight.double()  # [W, n]
+        a = _unit_columns(self.basis.double() * w[..., None])  # [W, n, p]
+        yw = pred.double()[:, idx].view(-1, n_win, self.window) * w
+        shape = _solve(a, _robust_keep(a, yw), yw)[..., N_LEVEL:, None]
+        shape = (a[..., N_LEVEL:] @ shape).squeeze(-1)  # [B, W, n]
+        rest = measured.double()[:, idx].view(-1, n_win, self.window) * w - shape
+        lv = a[..., :N_LEVEL]
+        level = (lv @ _solve(lv, _robust_keep(lv, rest), rest)[..., None]).squeeze(-1)
+        fit = (shape + level) / w * self._taper.to(dev)
+        out = torch.zeros(pred.shape[0], self.seq_len, dtype=fit.dtype, device=dev)
+        out.index_add_(1, idx, fit.flatten(1))
+        return (out / self._cover.to(dev)).to(pred.dtype)
 
 
 def with_prior(model: nn.Module, pred: Tensor, measured: Tensor) -> Tensor:
@@ -135,24 +138,25 @@ def with_prior(model: nn.Module, pred: Tensor, measured: Tensor) -> Tensor:
 def _unit_columns(a: Tensor) -> Tensor:
     """The columns scaled to unit norm: a window's mean and its components can differ in size by orders of
     magnitude, which the normal equations below would square."""
-    return a / a.norm(dim=0).clamp_min(1e-300)
+    return a / a.norm(dim=-2, keepdim=True).clamp_min(1e-300)
 
 
 def _solve(a: Tensor, keep: Tensor, b: Tensor) -> Tensor:
-    """Least-squares coefficients [B, p] of b [B, n] on the columns of a [n, p] over the kept points (a tiny
-    ridge keeps nearly collinear columns, a smooth mean next to the quadratic baseline, from blowing up)."""
-    gram = torch.einsum("np,bn,nq->bpq", a, keep, a)
-    ridge = torch.eye(a.shape[1], dtype=a.dtype, device=a.device) * RIDGE
-    return torch.linalg.solve(gram + ridge, torch.einsum("np,bn->bp", a, keep * b))
+    """Least-squares coefficients [B, W, p] of b [B, W, n] on the columns of a [W, n, p] over the kept points
+    (a tiny ridge keeps nearly collinear columns, a smooth mean next to the quadratic baseline, from blowing
+    up)."""
+    akt = (keep[..., None] * a).transpose(-1, -2)  # [B, W, p, n]
+    ridge = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device) * RIDGE
+    return torch.linalg.solve(akt @ a + ridge, (akt @ b[..., None]).squeeze(-1))
 
 
 @torch.no_grad()
 def _robust_keep(a: Tensor, b: Tensor) -> Tensor:
-    """Which points [B, n] of b count in its fit on the columns of a: those within ROBUST_MADS scaled MADs of
-    the fit, refitted ROBUST_ITERATIONS times (a spike, or the wiggle a network left of one, drops out)."""
+    """Which points [B, W, n] of b count in its fit on the columns of a: those within ROBUST_MADS scaled MADs
+    of the fit, refitted ROBUST_ITERATIONS times (a spike, or the wiggle a network left of one, drops out)."""
     keep = torch.ones_like(b)
     for _ in range(ROBUST_ITERATIONS):
-        resid = b - _solve(a, keep, b) @ a.T
-        mad = 1.4826 * torch.where(keep > 0, resid.abs(), torch.nan).nanmedian(dim=1).values[:, None]
+        resid = b - (a @ _solve(a, keep, b)[..., None]).squeeze(-1)
+        mad = 1.4826 * torch.where(keep > 0, resid.abs(), torch.nan).nanmedian(dim=-1, keepdim=True).values
         keep = (resid.abs() <= ROBUST_MADS * mad + 1e-300).to(b.dtype)
     return keep
