@@ -129,11 +129,10 @@ def template_prior(
     corpus: Path, wl: np.ndarray, ref: np.ndarray, raw: np.ndarray, centre: float, k: int, gates: Gates
 ) -> np.ndarray:
     """What a strong shape prior could do for the dip centred at `centre` (a bound for a learnt denoiser, not a
-        denoiser): each of its panel spectra's TEMPLATE_NM segment replaced by the inverse-noise-variance least-squares
-        fit of its sample's mean training reference, a quadratic baseline and the first k principal components of
-        those references. The noise variance per wavelength comes from the training rows' raw - reference (rows with a
-    reference only). Returns
-        gate 3's relative area and depth errors [n, 2] of the dip on the fitted spectra."""
+    denoiser): each of its panel spectra's TEMPLATE_NM segment replaced by the inverse-noise-variance least-squares
+    fit of its sample's mean training reference, a quadratic baseline and the first k principal components of
+    those references. The noise variance per wavelength comes from the training rows' raw - reference (rows with
+    a reference only). Returns gate 3's relative area and depth errors [n, 2] of the dip on the fitted spectra."""
     from godrun.data.loader import load_corpus
 
     train = load_corpus(

@@ -55,8 +55,9 @@ def noise_sd(raw: np.ndarray, partner: np.ndarray) -> np.ndarray:
         d = np.diff(x, axis=1) ** 2 / 2
         var = np.concatenate([d[:, :1], (d[:, 1:] + d[:, :-1]) / 2, d[:, -1:]], axis=1).mean(0)
     var = np.where(np.isfinite(var), var, np.nan)
-    floor = np.nanmedian(var) * 1e-6 if np.isfinite(np.nanmedian(var)) else 1e-12
-    return np.sqrt(np.maximum(np.nan_to_num(var, nan=floor), max(floor, 1e-24)))
+    median = np.nanmedian(var) if np.isfinite(var).any() else np.nan
+    floor = max(median * 1e-6 if np.isfinite(median) else 1e-12, 1e-24)
+    return np.sqrt(np.maximum(np.nan_to_num(var, nan=floor), floor))
 
 
 class SubspacePrior(nn.Module):

@@ -334,9 +334,8 @@ class Trainer:
                 forget_written(r.checkpoint_dir)
         if self.resume_ckpt is None and r.init_checkpoint:
             warm = self._warm_start(r.init_checkpoint)
-        self.prior_fitted = self.model.subspace is not None and self.model.subspace.fit(
-            self.train_data.raw.numpy(), self.train_data.partner.numpy()
-        )  # from this run's own training rows (a resume restores the same)
+        if self.resume_ckpt is None and self.model.subspace is not None:  # a resume restores its buffers
+            self.model.subspace.fit(self.train_data.raw.numpy(), self.train_data.partner.numpy())
         _freeze(self.model, r)
         self.model.to(self.device)
         self.net: torch.nn.Module = self.model
@@ -377,9 +376,9 @@ class Trainer:
         if warm is not None:
             r = self.recipe
             self.logger.info("warm start from %s (sha256 %s); new keys: %s", r.init_checkpoint, self.init_sha, warm)
-        if self.model.subspace is not None:
+        if self.model.subspace is not None and self.resume_ckpt is None:
             n, rank = len(self.train_data), self.recipe.subspace_rank
-            fitted = f"fitted on {n} training spectra" if self.prior_fitted else f"off: {n} training spectra, too few"
+            fitted = f"fitted on {n} training spectra" if self.model.subspace.fitted else f"off: {n} spectra, too few"
             self.logger.info("subspace prior (rank %d, window %d): %s", rank, self.recipe.subspace_window, fitted)
 
     def _build_optimisation(self) -> None:
