@@ -386,8 +386,23 @@ class Cluster:
     def apply_crd(self, path: Path) -> None:
         """Apply a CRD (server-side, idempotent) and wait until it is Established."""
         self.kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=godrun-tests", "-f", str(path))
-        name = yaml.safe_load(path.read_text())["metadata"]["name"]
-        self.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+        self.wait_crd_established(yaml.safe_load(path.read_text())["metadata"]["name"])
+
+    def wait_crd_established(self, name: str, timeout: float = 60) -> None:
+        """Until the CRD's Established condition is True. Not `kubectl wait`: it fails at once, not waiting,
+        when it reads the CRD before the API server has written any status condition (seen in CI)."""
+        from kubernetes import client
+
+        api = client.ApiextensionsV1Api(self.api_client())
+        deadline = time.monotonic() + timeout
+        while True:
+            status = api.read_custom_resource_definition(name).status
+            conditions = (status.conditions if status else None) or []
+            if any(c.type == "Established" and c.status == "True" for c in conditions):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"crd/{name} not Established after {timeout:g} s: {conditions}")
+            time.sleep(0.1)
 
     # -- namespaces and identities ---------------------------------------------------------------
     def create_namespace(self, name: str, default_service_account: bool = True) -> str:

@@ -94,7 +94,7 @@ def godruns(k8s_cluster: Cluster) -> client.CustomObjectsApi:
         "-",
         input=yaml.safe_dump(crd),
     )
-    k8s_cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd['metadata']['name']}", "--timeout=60s")
+    k8s_cluster.wait_crd_established(crd["metadata"]["name"])
     return client.CustomObjectsApi(k8s_cluster.api_client())
 
 
