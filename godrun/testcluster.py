@@ -393,14 +393,12 @@ class Cluster:
         when it reads the CRD before the API server has written any status condition (seen in CI)."""
         from kubernetes import client
 
-        from godrun.contract.words import ConditionStatus
-
         api = client.ApiextensionsV1Api(self.api_client())
         deadline = time.monotonic() + timeout
         while True:
             status = api.read_custom_resource_definition(name).status
             conditions = (status.conditions if status else None) or []
-            if any(c.type == "Established" and c.status == ConditionStatus.TRUE for c in conditions):
+            if any(c.type == "Established" and c.status == "True" for c in conditions):
                 return
             if time.monotonic() > deadline:
                 raise TimeoutError(f"crd/{name} not Established after {timeout:g} s: {conditions}")
