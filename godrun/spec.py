@@ -305,6 +305,14 @@ class Recipe(BaseModel):
     dip_underfill_factor: float = Field(
         2.0, ge=1.0, description="Extra penalty factor when a predicted dip is shallower/smaller than the target's."
     )
+    dip_balance: bool = Field(
+        True,
+        description="Before the first step, scale the dip loss down (never up) so that on the subspace prior's own "
+        "output for the raw training inputs it is no larger than the pixel terms (MSE, derivatives, curvature). "
+        "There the dip loss is mostly its floor, the Noise2Noise target's dip-feature noise; in quiet, correlated "
+        "noise that floor was ~40x the pixel terms, the steps followed it and the panel PSNR drifted down after "
+        "mid-run. With Noise2Noise targets and the prior (subspace_rank > 0) only; the scale is logged.",
+    )
     dip_detect_sigma_nm: float = Field(
         SEED_DETECTOR.smooth_nm,
         gt=0,
@@ -340,6 +348,13 @@ class Recipe(BaseModel):
         True, description="Keep an exponential moving average of the weights (used for panel and export)."
     )
     ema_decay: float = Field(0.999, gt=0, lt=1, description="EMA decay per optimiser step.")
+    ema_warmup: bool = Field(
+        True,
+        description="Ramp the EMA decay as min(ema_decay, (1 + n) / (3 + n)) after n steps (the average spans about "
+        "the last half of the steps so far): without it the average starts as the initial weights, and early in "
+        "training a blend of those and the trained weights scored worse than either (a quiet-noise corpus failed "
+        "gate 4 at epoch 2 with the average, passed without).",
+    )
     cudnn_benchmark: bool = Field(True, description="Let cuDNN pick the fastest kernels (CUDA only).")
     init_checkpoint: str | None = run_path(
         files.WARM_START,

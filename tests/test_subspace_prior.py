@@ -155,6 +155,12 @@ def test_the_fitted_prior_travels_in_the_checkpoint_and_an_old_checkpoint_still_
     ckpt_io.save_checkpoint(tmp_path / "new.pt", Checkpoint(model=model.state_dict(), meta=meta))
     loaded = load_model(tmp_path / "new.pt").model
     assert bool(loaded.subspace.fitted) and torch.equal(loaded.subspace.basis, model.subspace.basis)
+    assert torch.equal(loaded.subspace.guard, model.subspace.guard) and (loaded.subspace.guard > 0).all()
+
+    unguarded = {k: v for k, v in model.state_dict().items() if k not in ("subspace.guard", "subspace.noise")}
+    ckpt_io.save_checkpoint(tmp_path / "unguarded.pt", Checkpoint(model=unguarded, meta=meta))
+    before = load_model(tmp_path / "unguarded.pt").model.subspace  # written before the guard: fitted, no guard
+    assert bool(before.fitted) and not before.guard.any()
 
     old = {k: v for k, v in model.state_dict().items() if not k.startswith(ckpt_io.SUBSPACE_PREFIX)}
     ckpt_io.save_checkpoint(tmp_path / "old.pt", Checkpoint(model=old, meta=meta))
@@ -200,3 +206,73 @@ def test_training_sees_the_prior_in_the_grids_frame_and_not_where_the_cutout_hid
     in_place = with_prior(model, sp, sx)  # the prior applied where the jitter left the spectrum
     # only the points held at the edges differ (they move the end windows' fits a little)
     assert (moved - want).abs().max() < 0.1 * (in_place - want)[:3].abs().max()
+
+
+def _off_family(rng: np.random.Generator, n: int) -> np.ndarray:
+    """In-family spectra with a band the training family never had (a real sample after synthetic training)."""
+    return _clean(rng, n) - 0.4 * np.exp(-0.5 * ((GRID - 520) / 10) ** 2)
+
+
+def _guarded(prior: SubspacePrior, pred: np.ndarray, measured: np.ndarray, guard: bool = True) -> np.ndarray:
+    """The prior in the normalised frame, as inference applies it, back in raw units (eval mode; the guard
+    needs each row's normalisation scale)."""
+    from godrun.model import normalise
+
+    xn, params = normalise.normalise(measured)
+    prior.eval()
+    scale = torch.from_numpy(params["scale"]) if guard else None
+    out = prior(torch.from_numpy(normalise.apply(pred, params)), torch.from_numpy(xn), scale)
+    return normalise.denormalise(out.numpy(), params).astype(np.float64)
+
+
+def test_the_guard_leaves_spectra_of_the_training_family_alone() -> None:
+    rng = np.random.default_rng(10)
+    prior = _fitted(rng)
+    assert (prior.guard > 0).all()
+    clean = _clean(rng, 200)
+    measured = clean + rng.normal(0, 0.02, clean.shape)  # fresh draws of the training family and its noise
+    guarded, plain = _guarded(prior, measured, measured), _guarded(prior, measured, measured, guard=False)
+    assert np.abs(guarded - plain).max() < 1e-6
+
+
+def test_the_guard_passes_a_window_the_model_does_not_know_through() -> None:
+    rng = np.random.default_rng(11)
+    prior = _fitted(rng)
+    clean = _off_family(rng, 20)
+    measured = clean + rng.normal(0, 0.02, clean.shape)  # the training family's noise
+    plain = _guarded(prior, measured, measured, guard=False)
+    guarded = _guarded(prior, measured, measured)
+    band = np.abs(GRID - 520) < 25
+    assert _rms((plain - clean)[:, band]) > 3 * 0.02  # the family's shapes cannot hold the band
+    assert _rms((guarded - clean)[:, band]) < 1.2 * 0.02  # the measurement, passed through
+    far = GRID < 520 - 200  # windows that do not reach the band keep the prior's output
+    assert np.abs(guarded - plain)[:, far].max() < 1e-6
+
+
+def test_the_guard_needs_eval_mode_and_the_scale() -> None:
+    rng = np.random.default_rng(12)
+    prior = _fitted(rng)
+    measured = torch.from_numpy(_off_family(rng, 4) + rng.normal(0, 0.02, (4, L)))
+    scale = torch.ones(4)
+    prior.train()
+    training = prior(measured, measured, scale)  # the loss sees the prior itself, never the measurement
+    prior.eval()
+    assert torch.equal(training, prior(measured, measured))
+    assert not torch.allclose(training, prior(measured, measured, scale))
+
+
+def test_the_guards_misfit_is_the_noise_units_variance_of_the_residual() -> None:
+    rng = np.random.default_rng(13)
+    prior = _fitted(rng)
+    n_win = len(prior.starts)
+    fit = torch.zeros(3, n_win, 151, dtype=torch.float64)
+    measured = torch.from_numpy(rng.normal(0, 1, (3, n_win, 151)))
+    scale = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64)
+    got = prior.misfit(fit, measured, scale).numpy()
+    sd = prior.noise.double().numpy()
+    z2 = np.sort((measured.numpy() * scale.numpy()[:, None, None] / sd) ** 2, axis=-1)
+    want = z2[..., : round(0.95 * 151)].mean(-1) / 0.759  # the 95 % smallest, over that mean for N(0, 1)
+    assert np.allclose(got, want, rtol=1e-6)
+    # residuals of the noise's own size score ~1 (the pair estimate of sd 0.02 is within a few %)
+    noise = torch.from_numpy(rng.normal(0, 0.02, (200, n_win, 151)))
+    assert abs(float(prior.misfit(torch.zeros_like(noise), noise, torch.ones(200)).median()) - 1) < 0.15

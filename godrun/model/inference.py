@@ -141,6 +141,6 @@ def predict(
     was_training = model.training
     model.eval()
     x = torch.from_numpy(xn)
-    yn = with_prior(model, predict_normalised(model, x, c, batch_size, dev), x).numpy()
+    yn = with_prior(model, predict_normalised(model, x, c, batch_size, dev), x, torch.from_numpy(params["scale"]))
     model.train(was_training)
-    return normalise.denormalise(yn, params)
+    return normalise.denormalise(yn.numpy(), params)

@@ -20,6 +20,16 @@ improve on that. Applied after training alone, the prior inherited the network's
 were flattened, and gate 3 failed at those epochs (docs/noise.md).
 Robust: each fit leaves out the points beyond ROBUST_MADS scaled MADs of its own residual and is redone
 (spikes must not become broad dips).
+
+Guarded (inference only, given each spectrum's normalisation scale): a spectrum unlike the training family
+(a real sample after training on synthetic shapes) is pulled towards the family's shapes, by far more than its
+noise. So per window the misfit — the mean of ((measured − output) / noise sd)², raw units, over the window's
+MISFIT_KEEP smallest (a spike's few points drop out; a shape error over a third of the window does not), divided
+by that mean's value for Gaussian noise: ≈ the residual's variance in units of the noise's — is compared with
+its level on the training spectra themselves (the prior applied to each raw training input; GUARD_QUANTILE of
+them, times GUARD_FACTOR).
+Above that threshold the window gives way to the measured spectrum, all of it at twice the threshold: where the
+model does not know the shape, it passes the measurement through rather than invent one.
 """
 
 from __future__ import annotations
@@ -28,11 +38,18 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from godrun.model import normalise
+
 ROBUST_MADS = 3.5
 ROBUST_ITERATIONS = 3
 MIN_ROWS_PER_RANK = 4  # fewer training spectra than this per component: no prior (its components are noise)
 RIDGE = 1e-9  # relative to unit-norm columns
 N_LEVEL = 4  # mean + constant, linear, quadratic: the columns refitted to the measured spectrum
+GUARD_QUANTILE = 0.99
+GUARD_FACTOR = 2.0  # the training panels' largest misfits were <= 1.6x the training rows' 99th percentile
+MISFIT_KEEP = 0.95
+CHI2_1_KEPT_MEAN = 0.759  # E[z² | z² below its 95th percentile] for standard normal z
+FIT_CHUNK = 256  # training rows per batched solve when the guard is calibrated
 
 
 def window_starts(length: int, window: int) -> list[int]:
@@ -61,11 +78,16 @@ def noise_sd(raw: np.ndarray, partner: np.ndarray) -> np.ndarray:
 
 
 class SubspacePrior(nn.Module):
-    """Buffers: basis [W, window, N_LEVEL + rank] (raw units: mean, constant, x, x², components) and the
-    inverse-noise weights [W, window]; `fitted` is 0 until `fit` ran (then the prior is the identity)."""
+    """Buffers: basis [W, window, N_LEVEL + rank] (raw units: mean, constant, x, x², components), the
+    inverse-noise weights [W, window] (mean 1), the noise sd [W, window] (raw units) and the guard's
+    thresholds [W] (0: that window is not guarded, as in a checkpoint written before the guard; not inf, which
+    the trainer's weight average would turn into NaN); `fitted` is 0 until `fit` ran (then the prior is the
+    identity)."""
 
     basis: Tensor
     weight: Tensor
+    noise: Tensor
+    guard: Tensor
     fitted: Tensor
 
     def __init__(self, seq_len: int, rank: int, window: int) -> None:
@@ -77,6 +99,8 @@ class SubspacePrior(nn.Module):
         n_win = len(self.starts)
         self.register_buffer("basis", torch.zeros(n_win, window, N_LEVEL + rank))
         self.register_buffer("weight", torch.ones(n_win, window))
+        self.register_buffer("noise", torch.ones(n_win, window))
+        self.register_buffer("guard", torch.zeros(n_win))
         self.register_buffer("fitted", torch.zeros(()))
         taper = torch.hann_window(window + 2, periodic=False, dtype=torch.float64)[1:-1]
         cover = torch.zeros(seq_len, dtype=torch.float64)
@@ -94,46 +118,82 @@ class SubspacePrior(nn.Module):
         if len(x) < MIN_ROWS_PER_RANK * self.rank:
             self.fitted.fill_(0.0)
             return False
-        w_all = 1.0 / noise_sd(x, np.asarray(partner))
+        sd = noise_sd(x, np.asarray(partner))
         grid = np.linspace(-1.0, 1.0, self.window)
         basis, weight = [], []
         for s in self.starts:
-            seg, w = x[:, s : s + self.window], w_all[s : s + self.window]
+            seg, w = x[:, s : s + self.window], 1.0 / sd[s : s + self.window]
             mean = seg.mean(0)
             modes = np.linalg.svd((seg - mean) * w, full_matrices=False)[2][: self.rank] / w
             basis.append(np.column_stack([mean, np.ones_like(grid), grid, grid * grid, *modes]))
             weight.append(w / w.mean())
         self.basis.copy_(torch.from_numpy(np.stack(basis)))
         self.weight.copy_(torch.from_numpy(np.stack(weight)))
+        self.noise.copy_(torch.from_numpy(sd[self._index().view(len(self.starts), self.window).numpy()]))
         self.fitted.fill_(1.0)
+        self.guard.copy_(self._calibrate_guard(x))
         return True
 
-    def forward(self, pred: Tensor, measured: Tensor) -> Tensor:
+    @torch.no_grad()
+    def _calibrate_guard(self, x: np.ndarray) -> Tensor:
+        """GUARD_FACTOR x the GUARD_QUANTILE of the training spectra's own misfits, per window."""
+        xn, params = normalise.normalise(x)
+        scale = torch.from_numpy(params["scale"])
+        misfits = []
+        for i in range(0, len(xn), FIT_CHUNK):
+            m = torch.from_numpy(xn[i : i + FIT_CHUNK])
+            misfits.append(self.misfit(*self._windows(m, m), scale[i : i + FIT_CHUNK]))
+        return GUARD_FACTOR * torch.quantile(torch.cat(misfits), GUARD_QUANTILE, dim=0)
+
+    def _index(self, device: torch.device | None = None) -> Tensor:
+        """The grid index of every window's points, flattened [W * window]."""
+        starts = torch.tensor(self.starts, device=device)
+        return (starts[:, None] + torch.arange(self.window, device=device)).flatten()
+
+    def misfit(self, fit: Tensor, measured: Tensor, scale: Tensor) -> Tensor:
+        """Per row and window [B, W]: the mean of the MISFIT_KEEP smallest ((measured − fit) · scale / noise sd)²
+        over its value for Gaussian noise, for windows [B, W, window] in the normalised frame and each row's
+        normalisation scale [B]."""
+        r2 = ((measured - fit) * scale.to(fit)[:, None, None] / self.noise.to(fit)).square()
+        kept = r2.sort(dim=-1).values[..., : max(1, round(MISFIT_KEEP * self.window))]
+        return kept.mean(dim=-1) / CHI2_1_KEPT_MEAN
+
+    def forward(self, pred: Tensor, measured: Tensor, scale: Tensor | None = None) -> Tensor:
         """pred, measured [B, L] (the same normalisation) -> the prediction through the prior (all windows at
-        once: [B, W, window] gathered, fitted, and added back tapered)."""
+        once: [B, W, window] gathered, fitted, and added back tapered). With `scale` [B] (each row's
+        normalisation scale) and in eval mode, the guard passes windows the model does not know through."""
         if not bool(self.fitted) or pred.shape[0] == 0:
             return pred
+        fit, mw = self._windows(pred, measured)
+        guard = self.guard.to(fit)
+        if scale is not None and not self.training and bool((guard > 0).any()):
+            give = (self.misfit(fit, mw, scale) / guard.clamp_min(1e-300) - 1.0).clamp(0.0, 1.0)
+            fit = fit + torch.where(guard > 0, give, 0.0)[..., None] * (mw - fit)
         dev = pred.device
-        idx = (torch.tensor(self.starts, device=dev)[:, None] + torch.arange(self.window, device=dev)).flatten()
-        n_win = len(self.starts)
+        out = torch.zeros(pred.shape[0], self.seq_len, dtype=fit.dtype, device=dev)
+        out.index_add_(1, self._index(dev), (fit * self._taper.to(dev)).flatten(1))
+        return (out / self._cover.to(dev)).to(pred.dtype)
+
+    def _windows(self, pred: Tensor, measured: Tensor) -> tuple[Tensor, Tensor]:
+        """The prior's fit and the measured spectrum in every window [B, W, window], float64."""
+        idx, n_win = self._index(pred.device), len(self.starts)
         w = self.weight.double()  # [W, n]
         a = _unit_columns(self.basis.double() * w[..., None])  # [W, n, p]
         yw = pred.double()[:, idx].view(-1, n_win, self.window) * w
         shape = _solve(a, _robust_keep(a, yw), yw)[..., N_LEVEL:, None]
         shape = (a[..., N_LEVEL:] @ shape).squeeze(-1)  # [B, W, n]
-        rest = measured.double()[:, idx].view(-1, n_win, self.window) * w - shape
+        mw = measured.double()[:, idx].view(-1, n_win, self.window)
+        rest = mw * w - shape
         lv = a[..., :N_LEVEL]
         level = (lv @ _solve(lv, _robust_keep(lv, rest), rest)[..., None]).squeeze(-1)
-        fit = (shape + level) / w * self._taper.to(dev)
-        out = torch.zeros(pred.shape[0], self.seq_len, dtype=fit.dtype, device=dev)
-        out.index_add_(1, idx, fit.flatten(1))
-        return (out / self._cover.to(dev)).to(pred.dtype)
+        return (shape + level) / w, mw
 
 
-def with_prior(model: nn.Module, pred: Tensor, measured: Tensor) -> Tensor:
-    """The prediction through the model's subspace prior (unchanged without one or before it is fitted)."""
+def with_prior(model: nn.Module, pred: Tensor, measured: Tensor, scale: Tensor | None = None) -> Tensor:
+    """The prediction through the model's subspace prior (unchanged without one or before it is fitted); with
+    the rows' normalisation `scale`, guarded (SubspacePrior.forward)."""
     prior = getattr(model, "subspace", None)
-    return pred if prior is None else prior(pred, measured.to(pred.device))
+    return pred if prior is None else prior(pred, measured.to(pred.device), scale)
 
 
 def _unit_columns(a: Tensor) -> Tensor:

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from godrun.contract import files
 from godrun.contract.checkpoint import Checkpoint, CheckpointMeta, EarlyStopState, ResumeState
@@ -32,6 +31,7 @@ from godrun.paths import confine, writable_file
 from godrun.spec import RUN_PATH_FIELDS, Gates, Recipe
 from godrun.trainer import dataset as ds
 from godrun.trainer import telemetry
+from godrun.trainer.ema import build_ema
 from godrun.trainer.losses import SpectralLoss
 
 if TYPE_CHECKING:
@@ -213,7 +213,7 @@ def panel_eval(
     if recipe.tta_reverse:
         rev = predict_normalised(model, panel.x.flip(1), panel.cond, bs, device).flip(1)
         yn = 0.5 * (yn + rev)
-    yn = with_prior(model, yn, panel.x)
+    yn = with_prior(model, yn, panel.x, panel.scale)
     model.train(was)
     params = {"offset": panel.offset.double().numpy(), "scale": panel.scale.double().numpy()}
     pred = normalise.denormalise(yn.numpy(), params)
@@ -251,6 +251,35 @@ def through_prior(model: torch.nn.Module, pred: torch.Tensor, x: torch.Tensor, b
     return pred if b.cutout is None else pred.masked_fill(b.cutout.to(pred.device), 0.0)
 
 
+BALANCE_BATCHES = 8
+
+
+@torch.no_grad()
+def dip_balance(
+    model: torch.nn.Module, loss_fn: SpectralLoss, data: ds.SplitData, recipe: Recipe, wl_step: float, dev: torch.device
+) -> float:
+    """The dip loss's scale (Recipe.dip_balance): min(1, the median over BALANCE_BATCHES training batches (fixed
+    rows and augmentation, from the recipe's seed) of pixel terms / weighted dip loss), with the prior's output
+    for the raw inputs as the prediction (the median: one batch with a spike must not set it). That prediction
+    is already close to the trained model's on the spectra's broad shape, so what the dip loss charges it is
+    mostly the target's own dip-feature noise, which no step can remove. A pure function of the data, the seed
+    and the prior's buffers: a resume gets the same scale."""
+    gen = torch.Generator().manual_seed(recipe.seed * 1_000_003 + 999_983)
+    n = min(len(data), BALANCE_BATCHES * recipe.bs)
+    order = torch.randperm(len(data), generator=gen)[:n]
+    ratios = []
+    for i in range(0, n, recipe.bs):
+        b = ds.make_batch(data, order[i : i + recipe.bs], recipe, gen, wl_step, train=True)
+        x = b.x.to(dev)
+        pred = through_prior(model, x, x, b)
+        win = None if b.windows is None else b.windows.to(dev)
+        _, parts = loss_fn(pred, b.y.to(dev), b.offset.to(dev), b.scale.to(dev), win)
+        weighted = recipe.dip_weight * parts.get("dip", 0.0)
+        pixel = parts["total"] - weighted * loss_fn.dip_scale
+        ratios.append(pixel / max(weighted, 1e-30))
+    return float(min(1.0, np.median(ratios)))
+
+
 # ------------------------------------------------------------------ the loop
 
 
@@ -278,6 +307,7 @@ class Trainer:
         if self.resume_ckpt is not None:
             self._restore(self.resume_ckpt)
             self._publish(self.history[-1] if self.history else None)
+        self._balance_dip()  # after a restore: it reads the prior's buffers
 
     # -------------------------------------------------------------- set-up steps
 
@@ -378,7 +408,9 @@ class Trainer:
             self.logger.info("warm start from %s (sha256 %s); new keys: %s", r.init_checkpoint, self.init_sha, warm)
         if self.model.subspace is not None and self.resume_ckpt is None:
             n, rank = len(self.train_data), self.recipe.subspace_rank
-            fitted = f"fitted on {n} training spectra" if self.model.subspace.fitted else f"off: {n} spectra, too few"
+            prior = self.model.subspace
+            guard = f"guard thresholds {float(prior.guard.min()):.3g}-{float(prior.guard.max()):.3g}"
+            fitted = f"fitted on {n} training spectra, {guard}" if prior.fitted else f"off: {n} spectra, too few"
             self.logger.info("subspace prior (rank %d, window %d): %s", rank, self.recipe.subspace_window, fitted)
 
     def _build_optimisation(self) -> None:
@@ -389,11 +421,7 @@ class Trainer:
         per_step = r.bs * self.dist.world
         self.steps = r.steps_per_epoch or max(1, math.ceil(len(self.train_data) / per_step))
         self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=r.epochs * self.steps, eta_min=r.lr_min)
-        self.ema = (
-            AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(r.ema_decay), use_buffers=True)
-            if r.ema
-            else None
-        )
+        self.ema = build_ema(self.model, r.ema_decay, r.ema_warmup) if r.ema else None
         lam_np = self.lam
         if r.noise_weight_power != 0:
             roi = (self.wl >= r.deriv_roi_min) & (self.wl <= r.deriv_roi_max)
@@ -416,6 +444,15 @@ class Trainer:
         self.logger.info("selective scan backend: %s%s", self.scan_backend, _fallback_note(self.device))
         if self.prom.port is not None:
             self.logger.info("prometheus metrics on :%d/metrics", self.prom.port)
+
+    def _balance_dip(self) -> None:
+        r, prior = self.recipe, self.model.subspace
+        fitted = prior is not None and bool(prior.fitted)
+        if not (r.dip_balance and r.noise2noise and r.dip_loss and r.dip_weight > 0 and fitted):
+            return  # clean targets have no noise floor to balance
+        scale = dip_balance(self.model, self.loss_fn, self.train_data, r, self.wl_step, self.device)
+        self.loss_fn.dip_scale = scale
+        self.logger.info("dip balance: the dip loss is scaled by %.3g (its floor against the pixel terms)", scale)
 
     # -------------------------------------------------------------- state
 

@@ -64,6 +64,7 @@ class SpectralLoss(torch.nn.Module):
         k = torch.exp(-0.5 * (t / sigma) ** 2)
         self.register_buffer("kernel", (k / k.sum()).view(1, 1, -1))
         self.g = max(1, round(det.guard_nm / self.dx))
+        self.dip_scale = 1.0  # the trainer's dip balance (Recipe.dip_balance), set before the first step
 
     def forward(
         self,
@@ -91,7 +92,7 @@ class SpectralLoss(torch.nn.Module):
             raw_t = target * scale[:, None] + offset[:, None]
             base0 = offset if cfg.baseline == "none" else None
             dip = self.dip_loss(raw_p, raw_t, base0, windows)
-            total = total + cfg.dip_weight * dip
+            total = total + cfg.dip_weight * self.dip_scale * dip
             parts["dip"] = dip
         logged = {k: float(v.detach()) for k, v in parts.items()}
         logged["total"] = float(total.detach())
