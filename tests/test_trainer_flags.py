@@ -47,18 +47,22 @@ def test_round_trip_argv_recipe_argv() -> None:
         baseline="none",
         device="cpu",
         dip_min_area=1.25e-7,
+        ema_warmup=False,
     )
     argv = recipe_to_argv(r)
     assert parse_recipe(argv) == r
     assert recipe_to_argv(parse_recipe(argv)) == argv
     assert "--noise2noise" not in argv and "--calibrator-head" in argv
+    assert "--no-ema-warmup" in argv and "--dip-balance" not in argv  # godrun's own switches: off when told
     i = argv.index("--film_features")
     assert argv[i + 1 : i + 3] == ["UVA_total", "cos_theta"]
 
 
 def test_bools_default_false_others_default_to_recipe() -> None:
     r = parse_recipe(["--init_checkpoint", ""])
-    assert not r.noise2noise and not r.amp and not r.ema and not r.dip_loss
+    assert not r.noise2noise and not r.amp and not r.ema and not r.dip_loss  # the seed's switches: off unless named
+    assert r.dip_balance and r.ema_warmup  # godrun's own that default on: on unless turned off
+    assert not parse_recipe(["--no-dip-balance"]).dip_balance
     assert r.init_checkpoint is None
     assert r.bs == Recipe().bs and r.film_features == Recipe().film_features
 

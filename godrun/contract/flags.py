@@ -204,12 +204,19 @@ def _none_or(conv: Callable[[str], Any]) -> Callable[[str], Any]:
     return parse
 
 
+def switch_default(name: str) -> bool:
+    """A Recipe switch's value when its command line names it not: off for the seed's flags (the seed passes
+    each one it wants, `--ema`), the Recipe's default for godrun's own (`--no-dip-balance` turns one off), so
+    that the seed's command still parses to Recipe()."""
+    return name not in SEED_RECIPE_FLAGS and Recipe.model_fields[name].default is True
+
+
 def _add_field(parser: argparse.ArgumentParser, name: str, field: FieldInfo) -> None:
     annotation, optional = _unwrap_optional(field.annotation)
     default = field.get_default(call_default_factory=True)
     help_ = field.description or ""
     if annotation is bool:
-        add_switch(parser, name, False, help_)
+        add_switch(parser, name, switch_default(name), help_)
         return
     kwargs: dict[str, Any] = {"dest": name, "default": default, "help": f"{help_} (default: {default})"}
     if get_origin(annotation) is list:
@@ -291,15 +298,16 @@ def _fmt(value: Any) -> str:
 
 
 def recipe_to_argv(recipe: Recipe) -> list[str]:
-    """Recipe -> argument list (bools only when True, lists as separate values); parse_recipe inverts it."""
+    """Recipe -> argument list (a switch only where it differs from `switch_default`, lists as separate values);
+    parse_recipe inverts it."""
     argv: list[str] = []
     for name, field in Recipe.model_fields.items():
         value = getattr(recipe, name)
         annotation, _ = _unwrap_optional(field.annotation)
         flag = flag_name(name)
         if annotation is bool:
-            if value:
-                argv.append(flag)
+            if value != switch_default(name):
+                argv.append(flag if value else _negation(name))
         elif isinstance(value, list):
             argv += [flag, *map(str, value)]
         elif value is None and name == "metrics_port":
