@@ -9,8 +9,8 @@ every epoch with the ROI ratio >= 0.9; and at the trainer's best epoch and at th
 classical denoiser (Savitzky-Golay, Gaussian, wavelet; the best of them on each metric) on PSNR and on SAM.
 Prints one table and "k of n corpora meet the done-when"; writes it to <out>/unseen.md. Each corpus and run
 lives under <out>/<profile>-s<seed>-<settings digest>: a run finished with the same settings (scale, epochs,
-steps, --set) is read back from its metrics.csv, an interrupted one resumes from its last checkpoint, and other
-settings never read an old run. Exit 0 either way: a failure is a measurement.
+steps, --set, and the godrun sources' digest) is read back from its metrics.csv, an interrupted one resumes from
+its last checkpoint, and other settings or changed code never read an old run. Exit 0 either way: a failure is a measurement.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import pandas as pd
 import quality
 
 from godrun.contract import files
-from godrun.fsio import atomic_write_text
+from godrun.fsio import atomic_write_text, code_version
 
 ROI_FLOOR = 0.9
 RUN = "n2n-small"
@@ -67,8 +67,8 @@ def judge(history: list[dict[str, Any]], classical: list[dict[str, Any]], epochs
 
 
 def settings_digest(a: argparse.Namespace, extra: dict[str, Any]) -> str:
-    """What a finished run depends on besides its corpus seed and profile, as 8 hex digits."""
-    settings = {"scale": a.scale, "epochs": a.epochs, "steps": a.steps, "set": extra}
+    """What a finished run depends on besides its corpus seed and profile (the code too), as 8 hex digits."""
+    settings = {"scale": a.scale, "epochs": a.epochs, "steps": a.steps, "set": extra, "code": code_version()}
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 

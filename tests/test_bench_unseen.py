@@ -95,7 +95,7 @@ def test_oracle_shrink_keeps_a_perfect_correction_and_drops_a_useless_one(bench)
     assert max(factors) < 0.1 and np.abs(shrunk - raw).max() < 0.1 * np.abs(useless - raw).max()
 
 
-def test_a_run_is_read_back_only_under_the_same_settings(bench) -> None:
+def test_a_run_is_read_back_only_under_the_same_settings(bench, monkeypatch) -> None:
     import argparse
 
     unseen, _ = bench
@@ -107,3 +107,6 @@ def test_a_run_is_read_back_only_under_the_same_settings(bench) -> None:
         != unseen.settings_digest(a, {})
         != unseen.settings_digest(argparse.Namespace(**{**vars(a), "epochs": 30}), {})
     )
+    # changed godrun sources: a run from the old code is not read back
+    monkeypatch.setattr(unseen, "code_version", lambda: "0" * 64)
+    assert unseen.settings_digest(a, {"dip_weight": 3}) != same

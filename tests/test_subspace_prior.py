@@ -249,6 +249,46 @@ def test_the_guard_passes_a_window_the_model_does_not_know_through() -> None:
     assert np.abs(guarded - plain)[:, far].max() < 1e-6
 
 
+def _spiked(rng: np.random.Generator, x: np.ndarray, near: float) -> tuple[np.ndarray, np.ndarray]:
+    """x with a one- and a two-point positive spike (half the level) per row within 40 nm of `near`."""
+    y, hit = x.copy(), np.zeros(x.shape, dtype=bool)
+    for i in range(len(y)):
+        first = np.searchsorted(GRID, near) + rng.integers(-40, 30)
+        for a, width in ((first, 1), (first + rng.integers(4, 10), 2)):  # apart: two spikes, not one of three
+            hit[i, a : a + width] = True
+    y[hit] += 0.5 * np.abs(x).mean()
+    return y, hit
+
+
+def test_the_guard_passes_the_measurement_through_without_its_spikes() -> None:
+    rng = np.random.default_rng(14)
+    prior = _fitted(rng)
+    clean = _off_family(rng, 20)
+    measured, hit = _spiked(rng, clean + rng.normal(0, 0.02, clean.shape), 520)
+    guarded = _guarded(prior, measured, measured)
+    band = np.abs(GRID - 520) < 25
+    assert np.abs(guarded - clean)[hit].max() < 6 * 0.02  # the spikes (>= 0.3 high) stayed out
+    assert _rms((guarded - clean)[:, band]) < 1.2 * 0.02  # the band still came through
+
+
+def test_the_despike_leaves_smooth_bands_and_plain_noise_alone() -> None:
+    rng = np.random.default_rng(15)
+    prior = _fitted(rng)
+    n_win = len(prior.starts)
+    x = 1.0 - 0.4 * np.exp(-0.5 * ((np.arange(151) - 75) / 4.25) ** 2)  # a 10 nm FWHM band, 40 % deep
+    smooth = torch.from_numpy(np.broadcast_to(x, (2, n_win, 151)).copy())
+    scale = torch.ones(2, dtype=torch.float64)
+    assert torch.equal(prior.despiked(smooth, scale), smooth)
+    noisy = smooth + torch.from_numpy(rng.normal(0, 0.02, smooth.shape))
+    changed = (prior.despiked(noisy, scale) != noisy).double().mean()
+    assert changed < 1e-3  # Gaussian noise alone: six robust sds almost never
+    spiky = noisy.clone()
+    spiky[..., 40] += 0.3
+    spiky[..., 100:102] += 0.3
+    out = prior.despiked(spiky, scale)
+    assert (out[..., [40, 100, 101]] - smooth[..., [40, 100, 101]]).abs().max() < 0.1
+
+
 def test_the_guard_needs_eval_mode_and_the_scale() -> None:
     rng = np.random.default_rng(12)
     prior = _fitted(rng)

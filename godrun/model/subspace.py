@@ -29,7 +29,15 @@ by that mean's value for Gaussian noise: ≈ the residual's variance in units of
 its level on the training spectra themselves (the prior applied to each raw training input; GUARD_QUANTILE of
 them, times GUARD_FACTOR).
 Above that threshold the window gives way to the measured spectrum, all of it at twice the threshold: where the
-model does not know the shape, it passes the measurement through rather than invent one.
+model does not know the shape, it passes the measurement through rather than invent one. What it passes is
+despiked: a point further than SPIKE_MADS robust sds from the running median of SPIKE_WIDTH points becomes that
+median (the sd is the window's own, from the scaled MAD of its point-to-point steps, and at least
+SPIKE_NOISE_FLOOR of the training noise sd; Gaussian noise alone does not reach 6 of them). Without it a
+cosmic-ray spike in a window that gave way came through at up to its full height, and gate 3's detector, whose
+continuum the spike lifted, found spurious dips in the flat stretches beside it (default profile, corpus seeds
+303 and 505, one epoch each: docs/noise.md). A running median of 5 removes spikes of one or two points (the
+synthetic profiles' widths; most cosmic rays at 1 nm) and sits ~3 % of a 10 nm FWHM band's depth off its apex,
+less for wider bands, which six noise sds rarely reach.
 """
 
 from __future__ import annotations
@@ -50,6 +58,10 @@ GUARD_FACTOR = 2.0  # the training panels' largest misfits were <= 1.6x the trai
 MISFIT_KEEP = 0.95
 CHI2_1_KEPT_MEAN = 0.759  # E[z² | z² below its 95th percentile] for standard normal z
 FIT_CHUNK = 256  # training rows per batched solve when the guard is calibrated
+SPIKE_WIDTH = 5  # points of the running median that the guard's pass-through is despiked against
+SPIKE_MADS = 6.0
+SPIKE_NOISE_FLOOR = 0.25  # the despike's robust sd is at least this fraction of the training noise sd
+MAD_TO_SD = 1.4826
 
 
 def window_starts(length: int, window: int) -> list[int]:
@@ -168,11 +180,22 @@ class SubspacePrior(nn.Module):
         guard = self.guard.to(fit)
         if scale is not None and not self.training and bool((guard > 0).any()):
             give = (self.misfit(fit, mw, scale) / guard.clamp_min(1e-300) - 1.0).clamp(0.0, 1.0)
-            fit = fit + torch.where(guard > 0, give, 0.0)[..., None] * (mw - fit)
+            fit = fit + torch.where(guard > 0, give, 0.0)[..., None] * (self.despiked(mw, scale) - fit)
         dev = pred.device
         out = torch.zeros(pred.shape[0], self.seq_len, dtype=fit.dtype, device=dev)
         out.index_add_(1, self._index(dev), (fit * self._taper.to(dev)).flatten(1))
         return (out / self._cover.to(dev)).to(pred.dtype)
+
+    def despiked(self, measured: Tensor, scale: Tensor) -> Tensor:
+        """Windows [B, W, window] (normalised frame; rows' scale [B]) with each spike replaced by the running
+        median: a point whose distance from it exceeds SPIKE_MADS robust sds (module doc)."""
+        pad = SPIKE_WIDTH // 2
+        med = nn.functional.pad(measured, (pad, pad), mode="replicate").unfold(-1, SPIKE_WIDTH, 1).median(-1).values
+        step = measured.diff(dim=-1)  # white noise of sd s: steps of sd s·√2; a spike moves only two of them
+        mad = (step - step.median(dim=-1, keepdim=True).values).abs().median(dim=-1, keepdim=True).values
+        floor = SPIKE_NOISE_FLOOR * self.noise.to(measured) / scale.to(measured)[:, None, None]
+        sd = (MAD_TO_SD / 2**0.5 * mad).maximum(floor)
+        return torch.where((measured - med).abs() > SPIKE_MADS * sd, med, measured)
 
     def _windows(self, pred: Tensor, measured: Tensor) -> tuple[Tensor, Tensor]:
         """The prior's fit and the measured spectrum in every window [B, W, window], float64."""
@@ -218,6 +241,6 @@ def _robust_keep(a: Tensor, b: Tensor) -> Tensor:
     keep = torch.ones_like(b)
     for _ in range(ROBUST_ITERATIONS):
         resid = b - (a @ _solve(a, keep, b)[..., None]).squeeze(-1)
-        mad = 1.4826 * torch.where(keep > 0, resid.abs(), torch.nan).nanmedian(dim=-1, keepdim=True).values
+        mad = MAD_TO_SD * torch.where(keep > 0, resid.abs(), torch.nan).nanmedian(dim=-1, keepdim=True).values
         keep = (resid.abs() <= ROBUST_MADS * mad + 1e-300).to(b.dtype)
     return keep
