@@ -11,7 +11,7 @@ from scipy.ndimage import gaussian_filter1d
 
 from godrun.model import checkpoint as ckpt_io
 from godrun.model.inference import build_model
-from godrun.model.subspace import SubspacePrior, noise_sd, window_starts, with_prior
+from godrun.model.subspace import SubspacePrior, despiked_input, noise_sd, window_starts, with_prior
 from godrun.spec import Recipe
 
 L = 601
@@ -260,33 +260,53 @@ def _spiked(rng: np.random.Generator, x: np.ndarray, near: float) -> tuple[np.nd
     return y, hit
 
 
-def test_the_guard_passes_the_measurement_through_without_its_spikes() -> None:
+def test_a_window_that_gives_way_passes_the_despiked_input_through() -> None:
+    from godrun.model import normalise
+
     rng = np.random.default_rng(14)
     prior = _fitted(rng)
     clean = _off_family(rng, 20)
     measured, hit = _spiked(rng, clean + rng.normal(0, 0.02, clean.shape), 520)
-    guarded = _guarded(prior, measured, measured)
+    xn, params = normalise.normalise(measured)
+    model = torch.nn.Module()
+    model.subspace = prior.eval()
+    scale = torch.from_numpy(params["scale"])
+    x = despiked_input(model, torch.from_numpy(xn), scale)  # as the predictors do: the network sees x too
+    guarded = normalise.denormalise(with_prior(model, x, x, scale).numpy(), params).astype(np.float64)
     band = np.abs(GRID - 520) < 25
     assert np.abs(guarded - clean)[hit].max() < 6 * 0.02  # the spikes (>= 0.3 high) stayed out
     assert _rms((guarded - clean)[:, band]) < 1.2 * 0.02  # the band still came through
+    spiky = normalise.denormalise(with_prior(model, torch.from_numpy(xn), torch.from_numpy(xn), scale).numpy(), params)
+    assert np.abs(spiky - clean)[hit].max() > 0.2  # without the despike they came through
 
 
 def test_the_despike_leaves_smooth_bands_and_plain_noise_alone() -> None:
     rng = np.random.default_rng(15)
     prior = _fitted(rng)
-    n_win = len(prior.starts)
-    x = 1.0 - 0.4 * np.exp(-0.5 * ((np.arange(151) - 75) / 4.25) ** 2)  # a 10 nm FWHM band, 40 % deep
-    smooth = torch.from_numpy(np.broadcast_to(x, (2, n_win, 151)).copy())
-    scale = torch.ones(2, dtype=torch.float64)
-    assert torch.equal(prior.despiked(smooth, scale), smooth)
-    noisy = smooth + torch.from_numpy(rng.normal(0, 0.02, smooth.shape))
-    changed = (prior.despiked(noisy, scale) != noisy).double().mean()
-    assert changed < 1e-3  # Gaussian noise alone: six robust sds almost never
+    x = 1.0 - 0.4 * np.exp(-0.5 * ((GRID - 300) / 4.25) ** 2)  # a 10 nm FWHM band, 40 % deep
+    smooth = torch.from_numpy(np.broadcast_to(x, (4, L)).copy())
+    scale = torch.ones(4, dtype=torch.float64)
+    assert torch.equal(prior.despike(smooth, scale), smooth)
+    noisy = smooth + torch.from_numpy(rng.normal(0, 1, smooth.shape) * np.linspace(0.002, 0.05, L))
+    changed = (prior.despike(noisy, scale) != noisy).double().mean()
+    assert changed < 1e-3  # Gaussian noise alone (its level 25x higher at one end): six robust sds almost never
     spiky = noisy.clone()
-    spiky[..., 40] += 0.3
-    spiky[..., 100:102] += 0.3
-    out = prior.despiked(spiky, scale)
-    assert (out[..., [40, 100, 101]] - smooth[..., [40, 100, 101]]).abs().max() < 0.1
+    spiky[:, 40] += 0.3
+    spiky[:, 100:102] += 0.3
+    spiky[:, 590] += 1.0  # where the noise is 25x louder than at 40
+    out = prior.despike(spiky, scale)
+    at = [40, 100, 101, 590]
+    assert (out[:, at] - smooth[:, at]).abs().max() < 0.15
+    assert (out != noisy)[:, 200:580].double().mean() < 1e-3  # nothing else moved (almost)
+
+
+def test_no_prior_no_despike() -> None:
+    x = torch.zeros(2, L)
+    x[:, 10] = 5.0
+    assert torch.equal(despiked_input(torch.nn.Linear(1, 1), x, torch.ones(2)), x)
+    model = torch.nn.Module()
+    model.subspace = SubspacePrior(L, rank=3, window=151)  # not fitted
+    assert torch.equal(despiked_input(model, x, torch.ones(2)), x)
 
 
 def test_the_guard_needs_eval_mode_and_the_scale() -> None:

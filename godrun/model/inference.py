@@ -20,7 +20,7 @@ from godrun.errors import InputError
 from godrun.model import normalise
 from godrun.model.checkpoint import SUBSPACE_PREFIX, check_fits, load_checkpoint
 from godrun.model.conditioning import raw_cond, standardise_cond
-from godrun.model.subspace import with_prior
+from godrun.model.subspace import despiked_input, with_prior
 from godrun.spec import Recipe
 
 if TYPE_CHECKING:
@@ -140,7 +140,8 @@ def predict(
     dev = resolve_device(device)
     was_training = model.training
     model.eval()
-    x = torch.from_numpy(xn)
-    yn = with_prior(model, predict_normalised(model, x, c, batch_size, dev), x, torch.from_numpy(params["scale"]))
+    scale = torch.from_numpy(params["scale"])
+    x = despiked_input(model, torch.from_numpy(xn), scale)
+    yn = with_prior(model, predict_normalised(model, x, c, batch_size, dev), x, scale)
     model.train(was_training)
     return normalise.denormalise(yn.numpy(), params)

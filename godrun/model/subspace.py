@@ -29,15 +29,18 @@ by that mean's value for Gaussian noise: ≈ the residual's variance in units of
 its level on the training spectra themselves (the prior applied to each raw training input; GUARD_QUANTILE of
 them, times GUARD_FACTOR).
 Above that threshold the window gives way to the measured spectrum, all of it at twice the threshold: where the
-model does not know the shape, it passes the measurement through rather than invent one. What it passes is
-despiked: a point further than SPIKE_MADS robust sds from the running median of SPIKE_WIDTH points becomes that
-median (the sd is the window's own, from the scaled MAD of its point-to-point steps, and at least
-SPIKE_NOISE_FLOOR of the training noise sd; Gaussian noise alone does not reach 6 of them). Without it a
-cosmic-ray spike in a window that gave way came through at up to its full height, and gate 3's detector, whose
-continuum the spike lifted, found spurious dips in the flat stretches beside it (default profile, corpus seeds
-303 and 505, one epoch each: docs/noise.md). A running median of 5 removes spikes of one or two points (the
-synthetic profiles' widths; most cosmic rays at 1 nm) and sits ~3 % of a 10 nm FWHM band's depth off its apex,
-less for wider bands, which six noise sds rarely reach.
+model does not know the shape, it passes the measurement through rather than invent one.
+
+Despiked (inference only, `despiked_input`): before the network sees a spectrum, a point further than SPIKE_MADS
+robust sds from the running median of SPIKE_WIDTH points becomes that median; the sd is local (the scaled MAD of
+the point-to-point steps over SPIKE_SCALE_POINTS points) and at least SPIKE_NOISE_FLOOR of the training noise sd,
+and Gaussian noise alone does not reach 6 of them. The network and the guard then see the despiked spectrum.
+Measured cause (default profile; docs/noise.md): a cosmic-ray spike came through a window that gave way at up to
+its full height, or the network answered it with a dip of ~4 noise sds beside it, and gate 3's detector found a
+spurious dip there (corpus seeds 303, 505, 1515: one epoch each). A running median of 5 removes spikes of one or
+two points (the synthetic profiles' widths; most cosmic rays at 1 nm) and sits ~3 % of a 10 nm FWHM band's depth
+off its apex, less for wider bands, which six noise sds rarely reach. Training is unchanged: the network learns
+on spiky inputs and so knows spike-free ones.
 """
 
 from __future__ import annotations
@@ -58,8 +61,9 @@ GUARD_FACTOR = 2.0  # the training panels' largest misfits were <= 1.6x the trai
 MISFIT_KEEP = 0.95
 CHI2_1_KEPT_MEAN = 0.759  # E[z² | z² below its 95th percentile] for standard normal z
 FIT_CHUNK = 256  # training rows per batched solve when the guard is calibrated
-SPIKE_WIDTH = 5  # points of the running median that the guard's pass-through is despiked against
+SPIKE_WIDTH = 5  # points of the running median that an input is despiked against
 SPIKE_MADS = 6.0
+SPIKE_SCALE_POINTS = 51  # the despike's local noise scale: over this many point-to-point steps
 SPIKE_NOISE_FLOOR = 0.25  # the despike's robust sd is at least this fraction of the training noise sd
 MAD_TO_SD = 1.4826
 
@@ -180,22 +184,25 @@ class SubspacePrior(nn.Module):
         guard = self.guard.to(fit)
         if scale is not None and not self.training and bool((guard > 0).any()):
             give = (self.misfit(fit, mw, scale) / guard.clamp_min(1e-300) - 1.0).clamp(0.0, 1.0)
-            fit = fit + torch.where(guard > 0, give, 0.0)[..., None] * (self.despiked(mw, scale) - fit)
+            fit = fit + torch.where(guard > 0, give, 0.0)[..., None] * (mw - fit)
         dev = pred.device
         out = torch.zeros(pred.shape[0], self.seq_len, dtype=fit.dtype, device=dev)
         out.index_add_(1, self._index(dev), (fit * self._taper.to(dev)).flatten(1))
         return (out / self._cover.to(dev)).to(pred.dtype)
 
-    def despiked(self, measured: Tensor, scale: Tensor) -> Tensor:
-        """Windows [B, W, window] (normalised frame; rows' scale [B]) with each spike replaced by the running
-        median: a point whose distance from it exceeds SPIKE_MADS robust sds (module doc)."""
-        pad = SPIKE_WIDTH // 2
-        med = nn.functional.pad(measured, (pad, pad), mode="replicate").unfold(-1, SPIKE_WIDTH, 1).median(-1).values
-        step = measured.diff(dim=-1)  # white noise of sd s: steps of sd s·√2; a spike moves only two of them
-        mad = (step - step.median(dim=-1, keepdim=True).values).abs().median(dim=-1, keepdim=True).values
-        floor = SPIKE_NOISE_FLOOR * self.noise.to(measured) / scale.to(measured)[:, None, None]
-        sd = (MAD_TO_SD / 2**0.5 * mad).maximum(floor)
-        return torch.where((measured - med).abs() > SPIKE_MADS * sd, med, measured)
+    def despike(self, x: Tensor, scale: Tensor) -> Tensor:
+        """Spectra [B, L] (normalised frame; rows' scale [B]) with each spike replaced by the running median
+        (module doc)."""
+        x64 = x.double()
+        med = _running_median(x64, SPIKE_WIDTH)
+        step = x64.diff(dim=-1)
+        step = torch.cat([step, step[:, -2:-1]], dim=-1)  # [B, L]: the last point gets its one step
+        mad = _running_median((step - _running_median(step, SPIKE_SCALE_POINTS)).abs(), SPIKE_SCALE_POINTS)
+        noise = torch.zeros(self.seq_len, dtype=x64.dtype, device=x.device)
+        noise[self._index(x.device)] = self.noise.to(x64).flatten()
+        floor = SPIKE_NOISE_FLOOR * noise / scale.to(x64)[:, None]
+        sd = (MAD_TO_SD / 2**0.5 * mad).maximum(floor)  # white noise of sd s: steps of sd s·√2
+        return torch.where((x64 - med).abs() > SPIKE_MADS * sd, med, x64).to(x.dtype)
 
     def _windows(self, pred: Tensor, measured: Tensor) -> tuple[Tensor, Tensor]:
         """The prior's fit and the measured spectrum in every window [B, W, window], float64."""
@@ -217,6 +224,22 @@ def with_prior(model: nn.Module, pred: Tensor, measured: Tensor, scale: Tensor |
     the rows' normalisation `scale`, guarded (SubspacePrior.forward)."""
     prior = getattr(model, "subspace", None)
     return pred if prior is None else prior(pred, measured.to(pred.device), scale)
+
+
+def despiked_input(model: nn.Module, x: Tensor, scale: Tensor) -> Tensor:
+    """What a predictor feeds the network and the guard: x [B, L] (normalised; rows' scale [B]) despiked by the
+    model's fitted prior (unchanged without one: the despike's floor is the prior's noise sd)."""
+    prior = getattr(model, "subspace", None)
+    if prior is None or not bool(prior.fitted) or x.shape[0] == 0:
+        return x
+    return prior.despike(x, scale.to(x.device))
+
+
+def _running_median(x: Tensor, width: int) -> Tensor:
+    """The centred running median of x [B, L] over `width` points (mirrored at the ends: held ends would fill
+    the last windows with copies of one value)."""
+    pad = width // 2
+    return nn.functional.pad(x[:, None], (pad, pad), mode="reflect")[:, 0].unfold(-1, width, 1).median(-1).values
 
 
 def _unit_columns(a: Tensor) -> Tensor:
