@@ -284,6 +284,7 @@ def test_the_despike_leaves_smooth_bands_and_plain_noise_alone() -> None:
     rng = np.random.default_rng(15)
     prior = _fitted(rng)
     x = 1.0 - 0.4 * np.exp(-0.5 * ((GRID - 300) / 4.25) ** 2)  # a 10 nm FWHM band, 40 % deep
+    x += 0.5 * np.exp(-GRID / 10) - 0.3 * np.exp((GRID - 600) / 8)  # steep edges at both ends (a UV edge)
     smooth = torch.from_numpy(np.broadcast_to(x, (4, L)).copy())
     scale = torch.ones(4, dtype=torch.float64)
     assert torch.equal(prior.despike(smooth, scale), smooth)

@@ -194,7 +194,7 @@ class SubspacePrior(nn.Module):
         """Spectra [B, L] (normalised frame; rows' scale [B]) with each spike replaced by the running median
         (module doc)."""
         x64 = x.double()
-        med = _running_median(x64, SPIKE_WIDTH)
+        med = _running_median(x64, SPIKE_WIDTH, odd=True)
         step = x64.diff(dim=-1)
         step = torch.cat([step, step[:, -2:-1]], dim=-1)  # [B, L]: the last point gets its one step
         mad = _running_median((step - _running_median(step, SPIKE_SCALE_POINTS)).abs(), SPIKE_SCALE_POINTS)
@@ -235,11 +235,19 @@ def despiked_input(model: nn.Module, x: Tensor, scale: Tensor) -> Tensor:
     return prior.despike(x, scale.to(x.device))
 
 
-def _running_median(x: Tensor, width: int) -> Tensor:
-    """The centred running median of x [B, L] over `width` points (mirrored at the ends: held ends would fill
-    the last windows with copies of one value)."""
+def _running_median(x: Tensor, width: int, odd: bool = False) -> Tensor:
+    """The centred running median of x [B, L] over `width` points. Past the ends x is mirrored: about the end
+    value with `odd` (a slope continues: the end of a steep edge is its own median, where a plain mirror made a
+    V of it and the despike took the end point of every real scan's 200 nm edge for a spike), else about the end
+    point (for the steps' scale, where a held end would fill the last windows with one value)."""
     pad = width // 2
-    return nn.functional.pad(x[:, None], (pad, pad), mode="reflect")[:, 0].unfold(-1, width, 1).median(-1).values
+    if odd:
+        head = 2 * x[:, :1] - x[:, 1 : pad + 1].flip(-1)
+        tail = 2 * x[:, -1:] - x[:, -pad - 1 : -1].flip(-1)
+        padded = torch.cat([head, x, tail], dim=-1)
+    else:
+        padded = nn.functional.pad(x[:, None], (pad, pad), mode="reflect")[:, 0]
+    return padded.unfold(-1, width, 1).median(-1).values
 
 
 def _unit_columns(a: Tensor) -> Tensor:
