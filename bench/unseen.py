@@ -10,7 +10,8 @@ classical denoiser (Savitzky-Golay, Gaussian, wavelet; the best of them on each 
 Prints one table and "k of n corpora meet the done-when"; writes it to <out>/unseen.md. Each corpus and run
 lives under <out>/<profile>-s<seed>-<settings digest>: a run finished with the same settings (scale, epochs,
 steps, --set, and the godrun sources' digest) is read back from its metrics.csv, an interrupted one resumes from
-its last checkpoint, and other settings or changed code never read an old run. Exit 0 either way: a failure is a measurement.
+its last checkpoint, and other settings or changed code never read an old run. Exit 0 either way: a failure is a
+measurement.
 """
 
 from __future__ import annotations
