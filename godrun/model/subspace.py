@@ -193,11 +193,14 @@ class SubspacePrior(nn.Module):
     def despike(self, x: Tensor, scale: Tensor) -> Tensor:
         """Spectra [B, L] (normalised frame; rows' scale [B]) with each spike replaced by the running median
         (module doc)."""
+        if self.seq_len <= SPIKE_WIDTH:
+            return x
         x64 = x.double()
         med = _running_median(x64, SPIKE_WIDTH, odd=True)
         step = x64.diff(dim=-1)
         step = torch.cat([step, step[:, -2:-1]], dim=-1)  # [B, L]: the last point gets its one step
-        mad = _running_median((step - _running_median(step, SPIKE_SCALE_POINTS)).abs(), SPIKE_SCALE_POINTS)
+        width = min(SPIKE_SCALE_POINTS, self.seq_len - 1 - self.seq_len % 2)  # odd, and mirrored within the grid
+        mad = _running_median((step - _running_median(step, width)).abs(), width)
         noise = torch.zeros(self.seq_len, dtype=x64.dtype, device=x.device)
         noise[self._index(x.device)] = self.noise.to(x64).flatten()
         floor = SPIKE_NOISE_FLOOR * noise / scale.to(x64)[:, None]
