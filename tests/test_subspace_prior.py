@@ -228,6 +228,7 @@ def _guarded(prior: SubspacePrior, pred: np.ndarray, measured: np.ndarray, guard
 def test_the_guard_leaves_spectra_of_the_training_family_alone() -> None:
     rng = np.random.default_rng(10)
     prior = _fitted(rng)
+    prior.giveback.zero_()  # the guard alone
     assert (prior.guard > 0).all()
     clean = _clean(rng, 200)
     measured = clean + rng.normal(0, 0.02, clean.shape)  # fresh draws of the training family and its noise
@@ -238,6 +239,7 @@ def test_the_guard_leaves_spectra_of_the_training_family_alone() -> None:
 def test_the_guard_passes_a_window_the_model_does_not_know_through() -> None:
     rng = np.random.default_rng(11)
     prior = _fitted(rng)
+    prior.giveback.zero_()  # the guard alone
     clean = _off_family(rng, 20)
     measured = clean + rng.normal(0, 0.02, clean.shape)  # the training family's noise
     plain = _guarded(prior, measured, measured, guard=False)
