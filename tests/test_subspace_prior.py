@@ -156,11 +156,13 @@ def test_the_fitted_prior_travels_in_the_checkpoint_and_an_old_checkpoint_still_
     loaded = load_model(tmp_path / "new.pt").model
     assert bool(loaded.subspace.fitted) and torch.equal(loaded.subspace.basis, model.subspace.basis)
     assert torch.equal(loaded.subspace.guard, model.subspace.guard) and (loaded.subspace.guard > 0).all()
+    assert torch.equal(loaded.subspace.giveback, model.subspace.giveback)
 
-    unguarded = {k: v for k, v in model.state_dict().items() if k not in ("subspace.guard", "subspace.noise")}
+    gone = ("subspace.guard", "subspace.noise", "subspace.giveback")
+    unguarded = {k: v for k, v in model.state_dict().items() if k not in gone}
     ckpt_io.save_checkpoint(tmp_path / "unguarded.pt", Checkpoint(model=unguarded, meta=meta))
     before = load_model(tmp_path / "unguarded.pt").model.subspace  # written before the guard: fitted, no guard
-    assert bool(before.fitted) and not before.guard.any()
+    assert bool(before.fitted) and not before.guard.any() and not before.giveback.any()
 
     old = {k: v for k, v in model.state_dict().items() if not k.startswith(ckpt_io.SUBSPACE_PREFIX)}
     ckpt_io.save_checkpoint(tmp_path / "old.pt", Checkpoint(model=old, meta=meta))
@@ -351,3 +353,48 @@ def test_the_guards_misfit_is_the_noise_units_variance_of_the_residual() -> None
     # residuals of the noise's own size score ~1 (the pair estimate of sd 0.02 is within a few %)
     noise = torch.from_numpy(rng.normal(0, 0.02, (200, n_win, 151)))
     assert abs(float(prior.misfit(torch.zeros_like(noise), noise, torch.ones(200)).median()) - 1) < 0.15
+
+
+def _two_bands(rng: np.random.Generator, n: int) -> np.ndarray:
+    """The family plus a narrow band 30 points from the first, its depth drawn on its own: windows that hold both
+    need two components."""
+    d = rng.uniform(0.0, 1.0, (n, 1))
+    return _clean(rng, n) - d * 0.1 * np.exp(-0.5 * ((GRID - 180) / 4) ** 2)
+
+
+def _pairs(clean: np.ndarray, rng: np.random.Generator, white: float) -> tuple[np.ndarray, np.ndarray]:
+    raw = np.repeat(clean, 2, axis=0) + rng.normal(0, white, (2 * len(clean), L))
+    return raw, np.arange(2 * len(clean)) ^ 1
+
+
+def test_the_giveback_returns_what_the_components_cannot_hold() -> None:
+    rng = np.random.default_rng(14)
+    prior = SubspacePrior(L, 1, 151)  # one component: the windows with both bands cannot hold them
+    assert prior.fit(*_pairs(_two_bands(rng, 400), rng, 0.002))
+    prior.guard.zero_()  # the give-back alone
+    clean = _two_bands(rng, 100)
+    measured = clean + rng.normal(0, 0.002, clean.shape)
+    given = _guarded(prior, measured, measured)
+    kept = prior.giveback.clone()
+    prior.giveback.zero_()
+    plain = _guarded(prior, measured, measured)
+    bands = (GRID > 120) & (GRID < 210)
+    assert kept[bands].mean() > 0.3 and kept[GRID > 450].max() < 0.1
+    assert _rms((given - clean)[:, bands]) < 0.7 * _rms((plain - clean)[:, bands])  # from the bias ...
+    assert _rms((given - clean)[:, bands]) < 1.1 * 0.002  # ... to about the noise
+    assert np.abs(given - plain)[:, GRID > 450].max() < 0.1 * 0.002
+    prior.train()
+    trained = prior(torch.from_numpy(measured), torch.from_numpy(measured), torch.ones(len(measured)))
+    prior.giveback.copy_(kept)
+    assert torch.equal(trained, prior(torch.from_numpy(measured), torch.from_numpy(measured), torch.ones(100)))
+
+
+def test_the_giveback_stays_out_where_the_components_hold_the_family_or_the_noise_hides_the_bias() -> None:
+    rng = np.random.default_rng(15)
+    assert (_fitted(rng).giveback > 0).float().mean() < 0.1  # three shapes, four components: no bias to give
+    loud = SubspacePrior(L, 1, 151)
+    assert loud.fit(*_pairs(_two_bands(rng, 400), rng, 0.2))  # the bias is ~0.05, the noise 0.2
+    assert (loud.giveback > 0).float().mean() < 0.1
+    unpaired = SubspacePrior(L, 1, 151)
+    assert unpaired.fit(_two_bands(rng, 400), np.arange(400))  # no replicate pairs: nothing to learn it from
+    assert not unpaired.giveback.any()

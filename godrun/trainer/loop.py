@@ -411,6 +411,7 @@ class Trainer:
             n, rank = len(self.train_data), self.recipe.subspace_rank
             prior = self.model.subspace
             guard = f"guard thresholds {float(prior.guard.min()):.3g}-{float(prior.guard.max()):.3g}"
+            guard += f", give-back on {int((prior.giveback > 0).sum())} of {prior.seq_len} points"
             fitted = f"fitted on {n} training spectra, {guard}" if prior.fitted else f"off: {n} spectra, too few"
             self.logger.info("subspace prior (rank %d, window %d): %s", rank, self.recipe.subspace_window, fitted)
 
