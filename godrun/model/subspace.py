@@ -46,8 +46,8 @@ Given back (inference only, with the scale; `giveback` [L], learnt at `fit`): wh
 training spectra's shapes (the grid's ends, a rank too small for a window), the prior's output departs from the
 spectrum at scales of several points — a bias, not noise. Per wavelength, the share γ of the departure's
 running mean over GIVEBACK_POINTS points (its low-passed part: pixel-scale noise the network removed is not given
-back) that brings the output closer to the replicate partner is learnt from the training pairs, as the prior
-applied to each despiked raw input departs from it: γ = E[L(d)·(y − b)] / E[L(d)²] with d = y − m, y the prior's
+back) that brings the output closer to the replicate partner is learnt from the training pairs, in the pass of
+the prior over each raw input that calibrates the guard: γ = E[L(d)·(y − b)] / E[L(d)²] with d = y − m, y the prior's
 output, m the measurement, b the partner, L the running mean, and only what exceeds GIVEBACK_SES standard errors
 counted (both means also run over GIVEBACK_POINTS; γ stays 0 where the estimate is noise); then output −
 γ·L(output − measured). Measured (docs/noise.md): under the `skspec-fit` profile the prior's shapes miss the clean
@@ -164,50 +164,46 @@ class SubspacePrior(nn.Module):
         self.weight.copy_(torch.from_numpy(np.stack(weight)))
         self.noise.copy_(torch.from_numpy(sd[self._index().view(len(self.starts), self.window).numpy()]))
         self.fitted.fill_(1.0)
-        self.guard.copy_(self._calibrate_guard(x))
-        self.giveback.copy_(self._calibrate_giveback(x, np.asarray(partner)))
+        self.guard.zero_()
+        self.giveback.zero_()
+        guard, giveback = self._calibrate(x, np.asarray(partner))
+        self.guard.copy_(guard)
+        self.giveback.copy_(giveback)
         return True
 
     @torch.no_grad()
-    def _calibrate_guard(self, x: np.ndarray) -> Tensor:
-        """GUARD_FACTOR x the GUARD_QUANTILE of the training spectra's own misfits, per window."""
+    def _calibrate(self, x: np.ndarray, partner: np.ndarray) -> tuple[Tensor, Tensor]:
+        """One pass of the prior over the training spectra [N, L] (raw units; each its own input) for the guard —
+        GUARD_FACTOR x the GUARD_QUANTILE of their own misfits, per window — and the give-back: per wavelength,
+        the share of the output's low-passed departure from the input that the replicate partner says is the
+        prior's bias, not noise (module doc; 0 without replicate pairs)."""
         xn, params = normalise.normalise(x)
-        scale = torch.from_numpy(params["scale"])
-        misfits = []
+        scale, offset = torch.from_numpy(params["scale"]), torch.from_numpy(params["offset"])
+        paired = torch.from_numpy(partner != np.arange(len(x)))
+        misfits, q_sum, q_sq, den = [], 0.0, 0.0, 0.0
         for i in range(0, len(xn), FIT_CHUNK):
-            m = torch.from_numpy(xn[i : i + FIT_CHUNK])
-            misfits.append(self.misfit(*self._windows(m, m), scale[i : i + FIT_CHUNK]))
-        return GUARD_FACTOR * torch.quantile(torch.cat(misfits), GUARD_QUANTILE, dim=0)
-
-    @torch.no_grad()
-    def _calibrate_giveback(self, x: np.ndarray, partner: np.ndarray) -> Tensor:
-        """Per wavelength, the share of the low-passed departure from the (despiked) measurement that the
-        replicate partner says is the prior's bias, not noise (module doc); 0 without replicate pairs."""
-        self.giveback.zero_()
-        rows = np.flatnonzero(partner != np.arange(len(x)))
-        if len(rows) < 2:
-            return torch.zeros(self.seq_len)
-        xn, params = normalise.normalise(x[rows])
-        scale, offset = torch.from_numpy(params["scale"])[:, None], torch.from_numpy(params["offset"])[:, None]
-        q_sum, q_sq, den = (torch.zeros(self.seq_len, dtype=torch.float64) for _ in range(3))
-        for i in range(0, len(rows), FIT_CHUNK):
-            m = self.despike(torch.from_numpy(xn[i : i + FIT_CHUNK]).double(), scale[i : i + FIT_CHUNK, 0])
-            y = self(m, m).double()
-            unit = scale[i : i + FIT_CHUNK]
-            d = (y - m) * unit  # raw units: the prior's departure from the measurement ...
-            miss = y * unit + offset[i : i + FIT_CHUNK] - torch.from_numpy(x[partner[rows[i : i + FIT_CHUNK]]])
+            rows = slice(i, i + FIT_CHUNK)
+            m = torch.from_numpy(xn[rows])
+            fit, mw = self._windows(m, m)
+            misfits.append(self.misfit(fit, mw, scale[rows]))
+            keep = paired[rows]
+            if not bool(keep.any()):
+                continue
+            unit, y, m = scale[rows, None][keep], self._merge(fit)[keep], m[keep].double()
+            d = (y - m) * unit  # raw units: the output's departure from its input ...
+            miss = y * unit + offset[rows, None][keep] - torch.from_numpy(x[partner[i : i + FIT_CHUNK][keep.numpy()]])
             low = _running_mean(d, GIVEBACK_POINTS)  # ... its low-passed part, and the partner's miss
             q = _running_mean(low * miss, GIVEBACK_POINTS)
-            q_sum, q_sq, den = (
-                q_sum + q.sum(0),
-                q_sq + q.square().sum(0),
-                den + _running_mean(low.square(), GIVEBACK_POINTS).sum(0),
-            )
-        n = len(rows)
+            q_sum, q_sq = q_sum + q.sum(0), q_sq + q.square().sum(0)
+            den = den + _running_mean(low.square(), GIVEBACK_POINTS).sum(0)
+        guard = GUARD_FACTOR * torch.quantile(torch.cat(misfits), GUARD_QUANTILE, dim=0)
+        n = int(paired.sum())
+        if n < 2:
+            return guard, torch.zeros(self.seq_len)
         mean = q_sum / n
         se = ((q_sq / n - mean.square()).clamp_min(0) / n).sqrt()
         share = (mean - GIVEBACK_SES * se).clamp_min(0) / (den / n).clamp_min(1e-300)
-        return share.clamp(0.0, 1.0).float()
+        return guard, share.clamp(0.0, 1.0).float()
 
     def _index(self, device: torch.device | None = None) -> Tensor:
         """The grid index of every window's points, flattened [W * window]."""
@@ -233,13 +229,17 @@ class SubspacePrior(nn.Module):
         if scale is not None and not self.training and bool((guard > 0).any()):
             give = (self.misfit(fit, mw, scale) / guard.clamp_min(1e-300) - 1.0).clamp(0.0, 1.0)
             fit = fit + torch.where(guard > 0, give, 0.0)[..., None] * (mw - fit)
-        dev = pred.device
-        out = torch.zeros(pred.shape[0], self.seq_len, dtype=fit.dtype, device=dev)
-        out.index_add_(1, self._index(dev), (fit * self._taper.to(dev)).flatten(1))
-        out = out / self._cover.to(dev)
+        out = self._merge(fit)
         if scale is not None and not self.training and bool(self.giveback.any()):
             out = out - self.giveback.to(out) * _running_mean(out - measured.to(out), GIVEBACK_POINTS)
         return out.to(pred.dtype)
+
+    def _merge(self, fit: Tensor) -> Tensor:
+        """Windows [B, W, window] -> spectra [B, L]: added back tapered, over the taper's cover."""
+        dev = fit.device
+        out = torch.zeros(fit.shape[0], self.seq_len, dtype=fit.dtype, device=dev)
+        out.index_add_(1, self._index(dev), (fit * self._taper.to(dev)).flatten(1))
+        return out / self._cover.to(dev)
 
     def despike(self, x: Tensor, scale: Tensor) -> Tensor:
         """Spectra [B, L] (normalised frame; rows' scale [B]) with each spike replaced by the running median
