@@ -180,7 +180,8 @@ class SubspacePrior(nn.Module):
         xn, params = normalise.normalise(x)
         scale, offset = torch.from_numpy(params["scale"]), torch.from_numpy(params["offset"])
         paired = torch.from_numpy(partner != np.arange(len(x)))
-        misfits, q_sum, q_sq, den = [], 0.0, 0.0, 0.0
+        misfits: list[Tensor] = []
+        q_sum, q_sq, den = (torch.zeros(self.seq_len, dtype=torch.float64) for _ in range(3))
         for i in range(0, len(xn), FIT_CHUNK):
             rows = slice(i, i + FIT_CHUNK)
             m = torch.from_numpy(xn[rows])
