@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = [
     "LoadedModel",
     "build_model",
+    "denoise_normalised",
     "load_checkpoint",
     "load_model",
     "predict",
@@ -118,6 +119,25 @@ def predict_normalised(
     return torch.cat(out) if out else torch.empty_like(x)
 
 
+def denoise_normalised(
+    model: torch.nn.Module,
+    xn: torch.Tensor,
+    scale: torch.Tensor,
+    cond: torch.Tensor | None,
+    batch_size: int,
+    device: torch.device,
+    tta_reverse: bool = False,
+) -> torch.Tensor:
+    """What every predictor does with normalised spectra xn [B, L] (rows' scale [B]; model in eval mode): the
+    input despiked, the network (with `tta_reverse`, averaged with its run on the reversed input), and the
+    guarded prior against the despiked input."""
+    x = despiked_input(model, xn, scale)
+    yn = predict_normalised(model, x, cond, batch_size, device)
+    if tta_reverse:
+        yn = 0.5 * (yn + predict_normalised(model, x.flip(1), cond, batch_size, device).flip(1))
+    return with_prior(model, yn, x, scale)
+
+
 def predict(
     model: torch.nn.Module,
     meta: CheckpointMeta,
@@ -141,7 +161,6 @@ def predict(
     was_training = model.training
     model.eval()
     scale = torch.from_numpy(params["scale"])
-    x = despiked_input(model, torch.from_numpy(xn), scale)
-    yn = with_prior(model, predict_normalised(model, x, c, batch_size, dev), x, scale)
+    yn = denoise_normalised(model, torch.from_numpy(xn), scale, c, batch_size, dev)
     model.train(was_training)
     return normalise.denormalise(yn.numpy(), params)

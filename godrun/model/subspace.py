@@ -164,8 +164,6 @@ class SubspacePrior(nn.Module):
         self.weight.copy_(torch.from_numpy(np.stack(weight)))
         self.noise.copy_(torch.from_numpy(sd[self._index().view(len(self.starts), self.window).numpy()]))
         self.fitted.fill_(1.0)
-        self.guard.zero_()
-        self.giveback.zero_()
         guard, giveback = self._calibrate(x, np.asarray(partner))
         self.guard.copy_(guard)
         self.giveback.copy_(giveback)

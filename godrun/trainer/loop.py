@@ -24,9 +24,9 @@ from godrun.fsio import code_version, remove_stale_temps, sha256_file, terminati
 from godrun.gates.ranking import RankKey, better, composite_score, gates_passed, rank_key
 from godrun.model import checkpoint as ckpt_io
 from godrun.model import normalise
-from godrun.model.inference import build_model, predict_normalised, resolve_device
+from godrun.model.inference import build_model, denoise_normalised, resolve_device
 from godrun.model.mamba import fused_scan_error, scan_backend
-from godrun.model.subspace import despiked_input, with_prior
+from godrun.model.subspace import with_prior
 from godrun.paths import confine, writable_file
 from godrun.spec import RUN_PATH_FIELDS, Gates, Recipe
 from godrun.trainer import dataset as ds
@@ -209,12 +209,7 @@ def panel_eval(
     was = model.training
     model.eval()
     bs = max(recipe.bs, 64)
-    x = despiked_input(model, panel.x, panel.scale)
-    yn = predict_normalised(model, x, panel.cond, bs, device)
-    if recipe.tta_reverse:
-        rev = predict_normalised(model, x.flip(1), panel.cond, bs, device).flip(1)
-        yn = 0.5 * (yn + rev)
-    yn = with_prior(model, yn, x, panel.scale)
+    yn = denoise_normalised(model, panel.x, panel.scale, panel.cond, bs, device, recipe.tta_reverse)
     model.train(was)
     params = {"offset": panel.offset.double().numpy(), "scale": panel.scale.double().numpy()}
     pred = normalise.denormalise(yn.numpy(), params)
