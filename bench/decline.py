@@ -22,7 +22,7 @@ import torch
 from quality import _field, corpus, train_run
 
 from godrun.model import normalise
-from godrun.model.inference import predict_normalised
+from godrun.model.inference import denoise_normalised
 from godrun.trainer import dataset as ds
 from godrun.trainer import loop
 
@@ -30,10 +30,14 @@ ROWS = 256
 
 
 def rms_errors(model: torch.nn.Module, data: ds.SplitData) -> tuple[float, float]:
-    """(model, raw) rms error against the clean references on the first ROWS rows."""
+    """(model, raw) rms error against the clean references on the first ROWS rows, the model as the panel and
+    the evaluator apply it (despike, network, guarded prior)."""
     idx = torch.arange(min(ROWS, len(data)))
     cond = None if data.cond is None else data.cond[idx]
-    yn = predict_normalised(model, data.x[idx], cond, 64, torch.device("cpu"))
+    was = model.training
+    model.eval()
+    yn = denoise_normalised(model, data.x[idx], data.scale[idx], cond, 64, torch.device("cpu"))
+    model.train(was)
     params = {"offset": data.offset[idx].double().numpy(), "scale": data.scale[idx].double().numpy()}
     pred = normalise.denormalise(yn.numpy(), params).astype(np.float64)
     reference, raw = data.reference[idx].double().numpy(), data.raw[idx].double().numpy()
