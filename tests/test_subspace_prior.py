@@ -7,11 +7,11 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from scipy.ndimage import gaussian_filter1d
+from scipy.ndimage import gaussian_filter1d, uniform_filter1d
 
 from godrun.model import checkpoint as ckpt_io
 from godrun.model.inference import build_model
-from godrun.model.subspace import SubspacePrior, despiked_input, noise_sd, window_starts, with_prior
+from godrun.model.subspace import GivebackSums, SubspacePrior, despiked_input, noise_sd, window_starts, with_prior
 from godrun.spec import Recipe
 
 L = 601
@@ -398,3 +398,25 @@ def test_the_giveback_stays_out_where_the_components_hold_the_family_or_the_nois
     unpaired = SubspacePrior(L, 1, 151)
     assert unpaired.fit(_two_bands(rng, 400), np.arange(400))  # no replicate pairs: nothing to learn it from
     assert not unpaired.giveback.any()
+
+
+def test_the_giveback_sums_learn_a_networks_bias_batch_by_batch() -> None:
+    """The trainer learns the share each epoch from the network's outputs (GivebackSums): a smooth bias the
+    output holds at 300-400 points is given back, ~nothing elsewhere, and the sums do not depend on batching."""
+    rng = np.random.default_rng(16)
+    clean = _clean(rng, 600)
+    measured, partner = clean + rng.normal(0, 0.002, clean.shape), clean + rng.normal(0, 0.002, clean.shape)
+    bias = 0.004 * np.exp(-0.5 * ((GRID - 350) / 30) ** 2)
+    output = clean + bias + rng.normal(0, 0.0003, clean.shape)  # a denoiser that removed the noise, not its bias
+    scale = rng.uniform(0.5, 2.0, len(clean))  # the rows' normalisation: the sums are in raw units
+    args = [torch.from_numpy(v / scale[:, None]) for v in (output, measured, partner)] + [torch.from_numpy(scale)]
+    whole, halves = GivebackSums(L), GivebackSums(L)
+    whole.add(*args)
+    for rows in (slice(0, 250), slice(250, None)):
+        halves.add(*(a[rows] for a in args))
+    share = whole.share()
+    assert share is not None and torch.allclose(share, halves.share())
+    assert share[(GRID > 320) & (GRID < 380)].mean() > 0.6 and share[(GRID < 200) | (GRID > 500)].mean() < 0.05
+    given = output - share.double().numpy() * uniform_filter1d(output - measured, 9, axis=1, mode="nearest")
+    assert _rms((given - clean)[:, 320:380]) < 0.5 * _rms((output - clean)[:, 320:380])
+    assert GivebackSums(L).share() is None  # nothing added: no share (the trainer keeps the one it has)

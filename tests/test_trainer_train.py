@@ -70,6 +70,10 @@ def test_checkpoints_and_inference_reproduce_the_logged_panel(small_corpus: Path
     assert float(best.model["subspace.fitted"]) == 1.0  # the prior was learnt from the run's own training rows
     last = ck.load_checkpoint(ck.last_path(recipe.checkpoint_dir))
     assert last.meta.epoch == recipe.epochs and last.resume is not None and last.resume.optimizer
+    # the give-back's share is learnt again each epoch from the network's outputs, in the model and its average
+    assert last.ema is not None and torch.equal(last.model["subspace.giveback"], last.ema["subspace.giveback"])
+    assert best.meta.epoch < last.meta.epoch
+    assert not torch.equal(best.ema["subspace.giveback"], last.ema["subspace.giveback"])
     # the evaluator's path (load_model + predict) gives the PSNR the trainer logged for that epoch
     model, meta, _ = load_model(ck.best_path(recipe.checkpoint_dir))
     panel = load_corpus(small_corpus / "data/validation_panel.csv", small_corpus / "data/spectra_for_fold")

@@ -53,7 +53,11 @@ counted (both means also run over GIVEBACK_POINTS; γ stays 0 where the estimate
 γ·L(output − measured). Measured (docs/noise.md): under the `skspec-fit` profile the prior's shapes miss the clean
 spectra by up to ~1e-3 at 200–260 nm, where the wavelet baseline kept the measured shape and won on PSNR; there
 the give-back learns γ ≈ 0.25–0.4 and ~0 at 400–780 nm, and under the default profile, whose noise is far above
-that bias, a mean of at most 0.07 in any band.
+that bias, a mean of at most 0.07 in any band. The trainer learns γ again at the end of every epoch from the
+network's outputs through the prior on that epoch's training steps (`GivebackSums`; pairwise Noise2Noise, rows
+without a cutout): the bias `fit` measured is the model's only before the first step, and a network's early
+shape errors are biases of the same kind (`skspec-fit` seed 1212, epoch 3: gate 4 failed at 1.002x raw's
+downstream error with the fit's γ, 0.948x with the epoch's).
 """
 
 from __future__ import annotations
@@ -179,30 +183,20 @@ class SubspacePrior(nn.Module):
         scale, offset = torch.from_numpy(params["scale"]), torch.from_numpy(params["offset"])
         paired = torch.from_numpy(partner != np.arange(len(x)))
         misfits: list[Tensor] = []
-        q_sum, q_sq, den = (torch.zeros(self.seq_len, dtype=torch.float64) for _ in range(3))
+        sums = GivebackSums(self.seq_len)
         for i in range(0, len(xn), FIT_CHUNK):
             rows = slice(i, i + FIT_CHUNK)
             m = torch.from_numpy(xn[rows])
             fit, mw = self._windows(m, m)
             misfits.append(self.misfit(fit, mw, scale[rows]))
             keep = paired[rows]
-            if not bool(keep.any()):
-                continue
-            unit, y, m = scale[rows, None][keep], self._merge(fit)[keep], m[keep].double()
-            d = (y - m) * unit  # raw units: the output's departure from its input ...
-            miss = y * unit + offset[rows, None][keep] - torch.from_numpy(x[partner[i : i + FIT_CHUNK][keep.numpy()]])
-            low = _running_mean(d, GIVEBACK_POINTS)  # ... its low-passed part, and the partner's miss
-            q = _running_mean(low * miss, GIVEBACK_POINTS)
-            q_sum, q_sq = q_sum + q.sum(0), q_sq + q.square().sum(0)
-            den = den + _running_mean(low.square(), GIVEBACK_POINTS).sum(0)
+            if bool(keep.any()):
+                unit, off = scale[rows][keep], offset[rows][keep]
+                b = (torch.from_numpy(x[partner[rows][keep.numpy()]]) - off[:, None]) / unit[:, None]
+                sums.add(self._merge(fit)[keep], m[keep], b, unit)
         guard = GUARD_FACTOR * torch.quantile(torch.cat(misfits), GUARD_QUANTILE, dim=0)
-        n = int(paired.sum())
-        if n < 2:
-            return guard, torch.zeros(self.seq_len)
-        mean = q_sum / n
-        se = ((q_sq / n - mean.square()).clamp_min(0) / n).sqrt()
-        share = (mean - GIVEBACK_SES * se).clamp_min(0) / (den / n).clamp_min(1e-300)
-        return guard, share.clamp(0.0, 1.0).float()
+        share = sums.share()
+        return guard, torch.zeros(self.seq_len) if share is None else share
 
     def _index(self, device: torch.device | None = None) -> Tensor:
         """The grid index of every window's points, flattened [W * window]."""
@@ -270,6 +264,37 @@ class SubspacePrior(nn.Module):
         lv = a[..., :N_LEVEL]
         level = (lv @ _solve(lv, _robust_keep(lv, rest), rest)[..., None]).squeeze(-1)
         return (shape + level) / w, mw
+
+
+class GivebackSums:
+    """The give-back's statistics (module doc), summed over batches of rows: `add` the prior's outputs y, the
+    measured inputs m and the replicate partners (or clean references) b, all [B, L] in the rows' normalised
+    frame, with the rows' scales [B] (the sums are in raw units); `share` is γ [L], or None before two rows."""
+
+    def __init__(self, length: int) -> None:
+        self.sums = torch.zeros(4, length, dtype=torch.float64)  # Σq, Σq², Σ L(low²), and the row count
+
+    @torch.no_grad()
+    def add(self, y: Tensor, m: Tensor, b: Tensor, scale: Tensor) -> None:
+        if y.shape[0] == 0:
+            return
+        unit = scale.to(device=y.device, dtype=torch.float64)[:, None]
+        y64 = y.double()
+        low = _running_mean((y64 - m.to(y64)) * unit, GIVEBACK_POINTS)  # the low-passed departure from the input
+        q = _running_mean(low * (y64 - b.to(y64)) * unit, GIVEBACK_POINTS)  # against the partner's miss
+        den = _running_mean(low.square(), GIVEBACK_POINTS)
+        rows = torch.stack([q.sum(0), q.square().sum(0), den.sum(0), torch.full_like(den[0], len(q))])
+        self.sums += rows.cpu()
+
+    def share(self) -> Tensor | None:
+        q_sum, q_sq, den, count = self.sums
+        n = float(count[0])
+        if n < 2:
+            return None
+        mean = q_sum / n
+        se = ((q_sq / n - mean.square()).clamp_min(0) / n).sqrt()
+        share = (mean - GIVEBACK_SES * se).clamp_min(0) / (den / n).clamp_min(1e-300)
+        return share.clamp(0.0, 1.0).float()
 
 
 def with_prior(model: nn.Module, pred: Tensor, measured: Tensor, scale: Tensor | None = None) -> Tensor:

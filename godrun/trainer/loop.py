@@ -26,7 +26,7 @@ from godrun.model import checkpoint as ckpt_io
 from godrun.model import normalise
 from godrun.model.inference import build_model, denoise_normalised, resolve_device
 from godrun.model.mamba import fused_scan_error, scan_backend
-from godrun.model.subspace import with_prior
+from godrun.model.subspace import GivebackSums, SubspacePrior, with_prior
 from godrun.paths import confine, writable_file
 from godrun.spec import RUN_PATH_FIELDS, Gates, Recipe
 from godrun.trainer import dataset as ds
@@ -516,6 +516,7 @@ class Trainer:
         order = ds.epoch_order(self.train_data, n, r.seed, epoch)[d.rank :: d.world]
         gen = torch.Generator().manual_seed((r.seed * 1_000_003 + epoch) * 64 + d.rank + 1)
         sums = dict.fromkeys(("total", *LOSS_KEYS), 0.0)
+        giveback = self._giveback_sums()
         self.net.train()
         self.progress.start_epoch(epoch, r.epochs, self.steps)
         for i in range(self.steps):
@@ -527,6 +528,10 @@ class Trainer:
                 pred = self.net(x, cond)
             if self.model.subspace is not None:  # the model is prior ∘ network, trained as it predicts
                 pred = through_prior(self.model, pred.float(), x, b)
+            if giveback is not None:
+                paired = self.train_data.partner[idx] != idx
+                rows = (paired if b.cutout is None else paired & ~b.cutout.any(1)).to(self.device)
+                giveback.add(pred.detach()[rows], x[rows], y[rows], b.scale.to(self.device)[rows])
             win = None if b.windows is None else b.windows.to(self.device)
             loss, parts = self.loss_fn(pred, y, b.offset.to(self.device), b.scale.to(self.device), win)
             self.opt.zero_grad(set_to_none=True)
@@ -543,7 +548,34 @@ class Trainer:
             self.progress.step(i + 1, parts["total"])
             self.prom.add_spectra(len(idx) * d.world)
         self.progress.end_epoch()
+        self._learn_giveback(giveback)
         return {k: v / self.steps for k, v in sums.items()}
+
+    def _giveback_sums(self) -> GivebackSums | None:
+        """The give-back's statistics over this epoch's steps, where every paired row's target is its replicate
+        partner (pairwise Noise2Noise; other targets may hold the input's own noise: the fit's share stays)."""
+        r, prior = self.recipe, self.model.subspace
+        if prior is None or not bool(prior.fitted) or not (r.noise2noise and r.noise2noise_pairwise):
+            return None
+        return GivebackSums(prior.seq_len)
+
+    def _learn_giveback(self, sums: GivebackSums | None) -> None:
+        """The give-back's share from the network's outputs this epoch, in the model and its average: the prior's
+        bias that `fit` measured on the raw inputs is the network's too only at the first step (module doc of
+        godrun.model.subspace)."""
+        if sums is None:
+            return
+        if self.dist.world > 1:
+            sums.sums = sums.sums.to(self.device)
+            torch.distributed.all_reduce(sums.sums)
+            sums.sums = sums.sums.cpu()
+        share = sums.share()
+        if share is None:
+            return
+        for model in (self.model, *(() if self.ema is None else (self.ema.module,))):
+            prior = getattr(model, "subspace", None)
+            if isinstance(prior, SubspacePrior):
+                prior.giveback.copy_(share.to(prior.giveback))
 
     def _update_best(self, epoch: int, panel: dict[str, Any]) -> bool:
         """Early-stop bookkeeping by the evaluator's ranking (godrun.gates.ranking) under the GodRun's gates."""
