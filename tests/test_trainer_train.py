@@ -207,6 +207,7 @@ def test_act_b_calibrator_from_god_run_checkpoint_trains_only_head_and_film(
     after = ck.load_checkpoint(ck.last_path(recipe.checkpoint_dir)).model
     assert any(k.startswith("calibrator") for k in after)
     changed = {k for k, v in before.items() if not torch.equal(v, after[k])}
+    changed.discard("subspace.giveback")  # learnt again each epoch from the outputs (not a trained weight)
     assert changed and all(k.startswith("film") for k in changed)
     calib = {k: v for k, v in after.items() if k.startswith("calibrator")}
     assert not torch.equal(calib["calibrator.scale"], torch.ones_like(calib["calibrator.scale"]))
