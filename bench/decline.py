@@ -34,10 +34,7 @@ def rms_errors(model: torch.nn.Module, data: ds.SplitData) -> tuple[float, float
     the evaluator apply it (despike, network, guarded prior)."""
     idx = torch.arange(min(ROWS, len(data)))
     cond = None if data.cond is None else data.cond[idx]
-    was = model.training
-    model.eval()
     yn = denoise_normalised(model, data.x[idx], data.scale[idx], cond, 64, torch.device("cpu"))
-    model.train(was)
     params = {"offset": data.offset[idx].double().numpy(), "scale": data.scale[idx].double().numpy()}
     pred = normalise.denormalise(yn.numpy(), params).astype(np.float64)
     reference, raw = data.reference[idx].double().numpy(), data.raw[idx].double().numpy()

@@ -128,14 +128,19 @@ def denoise_normalised(
     device: torch.device,
     tta_reverse: bool = False,
 ) -> torch.Tensor:
-    """What every predictor does with normalised spectra xn [B, L] (rows' scale [B]; model in eval mode): the
-    input despiked, the network (with `tta_reverse`, averaged with its run on the reversed input), and the
-    guarded prior against the despiked input."""
-    x = despiked_input(model, xn, scale)
-    yn = predict_normalised(model, x, cond, batch_size, device)
-    if tta_reverse:
-        yn = 0.5 * (yn + predict_normalised(model, x.flip(1), cond, batch_size, device).flip(1))
-    return with_prior(model, yn, x, scale)
+    """What every predictor does with normalised spectra xn [B, L] (rows' scale [B]), the model in eval mode
+    (its mode restored after): the input despiked, the network (with `tta_reverse`, averaged with its run on the
+    reversed input), and the guarded prior against the despiked input."""
+    was_training = model.training
+    model.eval()
+    try:
+        x = despiked_input(model, xn, scale)
+        yn = predict_normalised(model, x, cond, batch_size, device)
+        if tta_reverse:
+            yn = 0.5 * (yn + predict_normalised(model, x.flip(1), cond, batch_size, device).flip(1))
+        return with_prior(model, yn, x, scale)
+    finally:
+        model.train(was_training)
 
 
 def predict(
@@ -158,9 +163,5 @@ def predict(
             raise InputError("predict: this checkpoint uses FiLM; pass the dose features (raw_cond_for)")
         c = torch.from_numpy(standardise_cond(np.asarray(cond, np.float32), stats.mean, stats.std))
     dev = resolve_device(device)
-    was_training = model.training
-    model.eval()
-    scale = torch.from_numpy(params["scale"])
-    yn = denoise_normalised(model, torch.from_numpy(xn), scale, c, batch_size, dev)
-    model.train(was_training)
+    yn = denoise_normalised(model, torch.from_numpy(xn), torch.from_numpy(params["scale"]), c, batch_size, dev)
     return normalise.denormalise(yn.numpy(), params)

@@ -206,11 +206,8 @@ def panel_eval(
     from godrun.gates.metrics import evaluate_gates, panel_metrics
 
     gates = gates or Gates()
-    was = model.training
-    model.eval()
     bs = max(recipe.bs, 64)
     yn = denoise_normalised(model, panel.x, panel.scale, panel.cond, bs, device, recipe.tta_reverse)
-    model.train(was)
     params = {"offset": panel.offset.double().numpy(), "scale": panel.scale.double().numpy()}
     pred = normalise.denormalise(yn.numpy(), params)
     gen = torch.Generator().manual_seed(recipe.seed)
@@ -522,7 +519,7 @@ class Trainer:
         for i in range(self.steps):
             idx = order[i * r.bs : (i + 1) * r.bs]
             b = ds.make_batch(self.train_data, idx, r, gen, self.wl_step, train=True)
-            x, y = b.x.to(self.device), b.y.to(self.device)
+            x, y, scale = b.x.to(self.device), b.y.to(self.device), b.scale.to(self.device)
             cond = None if b.cond is None else b.cond.to(self.device)
             with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=r.amp):
                 pred = self.net(x, cond)
@@ -531,9 +528,9 @@ class Trainer:
             if giveback is not None:
                 paired = self.train_data.partner[idx] != idx
                 rows = (paired if b.cutout is None else paired & ~b.cutout.any(1)).to(self.device)
-                giveback.add(pred.detach()[rows], x[rows], y[rows], b.scale.to(self.device)[rows])
+                giveback.add(pred.detach()[rows], x[rows], y[rows], scale[rows])
             win = None if b.windows is None else b.windows.to(self.device)
-            loss, parts = self.loss_fn(pred, y, b.offset.to(self.device), b.scale.to(self.device), win)
+            loss, parts = self.loss_fn(pred, y, b.offset.to(self.device), scale, win)
             self.opt.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.opt)
