@@ -11,7 +11,16 @@ from scipy.ndimage import gaussian_filter1d, uniform_filter1d
 
 from godrun.model import checkpoint as ckpt_io
 from godrun.model.inference import build_model
-from godrun.model.subspace import GivebackSums, SubspacePrior, despiked_input, noise_sd, window_starts, with_prior
+from godrun.model.subspace import (
+    GivebackSums,
+    SubspacePrior,
+    _combine,
+    _solve,
+    despiked_input,
+    noise_sd,
+    window_starts,
+    with_prior,
+)
 from godrun.spec import Recipe
 
 L = 601
@@ -53,6 +62,21 @@ def test_windows_cover_the_grid_and_end_on_its_last_point() -> None:
     starts = window_starts(601, 151)
     assert starts[0] == 0 and starts[-1] == 450 and all(b - a == 25 for a, b in itertools.pairwise(starts))
     assert window_starts(100, 60)[-1] == 40  # 0, 10, ..., 40: the last window ends on the last point
+
+
+def test_the_batched_solve_is_weighted_least_squares_per_row_and_window() -> None:
+    rng = np.random.default_rng(5)
+    rows, n_win, n, p = 3, 4, 30, 5
+    a = rng.normal(size=(n_win, n, p))
+    b = rng.normal(size=(rows, n_win, n))
+    keep = (rng.random((rows, n_win, n)) > 0.2).astype(np.float64)
+    coef = _solve(torch.from_numpy(a), torch.from_numpy(keep), torch.from_numpy(b)).numpy()
+    fitted = _combine(torch.from_numpy(a), torch.from_numpy(coef)).numpy()
+    for i, w in itertools.product(range(rows), range(n_win)):
+        k = keep[i, w] > 0
+        expected = np.linalg.lstsq(a[w][k], b[i, w][k], rcond=None)[0]
+        np.testing.assert_allclose(coef[i, w], expected, rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(fitted[i, w], a[w] @ expected, rtol=1e-6, atol=1e-9)
 
 
 def test_noise_sd_from_pairs_matches_the_noise_added() -> None:

@@ -257,12 +257,11 @@ class SubspacePrior(nn.Module):
         w = self.weight.double()  # [W, n]
         a = _unit_columns(self.basis.double() * w[..., None])  # [W, n, p]
         yw = pred.double()[:, idx].view(-1, n_win, self.window) * w
-        shape = _solve(a, _robust_keep(a, yw), yw)[..., N_LEVEL:, None]
-        shape = (a[..., N_LEVEL:] @ shape).squeeze(-1)  # [B, W, n]
+        shape = _combine(a[..., N_LEVEL:], _solve(a, _robust_keep(a, yw), yw)[..., N_LEVEL:])  # [B, W, n]
         mw = measured.double()[:, idx].view(-1, n_win, self.window)
         rest = mw * w - shape
         lv = a[..., :N_LEVEL]
-        level = (lv @ _solve(lv, _robust_keep(lv, rest), rest)[..., None]).squeeze(-1)
+        level = _combine(lv, _solve(lv, _robust_keep(lv, rest), rest))
         return (shape + level) / w, mw
 
 
@@ -343,10 +342,19 @@ def _unit_columns(a: Tensor) -> Tensor:
 def _solve(a: Tensor, keep: Tensor, b: Tensor) -> Tensor:
     """Least-squares coefficients [B, W, p] of b [B, W, n] on the columns of a [W, n, p] over the kept points
     (a tiny ridge keeps nearly collinear columns, a smooth mean next to the quadratic baseline, from blowing
-    up)."""
-    akt = (keep[..., None] * a).transpose(-1, -2)  # [B, W, p, n]
-    ridge = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device) * RIDGE
-    return torch.linalg.solve(akt @ a + ridge, (akt @ b[..., None]).squeeze(-1))
+    up). The normal equations are built with the windows as the batch: the kept points' weights times each
+    point's outer product a aᵀ, one matrix product per window (a [B, W, n, p] copy per row was 5x slower)."""
+    n_win, n, p = a.shape
+    outer = (a[..., :, None] * a[..., None, :]).reshape(n_win, n, p * p)
+    gram = (keep.transpose(0, 1) @ outer).view(n_win, -1, p, p).transpose(0, 1)  # [B, W, p, p]
+    rhs = ((keep * b).transpose(0, 1) @ a).transpose(0, 1)  # [B, W, p]
+    ridge = torch.eye(p, dtype=a.dtype, device=a.device) * RIDGE
+    return torch.linalg.solve(gram + ridge, rhs)
+
+
+def _combine(a: Tensor, coef: Tensor) -> Tensor:
+    """The columns of a [W, n, p] weighted by coefficients [B, W, p]: [B, W, n], the windows as the batch."""
+    return (coef.transpose(0, 1) @ a.transpose(-1, -2)).transpose(0, 1)
 
 
 @torch.no_grad()
@@ -355,7 +363,7 @@ def _robust_keep(a: Tensor, b: Tensor) -> Tensor:
     of the fit, refitted ROBUST_ITERATIONS times (a spike, or the wiggle a network left of one, drops out)."""
     keep = torch.ones_like(b)
     for _ in range(ROBUST_ITERATIONS):
-        resid = b - (a @ _solve(a, keep, b)[..., None]).squeeze(-1)
+        resid = b - _combine(a, _solve(a, keep, b))
         mad = MAD_TO_SD * torch.where(keep > 0, resid.abs(), torch.nan).nanmedian(dim=-1, keepdim=True).values
         keep = (resid.abs() <= ROBUST_MADS * mad + 1e-300).to(b.dtype)
     return keep

@@ -595,13 +595,14 @@ class Trainer:
         if d.main:
             self._audit()
             self.logger.info(
-                "training %d spectra (%d steps/epoch x bs %d x %d proc), panel %d spectra, device %s",
+                "training %d spectra (%d steps/epoch x bs %d x %d proc), panel %d spectra, device %s%s",
                 len(self.train_data),
                 self.steps,
                 r.bs,
                 d.world,
                 len(self.panel),
                 self.device,
+                f" ({torch.get_num_threads()} threads)" if self.device.type == "cpu" else "",
             )
         for epoch in range(self.start_epoch, r.epochs + 1):
             t0 = time.perf_counter()

@@ -52,7 +52,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "d_state": 4,
         "film_hidden_dim": 16,
         "bs": 32,
-        "epochs": 6,
+        "epochs": 3,
         "steps_per_epoch": 15,
         "early_stop_patience": 0,
         "lr": 1e-2,
