@@ -14,8 +14,8 @@ from godrun.model.inference import build_model
 from godrun.model.subspace import (
     GivebackSums,
     SubspacePrior,
+    _Columns,
     _combine,
-    _solve,
     despiked_input,
     noise_sd,
     window_starts,
@@ -70,7 +70,7 @@ def test_the_batched_solve_is_weighted_least_squares_per_row_and_window() -> Non
     a = rng.normal(size=(n_win, n, p))
     b = rng.normal(size=(rows, n_win, n))
     keep = (rng.random((rows, n_win, n)) > 0.2).astype(np.float64)
-    coef = _solve(torch.from_numpy(a), torch.from_numpy(keep), torch.from_numpy(b)).numpy()
+    coef = _Columns(torch.from_numpy(a)).solve(torch.from_numpy(keep), torch.from_numpy(b)).numpy()
     fitted = _combine(torch.from_numpy(a), torch.from_numpy(coef)).numpy()
     for i, w in itertools.product(range(rows), range(n_win)):
         k = keep[i, w] > 0

@@ -257,11 +257,12 @@ class SubspacePrior(nn.Module):
         w = self.weight.double()  # [W, n]
         a = _unit_columns(self.basis.double() * w[..., None])  # [W, n, p]
         yw = pred.double()[:, idx].view(-1, n_win, self.window) * w
-        shape = _combine(a[..., N_LEVEL:], _solve(a, _robust_keep(a, yw), yw)[..., N_LEVEL:])  # [B, W, n]
+        cols = _Columns(a)
+        shape = _combine(a[..., N_LEVEL:], cols.solve(_robust_keep(cols, yw), yw)[..., N_LEVEL:])  # [B, W, n]
         mw = measured.double()[:, idx].view(-1, n_win, self.window)
         rest = mw * w - shape
-        lv = a[..., :N_LEVEL]
-        level = _combine(lv, _solve(lv, _robust_keep(lv, rest), rest))
+        lv = _Columns(a[..., :N_LEVEL])
+        level = _combine(lv.a, lv.solve(_robust_keep(lv, rest), rest))
         return (shape + level) / w, mw
 
 
@@ -339,17 +340,24 @@ def _unit_columns(a: Tensor) -> Tensor:
     return a / a.norm(dim=-2, keepdim=True).clamp_min(1e-300)
 
 
-def _solve(a: Tensor, keep: Tensor, b: Tensor) -> Tensor:
-    """Least-squares coefficients [B, W, p] of b [B, W, n] on the columns of a [W, n, p] over the kept points
-    (a tiny ridge keeps nearly collinear columns, a smooth mean next to the quadratic baseline, from blowing
-    up). The normal equations are built with the windows as the batch: the kept points' weights times each
-    point's outer product a aᵀ, one matrix product per window (a [B, W, n, p] copy per row was 5x slower)."""
-    n_win, n, p = a.shape
-    outer = (a[..., :, None] * a[..., None, :]).reshape(n_win, n, p * p)
-    gram = (keep.transpose(0, 1) @ outer).view(n_win, -1, p, p).transpose(0, 1)  # [B, W, p, p]
-    rhs = ((keep * b).transpose(0, 1) @ a).transpose(0, 1)  # [B, W, p]
-    ridge = torch.eye(p, dtype=a.dtype, device=a.device) * RIDGE
-    return torch.linalg.solve(gram + ridge, rhs)
+class _Columns:
+    """A window's columns a [W, n, p] for weighted least squares with the windows as the batch: each point's
+    outer product a aᵀ [W, n, p²] is formed once, and the normal equations of any weights over the points are
+    one matrix product per window (a [B, W, n, p] copy of the columns per row was 5x slower; bench/prior.py)."""
+
+    def __init__(self, a: Tensor) -> None:
+        n_win, n, p = a.shape
+        self.a = a
+        self.outer = (a[..., :, None] * a[..., None, :]).reshape(n_win, n, p * p)
+
+    def solve(self, keep: Tensor, b: Tensor) -> Tensor:
+        """Least-squares coefficients [B, W, p] of b [B, W, n] over the kept points keep [B, W, n] (a tiny ridge
+        keeps nearly collinear columns, a smooth mean next to the quadratic baseline, from blowing up)."""
+        n_win, _, p = self.a.shape
+        gram = (keep.transpose(0, 1) @ self.outer).view(n_win, -1, p, p).transpose(0, 1)  # [B, W, p, p]
+        rhs = ((keep * b).transpose(0, 1) @ self.a).transpose(0, 1)  # [B, W, p]
+        ridge = torch.eye(p, dtype=self.a.dtype, device=self.a.device) * RIDGE
+        return torch.linalg.solve(gram + ridge, rhs)
 
 
 def _combine(a: Tensor, coef: Tensor) -> Tensor:
@@ -358,12 +366,12 @@ def _combine(a: Tensor, coef: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def _robust_keep(a: Tensor, b: Tensor) -> Tensor:
-    """Which points [B, W, n] of b count in its fit on the columns of a: those within ROBUST_MADS scaled MADs
+def _robust_keep(cols: _Columns, b: Tensor) -> Tensor:
+    """Which points [B, W, n] of b count in its fit on the columns: those within ROBUST_MADS scaled MADs
     of the fit, refitted ROBUST_ITERATIONS times (a spike, or the wiggle a network left of one, drops out)."""
     keep = torch.ones_like(b)
     for _ in range(ROBUST_ITERATIONS):
-        resid = b - _combine(a, _solve(a, keep, b))
+        resid = b - _combine(cols.a, cols.solve(keep, b))
         mad = MAD_TO_SD * torch.where(keep > 0, resid.abs(), torch.nan).nanmedian(dim=-1, keepdim=True).values
         keep = (resid.abs() <= ROBUST_MADS * mad + 1e-300).to(b.dtype)
     return keep
