@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from godrun.contract import files
+
 HERE = Path(__file__).resolve().parents[1]
 STAGE = re.compile(r"^ {6}(?:wrote|reusing|run finished)[^\n]*\(([0-9.]+) s\)$", re.M)
 
@@ -59,7 +61,7 @@ def run_demo(tree: Path, seed: int) -> DemoRun:
         proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, check=False)
         wall = time.perf_counter() - t0
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        status_file = Path(tmp, "w", "status.json")
+        status_file = Path(tmp, "w", files.STATUS_JSON)
         status = json.loads(status_file.read_text()) if status_file.is_file() else {}
     if proc.returncode not in (0, 3):  # 3: the run ended Failed-ActB, a verdict like any other
         sys.exit(f"godrun demo --seed {seed} ({tree}) exited {proc.returncode}:\n{proc.stdout[-2000:]}{proc.stderr}")

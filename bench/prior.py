@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from godrun.contract import files
 from godrun.data.cli import main as data_main
 from godrun.data.loader import load_corpus
 from godrun.model.subspace import N_LEVEL, RIDGE, SubspacePrior, _Columns, _combine, _robust_keep, _unit_columns
@@ -48,8 +49,8 @@ def best_ms(fn: Callable[[], object], repeat: int) -> float:
 def fitted_prior(root: Path) -> tuple[SubspacePrior, torch.Tensor]:
     """A prior (the recipe's rank 8, window 151) fitted to a scale-0.05 synthetic corpus; its raw spectra."""
     data_main(["synth", "--out", str(root), "--scale", "0.05", "--seed", "0", "--panel"])
-    folder = root / "data/spectra_for_fold"
-    corpus = load_corpus(folder / "manifest_train.csv", folder, require_references=False)
+    folder = root / files.SPECTRA_DIR
+    corpus = load_corpus(root / files.MANIFEST_TRAIN, folder, require_references=False)
     raw = np.asarray(corpus.raw, np.float64)
     prior = SubspacePrior(raw.shape[1], 8, 151)
     prior.fit(raw, partners(corpus.meta))

@@ -91,6 +91,11 @@ def _threads(dist: Dist) -> int:
     return max(1, min(2, cpus) // dist.world)
 
 
+def _threads_note(device: torch.device) -> str:
+    n = torch.get_num_threads()
+    return f" ({n} thread{'s' if n != 1 else ''})" if device.type == "cpu" else ""
+
+
 def _device(recipe: Recipe, dist: Dist) -> torch.device:
     dev = resolve_device(recipe.device)
     if dev.type == "cuda":
@@ -602,7 +607,7 @@ class Trainer:
                 d.world,
                 len(self.panel),
                 self.device,
-                f" ({torch.get_num_threads()} threads)" if self.device.type == "cpu" else "",
+                _threads_note(self.device),
             )
         for epoch in range(self.start_epoch, r.epochs + 1):
             t0 = time.perf_counter()
