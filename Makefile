@@ -44,7 +44,7 @@ test-unit: setup
 	$(PY) -m pytest -q -m "not k8s"
 
 # the scripts that judge a corpus and checkpoints given on their command line are run by hand
-BENCH_WITH_INPUTS := bench/dip_errors.py bench/error_bands.py
+BENCH_WITH_INPUTS := bench/dip_errors.py bench/error_bands.py bench/dip_evidence.py
 bench: setup
 	for f in $(filter-out $(BENCH_WITH_INPUTS),$(wildcard bench/*.py)); do echo "== $$f"; $(PY) $$f || exit 1; done
 

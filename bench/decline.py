@@ -21,22 +21,21 @@ import numpy as np
 import torch
 from quality import _field, corpus, train_run
 
-from godrun.model import normalise
-from godrun.model.inference import denoise_normalised
+from godrun.model.inference import denoise
 from godrun.trainer import dataset as ds
 from godrun.trainer import loop
 
 ROWS = 256
 
 
-def rms_errors(model: torch.nn.Module, data: ds.SplitData) -> tuple[float, float]:
+def rms_errors(model: torch.nn.Module, data: ds.SplitData, t: loop.Trainer) -> tuple[float, float]:
     """(model, raw) rms error against the clean references on the first ROWS rows, the model as the panel and
-    the evaluator apply it (despike, network, guarded prior)."""
+    the evaluator apply it (despike, network, guarded prior, unsupported dips filled)."""
     idx = torch.arange(min(ROWS, len(data)))
     cond = None if data.cond is None else data.cond[idx]
-    yn = denoise_normalised(model, data.x[idx], data.scale[idx], cond, 64, torch.device("cpu"))
-    params = {"offset": data.offset[idx].double().numpy(), "scale": data.scale[idx].double().numpy()}
-    pred = normalise.denormalise(yn.numpy(), params).astype(np.float64)
+    params = {"offset": data.offset[idx].numpy(), "scale": data.scale[idx].numpy()}
+    pred = denoise(model, data.x[idx], params, cond, t.recipe, t.wl, batch_size=64, device=torch.device("cpu"))
+    pred = pred.astype(np.float64)
     reference, raw = data.reference[idx].double().numpy(), data.raw[idx].double().numpy()
     return float(np.sqrt(((pred - reference) ** 2).mean())), float(np.sqrt(((raw - reference) ** 2).mean()))
 
@@ -47,8 +46,8 @@ def traced_end_epoch() -> None:
 
     def end_epoch(self: loop.Trainer, epoch: int, losses: dict[str, float], t0: float, t_train: float) -> bool:
         model = self.ema.module if self.ema is not None else self.model
-        train, train_raw = rms_errors(model, self.train_data)
-        panel, panel_raw = rms_errors(model, self.panel)
+        train, train_raw = rms_errors(model, self.train_data, self)
+        panel, panel_raw = rms_errors(model, self.panel, self)
         done = original(self, epoch, losses, t0, t_train)
         h: dict[str, Any] = self.history[-1]
         row = {"epoch": epoch, "psnr": round(h["panel_psnr_mean"], 2), "panel_rms": f"{panel:.3g}"}

@@ -380,6 +380,16 @@ class Recipe(BaseModel):
     subspace_window: PosInt = Field(
         151, description="Points per window of the subspace prior (windows overlap by 5/6, tapered)."
     )
+    dip_evidence_se: float = Field(
+        8.0,
+        ge=0,
+        le=1000,
+        description="Every prediction (the panel's, the evaluator's): a dip gate 3's detector finds in it that "
+        "the measured spectrum backs by no more than this many standard errors (its deficit below its own "
+        "guard-band line, fitted on the prediction's; white-noise error from the point-to-point steps) is filled "
+        "up to the prediction's guard-band line. Noise alone backed spurious dips by at most 4.6, real dips were "
+        "backed by 9.4 or more (28 corpora, docs/noise.md); 0 disables.",
+    )
     jitter_nm: WindowNm = Field(
         0.0,
         description="Train-only random wavelength shift (nm, uniform ±); 0 (default) disables. The seed's plan "

@@ -78,7 +78,7 @@ def test_checkpoints_and_inference_reproduce_the_logged_panel(small_corpus: Path
     model, meta, _ = load_model(ck.best_path(recipe.checkpoint_dir))
     panel = load_corpus(small_corpus / "data/validation_panel.csv", small_corpus / "data/spectra_for_fold")
     cond = raw_cond_for(meta, recipe.dose_features_csv, panel.meta["group_id"])
-    pred = predict(model, meta, panel.raw, cond)
+    pred = predict(model, meta, panel.raw, cond, panel.wavelengths)
     logged = result.history[result.best_epoch - 1]["panel_psnr_mean"]
     assert abs(float(np.mean(psnr(pred, panel.reference))) - logged) < 1e-3
     audit = Path(recipe.audit_log).read_text()

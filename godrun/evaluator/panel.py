@@ -191,7 +191,8 @@ def _checkpoint_predictor(
             scan_backend=meta.scan_backend,
         )
         cond = conditioning(meta, panel)
-        return np.asarray(inference.predict(model, meta, panel.raw, cond, batch_size=batch_size, device=device))
+        pred = inference.predict(model, meta, panel.raw, cond, panel.wavelengths, batch_size, device)
+        return np.asarray(pred)
 
     return run
 

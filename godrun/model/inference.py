@@ -2,7 +2,7 @@
 
 model, meta, _ = load_model("checkpoints/god_run/mamba_tiny_uv_best.pt")
 cond = raw_cond_for(meta, "data/metadata/dose_features.csv", panel_manifest["group_id"])
-pred = predict(model, meta, raw_spectra, cond)          # de-normalised, raw units
+pred = predict(model, meta, raw_spectra, cond, wavelengths)   # de-normalised, raw units
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from godrun.errors import InputError
 from godrun.model import normalise
 from godrun.model.checkpoint import SUBSPACE_PREFIX, check_fits, load_checkpoint
 from godrun.model.conditioning import raw_cond, standardise_cond
+from godrun.model.dipcheck import unsupported_dips_filled
 from godrun.model.subspace import despiked_input, with_prior
 from godrun.spec import Recipe
 
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "LoadedModel",
     "build_model",
-    "denoise_normalised",
+    "denoise",
     "load_checkpoint",
     "load_model",
     "predict",
@@ -119,18 +120,18 @@ def predict_normalised(
     return torch.cat(out) if out else torch.empty_like(x)
 
 
-def denoise_normalised(
+def _denoise(
     model: torch.nn.Module,
     xn: torch.Tensor,
     scale: torch.Tensor,
     cond: torch.Tensor | None,
     batch_size: int,
     device: torch.device,
-    tta_reverse: bool = False,
-) -> torch.Tensor:
-    """What every predictor does with normalised spectra xn [B, L] (rows' scale [B]), the model in eval mode
-    (its mode restored after): the input despiked, the network (with `tta_reverse`, averaged with its run on the
-    reversed input), and the guarded prior against the despiked input."""
+    tta_reverse: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(prediction, despiked input), both normalised, for spectra xn [B, L] (rows' scale [B]), the model in eval
+    mode (its mode restored after): the input despiked, the network (with `tta_reverse`, averaged with its run
+    on the reversed input), and the guarded prior against the despiked input."""
     was_training = model.training
     model.eval()
     try:
@@ -138,9 +139,31 @@ def denoise_normalised(
         yn = predict_normalised(model, x, cond, batch_size, device)
         if tta_reverse:
             yn = 0.5 * (yn + predict_normalised(model, x.flip(1), cond, batch_size, device).flip(1))
-        return with_prior(model, yn, x, scale)
+        return with_prior(model, yn, x, scale), x
     finally:
         model.train(was_training)
+
+
+def denoise(
+    model: torch.nn.Module,
+    xn: torch.Tensor,
+    params: dict[str, np.ndarray],
+    cond: torch.Tensor | None,
+    recipe: Recipe,
+    wavelengths: np.ndarray,
+    *,
+    batch_size: int,
+    device: torch.device,
+    tta_reverse: bool = False,
+) -> np.ndarray:
+    """What every predictor returns for normalised spectra xn [B, L] in the frame `params` (offset, scale [B]):
+    the network's and the prior's prediction de-normalised (raw units), then the dips the despiked measurement
+    does not back by more than recipe.dip_evidence_se standard errors filled (godrun.model.dipcheck)."""
+    scale = torch.from_numpy(np.asarray(params["scale"]))
+    yn, x = _denoise(model, xn, scale, cond, batch_size, device, tta_reverse)
+    pred, measured = normalise.denormalise(yn.numpy(), params), normalise.denormalise(x.numpy(), params)
+    filled, _ = unsupported_dips_filled(pred, measured, wavelengths, recipe.detector, recipe.dip_evidence_se)
+    return filled.astype(np.float32)
 
 
 def predict(
@@ -148,10 +171,12 @@ def predict(
     meta: CheckpointMeta,
     raw: np.ndarray,
     cond: np.ndarray | None,
+    wavelengths: np.ndarray,
     batch_size: int = 256,
     device: str = "cpu",
 ) -> np.ndarray:
-    """Denoise raw spectra [N, L]; `cond` holds RAW dose features (standardised here with the checkpoint's stats)."""
+    """Denoise raw spectra [N, L] on the grid `wavelengths` [L] (nm); `cond` holds RAW dose features
+    (standardised here with the checkpoint's stats)."""
     raw = np.asarray(raw, dtype=np.float32)
     if raw.ndim != 2:
         raise InputError(f"predict: expected [N, L] spectra, got shape {raw.shape}")
@@ -162,6 +187,9 @@ def predict(
         if cond is None:
             raise InputError("predict: this checkpoint uses FiLM; pass the dose features (raw_cond_for)")
         c = torch.from_numpy(standardise_cond(np.asarray(cond, np.float32), stats.mean, stats.std))
+    wavelengths = np.asarray(wavelengths, dtype=np.float64)
+    if wavelengths.shape != (raw.shape[1],):
+        raise InputError(f"predict: {raw.shape[1]}-point spectra but a grid of shape {wavelengths.shape}")
+    recipe = meta.recipe("predict: the checkpoint")
     dev = resolve_device(device)
-    yn = denoise_normalised(model, torch.from_numpy(xn), torch.from_numpy(params["scale"]), c, batch_size, dev)
-    return normalise.denormalise(yn.numpy(), params)
+    return denoise(model, torch.from_numpy(xn), params, c, recipe, wavelengths, batch_size=batch_size, device=dev)

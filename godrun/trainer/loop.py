@@ -24,7 +24,7 @@ from godrun.fsio import code_version, remove_stale_temps, sha256_file, terminati
 from godrun.gates.ranking import RankKey, better, composite_score, gates_passed, rank_key
 from godrun.model import checkpoint as ckpt_io
 from godrun.model import normalise
-from godrun.model.inference import build_model, denoise_normalised, resolve_device
+from godrun.model.inference import build_model, denoise, resolve_device
 from godrun.model.mamba import fused_scan_error, scan_backend
 from godrun.model.subspace import GivebackSums, SubspacePrior, with_prior
 from godrun.paths import confine, writable_file
@@ -211,10 +211,9 @@ def panel_eval(
     from godrun.gates.metrics import evaluate_gates, panel_metrics
 
     gates = gates or Gates()
-    bs = max(recipe.bs, 64)
-    yn = denoise_normalised(model, panel.x, panel.scale, panel.cond, bs, device, recipe.tta_reverse)
-    params = {"offset": panel.offset.double().numpy(), "scale": panel.scale.double().numpy()}
-    pred = normalise.denormalise(yn.numpy(), params)
+    params = {"offset": panel.offset.numpy(), "scale": panel.scale.numpy()}
+    bs, tta = max(recipe.bs, 64), recipe.tta_reverse
+    pred = denoise(model, panel.x, params, panel.cond, recipe, wl, batch_size=bs, device=device, tta_reverse=tta)
     gen = torch.Generator().manual_seed(recipe.seed)
     target = ds.targets_for(panel, torch.arange(len(panel)), recipe, gen, panel=True).numpy()
     per_spectrum = panel_metrics(pred, target, panel.raw.numpy(), wl, gates)
