@@ -22,7 +22,7 @@ import torch
 
 from godrun.contract import files
 from godrun.data.loader import load_corpus
-from godrun.gates.metrics import detect_dips, spurious_dips
+from godrun.gates.metrics import detect_dips, grid_step, guard_points, spurious_dips
 from godrun.model import normalise
 from godrun.model.dipcheck import evidence
 from godrun.model.inference import load_model, predict, raw_cond_for
@@ -46,7 +46,7 @@ def run_dips(run: Path, checkpoint: Path, min_area: float) -> list[dict]:
     measured = normalise.denormalise(x.numpy(), params).astype(np.float64)
     recipe = m.meta.recipe(str(checkpoint))
     cfg = recipe.detector.model_copy(update={"min_area": min_area})
-    guard = max(round(cfg.guard_nm / float(np.median(np.diff(wl)))), 1)
+    guard = guard_points(grid_step(wl), cfg)
     rows = []
     for i in range(len(pred)):
         ref = detect_dips(np.asarray(c.reference[i], dtype=np.float64), wl, recipe.detector)

@@ -134,7 +134,8 @@ class Dip:
     equivalent_width_nm: float
 
 
-def _step(wl: np.ndarray) -> float:
+def grid_step(wl: np.ndarray) -> float:
+    """The grid's step (nm): the median spacing of its points."""
     return float(np.median(np.diff(wl)))
 
 
@@ -143,7 +144,7 @@ def smooth(y: np.ndarray, wl: np.ndarray, sigma_nm: float) -> np.ndarray:
     y = np.asarray(y, dtype=np.float64)
     if sigma_nm <= 0:
         return y
-    return gaussian_filter1d(y, sigma_nm / _step(wl), axis=-1, mode="nearest")
+    return gaussian_filter1d(y, sigma_nm / grid_step(wl), axis=-1, mode="nearest")
 
 
 def despike(s: np.ndarray) -> np.ndarray:
@@ -161,7 +162,7 @@ def _blur(x: np.ndarray, width: int) -> np.ndarray:
 
 def continuum(s: np.ndarray, wl: np.ndarray) -> np.ndarray:
     """Upper-envelope baseline of s [..., L]: a ~CONTINUUM_SIGMA_NM blur iterated on max(s, baseline) (fills dips)."""
-    sigma = CONTINUUM_SIGMA_NM / _step(wl)
+    sigma = CONTINUUM_SIGMA_NM / grid_step(wl)
     width = max(round(math.sqrt(4.0 * sigma * sigma + 1.0)) | 1, 3)  # 3 box passes ≈ Gaussian sigma
     b = _blur(s, width)
     for _ in range(CONTINUUM_ITERS):
@@ -197,7 +198,7 @@ def _prepare(y: np.ndarray, wl: np.ndarray, cfg: DipDetector) -> list[_Prepared]
     wl_c, s = wl[cut], s[:, cut]
     s_med = despike(s)
     cont = continuum(s_med, wl_c)
-    step, span = _step(wl), float(wl[-1] - wl[0])
+    step, span = grid_step(wl), float(wl[-1] - wl[0])
     return [_Prepared(wl_c, step, span, s[i], s_med[i], cont[i]) for i in range(len(s))]
 
 
@@ -208,12 +209,20 @@ def _line_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return slope, float(ym - slope * xm)
 
 
+def guard_points(step_nm: float, cfg: DipDetector) -> int:
+    """Points in each guard band of a dip window on a grid of this step."""
+    return max(round(cfg.guard_nm / step_nm), 1)
+
+
+def guard_bands(lo: int, hi: int, points: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Grid indices of the guard bands left and right of the window lo..hi (`points` each, cut at the grid's n)."""
+    return np.arange(max(lo - points, 0), lo), np.arange(hi + 1, min(hi + 1 + points, n))
+
+
 def _measure_window(sp: _Prepared, lo: int, hi: int, cfg: DipDetector) -> Dip | None:
     """Measure the dip in s[lo..hi] against a line fitted to the (de-spiked) guard bands either side."""
     wl = sp.wl
-    g = max(round(cfg.guard_nm / sp.step), 1)
-    left = np.arange(max(lo - g, 0), lo)
-    right = np.arange(hi + 1, min(hi + 1 + g, len(wl)))
+    left, right = guard_bands(lo, hi, guard_points(sp.step, cfg), len(wl))
     idx = np.concatenate([left, right])
     if len(idx) < 2 or hi <= lo:
         return None

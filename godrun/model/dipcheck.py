@@ -23,18 +23,12 @@ from typing import NamedTuple
 
 import numpy as np
 
-from godrun.gates.metrics import dip_windows
+from godrun.gates.metrics import dip_windows, grid_step, guard_bands, guard_points
 from godrun.spec import DipDetector
 
 MAX_DIPS = 64  # per spectrum: more than the ROI can hold at the detector's narrowest window
 MAD_SD = 1.4826  # the scaled MAD's factor: the sd of Gaussian noise
 NO_DEFICIT = 1e-9  # a deficit below this fraction of the prediction's level is rounding, not a dip
-
-
-def _guard_indices(lo: int, hi: int, guard: int, n: int) -> np.ndarray | None:
-    left = np.arange(max(lo - guard, 0), lo)
-    right = np.arange(hi + 1, min(hi + 1 + guard, n))
-    return None if len(left) == 0 or len(right) == 0 else np.concatenate([left, right])
 
 
 class Evidence(NamedTuple):
@@ -46,9 +40,10 @@ class Evidence(NamedTuple):
 def evidence(pred: np.ndarray, measured: np.ndarray, wl: np.ndarray, lo: int, hi: int, guard: int) -> Evidence | None:
     """The measurement's evidence for the dip of `pred` over grid points lo..hi (one spectrum each; None where a
     guard band is missing or the prediction has no deficit there)."""
-    g = _guard_indices(lo, hi, guard, len(wl))
-    if g is None:
+    left, right = guard_bands(lo, hi, guard, len(wl))
+    if len(left) == 0 or len(right) == 0:
         return None
+    g = np.concatenate([left, right])
     w = np.arange(lo, hi + 1)
     centre = wl[w].mean()
     line_at_guards = np.stack([np.ones(len(g)), wl[g] - centre], axis=1)
@@ -77,7 +72,7 @@ def unsupported_dips_filled(
         return out, 0
     wl = np.asarray(wl, dtype=np.float64)
     measured = np.asarray(measured, dtype=np.float64)
-    guard = max(round(cfg.guard_nm / float(np.median(np.diff(wl)))), 1)
+    guard = guard_points(grid_step(wl), cfg)
     filled = 0
     for i, windows in enumerate(dip_windows(src, wl, cfg, MAX_DIPS)):
         for lo, hi in windows[windows[:, 0] >= 0]:
